@@ -1,0 +1,11 @@
+//! berth's agent: everything but the spec format.
+//!
+//! # Layout
+//! - [`cli`]: the `berth` command line.
+//! - [`layout`]: where things live on disk; [`names`]: what kernel objects are called.
+//! - [`fsutil`]: crash-safe writes.
+
+pub mod cli;
+pub mod fsutil;
+pub mod layout;
+pub mod names;

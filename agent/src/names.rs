@@ -1,0 +1,206 @@
+//! Names of every kernel object berth makes, derived from the config's `instance` and the
+//! container's incarnation id, so that each can be found again and attributed to its owner.
+//!
+//! | object | name |
+//! |---|---|
+//! | incarnation id | 12 random hex digits, recorded in the container dir |
+//! | cgroup | `<instance>/<name>-<id>` under each v1 hierarchy, or under the v2 root |
+//! | veth, host side | `bth` + 4 hex of sha256(instance) + the id's first 8 hex (15 chars) |
+//! | netns | `<run_dir>/netns/<name>-<id>` |
+//! | nftables table | `inet <instance>` |
+//! | link alias (IFLA_IFALIAS) | `berth:<instance>:<name>:<id>` |
+//!
+//! Interface names are limited to 15 bytes, too short for the instance itself: the veth name
+//! carries a tag of it, and the link's alias carries the whole owner so that an orphan can be
+//! attributed without doubt.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Random id of one incarnation of a container (kept across restarts, new on recreate).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct IncarnationId(String);
+
+pub const ID_LEN: usize = 12;
+
+impl IncarnationId {
+    pub fn random() -> Self {
+        let mut b = [0u8; ID_LEN / 2];
+        getrandom::fill(&mut b).expect("getrandom");
+        IncarnationId(hex::encode(b))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        (s.len() == ID_LEN
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then(|| IncarnationId(s.to_string()))
+    }
+}
+
+impl TryFrom<String> for IncarnationId {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        IncarnationId::parse(&s).ok_or_else(|| format!("invalid incarnation id {s:?}"))
+    }
+}
+
+impl From<IncarnationId> for String {
+    fn from(id: IncarnationId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for IncarnationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Names derived from one agent's instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    instance: String,
+    tag: String,
+}
+
+impl Names {
+    pub fn new(instance: &str) -> Self {
+        use sha2::Digest;
+        let tag = hex::encode(sha2::Sha256::digest(instance.as_bytes()))[..4].to_string();
+        Names {
+            instance: instance.to_string(),
+            tag,
+        }
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// `<name>-<id>`: the leaf of a container's cgroup and its netns file name.
+    pub fn container_key(name: &str, id: &IncarnationId) -> String {
+        format!("{name}-{id}")
+    }
+
+    /// Splits a `<name>-<id>` key back; `None` if it is not one.
+    pub fn parse_container_key(key: &str) -> Option<(&str, IncarnationId)> {
+        let (name, id) = key.rsplit_once('-')?;
+        Some((name, IncarnationId::parse(id)?)).filter(|(n, _)| !n.is_empty())
+    }
+
+    /// The cgroup path of a container relative to a hierarchy's root.
+    pub fn cgroup(&self, name: &str, id: &IncarnationId) -> String {
+        format!("{}/{}", self.instance, Self::container_key(name, id))
+    }
+
+    /// The directory under each hierarchy that holds this instance's cgroups.
+    pub fn cgroup_parent(&self) -> &str {
+        &self.instance
+    }
+
+    /// Host-side veth name: `bth` + instance tag + 8 hex of the id.
+    pub fn veth(&self, id: &IncarnationId) -> String {
+        format!("bth{}{}", self.tag, &id.as_str()[..8])
+    }
+
+    /// Whether a link name has this instance's veth shape (its alias still decides ownership).
+    pub fn is_own_veth(&self, ifname: &str) -> bool {
+        ifname.len() == 15 && ifname.starts_with("bth") && ifname[3..7] == self.tag
+    }
+
+    /// The alias set on every link berth creates for a container.
+    pub fn link_alias(&self, name: &str, id: &IncarnationId) -> String {
+        format!("berth:{}:{name}:{id}", self.instance)
+    }
+
+    /// Parses a link alias of this instance back into (name, id).
+    pub fn parse_link_alias(&self, alias: &str) -> Option<(String, IncarnationId)> {
+        let rest = alias
+            .strip_prefix("berth:")?
+            .strip_prefix(self.instance.as_str())?
+            .strip_prefix(':')?;
+        let (name, id) = rest.rsplit_once(':')?;
+        Some((name.to_string(), IncarnationId::parse(id)?))
+    }
+
+    /// The nftables table (family inet) this instance owns.
+    pub fn nft_table(&self) -> &str {
+        &self.instance
+    }
+}
+
+/// Checks an instance name: it prefixes kernel object names, so it is short and plain.
+pub fn validate_instance(instance: &str) -> Result<(), String> {
+    let ok = !instance.is_empty()
+        && instance.len() <= 12
+        && instance.as_bytes()[0].is_ascii_lowercase()
+        && instance
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid instance {instance:?}: 1-12 characters of a-z, 0-9 and '-', starting with a letter"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn veth_fits_ifnamsiz_and_is_recognised() {
+        let n = Names::new("berth");
+        let id = IncarnationId::random();
+        let v = n.veth(&id);
+        assert_eq!(v.len(), 15);
+        assert!(n.is_own_veth(&v));
+        assert!(!Names::new("other").is_own_veth(&v));
+    }
+
+    #[test]
+    fn keys_and_aliases_roundtrip() {
+        let n = Names::new("t1");
+        let id = IncarnationId::parse("0123456789ab").unwrap();
+        let key = Names::container_key("web-1", &id);
+        assert_eq!(
+            Names::parse_container_key(&key),
+            Some(("web-1", id.clone()))
+        );
+        assert_eq!(Names::parse_container_key("web"), None);
+        assert_eq!(Names::parse_container_key("-0123456789ab"), None);
+        let alias = n.link_alias("web-1", &id);
+        assert_eq!(
+            n.parse_link_alias(&alias),
+            Some(("web-1".into(), id.clone()))
+        );
+        assert_eq!(Names::new("t").parse_link_alias(&alias), None);
+        assert_eq!(n.cgroup("web-1", &id), "t1/web-1-0123456789ab");
+    }
+
+    #[test]
+    fn ids() {
+        let id = IncarnationId::random();
+        assert_eq!(IncarnationId::parse(id.as_str()), Some(id));
+        assert_eq!(IncarnationId::parse("xyz"), None);
+        assert_eq!(IncarnationId::parse("0123456789AB"), None);
+    }
+
+    #[test]
+    fn instances() {
+        assert!(validate_instance("berth").is_ok());
+        assert!(validate_instance("t-1").is_ok());
+        for bad in ["", "1a", "Berth", "a_b", "abcdefghijklm"] {
+            assert!(validate_instance(bad).is_err(), "{bad}");
+        }
+    }
+}

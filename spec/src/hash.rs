@@ -1,0 +1,54 @@
+//! The recreate hash: sha256 over the canonical JSON of the fields that shape a container.
+//!
+//! `state`, `restart`, `pull`, `depends_on`, `[health]`, `[update]`, `[logging]` and
+//! `[resources]` are left out on purpose: changing them never recreates (resources are applied
+//! to the live cgroup).
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::model::*;
+use crate::reference::ImageSource;
+
+#[derive(Serialize)]
+struct Shape<'a> {
+    image: &'a ImageSource,
+    entrypoint: &'a Option<Vec<String>>,
+    command: &'a Option<Vec<String>>,
+    env: &'a std::collections::BTreeMap<String, String>,
+    user: &'a Option<User>,
+    workdir: &'a Option<String>,
+    hostname: &'a Option<String>,
+    mounts: &'a [Mount],
+    devices: &'a [Device],
+    ports: &'a [PortMapping],
+    network: NetworkMode,
+    ip: &'a Option<std::net::IpAddr>,
+    security: &'a Security,
+    labels: &'a std::collections::BTreeMap<String, String>,
+    init: bool,
+}
+
+/// `sha256:<hex>` of the canonical form of the container-shaping fields.
+pub fn spec_hash(spec: &ContainerSpec) -> String {
+    let shape = Shape {
+        image: &spec.image,
+        entrypoint: &spec.entrypoint,
+        command: &spec.command,
+        env: &spec.env,
+        user: &spec.user,
+        workdir: &spec.workdir,
+        hostname: &spec.hostname,
+        mounts: &spec.mounts,
+        devices: &spec.devices,
+        ports: &spec.ports,
+        network: spec.network,
+        ip: &spec.ip,
+        security: &spec.security,
+        labels: &spec.labels,
+        init: spec.init,
+    };
+    // serde_json writes struct fields in declaration order and BTreeMaps sorted: canonical.
+    let bytes = serde_json::to_vec(&shape).expect("spec serialises");
+    format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+}

@@ -1,0 +1,36 @@
+//! Support for berth's end-to-end tests: the binary under test, privileges, unique names.
+
+use std::path::PathBuf;
+
+/// The `berth` binary cargo built for this test run.
+pub fn berth_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("BERTH_BIN") {
+        return PathBuf::from(p);
+    }
+    // tests/ lives beside agent/ in the workspace; the binary is in the shared target dir.
+    let exe = std::env::current_exe().expect("current_exe");
+    let target = exe.ancestors().nth(2).expect("target dir").to_path_buf();
+    target.join("berth")
+}
+
+/// Privileged tests never pass silently: without root they fail unless the run says to skip.
+pub fn require_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("BERTH_SKIP_PRIVILEGED").is_some() {
+        eprintln!("skipping: needs root (BERTH_SKIP_PRIVILEGED is set)");
+        return false;
+    }
+    panic!("this test needs root; run as root or set BERTH_SKIP_PRIVILEGED=1 to skip it");
+}
+
+/// A short name unique to this test process and call, usable as an instance name.
+pub fn unique_instance(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let s = format!("{prefix}{:x}{n:x}", std::process::id() & 0xffff);
+    s.chars().take(12).collect()
+}
