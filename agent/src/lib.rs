@@ -4,8 +4,10 @@
 //! - [`cli`]: the `berth` command line.
 //! - [`layout`]: where things live on disk; [`names`]: what kernel objects are called.
 //! - [`fsutil`]: crash-safe writes.
+//! - [`image`]: what the runtime needs to know about a pulled image.
 
 pub mod cli;
 pub mod fsutil;
+pub mod image;
 pub mod layout;
 pub mod names;
