@@ -7,6 +7,7 @@
 //! - [`image`]: what the runtime needs to know about a pulled image.
 
 pub mod cli;
+pub mod config;
 pub mod fsutil;
 pub mod image;
 pub mod layout;

@@ -16,6 +16,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/berth/berth.toml";
 pub const CONFIG_ENV: &str = "BERTH_CONFIG";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Prefix of every kernel object this agent owns: at most 12 characters of `[a-z0-9-]`,
     /// starting with a letter, so that derived names fit the kernel's limits.
@@ -44,6 +45,13 @@ pub struct Config {
     pub log_level: String,
 }
 
+impl Config {
+    /// Parses a config file's text. Every key is optional.
+    pub fn from_toml_str(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -68,6 +76,7 @@ impl Default for Config {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct NetworkConfig {
     pub bridge: String,
     /// IPv4 CIDR; the first host address is the gateway. The default avoids Docker's
@@ -85,6 +94,7 @@ impl Default for NetworkConfig {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RegistryConfig {
     /// Plain HTTP (and no certificate checks). Only for registries named here.
     pub insecure: bool,
@@ -95,6 +105,7 @@ pub struct RegistryConfig {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ImagesConfig {
     /// Bytes the store may use; oldest-unused images are pruned past it.
     pub max_disk: Option<u64>,

@@ -355,6 +355,7 @@ pub enum SeccompMode {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Logging {
     /// Bytes per log file before rotation.
     pub max_size: u64,

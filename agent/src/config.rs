@@ -1,0 +1,48 @@
+//! Finding and loading the agent config: `--config PATH`, else `$BERTH_CONFIG`, else
+//! `/etc/berth/berth.toml` (which may be absent: every key has a default).
+
+use std::path::{Path, PathBuf};
+
+use berth_spec::Config;
+use berth_spec::config::{CONFIG_ENV, DEFAULT_CONFIG_PATH};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+/// Which config file applies, and whether it must exist (an explicit path must).
+pub fn config_path(explicit: Option<&Path>) -> (PathBuf, bool) {
+    if let Some(p) = explicit {
+        return (p.to_path_buf(), true);
+    }
+    if let Some(p) = std::env::var_os(CONFIG_ENV).filter(|p| !p.is_empty()) {
+        return (PathBuf::from(p), true);
+    }
+    (PathBuf::from(DEFAULT_CONFIG_PATH), false)
+}
+
+/// Loads the config named by `explicit`, the environment or the default path.
+pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+    let (path, required) = config_path(explicit);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+            return Ok(Config::default());
+        }
+        Err(source) => return Err(ConfigError::Read { path, source }),
+    };
+    let config = Config::from_toml_str(&text).map_err(|reason| ConfigError::Invalid {
+        path: path.clone(),
+        reason,
+    })?;
+    crate::names::validate_instance(&config.instance)
+        .map_err(|reason| ConfigError::Invalid { path, reason })?;
+    Ok(config)
+}
