@@ -12,3 +12,4 @@ pub mod fsutil;
 pub mod image;
 pub mod layout;
 pub mod names;
+pub mod reconcile;

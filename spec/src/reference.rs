@@ -16,7 +16,7 @@ const NAME_MAX: usize = 255;
 const TAG_MAX: usize = 128;
 
 /// Where a spec's image comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ImageSource {
     Registry(ImageReference),

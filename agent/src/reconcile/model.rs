@@ -1,0 +1,141 @@
+//! The planner's view of the world: what the specs ask for ([`Desired`]) and what is there now
+//! ([`Observed`]). Plain data, built by the source and by `observe`; no I/O here.
+
+use std::collections::BTreeMap;
+
+use berth_spec::{ContainerSpec, ImageSource};
+
+use crate::names::IncarnationId;
+
+/// Milliseconds on the boot clock (CLOCK_BOOTTIME): monotonic within a boot, immune to the
+/// wall clock jumping when NTP first answers on a device without an RTC.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+pub struct Millis(pub u64);
+
+impl Millis {
+    pub fn plus(self, d: std::time::Duration) -> Millis {
+        Millis(self.0.saturating_add(d.as_millis() as u64))
+    }
+    pub fn since(self, earlier: Millis) -> std::time::Duration {
+        std::time::Duration::from_millis(self.0.saturating_sub(earlier.0))
+    }
+}
+
+/// The whole desired set, from one complete scan of the spec source.
+#[derive(Debug, Clone, Default)]
+pub struct Desired {
+    pub specs: BTreeMap<String, DesiredEntry>,
+    /// False when the source could not be read (dir missing, unreadable): nothing is pruned
+    /// and entries absent from `specs` are left alone.
+    pub trustworthy: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct DesiredEntry {
+    /// The spec to converge to: the file's, or the last valid one when the file stopped parsing.
+    pub spec: Option<DesiredSpec>,
+    /// Why the file is not valid right now (its container keeps its last valid spec).
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DesiredSpec {
+    pub spec: ContainerSpec,
+    pub hash: String,
+}
+
+impl DesiredSpec {
+    pub fn new(spec: ContainerSpec) -> Self {
+        let hash = berth_spec::spec_hash(&spec);
+        DesiredSpec { spec, hash }
+    }
+}
+
+/// Everything observed at the start of a pass.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    pub containers: BTreeMap<String, ObservedContainer>,
+    /// Images present in the store: source -> digest it resolves to locally.
+    pub images: BTreeMap<ImageSource, String>,
+    /// Pulls that failed and when they may be tried again.
+    pub pull_failures: BTreeMap<ImageSource, Failure>,
+}
+
+/// One container that has a record in the state dir (an incarnation).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedContainer {
+    pub id: IncarnationId,
+    /// The recreate hash it was created from.
+    pub spec_hash: String,
+    /// The image digest it was created from.
+    pub image_digest: String,
+    pub run: RunState,
+    /// Restarts within this boot (not counting the first start).
+    pub restarts: u32,
+    /// Consecutive runs that ended within [`super::backoff::RESET_AFTER`]: drives the backoff.
+    pub crash_streak: u32,
+    /// When the current or last run started.
+    pub started_at: Option<Millis>,
+    /// Consecutive failures to start or create this container, with the last one.
+    pub start_failure: Option<Failure>,
+    pub health: HealthState,
+    /// The resources applied to its cgroup.
+    pub resources: berth_spec::model::Resources,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    /// Created (rootfs, network) but its process has not run in this boot.
+    Created,
+    Running,
+    Paused,
+    Exited(Exit),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    /// Exit code, or 128 + signal.
+    pub code: i32,
+    pub oom: bool,
+    pub at: Millis,
+    /// berth stopped it (`state = "stopped"`, a recreate): not a crash, no backoff.
+    pub requested: bool,
+}
+
+impl Exit {
+    pub fn succeeded(&self) -> bool {
+        self.code == 0 && !self.oom
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HealthState {
+    /// No health check.
+    #[default]
+    None,
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub count: u32,
+    pub at: Millis,
+    pub error: String,
+    /// Whether retrying can help (a registry down) or not (a manifest that does not exist).
+    pub transient: bool,
+}
