@@ -630,6 +630,12 @@ proptest! {
             let d = desired(target.clone());
             let mut passes = 0;
             loop {
+                // The health checker (not the planner) follows the current spec's check.
+                for s in target {
+                    if let Some(c) = o.containers.get_mut(&s.name) {
+                        c.health = if s.health.check.is_some() { HealthState::Healthy } else { HealthState::None };
+                    }
+                }
                 let p = plan(&d, &o, now);
                 if p.actions.is_empty() { break; }
                 apply(&mut o, &p.actions, now);
