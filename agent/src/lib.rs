@@ -13,3 +13,4 @@ pub mod image;
 pub mod layout;
 pub mod names;
 pub mod reconcile;
+pub mod source;
