@@ -49,13 +49,13 @@ impl SpecWatcher {
     /// Re-establishes the watches when the dir appeared, vanished or was replaced. Cheap when
     /// nothing changed (two stats); the loop calls it before every scan.
     pub fn refresh(&mut self) {
-        if !self.parent_watched {
-            if let Some(parent) = self.dir.parent() {
-                self.parent_watched = self
-                    .watcher
-                    .watch(parent, RecursiveMode::NonRecursive)
-                    .is_ok();
-            }
+        if !self.parent_watched
+            && let Some(parent) = self.dir.parent()
+        {
+            self.parent_watched = self
+                .watcher
+                .watch(parent, RecursiveMode::NonRecursive)
+                .is_ok();
         }
         let identity = std::fs::metadata(&self.dir)
             .ok()
