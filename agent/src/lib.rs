@@ -6,11 +6,15 @@
 //! - [`fsutil`]: crash-safe writes.
 //! - [`image`]: what the runtime needs to know about a pulled image.
 
+pub mod api;
 pub mod cli;
 pub mod config;
+pub mod events;
 pub mod fsutil;
 pub mod image;
 pub mod layout;
+pub mod metrics;
 pub mod names;
 pub mod reconcile;
 pub mod source;
+pub mod status;

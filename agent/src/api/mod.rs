@@ -1,0 +1,4 @@
+//! The unix-socket API: the agent's [`server`] and the CLI's [`client`].
+
+pub mod client;
+pub mod server;

@@ -1,0 +1,323 @@
+//! The agent's API: HTTP/JSON on a unix socket that only root can open (mode 0600).
+//!
+//! It serves whatever the reconciler last published (a watch channel of statuses, the event
+//! log, metrics) and forwards `plan` and `apply` requests to the loop; it never touches
+//! containers itself.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::events::EventLog;
+use crate::metrics::Metrics;
+use crate::status::{ApplyResult, ContainerStatus, PlanView};
+
+/// What the API asks of the reconcile loop.
+pub enum ApiRequest {
+    Plan {
+        reply: oneshot::Sender<PlanView>,
+    },
+    Apply {
+        options: ApplyOptions,
+        reply: oneshot::Sender<ApplyResult>,
+    },
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize, Deserialize)]
+pub struct ApplyOptions {
+    /// Wait until converged (or failed) instead of returning after one pass.
+    pub wait: bool,
+    pub timeout_ms: Option<u64>,
+    /// Override update locks.
+    pub force: bool,
+}
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub statuses: watch::Receiver<Arc<Vec<ContainerStatus>>>,
+    pub events: Arc<EventLog>,
+    pub metrics: Arc<Metrics>,
+    pub requests: mpsc::Sender<ApiRequest>,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/ping", get(|| async { "ok" }))
+        .route("/v1/containers", get(list))
+        .route("/v1/containers/{name}", get(one))
+        .route("/v1/events", get(events))
+        .route("/v1/plan", get(plan))
+        .route("/v1/apply", post(apply))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Binds the socket (replacing a stale one), restricts it to root, and serves until
+/// `shutdown` resolves.
+pub async fn serve(
+    socket: &Path,
+    state: ApiState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // The lock on the state dir guarantees no other agent of ours is alive: a socket file
+    // still here is stale.
+    crate::fsutil::remove_file_if_exists(socket)?;
+    let listener = UnixListener::bind(socket)?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn list(State(s): State<ApiState>) -> axum::Json<Vec<ContainerStatus>> {
+    axum::Json(s.statuses.borrow().as_ref().clone())
+}
+
+async fn one(State(s): State<ApiState>, UrlPath(name): UrlPath<String>) -> Response {
+    let all = s.statuses.borrow().clone();
+    let found: Vec<ContainerStatus> = all.iter().filter(|c| c.name == name).cloned().collect();
+    if found.is_empty() {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no container named {name:?}"),
+        )
+            .into_response();
+    }
+    axum::Json(found).into_response()
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    #[serde(default)]
+    follow: bool,
+}
+
+async fn events(State(s): State<ApiState>, Query(q): Query<EventsQuery>) -> Response {
+    let (past, rx) = s.events.subscribe();
+    let mut head = Vec::new();
+    for ev in past {
+        head.extend_from_slice(&serde_json::to_vec(&ev).expect("event serialises"));
+        head.push(b'\n');
+    }
+    if !q.follow {
+        return ([(header::CONTENT_TYPE, "application/x-ndjson")], head).into_response();
+    }
+    let first = futures_util::stream::once(async move { Ok::<_, std::io::Error>(head) });
+    let live = futures_util::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(ev) => {
+                    let mut line = serde_json::to_vec(&ev).expect("event serialises");
+                    line.push(b'\n');
+                    return Some((Ok(line), rx));
+                }
+                // A slow reader missed some: go on with the newest.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    let body = Body::from_stream(futures_util::StreamExt::chain(first, live));
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+}
+
+async fn plan(State(s): State<ApiState>) -> Response {
+    let (reply, rx) = oneshot::channel();
+    if s.requests.send(ApiRequest::Plan { reply }).await.is_err() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent is shutting down",
+        )
+            .into_response();
+    }
+    match rx.await {
+        Ok(p) => axum::Json(p).into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent is shutting down",
+        )
+            .into_response(),
+    }
+}
+
+async fn apply(
+    State(s): State<ApiState>,
+    axum::Json(options): axum::Json<ApplyOptions>,
+) -> Response {
+    let (reply, rx) = oneshot::channel();
+    let limit = options.timeout_ms.map(Duration::from_millis);
+    if s.requests
+        .send(ApiRequest::Apply { options, reply })
+        .await
+        .is_err()
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent is shutting down",
+        )
+            .into_response();
+    }
+    // The loop answers by the deadline itself; this bound only guards against a lost reply.
+    let guard = limit.unwrap_or(Duration::from_secs(3600)) + Duration::from_secs(30);
+    match tokio::time::timeout(guard, rx).await {
+        Ok(Ok(r)) => axum::Json(r).into_response(),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "the agent did not answer").into_response(),
+    }
+}
+
+async fn metrics(State(s): State<ApiState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.encode(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::client::Client;
+    use crate::status::{EventRecord, Status};
+
+    fn status(name: &str) -> ContainerStatus {
+        ContainerStatus {
+            name: name.into(),
+            desired: "running".into(),
+            status: Status::Running,
+            reason: None,
+            pid: Some(42),
+            exit_code: None,
+            image: "x".into(),
+            digest: None,
+            ip: None,
+            ports: vec![],
+            restarts: 0,
+            health: None,
+            error: None,
+            since: None,
+            id: None,
+        }
+    }
+
+    async fn next_line(lines: &mut mpsc::UnboundedReceiver<String>) -> String {
+        tokio::time::timeout(Duration::from_secs(5), lines.recv())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// The real server on a real socket, spoken to by the real client.
+    #[tokio::test]
+    async fn serves_statuses_events_plan_and_metrics() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("berth.sock");
+        let (status_tx, statuses) = watch::channel(Arc::new(vec![status("web"), status("db")]));
+        let events = Arc::new(EventLog::default());
+        let metrics = Arc::new(Metrics::new());
+        let (requests, mut req_rx) = mpsc::channel(4);
+        let state = ApiState {
+            statuses,
+            events: events.clone(),
+            metrics,
+            requests,
+        };
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let server = tokio::spawn({
+            let sock = sock.clone();
+            async move {
+                serve(&sock, state, async move {
+                    let _ = stop_rx.await;
+                })
+                .await
+            }
+        });
+        // The loop's side: answer plan requests.
+        tokio::spawn(async move {
+            while let Some(r) = req_rx.recv().await {
+                if let ApiRequest::Plan { reply } = r {
+                    let _ = reply.send(PlanView {
+                        actions: vec![],
+                        waiting: vec![],
+                    });
+                }
+            }
+        });
+        let client = Client::new(&sock);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !client.is_up().await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "server did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+
+        let all: Vec<ContainerStatus> = client.get_json("/v1/containers").await.unwrap();
+        assert_eq!(all.len(), 2);
+        let one: Vec<ContainerStatus> = client.get_json("/v1/containers/db").await.unwrap();
+        assert_eq!(one[0].name, "db");
+        assert!(
+            client
+                .get_json::<Vec<ContainerStatus>>("/v1/containers/nope")
+                .await
+                .is_err()
+        );
+        status_tx.send(Arc::new(vec![])).unwrap();
+        let all: Vec<ContainerStatus> = client.get_json("/v1/containers").await.unwrap();
+        assert!(all.is_empty());
+
+        let p: PlanView = client.get_json("/v1/plan").await.unwrap();
+        assert!(p.actions.is_empty());
+        assert!(
+            client
+                .get_text("/metrics")
+                .await
+                .unwrap()
+                .contains("berth_reconcile_passes_total")
+        );
+
+        events.emit(Some("web"), "started", "one");
+        let (line_tx, mut lines) = mpsc::unbounded_channel::<String>();
+        let follower = {
+            let client = Client::new(&sock);
+            tokio::spawn(async move {
+                client
+                    .stream_lines("/v1/events?follow=true", |l| {
+                        let ev: EventRecord = serde_json::from_str(l).unwrap();
+                        let last = ev.message == "two";
+                        line_tx.send(ev.message).unwrap();
+                        !last
+                    })
+                    .await
+            })
+        };
+        // History first; then a live event emitted only after the follower is reading.
+        assert_eq!(next_line(&mut lines).await, "one");
+        events.emit(None, "pass", "two");
+        assert_eq!(next_line(&mut lines).await, "two");
+        follower.await.unwrap().unwrap();
+
+        stop_tx.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+}
