@@ -1,10 +1,16 @@
 //! The reconciler: observe, plan (pure), execute.
 //!
-//! [`model`] holds the data the planner reads, [`plan`] the policy, [`backoff`] the delays.
+//! - [`model`]: the data the planner reads; [`desired`]: scans to desired sets, with each
+//!   container's last valid spec remembered.
+//! - [`plan`]: the policy, a pure function; [`backoff`]: its delays; [`report`]: statuses.
+//! - [`backend`]: the narrow trait the executor drives (store, runtime, network).
 
+pub mod backend;
 pub mod backoff;
+pub mod desired;
 pub mod model;
 pub mod plan;
+pub mod report;
 
 pub use model::{Desired, Millis, Observed};
 pub use plan::{Action, Plan, plan};

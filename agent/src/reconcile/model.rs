@@ -71,6 +71,8 @@ pub struct Observed {
     pub images: BTreeMap<ImageSource, String>,
     /// Pulls that failed and when they may be tried again.
     pub pull_failures: BTreeMap<ImageSource, Failure>,
+    /// Containers whose creation failed (nothing of them is left), for the backoff.
+    pub create_failures: BTreeMap<String, Failure>,
 }
 
 /// One container that has a record in the state dir (an incarnation).
@@ -93,6 +95,19 @@ pub struct ObservedContainer {
     pub health: HealthState,
     /// The resources applied to its cgroup.
     pub resources: berth_spec::model::Resources,
+    /// For the status report.
+    pub info: ContainerInfo,
+}
+
+/// What `berth status` shows about a container beyond its run state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContainerInfo {
+    pub pid: Option<i32>,
+    pub ip: Option<std::net::IpAddr>,
+    /// `8080:80/tcp`, as published.
+    pub ports: Vec<String>,
+    /// Wall-clock time of the last change of run state, RFC 3339.
+    pub since: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

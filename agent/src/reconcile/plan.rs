@@ -240,7 +240,7 @@ fn plan_one(
                 why: RemoveReason::Recreate,
             });
             match local {
-                Some(digest) if want_process => create(name, d, digest, None, observed, now, out),
+                Some(digest) if want_process => create(name, d, digest, observed, now, out),
                 Some(_) => {}
                 None => need_image(name, spec, observed, now, out, pulls),
             }
@@ -252,7 +252,7 @@ fn plan_one(
 
     match local {
         None => need_image(name, spec, observed, now, out, pulls),
-        Some(digest) if want_process => create(name, d, digest, None, observed, now, out),
+        Some(digest) if want_process => create(name, d, digest, observed, now, out),
         Some(_) => {}
     }
 }
@@ -303,11 +303,18 @@ fn create(
     name: &str,
     d: &DesiredSpec,
     digest: &str,
-    _previous: Option<&ObservedContainer>,
     observed: &Observed,
     now: Millis,
     out: &mut Plan,
 ) {
+    if let Some(f) = observed.create_failures.get(name) {
+        let until = f.at.plus(backoff::delay(f.count.saturating_sub(1)));
+        if now < until {
+            out.waiting.insert(name.into(), Waiting::Backoff { until });
+            out.wake(until);
+            return;
+        }
+    }
     if let Err(w) = dependencies_ready(&d.spec, observed) {
         out.waiting.insert(name.into(), w);
         return;
@@ -318,7 +325,6 @@ fn create(
         hash: d.hash.clone(),
         image_digest: digest.into(),
     });
-    let _ = now;
 }
 
 fn converge_existing(

@@ -48,6 +48,7 @@ fn running(s: &ContainerSpec, digest: &str) -> ObservedContainer {
         start_failure: None,
         health: HealthState::None,
         resources: s.resources,
+        info: ContainerInfo::default(),
     }
 }
 
@@ -375,6 +376,29 @@ fn failed_start_backs_off() {
         }
     );
     assert_eq!(kinds(&plan(&d, &o, Millis(4100))), ["start web"]);
+}
+
+#[test]
+fn failed_create_backs_off() {
+    let s = spec("web", "web");
+    let mut o = with_image(Observed::default(), &s, "sha256:a");
+    o.create_failures.insert(
+        "web".into(),
+        Failure {
+            count: 1,
+            at: Millis(0),
+            error: "x".into(),
+            transient: true,
+        },
+    );
+    let d = desired(vec![s]);
+    assert_eq!(
+        plan(&d, &o, Millis(999)).waiting["web"],
+        Waiting::Backoff {
+            until: Millis(1000)
+        }
+    );
+    assert_eq!(kinds(&plan(&d, &o, Millis(1000))), ["create web"]);
 }
 
 #[test]

@@ -1,0 +1,238 @@
+//! Dispatching actions: per container in order, across containers concurrently (bounded), on
+//! blocking threads; each container's result comes back to the loop as an event.
+
+use std::collections::BTreeMap;
+
+use berth_spec::ImageSource;
+
+use super::{Event, Reconciler, clock};
+use crate::reconcile::backend::{ActionError, Backend};
+use crate::reconcile::model::{Failure, ObservedContainer};
+use crate::reconcile::plan::{Action, RemoveReason};
+use crate::reconcile::report::InFlight;
+
+/// A container's actions finished (all of them, or up to the first failure).
+pub struct Done {
+    name: String,
+    /// The action that failed (`None` if the worker itself died), with its error.
+    failed: Option<(Option<Action>, ActionError)>,
+    /// The actions that succeeded, in order.
+    succeeded: Vec<Action>,
+    observed: Option<ObservedContainer>,
+}
+
+fn in_flight_kind(a: &Action) -> InFlight {
+    match a {
+        Action::Pull { .. } => InFlight::Pulling,
+        Action::Create { .. } => InFlight::Creating,
+        Action::Start { .. } | Action::Resume { .. } => InFlight::Starting,
+        Action::Stop { .. } | Action::Pause { .. } => InFlight::Stopping,
+        Action::Remove { .. } => InFlight::Removing,
+        Action::UpdateResources { .. } => InFlight::Other,
+    }
+}
+
+fn run(backend: &dyn Backend, a: &Action) -> Result<(), ActionError> {
+    match a {
+        Action::Pull { image } => backend.pull(image).map(|_| ()),
+        Action::Create {
+            name,
+            spec,
+            hash,
+            image_digest,
+        } => backend.create(name, spec, hash, image_digest),
+        Action::Start {
+            name,
+            id,
+            crash_streak,
+        } => backend.start(name, id, *crash_streak),
+        Action::Pause { name, id } => backend.pause(name, id),
+        Action::Resume { name, id } => backend.resume(name, id),
+        Action::Stop { name, id } => backend.stop(name, id),
+        Action::Remove { name, id, why } => backend.remove(name, id, *why),
+        Action::UpdateResources {
+            name,
+            id,
+            resources,
+        } => backend.update_resources(name, id, resources),
+    }
+}
+
+impl Reconciler {
+    /// Starts what the plan asks, skipping containers whose earlier actions still run (their
+    /// next pass re-plans them) and images already being pulled.
+    pub(super) fn dispatch(&mut self, actions: &[Action]) {
+        let mut per_container: BTreeMap<&str, Vec<Action>> = BTreeMap::new();
+        for a in actions {
+            match (a, a.container()) {
+                (Action::Pull { image }, _) => self.spawn_pull(image.clone()),
+                (_, Some(name)) => per_container.entry(name).or_default().push(a.clone()),
+                (_, None) => {}
+            }
+        }
+        for (name, list) in per_container {
+            if self.in_flight.contains_key(name) {
+                self.deferred = true;
+                continue;
+            }
+            self.in_flight
+                .insert(name.to_string(), in_flight_kind(&list[0]));
+            let backend = self.backend.clone();
+            let tx = self.tx.clone();
+            let semaphore = self.semaphore.clone();
+            let name = name.to_string();
+            tokio::spawn(async move {
+                let _permit = semaphore
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore never closes");
+                let n = name.clone();
+                let done = tokio::task::spawn_blocking(move || {
+                    let span = tracing::info_span!("container", name = %n);
+                    let _enter = span.enter();
+                    let mut succeeded = Vec::new();
+                    let mut failed = None;
+                    for a in list {
+                        tracing::debug!("{a}");
+                        match run(backend.as_ref(), &a) {
+                            Ok(()) => succeeded.push(a),
+                            Err(e) => {
+                                failed = Some((Some(a), e));
+                                break;
+                            }
+                        }
+                    }
+                    let observed = backend.observe_one(&n);
+                    Done {
+                        name: n,
+                        failed,
+                        succeeded,
+                        observed,
+                    }
+                })
+                .await;
+                let done = done.unwrap_or_else(|e| Done {
+                    name: name.clone(),
+                    failed: Some((
+                        None,
+                        ActionError::transient(format!("action panicked: {e}")),
+                    )),
+                    succeeded: Vec::new(),
+                    observed: None,
+                });
+                let _ = tx.send(Event::Done(Box::new(done)));
+            });
+        }
+    }
+
+    fn spawn_pull(&mut self, image: ImageSource) {
+        if !self.pulls_in_flight.insert(image.clone()) {
+            return;
+        }
+        let backend = self.backend.clone();
+        let tx = self.tx.clone();
+        let semaphore = self.semaphore.clone();
+        tokio::spawn(async move {
+            let _permit = semaphore
+                .acquire_owned()
+                .await
+                .expect("semaphore never closes");
+            let i = image.clone();
+            let result = tokio::task::spawn_blocking(move || backend.pull(&i))
+                .await
+                .unwrap_or_else(|e| Err(ActionError::transient(format!("pull panicked: {e}"))));
+            let _ = tx.send(Event::Pulled(image, result));
+        });
+    }
+
+    pub(super) fn finish(&mut self, done: Done) {
+        self.in_flight.remove(&done.name);
+        let name = done.name.as_str();
+        for a in &done.succeeded {
+            match a {
+                Action::Create { image_digest, .. } => {
+                    self.create_failures.remove(name);
+                    self.events.emit(
+                        Some(name),
+                        "created",
+                        format!("created and started from {image_digest}"),
+                    );
+                }
+                Action::Start { .. } => {
+                    self.start_failures.remove(name);
+                    self.metrics.restarts.inc();
+                    self.events.emit(Some(name), "started", "started");
+                }
+                Action::Remove {
+                    why: RemoveReason::Pruned,
+                    ..
+                } => {
+                    self.last_valid.forget(name);
+                    self.events
+                        .emit(Some(name), "removed", "removed: its spec was deleted");
+                }
+                other => self
+                    .events
+                    .emit(Some(name), super::action_kind(other), other.to_string()),
+            }
+        }
+        if let Some((action, error)) = &done.failed {
+            let failures = match action {
+                Some(Action::Create { .. }) => Some(&mut self.create_failures),
+                Some(Action::Start { .. }) => Some(&mut self.start_failures),
+                _ => None,
+            };
+            if let Some(map) = failures {
+                let count = map.get(name).map_or(0, |f| f.count) + 1;
+                map.insert(
+                    name.to_string(),
+                    Failure {
+                        count,
+                        at: clock::now(),
+                        error: error.message.clone(),
+                        transient: error.transient,
+                    },
+                );
+            }
+            let what = action
+                .as_ref()
+                .map_or_else(|| "action".to_string(), |a| a.to_string());
+            self.events
+                .emit(Some(name), "error", format!("{what}: {error}"));
+        }
+        self.set_observed(name, done.observed);
+    }
+
+    pub(super) fn finish_pull(&mut self, image: ImageSource, result: Result<String, ActionError>) {
+        let label = |r: &str| crate::metrics::ResultLabel { result: r.into() };
+        match result {
+            Ok(digest) => {
+                self.metrics.pulls.get_or_create(&label("ok")).inc();
+                self.observed.pull_failures.remove(&image);
+                self.events
+                    .emit(None, "pulled", format!("pulled {image} ({digest})"));
+                self.observed.images.insert(image, digest);
+            }
+            Err(e) => {
+                self.metrics.pulls.get_or_create(&label("error")).inc();
+                self.events
+                    .emit(None, "error", format!("pull {image}: {e}"));
+                let count = self
+                    .observed
+                    .pull_failures
+                    .get(&image)
+                    .map_or(0, |f| f.count)
+                    + 1;
+                self.observed.pull_failures.insert(
+                    image,
+                    Failure {
+                        count,
+                        at: clock::now(),
+                        error: e.message,
+                        transient: e.transient,
+                    },
+                );
+            }
+        }
+    }
+}

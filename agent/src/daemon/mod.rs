@@ -1,0 +1,533 @@
+//! The composition: the spec source, the reconcile loop and the API, wired with channels.
+//!
+//! One closed [`Event`] enum and one `match` drive everything: a spec change, a container
+//! exit, an action finishing, a timer, an API request. Events only say *when* to run a pass;
+//! every pass plans from the whole desired and observed sets.
+
+mod apply;
+pub mod clock;
+mod exec;
+pub mod lock;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_spec::{Config, ImageSource};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::api::server::{ApiRequest, ApplyOptions};
+use crate::events::EventLog;
+use crate::layout::Layout;
+use crate::metrics::{Metrics, StateLabel};
+use crate::reconcile::backend::{ActionError, Backend};
+use crate::reconcile::desired::{LastValid, Scan, SpecSource};
+use crate::reconcile::model::{Failure, ObservedContainer};
+use crate::reconcile::plan::{Action, Plan};
+use crate::reconcile::report::{self, InFlight};
+use crate::reconcile::{Desired, Observed, plan};
+use crate::status::{ApplyResult, ContainerStatus, PlanView, PlannedAction, WaitingView};
+
+pub use apply::Waiter;
+
+/// Actions run at once across containers: enough to start 100 containers quickly, few enough
+/// that a burst doesn't starve the machine.
+const MAX_PARALLEL: usize = 16;
+/// A file that failed to parse and changed this recently may be half-written: look again.
+pub const SETTLE: Duration = Duration::from_secs(1);
+
+/// Everything that can wake the loop.
+pub enum Event {
+    /// The spec source changed (or may have).
+    SpecsChanged,
+    /// A container's process exited.
+    Exited(String),
+    /// A fresh observation of one container.
+    Observed(String, Option<Box<ObservedContainer>>),
+    /// A container's actions finished.
+    Done(Box<exec::Done>),
+    /// A pull finished.
+    Pulled(ImageSource, Result<String, ActionError>),
+    /// A full observation (with drift repair) finished.
+    Resynced(Result<Box<Observed>, ActionError>),
+    /// Time for a full observation.
+    ResyncDue,
+    /// A backoff ended.
+    Wake,
+    Api(ApiRequest),
+    /// SIGHUP: rescan and re-check everything now.
+    Hangup,
+    Shutdown,
+}
+
+/// The reconcile loop's state.
+pub struct Reconciler {
+    pub config: Config,
+    pub layout: Layout,
+    backend: Arc<dyn Backend>,
+    source: Box<dyn SpecSource>,
+    last_valid: LastValid,
+    desired: Desired,
+    observed: Observed,
+    /// Failures the backend does not record, merged into the planner's view.
+    create_failures: BTreeMap<String, Failure>,
+    start_failures: BTreeMap<String, Failure>,
+    in_flight: BTreeMap<String, InFlight>,
+    pulls_in_flight: BTreeSet<ImageSource>,
+    plan: Plan,
+    /// Whether the last pass left runnable work undone (only busy containers' actions).
+    deferred: bool,
+    rescan_at: Option<tokio::time::Instant>,
+    tx: mpsc::UnboundedSender<Event>,
+    statuses: watch::Sender<Arc<Vec<ContainerStatus>>>,
+    pub events: Arc<EventLog>,
+    pub metrics: Arc<Metrics>,
+    semaphore: Arc<Semaphore>,
+    waiters: Vec<Waiter>,
+    resync_running: bool,
+}
+
+impl Reconciler {
+    /// Observes the world (adopting live containers) and reads the spec source once, fully,
+    /// before anything is planned: nothing is pruned on a partial view.
+    pub async fn start(
+        config: Config,
+        backend: Arc<dyn Backend>,
+        source: Box<dyn SpecSource>,
+        tx: mpsc::UnboundedSender<Event>,
+    ) -> Result<Self, ActionError> {
+        let layout = Layout::new(&config);
+        let b = backend.clone();
+        let observed = tokio::task::spawn_blocking(move || {
+            b.startup()?;
+            b.observe()
+        })
+        .await
+        .map_err(|e| ActionError::permanent(format!("startup panicked: {e}")))??;
+        let (statuses, _) = watch::channel(Arc::new(Vec::new()));
+        let mut r = Reconciler {
+            last_valid: LastValid::load(&layout),
+            config,
+            layout,
+            backend,
+            source,
+            desired: Desired::default(),
+            observed,
+            create_failures: BTreeMap::new(),
+            start_failures: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
+            pulls_in_flight: BTreeSet::new(),
+            plan: Plan::default(),
+            deferred: false,
+            rescan_at: None,
+            tx,
+            statuses,
+            events: Arc::new(EventLog::default()),
+            metrics: Arc::new(Metrics::new()),
+            semaphore: Arc::new(Semaphore::new(MAX_PARALLEL)),
+            waiters: Vec::new(),
+            resync_running: false,
+        };
+        r.rescan();
+        let exits = r.tx.clone();
+        let (exit_tx, mut exit_rx) = mpsc::unbounded_channel();
+        r.backend.watch_exits(exit_tx);
+        tokio::spawn(async move {
+            while let Some(name) = exit_rx.recv().await {
+                if exits.send(Event::Exited(name)).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(r)
+    }
+
+    pub fn statuses(&self) -> watch::Receiver<Arc<Vec<ContainerStatus>>> {
+        self.statuses.subscribe()
+    }
+
+    fn rescan(&mut self) {
+        let scan: Scan = self.source.scan();
+        self.rescan_at = scan.unsettled.then(|| tokio::time::Instant::now() + SETTLE);
+        if let Some(e) = &scan.error {
+            tracing::warn!("spec source unreadable, nothing will be pruned: {e}");
+        }
+        self.desired = self.last_valid.desired(&scan);
+    }
+
+    /// Handles one event; returns whether a pass should follow.
+    pub fn handle(&mut self, ev: Event) -> bool {
+        match ev {
+            Event::SpecsChanged | Event::Hangup => {
+                self.rescan();
+                true
+            }
+            Event::Exited(name) => {
+                if !self.in_flight.contains_key(&name) {
+                    self.refresh_one(name);
+                }
+                false
+            }
+            Event::Observed(name, obs) => {
+                if !self.in_flight.contains_key(&name) {
+                    self.set_observed(&name, obs.map(|b| *b));
+                }
+                true
+            }
+            Event::Done(done) => {
+                self.finish(*done);
+                true
+            }
+            Event::Pulled(image, result) => {
+                self.pulls_in_flight.remove(&image);
+                self.finish_pull(image, result);
+                true
+            }
+            Event::Resynced(result) => {
+                self.resync_running = false;
+                match result {
+                    Ok(fresh) => self.merge_observation(*fresh),
+                    Err(e) => self
+                        .events
+                        .emit(None, "error", format!("resync failed: {e}")),
+                }
+                true
+            }
+            Event::ResyncDue => {
+                self.start_resync();
+                false
+            }
+            Event::Wake => true,
+            Event::Api(ApiRequest::Plan { reply }) => {
+                self.rescan();
+                let _ = reply.send(self.plan_view());
+                false
+            }
+            Event::Api(ApiRequest::Apply { options, reply }) => {
+                self.rescan();
+                self.waiters.push(Waiter::new(options, reply));
+                true
+            }
+            Event::Shutdown => false,
+        }
+    }
+
+    fn refresh_one(&self, name: String) {
+        let backend = self.backend.clone();
+        let tx = self.tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let obs = backend.observe_one(&name).map(Box::new);
+            let _ = tx.send(Event::Observed(name, obs));
+        });
+    }
+
+    fn set_observed(&mut self, name: &str, obs: Option<ObservedContainer>) {
+        let before = self.observed.containers.get(name).map(|o| o.run);
+        match obs {
+            Some(o) => {
+                if before != Some(o.run)
+                    && let crate::reconcile::model::RunState::Exited(e) = o.run
+                {
+                    let how = if e.oom { " (out of memory)" } else { "" };
+                    self.events.emit(
+                        Some(name),
+                        "exited",
+                        format!("exited with code {}{how}", e.code),
+                    );
+                }
+                self.observed.containers.insert(name.to_string(), o);
+            }
+            None => {
+                self.observed.containers.remove(name);
+            }
+        }
+    }
+
+    fn start_resync(&mut self) {
+        if self.resync_running {
+            return;
+        }
+        self.resync_running = true;
+        let backend = self.backend.clone();
+        let tx = self.tx.clone();
+        let live: Vec<_> = self
+            .observed
+            .containers
+            .iter()
+            .map(|(n, o)| (n.clone(), o.id.clone()))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            let result = backend
+                .resync(&live)
+                .and_then(|_| backend.observe())
+                .map(Box::new);
+            let _ = tx.send(Event::Resynced(result));
+        });
+    }
+
+    /// Takes a full observation, except for containers an action is changing right now.
+    fn merge_observation(&mut self, fresh: Observed) {
+        let mut next = fresh.containers;
+        for name in self.in_flight.keys() {
+            match self.observed.containers.get(name) {
+                Some(o) => next.insert(name.clone(), o.clone()),
+                None => next.remove(name),
+            };
+        }
+        let gone: Vec<String> = self
+            .observed
+            .containers
+            .keys()
+            .filter(|n| !next.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.set_observed(&name, None);
+        }
+        for (name, o) in next {
+            self.set_observed(&name, Some(o));
+        }
+        self.observed.images = fresh.images;
+    }
+
+    /// What the planner sees: the observation plus the failures the loop remembers.
+    fn planning_view(&self) -> Observed {
+        let mut o = self.observed.clone();
+        o.create_failures = self.create_failures.clone();
+        for (name, f) in &self.start_failures {
+            if let Some(c) = o.containers.get_mut(name) {
+                c.start_failure = Some(f.clone());
+            }
+        }
+        o
+    }
+
+    /// One pass: plan from everything, dispatch what is not already in flight, publish.
+    pub fn pass(&mut self) {
+        let started = std::time::Instant::now();
+        let now = clock::now();
+        let view = self.planning_view();
+        self.plan = plan(&self.desired, &view, now);
+        self.deferred = false;
+        let actions = std::mem::take(&mut self.plan.actions);
+        self.dispatch(&actions);
+        self.plan.actions = actions;
+        self.publish();
+        self.metrics.passes.inc();
+        self.metrics
+            .pass_duration
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    fn publish(&mut self) {
+        let view = self.planning_view();
+        let statuses = report::report(&self.desired, &view, &self.plan, &self.in_flight);
+        self.metrics.containers.clear();
+        for s in &statuses {
+            self.metrics
+                .containers
+                .get_or_create(&StateLabel {
+                    state: s.status.as_str().into(),
+                })
+                .inc();
+        }
+        self.statuses.send_replace(Arc::new(statuses));
+    }
+
+    /// When the loop should wake by itself: the earliest backoff end or settle rescan.
+    pub fn next_wake(&self) -> Option<tokio::time::Instant> {
+        let backoff = self.plan.wake_at.map(clock::instant_of);
+        match (backoff, self.rescan_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether nothing is running and nothing runnable was left for later.
+    pub fn quiescent(&self) -> bool {
+        self.in_flight.is_empty()
+            && self.pulls_in_flight.is_empty()
+            && !self.deferred
+            && self.plan.actions.is_empty()
+    }
+
+    fn plan_view(&self) -> PlanView {
+        let p = plan(&self.desired, &self.planning_view(), clock::now());
+        PlanView {
+            actions: p
+                .actions
+                .iter()
+                .map(|a| PlannedAction {
+                    action: action_kind(a).into(),
+                    container: a.container().map(str::to_string),
+                    description: a.to_string(),
+                })
+                .collect(),
+            waiting: p
+                .waiting
+                .iter()
+                .map(|(name, w)| WaitingView {
+                    container: name.clone(),
+                    reason: w.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Answers the apply requests whose condition holds; returns the answered results.
+    pub fn answer_waiters(&mut self) -> Vec<ApplyResult> {
+        let statuses = self.statuses.borrow().clone();
+        let quiescent = self.quiescent();
+        let mut answered = Vec::new();
+        let mut keep = Vec::new();
+        for w in std::mem::take(&mut self.waiters) {
+            match w.check(&statuses, quiescent) {
+                Some(result) => {
+                    answered.push(result.clone());
+                    w.answer(result);
+                }
+                None => keep.push(w),
+            }
+        }
+        self.waiters = keep;
+        answered
+    }
+
+    pub fn next_waiter_deadline(&self) -> Option<tokio::time::Instant> {
+        self.waiters.iter().filter_map(|w| w.deadline).min()
+    }
+
+    pub fn add_waiter(&mut self, w: Waiter) {
+        self.waiters.push(w);
+    }
+}
+
+pub fn action_kind(a: &Action) -> &'static str {
+    match a {
+        Action::Pull { .. } => "pull",
+        Action::Create { .. } => "create",
+        Action::Start { .. } => "start",
+        Action::Pause { .. } => "pause",
+        Action::Resume { .. } => "resume",
+        Action::Stop { .. } => "stop",
+        Action::Remove { .. } => "remove",
+        Action::UpdateResources { .. } => "update-resources",
+    }
+}
+
+/// What `berth agent` runs until `shutdown` resolves.
+pub async fn run_agent(
+    config: Config,
+    backend: Arc<dyn Backend>,
+    source: Box<dyn SpecSource>,
+    mut specs_changed: mpsc::Receiver<()>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut r = Reconciler::start(config, backend, source, tx.clone()).await?;
+    let (req_tx, mut req_rx) = mpsc::channel(16);
+    let api_state = crate::api::server::ApiState {
+        statuses: r.statuses(),
+        events: r.events.clone(),
+        metrics: r.metrics.clone(),
+        requests: req_tx,
+    };
+    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let socket = r.layout.socket();
+    let api = tokio::spawn(async move {
+        crate::api::server::serve(&socket, api_state, async move {
+            let _ = api_stopped.await;
+        })
+        .await
+    });
+    r.pass();
+    // Specs loaded and running containers adopted: ready, without waiting for pulls.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    r.events.emit(
+        None,
+        "agent",
+        format!("agent {} started", r.config.instance),
+    );
+
+    let mut resync = tokio::time::interval(r.config.resync_interval);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    resync.tick().await;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::pin!(shutdown);
+    loop {
+        let wake = r.next_wake();
+        let ev = tokio::select! {
+            Some(ev) = rx.recv() => ev,
+            Some(()) = specs_changed.recv() => Event::SpecsChanged,
+            Some(req) = req_rx.recv() => Event::Api(req),
+            _ = resync.tick() => Event::ResyncDue,
+            _ = hup.recv() => Event::Hangup,
+            _ = sleep_until(wake) => Event::Wake,
+            _ = sleep_until(r.next_waiter_deadline()) => Event::Wake,
+            _ = &mut shutdown => Event::Shutdown,
+        };
+        if matches!(ev, Event::Shutdown) {
+            break;
+        }
+        let mut dirty = r.handle(ev);
+        // Coalesce a burst into one pass.
+        while let Ok(ev) = rx.try_recv() {
+            dirty |= r.handle(ev);
+        }
+        while let Ok(()) = specs_changed.try_recv() {
+            dirty |= r.handle(Event::SpecsChanged);
+        }
+        if dirty {
+            r.pass();
+        }
+        r.answer_waiters();
+    }
+    r.events
+        .emit(None, "agent", "agent stopping; containers keep running");
+    let _ = stop_api.send(());
+    let _ = api.await;
+    Ok(())
+}
+
+/// `berth apply --once`: converge in-process (the caller holds the state lock), then report.
+pub async fn run_once(
+    config: Config,
+    backend: Arc<dyn Backend>,
+    source: Box<dyn SpecSource>,
+    options: ApplyOptions,
+) -> anyhow::Result<ApplyResult> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut r = Reconciler::start(config, backend, source, tx).await?;
+    let (reply, mut answer) = tokio::sync::oneshot::channel();
+    r.add_waiter(Waiter::new(options, reply));
+    r.pass();
+    loop {
+        r.answer_waiters();
+        if let Ok(result) = answer.try_recv() {
+            return Ok(result);
+        }
+        let wake = r.next_wake();
+        let ev = tokio::select! {
+            Some(ev) = rx.recv() => ev,
+            _ = sleep_until(wake) => Event::Wake,
+            _ = sleep_until(r.next_waiter_deadline()) => Event::Wake,
+        };
+        let mut dirty = r.handle(ev);
+        while let Ok(ev) = rx.try_recv() {
+            dirty |= r.handle(ev);
+        }
+        if dirty {
+            r.pass();
+        }
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests;

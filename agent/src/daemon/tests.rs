@@ -1,0 +1,430 @@
+//! The loop against an in-memory backend: ordering, coalescing, failures, apply answers.
+//! The kernel edges are tested against the real kernel elsewhere; this is the loop's logic.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_spec::model::{Dependency, DependencyCondition, Resources};
+use berth_spec::{Config, ContainerSpec, ImageSource};
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::names::IncarnationId;
+use crate::reconcile::model::{ContainerInfo, HealthState, Millis, RunState};
+use crate::reconcile::plan::RemoveReason;
+use crate::status::Status;
+
+#[derive(Default)]
+struct World {
+    images: BTreeMap<ImageSource, String>,
+    containers: BTreeMap<String, ObservedContainer>,
+    /// Every call, in order, as "verb name".
+    log: Vec<String>,
+    fail_pull: Option<ActionError>,
+    fail_create: BTreeMap<String, ActionError>,
+    exits: Option<mpsc::UnboundedSender<String>>,
+}
+
+#[derive(Clone, Default)]
+struct Fake(Arc<Mutex<World>>);
+
+impl Fake {
+    fn log(&self) -> Vec<String> {
+        self.0.lock().unwrap().log.clone()
+    }
+    /// Simulates a container's process dying.
+    fn kill(&self, name: &str, code: i32) {
+        let mut w = self.0.lock().unwrap();
+        let c = w.containers.get_mut(name).unwrap();
+        c.run = RunState::Exited(crate::reconcile::model::Exit {
+            code,
+            oom: false,
+            at: clock::now(),
+            requested: false,
+        });
+        let tx = w.exits.clone().unwrap();
+        tx.send(name.into()).unwrap();
+    }
+}
+
+impl Backend for Fake {
+    fn startup(&self) -> Result<(), ActionError> {
+        Ok(())
+    }
+    fn observe(&self) -> Result<Observed, ActionError> {
+        let w = self.0.lock().unwrap();
+        Ok(Observed {
+            containers: w.containers.clone(),
+            images: w.images.clone(),
+            ..Observed::default()
+        })
+    }
+    fn observe_one(&self, name: &str) -> Option<ObservedContainer> {
+        self.0.lock().unwrap().containers.get(name).cloned()
+    }
+    fn pull(&self, image: &ImageSource) -> Result<String, ActionError> {
+        let mut w = self.0.lock().unwrap();
+        w.log.push(format!("pull {image}"));
+        if let Some(e) = &w.fail_pull {
+            return Err(e.clone());
+        }
+        let digest = format!("sha256:{}", image.to_string().len());
+        w.images.insert(image.clone(), digest.clone());
+        Ok(digest)
+    }
+    fn create(
+        &self,
+        name: &str,
+        spec: &ContainerSpec,
+        hash: &str,
+        image_digest: &str,
+    ) -> Result<(), ActionError> {
+        let mut w = self.0.lock().unwrap();
+        w.log.push(format!("create {name}"));
+        if let Some(e) = w.fail_create.get(name) {
+            return Err(e.clone());
+        }
+        w.containers.insert(
+            name.into(),
+            ObservedContainer {
+                id: IncarnationId::random(),
+                spec_hash: hash.into(),
+                image_digest: image_digest.into(),
+                run: RunState::Running,
+                restarts: 0,
+                crash_streak: 0,
+                started_at: Some(clock::now()),
+                start_failure: None,
+                health: if spec.health.check.is_some() {
+                    HealthState::Healthy
+                } else {
+                    HealthState::None
+                },
+                resources: spec.resources,
+                info: ContainerInfo {
+                    pid: Some(100),
+                    ..ContainerInfo::default()
+                },
+            },
+        );
+        Ok(())
+    }
+    fn start(&self, name: &str, _id: &IncarnationId, crash_streak: u32) -> Result<(), ActionError> {
+        let mut w = self.0.lock().unwrap();
+        w.log.push(format!("start {name}"));
+        let c = w.containers.get_mut(name).unwrap();
+        c.run = RunState::Running;
+        c.restarts += 1;
+        c.crash_streak = crash_streak;
+        c.started_at = Some(clock::now());
+        Ok(())
+    }
+    fn pause(&self, name: &str, _id: &IncarnationId) -> Result<(), ActionError> {
+        let mut w = self.0.lock().unwrap();
+        w.log.push(format!("pause {name}"));
+        w.containers.get_mut(name).unwrap().run = RunState::Paused;
+        Ok(())
+    }
+    fn resume(&self, name: &str, _id: &IncarnationId) -> Result<(), ActionError> {
+        let mut w = self.0.lock().unwrap();
+        w.log.push(format!("resume {name}"));
+        w.containers.get_mut(name).unwrap().run = RunState::Running;
+        Ok(())
+    }
+    fn stop(&self, name: &str, _id: &IncarnationId) -> Result<(), ActionError> {
+        let mut w = self.0.lock().unwrap();
+        w.log.push(format!("stop {name}"));
+        w.containers.get_mut(name).unwrap().run = RunState::Exited(crate::reconcile::model::Exit {
+            code: 143,
+            oom: false,
+            at: Millis(0),
+            requested: true,
+        });
+        Ok(())
+    }
+    fn remove(
+        &self,
+        name: &str,
+        _id: &IncarnationId,
+        _why: RemoveReason,
+    ) -> Result<(), ActionError> {
+        let mut w = self.0.lock().unwrap();
+        w.log.push(format!("remove {name}"));
+        w.containers.remove(name);
+        Ok(())
+    }
+    fn update_resources(
+        &self,
+        name: &str,
+        _id: &IncarnationId,
+        r: &Resources,
+    ) -> Result<(), ActionError> {
+        let mut w = self.0.lock().unwrap();
+        w.log.push(format!("resources {name}"));
+        w.containers.get_mut(name).unwrap().resources = *r;
+        Ok(())
+    }
+    fn watch_exits(&self, tx: mpsc::UnboundedSender<String>) {
+        self.0.lock().unwrap().exits = Some(tx);
+    }
+    fn resync(&self, _live: &[(String, IncarnationId)]) -> Result<(), ActionError> {
+        Ok(())
+    }
+}
+
+#[derive(Clone, Default)]
+struct Source(Arc<Mutex<Scan>>);
+
+impl Source {
+    fn set(&self, specs: Vec<ContainerSpec>) {
+        let mut s = self.0.lock().unwrap();
+        s.specs = specs.into_iter().map(|s| (s.name.clone(), Ok(s))).collect();
+    }
+}
+
+impl SpecSource for Source {
+    fn scan(&mut self) -> Scan {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+fn spec(name: &str) -> ContainerSpec {
+    ContainerSpec::with_defaults(
+        name,
+        ImageSource::parse(&format!("127.0.0.1:1/{name}:1")).unwrap(),
+    )
+}
+
+fn config(dir: &std::path::Path) -> Config {
+    Config {
+        state_dir: dir.join("state"),
+        run_dir: dir.join("run"),
+        ..Config::default()
+    }
+}
+
+fn once(wait: bool) -> ApplyOptions {
+    ApplyOptions {
+        wait,
+        timeout_ms: Some(10_000),
+        force: false,
+    }
+}
+
+#[tokio::test]
+async fn once_pulls_creates_and_reports_converged() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let source = Source::default();
+    source.set(vec![spec("a"), spec("b")]);
+    let result = run_once(
+        config(dir.path()),
+        Arc::new(fake.clone()),
+        Box::new(source),
+        once(true),
+    )
+    .await
+    .unwrap();
+    assert!(result.converged, "{:?}", result.problems);
+    assert!(
+        result
+            .containers
+            .iter()
+            .all(|c| c.status == Status::Running)
+    );
+    let log = fake.log();
+    assert_eq!(log.iter().filter(|l| l.starts_with("pull")).count(), 2);
+    assert_eq!(log.iter().filter(|l| l.starts_with("create")).count(), 2);
+}
+
+#[tokio::test]
+async fn dependencies_start_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let source = Source::default();
+    let mut web = spec("web");
+    web.depends_on = vec![Dependency {
+        name: "db".into(),
+        condition: DependencyCondition::Started,
+    }];
+    let mut proxy = spec("proxy");
+    proxy.depends_on = vec![Dependency {
+        name: "web".into(),
+        condition: DependencyCondition::Started,
+    }];
+    source.set(vec![proxy, web, spec("db")]);
+    let result = run_once(
+        config(dir.path()),
+        Arc::new(fake.clone()),
+        Box::new(source),
+        once(true),
+    )
+    .await
+    .unwrap();
+    assert!(result.converged, "{:?}", result.problems);
+    let creates: Vec<String> = fake
+        .log()
+        .into_iter()
+        .filter(|l| l.starts_with("create"))
+        .collect();
+    assert_eq!(creates, ["create db", "create web", "create proxy"]);
+}
+
+#[tokio::test]
+async fn permanent_pull_failure_is_reported_not_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    fake.0.lock().unwrap().fail_pull = Some(ActionError::permanent("manifest unknown"));
+    let source = Source::default();
+    source.set(vec![spec("a")]);
+    let result = run_once(
+        config(dir.path()),
+        Arc::new(fake.clone()),
+        Box::new(source),
+        once(true),
+    )
+    .await
+    .unwrap();
+    assert!(!result.converged);
+    assert!(!result.timed_out);
+    assert!(
+        result.problems[0].contains("manifest unknown"),
+        "{:?}",
+        result.problems
+    );
+    assert_eq!(result.containers[0].status, Status::Failed);
+}
+
+#[tokio::test]
+async fn transient_failure_times_out_with_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    fake.0
+        .lock()
+        .unwrap()
+        .fail_create
+        .insert("a".into(), ActionError::transient("port 80 in use"));
+    let source = Source::default();
+    source.set(vec![spec("a")]);
+    let opts = ApplyOptions {
+        wait: true,
+        timeout_ms: Some(300),
+        force: false,
+    };
+    let result = run_once(
+        config(dir.path()),
+        Arc::new(fake.clone()),
+        Box::new(source),
+        opts,
+    )
+    .await
+    .unwrap();
+    assert!(result.timed_out && !result.converged);
+    assert!(
+        result.problems[0].contains("port 80 in use"),
+        "{:?}",
+        result.problems
+    );
+    // Without --wait, one round is enough to report it.
+    let source = Source::default();
+    source.set(vec![spec("a")]);
+    let result = run_once(
+        config(dir.path()),
+        Arc::new(fake.clone()),
+        Box::new(source),
+        once(false),
+    )
+    .await
+    .unwrap();
+    assert!(!result.converged && !result.timed_out);
+}
+
+/// The agent loop: spec changes, exits, pruning, and the status snapshot.
+#[tokio::test]
+async fn agent_follows_specs_and_restarts_exited_containers() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let source = Source::default();
+    source.set(vec![spec("a")]);
+    let (specs_tx, specs_rx) = mpsc::channel(1);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let cfg = config(dir.path());
+    let socket = Layout::new(&cfg).socket();
+    let agent = tokio::spawn(run_agent(
+        cfg,
+        Arc::new(fake.clone()),
+        Box::new(source.clone()),
+        specs_rx,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let client = crate::api::client::Client::new(&socket);
+    type Cond = Box<dyn Fn(&[ContainerStatus]) -> bool + Send>;
+    let wait_for = |what: &'static str, cond: Cond| {
+        let client = &client;
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                if let Ok(s) = client
+                    .get_json::<Vec<ContainerStatus>>("/v1/containers")
+                    .await
+                    && cond(&s)
+                {
+                    return s;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "timed out waiting for {what}"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    wait_for(
+        "a running",
+        Box::new(|s| s.len() == 1 && s[0].status == Status::Running),
+    )
+    .await;
+
+    source.set(vec![spec("a"), spec("b")]);
+    specs_tx.send(()).await.unwrap();
+    wait_for(
+        "b running",
+        Box::new(|s| s.len() == 2 && s.iter().all(|c| c.status == Status::Running)),
+    )
+    .await;
+
+    // A crash: restarted after the first backoff step (1 s), counted.
+    fake.kill("a", 1);
+    let s = wait_for(
+        "a restarted",
+        Box::new(|s| {
+            s.iter()
+                .any(|c| c.name == "a" && c.status == Status::Running && c.restarts == 1)
+        }),
+    )
+    .await;
+    assert_eq!(s.len(), 2);
+
+    // Deleting a spec prunes its container; statuses no longer list it.
+    source.set(vec![spec("b")]);
+    specs_tx.send(()).await.unwrap();
+    wait_for("a pruned", Box::new(|s| s.len() == 1 && s[0].name == "b")).await;
+    assert!(fake.log().contains(&"remove a".to_string()));
+
+    // An unreadable source prunes nothing.
+    fake.0.lock().unwrap().log.clear();
+    source.0.lock().unwrap().error = Some("no such dir".into());
+    source.0.lock().unwrap().specs.clear();
+    specs_tx.send(()).await.unwrap();
+    let p: PlanView = client.get_json("/v1/plan").await.unwrap();
+    assert!(p.actions.is_empty(), "{p:?}");
+    assert!(fake.log().iter().all(|l| !l.starts_with("remove")));
+
+    stop_tx.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+    // Stopping the agent leaves containers alone.
+    assert!(fake.0.lock().unwrap().containers.contains_key("b"));
+}

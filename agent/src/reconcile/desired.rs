@@ -1,0 +1,191 @@
+//! From a scan of the spec source to the desired set, remembering each container's last valid
+//! spec (in memory and in `containers/<name>/spec.json`) so that a file that stops parsing, or
+//! a spec dir that vanishes, never takes a running container down, also across restarts.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use berth_spec::ContainerSpec;
+
+use super::model::{Desired, DesiredEntry, DesiredSpec};
+use crate::fsutil;
+use crate::layout::Layout;
+
+/// One complete read of the spec source.
+#[derive(Debug, Clone, Default)]
+pub struct Scan {
+    /// Set when the source as a whole could not be read (dir missing or unreadable).
+    pub error: Option<String>,
+    /// Every spec file by container name: its normalised spec, or why it was refused.
+    pub specs: BTreeMap<String, Result<ContainerSpec, String>>,
+    /// A refused file changed moments ago and may be half-written: scan again shortly.
+    pub unsettled: bool,
+}
+
+/// A full-snapshot spec source: a directory today, anything that can list specs tomorrow.
+pub trait SpecSource: Send {
+    fn scan(&mut self) -> Scan;
+}
+
+pub struct LastValid {
+    dir: PathBuf,
+    specs: BTreeMap<String, DesiredSpec>,
+}
+
+impl LastValid {
+    /// Reads every persisted last valid spec.
+    pub fn load(layout: &Layout) -> Self {
+        let dir = layout.containers_dir();
+        let mut specs = BTreeMap::new();
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                match fsutil::read_json::<ContainerSpec>(&e.path().join("spec.json")) {
+                    Ok(Some(spec)) if spec.name == name => {
+                        specs.insert(name, DesiredSpec::new(spec));
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(container = %name, "ignoring unreadable last valid spec: {e}")
+                    }
+                }
+            }
+        }
+        LastValid { dir, specs }
+    }
+
+    /// The desired set for a scan; persists specs that changed.
+    pub fn desired(&mut self, scan: &Scan) -> Desired {
+        let mut out = Desired {
+            specs: BTreeMap::new(),
+            trustworthy: scan.error.is_none(),
+        };
+        for (name, result) in &scan.specs {
+            let entry = match result {
+                Ok(spec) => {
+                    if self.specs.get(name).is_none_or(|old| old.spec != *spec) {
+                        self.persist(name, spec);
+                    }
+                    DesiredEntry {
+                        spec: Some(self.specs[name].clone()),
+                        error: None,
+                    }
+                }
+                Err(error) => DesiredEntry {
+                    spec: self.specs.get(name).cloned(),
+                    error: Some(error.clone()),
+                },
+            };
+            out.specs.insert(name.clone(), entry);
+        }
+        if let Some(error) = &scan.error {
+            // The source is unreadable: every known container keeps its last valid spec.
+            for (name, spec) in &self.specs {
+                out.specs
+                    .entry(name.clone())
+                    .or_insert_with(|| DesiredEntry {
+                        spec: Some(spec.clone()),
+                        error: Some(error.clone()),
+                    });
+            }
+        }
+        out
+    }
+
+    fn persist(&mut self, name: &str, spec: &ContainerSpec) {
+        let dir = self.dir.join(name);
+        let result = std::fs::create_dir_all(&dir)
+            .and_then(|_| fsutil::atomic_write_json(&dir.join("spec.json"), spec));
+        if let Err(e) = result {
+            // Still usable in memory; only an agent restart with an invalid file would miss it.
+            tracing::warn!(container = %name, "cannot persist the last valid spec: {e}");
+        }
+        self.specs
+            .insert(name.to_string(), DesiredSpec::new(spec.clone()));
+    }
+
+    /// Forgets a pruned container's spec.
+    pub fn forget(&mut self, name: &str) {
+        self.specs.remove(name);
+        let _ = fsutil::remove_file_if_exists(&self.dir.join(name).join("spec.json"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use berth_spec::ImageSource;
+
+    use super::*;
+
+    fn layout(dir: &std::path::Path) -> Layout {
+        Layout {
+            state_dir: dir.to_path_buf(),
+            run_dir: dir.join("run"),
+        }
+    }
+
+    fn spec(name: &str, tag: &str) -> ContainerSpec {
+        ContainerSpec::with_defaults(
+            name,
+            ImageSource::parse(&format!("x/{name}:{tag}")).unwrap(),
+        )
+    }
+
+    #[test]
+    fn invalid_file_keeps_the_last_valid_spec_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lv = LastValid::load(&layout(dir.path()));
+        let mut scan = Scan::default();
+        scan.specs.insert("web".into(), Ok(spec("web", "1")));
+        let d = lv.desired(&scan);
+        assert!(d.trustworthy);
+        assert_eq!(d.specs["web"].spec.as_ref().unwrap().spec, spec("web", "1"));
+
+        // A fresh agent reads it back from disk.
+        let mut lv = LastValid::load(&layout(dir.path()));
+        scan.specs
+            .insert("web".into(), Err("web.toml:1:1: bad".into()));
+        let d = lv.desired(&scan);
+        assert_eq!(d.specs["web"].spec.as_ref().unwrap().spec, spec("web", "1"));
+        assert_eq!(d.specs["web"].error.as_deref(), Some("web.toml:1:1: bad"));
+
+        // Never valid: no spec, only the error.
+        scan.specs.insert("db".into(), Err("db.toml: bad".into()));
+        assert!(lv.desired(&scan).specs["db"].spec.is_none());
+    }
+
+    #[test]
+    fn unreadable_source_keeps_everything_and_is_not_trustworthy() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lv = LastValid::load(&layout(dir.path()));
+        let mut scan = Scan::default();
+        scan.specs.insert("web".into(), Ok(spec("web", "1")));
+        lv.desired(&scan);
+        let d = lv.desired(&Scan {
+            error: Some("specs dir missing".into()),
+            ..Scan::default()
+        });
+        assert!(!d.trustworthy);
+        assert!(d.specs["web"].spec.is_some());
+        lv.forget("web");
+        let d = lv.desired(&Scan {
+            error: Some("specs dir missing".into()),
+            ..Scan::default()
+        });
+        assert!(d.specs.is_empty());
+        assert!(LastValid::load(&layout(dir.path())).specs.is_empty());
+    }
+
+    #[test]
+    fn changed_spec_is_persisted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lv = LastValid::load(&layout(dir.path()));
+        let mut scan = Scan::default();
+        scan.specs.insert("web".into(), Ok(spec("web", "1")));
+        lv.desired(&scan);
+        scan.specs.insert("web".into(), Ok(spec("web", "2")));
+        lv.desired(&scan);
+        let lv = LastValid::load(&layout(dir.path()));
+        assert_eq!(lv.specs["web"].spec, spec("web", "2"));
+    }
+}

@@ -1,0 +1,182 @@
+//! From desired, observed and the plan to what `berth status` shows: a pure function.
+
+use std::collections::BTreeMap;
+
+use berth_spec::model::DesiredState;
+
+use super::model::*;
+use super::plan::{Plan, Waiting};
+use crate::status::{ContainerStatus, Status};
+
+/// What the executor is doing for a container right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InFlight {
+    Pulling,
+    Creating,
+    Starting,
+    Stopping,
+    Removing,
+    Other,
+}
+
+pub fn report(
+    desired: &Desired,
+    observed: &Observed,
+    plan: &Plan,
+    in_flight: &BTreeMap<String, InFlight>,
+) -> Vec<ContainerStatus> {
+    let mut out = Vec::new();
+    for (name, entry) in &desired.specs {
+        let obs = observed.containers.get(name);
+        let Some(d) = &entry.spec else {
+            // Never parsed: failed, with the reason.
+            out.push(ContainerStatus {
+                name: name.clone(),
+                desired: "running".into(),
+                status: Status::Failed,
+                reason: Some("invalid spec".into()),
+                pid: None,
+                exit_code: None,
+                image: String::new(),
+                digest: None,
+                ip: None,
+                ports: vec![],
+                restarts: 0,
+                health: None,
+                error: entry.error.clone(),
+                since: None,
+                id: None,
+            });
+            continue;
+        };
+        let spec = &d.spec;
+        let waiting = plan.waiting.get(name);
+        let (mut status, mut reason) = match obs.map(|o| o.run) {
+            Some(RunState::Running) => (Status::Running, None),
+            Some(RunState::Paused) => (Status::Paused, None),
+            Some(RunState::Exited(_)) if spec.state == DesiredState::Stopped => {
+                (Status::Stopped, None)
+            }
+            Some(RunState::Exited(e)) => {
+                (Status::Exited, Some(format!("exited with code {}", e.code)))
+            }
+            Some(RunState::Created) if spec.state == DesiredState::Stopped => {
+                (Status::Stopped, None)
+            }
+            Some(RunState::Created) => (Status::Creating, None),
+            None if spec.state == DesiredState::Stopped => (Status::Stopped, None),
+            None => (Status::Waiting, None),
+        };
+        let mut error = entry.error.clone();
+        match waiting {
+            Some(w @ Waiting::Backoff { .. }) if obs.is_some() => {
+                status = Status::Restarting;
+                reason = Some(w.to_string());
+            }
+            Some(Waiting::Backoff { .. }) => {
+                status = Status::Waiting;
+                reason = Some("retrying after a failed create".into());
+            }
+            Some(Waiting::Pulling) => {
+                status = Status::Pulling;
+                reason = Some("pulling image".into());
+            }
+            Some(w @ Waiting::PullFailed { until, error: e }) => {
+                status = if until.is_none() {
+                    Status::Failed
+                } else {
+                    Status::Waiting
+                };
+                reason = Some(w.to_string());
+                error.get_or_insert_with(|| e.clone());
+            }
+            Some(w @ Waiting::ImageMissing) => {
+                status = Status::Failed;
+                reason = Some(w.to_string());
+            }
+            // A running container is not disturbed by a dependency going away.
+            Some(w @ Waiting::Dependency { .. })
+                if obs.is_none_or(|o| !matches!(o.run, RunState::Running | RunState::Paused)) =>
+            {
+                status = Status::Waiting;
+                reason = Some(w.to_string());
+            }
+            Some(Waiting::Dependency { .. }) => {}
+            None => {}
+        }
+        match in_flight.get(name) {
+            Some(InFlight::Pulling) => status = Status::Pulling,
+            Some(InFlight::Creating) => status = Status::Creating,
+            Some(InFlight::Starting) if obs.is_some_and(|o| o.restarts > 0) => {
+                status = Status::Restarting
+            }
+            Some(InFlight::Starting) => status = Status::Creating,
+            _ => {}
+        }
+        let failure = obs
+            .and_then(|o| o.start_failure.as_ref())
+            .or(observed.create_failures.get(name));
+        if let Some(f) = failure {
+            error.get_or_insert_with(|| f.error.clone());
+        }
+        let exit_code = match obs.map(|o| o.run) {
+            Some(RunState::Exited(e)) => Some(e.code),
+            _ => None,
+        };
+        let health = match obs.map(|o| o.health) {
+            Some(HealthState::Starting) => Some("starting".to_string()),
+            Some(HealthState::Healthy) => Some("healthy".to_string()),
+            Some(HealthState::Unhealthy) => Some("unhealthy".to_string()),
+            _ => None,
+        };
+        let live = matches!(status, Status::Running | Status::Paused);
+        out.push(ContainerStatus {
+            name: name.clone(),
+            desired: desired_str(spec.state).into(),
+            status,
+            reason,
+            pid: obs.and_then(|o| o.info.pid).filter(|_| live),
+            exit_code,
+            image: spec.image.to_string(),
+            digest: obs
+                .map(|o| o.image_digest.clone())
+                .or_else(|| observed.images.get(&spec.image).cloned()),
+            ip: obs.and_then(|o| o.info.ip).map(|ip| ip.to_string()),
+            ports: obs.map(|o| o.info.ports.clone()).unwrap_or_default(),
+            restarts: obs.map_or(0, |o| o.restarts),
+            health,
+            error,
+            since: obs.and_then(|o| o.info.since.clone()),
+            id: obs.map(|o| o.id.to_string()),
+        });
+    }
+    out
+}
+
+pub fn desired_str(s: DesiredState) -> &'static str {
+    match s {
+        DesiredState::Running => "running",
+        DesiredState::Paused => "paused",
+        DesiredState::Stopped => "stopped",
+    }
+}
+
+/// Whether a container is where its spec wants it (for `apply --wait`). A container that ran
+/// to completion (exit 0) and is not restarted counts: a one-shot job is done.
+pub fn settled(s: &ContainerStatus) -> bool {
+    let state_ok = match s.desired.as_str() {
+        "running" => {
+            (s.status == Status::Running && s.health.as_deref().is_none_or(|h| h == "healthy"))
+                || (s.status == Status::Exited && s.exit_code == Some(0))
+        }
+        "paused" => s.status == Status::Paused,
+        _ => s.status == Status::Stopped,
+    };
+    state_ok && s.error.is_none()
+}
+
+/// Whether nothing more will happen for it without a change (a failed pull that won't be
+/// retried, an exited container that won't restart, an invalid spec).
+pub fn stuck(s: &ContainerStatus) -> bool {
+    s.status == Status::Failed || (s.status == Status::Exited && s.exit_code != Some(0))
+}
