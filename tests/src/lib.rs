@@ -1,5 +1,7 @@
 //! Support for berth's end-to-end tests: the binary under test, privileges, unique names.
 
+pub mod agent;
+
 use std::path::PathBuf;
 
 /// The `berth` binary cargo built for this test run.
