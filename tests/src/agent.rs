@@ -173,7 +173,6 @@ impl TestAgent {
         timeout: Duration,
         cond: impl Fn(&Value) -> bool,
     ) -> Value {
-        let mut last = None;
         let deadline = Instant::now() + timeout;
         loop {
             let s = self.status_of(name);
@@ -182,10 +181,10 @@ impl TestAgent {
             {
                 return s.clone();
             }
-            last = s;
+
             if Instant::now() > deadline {
                 panic!(
-                    "timed out waiting for {name} to be {what}; last status: {last:?}\nagent log:\n{}",
+                    "timed out waiting for {name} to be {what}; last status: {s:?}\nagent log:\n{}",
                     self.log()
                 );
             }
