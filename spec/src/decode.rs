@@ -88,6 +88,16 @@ impl<'f> Cx<'f> {
         Some(s)
     }
 
+    /// An argv item: empty is fine (`["redis-server", "--save", ""]`), NUL is not.
+    fn argv_item<'n>(&mut self, n: &'n Node, key: &str) -> Option<&'n str> {
+        let s = self.str(n, key)?;
+        if s.contains('\0') {
+            self.error(n.span, key, "must not contain a NUL character");
+            return None;
+        }
+        Some(s)
+    }
+
     pub fn bool(&mut self, n: &Node, key: &str) -> Option<bool> {
         match n.kind {
             Kind::Bool(b) => Some(b),
@@ -117,7 +127,7 @@ impl<'f> Cx<'f> {
         }
     }
 
-    /// A string array (each item checked with [`Cx::text`]).
+    /// An array of strings (empty strings allowed, as in an argv).
     pub fn strings(&mut self, n: &Node, key: &str) -> Option<Vec<String>> {
         let Kind::Array(items) = &n.kind else {
             self.expected(n, key, "an array of strings");
@@ -126,7 +136,7 @@ impl<'f> Cx<'f> {
         let mut out = Vec::with_capacity(items.len());
         let mut ok = true;
         for (i, item) in items.iter().enumerate() {
-            match self.text(item, &index(key, i)) {
+            match self.argv_item(item, &index(key, i)) {
                 Some(s) => out.push(s.to_string()),
                 None => ok = false,
             }

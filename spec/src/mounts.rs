@@ -14,7 +14,6 @@ pub(crate) const DEVICE_KEYS: &[&str] = &["host", "container", "permissions"];
 pub(crate) fn decode_mounts(cx: &mut Cx<'_>, n: &Node) -> Option<Vec<(Mount, Span)>> {
     let items = cx.array(n, "mounts")?;
     let mut out = Vec::new();
-    let mut ok = true;
     for (i, item) in items.iter().enumerate() {
         let key = index("mounts", i);
         let m = match &item.kind {
@@ -34,12 +33,13 @@ pub(crate) fn decode_mounts(cx: &mut Cx<'_>, n: &Node) -> Option<Vec<(Mount, Spa
                 None
             }
         };
-        match m {
-            Some(m) => out.push((m, item.span)),
-            None => ok = false,
+        if let Some(m) = m {
+            out.push((m, item.span));
         }
     }
-    ok.then_some(out)
+    // Partial on error: the diagnostics already recorded fail the spec, and checks that
+    // follow still see the entries that did parse.
+    Some(out)
 }
 
 /// `source:target[:ro|rw]`; an absolute source is a bind, anything else a named volume.
@@ -210,7 +210,6 @@ fn decode_mount_table(cx: &mut Cx<'_>, n: &Node, key: &str) -> Option<Mount> {
 pub(crate) fn decode_devices(cx: &mut Cx<'_>, n: &Node) -> Option<Vec<(Device, Span)>> {
     let items = cx.array(n, "devices")?;
     let mut out = Vec::new();
-    let mut ok = true;
     for (i, item) in items.iter().enumerate() {
         let key = index("devices", i);
         let d = match &item.kind {
@@ -230,12 +229,13 @@ pub(crate) fn decode_devices(cx: &mut Cx<'_>, n: &Node) -> Option<Vec<(Device, S
                 None
             }
         };
-        match d {
-            Some(d) => out.push((d, item.span)),
-            None => ok = false,
+        if let Some(d) = d {
+            out.push((d, item.span));
         }
     }
-    ok.then_some(out)
+    // Partial on error: the diagnostics already recorded fail the spec, and checks that
+    // follow still see the entries that did parse.
+    Some(out)
 }
 
 /// `host[:container][:permissions]`, as Docker's `--device`.

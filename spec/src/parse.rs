@@ -469,5 +469,6 @@ fn check_unique<T>(
         }
     }
     items.sort_by_key(|(x, _)| key(x));
-    ok.then(|| items.into_iter().map(|(x, _)| x).collect())
+    let _ = ok;
+    Some(items.into_iter().map(|(x, _)| x).collect())
 }

@@ -13,7 +13,6 @@ pub(crate) const KEYS: &[&str] = &["host_ip", "host", "container", "protocol"];
 pub(crate) fn decode(cx: &mut Cx<'_>, n: &Node) -> Option<Vec<(PortMapping, Span)>> {
     let items = cx.array(n, "ports")?;
     let mut out = Vec::new();
-    let mut ok = true;
     for (i, item) in items.iter().enumerate() {
         let key = index("ports", i);
         let parsed = match &item.kind {
@@ -33,12 +32,13 @@ pub(crate) fn decode(cx: &mut Cx<'_>, n: &Node) -> Option<Vec<(PortMapping, Span
                 None
             }
         };
-        match parsed {
-            Some(ms) => out.extend(ms.into_iter().map(|m| (m, item.span))),
-            None => ok = false,
+        if let Some(ms) = parsed {
+            out.extend(ms.into_iter().map(|m| (m, item.span)));
         }
     }
-    ok.then_some(out)
+    // Partial on error: the diagnostics already recorded fail the spec, and checks that
+    // follow still see the entries that did parse.
+    Some(out)
 }
 
 fn decode_table(cx: &mut Cx<'_>, n: &Node, key: &str) -> Option<Vec<PortMapping>> {

@@ -119,16 +119,25 @@ pub(crate) fn health(cx: &mut Cx<'_>, n: &Node) -> Option<Health> {
         )
     });
     let disable = opt(cx, t, "health", "disable", |cx, v, k| cx.bool(v, k));
-    let (command, interval, timeout, retries, start_period, on_unhealthy, disable) = (
-        command.ok()?,
-        interval.ok()?,
-        timeout.ok()?,
-        retries.ok()?,
-        start_period.ok()?,
-        on_unhealthy.ok()?,
-        disable.ok()?,
+    // Keep going past a bad field, so the checks below still report what they find.
+    let failed = [
+        command.is_err(),
+        interval.is_err(),
+        timeout.is_err(),
+        retries.is_err(),
+        start_period.is_err(),
+        on_unhealthy.is_err(),
+        disable.is_err(),
+    ]
+    .contains(&true);
+    let command = command.unwrap_or(None);
+    let (interval, timeout, retries, start_period) = (
+        interval.unwrap_or(None),
+        timeout.unwrap_or(None),
+        retries.unwrap_or(None),
+        start_period.unwrap_or(None),
     );
-    let disable = disable.unwrap_or(false);
+    let disable = disable.unwrap_or(None).unwrap_or(false);
     if disable && command.is_some() {
         let v = t.get("disable").expect("present");
         cx.error(
@@ -146,6 +155,8 @@ pub(crate) fn health(cx: &mut Cx<'_>, n: &Node) -> Option<Health> {
             retries: retries.map_or(HealthCheck::DEFAULT_RETRIES, |r| r as u32),
             start_period: start_period.unwrap_or(HealthCheck::DEFAULT_START_PERIOD),
         }),
+        // A command that failed to parse is already reported.
+        None if t.get("command").is_some() => None,
         None => {
             let mut ok = true;
             for k in ["interval", "timeout", "retries", "start_period"] {
@@ -164,10 +175,13 @@ pub(crate) fn health(cx: &mut Cx<'_>, n: &Node) -> Option<Health> {
             None
         }
     };
+    if failed || t.get("command").is_some() && check.is_none() {
+        return None;
+    }
     Some(Health {
         check,
         disable,
-        on_unhealthy: on_unhealthy.unwrap_or(OnUnhealthy::None),
+        on_unhealthy: on_unhealthy.ok()?.unwrap_or(OnUnhealthy::None),
     })
 }
 
@@ -273,7 +287,6 @@ pub(crate) fn security(cx: &mut Cx<'_>, n: &Node) -> Option<Security> {
     });
     let cap_add = cap_add.ok()?.unwrap_or_default();
     let cap_drop = cap_drop.ok()?.unwrap_or_default();
-    let mut ok = true;
     for c in cap_add
         .iter()
         .filter(|c| *c != "ALL" && cap_drop.contains(c))
@@ -284,7 +297,6 @@ pub(crate) fn security(cx: &mut Cx<'_>, n: &Node) -> Option<Security> {
             "security.cap_drop",
             format!("{c} is both added and dropped"),
         );
-        ok = false;
     }
     let s = Security {
         privileged: privileged.ok()?.unwrap_or(d.privileged),
@@ -294,28 +306,26 @@ pub(crate) fn security(cx: &mut Cx<'_>, n: &Node) -> Option<Security> {
         no_new_privileges: nnp.ok()?.unwrap_or(d.no_new_privileges),
         seccomp: seccomp.ok()?.unwrap_or(d.seccomp),
     };
-    ok.then_some(s)
+    Some(s)
 }
 
 /// Capability names, normalised, sorted, deduplicated.
 fn caps(cx: &mut Cx<'_>, v: &Node, k: &str) -> Option<Vec<String>> {
     let items = cx.array(v, k)?;
     let mut out = Vec::new();
-    let mut ok = true;
     for (i, item) in items.iter().enumerate() {
         let ik = index(k, i);
         match cx.str(item, &ik).map(values::parse_capability) {
             Some(Ok(c)) => out.push(c),
-            Some(Err(e)) => {
-                cx.error(item.span, &ik, e);
-                ok = false;
-            }
-            None => ok = false,
+            Some(Err(e)) => cx.error(item.span, &ik, e),
+            None => {}
         }
     }
     out.sort();
     out.dedup();
-    ok.then_some(out)
+    // Partial on error: the diagnostics already recorded fail the spec, and checks that
+    // follow still see the entries that did parse.
+    Some(out)
 }
 
 pub(crate) fn logging(cx: &mut Cx<'_>, n: &Node, key: &str, d: Logging) -> Option<Logging> {
@@ -341,7 +351,6 @@ pub(crate) fn logging(cx: &mut Cx<'_>, n: &Node, key: &str, d: Logging) -> Optio
 pub(crate) fn depends_on(cx: &mut Cx<'_>, n: &Node, own: &str) -> Option<Vec<(Dependency, Span)>> {
     let items = cx.array(n, "depends_on")?;
     let mut out: Vec<(Dependency, Span)> = Vec::new();
-    let mut ok = true;
     for (i, item) in items.iter().enumerate() {
         let key = index("depends_on", i);
         let dep = match &item.kind {
@@ -363,24 +372,22 @@ pub(crate) fn depends_on(cx: &mut Cx<'_>, n: &Node, own: &str) -> Option<Vec<(De
             }
         };
         let Some(dep) = dep else {
-            ok = false;
             continue;
         };
         if let Err(e) = crate::names::validate_container_name(&dep.name) {
             cx.error(item.span, &key, e);
-            ok = false;
         } else if dep.name == own {
             cx.error(item.span, &key, "a container cannot depend on itself");
-            ok = false;
         } else if out.iter().any(|(d, _)| d.name == dep.name) {
             cx.error(item.span, &key, format!("{:?} is listed twice", dep.name));
-            ok = false;
         } else {
             out.push((dep, item.span));
         }
     }
     out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-    ok.then_some(out)
+    // Partial on error: the diagnostics already recorded fail the spec, and checks that
+    // follow still see the entries that did parse.
+    Some(out)
 }
 
 fn dependency_table(cx: &mut Cx<'_>, n: &Node, key: &str) -> Option<Dependency> {
