@@ -339,9 +339,36 @@ pub fn spec_schema_json() -> String {
     let schema = schemars::generate::SchemaSettings::draft07()
         .into_generator()
         .into_root_schema_for::<SpecFile>();
-    let mut s = serde_json::to_string_pretty(&schema).expect("schema serialises");
+    let mut value = schema.to_value();
+    strip_null(&mut value);
+    let mut s = serde_json::to_string_pretty(&value).expect("schema serialises");
     s.push('\n');
     s
+}
+
+/// TOML has no null (an absent key is how a spec says "default"), so the `null` schemars
+/// adds for every `Option` is taken out.
+fn strip_null(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            if let Some(Value::Array(types)) = map.get_mut("type") {
+                types.retain(|t| t != "null");
+                if types.len() == 1 {
+                    let only = types.remove(0);
+                    map.insert("type".into(), only);
+                }
+            }
+            for key in ["anyOf", "oneOf"] {
+                if let Some(Value::Array(alts)) = map.get_mut(key) {
+                    alts.retain(|a| a.get("type").is_none_or(|t| t != "null"));
+                }
+            }
+            map.values_mut().for_each(strip_null);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_null),
+        _ => {}
+    }
 }
 
 #[cfg(test)]
@@ -390,5 +417,6 @@ mod tests {
             assert_eq!(props(&s, Some(def)), sorted(keys), "{def}");
         }
         assert_eq!(s["additionalProperties"], Value::Bool(false));
+        assert!(!spec_schema_json().contains("\"null\""));
     }
 }
