@@ -230,8 +230,8 @@ fn set_problems_are_reported_beside_valid_specs() {
 fn one_spec_loads_alone() {
     let t = tempfile::tempdir().unwrap();
     write(t.path(), "web.toml", "image = \"nginx\"\n");
-    let r = load::load_one(t.path(), "web").unwrap();
+    let r = load::load_one(t.path(), "web", &Default::default()).unwrap();
     assert_eq!(r.unwrap().spec.name, "web");
-    let r = load::load_one(t.path(), "absent").unwrap();
+    let r = load::load_one(t.path(), "absent", &Default::default()).unwrap();
     assert!(matches!(r, Err(SpecError::Files(_))));
 }

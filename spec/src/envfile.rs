@@ -29,7 +29,7 @@ pub fn parse_env_file(
                 trimmed,
                 "expected KEY=VALUE (berth does not pass its own environment through)".into(),
             )),
-            Some((k, _)) if k.is_empty() => diags.push(err("", "empty variable name".into())),
+            Some(("", _)) => diags.push(err("", "empty variable name".into())),
             Some((k, _)) if k.chars().any(char::is_whitespace) => {
                 diags.push(err(k, "variable name contains whitespace".into()))
             }

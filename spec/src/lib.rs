@@ -40,7 +40,9 @@ pub use config_parse::check_subnet;
 pub use diag::{Diagnostic, SourceFile};
 pub use hash::spec_hash;
 pub use model::ContainerSpec;
-pub use parse::{Location, ParsedSpec, ReadEnvFile, parse_spec, parse_spec_str};
+pub use parse::{
+    Location, ParsedSpec, ReadEnvFile, SpecDefaults, parse_spec, parse_spec_str, parse_spec_with,
+};
 pub use reference::{ImageReference, ImageSource};
 pub use render::render_toml;
 pub use schema::spec_schema_json;

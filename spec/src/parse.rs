@@ -71,6 +71,13 @@ pub struct ParsedSpec {
     pub(crate) dependency_places: Vec<Location>,
 }
 
+/// Defaults a host may set for keys a spec leaves out (from the agent config).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SpecDefaults {
+    /// The agent config's `[logging]`: container log limits unless a spec says otherwise.
+    pub logging: Logging,
+}
+
 /// Parses one container from its files: `files[0]` is `<name>.toml`, the rest its drop-ins in
 /// the order they apply. `read_env_file` is called with each `env_files` path (relative paths
 /// resolved against the directory of the file that names them).
@@ -78,6 +85,16 @@ pub fn parse_spec(
     name: &str,
     files: &[SourceFile],
     read_env_file: &mut ReadEnvFile<'_>,
+) -> Result<ParsedSpec, Vec<Diagnostic>> {
+    parse_spec_with(name, files, read_env_file, &SpecDefaults::default())
+}
+
+/// [`parse_spec`] with a host's defaults.
+pub fn parse_spec_with(
+    name: &str,
+    files: &[SourceFile],
+    read_env_file: &mut ReadEnvFile<'_>,
+    defaults: &SpecDefaults,
 ) -> Result<ParsedSpec, Vec<Diagnostic>> {
     assert!(!files.is_empty(), "parse_spec needs at least the base file");
     let mut diags = Vec::new();
@@ -100,7 +117,7 @@ pub fn parse_spec(
     }
     let root = merged.expect("at least one file parsed");
     let mut cx = Cx::new(files);
-    let spec = decode(&mut cx, &root, name, read_env_file);
+    let spec = decode(&mut cx, &root, name, read_env_file, defaults);
     let mut diags = cx.diags;
     match spec {
         Some(parsed) if diags.is_empty() => Ok(parsed),
@@ -139,6 +156,7 @@ fn decode(
     root: &Node,
     name: &str,
     read_env_file: &mut ReadEnvFile<'_>,
+    host: &SpecDefaults,
 ) -> Option<ParsedSpec> {
     let t = cx.table(root, "", TOP_KEYS)?;
     let image = match t.get("image") {
@@ -302,15 +320,11 @@ fn decode(
     });
     let security = opt(cx, t, "", "security", |cx, v, _| sections::security(cx, v));
     let logging = opt(cx, t, "", "logging", |cx, v, k| {
-        sections::logging(cx, v, k, Logging::default())
+        sections::logging(cx, v, k, host.logging)
     });
 
     // Checks across keys of this one file.
-    let net = network
-        .clone()
-        .ok()
-        .flatten()
-        .unwrap_or(NetworkMode::Bridge);
+    let net = network.ok().flatten().unwrap_or(NetworkMode::Bridge);
     if net != NetworkMode::Bridge {
         let word = if net == NetworkMode::Host {
             "host"
@@ -411,7 +425,7 @@ fn decode(
         network: network.ok()?.unwrap_or(defaults.network),
         ip: ip.ok()?,
         security: security.ok()?.unwrap_or(defaults.security),
-        logging: logging.ok()?.unwrap_or(defaults.logging),
+        logging: logging.ok()?.unwrap_or(host.logging),
     };
     Some(ParsedSpec {
         origin: location(cx, root.span),

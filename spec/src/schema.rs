@@ -419,4 +419,13 @@ mod tests {
         assert_eq!(s["additionalProperties"], Value::Bool(false));
         assert!(!spec_schema_json().contains("\"null\""));
     }
+
+    /// The shipped file is what `berth schema` prints (regenerate it with that command).
+    #[test]
+    fn shipped_schema_is_current() {
+        assert_eq!(
+            include_str!("../berth-spec.schema.json"),
+            spec_schema_json()
+        );
+    }
 }

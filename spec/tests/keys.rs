@@ -696,3 +696,28 @@ fn tables_of_the_wrong_type() {
         assert!(e[0].contains("expected a table, found a string"), "{e:?}");
     }
 }
+
+#[test]
+fn host_defaults_fill_logging() {
+    let host = berth_spec::SpecDefaults {
+        logging: Logging {
+            max_size: 1 << 20,
+            max_files: 7,
+        },
+    };
+    let parse = |text: &str| {
+        let files = [SourceFile::new("web.toml", text)];
+        berth_spec::parse_spec_with("web", &files, &mut |_: &Path| Err("none".into()), &host)
+            .unwrap()
+            .spec
+    };
+    assert_eq!(parse(IMG).logging, host.logging);
+    let s = parse(&format!("{IMG}[logging]\nmax_files = 1\n"));
+    assert_eq!(
+        s.logging,
+        Logging {
+            max_size: 1 << 20,
+            max_files: 1
+        }
+    );
+}

@@ -184,7 +184,7 @@ fn check_files(dir: &Path, names: &BTreeSet<String>, report: &mut Report) {
         // A named file the directory scan skips (a hidden one) is still checked alone.
         let result = match set.specs.remove(name) {
             Some(r) => r,
-            None => match load::load_one(dir, name) {
+            None => match load::load_one(dir, name, &Default::default()) {
                 Ok(r) => r,
                 Err(e) => Err(SpecError::Files(vec![FileError::Read {
                     path: dir.to_path_buf(),

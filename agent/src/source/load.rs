@@ -18,7 +18,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use berth_spec::{Diagnostic, ParsedSpec, SourceFile, check_set, parse_spec};
+use berth_spec::{Diagnostic, ParsedSpec, SourceFile, SpecDefaults, check_set, parse_spec_with};
 
 /// Largest spec, drop-in or env file read.
 pub const MAX_FILE_SIZE: u64 = 1 << 20;
@@ -110,6 +110,11 @@ impl LoadedSet {
 
 /// Loads every spec of a directory. Reads files only; checks nothing about the host.
 pub fn load_dir(dir: &Path) -> Result<LoadedSet, DirError> {
+    load_dir_with(dir, &SpecDefaults::default())
+}
+
+/// [`load_dir`] with the host's defaults for keys a spec leaves out (from the agent config).
+pub fn load_dir_with(dir: &Path, defaults: &SpecDefaults) -> Result<LoadedSet, DirError> {
     let root = dir_root(dir)?;
     let entries = fs::read_dir(dir).map_err(|source| DirError::Unreadable {
         path: dir.to_path_buf(),
@@ -136,7 +141,7 @@ pub fn load_dir(dir: &Path) -> Result<LoadedSet, DirError> {
     let specs = names
         .into_iter()
         .map(|name| {
-            let r = load_spec(&root, dir, &name);
+            let r = load_spec(&root, dir, &name, defaults);
             (name, r)
         })
         .collect();
@@ -144,9 +149,13 @@ pub fn load_dir(dir: &Path) -> Result<LoadedSet, DirError> {
 }
 
 /// Loads one container's spec from `dir`: `<name>.toml`, its drop-ins, its env files.
-pub fn load_one(dir: &Path, name: &str) -> Result<Result<ParsedSpec, SpecError>, DirError> {
+pub fn load_one(
+    dir: &Path,
+    name: &str,
+    defaults: &SpecDefaults,
+) -> Result<Result<ParsedSpec, SpecError>, DirError> {
     let root = dir_root(dir)?;
-    Ok(load_spec(&root, dir, name))
+    Ok(load_spec(&root, dir, name, defaults))
 }
 
 fn finish(dir: &Path, specs: BTreeMap<String, Result<ParsedSpec, SpecError>>) -> LoadedSet {
@@ -195,7 +204,12 @@ fn ignored(file_name: &str) -> bool {
             .any(|s| file_name.ends_with(s))
 }
 
-fn load_spec(root: &Path, dir: &Path, name: &str) -> Result<ParsedSpec, SpecError> {
+fn load_spec(
+    root: &Path,
+    dir: &Path,
+    name: &str,
+    defaults: &SpecDefaults,
+) -> Result<ParsedSpec, SpecError> {
     let base = dir.join(format!("{name}.toml"));
     let mut errors = Vec::new();
     let mut files = Vec::new();
@@ -212,7 +226,7 @@ fn load_spec(root: &Path, dir: &Path, name: &str) -> Result<ParsedSpec, SpecErro
     if !errors.is_empty() {
         return Err(SpecError::Files(errors));
     }
-    parse_spec(name, &files, &mut |p: &Path| {
+    let mut read_env = |p: &Path| {
         read_text(root, p).map_err(|e| match e {
             FileError::Read { source, .. } => source.to_string(),
             other => {
@@ -221,8 +235,8 @@ fn load_spec(root: &Path, dir: &Path, name: &str) -> Result<ParsedSpec, SpecErro
                 line.strip_prefix(&prefix).unwrap_or(&line).to_string()
             }
         })
-    })
-    .map_err(SpecError::Invalid)
+    };
+    parse_spec_with(name, &files, &mut read_env, defaults).map_err(SpecError::Invalid)
 }
 
 /// The drop-in files of a `<name>.toml.d`, in lexical order; none if it does not exist.
