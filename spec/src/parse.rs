@@ -63,8 +63,6 @@ pub struct ParsedSpec {
     pub spec: ContainerSpec,
     /// Every file read for it: the base, its drop-ins, then env files, as the caller named them.
     pub files: Vec<PathBuf>,
-    /// Where the file starts (set-level problems without a better place point here).
-    pub(crate) origin: Location,
     /// One per `spec.ports` entry.
     pub(crate) port_places: Vec<Location>,
     /// One per `spec.depends_on` entry.
@@ -428,7 +426,6 @@ fn decode(
         logging: logging.ok()?.unwrap_or(host.logging),
     };
     Some(ParsedSpec {
-        origin: location(cx, root.span),
         port_places: ports.iter().map(|(_, s)| location(cx, *s)).collect(),
         dependency_places: depends_on.iter().map(|(_, s)| location(cx, *s)).collect(),
         spec,

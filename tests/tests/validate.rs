@@ -274,3 +274,32 @@ fn completions_and_version() {
         Some(0)
     );
 }
+
+#[test]
+fn an_explicit_config_is_validated_and_fills_defaults() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = write(t.path(), "specs/web.toml", "image = \"nginx\"\n");
+    let good = write(t.path(), "good.toml", "[logging]\nmax_files = 9\n");
+    let o = berth(&[
+        "--config",
+        good.to_str().unwrap(),
+        "validate",
+        "--show",
+        spec.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("max_files = 9"), "{}", stdout(&o));
+    let bad = write(t.path(), "bad.toml", "instance = \"Not_Valid\"\n");
+    let o = berth(&[
+        "validate",
+        spec.to_str().unwrap(),
+        "--config",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("bad.toml:1:12: error: instance: invalid instance"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -59,7 +59,7 @@ pub fn main() -> ExitCode {
         }
     };
     match &cli.command {
-        Command::Validate(args) => validate::run(args),
+        Command::Validate(args) => validate::run(args, cli.config.as_deref()),
         Command::Schema(args) => schema::run(args),
         Command::Completions(args) => completions::run(args),
         Command::Version(args) => version::run(args),

@@ -4,16 +4,21 @@
 //! A directory is one set: its specs are also checked against each other. A file is checked
 //! with its drop-ins and env files, and against the other specs of its directory (so a
 //! `depends_on` naming a sibling is fine), but only its own problems are reported.
+//!
+//! With an explicit `--config`, the agent config is validated too, and its `[logging]` fills
+//! the specs' defaults (what `--show` prints). Without one, no config is read: the files alone
+//! are judged.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use berth_spec::{Diagnostic, ParsedSpec, render_toml, spec_hash};
+use berth_spec::{Diagnostic, ParsedSpec, SpecDefaults, render_toml, spec_hash};
 use serde_json::{Value, json};
 
 use super::exit;
+use crate::config::ConfigError;
 use crate::source::load::{self, FileError, SpecError};
 
 #[derive(Debug, clap::Args)]
@@ -43,8 +48,21 @@ struct Report {
     path_errors: Vec<String>,
 }
 
-pub fn run(args: &ValidateArgs) -> ExitCode {
-    let report = check(&args.paths);
+pub fn run(args: &ValidateArgs, config: Option<&Path>) -> ExitCode {
+    let mut defaults = SpecDefaults::default();
+    let mut config_problems = Vec::new();
+    if let Some(path) = config {
+        match crate::config::load(Some(path)) {
+            Ok(c) => defaults.logging = c.logging,
+            Err(ConfigError::Invalid { diagnostics, .. }) => config_problems = diagnostics,
+            Err(e) => {
+                eprintln!("{}: error: {e}", path.display());
+                return ExitCode::from(exit::FAILURE);
+            }
+        }
+    }
+    let mut report = check(&args.paths, &defaults);
+    report.diagnostics.splice(0..0, config_problems);
     let ok = report.path_errors.is_empty()
         && report.diagnostics.is_empty()
         && report.specs.iter().all(|c| c.result.is_ok());
@@ -99,13 +117,13 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
     ExitCode::from(if ok { exit::SUCCESS } else { exit::FAILURE })
 }
 
-fn check(paths: &[PathBuf]) -> Report {
+fn check(paths: &[PathBuf], defaults: &SpecDefaults) -> Report {
     let mut report = Report::default();
     // Files are grouped by directory so each directory is read once, however many are named.
     let mut files_by_dir: BTreeMap<PathBuf, BTreeSet<String>> = BTreeMap::new();
     for path in paths {
         match std::fs::metadata(path) {
-            Ok(m) if m.is_dir() => check_dir(path, &mut report),
+            Ok(m) if m.is_dir() => check_dir(path, defaults, &mut report),
             Ok(_) => match spec_of_file(path) {
                 Some((dir, name)) => {
                     files_by_dir.entry(dir).or_default().insert(name);
@@ -121,7 +139,7 @@ fn check(paths: &[PathBuf]) -> Report {
         }
     }
     for (dir, names) in files_by_dir {
-        check_files(&dir, &names, &mut report);
+        check_files(&dir, &names, defaults, &mut report);
     }
     report
 }
@@ -148,8 +166,8 @@ fn spec_of_file(path: &Path) -> Option<(PathBuf, String)> {
     Some((parent.to_path_buf(), name.to_string()))
 }
 
-fn check_dir(dir: &Path, report: &mut Report) {
-    match load::load_dir(dir) {
+fn check_dir(dir: &Path, defaults: &SpecDefaults, report: &mut Report) {
+    match load::load_dir_with(dir, defaults) {
         Ok(set) => {
             if set.specs.is_empty() {
                 report.path_errors.push(format!(
@@ -170,8 +188,8 @@ fn check_dir(dir: &Path, report: &mut Report) {
     }
 }
 
-fn check_files(dir: &Path, names: &BTreeSet<String>, report: &mut Report) {
-    let mut set = match load::load_dir(dir) {
+fn check_files(dir: &Path, names: &BTreeSet<String>, defaults: &SpecDefaults, report: &mut Report) {
+    let mut set = match load::load_dir_with(dir, defaults) {
         Ok(set) => set,
         Err(e) => {
             report
@@ -184,7 +202,7 @@ fn check_files(dir: &Path, names: &BTreeSet<String>, report: &mut Report) {
         // A named file the directory scan skips (a hidden one) is still checked alone.
         let result = match set.specs.remove(name) {
             Some(r) => r,
-            None => match load::load_one(dir, name, &Default::default()) {
+            None => match load::load_one(dir, name, defaults) {
                 Ok(r) => r,
                 Err(e) => Err(SpecError::Files(vec![FileError::Read {
                     path: dir.to_path_buf(),
