@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use berth_spec::Config;
 use berth_spec::config::{CONFIG_ENV, DEFAULT_CONFIG_PATH};
+use berth_spec::{Config, Diagnostic};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -13,8 +13,12 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("invalid config {path}: {reason}")]
-    Invalid { path: PathBuf, reason: String },
+    /// Every problem in the file, one `file:line:col: error: key: message` a line.
+    #[error("invalid config {path}:\n{}", render(.diagnostics))]
+    Invalid {
+        path: PathBuf,
+        diagnostics: Vec<Diagnostic>,
+    },
 }
 
 /// Which config file applies, and whether it must exist (an explicit path must).
@@ -38,11 +42,13 @@ pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
         }
         Err(source) => return Err(ConfigError::Read { path, source }),
     };
-    let config = Config::from_toml_str(&text).map_err(|reason| ConfigError::Invalid {
-        path: path.clone(),
-        reason,
-    })?;
-    crate::names::validate_instance(&config.instance)
-        .map_err(|reason| ConfigError::Invalid { path, reason })?;
-    Ok(config)
+    Config::parse(&path, &text).map_err(|diagnostics| ConfigError::Invalid { path, diagnostics })
+}
+
+fn render(diags: &[Diagnostic]) -> String {
+    diags
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
 }

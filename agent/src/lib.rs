@@ -5,6 +5,7 @@
 //! - [`layout`]: where things live on disk; [`names`]: what kernel objects are called.
 //! - [`fsutil`]: crash-safe writes.
 //! - [`image`]: what the runtime needs to know about a pulled image.
+//! - [`source`]: reading the spec directory.
 
 pub mod api;
 pub mod cli;

@@ -136,21 +136,10 @@ impl Names {
     }
 }
 
-/// Checks an instance name: it prefixes kernel object names, so it is short and plain.
+/// Checks an instance name: it prefixes kernel object names, so it is short and plain. The
+/// rule lives in the spec crate, which validates the config file.
 pub fn validate_instance(instance: &str) -> Result<(), String> {
-    let ok = !instance.is_empty()
-        && instance.len() <= 12
-        && instance.as_bytes()[0].is_ascii_lowercase()
-        && instance
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid instance {instance:?}: 1-12 characters of a-z, 0-9 and '-', starting with a letter"
-        ))
-    }
+    berth_spec::names::validate_instance(instance)
 }
 
 #[cfg(test)]

@@ -46,9 +46,20 @@ pub struct Config {
 }
 
 impl Config {
-    /// Parses a config file's text. Every key is optional.
+    /// Parses a config file's text. Every key is optional. Errors are joined, one a line.
     pub fn from_toml_str(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        Config::parse(std::path::Path::new("berth.toml"), text).map_err(|d| {
+            d.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+    }
+
+    /// Parses and validates a config file strictly: unknown keys are errors, and every problem
+    /// is reported with `file:line:column`.
+    pub fn parse(path: &std::path::Path, text: &str) -> Result<Config, Vec<crate::Diagnostic>> {
+        crate::config_parse::parse(path, text)
     }
 }
 

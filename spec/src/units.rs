@@ -58,7 +58,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             .checked_add(part)
             .ok_or_else(|| format!("invalid duration {s:?}: out of range"))?;
     }
-    Ok(total)
+    // Milliseconds are the finest unit kept, so that a duration prints back exactly
+    // (and `0.3s`, which is 0.29999... in binary, means 300ms).
+    let ms = (total.as_nanos() + 500_000) / 1_000_000;
+    u64::try_from(ms)
+        .map(Duration::from_millis)
+        .map_err(|_| format!("invalid duration {s:?}: out of range"))
 }
 
 /// The canonical form of a duration: `1m30s`, `250ms`, `0s`.
@@ -184,6 +189,8 @@ mod tests {
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("0.3s").unwrap(), Duration::from_millis(300));
+        assert_eq!(parse_duration("1.0004s").unwrap(), Duration::from_secs(1));
         for bad in ["", "10", "s", "10x", "1m30", "-1s", "1 s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }

@@ -5,6 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod completions;
+pub mod schema;
+pub mod validate;
+pub mod version;
+
 /// Exit codes shared by every subcommand.
 pub mod exit {
     pub const SUCCESS: u8 = 0;
@@ -30,8 +35,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check spec files or directories without touching the host (for CI)
+    Validate(validate::ValidateArgs),
+    /// Print the JSON Schema of spec files (for editors)
+    Schema(schema::SchemaArgs),
+    /// Print a shell completion script
+    Completions(completions::CompletionsArgs),
     /// Print berth's version
-    Version,
+    Version(version::VersionArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -47,10 +58,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    match cli.command {
-        Command::Version => {
-            println!("berth {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::from(exit::SUCCESS)
-        }
+    match &cli.command {
+        Command::Validate(args) => validate::run(args, cli.config.as_deref()),
+        Command::Schema(args) => schema::run(args),
+        Command::Completions(args) => completions::run(args),
+        Command::Version(args) => version::run(args),
     }
 }

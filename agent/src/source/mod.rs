@@ -1,4 +1,9 @@
-//! The spec source: the spec dir, watched, read and checked into a desired set.
+//! The spec source: the spec dir, read, checked and watched, as full snapshots.
+//!
+//! - [`load`]: a plain function of a path that reads and parses every spec of a directory.
+//! - [`perms`]: who may own spec files (sshd's StrictModes).
+//! - [`watch`]: inotify, any event meaning "rescan".
 
+pub mod load;
 pub mod perms;
 pub mod watch;

@@ -1,0 +1,293 @@
+//! `berth validate PATH...`: checks spec files and directories as a GitOps repo's CI would,
+//! judging the files alone (never the host), and reports every problem compiler-style.
+//!
+//! A directory is one set: its specs are also checked against each other. A file is checked
+//! with its drop-ins and env files, and against the other specs of its directory (so a
+//! `depends_on` naming a sibling is fine), but only its own problems are reported.
+//!
+//! With an explicit `--config`, the agent config is validated too, and its `[logging]` fills
+//! the specs' defaults (what `--show` prints). Without one, no config is read: the files alone
+//! are judged.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use berth_spec::{Diagnostic, ParsedSpec, SpecDefaults, render_toml, spec_hash};
+use serde_json::{Value, json};
+
+use super::exit;
+use crate::config::ConfigError;
+use crate::source::load::{self, FileError, SpecError};
+
+#[derive(Debug, clap::Args)]
+pub struct ValidateArgs {
+    /// Spec files (`<name>.toml`) or spec directories
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Print each valid spec as berth reads it: drop-ins merged, defaults filled
+    #[arg(long)]
+    pub show: bool,
+    /// Machine-readable output on stdout (diagnostics, and the specs with --show)
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One container's outcome.
+struct Checked {
+    name: String,
+    result: Result<ParsedSpec, SpecError>,
+}
+
+#[derive(Default)]
+struct Report {
+    specs: Vec<Checked>,
+    /// Set-level diagnostics, and problems with the paths themselves.
+    diagnostics: Vec<Diagnostic>,
+    path_errors: Vec<String>,
+}
+
+pub fn run(args: &ValidateArgs, config: Option<&Path>) -> ExitCode {
+    let mut defaults = SpecDefaults::default();
+    let mut config_problems = Vec::new();
+    if let Some(path) = config {
+        match crate::config::load(Some(path)) {
+            Ok(c) => defaults.logging = c.logging,
+            Err(ConfigError::Invalid { diagnostics, .. }) => config_problems = diagnostics,
+            Err(e) => {
+                eprintln!("{}: error: {e}", path.display());
+                return ExitCode::from(exit::FAILURE);
+            }
+        }
+    }
+    let mut report = check(&args.paths, &defaults);
+    report.diagnostics.splice(0..0, config_problems);
+    let ok = report.path_errors.is_empty()
+        && report.diagnostics.is_empty()
+        && report.specs.iter().all(|c| c.result.is_ok());
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.json {
+        let _ = writeln!(out, "{}", to_json(&report, ok, args.show));
+    } else {
+        let stderr = std::io::stderr();
+        let mut err = stderr.lock();
+        for line in &report.path_errors {
+            let _ = writeln!(err, "{line}");
+        }
+        for c in &report.specs {
+            if let Err(e) = &c.result {
+                for line in e.lines() {
+                    let _ = writeln!(err, "{line}");
+                }
+            }
+        }
+        for d in &report.diagnostics {
+            let _ = writeln!(err, "{d}");
+        }
+        if args.show {
+            for c in &report.specs {
+                if let Ok(p) = &c.result {
+                    let files: Vec<String> =
+                        p.files.iter().map(|f| f.display().to_string()).collect();
+                    let _ = writeln!(
+                        out,
+                        "# {} (from {})\n# hash {}\n{}",
+                        c.name,
+                        files.join(", "),
+                        spec_hash(&p.spec),
+                        render_toml(&p.spec)
+                    );
+                }
+            }
+        }
+        let valid = report.specs.iter().filter(|c| c.result.is_ok()).count();
+        let summary = format!(
+            "{valid} of {} specs valid, {} set problems",
+            report.specs.len(),
+            report.diagnostics.len()
+        );
+        if ok {
+            let _ = writeln!(err, "ok: {summary}");
+        } else {
+            let _ = writeln!(err, "failed: {summary}");
+        }
+    }
+    ExitCode::from(if ok { exit::SUCCESS } else { exit::FAILURE })
+}
+
+fn check(paths: &[PathBuf], defaults: &SpecDefaults) -> Report {
+    let mut report = Report::default();
+    // Files are grouped by directory so each directory is read once, however many are named.
+    let mut files_by_dir: BTreeMap<PathBuf, BTreeSet<String>> = BTreeMap::new();
+    for path in paths {
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => check_dir(path, defaults, &mut report),
+            Ok(_) => match spec_of_file(path) {
+                Some((dir, name)) => {
+                    files_by_dir.entry(dir).or_default().insert(name);
+                }
+                None => report.path_errors.push(format!(
+                    "{}: error: not a spec file (expected <name>.toml or <name>.toml.d/*.toml)",
+                    path.display()
+                )),
+            },
+            Err(e) => report
+                .path_errors
+                .push(format!("{}: error: {e}", path.display())),
+        }
+    }
+    for (dir, names) in files_by_dir {
+        check_files(&dir, &names, defaults, &mut report);
+    }
+    report
+}
+
+/// The (directory, container name) a file belongs to: `d/web.toml` and
+/// `d/web.toml.d/10-x.toml` both belong to `web` in `d`.
+fn spec_of_file(path: &Path) -> Option<(PathBuf, String)> {
+    let file_name = path.file_name()?.to_str()?;
+    let parent = path.parent().unwrap_or(Path::new(""));
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    if let Some(base) = parent
+        .file_name()
+        .and_then(|p| p.to_str())
+        .and_then(|p| p.strip_suffix(".toml.d"))
+        && file_name.ends_with(".toml")
+    {
+        return Some((parent.parent()?.to_path_buf(), base.to_string()));
+    }
+    let name = file_name.strip_suffix(".toml")?;
+    Some((parent.to_path_buf(), name.to_string()))
+}
+
+fn check_dir(dir: &Path, defaults: &SpecDefaults, report: &mut Report) {
+    match load::load_dir_with(dir, defaults) {
+        Ok(set) => {
+            if set.specs.is_empty() {
+                report.path_errors.push(format!(
+                    "{}: error: no spec files (*.toml) in this directory",
+                    dir.display()
+                ));
+            }
+            report.diagnostics.extend(set.set_diagnostics);
+            report.specs.extend(
+                set.specs
+                    .into_iter()
+                    .map(|(name, result)| Checked { name, result }),
+            );
+        }
+        Err(e) => report
+            .path_errors
+            .push(format!("{}: error: {e}", dir.display())),
+    }
+}
+
+fn check_files(dir: &Path, names: &BTreeSet<String>, defaults: &SpecDefaults, report: &mut Report) {
+    let mut set = match load::load_dir_with(dir, defaults) {
+        Ok(set) => set,
+        Err(e) => {
+            report
+                .path_errors
+                .push(format!("{}: error: {e}", dir.display()));
+            return;
+        }
+    };
+    for name in names {
+        // A named file the directory scan skips (a hidden one) is still checked alone.
+        let result = match set.specs.remove(name) {
+            Some(r) => r,
+            None => match load::load_one(dir, name, defaults) {
+                Ok(r) => r,
+                Err(e) => Err(SpecError::Files(vec![FileError::Read {
+                    path: dir.to_path_buf(),
+                    source: std::io::Error::other(e.to_string()),
+                }])),
+            },
+        };
+        if let Ok(p) = &result {
+            report.diagnostics.extend(
+                set.set_diagnostics
+                    .iter()
+                    .filter(|d| p.files.contains(&d.file))
+                    .cloned(),
+            );
+        }
+        report.specs.push(Checked {
+            name: name.clone(),
+            result,
+        });
+    }
+}
+
+fn diagnostic_json(d: &Diagnostic) -> Value {
+    json!({
+        "file": d.file,
+        "line": d.line,
+        "column": d.column,
+        "key": d.key,
+        "message": d.message,
+    })
+}
+
+fn to_json(report: &Report, ok: bool, show: bool) -> Value {
+    let mut diagnostics: Vec<Value> = Vec::new();
+    let mut specs = Vec::new();
+    for c in &report.specs {
+        let mut entry = json!({ "name": c.name, "valid": c.result.is_ok() });
+        match &c.result {
+            Ok(p) => {
+                entry["files"] = json!(p.files);
+                entry["hash"] = json!(spec_hash(&p.spec));
+                if show {
+                    entry["spec"] = serde_json::to_value(&p.spec).expect("spec serialises");
+                }
+            }
+            Err(SpecError::Invalid(diags)) => diagnostics.extend(diags.iter().map(diagnostic_json)),
+            Err(SpecError::Files(errs)) => diagnostics.extend(errs.iter().map(|e| {
+                json!({
+                    "file": e.path(),
+                    "line": null,
+                    "column": null,
+                    "key": "",
+                    "message": load::file_error_line(e),
+                })
+            })),
+        }
+        specs.push(entry);
+    }
+    diagnostics.extend(report.diagnostics.iter().map(diagnostic_json));
+    diagnostics.extend(
+        report.path_errors.iter().map(
+            |e| json!({ "file": null, "line": null, "column": null, "key": "", "message": e }),
+        ),
+    );
+    json!({ "valid": ok, "specs": specs, "diagnostics": diagnostics })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_map_to_their_container() {
+        assert_eq!(
+            spec_of_file(Path::new("d/web.toml")),
+            Some((PathBuf::from("d"), "web".into()))
+        );
+        assert_eq!(
+            spec_of_file(Path::new("d/web.toml.d/10-x.toml")),
+            Some((PathBuf::from("d"), "web".into()))
+        );
+        assert_eq!(
+            spec_of_file(Path::new("web.toml")),
+            Some((PathBuf::from("."), "web".into()))
+        );
+        assert_eq!(spec_of_file(Path::new("d/README.md")), None);
+    }
+}

@@ -1,0 +1,423 @@
+//! Reads a spec directory from disk into parsed specs: every `<name>.toml`, its
+//! `<name>.toml.d/*.toml` drop-ins (lexical order) and the `env_files` they name.
+//!
+//! A plain function of a path: no watching and no ownership policy here (those sit on top, in
+//! other files of `source`). Each loaded spec lists the files it was read from, so a policy can
+//! check them.
+//!
+//! What is refused, each with its own [`FileError`]: a symlink inside the spec dir that resolves
+//! outside it (a `web.toml -> /etc/shadow` must not be read as root), anything not a regular
+//! file (a FIFO named `x.toml` is never opened for a blocking read, a directory named `y.toml`
+//! is not a spec), files over [`MAX_FILE_SIZE`], and text that is not UTF-8. Hidden files and
+//! editor leftovers (`.#x.toml`, `x.toml~`, `x.toml.swp`) are ignored, as is a `.toml.d` without
+//! its base file.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use berth_spec::{Diagnostic, ParsedSpec, SourceFile, SpecDefaults, check_set, parse_spec_with};
+
+/// Largest spec, drop-in or env file read.
+pub const MAX_FILE_SIZE: u64 = 1 << 20;
+
+/// A file that could not be read as text.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("{path}: not a regular file ({kind})", path = .path.display())]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error("{path}: symlink resolves outside the spec dir, to {target}", path = .path.display(), target = .target.display())]
+    SymlinkEscapes { path: PathBuf, target: PathBuf },
+    #[error("{path}: larger than {max} bytes", path = .path.display())]
+    TooLarge { path: PathBuf, max: u64 },
+    #[error("{path}: not UTF-8 text", path = .path.display())]
+    NotUtf8 { path: PathBuf },
+    #[error("cannot read {path}: {source}", path = .path.display())]
+    Read { path: PathBuf, source: io::Error },
+}
+
+impl FileError {
+    pub fn path(&self) -> &Path {
+        match self {
+            FileError::NotRegular { path, .. }
+            | FileError::SymlinkEscapes { path, .. }
+            | FileError::TooLarge { path, .. }
+            | FileError::NotUtf8 { path }
+            | FileError::Read { path, .. } => path,
+        }
+    }
+}
+
+/// Why one container's spec is not usable.
+#[derive(Debug)]
+pub enum SpecError {
+    /// A file of it (the base or a drop-in) could not be read.
+    Files(Vec<FileError>),
+    /// It was read, and is invalid: every problem, with file:line:column.
+    Invalid(Vec<Diagnostic>),
+}
+
+impl SpecError {
+    /// One line per problem, compiler-like: `file:line:col: error: key: message`.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            SpecError::Files(errs) => errs.iter().map(file_error_line).collect(),
+            SpecError::Invalid(diags) => diags.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+/// A file error in the compiler-like shape: `path: error: reason`.
+pub fn file_error_line(e: &FileError) -> String {
+    let full = e.to_string();
+    let prefix = format!("{}: ", e.path().display());
+    let reason = full.strip_prefix(&prefix).unwrap_or(&full);
+    format!("{}: error: {reason}", e.path().display())
+}
+
+/// The whole directory could not be listed. Distinct from an empty directory: an agent must
+/// never prune containers because its spec dir vanished or became unreadable.
+#[derive(Debug, thiserror::Error)]
+pub enum DirError {
+    #[error("spec dir {path} does not exist", path = .path.display())]
+    Missing { path: PathBuf },
+    #[error("spec dir {path} is not a directory", path = .path.display())]
+    NotADirectory { path: PathBuf },
+    #[error("cannot read spec dir {path}: {source}", path = .path.display())]
+    Unreadable { path: PathBuf, source: io::Error },
+}
+
+/// Everything read from one spec dir.
+#[derive(Debug)]
+pub struct LoadedSet {
+    /// The spec dir as given.
+    pub dir: PathBuf,
+    /// Every container name with a `<name>.toml` entry, valid or not.
+    pub specs: BTreeMap<String, Result<ParsedSpec, SpecError>>,
+    /// Problems across specs: a host port published twice, a `depends_on` naming a container
+    /// without a file, a dependency cycle. The specs involved are valid on their own.
+    pub set_diagnostics: Vec<Diagnostic>,
+}
+
+impl LoadedSet {
+    /// Whether every spec is valid and the set has no problem.
+    pub fn is_clean(&self) -> bool {
+        self.set_diagnostics.is_empty() && self.specs.values().all(Result::is_ok)
+    }
+}
+
+/// Loads every spec of a directory. Reads files only; checks nothing about the host.
+pub fn load_dir(dir: &Path) -> Result<LoadedSet, DirError> {
+    load_dir_with(dir, &SpecDefaults::default())
+}
+
+/// [`load_dir`] with the host's defaults for keys a spec leaves out (from the agent config).
+pub fn load_dir_with(dir: &Path, defaults: &SpecDefaults) -> Result<LoadedSet, DirError> {
+    let root = dir_root(dir)?;
+    let entries = fs::read_dir(dir).map_err(|source| DirError::Unreadable {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| DirError::Unreadable {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let file_name = entry.file_name();
+        let Some(file_name) = file_name.to_str() else {
+            continue; // A non-UTF-8 name cannot be a container name.
+        };
+        if ignored(file_name) {
+            continue;
+        }
+        if let Some(name) = file_name.strip_suffix(".toml") {
+            names.push(name.to_string());
+        }
+    }
+    names.sort();
+    let specs = names
+        .into_iter()
+        .map(|name| {
+            let r = load_spec(&root, dir, &name, defaults);
+            (name, r)
+        })
+        .collect();
+    Ok(finish(dir, specs))
+}
+
+/// Loads one container's spec from `dir`: `<name>.toml`, its drop-ins, its env files.
+pub fn load_one(
+    dir: &Path,
+    name: &str,
+    defaults: &SpecDefaults,
+) -> Result<Result<ParsedSpec, SpecError>, DirError> {
+    let root = dir_root(dir)?;
+    Ok(load_spec(&root, dir, name, defaults))
+}
+
+fn finish(dir: &Path, specs: BTreeMap<String, Result<ParsedSpec, SpecError>>) -> LoadedSet {
+    let set_diagnostics = check_set(&specs);
+    LoadedSet {
+        dir: dir.to_path_buf(),
+        specs,
+        set_diagnostics,
+    }
+}
+
+/// The canonical spec dir: symlinks inside it must resolve under this.
+fn dir_root(dir: &Path) -> Result<PathBuf, DirError> {
+    match fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(DirError::NotADirectory {
+                path: dir.to_path_buf(),
+            });
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(DirError::Missing {
+                path: dir.to_path_buf(),
+            });
+        }
+        Err(source) => {
+            return Err(DirError::Unreadable {
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
+    }
+    fs::canonicalize(dir).map_err(|source| DirError::Unreadable {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+/// Hidden files and editor leftovers: never specs.
+fn ignored(file_name: &str) -> bool {
+    file_name.starts_with('.')
+        || file_name.starts_with('#')
+        || file_name.ends_with('~')
+        || [".swp", ".swo", ".swx", ".tmp", ".bak", ".orig", ".rej"]
+            .iter()
+            .any(|s| file_name.ends_with(s))
+}
+
+fn load_spec(
+    root: &Path,
+    dir: &Path,
+    name: &str,
+    defaults: &SpecDefaults,
+) -> Result<ParsedSpec, SpecError> {
+    let base = dir.join(format!("{name}.toml"));
+    let mut errors = Vec::new();
+    let mut files = Vec::new();
+    match read_text(root, &base) {
+        Ok(text) => files.push(SourceFile::new(&base, text)),
+        Err(e) => errors.push(e),
+    }
+    for path in dropins(root, &dir.join(format!("{name}.toml.d")), &mut errors) {
+        match read_text(root, &path) {
+            Ok(text) => files.push(SourceFile::new(path, text)),
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(SpecError::Files(errors));
+    }
+    let mut read_env = |p: &Path| {
+        read_text(root, p).map_err(|e| match e {
+            FileError::Read { source, .. } => source.to_string(),
+            other => {
+                let line = other.to_string();
+                let prefix = format!("{}: ", other.path().display());
+                line.strip_prefix(&prefix).unwrap_or(&line).to_string()
+            }
+        })
+    };
+    parse_spec_with(name, &files, &mut read_env, defaults).map_err(SpecError::Invalid)
+}
+
+/// The drop-in files of a `<name>.toml.d`, in lexical order; none if it does not exist.
+fn dropins(root: &Path, dropin_dir: &Path, errors: &mut Vec<FileError>) -> Vec<PathBuf> {
+    match fs::symlink_metadata(dropin_dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Vec::new(),
+        Err(source) => {
+            errors.push(FileError::Read {
+                path: dropin_dir.to_path_buf(),
+                source,
+            });
+            return Vec::new();
+        }
+        Ok(_) => {}
+    }
+    if let Err(e) = confine(root, dropin_dir) {
+        errors.push(e);
+        return Vec::new();
+    }
+    let rd = match fs::read_dir(dropin_dir) {
+        Ok(rd) => rd,
+        Err(source) => {
+            errors.push(FileError::Read {
+                path: dropin_dir.to_path_buf(),
+                source,
+            });
+            return Vec::new();
+        }
+    };
+    let mut out: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let n = e.file_name().to_str()?.to_string();
+            (!ignored(&n) && n.ends_with(".toml")).then(|| dropin_dir.join(n))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Checks that a path under the spec dir does not leave it through a symlink. Paths named
+/// outside the spec dir (an absolute `env_files` entry) are taken as named.
+fn confine(root: &Path, path: &Path) -> Result<(), FileError> {
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|source| FileError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .join(path)
+    };
+    let lexical = lexical_normalise(&absolute);
+    let inside = lexical.starts_with(root) || {
+        // The spec dir may itself be reached through a symlink (a Kubernetes `..data` swap).
+        let parent_canon = lexical
+            .parent()
+            .and_then(|p| fs::canonicalize(p).ok())
+            .unwrap_or_default();
+        parent_canon.starts_with(root)
+    };
+    if !inside {
+        return Ok(());
+    }
+    let target = match fs::canonicalize(path) {
+        Ok(t) => t,
+        // A dangling symlink or a missing file: opening it reports the error.
+        Err(_) => return Ok(()),
+    };
+    if target.starts_with(root) {
+        Ok(())
+    } else {
+        Err(FileError::SymlinkEscapes {
+            path: path.to_path_buf(),
+            target,
+        })
+    }
+}
+
+fn lexical_normalise(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Reads a file as text with the loader's rules (see the module comment).
+pub fn read_text(root: &Path, path: &Path) -> Result<String, FileError> {
+    confine(root, path)?;
+    let err = |source| FileError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    // Look before opening: opening a device node can have side effects.
+    let meta = fs::metadata(path).map_err(err)?;
+    check_type(path, &meta)?;
+    // O_NONBLOCK: should the file be swapped for a FIFO after the check, open and read
+    // return at once instead of blocking the agent.
+    let mut file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(err)?;
+    let meta = file.metadata().map_err(err)?;
+    check_type(path, &meta)?;
+    if meta.len() > MAX_FILE_SIZE {
+        return Err(FileError::TooLarge {
+            path: path.to_path_buf(),
+            max: MAX_FILE_SIZE,
+        });
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    (&mut file)
+        .take(MAX_FILE_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(err)?;
+    if bytes.len() as u64 > MAX_FILE_SIZE {
+        return Err(FileError::TooLarge {
+            path: path.to_path_buf(),
+            max: MAX_FILE_SIZE,
+        });
+    }
+    String::from_utf8(bytes).map_err(|_| FileError::NotUtf8 {
+        path: path.to_path_buf(),
+    })
+}
+
+fn check_type(path: &Path, meta: &fs::Metadata) -> Result<(), FileError> {
+    let t = meta.file_type();
+    let kind = if t.is_file() {
+        return Ok(());
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else {
+        "not a file"
+    };
+    Err(FileError::NotRegular {
+        path: path.to_path_buf(),
+        kind,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leftovers_are_ignored() {
+        for n in [
+            ".web.toml",
+            ".#web.toml",
+            "web.toml~",
+            "web.toml.swp",
+            "#web.toml#",
+        ] {
+            assert!(ignored(n), "{n}");
+        }
+        assert!(!ignored("web.toml"));
+    }
+
+    #[test]
+    fn lexical() {
+        assert_eq!(
+            lexical_normalise(Path::new("/a/b/../c/./d")),
+            PathBuf::from("/a/c/d")
+        );
+    }
+}

@@ -1,0 +1,431 @@
+//! The JSON Schema of a spec file, as a user writes it (short forms and tables), for editors
+//! (taplo, Even Better TOML). These types exist only to describe the format: parsing is done by
+//! hand in [`crate::parse`] so every error is reported; a test keeps the two in step.
+
+// The types are never built: they only describe the format to schemars.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+
+/// A berth container spec: one container per `<name>.toml`, the file stem is its name.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "berth container spec")]
+struct SpecFile {
+    /// Image reference (`nginx:1.27`, `ghcr.io/o/r@sha256:...`), or an image on disk:
+    /// `oci-archive:/path/img.tar`, `oci:/path/layout[:tag]`.
+    image: String,
+    /// Desired state. Default `running`.
+    state: Option<State>,
+    /// Replaces the image's entrypoint.
+    entrypoint: Option<Vec<String>>,
+    /// Replaces the image's command.
+    command: Option<Vec<String>>,
+    /// Environment variables; these win over `env_files`.
+    env: Option<BTreeMap<String, EnvValue>>,
+    /// Files of `KEY=VALUE` lines (Docker's --env-file), relative to the spec file's directory.
+    env_files: Option<Vec<String>>,
+    /// Working directory inside the container (absolute).
+    workdir: Option<String>,
+    /// `uid[:gid]` or a user name from the image's /etc/passwd.
+    user: Option<UserValue>,
+    /// The container's host name. Default: the container's name.
+    hostname: Option<String>,
+    /// Labels kept on the container.
+    labels: Option<BTreeMap<String, EnvValue>>,
+    /// Restart policy. Default `always`.
+    restart: Option<Restart>,
+    /// Signal that asks the container to stop (`SIGTERM`, `QUIT`). Default: the image's, else
+    /// SIGTERM.
+    stop_signal: Option<String>,
+    /// How long to wait after the stop signal before SIGKILL. Default `10s`.
+    stop_timeout: Option<DurationStr>,
+    /// When to contact the registry. Default `missing`.
+    pull: Option<Pull>,
+    /// Containers to start first.
+    depends_on: Option<Vec<DependencyEntry>>,
+    /// Run a tiny reaper as pid 1. Default false.
+    init: Option<bool>,
+    /// How a changed image or spec is rolled out.
+    update: Option<UpdateTable>,
+    /// Published ports: `"8080:80"`, `"127.0.0.1:5353:53/udp"`, `"8000-8010:8000-8010"`, or tables.
+    ports: Option<Vec<PortEntry>>,
+    /// `"/srv/data:/data:ro"` (bind), `"cache:/var/cache"` (named volume), or tables.
+    mounts: Option<Vec<MountEntry>>,
+    /// Host devices: `"/dev/fuse"`, `"/dev/sda:/dev/xvda:rw"`, or tables.
+    devices: Option<Vec<DeviceEntry>>,
+    /// Limits, applied to the live cgroup without a recreate.
+    resources: Option<ResourcesTable>,
+    /// Health check.
+    health: Option<HealthTable>,
+    /// Network mode. Default `bridge`.
+    network: Option<Network>,
+    /// A static address on the bridge.
+    ip: Option<String>,
+    security: Option<SecurityTable>,
+    logging: Option<LoggingTable>,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+enum State {
+    Running,
+    Paused,
+    Stopped,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+enum Restart {
+    Always,
+    OnFailure,
+    Never,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+enum Pull {
+    Missing,
+    Always,
+    Never,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+enum Network {
+    Bridge,
+    Host,
+    None,
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum EnvValue {
+    String(String),
+    Integer(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum UserValue {
+    Name(String),
+    Uid(u32),
+}
+
+/// A duration: `"10s"`, `"1m30s"`, `"250ms"`, `"2h"`, `"1d"`.
+#[derive(JsonSchema)]
+#[schemars(transparent)]
+struct DurationStr(#[schemars(regex(pattern = r"^([0-9.]+(ms|s|m|h|d))+$|^0$"))] String);
+
+/// A size as Docker reads it: `"256m"`, `"1g"`, `"512MiB"` (binary), or a byte count.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum Size {
+    Text(String),
+    Bytes(u64),
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum DependencyEntry {
+    /// A container name (condition `started`).
+    Name(String),
+    Table(DependencyTable),
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct DependencyTable {
+    name: String,
+    /// Default `started`.
+    condition: Option<Condition>,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+enum Condition {
+    Started,
+    Healthy,
+    Completed,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct UpdateTable {
+    /// Default `download-then-kill`.
+    strategy: Option<Strategy>,
+    /// Don't take an image younger than this.
+    min_age: Option<DurationStr>,
+    /// Daily maintenance window in local time, `"02:00-04:00"`.
+    window: Option<String>,
+    /// A host path: while that file exists, updates wait.
+    lock: Option<String>,
+    /// How long a new container must stay up (and healthy) before it counts. Default `1m`.
+    verify: Option<DurationStr>,
+    /// Go back to the previous image if verification fails. Default true.
+    rollback: Option<bool>,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+enum Strategy {
+    DownloadThenKill,
+    KillThenDownload,
+    StartThenKill,
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum PortEntry {
+    Short(String),
+    Table(PortTable),
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum PortNumber {
+    Port(u16),
+    /// `"8000-8010"`.
+    Range(String),
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct PortTable {
+    /// Default: every host address.
+    host_ip: Option<String>,
+    host: PortNumber,
+    container: PortNumber,
+    /// Default `tcp`.
+    protocol: Option<Protocol>,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+enum Protocol {
+    Tcp,
+    Udp,
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum MountEntry {
+    Short(String),
+    Table(MountTable),
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct MountTable {
+    /// Default: `bind` for an absolute source, `volume` otherwise.
+    #[serde(rename = "type")]
+    kind: Option<MountType>,
+    /// A host path (bind) or a volume name; none for a tmpfs.
+    source: Option<String>,
+    target: String,
+    /// Default false.
+    read_only: Option<bool>,
+    /// tmpfs only.
+    size: Option<Size>,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+enum MountType {
+    Bind,
+    Volume,
+    Tmpfs,
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum DeviceEntry {
+    Short(String),
+    Table(DeviceTable),
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct DeviceTable {
+    host: String,
+    /// Default: the host path.
+    container: Option<String>,
+    /// Any of `r`, `w`, `m`. Default `rwm`.
+    permissions: Option<String>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ResourcesTable {
+    /// Memory limit: `"256m"`, `"1g"`, `"512MiB"`.
+    memory: Option<Size>,
+    /// CPUs, fractional (`1.5`), three decimals at most.
+    cpus: Option<f64>,
+    /// Maximum number of processes.
+    pids: Option<u64>,
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum HealthCommand {
+    /// Run through `/bin/sh -c`.
+    Shell(String),
+    Argv(Vec<String>),
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct HealthTable {
+    command: Option<HealthCommand>,
+    /// Default `30s`.
+    interval: Option<DurationStr>,
+    /// Default `30s`.
+    timeout: Option<DurationStr>,
+    /// Default 3.
+    retries: Option<u32>,
+    /// Default `0s`.
+    start_period: Option<DurationStr>,
+    /// Default `none`.
+    on_unhealthy: Option<OnUnhealthy>,
+    /// Ignore the image's own health check. Default false.
+    disable: Option<bool>,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+enum OnUnhealthy {
+    Restart,
+    None,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct SecurityTable {
+    /// Default false.
+    privileged: Option<bool>,
+    /// Capability names (`NET_ADMIN`, `CAP_NET_ADMIN`, `ALL`).
+    cap_add: Option<Vec<String>>,
+    cap_drop: Option<Vec<String>>,
+    /// Default false.
+    read_only_rootfs: Option<bool>,
+    /// Default true.
+    no_new_privileges: Option<bool>,
+    /// Default `default`.
+    seccomp: Option<Seccomp>,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+enum Seccomp {
+    Default,
+    Unconfined,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct LoggingTable {
+    /// Size of a log file before rotation. Default `10MiB`.
+    max_size: Option<Size>,
+    /// Rotated files kept. Default 3.
+    max_files: Option<u32>,
+}
+
+/// The spec file's JSON Schema (draft-07, which taplo reads), as pretty JSON with a newline.
+pub fn spec_schema_json() -> String {
+    let schema = schemars::generate::SchemaSettings::draft07()
+        .into_generator()
+        .into_root_schema_for::<SpecFile>();
+    let mut value = schema.to_value();
+    strip_null(&mut value);
+    let mut s = serde_json::to_string_pretty(&value).expect("schema serialises");
+    s.push('\n');
+    s
+}
+
+/// TOML has no null (an absent key is how a spec says "default"), so the `null` schemars
+/// adds for every `Option` is taken out.
+fn strip_null(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            if let Some(Value::Array(types)) = map.get_mut("type") {
+                types.retain(|t| t != "null");
+                if types.len() == 1 {
+                    let only = types.remove(0);
+                    map.insert("type".into(), only);
+                }
+            }
+            for key in ["anyOf", "oneOf"] {
+                if let Some(Value::Array(alts)) = map.get_mut(key) {
+                    alts.retain(|a| a.get("type").is_none_or(|t| t != "null"));
+                }
+            }
+            map.values_mut().for_each(strip_null);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_null),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn props<'a>(schema: &'a Value, def: Option<&str>) -> Vec<&'a str> {
+        let obj = match def {
+            Some(d) => &schema["definitions"][d],
+            None => schema,
+        };
+        let mut v: Vec<&str> = obj["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{def:?} has properties"))
+            .keys()
+            .map(String::as_str)
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn sorted<'a>(keys: &[&'a str]) -> Vec<&'a str> {
+        let mut v = keys.to_vec();
+        v.sort();
+        v
+    }
+
+    /// The schema and the hand-written parser accept the same keys at every level.
+    #[test]
+    fn schema_keys_match_the_parser() {
+        let s: Value = serde_json::from_str(&spec_schema_json()).unwrap();
+        assert_eq!(props(&s, None), sorted(crate::parse::TOP_KEYS));
+        use crate::{mounts, ports, sections};
+        for (def, keys) in [
+            ("UpdateTable", sections::UPDATE_KEYS),
+            ("HealthTable", sections::HEALTH_KEYS),
+            ("ResourcesTable", sections::RESOURCES_KEYS),
+            ("SecurityTable", sections::SECURITY_KEYS),
+            ("LoggingTable", sections::LOGGING_KEYS),
+            ("DependencyTable", sections::DEPENDENCY_KEYS),
+            ("PortTable", ports::KEYS),
+            ("MountTable", mounts::MOUNT_KEYS),
+            ("DeviceTable", mounts::DEVICE_KEYS),
+        ] {
+            assert_eq!(props(&s, Some(def)), sorted(keys), "{def}");
+        }
+        assert_eq!(s["additionalProperties"], Value::Bool(false));
+        assert!(!spec_schema_json().contains("\"null\""));
+    }
+
+    /// The shipped file is what `berth schema` prints (regenerate it with that command).
+    #[test]
+    fn shipped_schema_is_current() {
+        assert_eq!(
+            include_str!("../berth-spec.schema.json"),
+            spec_schema_json()
+        );
+    }
+}

@@ -1,0 +1,371 @@
+//! Properties over generated specs: rendering and parsing again gives the same spec (and so
+//! the same hash); non-shaping changes keep the hash, shaping changes move it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth_spec::model::*;
+use berth_spec::{ContainerSpec, ImageSource, parse_spec_str, render_toml, spec_hash};
+use proptest::prelude::*;
+
+fn image() -> impl Strategy<Value = ImageSource> {
+    prop::sample::select(vec![
+        "nginx:1.27",
+        "ghcr.io/o/r:v1",
+        "127.0.0.1:5000/a/b@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        "oci-archive:/srv/a.tar",
+        "oci:/srv/layout:v2",
+    ])
+    .prop_map(|s| ImageSource::parse(s).unwrap())
+}
+
+fn ms() -> impl Strategy<Value = Duration> {
+    (0u64..10_000_000).prop_map(Duration::from_millis)
+}
+
+fn word() -> impl Strategy<Value = String> {
+    "[a-z][a-z0-9-]{0,8}[a-z0-9]"
+}
+
+fn text() -> impl Strategy<Value = String> {
+    // Anything but NUL, including quotes, newlines and non-ASCII.
+    "[^\u{0}]{0,12}"
+}
+
+fn abs_path() -> impl Strategy<Value = String> {
+    prop::collection::vec("[a-zA-Z0-9_.-]{1,6}", 1..4).prop_filter_map("no dot dirs", |parts| {
+        (!parts.iter().any(|p| p == "." || p == "..")).then(|| format!("/{}", parts.join("/")))
+    })
+}
+
+fn env_map() -> impl Strategy<Value = BTreeMap<String, String>> {
+    prop::collection::btree_map("[A-Za-z_][A-Za-z0-9_.-]{0,10}", text(), 0..4)
+}
+
+fn ports() -> impl Strategy<Value = Vec<PortMapping>> {
+    prop::collection::btree_map(
+        1u16..=65535,
+        (
+            1u16..=65535,
+            prop::option::of(prop::sample::select(vec!["127.0.0.1", "::1", "10.0.0.1"])),
+            prop::bool::ANY,
+        ),
+        0..4,
+    )
+    .prop_map(|m| {
+        let mut v: Vec<PortMapping> = m
+            .into_iter()
+            .map(|(host, (container, ip, udp))| PortMapping {
+                host_ip: ip.map(|i| i.parse().unwrap()),
+                host,
+                container,
+                protocol: if udp { Protocol::Udp } else { Protocol::Tcp },
+            })
+            .collect();
+        v.sort();
+        v
+    })
+}
+
+fn mounts() -> impl Strategy<Value = Vec<Mount>> {
+    prop::collection::btree_map(
+        abs_path(),
+        (
+            0..3u8,
+            abs_path(),
+            word(),
+            prop::option::of(1u64..1 << 40),
+            prop::bool::ANY,
+        ),
+        0..4,
+    )
+    .prop_map(|m| {
+        m.into_iter()
+            .map(|(target, (kind, src, vol, size, ro))| Mount {
+                kind: match kind {
+                    0 => MountKind::Bind { source: src.into() },
+                    1 => MountKind::Volume { name: vol },
+                    _ => MountKind::Tmpfs { size },
+                },
+                target,
+                read_only: ro,
+            })
+            .collect()
+    })
+}
+
+fn devices() -> impl Strategy<Value = Vec<Device>> {
+    prop::collection::btree_map(
+        abs_path(),
+        (
+            abs_path(),
+            prop::sample::select(vec!["r", "rw", "rwm", "m", "wm"]),
+        ),
+        0..3,
+    )
+    .prop_map(|m| {
+        m.into_iter()
+            .map(|(container, (host, p))| Device {
+                host: host.into(),
+                container: container.into(),
+                permissions: p.into(),
+            })
+            .collect()
+    })
+}
+
+fn caps() -> impl Strategy<Value = Vec<String>> {
+    prop::collection::btree_set(
+        prop::sample::select(vec![
+            "ALL",
+            "CAP_CHOWN",
+            "CAP_NET_ADMIN",
+            "CAP_SYS_TIME",
+            "CAP_BPF",
+        ]),
+        0..3,
+    )
+    .prop_map(|s| s.into_iter().map(String::from).collect())
+}
+
+fn security() -> impl Strategy<Value = Security> {
+    (
+        prop::bool::ANY,
+        caps(),
+        caps(),
+        prop::bool::ANY,
+        prop::bool::ANY,
+        prop::bool::ANY,
+    )
+        .prop_map(|(privileged, add, drop, ro, nnp, unconfined)| Security {
+            privileged,
+            cap_drop: drop
+                .into_iter()
+                .filter(|c| c == "ALL" || !add.contains(c))
+                .collect(),
+            cap_add: add,
+            read_only_rootfs: ro,
+            no_new_privileges: nnp,
+            seccomp: if unconfined {
+                SeccompMode::Unconfined
+            } else {
+                SeccompMode::Default
+            },
+        })
+}
+
+fn health() -> impl Strategy<Value = Health> {
+    (
+        prop::option::of((
+            prop::collection::vec(text(), 1..3),
+            1u64..100_000,
+            1u64..100_000,
+            1u32..10,
+            ms(),
+        )),
+        prop::bool::ANY,
+        prop::bool::ANY,
+    )
+        .prop_map(|(check, disable, restart)| {
+            let check = check.map(|(command, i, t, retries, sp)| HealthCheck {
+                // Docker's CMD / CMD-SHELL / NONE prefixes are rewritten on parse.
+                command: if ["CMD", "CMD-SHELL", "NONE"].contains(&command[0].as_str()) {
+                    vec!["x".into()]
+                } else {
+                    command
+                },
+                interval: Duration::from_millis(i),
+                timeout: Duration::from_millis(t),
+                retries,
+                start_period: sp,
+            });
+            Health {
+                disable: disable && check.is_none(),
+                check,
+                on_unhealthy: if restart {
+                    OnUnhealthy::Restart
+                } else {
+                    OnUnhealthy::None
+                },
+            }
+        })
+}
+
+fn update() -> impl Strategy<Value = UpdatePolicy> {
+    (
+        0..3u8,
+        prop::option::of(1u64..10_000_000),
+        prop::option::of((0u16..1440, 1u16..1440)),
+        prop::option::of(abs_path()),
+        ms(),
+        prop::bool::ANY,
+    )
+        .prop_map(
+            |(s, min_age, window, lock, verify, rollback)| UpdatePolicy {
+                strategy: [
+                    UpdateStrategy::DownloadThenKill,
+                    UpdateStrategy::KillThenDownload,
+                    UpdateStrategy::StartThenKill,
+                ][s as usize],
+                min_age: min_age.map(Duration::from_millis),
+                window: window.map(|(a, len)| Window {
+                    start_minute: a,
+                    end_minute: (a + len) % 1440,
+                }),
+                lock: lock.map(PathBuf::from),
+                verify,
+                rollback,
+            },
+        )
+}
+
+prop_compose! {
+    fn spec()(
+        image in image(),
+        (state, restart, pull, network) in (0..3u8, 0..3u8, 0..3u8, 0..3u8),
+        entrypoint in prop::option::of(prop::collection::vec(text(), 0..3)),
+        command in prop::option::of(prop::collection::vec(text(), 0..3)),
+        env in env_map(),
+        labels in env_map(),
+        workdir in prop::option::of(abs_path()),
+        user in prop::option::of((0u32..70000, prop::option::of(word()))),
+        hostname in prop::option::of(word()),
+        stop_signal in prop::option::of(prop::sample::select(vec!["SIGTERM", "SIGQUIT", "SIGRTMIN+3"])),
+        stop_timeout in ms(),
+        deps in prop::collection::btree_map(word(), 0..3u8, 0..3),
+        init in prop::bool::ANY,
+        ports in ports(),
+        mounts in mounts(),
+        devices in devices(),
+        res in (prop::option::of(4u64 << 20..1 << 40), prop::option::of(1u32..100_000), prop::option::of(1u64..1 << 40)),
+        health in health(),
+        ip in prop::option::of(prop::sample::select(vec!["10.213.0.9", "192.168.1.3", "fd00::5"])),
+        security in security(),
+        logging in (4096u64..1 << 30, 0u32..100),
+        update in update(),
+    ) -> ContainerSpec {
+        let network = [NetworkMode::Bridge, NetworkMode::Host, NetworkMode::None][network as usize];
+        let bridge = network == NetworkMode::Bridge;
+        ContainerSpec {
+            name: "app".into(),
+            image,
+            state: [DesiredState::Running, DesiredState::Paused, DesiredState::Stopped][state as usize],
+            entrypoint,
+            command,
+            env,
+            env_files: vec![],
+            workdir,
+            user: user.map(|(u, g)| User { user: UserId::Id(u), group: g.map(UserId::Name) }),
+            hostname,
+            labels,
+            restart: [RestartPolicy::Always, RestartPolicy::OnFailure, RestartPolicy::Never][restart as usize],
+            stop_signal: stop_signal.map(String::from),
+            stop_timeout,
+            pull: [PullPolicy::Missing, PullPolicy::Always, PullPolicy::Never][pull as usize],
+            depends_on: deps
+                .into_iter()
+                .filter(|(n, _)| n != "app")
+                .map(|(name, c)| Dependency {
+                    name,
+                    condition: [DependencyCondition::Started, DependencyCondition::Healthy, DependencyCondition::Completed][c as usize],
+                })
+                .collect(),
+            init,
+            update,
+            ports: if bridge { ports } else { vec![] },
+            mounts,
+            devices,
+            resources: Resources { memory: res.0, millicpus: res.1, pids: res.2 },
+            health,
+            network,
+            ip: if bridge { ip.map(|i| i.parse().unwrap()) } else { None },
+            security,
+            logging: Logging { max_size: logging.0, max_files: logging.1 },
+        }
+    }
+}
+
+fn reparse(spec: &ContainerSpec) -> ContainerSpec {
+    let text = render_toml(spec);
+    match parse_spec_str(&spec.name, Path::new("app.toml"), &text) {
+        Ok(p) => p.spec,
+        Err(d) => panic!("rendered spec does not parse:\n{text}\n{d:#?}"),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn every_valid_spec_round_trips(spec in spec()) {
+        let again = reparse(&spec);
+        prop_assert_eq!(&again, &spec);
+        prop_assert_eq!(spec_hash(&again), spec_hash(&spec));
+        // Rendering is a fixed point.
+        prop_assert_eq!(render_toml(&again), render_toml(&spec));
+    }
+
+    #[test]
+    fn non_shaping_changes_keep_the_hash(spec in spec(), which in 0..9usize, other in spec()) {
+        let mut changed = spec.clone();
+        match which {
+            0 => changed.state = other.state,
+            1 => changed.restart = other.restart,
+            2 => changed.pull = other.pull,
+            3 => changed.depends_on = other.depends_on.clone(),
+            4 => changed.health = other.health.clone(),
+            5 => changed.update = other.update.clone(),
+            6 => changed.logging = other.logging,
+            7 => changed.resources = other.resources,
+            _ => changed.stop_timeout = other.stop_timeout,
+        }
+        prop_assert_eq!(spec_hash(&changed), spec_hash(&spec));
+    }
+
+    #[test]
+    fn shaping_changes_move_the_hash(spec in spec(), which in 0..13usize) {
+        let mut changed = spec.clone();
+        match which {
+            0 => changed.image = ImageSource::parse("other.example/x:9").unwrap(),
+            1 => changed.entrypoint = Some(vec!["/changed".into()]).filter(|e| Some(e) != spec.entrypoint.as_ref()).or(None),
+            2 => { changed.env.insert("BERTH_PROP_CHANGED".into(), "1".into()); }
+            3 => changed.user = Some(User { user: UserId::Id(123_456), group: None }),
+            4 => changed.workdir = Some("/changed/dir".into()),
+            5 => changed.hostname = Some("changed-host".into()),
+            6 => changed.mounts.push(Mount { kind: MountKind::Tmpfs { size: None }, target: "/zz/changed".into(), read_only: false }),
+            7 => changed.devices.push(Device { host: "/dev/zz".into(), container: "/dev/zz".into(), permissions: "r".into() }),
+            8 => changed.ports.push(PortMapping { host_ip: None, host: 1, container: 1, protocol: Protocol::Tcp }),
+            9 => changed.network = if spec.network == NetworkMode::None { NetworkMode::Host } else { NetworkMode::None },
+            10 => changed.security.privileged = !spec.security.privileged,
+            11 => { changed.labels.insert("berth.prop.changed".into(), "1".into()); }
+            _ => changed.init = !spec.init,
+        }
+        prop_assume!(changed != spec);
+        prop_assert_ne!(spec_hash(&changed), spec_hash(&spec));
+    }
+
+    /// Writing the same ports, mounts, devices, capabilities or dependencies in another order
+    /// means the same container.
+    #[test]
+    fn order_in_the_file_does_not_matter(spec in spec()) {
+        let table = berth_spec::render::to_table(&spec);
+        let mut reversed = table.clone();
+        for key in ["ports", "mounts", "devices", "depends_on"] {
+            if let Some(toml::Value::Array(a)) = reversed.get_mut(key) {
+                a.reverse();
+            }
+        }
+        if let Some(toml::Value::Table(sec)) = reversed.get_mut("security") {
+            for key in ["cap_add", "cap_drop"] {
+                if let Some(toml::Value::Array(a)) = sec.get_mut(key) {
+                    a.reverse();
+                }
+            }
+        }
+        let text = toml::to_string(&reversed).unwrap();
+        let again = parse_spec_str("app", Path::new("app.toml"), &text).unwrap().spec;
+        prop_assert_eq!(spec_hash(&again), spec_hash(&spec));
+        prop_assert_eq!(again, spec);
+    }
+}

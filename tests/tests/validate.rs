@@ -1,0 +1,305 @@
+//! `berth validate`, `schema`, `completions` and `version --json`, run as the real binary.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use berth_e2e::berth_bin;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn berth(args: &[&str]) -> Output {
+    Command::new(berth_bin()).args(args).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn write(dir: &Path, rel: &str, text: &str) -> PathBuf {
+    let p = dir.join(rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn a_valid_dir_exits_zero() {
+    let t = tempfile::tempdir().unwrap();
+    write(
+        t.path(),
+        "web.toml",
+        "image = \"nginx:1.27\"\nports = [\"8080:80\"]\n",
+    );
+    write(t.path(), "db.toml", "image = \"postgres:16\"\n");
+    let o = berth(&["validate", t.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("ok: 2 of 2 specs valid"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn every_error_is_reported_with_file_line_column_and_key() {
+    let t = tempfile::tempdir().unwrap();
+    let f = write(
+        t.path(),
+        "web.toml",
+        "image = \"nginx\"\nimgae = \"x\"\n\n[resources]\nmemory = \"512MB\"\n",
+    );
+    let o = berth(&["validate", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    let f = f.display();
+    assert!(
+        err.contains(&format!(
+            "{f}:2:1: error: imgae: unknown key (did you mean \"image\"?)"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{f}:5:10: error: resources.memory: invalid size \"512MB\""
+        )),
+        "{err}"
+    );
+    assert!(err.contains("failed: 0 of 1 specs valid"), "{err}");
+}
+
+#[test]
+fn set_problems_fail_the_dir() {
+    let t = tempfile::tempdir().unwrap();
+    write(
+        t.path(),
+        "a.toml",
+        "image = \"nginx\"\nports = [\"8080:80\"]\n",
+    );
+    write(
+        t.path(),
+        "b.toml",
+        "image = \"nginx\"\nports = [\"127.0.0.1:8080:80\"]\n",
+    );
+    write(
+        t.path(),
+        "c.toml",
+        "image = \"nginx\"\ndepends_on = [\"ghost\"]\n",
+    );
+    let o = berth(&["validate", t.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("b.toml:2:10: error: ports: host port 8080/tcp"),
+        "{err}"
+    );
+    assert!(
+        err.contains("c.toml:2:15: error: depends_on: no spec file for container \"ghost\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_file_is_checked_against_its_siblings_but_reports_only_its_own_problems() {
+    let t = tempfile::tempdir().unwrap();
+    let web = write(
+        t.path(),
+        "web.toml",
+        "image = \"nginx\"\ndepends_on = [\"db\"]\n",
+    );
+    write(t.path(), "db.toml", "image = \"postgres\"\n");
+    write(t.path(), "broken.toml", "image = \n");
+    let o = berth(&["validate", web.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn show_prints_the_merged_result() {
+    let t = tempfile::tempdir().unwrap();
+    let base = write(
+        t.path(),
+        "app.toml",
+        "image = \"nginx\"\n[resources]\nmemory = \"256m\"\npids = 9\n",
+    );
+    write(
+        t.path(),
+        "app.toml.d/10.toml",
+        "[resources]\nmemory = \"1g\"\n",
+    );
+    let o = berth(&["validate", "--show", base.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("image = \"docker.io/library/nginx:latest\""),
+        "{out}"
+    );
+    assert!(out.contains("memory = \"1GiB\""), "{out}");
+    assert!(out.contains("pids = 9"), "{out}");
+    assert!(out.contains("# hash sha256:"), "{out}");
+    // The printed form is itself a valid spec that means the same.
+    let body: String = out
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let again = write(t.path(), "again/app.toml", &body);
+    let o2 = berth(&["validate", "--show", again.to_str().unwrap()]);
+    assert_eq!(o2.status.code(), Some(0), "{}", stderr(&o2));
+    let hash = |s: &str| {
+        s.lines()
+            .find(|l| l.starts_with("# hash"))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(hash(&stdout(&o2)), hash(&out));
+}
+
+#[test]
+fn json_output_is_machine_readable() {
+    let t = tempfile::tempdir().unwrap();
+    write(t.path(), "ok.toml", "image = \"nginx\"\n");
+    write(t.path(), "bad.toml", "image = \"nginx\"\nstate = \"up\"\n");
+    let o = berth(&["validate", "--json", "--show", t.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["valid"], false);
+    let d = &v["diagnostics"][0];
+    assert_eq!(
+        (d["line"].as_u64(), d["column"].as_u64()),
+        (Some(2), Some(9))
+    );
+    assert_eq!(d["key"], "state");
+    assert!(d["file"].as_str().unwrap().ends_with("bad.toml"));
+    let ok = v["specs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "ok")
+        .unwrap();
+    assert_eq!(
+        ok["spec"]["image"]["registry"]["repository"],
+        "library/nginx"
+    );
+    assert!(ok["hash"].as_str().unwrap().starts_with("sha256:"));
+}
+
+#[test]
+fn refused_files_are_named() {
+    let t = tempfile::tempdir().unwrap();
+    write(t.path(), "ok.toml", "image = \"nginx\"\n");
+    std::os::unix::fs::symlink("/etc/shadow", t.path().join("shadow.toml")).unwrap();
+    fs::create_dir(t.path().join("dir.toml")).unwrap();
+    let o = berth(&["validate", t.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("shadow.toml: error: symlink resolves outside the spec dir, to /etc/shadow"),
+        "{err}"
+    );
+    assert!(
+        err.contains("dir.toml: error: not a regular file (a directory)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn usage_errors_and_missing_paths() {
+    assert_eq!(berth(&["validate"]).status.code(), Some(2));
+    assert_eq!(berth(&["validate", "--frob", "x"]).status.code(), Some(2));
+    let o = berth(&["validate", "/nonexistent/berth-test/web.toml"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("/nonexistent/berth-test/web.toml: error:"),
+        "{}",
+        stderr(&o)
+    );
+    let t = tempfile::tempdir().unwrap();
+    let o = berth(&["validate", t.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "an empty dir is suspicious in CI");
+    assert!(stderr(&o).contains("no spec files"), "{}", stderr(&o));
+}
+
+#[test]
+fn the_examples_are_valid() {
+    let o = berth(&["validate", repo().join("examples/specs").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = fs::read_to_string(repo().join("examples/berth.toml")).unwrap();
+    if let Err(d) = berth_spec::Config::parse(Path::new("examples/berth.toml"), &text) {
+        panic!("{d:#?}");
+    }
+    let o = berth(&[
+        "validate",
+        repo().join("spec/tests/corpus/valid").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn schema_matches_the_shipped_file() {
+    let o = berth(&["schema"]);
+    assert_eq!(o.status.code(), Some(0));
+    let shipped = fs::read_to_string(repo().join("spec/berth-spec.schema.json")).unwrap();
+    assert_eq!(
+        stdout(&o),
+        shipped,
+        "run `berth schema > spec/berth-spec.schema.json`"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["properties"]["image"].is_object());
+}
+
+#[test]
+fn completions_and_version() {
+    let o = berth(&["completions", "bash"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).contains("validate"));
+    assert_eq!(berth(&["completions", "nushell-9"]).status.code(), Some(2));
+    let o = berth(&["version", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    // --config is global: accepted after any subcommand.
+    assert_eq!(
+        berth(&["version", "--config", "/nonexistent"])
+            .status
+            .code(),
+        Some(0)
+    );
+}
+
+#[test]
+fn an_explicit_config_is_validated_and_fills_defaults() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = write(t.path(), "specs/web.toml", "image = \"nginx\"\n");
+    let good = write(t.path(), "good.toml", "[logging]\nmax_files = 9\n");
+    let o = berth(&[
+        "--config",
+        good.to_str().unwrap(),
+        "validate",
+        "--show",
+        spec.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("max_files = 9"), "{}", stdout(&o));
+    let bad = write(t.path(), "bad.toml", "instance = \"Not_Valid\"\n");
+    let o = berth(&[
+        "validate",
+        spec.to_str().unwrap(),
+        "--config",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("bad.toml:1:12: error: instance: invalid instance"),
+        "{}",
+        stderr(&o)
+    );
+}
