@@ -17,12 +17,18 @@ fn armed() -> Option<&'static Armed> {
     static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
     ARMED
         .get_or_init(|| {
-            let spec = std::env::var("BERTH_CRASH_AT").ok().filter(|s| !s.is_empty())?;
+            let spec = std::env::var("BERTH_CRASH_AT")
+                .ok()
+                .filter(|s| !s.is_empty())?;
             let (name, nth) = match spec.rsplit_once(':') {
                 Some((n, k)) => (n.to_string(), k.parse().unwrap_or(1)),
                 None => (spec, 1),
             };
-            Some(Armed { name, nth, seen: AtomicU32::new(0) })
+            Some(Armed {
+                name,
+                nth,
+                seen: AtomicU32::new(0),
+            })
         })
         .as_ref()
 }

@@ -1,0 +1,222 @@
+//! The spec dir as the agent's [`SpecSource`]: load, apply the ownership policy, attribute
+//! set-level problems to the files they concern, and notice files that may be half-written.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use berth_spec::SpecDefaults;
+
+use super::load::{self, SpecError};
+use super::perms::TrustedOwners;
+use crate::reconcile::desired::{Scan, SpecSource};
+
+pub struct DirSource {
+    dir: PathBuf,
+    defaults: SpecDefaults,
+    trusted: TrustedOwners,
+    settle: Duration,
+}
+
+impl DirSource {
+    pub fn new(
+        dir: &Path,
+        defaults: SpecDefaults,
+        trusted: TrustedOwners,
+        settle: Duration,
+    ) -> Self {
+        DirSource {
+            dir: dir.to_path_buf(),
+            defaults,
+            trusted,
+            settle,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn recently_modified(&self, files: &[PathBuf]) -> bool {
+        let now = SystemTime::now();
+        files.iter().any(|f| {
+            std::fs::metadata(f)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| now.duration_since(t).unwrap_or_default() < self.settle)
+        })
+    }
+}
+
+impl SpecSource for DirSource {
+    fn scan(&mut self) -> Scan {
+        let set = match load::load_dir_with(&self.dir, &self.defaults) {
+            Ok(set) => set,
+            Err(e) => {
+                return Scan {
+                    error: Some(e.to_string()),
+                    ..Scan::default()
+                };
+            }
+        };
+        // A dir others can write lets them add a privileged container: trust nothing in it.
+        if let Err(e) = self.trusted.check(&self.dir) {
+            return Scan {
+                error: Some(e),
+                ..Scan::default()
+            };
+        }
+        let mut set_problems: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for d in &set.set_diagnostics {
+            if let Some(name) = spec_name_of(&d.file) {
+                set_problems.entry(name).or_default().push(d.to_string());
+            }
+        }
+        let mut scan = Scan::default();
+        let mut checked_dirs: BTreeSet<PathBuf> = BTreeSet::new();
+        for (name, result) in set.specs {
+            let entry = match result {
+                Ok(parsed) => {
+                    let mut refused = Vec::new();
+                    for f in &parsed.files {
+                        if let Err(e) = self.trusted.check(f) {
+                            refused.push(e);
+                        }
+                        if let Some(parent) = f.parent()
+                            && parent != self.dir
+                            && checked_dirs.insert(parent.to_path_buf())
+                            && let Err(e) = self.trusted.check(parent)
+                        {
+                            refused.push(e);
+                        }
+                    }
+                    if let Some(p) = set_problems.remove(&name) {
+                        refused.extend(p);
+                    }
+                    if refused.is_empty() {
+                        Ok(parsed.spec)
+                    } else {
+                        Err(refused.join("\n"))
+                    }
+                }
+                Err(e) => {
+                    let files = match &e {
+                        SpecError::Files(errs) => {
+                            errs.iter().map(|f| f.path().to_path_buf()).collect()
+                        }
+                        SpecError::Invalid(diags) => {
+                            diags.iter().map(|d| d.file.clone()).collect::<Vec<_>>()
+                        }
+                    };
+                    scan.unsettled |= self.recently_modified(&files);
+                    Err(e.lines().join("\n"))
+                }
+            };
+            scan.specs.insert(name, entry);
+        }
+        scan
+    }
+}
+
+/// `web` for `/etc/berth/specs/web.toml` and for `/etc/berth/specs/web.toml.d/10-x.toml`.
+fn spec_name_of(file: &Path) -> Option<String> {
+    let name = file.file_name()?.to_str()?;
+    if let Some(stem) = name.strip_suffix(".toml")
+        && file
+            .parent()
+            .and_then(|p| p.extension())
+            .is_none_or(|ext| ext != "d")
+    {
+        return Some(stem.to_string());
+    }
+    let dropin_dir = file.parent()?.file_name()?.to_str()?;
+    dropin_dir.strip_suffix(".toml.d").map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn source(dir: &Path) -> DirSource {
+        DirSource::new(
+            dir,
+            SpecDefaults::default(),
+            TrustedOwners::resolve(&[]).unwrap(),
+            Duration::from_secs(1),
+        )
+    }
+
+    fn write(p: &Path, text: &str) {
+        std::fs::write(p, text).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+
+    #[test]
+    fn names_of_files() {
+        assert_eq!(
+            spec_name_of(Path::new("/s/web.toml")).as_deref(),
+            Some("web")
+        );
+        assert_eq!(
+            spec_name_of(Path::new("/s/web.toml.d/10-x.toml")).as_deref(),
+            Some("web")
+        );
+        assert_eq!(spec_name_of(Path::new("/s/web.env")), None);
+    }
+
+    #[test]
+    fn scan_reports_valid_invalid_refused_and_set_problems() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return; // Ownership checks need files owned by root.
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("specs");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        write(&dir.join("ok.toml"), "image = \"busybox\"\n");
+        write(&dir.join("bad.toml"), "imag = \"busybox\"\n");
+        write(&dir.join("open.toml"), "image = \"busybox\"\n");
+        std::fs::set_permissions(
+            dir.join("open.toml"),
+            std::fs::Permissions::from_mode(0o666),
+        )
+        .unwrap();
+        write(
+            &dir.join("a.toml"),
+            "image = \"busybox\"\nports = [\"8080:80\"]\n",
+        );
+        write(
+            &dir.join("b.toml"),
+            "image = \"busybox\"\nports = [\"8080:80\"]\n",
+        );
+        let scan = source(&dir).scan();
+        assert!(scan.error.is_none());
+        assert!(scan.specs["ok"].is_ok());
+        let bad = scan.specs["bad"].as_ref().unwrap_err();
+        assert!(
+            bad.contains("bad.toml:1:1") && bad.contains("did you mean"),
+            "{bad}"
+        );
+        let open = scan.specs["open"].as_ref().unwrap_err();
+        assert!(open.contains("chmod go-w"), "{open}");
+        // The second file publishing a taken port is the one refused.
+        assert!(scan.specs["a"].is_ok());
+        let clash = scan.specs["b"].as_ref().unwrap_err();
+        assert!(
+            clash.contains("8080/tcp") && clash.contains("a.toml"),
+            "{clash}"
+        );
+        // Just written and invalid: maybe half-written, look again soon.
+        assert!(scan.unsettled);
+
+        // A dir writable by others is not trusted at all.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let scan = source(&dir).scan();
+        assert!(scan.error.unwrap().contains("writable by group or others"));
+        // A missing dir is an error, not an empty set.
+        let scan = source(&tmp.path().join("nope")).scan();
+        assert!(scan.error.unwrap().contains("does not exist"));
+    }
+}
