@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod completions;
+pub mod render;
 pub mod schema;
 pub mod validate;
 pub mod version;

@@ -1,0 +1,155 @@
+//! Plain-text tables and plan diffs for the read commands (their `--json` twins print the
+//! same data as JSON).
+
+use crate::status::{ContainerStatus, EventRecord, PlanView};
+
+/// Columns padded to their widest cell, two spaces apart, as `docker ps` prints them.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let last = cells.len() - 1;
+        for (i, c) in cells.iter().enumerate() {
+            out.push_str(c);
+            if i < last {
+                out.push_str(&" ".repeat(widths[i] - c.chars().count() + 2));
+            }
+        }
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+pub fn status_table(statuses: &[ContainerStatus]) -> String {
+    let rows: Vec<Vec<String>> = statuses
+        .iter()
+        .map(|s| {
+            let status = match (&s.health, s.status.as_str()) {
+                (Some(h), st) => format!("{st} ({h})"),
+                (None, st) => st.to_string(),
+            };
+            let note = match (&s.error, &s.reason) {
+                (Some(e), _) => first_line(e),
+                (None, Some(r)) => r.clone(),
+                (None, None) => String::new(),
+            };
+            vec![
+                s.name.clone(),
+                status,
+                s.desired.clone(),
+                s.image.clone(),
+                s.ip.clone().unwrap_or_default(),
+                s.ports.join(","),
+                s.restarts.to_string(),
+                note,
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME", "STATUS", "DESIRED", "IMAGE", "IP", "PORTS", "RESTARTS", "NOTE",
+        ],
+        &rows,
+    )
+}
+
+fn first_line(s: &str) -> String {
+    let mut lines = s.lines();
+    let first = lines.next().unwrap_or_default().to_string();
+    match lines.count() {
+        0 => first,
+        n => format!("{first} (+{n} more)"),
+    }
+}
+
+/// `+` creates, `-` removes, `~` changes; waiting containers are listed after.
+pub fn plan_diff(plan: &PlanView) -> String {
+    let mut out = String::new();
+    if plan.actions.is_empty() {
+        out.push_str("nothing to do\n");
+    }
+    for a in &plan.actions {
+        let mark = match a.action.as_str() {
+            "create" | "pull" => '+',
+            "remove" => '-',
+            _ => '~',
+        };
+        out.push_str(&format!("{mark} {}\n", a.description));
+    }
+    for w in &plan.waiting {
+        out.push_str(&format!("  {}: {}\n", w.container, w.reason));
+    }
+    out
+}
+
+pub fn event_line(e: &EventRecord) -> String {
+    match &e.container {
+        Some(c) => format!("{}  {c}  {}  {}", e.time, e.kind, e.message),
+        None => format!("{}  -  {}  {}", e.time, e.kind, e.message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{PlannedAction, WaitingView};
+
+    #[test]
+    fn table_aligns() {
+        let t = table(
+            &["A", "BB"],
+            &[
+                vec!["xyz".into(), "1".into()],
+                vec!["q".into(), "22".into()],
+            ],
+        );
+        assert_eq!(t, "A    BB\nxyz  1\nq    22\n");
+    }
+
+    #[test]
+    fn plan_marks() {
+        let p = PlanView {
+            actions: vec![
+                PlannedAction {
+                    action: "create".into(),
+                    container: Some("a".into()),
+                    description: "create a".into(),
+                },
+                PlannedAction {
+                    action: "remove".into(),
+                    container: Some("b".into()),
+                    description: "remove b".into(),
+                },
+                PlannedAction {
+                    action: "pause".into(),
+                    container: Some("c".into()),
+                    description: "pause c".into(),
+                },
+            ],
+            waiting: vec![WaitingView {
+                container: "d".into(),
+                reason: "waiting".into(),
+            }],
+        };
+        assert_eq!(
+            plan_diff(&p),
+            "+ create a\n- remove b\n~ pause c\n  d: waiting\n"
+        );
+        assert_eq!(
+            plan_diff(&PlanView {
+                actions: vec![],
+                waiting: vec![]
+            }),
+            "nothing to do\n"
+        );
+    }
+}
