@@ -16,6 +16,7 @@ pub mod events;
 pub mod fsutil;
 pub mod image;
 pub mod layout;
+pub mod logging;
 pub mod metrics;
 pub mod names;
 pub mod reconcile;
