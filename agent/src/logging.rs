@@ -1,6 +1,6 @@
-//! The agent's own logs through tracing: human-readable on a terminal (or when asked), JSON
-//! when asked or when `auto` runs without a terminal (a journal or a collector reads them).
-//! Each container's work runs in a `container` span, so every line names its container.
+//! The agent's own logs through tracing: human-readable (colours only on a terminal) unless
+//! `log_format = "json"` asks for JSON lines. Each container's work runs in a `container`
+//! span, so every line names its container.
 
 use std::io::IsTerminal;
 
@@ -11,11 +11,7 @@ use tracing_subscriber::EnvFilter;
 pub fn init(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let tty = std::io::stderr().is_terminal();
-    let json = match format {
-        LogFormat::Json => true,
-        LogFormat::Text => false,
-        LogFormat::Auto => !tty,
-    };
+    let json = format == LogFormat::Json;
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = if json {
         builder.json().flatten_event(true).with_current_span(true).try_init()
