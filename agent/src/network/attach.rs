@@ -139,7 +139,7 @@ impl Network {
                         "link {veth} belongs to {other:?}, not to container {name}"
                     )));
                 }
-                if link.master != Some(bridge.index) || !link.up || link.alias.is_none() {
+                if link.master != Some(bridge.index) || !link.up {
                     rt.set_link(
                         link.index,
                         &LinkChange {
@@ -149,6 +149,10 @@ impl Network {
                         },
                     )
                     .map_err(|e| NetError::netlink("repair", &veth, e))?;
+                }
+                if link.alias.is_none() || link.hairpin != Some(true) {
+                    rt.configure_port(&veth, &alias)
+                        .map_err(|e| NetError::netlink("configure port", &veth, e))?;
                 }
                 Ok(())
             }

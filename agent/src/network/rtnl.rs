@@ -12,7 +12,8 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -32,6 +33,8 @@ pub struct Link {
     pub master: Option<u32>,
     pub mtu: Option<u32>,
     pub up: bool,
+    /// For a bridge port: whether hairpin mode is on.
+    pub hairpin: Option<bool>,
 }
 
 /// The host end of a veth pair whose other end is born inside a container's netns.
@@ -112,9 +115,8 @@ impl Rtnl {
 
     /// Creates a veth pair, host end up on `master`, the peer created directly in another netns.
     pub fn create_veth(&mut self, spec: &VethSpec<'_>) -> io::Result<()> {
+        // Not up yet: the kernel configures the peer before pairing it (ENOTCONN).
         let mut peer = LinkMessage::default();
-        peer.header.flags = LinkFlags::Up;
-        peer.header.change_mask = LinkFlags::Up;
         peer.attributes
             .push(LinkAttribute::IfName(spec.peer_name.to_string()));
         peer.attributes.push(LinkAttribute::Mtu(spec.mtu));
@@ -133,13 +135,22 @@ impl Rtnl {
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
         ]));
         self.call(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)?;
-        // The kernel ignores IFLA_IFALIAS when creating a link: set it afterwards.
-        let mut alias = LinkMessage::default();
-        alias.attributes.push(LinkAttribute::IfName(spec.name.to_string()));
-        alias
-            .attributes
-            .push(LinkAttribute::IfAlias(spec.alias.to_string()));
-        self.call(RouteNetlinkMessage::SetLink(alias), 0).map(drop)
+        self.configure_port(spec.name, spec.alias)
+    }
+
+    /// Sets a bridge port's alias and hairpin mode, which the kernel ignores at creation.
+    ///
+    /// Hairpin: with br_netfilter active (common, and the default in every new netns once the
+    /// module is loaded), a container reaching its own published port has its DNATed packet
+    /// bridged back out of the port it came in on, which a bridge only does in hairpin mode.
+    pub fn configure_port(&mut self, name: &str, alias: &str) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        msg.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::PortData(
+            InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(true)]),
+        )]));
+        self.call(RouteNetlinkMessage::NewLink(msg), 0).map(drop)
     }
 
     /// Brings a link up, optionally setting its MTU.
@@ -269,6 +280,7 @@ fn to_link(m: &LinkMessage) -> Link {
         master: None,
         mtu: None,
         up: m.header.flags.contains(LinkFlags::Up),
+        hairpin: None,
     };
     for a in &m.attributes {
         match a {
@@ -278,8 +290,16 @@ fn to_link(m: &LinkMessage) -> Link {
             LinkAttribute::Mtu(mtu) => link.mtu = Some(*mtu),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
-                    if let LinkInfo::Kind(k) = i {
-                        link.kind = Some(k.to_string());
+                    match i {
+                        LinkInfo::Kind(k) => link.kind = Some(k.to_string()),
+                        LinkInfo::PortData(InfoPortData::BridgePort(port)) => {
+                            for p in port {
+                                if let InfoBridgePort::HairpinMode(h) = p {
+                                    link.hairpin = Some(*h);
+                                }
+                            }
+                        }
+                        _ => {}
                     }
                 }
             }

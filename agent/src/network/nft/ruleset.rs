@@ -240,9 +240,10 @@ impl Ruleset {
             },
             self.new_table_msg(),
         ];
-        for (name, key_type, key_len) in [
-            (MAP_IP4, concat(&[NFT_DATATYPE_IPV4, NFT_DATATYPE_INET_PROTO, NFT_DATATYPE_INET_SERVICE]), 12),
-            (MAP_ANY4, concat(&[NFT_DATATYPE_INET_PROTO, NFT_DATATYPE_INET_SERVICE]), 8),
+        // The kernel wants a batch-unique id on every new set, even when nothing refers to it.
+        for (set_id, name, key_type, key_len) in [
+            (1, MAP_IP4, concat(&[NFT_DATATYPE_IPV4, NFT_DATATYPE_INET_PROTO, NFT_DATATYPE_INET_SERVICE]), 12),
+            (2, MAP_ANY4, concat(&[NFT_DATATYPE_INET_PROTO, NFT_DATATYPE_INET_SERVICE]), 8),
         ] {
             batch.push(Msg {
                 body: NfTablesMessage::NewSet(SetMessage {
@@ -254,6 +255,7 @@ impl Ruleset {
                         SetAttribute::KeyLen(key_len),
                         SetAttribute::DataType(concat(&[NFT_DATATYPE_IPV4, NFT_DATATYPE_INET_SERVICE])),
                         SetAttribute::DataLen(8),
+                        SetAttribute::Id(set_id),
                     ],
                 }),
                 flags: NLM_F_CREATE,

@@ -67,10 +67,10 @@ impl NftSocket {
         let mut out = Vec::with_capacity(256 * batch.len());
         let begin_seq = self.nl.next_seq();
         encode_message(control(ControlMessage::BatchBegin), 0, begin_seq, &mut out);
-        let mut pending = std::collections::BTreeSet::new();
-        for m in batch {
+        let mut pending = std::collections::BTreeMap::new();
+        for (i, m) in batch.iter().enumerate() {
             let seq = self.nl.encode(inet(m.body.clone()), m.flags | NLM_F_ACK, &mut out);
-            pending.insert(seq);
+            pending.insert(seq, i);
         }
         let end_seq = self.nl.next_seq();
         encode_message(control(ControlMessage::BatchEnd), 0, end_seq, &mut out);
@@ -86,8 +86,16 @@ impl NftSocket {
                 .recv_batch_flags(libc::MSG_DONTWAIT, |m: NetlinkMessage<NetfilterMessage>| {
                     let seq = m.header.sequence_number;
                     if let NetlinkPayload::Error(e) = m.payload {
-                        if e.code.is_some() && (pending.contains(&seq) || seq == begin_seq) {
-                            first_error.get_or_insert(e.to_io());
+                        if e.code.is_some() {
+                            if let Some(i) = pending.get(&seq) {
+                                let err = e.to_io();
+                                first_error.get_or_insert(io::Error::new(
+                                    err.kind(),
+                                    format!("{} (message {i}: {})", err, describe(&batch[*i].body)),
+                                ));
+                            } else if seq == begin_seq {
+                                first_error.get_or_insert(e.to_io());
+                            }
                         }
                         pending.remove(&seq);
                     }
@@ -257,6 +265,36 @@ impl NftSocket {
             }
         }
         Ok(out)
+    }
+}
+
+/// What a batch message does, for error messages: "new rule in chain postrouting".
+fn describe(m: &NfTablesMessage) -> String {
+    match m {
+        NfTablesMessage::NewTable(_) => "new table".into(),
+        NfTablesMessage::DeleteTable(_) => "delete table".into(),
+        NfTablesMessage::NewChain(c) => format!(
+            "new chain {}",
+            c.attributes
+                .iter()
+                .find_map(|a| match a {
+                    ChainAttribute::Name(n) => Some(n.as_str()),
+                    _ => None,
+                })
+                .unwrap_or("?")
+        ),
+        NfTablesMessage::NewRule(r) => {
+            let info = rule_info(r);
+            format!(
+                "new rule {} in chain {}",
+                info.comment.unwrap_or_default(),
+                info.chain
+            )
+        }
+        NfTablesMessage::NewSet(_) => "new map".into(),
+        NfTablesMessage::NewSetElement(_) => "add elements".into(),
+        NfTablesMessage::DeleteSetElement(_) => "delete elements".into(),
+        other => format!("{:?}", other.message_type()),
     }
 }
 
