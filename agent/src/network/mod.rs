@@ -159,8 +159,12 @@ impl Network {
     /// route_localnet on (see [`sysctl::bridge_settings`]: `ip_forward` is host-wide), and
     /// berth's table with the ports recorded in the leases. Idempotent; call at start.
     pub fn ensure_host(&self) -> Result<(), NetError> {
-        let bridge = self.ensure_bridge()?;
-        self.check_subnet_is_free(bridge.index)?;
+        let existing = self
+            .rtnl()
+            .link(&self.bridge)
+            .map_err(|e| NetError::netlink("get", &self.bridge, e))?;
+        self.check_subnet_is_free(existing.map(|l| l.index))?;
+        self.ensure_bridge()?;
         let settings = sysctl::bridge_settings(&self.bridge);
         netns::in_netns(&self.host_ns, || sysctl::apply(&settings))
             .and_then(|r| r)
@@ -200,14 +204,14 @@ impl Network {
 
     /// Refuses a subnet that holds another interface's network: berth's route would shadow it.
     /// A broader network around it (a 10.0.0.0/8 LAN) is fine: the more specific route wins.
-    fn check_subnet_is_free(&self, bridge_index: u32) -> Result<(), NetError> {
+    fn check_subnet_is_free(&self, bridge_index: Option<u32>) -> Result<(), NetError> {
         let mut rt = self.rtnl();
         let addrs = rt
             .addresses(None)
             .map_err(|e| NetError::netlink("list", "addresses", e))?;
         for (index, ip, len) in addrs {
             let IpAddr::V4(v4) = ip else { continue };
-            if index != bridge_index
+            if Some(index) != bridge_index
                 && len >= self.subnet.prefix_len()
                 && ipam::prefixes_overlap(v4, len, &self.subnet)
             {

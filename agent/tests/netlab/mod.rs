@@ -270,8 +270,12 @@ impl Drop for Lab {
         }
         // Container namespaces first (their bind mounts keep them alive), then the two lab
         // namespaces: with them go the bridge, veths and nftables table made inside.
-        if let Ok(list) = netns::list(&self.layout.netns_dir()) {
-            for (_, _, path) in list {
+        // (Tests may run a second instance with its run dir inside the lab's dir too.)
+        let dirs = std::fs::read_dir(self.dir.path())
+            .map(|rd| rd.flatten().map(|e| e.path().join("netns")).collect::<Vec<_>>())
+            .unwrap_or_default();
+        for dir in dirs {
+            for (_, _, path) in netns::list(&dir).unwrap_or_default() {
                 let _ = netns::remove(&path);
             }
         }
