@@ -85,7 +85,7 @@ fn a_deleted_veth_and_a_deleted_lease_come_back_with_reconcile() {
     assert!(lab.reaches(&other_ns, &url, "hello"));
 
     lab.host(&["ip", "link", "del", &lab.names.veth(&id)]);
-    std::fs::remove_file(lab.layout.network_dir().join(format!("leases/{}.json", a.ip))).unwrap();
+    std::fs::remove_file(lab.layout.network_dir().join(format!("leases/{}", a.ip))).unwrap();
     assert!(lab.curl(&other_ns, &url).is_none());
 
     let expected = [ExpectedNet {
