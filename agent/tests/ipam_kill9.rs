@@ -55,7 +55,13 @@ fn ipam_survives_kill9() {
     let mut steps = 0;
     for round in 0..24u64 {
         let mut child = Command::new(&exe)
-            .args(["--ignored", "--exact", "kill9_child", "--nocapture", "--test-threads=1"])
+            .args([
+                "--ignored",
+                "--exact",
+                "kill9_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -94,7 +100,10 @@ fn ipam_survives_kill9() {
                 }
                 "r" => releasing = Some(ip),
                 "R" => {
-                    assert_eq!(expected.remove(&ip), Some((name.to_string(), id.to_string())));
+                    assert_eq!(
+                        expected.remove(&ip),
+                        Some((name.to_string(), id.to_string()))
+                    );
                     releasing = None;
                 }
                 _ => {}
@@ -115,15 +124,26 @@ fn ipam_survives_kill9() {
             expected.remove(&ip);
         }
         for (ip, holder) in &expected {
-            assert_eq!(on_disk.get(ip), Some(holder), "lease of {ip} lost (round {round})");
+            assert_eq!(
+                on_disk.get(ip),
+                Some(holder),
+                "lease of {ip} lost (round {round})"
+            );
         }
-        let extra: Vec<_> = on_disk.keys().filter(|ip| !expected.contains_key(ip)).collect();
+        let extra: Vec<_> = on_disk
+            .keys()
+            .filter(|ip| !expected.contains_key(ip))
+            .collect();
         assert!(extra.len() <= 1, "unexplained leases {extra:?}");
         // Whatever the crash left, a new allocation never takes a leased address.
         let probe = ipam
             .allocate(&format!("probe{round}"), &IncarnationId::random(), None)
             .unwrap();
-        assert!(!on_disk.contains_key(&probe.ip), "{} handed out twice", probe.ip);
+        assert!(
+            !on_disk.contains_key(&probe.ip),
+            "{} handed out twice",
+            probe.ip
+        );
         ipam.release_ip(probe.ip).unwrap();
         // The dead child's containers are gone: sweep their leases, as the agent would.
         for ip in on_disk.keys() {
@@ -133,5 +153,8 @@ fn ipam_survives_kill9() {
         expected.clear();
     }
     eprintln!("{steps} completed steps across 24 kills");
-    assert!(steps > 100, "the children did too little to prove anything ({steps} steps)");
+    assert!(
+        steps > 100,
+        "the children did too little to prove anything ({steps} steps)"
+    );
 }

@@ -32,12 +32,22 @@ fn detach_leaves_no_link_netns_rule_or_lease_and_is_idempotent() {
     lab.net.ensure_host().unwrap();
     let id = IncarnationId::random();
     let a = lab.net.attach("web", &id, None).unwrap();
-    assert_eq!(lab.net.attach("web", &id, None).unwrap(), a, "attach is idempotent");
+    assert_eq!(
+        lab.net.attach("web", &id, None).unwrap(),
+        a,
+        "attach is idempotent"
+    );
     lab.net.publish("web", &id, a.ip, &[tcp(8080, 80)]).unwrap();
     lab.net.publish("web", &id, a.ip, &[tcp(8080, 80)]).unwrap();
     let none = IncarnationId::random();
     let iso = lab.net.attach_none("solo", &none).unwrap();
-    let lo = lab.host(&["nsenter", &format!("--net={}", iso.display()), "ip", "-o", "link"]);
+    let lo = lab.host(&[
+        "nsenter",
+        &format!("--net={}", iso.display()),
+        "ip",
+        "-o",
+        "link",
+    ]);
     assert_eq!(lo.lines().count(), 1, "only lo: {lo}");
     assert!(lo.contains("lo: <LOOPBACK,UP"), "{lo}");
 
@@ -51,11 +61,16 @@ fn detach_leaves_no_link_netns_rule_or_lease_and_is_idempotent() {
     lab.net.detach("web", &id).unwrap();
 
     assert!(!lab.host(&["ip", "link"]).contains("bth"), "a veth is left");
-    assert!(netns::list(&lab.layout.netns_dir()).unwrap().is_empty(), "a netns is left");
+    assert!(
+        netns::list(&lab.layout.netns_dir()).unwrap().is_empty(),
+        "a netns is left"
+    );
     assert!(!a.netns.exists() && !iso.exists());
     assert!(!lab.nft_ruleset().contains(&owner), "an element is left");
     assert!(lab.net.ipam().leases().is_empty(), "a lease is left");
-    let leases = std::fs::read_dir(lab.layout.network_dir().join("leases")).unwrap().count();
+    let leases = std::fs::read_dir(lab.layout.network_dir().join("leases"))
+        .unwrap()
+        .count();
     assert_eq!(leases, 0);
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&lab.layout.netns_dir().display().to_string()));
@@ -146,7 +161,11 @@ fn a_flushed_or_deleted_table_is_restored_within_a_second_by_the_watcher() {
         ("flush ruleset", vec!["nft", "flush", "ruleset"]),
     ] {
         lab.host(&cmd);
-        let took = wait_for(&format!("the table after {what}"), Duration::from_secs(1), intact);
+        let took = wait_for(
+            &format!("the table after {what}"),
+            Duration::from_secs(1),
+            intact,
+        );
         eprintln!("restored after {what} in {took:?}");
     }
     assert!(repairs.load(std::sync::atomic::Ordering::SeqCst) >= 3);
@@ -171,39 +190,57 @@ fn orphans_are_swept_and_another_instance_is_never_touched() {
         subnet: "10.222.24.0/24".into(),
     };
     let host = std::fs::File::open(&lab.host_ns).unwrap();
-    let other: Network =
-        netns::in_netns(&host, || Network::new(other_names.clone(), &other_config, &other_layout))
-            .unwrap()
-            .unwrap();
+    let other: Network = netns::in_netns(&host, || {
+        Network::new(other_names.clone(), &other_config, &other_layout)
+    })
+    .unwrap()
+    .unwrap();
     other.ensure_host().unwrap();
     let theirs = IncarnationId::random();
     let t = other.attach("web", &theirs, None).unwrap();
-    other.publish("web", &theirs, t.ip, &[tcp(9090, 80)]).unwrap();
+    other
+        .publish("web", &theirs, t.ip, &[tcp(9090, 80)])
+        .unwrap();
 
     let (keep, gone) = (IncarnationId::random(), IncarnationId::random());
     let k = lab.net.attach("keep", &keep, None).unwrap();
     let g = lab.net.attach("gone", &gone, None).unwrap();
-    lab.net.publish("keep", &keep, k.ip, &[tcp(8080, 80)]).unwrap();
-    lab.net.publish("gone", &gone, g.ip, &[tcp(8081, 80)]).unwrap();
+    lab.net
+        .publish("keep", &keep, k.ip, &[tcp(8080, 80)])
+        .unwrap();
+    lab.net
+        .publish("gone", &gone, g.ip, &[tcp(8081, 80)])
+        .unwrap();
 
-    lab.net.sweep_orphans(&[("keep".into(), keep.clone())]).unwrap();
+    lab.net
+        .sweep_orphans(&[("keep".into(), keep.clone())])
+        .unwrap();
     let links = lab.host(&["ip", "link"]);
     assert!(links.contains(&lab.names.veth(&keep)));
     assert!(!links.contains(&lab.names.veth(&gone)));
-    assert!(links.contains(&other_names.veth(&theirs)), "another instance's veth was removed");
+    assert!(
+        links.contains(&other_names.veth(&theirs)),
+        "another instance's veth was removed"
+    );
     assert!(lab.net.ipam().lease_of("gone", &gone).is_none());
     assert!(!lab.layout.netns("gone", &gone).exists());
     assert!(other_layout.netns("web", &theirs).exists());
     let ruleset = lab.nft_ruleset();
     assert!(ruleset.contains(&Names::container_key("keep", &keep)));
     assert!(!ruleset.contains(&Names::container_key("gone", &gone)));
-    assert!(ruleset.contains(&Names::container_key("web", &theirs)), "{ruleset}");
+    assert!(
+        ruleset.contains(&Names::container_key("web", &theirs)),
+        "{ruleset}"
+    );
 
     other.detach("web", &theirs).unwrap();
     other.remove_host().unwrap();
     assert!(!lab.host(&["ip", "link"]).contains("ub24"));
     assert!(!lab.nft_ruleset().contains("table inet u24"));
-    assert!(lab.nft_ruleset().contains(&format!("table inet {}", lab.names.nft_table())));
+    assert!(
+        lab.nft_ruleset()
+            .contains(&format!("table inet {}", lab.names.nft_table()))
+    );
     drop(other);
     for (_, _, p) in netns::list(&other_layout.netns_dir()).unwrap() {
         let _ = netns::remove(&p);
@@ -223,12 +260,26 @@ fn addresses_and_ports_are_checked_with_errors_that_say_why() {
     assert_eq!(got.ip, ip("10.220.25.50"));
 
     let b = IncarnationId::random();
-    let taken = lab.net.attach("web", &b, Some(ip("10.220.25.50"))).unwrap_err();
+    let taken = lab
+        .net
+        .attach("web", &b, Some(ip("10.220.25.50")))
+        .unwrap_err();
     assert!(matches!(taken, NetError::AddressTaken { .. }), "{taken}");
-    assert!(taken.to_string().contains("held by container db"), "{taken}");
+    assert!(
+        taken.to_string().contains("held by container db"),
+        "{taken}"
+    );
     let outside = lab.net.attach("web", &b, Some(ip("10.9.9.9"))).unwrap_err();
-    assert!(outside.to_string().contains("outside subnet 10.220.25.0/24"), "{outside}");
-    let reserved = lab.net.attach("web", &b, Some(ip("10.220.25.1"))).unwrap_err();
+    assert!(
+        outside
+            .to_string()
+            .contains("outside subnet 10.220.25.0/24"),
+        "{outside}"
+    );
+    let reserved = lab
+        .net
+        .attach("web", &b, Some(ip("10.220.25.1")))
+        .unwrap_err();
     assert!(reserved.to_string().contains("reserved"), "{reserved}");
     // A failed attach leaves nothing behind.
     assert!(!lab.host(&["ip", "link"]).contains(&lab.names.veth(&b)));
@@ -236,8 +287,16 @@ fn addresses_and_ports_are_checked_with_errors_that_say_why() {
 
     let w = lab.net.attach("web", &b, None).unwrap();
     lab.net.publish("db", &a, got.ip, &[tcp(8080, 80)]).unwrap();
-    let clash = lab.net.publish("web", &b, w.ip, &[tcp(8080, 80)]).unwrap_err();
-    assert!(clash.to_string().contains("already published by container db"), "{clash}");
+    let clash = lab
+        .net
+        .publish("web", &b, w.ip, &[tcp(8080, 80)])
+        .unwrap_err();
+    assert!(
+        clash
+            .to_string()
+            .contains("already published by container db"),
+        "{clash}"
+    );
 
     // A subnet that another interface's network sits in is refused at ensure_host.
     let bad = berth_spec::config::NetworkConfig {
@@ -254,7 +313,11 @@ fn addresses_and_ports_are_checked_with_errors_that_say_why() {
         .unwrap()
         .unwrap();
     let e = net.ensure_host().unwrap_err();
-    assert!(e.to_string().contains("overlaps address 10.221.25.1/24 on uplink"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("overlaps address 10.221.25.1/24 on uplink"),
+        "{e}"
+    );
     let _ = net.remove_host();
 }
 
@@ -271,9 +334,17 @@ fn a_forward_chain_that_drops_is_reported_with_the_fix() {
     let (other_ns, other) = (lab.other_ns.clone(), lab.other_addr());
     lab.serve_peer_echo(&other_ns, &other, 7000);
     let egress = |lab: &Lab| {
-        lab.try_in(&ns, &["socat", "-T1", "-", &format!("TCP:{other}:7000,connect-timeout=1")])
-            .1
-            .contains("peer=")
+        lab.try_in(
+            &ns,
+            &[
+                "socat",
+                "-T1",
+                "-",
+                &format!("TCP:{other}:7000,connect-timeout=1"),
+            ],
+        )
+        .1
+        .contains("peer=")
     };
     assert!(egress(&lab));
     assert_eq!(lab.net.check_forward_blocked().unwrap(), None);
@@ -285,8 +356,14 @@ fn a_forward_chain_that_drops_is_reported_with_the_fix() {
     ]);
     let msg = lab.net.check_forward_blocked().unwrap().expect("a blocker");
     assert!(msg.contains("chain FORWARD in table ip filter"), "{msg}");
-    assert!(msg.contains("iptables -I FORWARD -i tb26 -j ACCEPT"), "{msg}");
-    assert!(!egress(&lab), "the message would be false: egress still works");
+    assert!(
+        msg.contains("iptables -I FORWARD -i tb26 -j ACCEPT"),
+        "{msg}"
+    );
+    assert!(
+        !egress(&lab),
+        "the message would be false: egress still works"
+    );
 
     // Following the advice (in nft terms) clears it, and traffic flows again.
     lab.host(&["nft", "insert rule ip filter FORWARD iifname tb26 accept"]);

@@ -36,15 +36,38 @@ fn containers_reach_each_other_by_name_and_egress_is_masqueraded() {
 
     // The container side as the runtime will see it.
     let web_ns = lab.container_ns("web", &web);
-    let inside = lab.host(&["nsenter", &format!("--net={}", web_ns.display()), "ip", "-o", "addr"]);
-    assert!(inside.contains(&format!("eth0    inet {}/24", a.ip)), "{inside}");
-    let routes = lab.host(&["nsenter", &format!("--net={}", web_ns.display()), "ip", "route"]);
-    assert!(routes.contains(&format!("default via {}", lab.gateway())), "{routes}");
+    let inside = lab.host(&[
+        "nsenter",
+        &format!("--net={}", web_ns.display()),
+        "ip",
+        "-o",
+        "addr",
+    ]);
+    assert!(
+        inside.contains(&format!("eth0    inet {}/24", a.ip)),
+        "{inside}"
+    );
+    let routes = lab.host(&[
+        "nsenter",
+        &format!("--net={}", web_ns.display()),
+        "ip",
+        "route",
+    ]);
+    assert!(
+        routes.contains(&format!("default via {}", lab.gateway())),
+        "{routes}"
+    );
     let host_links = lab.host(&["ip", "-o", "link"]);
     let veth = lab.names.veth(&web);
     assert!(host_links.contains(&format!("{veth}@")), "{host_links}");
-    assert!(host_links.contains(&format!("master {}", lab.config.bridge)), "{host_links}");
-    assert!(host_links.contains(&format!("alias {}", lab.names.link_alias("web", &web))), "{host_links}");
+    assert!(
+        host_links.contains(&format!("master {}", lab.config.bridge)),
+        "{host_links}"
+    );
+    assert!(
+        host_links.contains(&format!("alias {}", lab.names.link_alias("web", &web))),
+        "{host_links}"
+    );
 
     // db serves; web finds it by name through the generated hosts file.
     let db_ns = lab.container_ns("db", &db);
@@ -72,15 +95,30 @@ fn containers_reach_each_other_by_name_and_egress_is_masqueraded() {
         .args(["--mount", "sh", "-c", &script])
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from db", "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from db",
+        "{out:?}"
+    );
 
     // Egress to another host, which sees the host's address, not the container's.
     let other_ns = lab.other_ns.clone();
     let other = lab.other_addr();
     lab.serve_peer_echo(&other_ns, &other, 7000);
-    let (ok, seen) = lab.try_in(&web_ns, &["socat", "-T2", "-", &format!("TCP:{other}:7000,connect-timeout=2")]);
+    let (ok, seen) = lab.try_in(
+        &web_ns,
+        &[
+            "socat",
+            "-T2",
+            "-",
+            &format!("TCP:{other}:7000,connect-timeout=2"),
+        ],
+    );
     assert!(ok, "{seen}");
-    assert!(seen.contains(&format!("peer={}", lab.host_addr())), "{seen}");
+    assert!(
+        seen.contains(&format!("peer={}", lab.host_addr())),
+        "{seen}"
+    );
 }
 
 #[test]
@@ -117,21 +155,51 @@ fn published_ports_from_everywhere_with_host_ip_and_hairpin() {
     let closed = |ns: &std::path::Path, url: &str| lab.curl(ns, url).is_none();
     // Any host address: from another host, the host itself, its loopback, containers (hairpin,
     // including the publishing container itself).
-    assert!(ok(&other_ns, &format!("http://{host}:8080/")), "from another host");
-    assert!(ok(&host_ns, &format!("http://{host}:8080/")), "from the host to its own address");
-    assert!(ok(&host_ns, &format!("http://{gw}:8080/")), "to the bridge's address");
-    assert!(ok(&host_ns, "http://127.0.0.1:8080/"), "from the host to 127.0.0.1");
-    assert!(ok(&cli_ns, &format!("http://{host}:8080/")), "hairpin from another container");
-    assert!(ok(&web_ns, &format!("http://{gw}:8080/")), "hairpin to itself");
+    assert!(
+        ok(&other_ns, &format!("http://{host}:8080/")),
+        "from another host"
+    );
+    assert!(
+        ok(&host_ns, &format!("http://{host}:8080/")),
+        "from the host to its own address"
+    );
+    assert!(
+        ok(&host_ns, &format!("http://{gw}:8080/")),
+        "to the bridge's address"
+    );
+    assert!(
+        ok(&host_ns, "http://127.0.0.1:8080/"),
+        "from the host to 127.0.0.1"
+    );
+    assert!(
+        ok(&cli_ns, &format!("http://{host}:8080/")),
+        "hairpin from another container"
+    );
+    assert!(
+        ok(&web_ns, &format!("http://{gw}:8080/")),
+        "hairpin to itself"
+    );
     // UDP.
-    assert!(udp_ask(&lab, &other_ns, &host, 5353).contains("pong-udp"), "udp from another host");
-    assert!(udp_ask(&lab, &host_ns, "127.0.0.1", 5353).contains("pong-udp"), "udp to 127.0.0.1");
+    assert!(
+        udp_ask(&lab, &other_ns, &host, 5353).contains("pong-udp"),
+        "udp from another host"
+    );
+    assert!(
+        udp_ask(&lab, &host_ns, "127.0.0.1", 5353).contains("pong-udp"),
+        "udp to 127.0.0.1"
+    );
     // host_ip binds a port to one address only.
     assert!(ok(&host_ns, "http://127.0.0.1:8081/"));
-    assert!(closed(&host_ns, &format!("http://{host}:8081/")), "127.0.0.1-only port on another address");
+    assert!(
+        closed(&host_ns, &format!("http://{host}:8081/")),
+        "127.0.0.1-only port on another address"
+    );
     assert!(closed(&other_ns, &format!("http://{host}:8081/")));
     assert!(ok(&other_ns, &format!("http://{host}:8082/")));
-    assert!(closed(&host_ns, &format!("http://{gw}:8082/")), "uplink-only port on the bridge address");
+    assert!(
+        closed(&host_ns, &format!("http://{gw}:8082/")),
+        "uplink-only port on the bridge address"
+    );
     // Loopback ports are the host's own: a neighbour that routes 127.0.0.1 to the host (DNAT
     // runs before the routing decision that would drop it) gets nothing.
     for cmd in [
@@ -143,17 +211,31 @@ fn published_ports_from_everywhere_with_host_ip_and_hairpin() {
         lab.other(&["sh", "-c", cmd]);
     }
     lab.other(&["ip", "route", "add", "127.0.0.1/32", "via", &host]);
-    assert!(closed(&other_ns, "http://127.0.0.1:8081/"), "a neighbour reached a 127.0.0.1 port");
+    assert!(
+        closed(&other_ns, "http://127.0.0.1:8081/"),
+        "a neighbour reached a 127.0.0.1 port"
+    );
     assert!(closed(&other_ns, "http://127.0.0.1:8080/"));
 
     // Each element names its container; unpublish removes exactly them.
     let ruleset = lab.nft_ruleset();
     let owner = Names::container_key("web", &web);
-    assert_eq!(ruleset.matches(&format!("comment \"{owner}\"")).count(), 4, "{ruleset}");
+    assert_eq!(
+        ruleset.matches(&format!("comment \"{owner}\"")).count(),
+        4,
+        "{ruleset}"
+    );
     lab.net.unpublish("web", &web).unwrap();
     assert!(!lab.nft_ruleset().contains(&owner));
     assert!(closed(&other_ns, &format!("http://{host}:8080/")));
-    assert!(lab.net.ipam().lease_of("web", &web).unwrap().ports.is_empty());
+    assert!(
+        lab.net
+            .ipam()
+            .lease_of("web", &web)
+            .unwrap()
+            .ports
+            .is_empty()
+    );
     // Unpublishing again is fine.
     lab.net.unpublish("web", &web).unwrap();
 }
@@ -173,10 +255,16 @@ fn a_container_cannot_reach_the_hosts_loopback() {
     std::fs::write(&received, "").unwrap();
     let host_ns = lab.host_ns.clone();
     let sink = format!("OPEN:{},creat,append", received.display());
-    lab.spawn_in(&host_ns, &["socat", "-u", "UDP-RECV:9999,bind=127.0.0.1", &sink]);
+    lab.spawn_in(
+        &host_ns,
+        &["socat", "-u", "UDP-RECV:9999,bind=127.0.0.1", &sink],
+    );
     let got = || std::fs::read_to_string(&received).unwrap();
     wait_for("the loopback service", Duration::from_secs(5), || {
-        lab.try_in(&host_ns, &["sh", "-c", "echo ready | socat -u - UDP:127.0.0.1:9999"]);
+        lab.try_in(
+            &host_ns,
+            &["sh", "-c", "echo ready | socat -u - UDP:127.0.0.1:9999"],
+        );
         got().contains("ready")
     });
 
@@ -191,7 +279,16 @@ fn a_container_cannot_reach_the_hosts_loopback() {
     ] {
         lab.host(&["nsenter", &nsarg, "sh", "-c", cmd]);
     }
-    lab.host(&["nsenter", &nsarg, "ip", "route", "add", "127.0.0.1/32", "via", &lab.gateway()]);
+    lab.host(&[
+        "nsenter",
+        &nsarg,
+        "ip",
+        "route",
+        "add",
+        "127.0.0.1/32",
+        "via",
+        &lab.gateway(),
+    ]);
     let table = lab.names.nft_table().to_string();
     let guard_count = || {
         let chain = lab.host(&["nft", "list", "chain", "inet", &table, "input"]);
@@ -203,13 +300,32 @@ fn a_container_cannot_reach_the_hosts_loopback() {
             .expect("guard counter")
     };
     let attack = |word: &str| {
-        lab.try_in(&ns, &["sh", "-c", &format!("echo {word} | socat -u - UDP:127.0.0.1:9999")]);
+        lab.try_in(
+            &ns,
+            &[
+                "sh",
+                "-c",
+                &format!("echo {word} | socat -u - UDP:127.0.0.1:9999"),
+            ],
+        );
     };
     attack("attack1");
-    wait_for("the guard to drop the packet", Duration::from_secs(5), || guard_count() > 0);
-    lab.try_in(&host_ns, &["sh", "-c", "echo control | socat -u - UDP:127.0.0.1:9999"]);
-    wait_for("the control datagram", Duration::from_secs(5), || got().contains("control"));
-    assert!(!got().contains("attack1"), "the container reached the host's loopback");
+    wait_for(
+        "the guard to drop the packet",
+        Duration::from_secs(5),
+        || guard_count() > 0,
+    );
+    lab.try_in(
+        &host_ns,
+        &["sh", "-c", "echo control | socat -u - UDP:127.0.0.1:9999"],
+    );
+    wait_for("the control datagram", Duration::from_secs(5), || {
+        got().contains("control")
+    });
+    assert!(
+        !got().contains("attack1"),
+        "the container reached the host's loopback"
+    );
 
     // Without the guard the same packet does get through: the assertion above means something.
     let listing = lab.host(&["nft", "-a", "list", "chain", "inet", &table, "input"]);
@@ -219,16 +335,29 @@ fn a_container_cannot_reach_the_hosts_loopback() {
         .and_then(|l| l.rsplit("handle ").next())
         .map(|h| h.trim().to_string())
         .expect("guard rule");
-    lab.host(&["nft", "delete", "rule", "inet", &table, "input", "handle", &handle]);
+    lab.host(&[
+        "nft", "delete", "rule", "inet", &table, "input", "handle", &handle,
+    ]);
     attack("attack2");
-    wait_for("the unguarded packet", Duration::from_secs(5), || got().contains("attack2"));
+    wait_for("the unguarded packet", Duration::from_secs(5), || {
+        got().contains("attack2")
+    });
 
     // The repair puts the guard back.
     assert!(lab.net.repair_rules().unwrap());
     let before = guard_count();
     attack("attack3");
-    wait_for("the guard again", Duration::from_secs(5), || guard_count() > before);
-    lab.try_in(&host_ns, &["sh", "-c", "echo control2 | socat -u - UDP:127.0.0.1:9999"]);
-    wait_for("the second control datagram", Duration::from_secs(5), || got().contains("control2"));
+    wait_for("the guard again", Duration::from_secs(5), || {
+        guard_count() > before
+    });
+    lab.try_in(
+        &host_ns,
+        &["sh", "-c", "echo control2 | socat -u - UDP:127.0.0.1:9999"],
+    );
+    wait_for(
+        "the second control datagram",
+        Duration::from_secs(5),
+        || got().contains("control2"),
+    );
     assert!(!got().contains("attack3"));
 }

@@ -95,7 +95,9 @@ impl Network {
             self.ensure_host_end(name, id, bridge, &ns, ip, mtu)?;
             let inside = netns::in_netns(&ns, || configure_inside(ip, prefix_len, gateway, mtu))
                 .and_then(|r| r)
-                .map_err(|e| NetError::netlink("configure eth0 in", path.display().to_string(), e))?;
+                .map_err(|e| {
+                    NetError::netlink("configure eth0 in", path.display().to_string(), e)
+                })?;
             if inside {
                 return Ok(Attachment {
                     netns: path,
@@ -132,7 +134,10 @@ impl Network {
         let veth = self.names.veth(id);
         let alias = self.names.link_alias(name, id);
         let mut rt = self.rtnl();
-        match rt.link(&veth).map_err(|e| NetError::netlink("get", &veth, e))? {
+        match rt
+            .link(&veth)
+            .map_err(|e| NetError::netlink("get", &veth, e))?
+        {
             Some(link) => {
                 if let Some(other) = link.alias.as_deref().filter(|a| *a != alias) {
                     return Err(NetError::Config(format!(
@@ -203,7 +208,10 @@ impl Network {
         let veth = self.names.veth(id);
         let alias = self.names.link_alias(name, id);
         let mut rt = self.rtnl();
-        match rt.link(&veth).map_err(|e| NetError::netlink("get", &veth, e))? {
+        match rt
+            .link(&veth)
+            .map_err(|e| NetError::netlink("get", &veth, e))?
+        {
             Some(link) if link.alias.as_deref().is_none_or(|a| a == alias) => {
                 rt.delete_link(&veth)
                     .map_err(|e| NetError::netlink("delete", &veth, e))?;

@@ -191,7 +191,9 @@ mod tests {
                     nameserver fe80::1%eth0\nsearch example.org\noptions edns0 trust-ad\n";
         let text = resolv_conf(host);
         assert_eq!(
-            text.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>(),
+            text.lines()
+                .filter(|l| !l.starts_with('#'))
+                .collect::<Vec<_>>(),
             [
                 "nameserver 192.0.2.53",
                 "nameserver fe80::1",
@@ -204,7 +206,10 @@ mod tests {
     #[test]
     fn resolv_falls_back_when_only_loopback_remains() {
         let text = resolv_conf("nameserver 127.0.0.53\nsearch lan\n");
-        assert!(text.contains("nameserver 8.8.8.8\nnameserver 8.8.4.4\nsearch lan\n"), "{text}");
+        assert!(
+            text.contains("nameserver 8.8.8.8\nnameserver 8.8.4.4\nsearch lan\n"),
+            "{text}"
+        );
         assert!(resolv_conf("").contains("nameserver 8.8.8.8"));
     }
 

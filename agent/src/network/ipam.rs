@@ -84,9 +84,7 @@ impl Subnet {
     /// Network, gateway and broadcast: never a container's.
     pub fn is_reserved(&self, ip: IpAddr) -> bool {
         match ip {
-            IpAddr::V4(v4) => {
-                v4 == self.network || v4 == self.gateway() || v4 == self.broadcast()
-            }
+            IpAddr::V4(v4) => v4 == self.network || v4 == self.gateway() || v4 == self.broadcast(),
             IpAddr::V6(_) => false,
         }
     }
@@ -143,9 +141,15 @@ pub enum AllocError {
     Ipv6(IpAddr),
     OutsideSubnet(IpAddr),
     Reserved(IpAddr),
-    Taken { ip: IpAddr, holder: Holder },
+    Taken {
+        ip: IpAddr,
+        holder: Holder,
+    },
     /// The container already holds another address than the static one asked for.
-    HoldsOther { held: IpAddr, wanted: IpAddr },
+    HoldsOther {
+        held: IpAddr,
+        wanted: IpAddr,
+    },
     Exhausted,
 }
 
@@ -185,10 +189,7 @@ pub fn choose(
         }
         return match (own, held.get(&wanted)) {
             (Some(ip), _) if ip == wanted => Ok(Choice::Held(ip)),
-            (Some(ip), _) => Err(AllocError::HoldsOther {
-                held: ip,
-                wanted,
-            }),
+            (Some(ip), _) => Err(AllocError::HoldsOther { held: ip, wanted }),
             (None, Some(holder)) => Err(AllocError::Taken {
                 ip: wanted,
                 holder: holder.clone(),
@@ -199,7 +200,8 @@ pub fn choose(
     if let Some(ip) = own {
         return Ok(Choice::Held(ip));
     }
-    let usable = |ip: IpAddr| subnet.contains(ip) && !subnet.is_reserved(ip) && !held.contains_key(&ip);
+    let usable =
+        |ip: IpAddr| subnet.contains(ip) && !subnet.is_reserved(ip) && !held.contains_key(&ip);
     if let Some(hint) = hints.get(&who.name)
         && usable(hint.ip)
     {
@@ -262,9 +264,21 @@ mod tests {
 
     #[test]
     fn subnet_errors_say_why() {
-        assert!(Subnet::parse("10.0.0.1/24").unwrap_err().contains("10.0.0.0/24"));
-        assert!(Subnet::parse("10.0.0.0").unwrap_err().contains("a.b.c.d/len"));
-        assert!(Subnet::parse("10.0.0.0/31").unwrap_err().contains("between"));
+        assert!(
+            Subnet::parse("10.0.0.1/24")
+                .unwrap_err()
+                .contains("10.0.0.0/24")
+        );
+        assert!(
+            Subnet::parse("10.0.0.0")
+                .unwrap_err()
+                .contains("a.b.c.d/len")
+        );
+        assert!(
+            Subnet::parse("10.0.0.0/31")
+                .unwrap_err()
+                .contains("between")
+        );
         assert!(Subnet::parse("fd00::/64").unwrap_err().contains("IPv4"));
     }
 
@@ -277,7 +291,10 @@ mod tests {
         let web = holder("web", 2);
         let ask = |ip: &str| choose(&s, &held, &none, &web, Some(v4(ip)));
         assert_eq!(ask("10.1.0.9"), Ok(Choice::New(v4("10.1.0.9"))));
-        assert_eq!(ask("10.1.1.9"), Err(AllocError::OutsideSubnet(v4("10.1.1.9"))));
+        assert_eq!(
+            ask("10.1.1.9"),
+            Err(AllocError::OutsideSubnet(v4("10.1.1.9")))
+        );
         for r in ["10.1.0.0", "10.1.0.1", "10.1.0.255"] {
             assert_eq!(ask(r), Err(AllocError::Reserved(v4(r))));
         }
@@ -334,8 +351,20 @@ mod tests {
             held.insert(v4(ip), holder(&format!("c{i}"), i as u8));
         }
         let mut hints = BTreeMap::new();
-        hints.insert("a".into(), Hint { ip: v4("10.1.0.5"), released: 20 });
-        hints.insert("b".into(), Hint { ip: v4("10.1.0.6"), released: 10 });
+        hints.insert(
+            "a".into(),
+            Hint {
+                ip: v4("10.1.0.5"),
+                released: 20,
+            },
+        );
+        hints.insert(
+            "b".into(),
+            Hint {
+                ip: v4("10.1.0.6"),
+                released: 10,
+            },
+        );
         assert_eq!(
             choose(&s, &held, &hints, &holder("new", 1), None),
             Ok(Choice::New(v4("10.1.0.6")))

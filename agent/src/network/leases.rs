@@ -113,7 +113,15 @@ impl Ipam {
             match fs::read_link(&path).ok().and_then(|t| parse_target(&t)) {
                 Some((id, name)) => {
                     let ports = self.read_ports(&name, &id);
-                    state.leases.insert(ip, Lease { ip, name, id, ports });
+                    state.leases.insert(
+                        ip,
+                        Lease {
+                            ip,
+                            name,
+                            id,
+                            ports,
+                        },
+                    );
                 }
                 None => {
                     state.unreadable.insert(ip);
@@ -213,7 +221,15 @@ impl Ipam {
             let path = self.lease_path(ip);
             match fs::read_link(&path).ok().and_then(|t| parse_target(&t)) {
                 Some((id, name)) => {
-                    state.leases.insert(ip, Lease { ip, name, id, ports: Vec::new() });
+                    state.leases.insert(
+                        ip,
+                        Lease {
+                            ip,
+                            name,
+                            id,
+                            ports: Vec::new(),
+                        },
+                    );
                 }
                 None => {
                     state.unreadable.insert(ip);
@@ -272,10 +288,17 @@ impl Ipam {
                     holder: "a lease made meanwhile".into(),
                 });
             } else {
-                state.leases.insert(lease.ip, Lease { ports: Vec::new(), ..lease.clone() });
+                state.leases.insert(
+                    lease.ip,
+                    Lease {
+                        ports: Vec::new(),
+                        ..lease.clone()
+                    },
+                );
             }
         }
-        self.set_ports(&lease.name, &lease.id, &lease.ports).map(drop)
+        self.set_ports(&lease.name, &lease.id, &lease.ports)
+            .map(drop)
     }
 
     /// Releases whatever `name`/`id` holds, remembering the address for the name's next
@@ -313,7 +336,9 @@ impl Ipam {
         let hint_path = self.hints_dir.join(format!("{}.json", lease.name));
         replace_file(&hint_path, &json(&HintFile { ip, released }))
             .map_err(|e| NetError::io("write hint", &hint_path, e))?;
-        state.hints.insert(lease.name.clone(), Hint { ip, released });
+        state
+            .hints
+            .insert(lease.name.clone(), Hint { ip, released });
         let ports = self.ports_path(&lease.name, &lease.id);
         crate::fsutil::remove_file_if_exists(&ports)
             .map_err(|e| NetError::io("remove ports", &ports, e))?;
@@ -409,8 +434,14 @@ fn json<T: Serialize>(value: &T) -> Vec<u8> {
 /// durability.
 fn replace_file(path: &Path, data: &[u8]) -> io::Result<()> {
     let dir = path.parent().ok_or_else(|| io::Error::other("no parent"))?;
-    let name = path.file_name().ok_or_else(|| io::Error::other("no file name"))?;
-    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::other("no file name"))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = fs::write(&tmp, data).and_then(|()| fs::rename(&tmp, path));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -472,7 +503,12 @@ mod tests {
         assert_eq!(again.ip, a.ip);
         let files: Vec<_> = fs::read_dir(dir.path().join("leases")).unwrap().collect();
         assert_eq!(files.len(), 3, "one entry per lease");
-        assert!(fs::read_dir(dir.path().join("ports")).unwrap().next().is_none());
+        assert!(
+            fs::read_dir(dir.path().join("ports"))
+                .unwrap()
+                .next()
+                .is_none()
+        );
     }
 
     #[test]
@@ -494,12 +530,18 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("leases")).unwrap();
         std::os::unix::fs::symlink("garbage", dir.path().join("leases/10.40.0.2")).unwrap();
         let ipam = Ipam::open(dir.path(), subnet).unwrap();
-        assert_eq!(ipam.unreadable(), vec!["10.40.0.2".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            ipam.unreadable(),
+            vec!["10.40.0.2".parse::<IpAddr>().unwrap()]
+        );
         let e = ipam
             .allocate("web", &id(1), Some("10.40.0.2".parse().unwrap()))
             .unwrap_err();
         assert!(e.to_string().contains("unreadable lease"), "{e}");
-        assert_ne!(ipam.allocate("db", &id(2), None).unwrap().ip.to_string(), "10.40.0.2");
+        assert_ne!(
+            ipam.allocate("db", &id(2), None).unwrap().ip.to_string(),
+            "10.40.0.2"
+        );
         ipam.release_ip("10.40.0.2".parse().unwrap()).unwrap();
         assert!(ipam.unreadable().is_empty());
     }

@@ -26,8 +26,8 @@ pub mod files;
 pub mod ipam;
 pub mod leases;
 pub mod netns;
-pub(crate) mod nl;
 pub mod nft;
+pub(crate) mod nl;
 mod repair;
 pub mod rtnl;
 pub mod sysctl;
@@ -93,7 +93,8 @@ impl Network {
     pub fn new(names: Names, config: &NetworkConfig, layout: &Layout) -> Result<Network, NetError> {
         validate_bridge_name(&config.bridge)?;
         let subnet = Subnet::parse(&config.subnet).map_err(NetError::Config)?;
-        let host_ns = netns::current().map_err(|e| NetError::io("open", "/proc/thread-self/ns/net", e))?;
+        let host_ns =
+            netns::current().map_err(|e| NetError::io("open", "/proc/thread-self/ns/net", e))?;
         let rtnl = Rtnl::open().map_err(|e| NetError::netlink("open", "rtnetlink socket", e))?;
         let table = names.nft_table().to_string();
         let nft = NftSocket::open().map_err(|e| NetError::Nft {
@@ -175,7 +176,10 @@ impl Network {
 
     fn ensure_bridge(&self) -> Result<rtnl::Link, NetError> {
         let mut rt = self.rtnl();
-        let link = match rt.link(&self.bridge).map_err(|e| NetError::netlink("get", &self.bridge, e))? {
+        let link = match rt
+            .link(&self.bridge)
+            .map_err(|e| NetError::netlink("get", &self.bridge, e))?
+        {
             Some(l) => l,
             None => {
                 match rt.create_bridge(&self.bridge, DEFAULT_MTU, random_mac()) {
@@ -185,7 +189,13 @@ impl Network {
                 }
                 rt.link(&self.bridge)
                     .map_err(|e| NetError::netlink("get", &self.bridge, e))?
-                    .ok_or_else(|| NetError::netlink("get", &self.bridge, std::io::Error::from_raw_os_error(libc::ENODEV)))?
+                    .ok_or_else(|| {
+                        NetError::netlink(
+                            "get",
+                            &self.bridge,
+                            std::io::Error::from_raw_os_error(libc::ENODEV),
+                        )
+                    })?
             }
         };
         if link.kind.as_deref() != Some("bridge") {
@@ -257,11 +267,16 @@ impl Network {
                 }
             }
         }
-        let previous = self.ipam.lease_of(name, id).map(|l| l.ports).unwrap_or_default();
+        let previous = self
+            .ipam
+            .lease_of(name, id)
+            .map(|l| l.ports)
+            .unwrap_or_default();
         self.ipam.set_ports(name, id, ports)?;
         let mut batch = Vec::new();
         if previous.iter().any(|p| !ports.contains(p)) {
-            let stale = self.present_elements(&mut nft, |e| e.owner == owner && !elements.contains(e))?;
+            let stale =
+                self.present_elements(&mut nft, |e| e.owner == owner && !elements.contains(e))?;
             batch.extend(rs::delete_elements(self.table(), &stale));
         }
         batch.extend(rs::add_elements(self.table(), &elements));
@@ -290,7 +305,11 @@ impl Network {
         };
         // Fast path: delete what the lease recorded; if any is missing (deleted by hand, or
         // never added before a crash), delete what is really there instead.
-        if !recorded.is_empty() && nft.apply(&rs::delete_elements(self.table(), &recorded)).is_ok() {
+        if !recorded.is_empty()
+            && nft
+                .apply(&rs::delete_elements(self.table(), &recorded))
+                .is_ok()
+        {
             return Ok(());
         }
         let present = self.present_elements(&mut nft, |e| e.owner == owner)?;
@@ -345,18 +364,28 @@ impl Network {
             rustix::net::AddressFamily::INET6
         };
         netns::in_netns(&self.host_ns, || -> std::io::Result<OwnedFd> {
-            let fd = rustix::net::socket_with(family, kind, rustix::net::SocketFlags::CLOEXEC, None)?;
+            let fd =
+                rustix::net::socket_with(family, kind, rustix::net::SocketFlags::CLOEXEC, None)?;
             rustix::net::bind(&fd, &addr)?;
             Ok(fd)
         })
         .and_then(|r| r)
-        .map_err(|e| NetError::io("reserve host port", PathBuf::from(format!("{}/{addr}", port.protocol.as_str())), e))
+        .map_err(|e| {
+            NetError::io(
+                "reserve host port",
+                PathBuf::from(format!("{}/{addr}", port.protocol.as_str())),
+                e,
+            )
+        })
     }
 
     /// Starts the drift watcher: `on_drift` runs (on the watcher's thread) whenever another
     /// process deletes anything in berth's table. Hand it [`Network::repair_rules`] or a
     /// message to the reconciler. Stops when the [`Watcher`] is dropped.
-    pub fn spawn_watcher(&self, on_drift: impl FnMut(Drift) + Send + 'static) -> Result<Watcher, NetError> {
+    pub fn spawn_watcher(
+        &self,
+        on_drift: impl FnMut(Drift) + Send + 'static,
+    ) -> Result<Watcher, NetError> {
         nft::watch::spawn(&self.host_ns, self.ruleset.table.clone(), on_drift)
             .map_err(|e| self.nft_err("watch", e))
     }
@@ -367,9 +396,12 @@ impl Network {
         let mut nft = self.nft();
         let chains = nft.chains().map_err(|e| self.nft_err("list chains", e))?;
         let found = nft::forward::blockers(self.table(), &self.bridge, &chains, |c| {
-            nft.rules(c.family, &c.table, Some(&c.name)).unwrap_or_default()
+            nft.rules(c.family, &c.table, Some(&c.name))
+                .unwrap_or_default()
         });
-        Ok(found.first().map(|b| nft::forward::message(&self.bridge, b)))
+        Ok(found
+            .first()
+            .map(|b| nft::forward::message(&self.bridge, b)))
     }
 
     /// Removes berth's table and the bridge (uninstall, tests). Containers must be gone first.
@@ -450,8 +482,14 @@ mod tests {
             container: 80,
             protocol,
         };
-        assert!(clashes(&p(None, 80, Protocol::Tcp), &p(Some("127.0.0.1"), 80, Protocol::Tcp)));
-        assert!(!clashes(&p(None, 80, Protocol::Tcp), &p(None, 80, Protocol::Udp)));
+        assert!(clashes(
+            &p(None, 80, Protocol::Tcp),
+            &p(Some("127.0.0.1"), 80, Protocol::Tcp)
+        ));
+        assert!(!clashes(
+            &p(None, 80, Protocol::Tcp),
+            &p(None, 80, Protocol::Udp)
+        ));
         assert!(!clashes(
             &p(Some("127.0.0.1"), 80, Protocol::Tcp),
             &p(Some("192.0.2.1"), 80, Protocol::Tcp)

@@ -47,7 +47,12 @@ impl NlSocket {
     }
 
     /// Serialises `msg` with `flags` and a fresh sequence number into `out`.
-    pub(crate) fn encode<I: NetlinkSerializable>(&mut self, msg: I, flags: u16, out: &mut Vec<u8>) -> u32 {
+    pub(crate) fn encode<I: NetlinkSerializable>(
+        &mut self,
+        msg: I,
+        flags: u16,
+        out: &mut Vec<u8>,
+    ) -> u32 {
         let seq = self.next_seq();
         encode_message(msg, flags, seq, out);
         seq
@@ -151,7 +156,12 @@ impl NlSocket {
     }
 }
 
-pub(crate) fn encode_message<I: NetlinkSerializable>(msg: I, flags: u16, seq: u32, out: &mut Vec<u8>) {
+pub(crate) fn encode_message<I: NetlinkSerializable>(
+    msg: I,
+    flags: u16,
+    seq: u32,
+    out: &mut Vec<u8>,
+) {
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | flags;
     header.sequence_number = seq;

@@ -60,19 +60,23 @@ impl Network {
     pub fn observe(&self) -> Result<NetObserved, NetError> {
         self.ipam.reload()?;
         let mut rt = self.rtnl();
-        let all = rt.links().map_err(|e| NetError::netlink("list", "links", e))?;
+        let all = rt
+            .links()
+            .map_err(|e| NetError::netlink("list", "links", e))?;
         drop(rt);
         let bridge_present = all.iter().any(|l| l.name == self.bridge);
         let links = all
             .into_iter()
             .filter_map(|l| {
-                let owner = l.alias.as_deref().and_then(|a| self.names.parse_link_alias(a));
-                (owner.is_some() || (l.alias.is_none() && self.names.is_own_veth(&l.name))).then_some(
-                    OwnedLink {
+                let owner = l
+                    .alias
+                    .as_deref()
+                    .and_then(|a| self.names.parse_link_alias(a));
+                (owner.is_some() || (l.alias.is_none() && self.names.is_own_veth(&l.name)))
+                    .then_some(OwnedLink {
                         ifname: l.name,
                         owner,
-                    },
-                )
+                    })
             })
             .collect();
         let netns = netns::list(&self.layout.netns_dir())
@@ -205,9 +209,7 @@ impl Network {
                     .iter()
                     .any(|id| self.names.veth(id) == link.ifname),
             };
-            if orphan
-                && let Err(e) = self.rtnl().delete_link(&link.ifname)
-            {
+            if orphan && let Err(e) = self.rtnl().delete_link(&link.ifname) {
                 errors.push(NetError::netlink("delete", &link.ifname, e));
             }
         }
@@ -236,7 +238,9 @@ impl Network {
             })
             .collect();
         if !orphans.is_empty()
-            && let Err(e) = self.nft().apply(&rs::delete_elements(self.table(), &orphans))
+            && let Err(e) = self
+                .nft()
+                .apply(&rs::delete_elements(self.table(), &orphans))
         {
             errors.push(self.nft_err("delete orphaned elements", e));
         }
@@ -249,8 +253,10 @@ impl Network {
     /// made again is new: a container still running in the old one must be restarted, which the
     /// returned notes say. Keeps going past failures.
     pub fn reconcile(&self, expected: &[ExpectedNet]) -> Result<Vec<String>, TeardownErrors> {
-        let known: Vec<(String, IncarnationId)> =
-            expected.iter().map(|e| (e.name.clone(), e.id.clone())).collect();
+        let known: Vec<(String, IncarnationId)> = expected
+            .iter()
+            .map(|e| (e.name.clone(), e.id.clone()))
+            .collect();
         let mut errors = match self.sweep_orphans(&known) {
             Ok(()) => Vec::new(),
             Err(TeardownErrors(e)) => e,

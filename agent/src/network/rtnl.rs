@@ -69,7 +69,11 @@ impl Rtnl {
         })
     }
 
-    fn call(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<Vec<RouteNetlinkMessage>> {
+    fn call(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> io::Result<Vec<RouteNetlinkMessage>> {
         self.nl.request(msg, flags)
     }
 
@@ -88,7 +92,10 @@ impl Rtnl {
     }
 
     pub fn links(&mut self) -> io::Result<Vec<Link>> {
-        let replies = self.call(RouteNetlinkMessage::GetLink(LinkMessage::default()), NLM_F_DUMP)?;
+        let replies = self.call(
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            NLM_F_DUMP,
+        )?;
         Ok(replies
             .iter()
             .filter_map(|r| match r {
@@ -108,7 +115,9 @@ impl Rtnl {
         // changes it as containers come and go, which breaks their neighbour caches.
         msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
         msg.attributes
-            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Bridge,
+            )]));
         self.call(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
             .map(drop)
     }
@@ -127,7 +136,8 @@ impl Rtnl {
         let mut msg = LinkMessage::default();
         msg.header.flags = LinkFlags::Up;
         msg.header.change_mask = LinkFlags::Up;
-        msg.attributes.push(LinkAttribute::IfName(spec.name.to_string()));
+        msg.attributes
+            .push(LinkAttribute::IfName(spec.name.to_string()));
         msg.attributes.push(LinkAttribute::Mtu(spec.mtu));
         msg.attributes.push(LinkAttribute::Controller(spec.master));
         msg.attributes.push(LinkAttribute::LinkInfo(vec![
@@ -146,16 +156,24 @@ impl Rtnl {
     pub fn configure_port(&mut self, name: &str, alias: &str) -> io::Result<()> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-        msg.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
-        msg.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::PortData(
-            InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(true)]),
-        )]));
+        msg.attributes
+            .push(LinkAttribute::IfAlias(alias.to_string()));
+        msg.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::PortData(
+                InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(true)]),
+            )]));
         self.call(RouteNetlinkMessage::NewLink(msg), 0).map(drop)
     }
 
     /// Brings a link up, optionally setting its MTU.
     pub fn set_up(&mut self, index: u32, mtu: Option<u32>) -> io::Result<()> {
-        self.set_link(index, &LinkChange { mtu, ..LinkChange::default() })
+        self.set_link(
+            index,
+            &LinkChange {
+                mtu,
+                ..LinkChange::default()
+            },
+        )
     }
 
     /// Brings a link up and applies `change`.
@@ -171,7 +189,8 @@ impl Rtnl {
             msg.attributes.push(LinkAttribute::Controller(master));
         }
         if let Some(alias) = change.alias {
-            msg.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+            msg.attributes
+                .push(LinkAttribute::IfAlias(alias.to_string()));
         }
         self.call(RouteNetlinkMessage::SetLink(msg), 0).map(drop)
     }
@@ -200,7 +219,8 @@ impl Rtnl {
         };
         let broadcast = Ipv4Addr::from(u32::from(ip) | host_mask);
         msg.attributes.push(AddressAttribute::Local(IpAddr::V4(ip)));
-        msg.attributes.push(AddressAttribute::Address(IpAddr::V4(ip)));
+        msg.attributes
+            .push(AddressAttribute::Address(IpAddr::V4(ip)));
         if prefix_len < 31 {
             msg.attributes.push(AddressAttribute::Broadcast(broadcast));
         }
@@ -224,7 +244,9 @@ impl Rtnl {
             .filter_map(|r| match r {
                 RouteNetlinkMessage::NewAddress(m) if index.is_none_or(|i| i == m.header.index) => {
                     m.attributes.iter().find_map(|a| match a {
-                        AddressAttribute::Local(ip) => Some((m.header.index, *ip, m.header.prefix_len)),
+                        AddressAttribute::Local(ip) => {
+                            Some((m.header.index, *ip, m.header.prefix_len))
+                        }
                         _ => None,
                     })
                 }
@@ -258,7 +280,8 @@ impl Rtnl {
         let mut req = RouteMessage::default();
         req.header.address_family = AddressFamily::Inet;
         let replies = self.call(RouteNetlinkMessage::GetRoute(req), NLM_F_DUMP)?;
-        Ok(replies.iter().any(|r| match r {
+        Ok(replies.iter().any(|r| {
+            match r {
             RouteNetlinkMessage::NewRoute(m) => {
                 m.header.destination_prefix_length == 0
                     && m.header.table == RouteHeader::RT_TABLE_MAIN
@@ -267,6 +290,7 @@ impl Rtnl {
                     })
             }
             _ => false,
+        }
         }))
     }
 }

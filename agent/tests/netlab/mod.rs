@@ -83,10 +83,26 @@ impl Lab {
         lab.host(&["ip", "link", "set", "lo", "up"]);
         lab.other(&["ip", "link", "set", "lo", "up"]);
         let other = lab.other_ns.display().to_string();
-        lab.host(&["ip", "link", "add", "uplink", "type", "veth", "peer", "name", "eth0", "netns", &other]);
-        lab.host(&["ip", "addr", "add", &format!("{}/24", lab.host_addr()), "dev", "uplink"]);
+        lab.host(&[
+            "ip", "link", "add", "uplink", "type", "veth", "peer", "name", "eth0", "netns", &other,
+        ]);
+        lab.host(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/24", lab.host_addr()),
+            "dev",
+            "uplink",
+        ]);
         lab.host(&["ip", "link", "set", "uplink", "up"]);
-        lab.other(&["ip", "addr", "add", &format!("{}/24", lab.other_addr()), "dev", "eth0"]);
+        lab.other(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/24", lab.other_addr()),
+            "dev",
+            "eth0",
+        ]);
         lab.other(&["ip", "link", "set", "eth0", "up"]);
         lab
     }
@@ -144,11 +160,15 @@ impl Lab {
         let root = root.display().to_string();
         self.spawn_in(ns, &["busybox", "httpd", "-f", "-p", "80", "-h", &root]);
         let ns = ns.to_path_buf();
-        wait_for(&format!("httpd in {}", ns.display()), Duration::from_secs(5), || {
-            self.try_in(&ns, &["curl", "-sS", "-m", "1", "http://127.0.0.1:80/"])
-                .1
-                .contains(body)
-        });
+        wait_for(
+            &format!("httpd in {}", ns.display()),
+            Duration::from_secs(5),
+            || {
+                self.try_in(&ns, &["curl", "-sS", "-m", "1", "http://127.0.0.1:80/"])
+                    .1
+                    .contains(body)
+            },
+        );
     }
 
     /// A UDP responder on `port` in `ns` answering every datagram with `reply`.
@@ -169,9 +189,17 @@ impl Lab {
         let ns = ns.to_path_buf();
         let bind = bind.to_string();
         wait_for("tcp echo", Duration::from_secs(5), || {
-            self.try_in(&ns, &["socat", "-T1", "-", &format!("TCP:{bind}:{port},connect-timeout=1")])
-                .1
-                .contains("peer=")
+            self.try_in(
+                &ns,
+                &[
+                    "socat",
+                    "-T1",
+                    "-",
+                    &format!("TCP:{bind}:{port},connect-timeout=1"),
+                ],
+            )
+            .1
+            .contains("peer=")
         });
     }
 
@@ -272,7 +300,11 @@ impl Drop for Lab {
         // namespaces: with them go the bridge, veths and nftables table made inside.
         // (Tests may run a second instance with its run dir inside the lab's dir too.)
         let dirs = std::fs::read_dir(self.dir.path())
-            .map(|rd| rd.flatten().map(|e| e.path().join("netns")).collect::<Vec<_>>())
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path().join("netns"))
+                    .collect::<Vec<_>>()
+            })
             .unwrap_or_default();
         for dir in dirs {
             for (_, _, path) in netns::list(&dir).unwrap_or_default() {

@@ -226,7 +226,10 @@ mod tests {
         let c = comment("web-0123456789ab");
         assert_eq!(c[..2], [0, 17]);
         assert_eq!(parse_comment(&c).as_deref(), Some("web-0123456789ab"));
-        assert_eq!(parse_comment(&[7, 2, b'x', 0, 0, 2, b'y', 0]).as_deref(), Some("y"));
+        assert_eq!(
+            parse_comment(&[7, 2, b'x', 0, 0, 2, b'y', 0]).as_deref(),
+            Some("y")
+        );
         assert_eq!(parse_comment(&[0, 9, b'x']), None);
     }
 

@@ -53,8 +53,14 @@ pub fn blockers(
         }
         let chain_rules = rules(c);
         let drops_by_default = c.policy == Some(NF_DROP)
-            || chain_rules.last().is_some_and(|r| drops_unconditionally(&r.exprs));
-        if !drops_by_default || chain_rules.iter().any(|r| names_interface(&r.exprs, bridge)) {
+            || chain_rules
+                .last()
+                .is_some_and(|r| drops_unconditionally(&r.exprs));
+        if !drops_by_default
+            || chain_rules
+                .iter()
+                .any(|r| names_interface(&r.exprs, bridge))
+        {
             continue;
         }
         let siblings: Vec<&ChainInfo> = chains
@@ -87,7 +93,9 @@ pub fn message(bridge: &str, b: &Blocker) -> String {
         Manager::Firewalld => format!(
             "firewall-cmd --permanent --zone=trusted --add-interface={bridge} && firewall-cmd --reload"
         ),
-        Manager::Ufw => format!("ufw route allow in on {bridge} && ufw route allow out on {bridge}"),
+        Manager::Ufw => {
+            format!("ufw route allow in on {bridge} && ufw route allow out on {bridge}")
+        }
         Manager::Iptables => format!(
             "iptables -I {chain} -i {bridge} -j ACCEPT && iptables -I {chain} -o {bridge} -j ACCEPT",
             chain = b.chain
@@ -195,7 +203,10 @@ mod tests {
         assert_eq!(found.len(), 1, "berth's own table is not a blocker");
         assert_eq!(found[0].manager, Manager::Iptables);
         let msg = message("berth0", &found[0]);
-        assert!(msg.contains("iptables -I FORWARD -i berth0 -j ACCEPT"), "{msg}");
+        assert!(
+            msg.contains("iptables -I FORWARD -i berth0 -j ACCEPT"),
+            "{msg}"
+        );
 
         let allow = rule(vec![
             expr::meta(MetaKey::Iifname, expr::REG1),
@@ -206,7 +217,12 @@ mod tests {
 
     #[test]
     fn firewalld_final_reject_blocks() {
-        let chains = vec![chain(NetfilterProtoFamily::Inet, "firewalld", "filter_FORWARD", 1)];
+        let chains = vec![chain(
+            NetfilterProtoFamily::Inet,
+            "firewalld",
+            "filter_FORWARD",
+            1,
+        )];
         let reject = rule(vec![
             expr::counter(),
             Expressions::Other {

@@ -129,7 +129,12 @@ impl PortElement {
     }
 
     /// Decodes an element dumped from one of berth's maps.
-    pub fn decode(map: &str, key: &[u8], data: &[u8], userdata: Option<&[u8]>) -> Option<PortElement> {
+    pub fn decode(
+        map: &str,
+        key: &[u8],
+        data: &[u8],
+        userdata: Option<&[u8]>,
+    ) -> Option<PortElement> {
         let (host_ip, rest) = match map {
             MAP_IP4 => (Some(IpAddr::V4(read_v4(key)?)), key.get(4..)?),
             MAP_ANY4 => (None, key),
@@ -180,7 +185,11 @@ fn proto_number(p: Protocol) -> u8 {
 
 /// A container's published ports as elements. IPv6 is designed in (maps `pub6_*`) but not
 /// wired yet: an IPv6 address is an error naming the port.
-pub fn elements_for(owner: &str, to_ip: IpAddr, ports: &[PortMapping]) -> Result<Vec<PortElement>, String> {
+pub fn elements_for(
+    owner: &str,
+    to_ip: IpAddr,
+    ports: &[PortMapping],
+) -> Result<Vec<PortElement>, String> {
     if to_ip.is_ipv6() {
         return Err(format!("container address {to_ip} for published ports"));
     }
@@ -224,7 +233,10 @@ impl Ruleset {
 
     /// Each fixed rule's chain and comment, in order.
     pub fn expected_rules(&self) -> Vec<(&'static str, &'static str)> {
-        self.rules().into_iter().map(|r| (r.chain, r.comment)).collect()
+        self.rules()
+            .into_iter()
+            .map(|r| (r.chain, r.comment))
+            .collect()
     }
 
     /// Replaces the whole table (repair only): add, delete and add again in one batch, so it
@@ -242,8 +254,22 @@ impl Ruleset {
         ];
         // The kernel wants a batch-unique id on every new set, even when nothing refers to it.
         for (set_id, name, key_type, key_len) in [
-            (1, MAP_IP4, concat(&[NFT_DATATYPE_IPV4, NFT_DATATYPE_INET_PROTO, NFT_DATATYPE_INET_SERVICE]), 12),
-            (2, MAP_ANY4, concat(&[NFT_DATATYPE_INET_PROTO, NFT_DATATYPE_INET_SERVICE]), 8),
+            (
+                1,
+                MAP_IP4,
+                concat(&[
+                    NFT_DATATYPE_IPV4,
+                    NFT_DATATYPE_INET_PROTO,
+                    NFT_DATATYPE_INET_SERVICE,
+                ]),
+                12,
+            ),
+            (
+                2,
+                MAP_ANY4,
+                concat(&[NFT_DATATYPE_INET_PROTO, NFT_DATATYPE_INET_SERVICE]),
+                8,
+            ),
         ] {
             batch.push(Msg {
                 body: NfTablesMessage::NewSet(SetMessage {
@@ -253,7 +279,10 @@ impl Ruleset {
                         SetAttribute::Flags(SetFlags::Map),
                         SetAttribute::KeyType(key_type),
                         SetAttribute::KeyLen(key_len),
-                        SetAttribute::DataType(concat(&[NFT_DATATYPE_IPV4, NFT_DATATYPE_INET_SERVICE])),
+                        SetAttribute::DataType(concat(&[
+                            NFT_DATATYPE_IPV4,
+                            NFT_DATATYPE_INET_SERVICE,
+                        ])),
                         SetAttribute::DataLen(8),
                         SetAttribute::Id(set_id),
                     ],
@@ -262,10 +291,22 @@ impl Ruleset {
             });
         }
         batch.push(self.chain_msg(CHAIN_PUBLISH, None));
-        batch.push(self.chain_msg(CHAIN_PREROUTING, Some(("nat", InetHookNumber::PreRouting, PRIO_DSTNAT))));
-        batch.push(self.chain_msg(CHAIN_OUTPUT, Some(("nat", InetHookNumber::LocalOut, PRIO_DSTNAT))));
-        batch.push(self.chain_msg(CHAIN_POSTROUTING, Some(("nat", InetHookNumber::PostRouting, PRIO_SRCNAT))));
-        batch.push(self.chain_msg(CHAIN_INPUT, Some(("filter", InetHookNumber::LocalIn, PRIO_FILTER))));
+        batch.push(self.chain_msg(
+            CHAIN_PREROUTING,
+            Some(("nat", InetHookNumber::PreRouting, PRIO_DSTNAT)),
+        ));
+        batch.push(self.chain_msg(
+            CHAIN_OUTPUT,
+            Some(("nat", InetHookNumber::LocalOut, PRIO_DSTNAT)),
+        ));
+        batch.push(self.chain_msg(
+            CHAIN_POSTROUTING,
+            Some(("nat", InetHookNumber::PostRouting, PRIO_SRCNAT)),
+        ));
+        batch.push(self.chain_msg(
+            CHAIN_INPUT,
+            Some(("filter", InetHookNumber::LocalIn, PRIO_FILTER)),
+        ));
         for rule in self.rules() {
             batch.push(Msg {
                 body: NfTablesMessage::NewRule(RuleMessage {
@@ -452,7 +493,9 @@ struct Rule {
 
 /// nft's type id of a concatenation: each part shifted in by 6 bits.
 fn concat(types: &[u32]) -> u32 {
-    types.iter().fold(0, |acc, t| (acc << NFT_DATATYPE_BITS) | t)
+    types
+        .iter()
+        .fold(0, |acc, t| (acc << NFT_DATATYPE_BITS) | t)
 }
 
 /// Adds elements, one message per map. Adding an element that exists with the same data is a
@@ -659,7 +702,10 @@ mod tests {
             .filter(|m| matches!(m.body, NfTablesMessage::NewRule(_)))
             .count();
         assert_eq!(rules, ruleset().expected_rules().len());
-        assert!(matches!(batch.last().unwrap().body, NfTablesMessage::NewSetElement(_)));
+        assert!(matches!(
+            batch.last().unwrap().body,
+            NfTablesMessage::NewSetElement(_)
+        ));
         // The version changes with the bridge or subnet, so a changed config rebuilds.
         let mut other = ruleset();
         other.subnet = Subnet::parse("10.210.2.0/24").unwrap();

@@ -69,7 +69,9 @@ impl NftSocket {
         encode_message(control(ControlMessage::BatchBegin), 0, begin_seq, &mut out);
         let mut pending = std::collections::BTreeMap::new();
         for (i, m) in batch.iter().enumerate() {
-            let seq = self.nl.encode(inet(m.body.clone()), m.flags | NLM_F_ACK, &mut out);
+            let seq = self
+                .nl
+                .encode(inet(m.body.clone()), m.flags | NLM_F_ACK, &mut out);
             pending.insert(seq, i);
         }
         let end_seq = self.nl.next_seq();
@@ -81,9 +83,9 @@ impl NftSocket {
         // is waiting by now.
         let mut first_error: Option<io::Error> = None;
         loop {
-            let r = self
-                .nl
-                .recv_batch_flags(libc::MSG_DONTWAIT, |m: NetlinkMessage<NetfilterMessage>| {
+            let r = self.nl.recv_batch_flags(
+                libc::MSG_DONTWAIT,
+                |m: NetlinkMessage<NetfilterMessage>| {
                     let seq = m.header.sequence_number;
                     if let NetlinkPayload::Error(e) = m.payload {
                         if e.code.is_some() {
@@ -100,7 +102,8 @@ impl NftSocket {
                         pending.remove(&seq);
                     }
                     Ok(false)
-                });
+                },
+            );
             match r {
                 Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -117,7 +120,11 @@ impl NftSocket {
         }
     }
 
-    fn dump(&mut self, family: NetfilterProtoFamily, body: NfTablesMessage) -> io::Result<Vec<NfTablesMessage>> {
+    fn dump(
+        &mut self,
+        family: NetfilterProtoFamily,
+        body: NfTablesMessage,
+    ) -> io::Result<Vec<NfTablesMessage>> {
         let replies = self.nl.request(
             NetfilterMessage::new(NetfilterHeader::new(family, 0, 0), body),
             NLM_F_DUMP,

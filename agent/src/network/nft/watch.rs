@@ -88,14 +88,17 @@ pub fn spawn(
                 if fds[1].any().unwrap_or(true) {
                     return;
                 }
-                let r = sock.recv_batch_flags(libc::MSG_DONTWAIT, |m: NetlinkMessage<NetfilterMessage>| {
-                    if let NetlinkPayload::InnerMessage(m) = m.payload
-                        && let Some(drift) = classify(&table, &m, &mut touched)
-                    {
-                        on_drift(drift);
-                    }
-                    Ok(false)
-                });
+                let r = sock.recv_batch_flags(
+                    libc::MSG_DONTWAIT,
+                    |m: NetlinkMessage<NetfilterMessage>| {
+                        if let NetlinkPayload::InnerMessage(m) = m.payload
+                            && let Some(drift) = classify(&table, &m, &mut touched)
+                        {
+                            on_drift(drift);
+                        }
+                        Ok(false)
+                    },
+                );
                 match r {
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
