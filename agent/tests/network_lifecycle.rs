@@ -371,3 +371,60 @@ fn a_forward_chain_that_drops_is_reported_with_the_fix() {
     assert_eq!(lab.net.check_forward_blocked().unwrap(), None);
     assert!(egress(&lab));
 }
+
+#[test]
+fn a_reserved_host_port_is_held_and_a_foreign_element_is_named() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new(27);
+    lab.net.ensure_host().unwrap();
+    let id = IncarnationId::random();
+    let a = lab.net.attach("web", &id, None).unwrap();
+    let ns = lab.container_ns("web", &id);
+    lab.serve_http(&ns, "hello");
+    lab.net.publish("web", &id, a.ip, &[tcp(8080, 80)]).unwrap();
+
+    // The shim will hold this socket: no other process can take the port meanwhile.
+    let held = lab.net.reserve_port(&tcp(8080, 80)).unwrap();
+    let host_ns = lab.host_ns.clone();
+    let (ok, out) = lab.try_in(&host_ns, &["socat", "-T1", "TCP-LISTEN:8080", "-"]);
+    assert!(!ok && out.contains("Address already in use"), "{out}");
+    let again = lab.net.reserve_port(&tcp(8080, 80)).unwrap_err();
+    assert!(again.to_string().contains("tcp/0.0.0.0:8080"), "{again}");
+    // Traffic still goes to the container: DNAT runs before any socket would see it.
+    let (other_ns, url) = (
+        lab.other_ns.clone(),
+        format!("http://{}:8080/", lab.host_addr()),
+    );
+    assert!(lab.reaches(&other_ns, &url, "hello"));
+    drop(held);
+    assert!(lab.net.reserve_port(&tcp(8080, 80)).is_ok());
+
+    // An element no container explains blocks its key, and the error names it; the sweep
+    // removes it, and the port can be published.
+    let table = lab.names.nft_table().to_string();
+    let rule = format!(
+        "add element inet {table} pub4_any {{ tcp . 9000 comment \"intruder\" : 10.220.27.99 . 80 }}"
+    );
+    lab.host(&["nft", &rule]);
+    let e = lab
+        .net
+        .publish("web", &id, a.ip, &[tcp(9000, 80)])
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("published by container intruder"),
+        "{e}"
+    );
+    // All or nothing: the refused batch left 8080 published, and the lease says so.
+    assert_eq!(
+        lab.net.ipam().lease_of("web", &id).unwrap().ports,
+        vec![tcp(8080, 80)]
+    );
+    assert!(lab.reaches(&other_ns, &url, "hello"));
+    lab.net
+        .sweep_orphans(&[("web".into(), id.clone())])
+        .unwrap();
+    lab.net.publish("web", &id, a.ip, &[tcp(9000, 80)]).unwrap();
+    assert!(!lab.nft_ruleset().contains("intruder"));
+}

@@ -90,11 +90,3 @@ impl TeardownErrors {
         if self.0.is_empty() { Ok(()) } else { Err(self) }
     }
 }
-
-/// Whether an errno means "it is already gone", which teardown counts as done.
-pub(crate) fn is_gone(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::ESRCH) | Some(libc::EADDRNOTAVAIL)
-    )
-}

@@ -105,6 +105,8 @@ impl Ipam {
 
     /// Re-reads the store from disk (the disk is the truth; memory is a cache of it).
     pub fn reload(&self) -> Result<(), NetError> {
+        // Held while reading, so that no allocation lands between the read and the swap.
+        let mut guard = self.state();
         let mut state = State::default();
         for (file_name, path) in list_dir(&self.leases_dir)? {
             let Ok(ip) = file_name.parse::<IpAddr>() else {
@@ -143,7 +145,7 @@ impl Ipam {
                 );
             }
         }
-        *self.state() = state;
+        *guard = state;
         Ok(())
     }
 

@@ -280,15 +280,42 @@ impl Network {
             batch.extend(rs::delete_elements(self.table(), &stale));
         }
         batch.extend(rs::add_elements(self.table(), &elements));
-        nft.apply(&batch).map_err(|e| match e.raw_os_error() {
-            Some(libc::EEXIST) | Some(libc::EBUSY) => NetError::PortTaken {
-                name: name.to_string(),
-                port: ports.first().map(|p| p.host).unwrap_or(0),
-                protocol: ports.first().map(|p| p.protocol).unwrap_or(Protocol::Tcp),
-                holder: "another owner of the same host port in the table".into(),
-            },
-            _ => self.nft_err("publish ports", e),
-        })
+        let applied = nft.apply(&batch);
+        if applied.is_err() {
+            // Nothing changed in the kernel: the lease must not claim it did (a repair would
+            // keep trying to add the refused ports).
+            let _ = self.ipam.set_ports(name, id, &previous);
+        }
+        match applied {
+            Ok(()) => Ok(()),
+            Err(e)
+                if matches!(
+                    nft::socket::errno(&e),
+                    Some(libc::EEXIST) | Some(libc::EBUSY)
+                ) =>
+            {
+                // A key held by an element no lease explains (made by hand, or left by a crash):
+                // name its owner from the table.
+                let keys: Vec<_> = elements.iter().map(|e| e.key_tuple()).collect();
+                let holder = self
+                    .present_elements(&mut nft, |p| {
+                        p.owner != owner && keys.contains(&p.key_tuple())
+                    })?
+                    .into_iter()
+                    .next();
+                let port = holder.as_ref().map(|h| h.key_tuple());
+                Err(NetError::PortTaken {
+                    name: name.to_string(),
+                    port: port.map(|k| k.2).unwrap_or(0),
+                    protocol: port.map(|k| k.1).unwrap_or(Protocol::Tcp),
+                    holder: holder
+                        .map(|h| h.owner)
+                        .filter(|o| !o.is_empty())
+                        .unwrap_or_else(|| "an element without owner".into()),
+                })
+            }
+            Err(e) => Err(self.nft_err("publish ports", e)),
+        }
     }
 
     /// Removes a container's published ports (it keeps its address while stopped). Records the
@@ -418,7 +445,9 @@ impl Network {
             flags: 0,
         }];
         match self.nft().apply(&batch) {
-            Err(e) if !error::is_gone(&e) => errors.push(self.nft_err("delete table", e)),
+            Err(e) if nft::socket::errno(&e) != Some(libc::ENOENT) => {
+                errors.push(self.nft_err("delete table", e))
+            }
             _ => {}
         }
         if let Err(e) = self.rtnl().delete_link(&self.bridge) {
@@ -464,6 +493,13 @@ fn random_mac() -> [u8; 6] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Network>();
+        shareable::<Watcher>();
+    }
 
     #[test]
     fn bridge_names() {

@@ -152,17 +152,13 @@ impl Network {
                 .map_err(|e| self.nft_err("rebuild table", e))?;
             return Ok(true);
         }
-        let present = self.present_elements(&mut nft, |_| true)?;
-        let stale: Vec<PortElement> = present
-            .iter()
-            .filter(|e| !desired.contains(e))
-            .cloned()
+        let present: BTreeSet<PortElement> = self
+            .present_elements(&mut nft, |_| true)?
+            .into_iter()
             .collect();
-        let missing: Vec<PortElement> = desired
-            .iter()
-            .filter(|e| !present.contains(e))
-            .cloned()
-            .collect();
+        let desired: BTreeSet<PortElement> = desired.iter().cloned().collect();
+        let stale: Vec<PortElement> = present.difference(&desired).cloned().collect();
+        let missing: Vec<PortElement> = desired.difference(&present).cloned().collect();
         if stale.is_empty() && missing.is_empty() {
             return Ok(false);
         }

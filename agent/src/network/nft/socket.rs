@@ -19,6 +19,30 @@ use crate::network::nl::{NlSocket, encode_message};
 /// `NFNL_SUBSYS_NFTABLES`, the res_id of batch begin/end messages.
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 
+/// A batch message the kernel refused: its errno, and which message it was.
+#[derive(Debug)]
+pub struct BatchFailure {
+    pub errno: i32,
+    pub text: String,
+}
+
+impl std::fmt::Display for BatchFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for BatchFailure {}
+
+/// The errno behind an error from [`NftSocket`], whether plain or a [`BatchFailure`].
+pub fn errno(e: &io::Error) -> Option<i32> {
+    e.raw_os_error().or_else(|| {
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<BatchFailure>())
+            .map(|b| b.errno)
+    })
+}
+
 /// A table as dumped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableInfo {
@@ -93,7 +117,13 @@ impl NftSocket {
                                 let err = e.to_io();
                                 first_error.get_or_insert(io::Error::new(
                                     err.kind(),
-                                    format!("{} (message {i}: {})", err, describe(&batch[*i].body)),
+                                    BatchFailure {
+                                        errno: err.raw_os_error().unwrap_or(0),
+                                        text: format!(
+                                            "{err} (message {i}: {})",
+                                            describe(&batch[*i].body)
+                                        ),
+                                    },
                                 ));
                             } else if seq == begin_seq {
                                 first_error.get_or_insert(e.to_io());
