@@ -46,13 +46,14 @@ pub use error::{NetError, TeardownErrors};
 pub use files::HostEntry;
 pub use ipam::Subnet;
 pub use leases::{Ipam, Lease};
-pub use nft::ruleset::PortElement;
+pub use nft::elements::PortElement;
 pub use nft::watch::{Drift, Watcher};
 pub use repair::{ExpectedMode, ExpectedNet, NetObserved, OwnedLink, TableState};
 
 use crate::layout::Layout;
 use crate::names::{IncarnationId, Names};
-use nft::ruleset::{self as rs, Ruleset};
+use nft::elements as rs;
+use nft::ruleset::{self, Ruleset};
 use nft::socket::NftSocket;
 use rtnl::Rtnl;
 
@@ -351,7 +352,7 @@ impl Network {
         keep: impl Fn(&PortElement) -> bool,
     ) -> Result<Vec<PortElement>, NetError> {
         let mut out = Vec::new();
-        for map in [rs::MAP_IP4, rs::MAP_ANY4] {
+        for map in [ruleset::MAP_IP4, ruleset::MAP_ANY4] {
             match nft.elements(self.table(), map) {
                 Ok(elements) => out.extend(elements.into_iter().filter(|e| keep(e))),
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
@@ -434,7 +435,7 @@ impl Network {
     /// Removes berth's table and the bridge (uninstall, tests). Containers must be gone first.
     pub fn remove_host(&self) -> Result<(), TeardownErrors> {
         let mut errors = Vec::new();
-        let batch = [rs::Msg {
+        let batch = [ruleset::Msg {
             body: netlink_packet_netfilter::nftables::NfTablesMessage::DeleteTable(
                 netlink_packet_netfilter::nftables::TableMessage {
                     attributes: vec![netlink_packet_netfilter::nftables::TableAttribute::Name(

@@ -8,7 +8,7 @@ use berth_spec::model::PortMapping;
 
 use super::error::{NetError, TeardownErrors};
 use super::leases::Lease;
-use super::nft::ruleset::{self as rs, PortElement};
+use super::nft::elements::{self as rs, PortElement};
 use super::{Network, netns};
 use crate::names::{IncarnationId, Names};
 

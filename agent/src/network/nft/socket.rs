@@ -12,8 +12,9 @@ use netlink_packet_netfilter::none::ControlMessage;
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 use netlink_sys::protocols::NETLINK_NETFILTER;
 
+use super::elements::PortElement;
 use super::expr::{self, Expr};
-use super::ruleset::{Msg, PortElement};
+use super::ruleset::Msg;
 use crate::network::nl::{NlSocket, encode_message};
 
 /// `NFNL_SUBSYS_NFTABLES`, the res_id of batch begin/end messages.
