@@ -428,3 +428,121 @@ fn a_reserved_host_port_is_held_and_a_foreign_element_is_named() {
     lab.net.publish("web", &id, a.ip, &[tcp(9000, 80)]).unwrap();
     assert!(!lab.nft_ruleset().contains("intruder"));
 }
+
+/// nft decodes berth's hand-encoded batch into exactly the rules intended (the other direction
+/// of the byte vectors captured from `nft -f` in the unit tests).
+#[test]
+fn the_table_reads_back_as_intended() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new(28);
+    lab.net.ensure_host().unwrap();
+    let id = IncarnationId::parse("0123456789ab").unwrap();
+    let a = lab.net.attach("web", &id, None).unwrap();
+    let local = PortMapping {
+        host_ip: Some("127.0.0.1".parse().unwrap()),
+        ..tcp(8080, 80)
+    };
+    let udp = PortMapping {
+        protocol: Protocol::Udp,
+        ..tcp(5353, 53)
+    };
+    lab.net.publish("web", &id, a.ip, &[local, udp]).unwrap();
+    let got = lab.host(&["nft", "list", "table", "inet", "t28"]);
+    let comment = lab.net.observe().unwrap();
+    assert_eq!(comment.table, TableState::Intact);
+    let want = r#"table inet t28 {
+	comment "berth ruleset v1 HASH"
+	map pub4_ip {
+		type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service
+		elements = { 127.0.0.1 . tcp . 8080 comment "web-0123456789ab" : 10.220.28.2 . 80 }
+	}
+
+	map pub4_any {
+		type inet_proto . inet_service : ipv4_addr . inet_service
+		elements = { udp . 5353 comment "web-0123456789ab" : 10.220.28.2 . 53 }
+	}
+
+	chain publish {
+		dnat ip to ip daddr . meta l4proto . th dport map @pub4_ip comment "berth:publish-ip4"
+		meta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map @pub4_any comment "berth:publish-any4"
+	}
+
+	chain prerouting {
+		type nat hook prerouting priority dstnat; policy accept;
+		ip daddr 127.0.0.0/8 return comment "berth:loopback-is-host-only"
+		jump publish comment "berth:publish"
+	}
+
+	chain output {
+		type nat hook output priority -100; policy accept;
+		jump publish comment "berth:publish"
+	}
+
+	chain postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+		ip saddr 10.220.28.0/24 oifname != "tb28" masquerade comment "berth:egress"
+		oifname "tb28" ct status dnat ip saddr 10.220.28.0/24 masquerade comment "berth:hairpin"
+		oifname "tb28" ip saddr 127.0.0.0/8 masquerade comment "berth:host-loopback"
+	}
+
+	chain input {
+		type filter hook input priority filter; policy accept;
+		iif != "lo" ip daddr 127.0.0.0/8 ct status ! dnat counter packets 0 bytes 0 drop comment "berth:loopback-guard"
+	}
+}
+"#;
+    let hash = got
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().strip_prefix("comment \"berth ruleset v1 "))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("version comment");
+    assert_eq!(got, want.replace("HASH", hash));
+}
+
+/// A Linux bridge takes 1023 ports (BR_MAX_PORTS is 1024 and port 0 is reserved): the next
+/// container gets an error that says so and leaves nothing behind; once a port is free again,
+/// the same attach succeeds.
+#[test]
+fn a_full_bridge_is_reported_and_leaves_nothing_behind() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::new(29);
+    lab.net.ensure_host().unwrap();
+    // Fill the bridge with veth ends (this kernel has no dummy links), as many as it takes.
+    let batch = lab.dir.path().join("fill.ip");
+    let mut cmds = String::new();
+    for i in 0..1100 {
+        cmds.push_str(&format!(
+            "link add f{i} type veth peer name g{i}\nlink set f{i} master tb29\n"
+        ));
+    }
+    std::fs::write(&batch, cmds).unwrap();
+    let _ = lab.try_in(
+        &lab.host_ns,
+        &["ip", "-force", "-batch", &batch.display().to_string()],
+    );
+    let ports = lab
+        .host(&["ip", "-o", "link", "show", "master", "tb29"])
+        .lines()
+        .count();
+    assert_eq!(
+        ports,
+        berth_agent::network::MAX_BRIDGE_PORTS,
+        "the bridge's capacity"
+    );
+
+    let id = IncarnationId::random();
+    let e = lab.net.attach("late", &id, None).unwrap_err();
+    assert!(matches!(e, NetError::BridgeFull { .. }), "{e}");
+    assert!(e.to_string().contains("at most 1023 ports"), "{e}");
+    assert!(lab.net.ipam().lease_of("late", &id).is_none());
+    assert!(!lab.layout.netns("late", &id).exists());
+    assert!(!lab.host(&["ip", "link"]).contains(&lab.names.veth(&id)));
+
+    lab.host(&["ip", "link", "del", "f7"]);
+    lab.net.attach("late", &id, None).unwrap();
+}

@@ -52,7 +52,7 @@ pub enum NetError {
         holder: String,
     },
     #[error(
-        "bridge {bridge} is full: a linux bridge takes at most 1024 ports (container {name}); \
+        "bridge {bridge} is full: a linux bridge takes at most 1023 ports (container {name}); \
          run a second berth instance with its own bridge for more"
     )]
     BridgeFull { bridge: String, name: String },

@@ -60,9 +60,10 @@ use rtnl::Rtnl;
 /// MTU of a bridge berth creates (an existing bridge keeps its own, and veths follow it).
 pub const DEFAULT_MTU: u32 = 1500;
 
-/// A Linux bridge takes at most this many ports (`BR_MAX_PORTS`), so at most this many
-/// containers per bridge.
-pub const MAX_BRIDGE_PORTS: usize = 1024;
+/// A Linux bridge takes at most this many ports (`BR_MAX_PORTS` is 1024 and port number 0 is
+/// reserved), so at most this many containers per bridge; the next attach fails with
+/// [`NetError::BridgeFull`].
+pub const MAX_BRIDGE_PORTS: usize = 1023;
 
 /// One instance's container network.
 pub struct Network {
