@@ -83,7 +83,7 @@ fn detach_leaves_no_link_netns_rule_or_lease_and_is_idempotent() {
 }
 
 #[test]
-fn a_deleted_veth_and_a_deleted_lease_come_back_with_reconcile() {
+fn a_deleted_veth_lease_or_bridge_comes_back_with_reconcile() {
     if !require_root() {
         return;
     }
@@ -117,6 +117,11 @@ fn a_deleted_veth_and_a_deleted_lease_come_back_with_reconcile() {
     assert_eq!(lab.net.ipam().lease_of("web", &id).unwrap().ports, ports);
     // A second pass finds nothing to do.
     assert!(lab.net.reconcile(&expected).unwrap().is_empty());
+    // Even the bridge, deleted by hand, comes back with its container on it.
+    lab.host(&["ip", "link", "del", &lab.config.bridge]);
+    assert!(lab.curl(&other_ns, &url).is_none());
+    lab.net.reconcile(&expected).unwrap();
+    assert!(lab.reaches(&other_ns, &url, "hello"), "bridge not repaired");
     let observed = lab.net.observe().unwrap();
     assert_eq!(observed.table, TableState::Intact);
     assert_eq!(observed.elements.len(), 1);

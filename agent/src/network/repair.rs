@@ -244,8 +244,9 @@ impl Network {
     }
 
     /// Makes this instance's network match `expected` (the containers that should have one):
-    /// removes orphans, then gives back each container what was deleted by hand (lease, netns,
-    /// veth, address, route, published ports), then syncs the table. A netns that had to be
+    /// removes orphans, makes sure of the bridge and host settings, then gives back each
+    /// container what was deleted by hand (lease, netns, veth, address, route, published
+    /// ports), then syncs the table. A netns that had to be
     /// made again is new: a container still running in the old one must be restarted, which the
     /// returned notes say. Keeps going past failures.
     pub fn reconcile(&self, expected: &[ExpectedNet]) -> Result<Vec<String>, TeardownErrors> {
@@ -258,6 +259,10 @@ impl Network {
             Err(TeardownErrors(e)) => e,
         };
         let mut notes = Vec::new();
+        // The bridge too may have been deleted by hand: make it (and its settings) again.
+        if let Err(e) = self.ensure_host() {
+            errors.push(e);
+        }
         let bridge = match self.bridge_link() {
             Ok(b) => Some(b),
             Err(e) => {
