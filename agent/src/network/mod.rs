@@ -17,7 +17,7 @@
 //! | bridge | config `network.bridge`, gateway = first host of `network.subnet` | [`Network::remove_host`] |
 //! | netns | `<run_dir>/netns/<name>-<id>` | [`Network::detach`] |
 //! | veth | `bth<tag><id8>` on the bridge, alias `berth:<instance>:<name>:<id>`; `eth0` inside | [`Network::detach`] |
-//! | lease | `<state_dir>/network/leases/<ip>.json` | [`Network::detach`] |
+//! | lease | `<state_dir>/network/leases/<ip>` (symlink to `<id>:<name>`) | [`Network::detach`] |
 //! | nft elements | in `inet <instance>` maps, comment `<name>-<id>` | [`Network::unpublish`] |
 
 mod attach;
@@ -52,7 +52,7 @@ pub use repair::{ExpectedMode, ExpectedNet, NetObserved, OwnedLink, TableState};
 
 use crate::layout::Layout;
 use crate::names::{IncarnationId, Names};
-use nft::elements as rs;
+use nft::elements as el;
 use nft::ruleset::{self, Ruleset};
 use nft::socket::NftSocket;
 use rtnl::Rtnl;
@@ -91,7 +91,8 @@ impl std::fmt::Debug for Network {
 
 impl Network {
     /// Validates the config and opens berth's netlink sockets in the calling thread's network
-    /// namespace, which becomes "the host" for everything this value does. Changes nothing.
+    /// namespace, which becomes "the host" for everything this value does. Changes nothing in the
+    /// kernel (it creates the lease directories).
     pub fn new(names: Names, config: &NetworkConfig, layout: &Layout) -> Result<Network, NetError> {
         validate_bridge_name(&config.bridge)?;
         let subnet = Subnet::parse(&config.subnet).map_err(NetError::Config)?;
@@ -252,7 +253,7 @@ impl Network {
         ports: &[PortMapping],
     ) -> Result<(), NetError> {
         let owner = Names::container_key(name, id);
-        let elements = rs::elements_for(&owner, ip, ports).map_err(NetError::Ipv6Unsupported)?;
+        let elements = el::elements_for(&owner, ip, ports).map_err(NetError::Ipv6Unsupported)?;
         let mut nft = self.nft();
         for lease in self.ipam.leases() {
             if lease.name == name && &lease.id == id {
@@ -276,12 +277,14 @@ impl Network {
             .unwrap_or_default();
         self.ipam.set_ports(name, id, ports)?;
         let mut batch = Vec::new();
-        if previous.iter().any(|p| !ports.contains(p)) {
+        let wanted: std::collections::BTreeSet<&PortMapping> = ports.iter().collect();
+        if previous.iter().any(|p| !wanted.contains(p)) {
+            let keep: std::collections::BTreeSet<&PortElement> = elements.iter().collect();
             let stale =
-                self.present_elements(&mut nft, |e| e.owner == owner && !elements.contains(e))?;
-            batch.extend(rs::delete_elements(self.table(), &stale));
+                self.present_elements(&mut nft, |e| e.owner == owner && !keep.contains(e))?;
+            batch.extend(el::delete_elements(self.table(), &stale));
         }
-        batch.extend(rs::add_elements(self.table(), &elements));
+        batch.extend(el::add_elements(self.table(), &elements));
         let applied = nft.apply(&batch);
         if applied.is_err() {
             // Nothing changed in the kernel: the lease must not claim it did (a repair would
@@ -305,11 +308,15 @@ impl Network {
                     })?
                     .into_iter()
                     .next();
-                let port = holder.as_ref().map(|h| h.key_tuple());
+                let (_, protocol, port) = holder
+                    .as_ref()
+                    .map(|h| h.key_tuple())
+                    .or_else(|| elements.first().map(|e| e.key_tuple()))
+                    .unwrap_or((None, Protocol::Tcp, 0));
                 Err(NetError::PortTaken {
                     name: name.to_string(),
-                    port: port.map(|k| k.2).unwrap_or(0),
-                    protocol: port.map(|k| k.1).unwrap_or(Protocol::Tcp),
+                    port,
+                    protocol,
                     holder: holder
                         .map(|h| h.owner)
                         .filter(|o| !o.is_empty())
@@ -328,7 +335,7 @@ impl Network {
         let recorded = match self.ipam.lease_of(name, id) {
             Some(lease) => {
                 self.ipam.set_ports(name, id, &[])?;
-                rs::elements_for(&owner, lease.ip, &lease.ports).unwrap_or_default()
+                el::elements_for(&owner, lease.ip, &lease.ports).unwrap_or_default()
             }
             None => Vec::new(),
         };
@@ -336,13 +343,13 @@ impl Network {
         // never added before a crash), delete what is really there instead.
         if !recorded.is_empty()
             && nft
-                .apply(&rs::delete_elements(self.table(), &recorded))
+                .apply(&el::delete_elements(self.table(), &recorded))
                 .is_ok()
         {
             return Ok(());
         }
         let present = self.present_elements(&mut nft, |e| e.owner == owner)?;
-        nft.apply(&rs::delete_elements(self.table(), &present))
+        nft.apply(&el::delete_elements(self.table(), &present))
             .map_err(|e| self.nft_err("unpublish ports", e))
     }
 
@@ -436,16 +443,7 @@ impl Network {
     /// Removes berth's table and the bridge (uninstall, tests). Containers must be gone first.
     pub fn remove_host(&self) -> Result<(), TeardownErrors> {
         let mut errors = Vec::new();
-        let batch = [ruleset::Msg {
-            body: netlink_packet_netfilter::nftables::NfTablesMessage::DeleteTable(
-                netlink_packet_netfilter::nftables::TableMessage {
-                    attributes: vec![netlink_packet_netfilter::nftables::TableAttribute::Name(
-                        self.table().to_string(),
-                    )],
-                },
-            ),
-            flags: 0,
-        }];
+        let batch = self.ruleset.delete();
         match self.nft().apply(&batch) {
             Err(e) if nft::socket::errno(&e) != Some(libc::ENOENT) => {
                 errors.push(self.nft_err("delete table", e))

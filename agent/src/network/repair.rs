@@ -8,7 +8,7 @@ use berth_spec::model::PortMapping;
 
 use super::error::{NetError, TeardownErrors};
 use super::leases::Lease;
-use super::nft::elements::{self as rs, PortElement};
+use super::nft::elements::{self as el, PortElement};
 use super::{Network, netns};
 use crate::names::{IncarnationId, Names};
 
@@ -162,8 +162,8 @@ impl Network {
         if stale.is_empty() && missing.is_empty() {
             return Ok(false);
         }
-        let mut batch = rs::delete_elements(self.table(), &stale);
-        batch.extend(rs::add_elements(self.table(), &missing));
+        let mut batch = el::delete_elements(self.table(), &stale);
+        batch.extend(el::add_elements(self.table(), &missing));
         nft.apply(&batch)
             .map_err(|e| self.nft_err("sync elements", e))?;
         Ok(true)
@@ -181,7 +181,7 @@ impl Network {
             .leases()
             .iter()
             .flat_map(|l| {
-                rs::elements_for(&Names::container_key(&l.name, &l.id), l.ip, &l.ports)
+                el::elements_for(&Names::container_key(&l.name, &l.id), l.ip, &l.ports)
                     .unwrap_or_default()
             })
             .collect()
@@ -236,7 +236,7 @@ impl Network {
         if !orphans.is_empty()
             && let Err(e) = self
                 .nft()
-                .apply(&rs::delete_elements(self.table(), &orphans))
+                .apply(&el::delete_elements(self.table(), &orphans))
         {
             errors.push(self.nft_err("delete orphaned elements", e));
         }
@@ -283,7 +283,7 @@ impl Network {
                 ExpectedMode::Isolated => self.attach_none(&e.name, &e.id).map(drop),
                 ExpectedMode::Bridge { ip, ports } => {
                     let owner = Names::container_key(&e.name, &e.id);
-                    match rs::elements_for(&owner, *ip, ports) {
+                    match el::elements_for(&owner, *ip, ports) {
                         Ok(els) => desired.extend(els),
                         Err(why) => errors.push(NetError::Ipv6Unsupported(why)),
                     }

@@ -185,6 +185,16 @@ impl Ruleset {
         batch
     }
 
+    /// Deletes the whole table (uninstall); ENOENT if it is not there.
+    pub fn delete(&self) -> Vec<Msg> {
+        vec![Msg {
+            body: NfTablesMessage::DeleteTable(TableMessage {
+                attributes: vec![TableAttribute::Name(self.table.clone())],
+            }),
+            flags: 0,
+        }]
+    }
+
     fn new_table_msg(&self) -> Msg {
         Msg {
             body: NfTablesMessage::NewTable(TableMessage {
