@@ -60,7 +60,15 @@ impl Network {
     /// `network = "none"`: a netns with only lo, up. Returns its path.
     pub fn attach_none(&self, name: &str, id: &IncarnationId) -> Result<PathBuf, NetError> {
         let path = self.layout.netns(name, id);
-        netns::create(&path, lo_up).map_err(|e| NetError::io("create netns", &path, e))?;
+        let created =
+            netns::create(&path, lo_up).map_err(|e| NetError::io("create netns", &path, e))?;
+        if !created {
+            // It existed: a crash may have come between its mount and bringing lo up.
+            let ns = File::open(&path).map_err(|e| NetError::io("open netns", &path, e))?;
+            netns::in_netns(&ns, lo_up)
+                .and_then(|r| r)
+                .map_err(|e| NetError::netlink("set lo up in", path.display().to_string(), e))?;
+        }
         Ok(path)
     }
 

@@ -118,25 +118,27 @@ impl Network {
                 None,
             )
             .map_err(|e| self.nft_err("list rules", e))?;
-        let have: Vec<(String, String)> = rules
-            .into_iter()
-            .map(|r| (r.chain, r.comment.unwrap_or_default()))
-            .collect();
-        let want: Vec<(String, String)> = self
-            .ruleset
-            .expected_rules()
-            .into_iter()
-            .map(|(c, m)| (c.to_string(), m.to_string()))
-            .collect();
-        let mut have_sorted = have.clone();
-        have_sorted.sort();
-        let mut want_sorted = want.clone();
-        want_sorted.sort();
-        if have_sorted != want_sorted {
+        // Per chain, the fixed rules in order (the order of the chains in a dump may vary).
+        let mut have: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for r in rules {
+            have.entry(r.chain)
+                .or_default()
+                .push(r.comment.unwrap_or_default());
+        }
+        let mut want: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for (chain, comment) in self.ruleset.expected_rules() {
+            want.entry(chain.to_string())
+                .or_default()
+                .push(comment.to_string());
+        }
+        if have != want {
+            let total: usize = want.values().map(Vec::len).sum();
+            let intact: usize = want
+                .iter()
+                .map(|(c, w)| have.get(c).filter(|h| *h == w).map_or(0, |_| w.len()))
+                .sum();
             return Ok(TableState::Stale(format!(
-                "{} of {} fixed rules present",
-                have.iter().filter(|r| want.contains(r)).count(),
-                want.len()
+                "{intact} of {total} fixed rules in place"
             )));
         }
         Ok(TableState::Intact)
