@@ -9,7 +9,7 @@
 //! - [`ipam`] (pure) and [`leases`] (on disk): which address a container gets.
 //! - [`files`]: /etc/hosts, /etc/resolv.conf, /etc/hostname for the container.
 //! - [`nft`]: the table, its batches, the drift watcher, the forward-chain check.
-//! - [`rtnl`], [`nl`], [`netns`], [`sysctl`]: the kernel edges.
+//! - [`rtnl`], `nl`, [`netns`], [`sysctl`]: the kernel edges.
 //!
 //! # Kernel objects (all named in [`crate::names`])
 //! | object | name | removed by |

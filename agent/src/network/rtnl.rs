@@ -3,7 +3,7 @@
 //! Why not the rtnetlink crate: it is async (one tokio reactor per netns thread, and its
 //! namespace helper forks), while every namespace-bound step here runs on a short-lived OS thread
 //! (see [`super::netns`]). The message types come from netlink-packet-route, the same split
-//! netavark made for speed and size; only the request/ack loop ([`super::nl`]) is ours.
+//! netavark made for speed and size; only the request/ack loop (`network::nl`) is ours.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
