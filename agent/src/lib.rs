@@ -6,6 +6,7 @@
 //! - [`fsutil`]: crash-safe writes.
 //! - [`image`]: what the runtime needs to know about a pulled image.
 //! - [`source`]: reading the spec directory.
+//! - [`network`]: bridge, veth, IPAM, name files, published ports and NAT, through netlink.
 
 pub mod api;
 pub mod cli;
@@ -19,6 +20,7 @@ pub mod layout;
 pub mod logging;
 pub mod metrics;
 pub mod names;
+pub mod network;
 pub mod reconcile;
 pub mod source;
 pub mod status;

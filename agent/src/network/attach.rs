@@ -1,0 +1,268 @@
+//! One container's wiring: its netns, the veth pair into it, its address and default route;
+//! and taking all of that down again.
+
+use std::fs::File;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use super::error::{NetError, TeardownErrors};
+use super::rtnl::{Link, LinkChange, Rtnl, VethSpec};
+use super::{Network, netns};
+use crate::names::IncarnationId;
+
+/// The container's side of its network, for the runtime: the netns to join, and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub netns: PathBuf,
+    pub ip: IpAddr,
+    pub gateway: IpAddr,
+    pub prefix_len: u8,
+    pub mtu: u32,
+}
+
+/// The container end of every veth.
+pub const CONTAINER_IFNAME: &str = "eth0";
+
+impl Network {
+    /// Gives `name`/`id` its network on the bridge: a lease first (durable before anything uses
+    /// it), then the netns at `layout.netns(name, id)` with lo up, a veth pair whose container
+    /// end is born inside it as `eth0`, the address, the default route via the gateway, and the
+    /// bridge's MTU. Idempotent: missing pieces are made, present ones kept. If this call leased
+    /// a new address and then fails, it undoes what it made.
+    pub fn attach(
+        &self,
+        name: &str,
+        id: &IncarnationId,
+        static_ip: Option<IpAddr>,
+    ) -> Result<Attachment, NetError> {
+        let bridge = self.bridge_link()?;
+        let had_lease = self.ipam.lease_of(name, id).is_some();
+        let lease = self.ipam.allocate(name, id, static_ip)?;
+        let IpAddr::V4(ip) = lease.ip else {
+            return Err(NetError::Ipv6Unsupported(format!(
+                "address {} of container {name}",
+                lease.ip
+            )));
+        };
+        match self.wire(name, id, &bridge, ip) {
+            Ok(a) => Ok(a),
+            Err(e) => {
+                if !had_lease {
+                    // Best effort: what is left is an orphan the next sweep removes.
+                    let _ = self.detach(name, id);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// `network = "none"`: a netns with only lo, up. Returns its path.
+    pub fn attach_none(&self, name: &str, id: &IncarnationId) -> Result<PathBuf, NetError> {
+        let path = self.layout.netns(name, id);
+        let created =
+            netns::create(&path, lo_up).map_err(|e| NetError::io("create netns", &path, e))?;
+        if !created {
+            // It existed: a crash may have come between its mount and bringing lo up.
+            let ns = File::open(&path).map_err(|e| NetError::io("open netns", &path, e))?;
+            netns::in_netns(&ns, lo_up)
+                .and_then(|r| r)
+                .map_err(|e| NetError::netlink("set lo up in", path.display().to_string(), e))?;
+        }
+        Ok(path)
+    }
+
+    pub(super) fn bridge_link(&self) -> Result<Link, NetError> {
+        self.rtnl()
+            .link(&self.bridge)
+            .map_err(|e| NetError::netlink("get", &self.bridge, e))?
+            .ok_or_else(|| {
+                NetError::Config(format!(
+                    "bridge {} does not exist (ensure_host makes it)",
+                    self.bridge
+                ))
+            })
+    }
+
+    /// Everything after the lease; each step idempotent.
+    pub(super) fn wire(
+        &self,
+        name: &str,
+        id: &IncarnationId,
+        bridge: &Link,
+        ip: Ipv4Addr,
+    ) -> Result<Attachment, NetError> {
+        let path = self.layout.netns(name, id);
+        netns::create(&path, lo_up).map_err(|e| NetError::io("create netns", &path, e))?;
+        let ns = File::open(&path).map_err(|e| NetError::io("open netns", &path, e))?;
+        let mtu = bridge.mtu.unwrap_or(super::DEFAULT_MTU);
+        let gateway = self.subnet.gateway();
+        let prefix_len = self.subnet.prefix_len();
+        // Two rounds at most: a host end whose peer is not in this netns is made again.
+        for _ in 0..2 {
+            self.ensure_host_end(name, id, bridge, &ns, ip, mtu)?;
+            let inside = netns::in_netns(&ns, || configure_inside(ip, prefix_len, gateway, mtu))
+                .and_then(|r| r)
+                .map_err(|e| {
+                    NetError::netlink("configure eth0 in", path.display().to_string(), e)
+                })?;
+            if inside {
+                return Ok(Attachment {
+                    netns: path,
+                    ip: IpAddr::V4(ip),
+                    gateway: IpAddr::V4(gateway),
+                    prefix_len,
+                    mtu,
+                });
+            }
+            let veth = self.names.veth(id);
+            self.rtnl()
+                .delete_link(&veth)
+                .map_err(|e| NetError::netlink("delete", &veth, e))?;
+        }
+        Err(NetError::netlink(
+            "create veth into",
+            path.display().to_string(),
+            io::Error::other("eth0 did not appear in the container's netns"),
+        ))
+    }
+
+    /// The host end: made with its peer inside `ns` if missing, else put back on the bridge, up,
+    /// with its alias.
+    fn ensure_host_end(
+        &self,
+        name: &str,
+        id: &IncarnationId,
+        bridge: &Link,
+        ns: &File,
+        ip: Ipv4Addr,
+        mtu: u32,
+    ) -> Result<(), NetError> {
+        use std::os::fd::AsFd;
+        let veth = self.names.veth(id);
+        let alias = self.names.link_alias(name, id);
+        let mut rt = self.rtnl();
+        match rt
+            .link(&veth)
+            .map_err(|e| NetError::netlink("get", &veth, e))?
+        {
+            Some(link) => {
+                if let Some(other) = link.alias.as_deref().filter(|a| *a != alias) {
+                    return Err(NetError::Config(format!(
+                        "link {veth} belongs to {other:?}, not to container {name}"
+                    )));
+                }
+                if link.master != Some(bridge.index) || !link.up {
+                    rt.set_link(
+                        link.index,
+                        &LinkChange {
+                            mtu: Some(mtu),
+                            master: Some(bridge.index),
+                            alias: Some(&alias),
+                        },
+                    )
+                    .map_err(|e| NetError::netlink("repair", &veth, e))?;
+                }
+                if link.alias.is_none() || link.hairpin != Some(true) {
+                    rt.configure_port(&veth, &alias)
+                        .map_err(|e| NetError::netlink("configure port", &veth, e))?;
+                }
+                Ok(())
+            }
+            None => rt
+                .create_veth(&VethSpec {
+                    name: &veth,
+                    alias: &alias,
+                    master: bridge.index,
+                    mtu,
+                    peer_name: super::attach::CONTAINER_IFNAME,
+                    peer_mac: mac_for(ip),
+                    peer_netns: ns.as_fd(),
+                })
+                .map_err(|e| match e.raw_os_error() {
+                    Some(libc::EXFULL) => NetError::BridgeFull {
+                        bridge: self.bridge.clone(),
+                        name: name.to_string(),
+                    },
+                    _ => NetError::netlink("create veth", &veth, e),
+                }),
+        }
+    }
+
+    /// Takes a container's network down: its published ports, veth, netns and lease, in that
+    /// order (the address is released last, once nothing uses it). Keeps going past failures and
+    /// returns them all; whatever is already gone counts as done.
+    pub fn detach(&self, name: &str, id: &IncarnationId) -> Result<(), TeardownErrors> {
+        let mut errors = Vec::new();
+        if let Err(e) = self.unpublish(name, id) {
+            errors.push(e);
+        }
+        if let Err(e) = self.delete_veth(name, id) {
+            errors.push(e);
+        }
+        let path = self.layout.netns(name, id);
+        if let Err(e) = netns::remove(&path) {
+            errors.push(NetError::io("remove netns", &path, e));
+        }
+        if let Err(e) = self.ipam.release(name, id) {
+            errors.push(e);
+        }
+        TeardownErrors(errors).into_result()
+    }
+
+    /// Deletes the host end of a container's veth (which takes the peer with it), unless the
+    /// link's alias says it is someone else's.
+    pub(super) fn delete_veth(&self, name: &str, id: &IncarnationId) -> Result<(), NetError> {
+        let veth = self.names.veth(id);
+        let alias = self.names.link_alias(name, id);
+        let mut rt = self.rtnl();
+        match rt
+            .link(&veth)
+            .map_err(|e| NetError::netlink("get", &veth, e))?
+        {
+            Some(link) if link.alias.as_deref().is_none_or(|a| a == alias) => {
+                rt.delete_link(&veth)
+                    .map_err(|e| NetError::netlink("delete", &veth, e))?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Brings lo up in the calling thread's netns.
+pub(super) fn lo_up() -> io::Result<()> {
+    let mut rt = Rtnl::open()?;
+    let lo = rt
+        .link("lo")?
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))?;
+    rt.set_up(lo.index, None)
+}
+
+/// Inside the container's netns: lo and eth0 up, the address, the default route. Returns false
+/// when eth0 is missing (its host end must be made again).
+fn configure_inside(ip: Ipv4Addr, prefix_len: u8, gateway: Ipv4Addr, mtu: u32) -> io::Result<bool> {
+    let mut rt = Rtnl::open()?;
+    let Some(eth0) = rt.link(CONTAINER_IFNAME)? else {
+        return Ok(false);
+    };
+    if let Some(lo) = rt.link("lo")?
+        && !lo.up
+    {
+        rt.set_up(lo.index, None)?;
+    }
+    rt.add_address(eth0.index, ip, prefix_len)?;
+    if !eth0.up || eth0.mtu != Some(mtu) {
+        rt.set_up(eth0.index, Some(mtu))?;
+    }
+    rt.add_default_route(gateway, eth0.index)?;
+    Ok(true)
+}
+
+/// The container end's MAC, derived from its address (as Docker does): a recreated container
+/// that gets its address back is reachable at once, without waiting for neighbour caches that
+/// still hold the old incarnation's MAC to expire.
+pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x62, o[0], o[1], o[2], o[3]]
+}

@@ -1,0 +1,536 @@
+//! Container networking: a bridge, a netns and veth per container, IPAM, name files, and
+//! published ports and NAT in berth's own nftables table, all programmed through netlink.
+//!
+//! # Layout
+//! - [`Network`]: the API the reconciler calls. Every operation is idempotent (re-running it
+//!   after a crash at any point is fine) and blocking: call it from `spawn_blocking`. Namespace
+//!   switches happen on dedicated threads ([`netns`]); the netlink sockets opened by
+//!   [`Network::new`] stay in the host's netns whichever thread uses them.
+//! - [`ipam`] (pure) and [`leases`] (on disk): which address a container gets.
+//! - [`files`]: /etc/hosts, /etc/resolv.conf, /etc/hostname for the container.
+//! - [`nft`]: the table, its batches, the drift watcher, the forward-chain check.
+//! - [`rtnl`], `nl`, [`netns`], [`sysctl`]: the kernel edges.
+//!
+//! # Kernel objects (all named in [`crate::names`])
+//! | object | name | removed by |
+//! |---|---|---|
+//! | bridge | config `network.bridge`, gateway = first host of `network.subnet` | [`Network::remove_host`] |
+//! | netns | `<run_dir>/netns/<name>-<id>` | [`Network::detach`] |
+//! | veth | `bth<tag><id8>` on the bridge, alias `berth:<instance>:<name>:<id>`; `eth0` inside | [`Network::detach`] |
+//! | lease | `<state_dir>/network/leases/<ip>` (symlink to `<id>:<name>`) | [`Network::detach`] |
+//! | nft elements | in `inet <instance>` maps, comment `<name>-<id>` | [`Network::unpublish`] |
+
+mod attach;
+pub mod error;
+pub mod files;
+pub mod ipam;
+pub mod leases;
+pub mod netns;
+pub mod nft;
+pub(crate) mod nl;
+mod repair;
+pub mod rtnl;
+pub mod sysctl;
+
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+
+use berth_spec::config::NetworkConfig;
+use berth_spec::model::{PortMapping, Protocol};
+
+pub use attach::Attachment;
+pub use error::{NetError, TeardownErrors};
+pub use files::HostEntry;
+pub use ipam::Subnet;
+pub use leases::{Ipam, Lease};
+pub use nft::elements::PortElement;
+pub use nft::watch::{Drift, Watcher};
+pub use repair::{ExpectedMode, ExpectedNet, NetObserved, OwnedLink, TableState};
+
+use crate::layout::Layout;
+use crate::names::{IncarnationId, Names};
+use nft::elements as el;
+use nft::ruleset::{self, Ruleset};
+use nft::socket::NftSocket;
+use rtnl::Rtnl;
+
+/// MTU of a bridge berth creates (an existing bridge keeps its own, and veths follow it).
+pub const DEFAULT_MTU: u32 = 1500;
+
+/// A Linux bridge takes at most this many ports (`BR_MAX_PORTS` is 1024 and port number 0 is
+/// reserved), so at most this many containers per bridge; the next attach fails with
+/// [`NetError::BridgeFull`].
+pub const MAX_BRIDGE_PORTS: usize = 1023;
+
+/// One instance's container network.
+pub struct Network {
+    names: Names,
+    layout: Layout,
+    bridge: String,
+    subnet: Subnet,
+    ruleset: Ruleset,
+    host_ns: File,
+    rtnl: Mutex<Rtnl>,
+    /// Also serialises every change to the table together with the lease records behind it.
+    nft: Mutex<NftSocket>,
+    ipam: Ipam,
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network")
+            .field("instance", &self.names.instance())
+            .field("bridge", &self.bridge)
+            .field("subnet", &self.subnet)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Network {
+    /// Validates the config and opens berth's netlink sockets in the calling thread's network
+    /// namespace, which becomes "the host" for everything this value does. Changes nothing in the
+    /// kernel (it creates the lease directories).
+    pub fn new(names: Names, config: &NetworkConfig, layout: &Layout) -> Result<Network, NetError> {
+        validate_bridge_name(&config.bridge)?;
+        let subnet = Subnet::parse(&config.subnet).map_err(NetError::Config)?;
+        let host_ns =
+            netns::current().map_err(|e| NetError::io("open", "/proc/thread-self/ns/net", e))?;
+        let rtnl = Rtnl::open().map_err(|e| NetError::netlink("open", "rtnetlink socket", e))?;
+        let table = names.nft_table().to_string();
+        let nft = NftSocket::open().map_err(|e| NetError::Nft {
+            op: "open socket",
+            table: table.clone(),
+            source: e,
+        })?;
+        let ipam = Ipam::open(&layout.network_dir(), subnet)?;
+        Ok(Network {
+            ruleset: Ruleset {
+                table,
+                bridge: config.bridge.clone(),
+                subnet,
+            },
+            names,
+            layout: layout.clone(),
+            bridge: config.bridge.clone(),
+            subnet,
+            host_ns,
+            rtnl: Mutex::new(rtnl),
+            nft: Mutex::new(nft),
+            ipam,
+        })
+    }
+
+    pub fn bridge(&self) -> &str {
+        &self.bridge
+    }
+
+    pub fn subnet(&self) -> &Subnet {
+        &self.subnet
+    }
+
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.subnet.gateway()
+    }
+
+    pub fn table(&self) -> &str {
+        &self.ruleset.table
+    }
+
+    pub fn ipam(&self) -> &Ipam {
+        &self.ipam
+    }
+
+    fn rtnl(&self) -> MutexGuard<'_, Rtnl> {
+        self.rtnl.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn nft(&self) -> MutexGuard<'_, NftSocket> {
+        self.nft.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn nft_err(&self, op: &'static str, source: std::io::Error) -> NetError {
+        NetError::Nft {
+            op,
+            table: self.ruleset.table.clone(),
+            source,
+        }
+    }
+
+    /// Makes the host side ready: the bridge up with its gateway address, forwarding and
+    /// route_localnet on (see [`sysctl::bridge_settings`]: `ip_forward` is host-wide), and
+    /// berth's table with the ports recorded in the leases. Idempotent; call at start.
+    pub fn ensure_host(&self) -> Result<(), NetError> {
+        let existing = self
+            .rtnl()
+            .link(&self.bridge)
+            .map_err(|e| NetError::netlink("get", &self.bridge, e))?;
+        self.check_subnet_is_free(existing.map(|l| l.index))?;
+        self.ensure_bridge()?;
+        let settings = sysctl::bridge_settings(&self.bridge);
+        netns::in_netns(&self.host_ns, || sysctl::apply(&settings))
+            .and_then(|r| r)
+            .map_err(|e| NetError::io("write", "/proc/sys/net/ipv4", e))?;
+        self.repair_rules()?;
+        Ok(())
+    }
+
+    fn ensure_bridge(&self) -> Result<rtnl::Link, NetError> {
+        let mut rt = self.rtnl();
+        let link = match rt
+            .link(&self.bridge)
+            .map_err(|e| NetError::netlink("get", &self.bridge, e))?
+        {
+            Some(l) => l,
+            None => {
+                match rt.create_bridge(&self.bridge, DEFAULT_MTU, random_mac()) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(e) => return Err(NetError::netlink("create bridge", &self.bridge, e)),
+                }
+                rt.link(&self.bridge)
+                    .map_err(|e| NetError::netlink("get", &self.bridge, e))?
+                    .ok_or_else(|| {
+                        NetError::netlink(
+                            "get",
+                            &self.bridge,
+                            std::io::Error::from_raw_os_error(libc::ENODEV),
+                        )
+                    })?
+            }
+        };
+        if link.kind.as_deref() != Some("bridge") {
+            return Err(NetError::Config(format!(
+                "link {} exists and is not a bridge ({}); choose another network.bridge",
+                self.bridge,
+                link.kind.as_deref().unwrap_or("unknown kind")
+            )));
+        }
+        rt.set_up(link.index, None)
+            .map_err(|e| NetError::netlink("set up", &self.bridge, e))?;
+        rt.add_address(link.index, self.subnet.gateway(), self.subnet.prefix_len())
+            .map_err(|e| NetError::netlink("add address", &self.bridge, e))?;
+        Ok(link)
+    }
+
+    /// Refuses a subnet that holds another interface's network: berth's route would shadow it.
+    /// A broader network around it (a 10.0.0.0/8 LAN) is fine: the more specific route wins.
+    fn check_subnet_is_free(&self, bridge_index: Option<u32>) -> Result<(), NetError> {
+        let mut rt = self.rtnl();
+        let addrs = rt
+            .addresses(None)
+            .map_err(|e| NetError::netlink("list", "addresses", e))?;
+        for (index, ip, len) in addrs {
+            let IpAddr::V4(v4) = ip else { continue };
+            if Some(index) != bridge_index
+                && len >= self.subnet.prefix_len()
+                && ipam::prefixes_overlap(v4, len, &self.subnet)
+            {
+                let link = rt
+                    .links()
+                    .ok()
+                    .and_then(|ls| ls.into_iter().find(|l| l.index == index))
+                    .map(|l| l.name)
+                    .unwrap_or_else(|| format!("link {index}"));
+                return Err(NetError::Config(format!(
+                    "subnet {} overlaps address {ip}/{len} on {link}; choose another network.subnet",
+                    self.subnet
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes a container's ports: records them in its lease, then adds its map elements in
+    /// one batch. Another container's port is refused, naming it.
+    pub fn publish(
+        &self,
+        name: &str,
+        id: &IncarnationId,
+        ip: IpAddr,
+        ports: &[PortMapping],
+    ) -> Result<(), NetError> {
+        let owner = Names::container_key(name, id);
+        let elements = el::elements_for(&owner, ip, ports).map_err(NetError::Ipv6Unsupported)?;
+        let mut nft = self.nft();
+        for lease in self.ipam.leases() {
+            if lease.name == name && &lease.id == id {
+                continue;
+            }
+            for p in &lease.ports {
+                if let Some(mine) = ports.iter().find(|m| clashes(m, p)) {
+                    return Err(NetError::PortTaken {
+                        name: name.to_string(),
+                        port: mine.host,
+                        protocol: mine.protocol,
+                        holder: lease.name.clone(),
+                    });
+                }
+            }
+        }
+        let previous = self
+            .ipam
+            .lease_of(name, id)
+            .map(|l| l.ports)
+            .unwrap_or_default();
+        self.ipam.set_ports(name, id, ports)?;
+        let mut batch = Vec::new();
+        let wanted: std::collections::BTreeSet<&PortMapping> = ports.iter().collect();
+        if previous.iter().any(|p| !wanted.contains(p)) {
+            let keep: std::collections::BTreeSet<&PortElement> = elements.iter().collect();
+            let stale =
+                self.present_elements(&mut nft, |e| e.owner == owner && !keep.contains(e))?;
+            batch.extend(el::delete_elements(self.table(), &stale));
+        }
+        batch.extend(el::add_elements(self.table(), &elements));
+        let applied = nft.apply(&batch);
+        if applied.is_err() {
+            // Nothing changed in the kernel: the lease must not claim it did (a repair would
+            // keep trying to add the refused ports).
+            let _ = self.ipam.set_ports(name, id, &previous);
+        }
+        match applied {
+            Ok(()) => Ok(()),
+            Err(e)
+                if matches!(
+                    nft::socket::errno(&e),
+                    Some(libc::EEXIST) | Some(libc::EBUSY)
+                ) =>
+            {
+                // A key held by an element no lease explains (made by hand, or left by a crash):
+                // name its owner from the table.
+                let keys: Vec<_> = elements.iter().map(|e| e.key_tuple()).collect();
+                let holder = self
+                    .present_elements(&mut nft, |p| {
+                        p.owner != owner && keys.contains(&p.key_tuple())
+                    })?
+                    .into_iter()
+                    .next();
+                let (_, protocol, port) = holder
+                    .as_ref()
+                    .map(|h| h.key_tuple())
+                    .or_else(|| elements.first().map(|e| e.key_tuple()))
+                    .unwrap_or((None, Protocol::Tcp, 0));
+                Err(NetError::PortTaken {
+                    name: name.to_string(),
+                    port,
+                    protocol,
+                    holder: holder
+                        .map(|h| h.owner)
+                        .filter(|o| !o.is_empty())
+                        .unwrap_or_else(|| "an element without owner".into()),
+                })
+            }
+            Err(e) => Err(self.nft_err("publish ports", e)),
+        }
+    }
+
+    /// Removes a container's published ports (it keeps its address while stopped). Records the
+    /// change in the lease first, so that a crash in between never brings the ports back.
+    pub fn unpublish(&self, name: &str, id: &IncarnationId) -> Result<(), NetError> {
+        let owner = Names::container_key(name, id);
+        let mut nft = self.nft();
+        let recorded = match self.ipam.lease_of(name, id) {
+            Some(lease) => {
+                self.ipam.set_ports(name, id, &[])?;
+                el::elements_for(&owner, lease.ip, &lease.ports).unwrap_or_default()
+            }
+            None => Vec::new(),
+        };
+        // Fast path: delete what the lease recorded; if any is missing (deleted by hand, or
+        // never added before a crash), delete what is really there instead.
+        if !recorded.is_empty()
+            && nft
+                .apply(&el::delete_elements(self.table(), &recorded))
+                .is_ok()
+        {
+            return Ok(());
+        }
+        let present = self.present_elements(&mut nft, |e| e.owner == owner)?;
+        nft.apply(&el::delete_elements(self.table(), &present))
+            .map_err(|e| self.nft_err("unpublish ports", e))
+    }
+
+    /// The elements in berth's maps that `keep` selects; a missing table has none.
+    fn present_elements(
+        &self,
+        nft: &mut NftSocket,
+        keep: impl Fn(&PortElement) -> bool,
+    ) -> Result<Vec<PortElement>, NetError> {
+        let mut out = Vec::new();
+        for map in [ruleset::MAP_IP4, ruleset::MAP_ANY4] {
+            match nft.elements(self.table(), map) {
+                Ok(elements) => out.extend(elements.into_iter().filter(|e| keep(e))),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(self.nft_err("list elements", e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every container with an address on the bridge, for the hosts files.
+    pub fn peers(&self) -> Vec<HostEntry> {
+        self.ipam
+            .leases()
+            .into_iter()
+            .map(|l| HostEntry {
+                name: l.name,
+                ip: l.ip,
+            })
+            .collect()
+    }
+
+    /// A socket bound to a published host port in the host's netns, for the container's shim
+    /// to hold while it runs: no other process can take the port, and a port already taken is
+    /// reported here (EADDRINUSE), not lost silently.
+    pub fn reserve_port(&self, port: &PortMapping) -> Result<OwnedFd, NetError> {
+        let addr = SocketAddr::new(
+            port.host_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            port.host,
+        );
+        let kind = match port.protocol {
+            Protocol::Tcp => rustix::net::SocketType::STREAM,
+            Protocol::Udp => rustix::net::SocketType::DGRAM,
+        };
+        let family = if addr.is_ipv4() {
+            rustix::net::AddressFamily::INET
+        } else {
+            rustix::net::AddressFamily::INET6
+        };
+        netns::in_netns(&self.host_ns, || -> std::io::Result<OwnedFd> {
+            let fd =
+                rustix::net::socket_with(family, kind, rustix::net::SocketFlags::CLOEXEC, None)?;
+            rustix::net::bind(&fd, &addr)?;
+            Ok(fd)
+        })
+        .and_then(|r| r)
+        .map_err(|e| {
+            NetError::io(
+                "reserve host port",
+                PathBuf::from(format!("{}/{addr}", port.protocol.as_str())),
+                e,
+            )
+        })
+    }
+
+    /// Starts the drift watcher: `on_drift` runs (on the watcher's thread) whenever another
+    /// process deletes anything in berth's table. Hand it [`Network::repair_rules`] or a
+    /// message to the reconciler. Stops when the [`Watcher`] is dropped.
+    pub fn spawn_watcher(
+        &self,
+        on_drift: impl FnMut(Drift) + Send + 'static,
+    ) -> Result<Watcher, NetError> {
+        nft::watch::spawn(&self.host_ns, self.ruleset.table.clone(), on_drift)
+            .map_err(|e| self.nft_err("watch", e))
+    }
+
+    /// `Some(message with the one-line fix)` when another table's forward chain would drop the
+    /// bridge's traffic (firewalld, ufw, iptables `FORWARD` policy drop).
+    pub fn check_forward_blocked(&self) -> Result<Option<String>, NetError> {
+        let mut nft = self.nft();
+        let chains = nft.chains().map_err(|e| self.nft_err("list chains", e))?;
+        let found = nft::forward::blockers(self.table(), &self.bridge, &chains, |c| {
+            nft.rules(c.family, &c.table, Some(&c.name))
+                .unwrap_or_default()
+        });
+        Ok(found
+            .first()
+            .map(|b| nft::forward::message(&self.bridge, b)))
+    }
+
+    /// Removes berth's table and the bridge (uninstall, tests). Containers must be gone first.
+    pub fn remove_host(&self) -> Result<(), TeardownErrors> {
+        let mut errors = Vec::new();
+        let batch = self.ruleset.delete();
+        match self.nft().apply(&batch) {
+            Err(e) if nft::socket::errno(&e) != Some(libc::ENOENT) => {
+                errors.push(self.nft_err("delete table", e))
+            }
+            _ => {}
+        }
+        if let Err(e) = self.rtnl().delete_link(&self.bridge) {
+            errors.push(NetError::netlink("delete", &self.bridge, e));
+        }
+        TeardownErrors(errors).into_result()
+    }
+}
+
+/// Whether two published ports want the same host port: same protocol and port, and addresses
+/// that overlap (`None` is every address).
+fn clashes(a: &PortMapping, b: &PortMapping) -> bool {
+    a.protocol == b.protocol
+        && a.host == b.host
+        && (a.host_ip.is_none() || b.host_ip.is_none() || a.host_ip == b.host_ip)
+}
+
+fn validate_bridge_name(name: &str) -> Result<(), NetError> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(NetError::Config(format!(
+            "invalid network.bridge {name:?}: 1-15 characters of a-z, A-Z, 0-9, '-', '_', '.'"
+        )))
+    }
+}
+
+/// A random locally administered unicast MAC address.
+fn random_mac() -> [u8; 6] {
+    let mut mac = [0u8; 6];
+    getrandom::fill(&mut mac).expect("getrandom");
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    mac
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Network>();
+        shareable::<Watcher>();
+    }
+
+    #[test]
+    fn bridge_names() {
+        assert!(validate_bridge_name("berth0").is_ok());
+        assert!(validate_bridge_name("br-test.1").is_ok());
+        for bad in ["", "a/b", "sixteen-chars-xx", "..", "a b"] {
+            assert!(validate_bridge_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn port_clashes() {
+        let p = |ip: Option<&str>, port, protocol| PortMapping {
+            host_ip: ip.map(|s| s.parse().unwrap()),
+            host: port,
+            container: 80,
+            protocol,
+        };
+        assert!(clashes(
+            &p(None, 80, Protocol::Tcp),
+            &p(Some("127.0.0.1"), 80, Protocol::Tcp)
+        ));
+        assert!(!clashes(
+            &p(None, 80, Protocol::Tcp),
+            &p(None, 80, Protocol::Udp)
+        ));
+        assert!(!clashes(
+            &p(Some("127.0.0.1"), 80, Protocol::Tcp),
+            &p(Some("192.0.2.1"), 80, Protocol::Tcp)
+        ));
+        let mac = random_mac();
+        assert_eq!(mac[0] & 0x03, 0x02);
+    }
+}

@@ -1,0 +1,490 @@
+//! berth's nftables table, built as a value: fixed chains plus published ports as map elements.
+//!
+//! ```text
+//! table inet <instance> {
+//!   comment "berth ruleset v1 <hash of bridge and subnet>"
+//!   map pub4_ip  { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service }
+//!   map pub4_any { type inet_proto . inet_service : ipv4_addr . inet_service }
+//!   chain publish {
+//!     meta nfproto ipv4 dnat ip to ip daddr . meta l4proto . th dport map @pub4_ip
+//!     meta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map @pub4_any
+//!   }
+//!   chain prerouting { type nat hook prerouting priority dstnat
+//!     meta nfproto ipv4 ip daddr 127.0.0.0/8 return    # loopback is published to the host only
+//!     jump publish }
+//!   chain output { type nat hook output priority dstnat; jump publish }
+//!   chain postrouting { type nat hook postrouting priority srcnat
+//!     meta nfproto ipv4 ip saddr <subnet> oifname != <bridge> masquerade            # egress
+//!     meta nfproto ipv4 oifname <bridge> ct status dnat ip saddr <subnet> masquerade # hairpin
+//!     meta nfproto ipv4 oifname <bridge> ip saddr 127.0.0.0/8 masquerade }          # host's 127/8
+//!   chain input { type filter hook input priority filter
+//!     meta nfproto ipv4 iif != lo ip daddr 127.0.0.0/8 ct status & dnat == 0 counter drop }
+//! }
+//! ```
+//!
+//! Every element ([`super::elements`]) carries its container (`<name>-<id>`) as a comment, and every fixed rule a
+//! `berth:` comment, so a dump tells what is missing and whose each element is. The input rule is
+//! kube-proxy's guard from CVE-2020-8558: route_localnet on the bridge must not let a container
+//! (or a neighbour) reach services bound to the host's loopback.
+
+use std::net::Ipv4Addr;
+
+use netlink_packet_core::{NLM_F_APPEND, NLM_F_CREATE};
+use netlink_packet_netfilter::nftables::{
+    ChainAttribute, ChainMessage, Hook, HookNumber, InetHookNumber, MetaKey, NfTablesMessage,
+    Operator, RuleAttribute, RuleMessage, SetAttribute, SetFlags, SetMessage, TableAttribute,
+    TableFlags, TableMessage,
+};
+use sha2::Digest;
+
+use super::elements::{PortElement, add_elements};
+use super::expr::{self, Expr, NETWORK_HEADER, REG1, REG32_01, REG32_02, TRANSPORT_HEADER};
+use crate::network::ipam::Subnet;
+
+pub const CHAIN_PUBLISH: &str = "publish";
+pub const CHAIN_PREROUTING: &str = "prerouting";
+pub const CHAIN_OUTPUT: &str = "output";
+pub const CHAIN_POSTROUTING: &str = "postrouting";
+pub const CHAIN_INPUT: &str = "input";
+
+pub const MAP_IP4: &str = "pub4_ip";
+pub const MAP_ANY4: &str = "pub4_any";
+/// Reserved for IPv6 published ports (same shapes with ipv6_addr).
+pub const MAP_IP6: &str = "pub6_ip";
+pub const MAP_ANY6: &str = "pub6_any";
+
+/// Bump when the fixed part changes, so that a running table from an older berth is rebuilt.
+const RULESET_VERSION: u32 = 1;
+
+const NFT_DATATYPE_IPV4: u32 = 7;
+const NFT_DATATYPE_INET_PROTO: u32 = 12;
+const NFT_DATATYPE_INET_SERVICE: u32 = 13;
+const NFT_DATATYPE_BITS: u32 = 6;
+const NF_ACCEPT: u32 = 1;
+const PRIO_DSTNAT: i32 = -100;
+const PRIO_SRCNAT: i32 = 100;
+const PRIO_FILTER: i32 = 0;
+
+/// One message of a batch with its netlink flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Msg {
+    pub body: NfTablesMessage,
+    pub flags: u16,
+}
+
+/// The fixed part of the table: what it is built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ruleset {
+    pub table: String,
+    pub bridge: String,
+    pub subnet: Subnet,
+}
+
+impl Ruleset {
+    /// The table's comment, which says which fixed part it holds.
+    pub fn version_comment(&self) -> String {
+        let digest = sha2::Sha256::digest(
+            format!("{RULESET_VERSION}\n{}\n{}", self.bridge, self.subnet).as_bytes(),
+        );
+        format!(
+            "berth ruleset v{RULESET_VERSION} {}",
+            &hex::encode(digest)[..12]
+        )
+    }
+
+    /// Each fixed rule's chain and comment, in order.
+    pub fn expected_rules(&self) -> Vec<(&'static str, &'static str)> {
+        self.rules()
+            .into_iter()
+            .map(|r| (r.chain, r.comment))
+            .collect()
+    }
+
+    /// Replaces the whole table (repair only): add, delete and add again in one batch, so it
+    /// works whether or not the table exists, and is never seen half-built.
+    pub fn rebuild(&self, elements: &[PortElement]) -> Vec<Msg> {
+        let mut batch = vec![
+            self.new_table_msg(),
+            Msg {
+                body: NfTablesMessage::DeleteTable(TableMessage {
+                    attributes: vec![TableAttribute::Name(self.table.clone())],
+                }),
+                flags: 0,
+            },
+            self.new_table_msg(),
+        ];
+        // The kernel wants a batch-unique id on every new set, even when nothing refers to it.
+        for (set_id, name, key_type, key_len) in [
+            (
+                1,
+                MAP_IP4,
+                concat(&[
+                    NFT_DATATYPE_IPV4,
+                    NFT_DATATYPE_INET_PROTO,
+                    NFT_DATATYPE_INET_SERVICE,
+                ]),
+                12,
+            ),
+            (
+                2,
+                MAP_ANY4,
+                concat(&[NFT_DATATYPE_INET_PROTO, NFT_DATATYPE_INET_SERVICE]),
+                8,
+            ),
+        ] {
+            batch.push(Msg {
+                body: NfTablesMessage::NewSet(SetMessage {
+                    attributes: vec![
+                        SetAttribute::Table(self.table.clone()),
+                        SetAttribute::Name(name.to_string()),
+                        SetAttribute::Flags(SetFlags::Map),
+                        SetAttribute::KeyType(key_type),
+                        SetAttribute::KeyLen(key_len),
+                        SetAttribute::DataType(concat(&[
+                            NFT_DATATYPE_IPV4,
+                            NFT_DATATYPE_INET_SERVICE,
+                        ])),
+                        SetAttribute::DataLen(8),
+                        SetAttribute::Id(set_id),
+                    ],
+                }),
+                flags: NLM_F_CREATE,
+            });
+        }
+        batch.push(self.chain_msg(CHAIN_PUBLISH, None));
+        batch.push(self.chain_msg(
+            CHAIN_PREROUTING,
+            Some(("nat", InetHookNumber::PreRouting, PRIO_DSTNAT)),
+        ));
+        batch.push(self.chain_msg(
+            CHAIN_OUTPUT,
+            Some(("nat", InetHookNumber::LocalOut, PRIO_DSTNAT)),
+        ));
+        batch.push(self.chain_msg(
+            CHAIN_POSTROUTING,
+            Some(("nat", InetHookNumber::PostRouting, PRIO_SRCNAT)),
+        ));
+        batch.push(self.chain_msg(
+            CHAIN_INPUT,
+            Some(("filter", InetHookNumber::LocalIn, PRIO_FILTER)),
+        ));
+        for rule in self.rules() {
+            batch.push(Msg {
+                body: NfTablesMessage::NewRule(RuleMessage {
+                    attributes: vec![
+                        RuleAttribute::Table(self.table.clone()),
+                        RuleAttribute::Chain(rule.chain.to_string()),
+                        RuleAttribute::Expressions(rule.exprs),
+                        RuleAttribute::UserData(expr::comment(rule.comment)),
+                    ],
+                }),
+                flags: NLM_F_CREATE | NLM_F_APPEND,
+            });
+        }
+        batch.extend(add_elements(&self.table, elements));
+        batch
+    }
+
+    /// Deletes the whole table (uninstall); ENOENT if it is not there.
+    pub fn delete(&self) -> Vec<Msg> {
+        vec![Msg {
+            body: NfTablesMessage::DeleteTable(TableMessage {
+                attributes: vec![TableAttribute::Name(self.table.clone())],
+            }),
+            flags: 0,
+        }]
+    }
+
+    fn new_table_msg(&self) -> Msg {
+        Msg {
+            body: NfTablesMessage::NewTable(TableMessage {
+                attributes: vec![
+                    TableAttribute::Name(self.table.clone()),
+                    TableAttribute::Flags(TableFlags::empty()),
+                    TableAttribute::UserData(expr::comment(&self.version_comment())),
+                ],
+            }),
+            flags: NLM_F_CREATE,
+        }
+    }
+
+    fn chain_msg(&self, name: &str, base: Option<(&str, InetHookNumber, i32)>) -> Msg {
+        let mut attributes = vec![
+            ChainAttribute::Table(self.table.clone()),
+            ChainAttribute::Name(name.to_string()),
+        ];
+        if let Some((kind, hook, prio)) = base {
+            attributes.push(ChainAttribute::Hook(vec![
+                Hook::Number(HookNumber::Inet(hook)),
+                Hook::Priority(prio as u32),
+            ]));
+            attributes.push(ChainAttribute::Policy(NF_ACCEPT));
+            attributes.push(ChainAttribute::Type(kind.to_string()));
+        }
+        Msg {
+            body: NfTablesMessage::NewChain(ChainMessage { attributes }),
+            flags: NLM_F_CREATE,
+        }
+    }
+
+    fn rules(&self) -> Vec<Rule> {
+        let bridge = expr::ifname(&self.bridge);
+        let is_v4 = || {
+            vec![
+                expr::meta(MetaKey::Nfproto, REG1),
+                expr::cmp(Operator::Equal, REG1, &[expr::NFPROTO_IPV4]),
+            ]
+        };
+        let ip4_in = |offset: u32, net: Ipv4Addr, len: u8| {
+            let mask = (u32::MAX.checked_shl(32 - len as u32).unwrap_or(0)).to_be_bytes();
+            vec![
+                expr::payload(NETWORK_HEADER, offset, 4, REG1),
+                expr::bitwise(REG1, &mask, &[0; 4]),
+                expr::cmp(Operator::Equal, REG1, &net.octets()),
+            ]
+        };
+        const SADDR: u32 = 12;
+        const DADDR: u32 = 16;
+        let loopback = Ipv4Addr::new(127, 0, 0, 0);
+        let oif_is = |op: Operator| {
+            vec![
+                expr::meta(MetaKey::Oifname, REG1),
+                expr::cmp(op, REG1, &bridge),
+            ]
+        };
+        let ct_dnat = |op: Operator| {
+            vec![
+                expr::ct_status(REG1),
+                expr::bitwise(REG1, &expr::CT_STATUS_DNAT.to_ne_bytes(), &[0; 4]),
+                expr::cmp(op, REG1, &[0; 4]),
+            ]
+        };
+        let subnet = (self.subnet.network(), self.subnet.prefix_len());
+        let cat = |parts: Vec<Vec<Expr>>| parts.into_iter().flatten().collect::<Vec<_>>();
+
+        vec![
+            Rule {
+                chain: CHAIN_PUBLISH,
+                comment: "berth:publish-ip4",
+                exprs: cat(vec![
+                    is_v4(),
+                    vec![
+                        expr::payload(NETWORK_HEADER, DADDR, 4, REG1),
+                        expr::meta(MetaKey::L4Proto, REG32_01),
+                        expr::payload(TRANSPORT_HEADER, 2, 2, REG32_02),
+                        expr::lookup_map(MAP_IP4, REG1, REG1),
+                        expr::dnat(expr::NFPROTO_IPV4, REG1, REG32_01),
+                    ],
+                ]),
+            },
+            Rule {
+                chain: CHAIN_PUBLISH,
+                comment: "berth:publish-any4",
+                exprs: cat(vec![
+                    is_v4(),
+                    vec![
+                        expr::fib_daddr_type(REG1),
+                        expr::cmp(Operator::Equal, REG1, &expr::RTN_LOCAL.to_ne_bytes()),
+                        expr::meta(MetaKey::L4Proto, REG1),
+                        expr::payload(TRANSPORT_HEADER, 2, 2, REG32_01),
+                        expr::lookup_map(MAP_ANY4, REG1, REG1),
+                        expr::dnat(expr::NFPROTO_IPV4, REG1, REG32_01),
+                    ],
+                ]),
+            },
+            Rule {
+                chain: CHAIN_PREROUTING,
+                comment: "berth:loopback-is-host-only",
+                exprs: cat(vec![is_v4(), ip4_in(DADDR, loopback, 8), vec![expr::ret()]]),
+            },
+            Rule {
+                chain: CHAIN_PREROUTING,
+                comment: "berth:publish",
+                exprs: vec![expr::jump(CHAIN_PUBLISH)],
+            },
+            Rule {
+                chain: CHAIN_OUTPUT,
+                comment: "berth:publish",
+                exprs: vec![expr::jump(CHAIN_PUBLISH)],
+            },
+            Rule {
+                chain: CHAIN_POSTROUTING,
+                comment: "berth:egress",
+                exprs: cat(vec![
+                    is_v4(),
+                    ip4_in(SADDR, subnet.0, subnet.1),
+                    oif_is(Operator::NotEqual),
+                    vec![expr::masquerade()],
+                ]),
+            },
+            Rule {
+                chain: CHAIN_POSTROUTING,
+                comment: "berth:hairpin",
+                exprs: cat(vec![
+                    is_v4(),
+                    oif_is(Operator::Equal),
+                    ct_dnat(Operator::NotEqual),
+                    ip4_in(SADDR, subnet.0, subnet.1),
+                    vec![expr::masquerade()],
+                ]),
+            },
+            Rule {
+                chain: CHAIN_POSTROUTING,
+                comment: "berth:host-loopback",
+                exprs: cat(vec![
+                    is_v4(),
+                    oif_is(Operator::Equal),
+                    ip4_in(SADDR, loopback, 8),
+                    vec![expr::masquerade()],
+                ]),
+            },
+            Rule {
+                chain: CHAIN_INPUT,
+                comment: "berth:loopback-guard",
+                exprs: cat(vec![
+                    is_v4(),
+                    vec![
+                        expr::meta(MetaKey::Iif, REG1),
+                        expr::cmp(Operator::NotEqual, REG1, &1u32.to_ne_bytes()),
+                    ],
+                    ip4_in(DADDR, loopback, 8),
+                    ct_dnat(Operator::Equal),
+                    vec![expr::counter(), expr::drop()],
+                ]),
+            },
+        ]
+    }
+}
+
+struct Rule {
+    chain: &'static str,
+    comment: &'static str,
+    exprs: Vec<Expr>,
+}
+
+/// nft's type id of a concatenation: each part shifted in by 6 bits.
+fn concat(types: &[u32]) -> u32 {
+    types
+        .iter()
+        .fold(0, |acc, t| (acc << NFT_DATATYPE_BITS) | t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_spec::model::Protocol;
+    use netlink_packet_core::Emitable;
+
+    fn ruleset() -> Ruleset {
+        Ruleset {
+            table: "probe".into(),
+            bridge: "br-probe".into(),
+            subnet: Subnet::parse("10.210.1.0/24").unwrap(),
+        }
+    }
+
+    fn web() -> PortElement {
+        PortElement {
+            host_ip: None,
+            protocol: Protocol::Tcp,
+            host_port: 8080,
+            to_ip: "10.210.1.2".parse().unwrap(),
+            to_port: 80,
+            owner: "web:0123456789ab".into(),
+        }
+    }
+
+    #[test]
+    fn masquerade_rule_matches_nft() {
+        // `oifname "br-probe" ip saddr 127.0.0.0/8 masquerade` minus nft's 1-byte shortcut for
+        // /8 prefixes: compare expression by expression where the encodings agree.
+        let masq = expr::masquerade();
+        let mut buf = vec![0; netlink_packet_core::Emitable::buffer_len(&masq)];
+        masq.emit(&mut buf);
+        assert_eq!(hex::encode(buf), "14000180090001006d6173710000000004000280");
+        let jump = expr::jump("publish");
+        let mut buf = vec![0; jump.buffer_len()];
+        jump.emit(&mut buf);
+        assert_eq!(
+            hex::encode(buf),
+            "3c0001800e000100696d6d6564696174650000002800028008000100000000001c0002801800028008000100fffffffd0c0002007075626c69736800"
+        );
+    }
+
+    #[test]
+    fn hand_encoded_expressions_match_nft() {
+        let cases: Vec<(Expr, &str)> = vec![
+            (
+                expr::dnat(expr::NFPROTO_IPV4, REG1, REG32_01),
+                "30000180080001006e617400240002800800010000000001080002000000000208000300000000010800050000000009",
+            ),
+            (
+                expr::fib_daddr_type(REG1),
+                "2800018008000100666962001c000280080001000000000108000200000000030800030000000002",
+            ),
+            (
+                expr::ct_status(REG1),
+                "2000018007000100637400001400028008000100000000010800020000000002",
+            ),
+            (expr::counter(), "140001800c000100636f756e7465720004000280"),
+        ];
+        for (e, want) in cases {
+            let mut buf = vec![0; e.buffer_len()];
+            e.emit(&mut buf);
+            let got = hex::encode(&buf);
+            // nft orders attributes differently; compare as sets of attributes.
+            assert_eq!(sorted_attrs(&got), sorted_attrs(want), "{e:?}");
+        }
+    }
+
+    /// Splits an expression's DATA into its attributes, sorted, so attribute order does not matter.
+    fn sorted_attrs(hexed: &str) -> Vec<String> {
+        let b = hex::decode(hexed.get(..hexed.len()).unwrap()).unwrap_or_default();
+        let mut out = Vec::new();
+        let mut o = 4;
+        while o + 4 <= b.len() {
+            let len = u16::from_le_bytes([b[o], b[o + 1]]) as usize;
+            let kind = u16::from_le_bytes([b[o + 2], b[o + 3]]) & 0x3fff;
+            if len < 4 {
+                break;
+            }
+            if kind == 2 {
+                let mut p = o + 4;
+                while p + 4 <= o + len {
+                    let l = u16::from_le_bytes([b[p], b[p + 1]]) as usize;
+                    if l < 4 {
+                        break;
+                    }
+                    out.push(hex::encode(&b[p..p + l]));
+                    p += (l + 3) & !3;
+                }
+            } else {
+                out.push(hex::encode(&b[o..o + len]));
+            }
+            o += (len + 3) & !3;
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn rebuild_is_add_delete_add_then_contents() {
+        let batch = ruleset().rebuild(&[web()]);
+        assert!(matches!(batch[0].body, NfTablesMessage::NewTable(_)));
+        assert!(matches!(batch[1].body, NfTablesMessage::DeleteTable(_)));
+        assert!(matches!(batch[2].body, NfTablesMessage::NewTable(_)));
+        let rules = batch
+            .iter()
+            .filter(|m| matches!(m.body, NfTablesMessage::NewRule(_)))
+            .count();
+        assert_eq!(rules, ruleset().expected_rules().len());
+        assert!(matches!(
+            batch.last().unwrap().body,
+            NfTablesMessage::NewSetElement(_)
+        ));
+        // The version changes with the bridge or subnet, so a changed config rebuilds.
+        let mut other = ruleset();
+        other.subnet = Subnet::parse("10.210.2.0/24").unwrap();
+        assert_ne!(other.version_comment(), ruleset().version_comment());
+    }
+}
