@@ -215,7 +215,12 @@ impl Runtime {
                 shim_pid: state.shim_pid,
                 started_at: state.started_at,
             }),
-            Ok(Report::Failed { error, .. }) => {
+            Ok(Report::Failed { error, shim_pid, .. }) => {
+                if shim_pid > 0 {
+                    // It exits right after reporting; reap it if it was reparented to us.
+                    // SAFETY: waitpid on one pid; ECHILD when it is not our child.
+                    unsafe { libc::waitpid(shim_pid, std::ptr::null_mut(), 0) };
+                }
                 let _ = fsutil::remove_dir_all_if_exists(&shim.dir);
                 Err(start_err(error))
             }

@@ -43,6 +43,8 @@ fn fail(msg: String) -> i32 {
     report(&Report::Failed {
         version: STATE_VERSION,
         error: msg,
+        // SAFETY: getpid has no preconditions.
+        shim_pid: unsafe { libc::getpid() },
     });
     1
 }

@@ -64,7 +64,12 @@ impl ExitRecord {
 #[serde(rename_all = "kebab-case")]
 pub enum Report {
     Started { version: u32, state: ShimState },
-    Failed { version: u32, error: String },
+    Failed {
+        version: u32,
+        error: String,
+        #[serde(default)]
+        shim_pid: i32,
+    },
 }
 
 #[derive(Debug, Clone)]
