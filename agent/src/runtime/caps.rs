@@ -160,6 +160,34 @@ pub fn compute(security: &Security, uid: u32) -> Result<CapSets, String> {
     })
 }
 
+impl CapSets {
+    /// Limits every set to `available` (what this process may hand on: a privileged container
+    /// gets all of the runtime's own capabilities, not more).
+    pub fn within(self, available: CapSet) -> CapSets {
+        let f = |s: CapSet| CapSet(s.0 & available.0);
+        CapSets {
+            bounding: f(self.bounding),
+            effective: f(self.effective),
+            permitted: f(self.permitted),
+            inheritable: f(self.inheritable),
+            ambient: f(self.ambient),
+        }
+    }
+}
+
+/// The calling process's bounding set, from /proc/self/status.
+pub fn own_bounding() -> CapSet {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .map(CapSet)
+        .unwrap_or_else(CapSet::all)
+}
+
 /// Drops every capability outside `bounding` from the bounding set (needs CAP_SETPCAP).
 pub fn drop_bounding(bounding: CapSet) -> io::Result<()> {
     let last = last_cap();

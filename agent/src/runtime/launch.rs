@@ -75,7 +75,9 @@ pub fn prepare(p: &ProcessSpec, security: &Security) -> Result<Prepared, LaunchE
     let passwd_text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group_text = std::fs::read_to_string("/etc/group").unwrap_or_default();
     let creds = passwd::resolve(p.user.as_ref(), &passwd_text, &group_text).map_err(LaunchError::Setup)?;
-    let sets = caps::compute(security, creds.uid).map_err(LaunchError::Setup)?;
+    let sets = caps::compute(security, creds.uid)
+        .map_err(LaunchError::Setup)?
+        .within(caps::own_bounding());
     let filter = (!security.privileged && security.seccomp == SeccompMode::Default)
         .then(|| seccomp::default_filter(sets.bounding));
     let mut env = p.env.clone();
