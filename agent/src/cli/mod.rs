@@ -5,6 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod exec;
+pub mod logs;
+
 /// Exit codes shared by every subcommand.
 pub mod exit {
     pub const SUCCESS: u8 = 0;
@@ -32,6 +35,26 @@ pub struct Cli {
 pub enum Command {
     /// Print berth's version
     Version,
+    /// Print a container's logs (read from the state dir; no agent needed)
+    Logs(logs::LogsArgs),
+    /// Run a command in a running container
+    Exec(exec::ExecArgs),
+}
+
+/// A runtime over the dirs of the agent config at `config` (or the default one).
+pub fn runtime_for(config: Option<&std::path::Path>) -> Result<crate::runtime::Runtime, String> {
+    let cfg = crate::config::load(config).map_err(|e| e.to_string())?;
+    let layout = crate::layout::Layout::new(&cfg);
+    let names = crate::names::Names::new(&cfg.instance);
+    Ok(crate::runtime::Runtime::new(crate::runtime::RuntimeConfig::new(
+        layout, names,
+    )))
+}
+
+/// Prints an error the way every subcommand does and returns the failure code.
+pub fn fail(msg: &str) -> ExitCode {
+    eprintln!("berth: {msg}");
+    ExitCode::from(exit::FAILURE)
 }
 
 pub fn main() -> ExitCode {
@@ -52,5 +75,7 @@ pub fn main() -> ExitCode {
             println!("berth {}", env!("CARGO_PKG_VERSION"));
             ExitCode::from(exit::SUCCESS)
         }
+        Command::Logs(args) => logs::run(cli.config.as_deref(), &args),
+        Command::Exec(args) => exec::run(cli.config.as_deref(), &args),
     }
 }

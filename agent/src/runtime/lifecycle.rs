@@ -440,6 +440,41 @@ impl Runtime {
         }
     }
 
+    /// The incarnations of `name` that have a bundle dir.
+    pub fn incarnations(&self, name: &str) -> Vec<IncarnationId> {
+        let mut ids: Vec<IncarnationId> = std::fs::read_dir(self.cfg.layout.container_dir(name))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| IncarnationId::parse(&e.file_name().to_string_lossy()))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// The incarnation of `name` that tools such as `berth logs` and `berth exec` mean: the
+    /// running one, else the one started last.
+    pub fn current(&self, name: &str) -> Result<Option<IncarnationId>> {
+        let mut best: Option<(bool, SystemTime, IncarnationId)> = None;
+        for id in self.incarnations(name) {
+            let (live, started) = match self.inspect(name, &id)? {
+                Some(o) => (
+                    matches!(o.status, Status::Running | Status::Paused | Status::Unsupervised),
+                    o.started_at.unwrap_or(SystemTime::UNIX_EPOCH),
+                ),
+                None => {
+                    let cfg = self.bundle(name, &id).config();
+                    let mtime = std::fs::metadata(&cfg).and_then(|m| m.modified());
+                    (false, mtime.unwrap_or(SystemTime::UNIX_EPOCH))
+                }
+            };
+            if best.as_ref().is_none_or(|b| (live, started) > (b.0, b.1)) {
+                best = Some((live, started, id));
+            }
+        }
+        Ok(best.map(|b| b.2))
+    }
+
     /// The shim dir of an incarnation, for tools that read it directly.
     pub fn shim_path(&self, name: &str, id: &IncarnationId) -> PathBuf {
         self.cfg.layout.shim_dir(name, id)

@@ -30,6 +30,7 @@ pub mod exec;
 pub mod init;
 pub mod launch;
 pub mod lifecycle;
+pub mod logread;
 pub mod logs;
 pub mod mounts;
 pub mod passwd;
