@@ -16,7 +16,7 @@ use super::{init, mounts, sys};
 
 /// The fds the child needs, opened by the shim before clone.
 pub struct ChildFds {
-    /// One byte arrives once the shim has put the child in its cgroup.
+    /// `1` to start; then `2` once the shim has put the child in its cgroup (`x`: it failed).
     pub go: OwnedFd,
     /// Close-on-exec: EOF means the payload was exec'd; data is a [`LaunchError`].
     pub error: OwnedFd,
@@ -53,6 +53,7 @@ fn build(cfg: &ContainerConfig, bundle: &Bundle, fds: &ChildFds) -> Result<Infal
     if unsafe { libc::read(fds.go.as_raw_fd(), b.as_mut_ptr().cast(), 1) } != 1 {
         return Err(LaunchError::Setup("the shim went away before start".into()));
     }
+    sys::mark("child-go");
     if let Some(ns) = &fds.netns {
         nix_step("join network namespace", nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET))?;
     }
@@ -66,7 +67,6 @@ fn build(cfg: &ContainerConfig, bundle: &Bundle, fds: &ChildFds) -> Result<Infal
             std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647"),
         )?;
     }
-    nix_step("unshare cgroup namespace", nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP))?;
     nix_step("sethostname", nix::unistd::sethostname(&cfg.hostname))?;
     nix_step(
         "make / private",
@@ -77,8 +77,10 @@ fn build(cfg: &ContainerConfig, bundle: &Bundle, fds: &ChildFds) -> Result<Infal
         "mount overlay rootfs",
         mount_overlay(&cfg.layers, &bundle.upper(), &bundle.work(), &rootfs),
     )?;
+    sys::mark("child-overlay");
     let root = step("open rootfs", File::open(&rootfs))?;
     step("mounts", mounts::setup(&root, cfg))?;
+    sys::mark("child-mounts");
     step(&format!("create workdir {}", cfg.process.cwd), open_in_root(&root, &cfg.process.cwd, Create::Dir))?;
     drop(root);
 
@@ -93,6 +95,14 @@ fn build(cfg: &ContainerConfig, bundle: &Bundle, fds: &ChildFds) -> Result<Infal
             mount(None::<&str>, "/", None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>),
         )?;
     }
+    sys::mark("child-pivot");
+    // From here on the process must be in its cgroup: the cgroup namespace is rooted where it
+    // is now, and the payload must run under the limits.
+    // SAFETY: reads one byte into a live buffer.
+    if unsafe { libc::read(fds.go.as_raw_fd(), b.as_mut_ptr().cast(), 1) } != 1 || b[0] != b'2' {
+        return Err(LaunchError::Setup("the shim could not place the container in its cgroup".into()));
+    }
+    nix_step("unshare cgroup namespace", nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP))?;
     step("set RLIMIT_NOFILE", set_nofile())?;
     let prepared = launch::prepare(&cfg.process, &cfg.security)?;
     step("stdin", sys::dup2(fds.stdin.as_raw_fd(), 0))?;
@@ -102,6 +112,7 @@ fn build(cfg: &ContainerConfig, bundle: &Bundle, fds: &ChildFds) -> Result<Infal
         init::become_reaper(&fds.error)?;
     }
     sys::cloexec_from(3);
+    sys::mark("child-exec");
     Err(prepared.exec())
 }
 

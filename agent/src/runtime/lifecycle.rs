@@ -16,7 +16,7 @@ use berth_spec::model::Resources;
 use super::cgroup::{Cgroup, CgroupMode};
 use super::config::{Bundle, ContainerConfig, STATE_VERSION};
 use super::error::{IoContext, Result, RuntimeError};
-use super::state::{ExitRecord, Report, ShimDir, ShimRequest, ShimState, write_json};
+use super::state::{ExitRecord, Report, ShimDir, ShimRequest, ShimState, write_json_volatile};
 use super::sys;
 use crate::fsutil;
 use crate::layout::Layout;
@@ -155,6 +155,7 @@ impl Runtime {
     /// incarnation is kept: that is a restart.
     pub fn create(&self, cfg: &ContainerConfig) -> Result<Started> {
         let (name, id) = (cfg.name.as_str(), &cfg.id);
+        sys::mark("runtime-create");
         cfg.validate().map_err(|reason| RuntimeError::Invalid {
             name: name.into(),
             reason,
@@ -173,12 +174,12 @@ impl Runtime {
         for d in [bundle.upper(), bundle.work(), bundle.rootfs(), bundle.logs()] {
             std::fs::create_dir_all(&d).at(&d)?;
         }
-        write_json(&bundle.config(), cfg)?;
+        write_json_volatile(&bundle.config(), cfg)?;
         std::fs::create_dir_all(&shim.dir).at(&shim.dir)?;
         for f in [shim.state(), shim.exit()] {
             fsutil::remove_file_if_exists(&f).at(&f)?;
         }
-        write_json(
+        write_json_volatile(
             &shim.request(),
             &ShimRequest {
                 version: STATE_VERSION,
@@ -189,6 +190,7 @@ impl Runtime {
             },
         )?;
         let log = std::fs::File::create(shim.log()).at(shim.log())?;
+        sys::mark("runtime-spawn");
         let mut child = Command::new(&self.cfg.shim_path)
             .arg("start")
             .arg(&shim.dir)
@@ -199,6 +201,8 @@ impl Runtime {
             .at(&self.cfg.shim_path)?;
         let mut out = String::new();
         let read = child.stdout.take().map(|mut s| s.read_to_string(&mut out));
+        // Our child is the shim's short-lived parent; the supervisor itself is adopted by init
+        // (or our subreaper) and reaped there.
         let _ = child.wait();
         if let Some(Err(e)) = read {
             return Err(RuntimeError::sys("read shim report", e));
@@ -207,6 +211,7 @@ impl Runtime {
             name: name.into(),
             reason,
         };
+        sys::mark("runtime-reported");
         let line = out.lines().next().unwrap_or("");
         match serde_json::from_str::<Report>(line) {
             Ok(Report::Started { state, .. }) => Ok(Started {
@@ -215,12 +220,7 @@ impl Runtime {
                 shim_pid: state.shim_pid,
                 started_at: state.started_at,
             }),
-            Ok(Report::Failed { error, shim_pid, .. }) => {
-                if shim_pid > 0 {
-                    // It exits right after reporting; reap it if it was reparented to us.
-                    // SAFETY: waitpid on one pid; ECHILD when it is not our child.
-                    unsafe { libc::waitpid(shim_pid, std::ptr::null_mut(), 0) };
-                }
+            Ok(Report::Failed { error, .. }) => {
                 let _ = fsutil::remove_dir_all_if_exists(&shim.dir);
                 Err(start_err(error))
             }
@@ -264,6 +264,10 @@ impl Runtime {
         let Some(st) = state else {
             return Ok(None);
         };
+        if !sys::alive(st.shim_pid, st.shim_start) {
+            // A shim reparented to us (we are a subreaper) is a zombie until reaped.
+            sys::try_reap(st.shim_pid);
+        }
         let status = if exit.is_some() {
             Status::Exited
         } else if sys::alive(st.pid, st.pid_start) {

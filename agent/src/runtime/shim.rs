@@ -18,7 +18,9 @@ use super::config::{Bundle, ContainerConfig, MountSource, NetNs, STATE_VERSION};
 use super::container::{ChildFds, child_main};
 use super::devices::{DevKind, DeviceRule, parse_access};
 use super::logs::{LineSplitter, LogWriter, Stream};
-use super::state::{ExitRecord, Report, ShimDir, ShimRequest, ShimState, write_json};
+use super::state::{
+    ExitRecord, Report, ShimDir, ShimState, write_json, write_json_volatile,
+};
 use super::{ports, sys};
 
 /// Entry point of the `berth-shim` binary; returns the process exit code.
@@ -43,29 +45,12 @@ fn fail(msg: String) -> i32 {
     report(&Report::Failed {
         version: STATE_VERSION,
         error: msg,
-        // SAFETY: getpid has no preconditions.
-        shim_pid: unsafe { libc::getpid() },
     });
     1
 }
 
 fn start(dir: &Path) -> i32 {
-    // Fork first: the caller waits only for this short-lived parent.
-    // SAFETY: the shim is single-threaded.
-    match unsafe { libc::fork() } {
-        -1 => return fail(format!("fork: {}", std::io::Error::last_os_error())),
-        0 => {}
-        _ => return 0,
-    }
-    // SAFETY: setsid and umask take no pointers.
-    unsafe {
-        libc::setsid();
-        libc::umask(0o022);
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-        libc::signal(libc::SIGHUP, libc::SIG_IGN);
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-    }
-    let _ = std::env::set_current_dir("/");
+    sys::mark("shim-start");
     let shim = ShimDir::new(dir);
     let req = match shim.read_request() {
         Ok(Some(r)) => r,
@@ -78,10 +63,66 @@ fn start(dir: &Path) -> i32 {
         Ok(None) => return fail(format!("{}: missing", bundle.config().display())),
         Err(e) => return fail(e.to_string()),
     };
-    match supervise(&shim, &req, &bundle, &cfg) {
-        Ok(code) => code,
-        Err(msg) => fail(msg),
+    let held_ports = match ports::hold(&cfg.host_ports) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    // The container's cgroup is made before any migration starts: a migration holds the cgroup
+    // mutex through its RCU grace period, which would stall every mkdir and write here.
+    let cg = Cgroup::new(&req.cgroup_mode, &req.cgroup);
+    if let Err(e) = setup_cgroup(&cg, &cfg) {
+        let _ = cg.remove(Duration::from_secs(1));
+        return fail(e);
     }
+    sys::mark("shim-cgroup-made");
+    // Fork: the caller reaps this short-lived parent and the supervisor is adopted by init (or
+    // the agent's subreaper), so no agent ever has to reap shims. A forked child also maps only
+    // the file pages it touches from here on, which halves the shim's resident memory.
+    // SAFETY: the shim is single-threaded.
+    match unsafe { libc::fork() } {
+        -1 => return fail(format!("fork: {}", std::io::Error::last_os_error())),
+        0 => {}
+        child => {
+            // The parent moves the supervisor out of the caller's cgroup into
+            // `<instance>/_shims`. The first v1 migration in a while waits for an RCU grace
+            // period (milliseconds here); started now, it elapses while the supervisor clones
+            // and the child builds its rootfs, and the container's own migration finds it done.
+            let shims = Cgroup::new(&req.cgroup_mode, &req.shim_cgroup);
+            if let Err(e) = shims.create().and_then(|()| shims.add_pid(child)) {
+                eprintln!("berth-shim: the supervisor stays in the caller's cgroup: {e}");
+            }
+            return 0;
+        }
+    }
+    // SAFETY: setsid, umask and signal take no pointers.
+    unsafe {
+        libc::setsid();
+        libc::umask(0o022);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+    }
+    let _ = std::env::set_current_dir("/");
+    match supervise(&shim, &bundle, &cfg, &cg, held_ports) {
+        Ok(code) => code,
+        Err(msg) => {
+            let _ = cg.kill_all(Duration::from_secs(5));
+            let _ = cg.remove(Duration::from_secs(5));
+            fail(msg)
+        }
+    }
+}
+
+fn setup_cgroup(cg: &Cgroup, cfg: &ContainerConfig) -> Result<(), String> {
+    cg.create().map_err(|e| e.to_string())?;
+    cg.apply(&cfg.resources).map_err(|e| e.to_string())?;
+    let rules = device_rules(cfg)?;
+    let policy = if cfg.security.privileged {
+        DevicePolicy::All
+    } else {
+        DevicePolicy::Allow(&rules)
+    };
+    cg.set_devices(policy).map_err(|e| e.to_string())
 }
 
 fn device_rules(cfg: &ContainerConfig) -> Result<Vec<DeviceRule>, String> {
@@ -106,34 +147,18 @@ fn device_rules(cfg: &ContainerConfig) -> Result<Vec<DeviceRule>, String> {
         .collect()
 }
 
-/// Sets everything up, starts the container, and relays until it exits.
-fn supervise(shim: &ShimDir, req: &ShimRequest, bundle: &Bundle, cfg: &ContainerConfig) -> Result<i32, String> {
-    let shim_cg = Cgroup::new(&req.cgroup_mode, &req.shim_cgroup);
-    shim_cg.create().map_err(|e| e.to_string())?;
+/// Starts the container in `cg` and relays until it exits.
+fn supervise(
+    shim: &ShimDir,
+    bundle: &Bundle,
+    cfg: &ContainerConfig,
+    cg: &Cgroup,
+    held_ports: Vec<OwnedFd>,
+) -> Result<i32, String> {
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
-    shim_cg.add_pid(me).map_err(|e| e.to_string())?;
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-
-    let held_ports = ports::hold(&cfg.host_ports)?;
-
-    let cg = Cgroup::new(&req.cgroup_mode, &req.cgroup);
-    let setup_cgroup = || -> Result<(), String> {
-        cg.create().map_err(|e| e.to_string())?;
-        cg.apply(&cfg.resources).map_err(|e| e.to_string())?;
-        let rules = device_rules(cfg)?;
-        let policy = if cfg.security.privileged {
-            DevicePolicy::All
-        } else {
-            DevicePolicy::Allow(&rules)
-        };
-        cg.set_devices(policy).map_err(|e| e.to_string())
-    };
-    if let Err(e) = setup_cgroup() {
-        let _ = cg.remove(Duration::from_secs(1));
-        return Err(e);
-    }
     let oom_before = cg.oom_kills();
 
     for m in &cfg.mounts {
@@ -164,9 +189,10 @@ fn supervise(shim: &ShimDir, req: &ShimRequest, bundle: &Bundle, cfg: &Container
         let _ = cg.kill_all(Duration::from_secs(5));
         let _ = cg.remove(Duration::from_secs(5));
     };
+    sys::mark("shim-clone");
     let child = match sys::clone_fork(flags) {
         Err(e) => {
-            undo(&cg);
+            undo(cg);
             return Err(format!("clone: {e}"));
         }
         Ok(None) => {
@@ -188,17 +214,20 @@ fn supervise(shim: &ShimDir, req: &ShimRequest, bundle: &Bundle, cfg: &Container
     };
     drop((out_w, err_w, go_r, fail_w, stdin, netns));
     let started_at = SystemTime::now();
-    let go = cg.add_pid(child).map_err(|e| e.to_string()).and_then(|()| {
-        sys::write_all(go_w.as_raw_fd(), b"1").map_err(|e| format!("start container: {e}"))
-    });
+    // The child builds its rootfs while we move it into its cgroup (should the RCU grace period
+    // of the first migration still be running, the mounts use that time). It waits for the
+    // second byte before its cgroup namespace and exec.
+    let go = sys::write_all(go_w.as_raw_fd(), b"1").map_err(|e| format!("start container: {e}"));
+    let placed = go.and_then(|()| cg.add_pid(child).map_err(|e| e.to_string()));
+    let _ = sys::write_all(go_w.as_raw_fd(), if placed.is_ok() { b"2" } else { b"x" });
     drop(go_w);
-    let launch_error = match go {
-        Err(e) => Some(e),
-        Ok(()) => match sys::read_to_end(&fail_r) {
-            Ok(b) if b.is_empty() => None,
-            Ok(b) => Some(super::launch::LaunchError::decode(&String::from_utf8_lossy(&b)).message().to_string()),
-            Err(e) => Some(format!("read start result: {e}")),
-        },
+    sys::mark("shim-placed");
+    let result = sys::read_to_end(&fail_r);
+    let launch_error = match (placed, result) {
+        (Err(e), _) => Some(e),
+        (Ok(()), Ok(b)) if b.is_empty() => None,
+        (Ok(()), Ok(b)) => Some(super::launch::LaunchError::decode(&String::from_utf8_lossy(&b)).message().to_string()),
+        (Ok(()), Err(e)) => Some(format!("read start result: {e}")),
     };
     if let Some(e) = launch_error {
         // SAFETY: kill and waitpid on our own child.
@@ -206,9 +235,10 @@ fn supervise(shim: &ShimDir, req: &ShimRequest, bundle: &Bundle, cfg: &Container
             libc::kill(child, libc::SIGKILL);
             libc::waitpid(child, std::ptr::null_mut(), 0);
         }
-        undo(&cg);
+        undo(cg);
         return Err(e);
     }
+    sys::mark("shim-exec-seen");
     let pidfd = sys::pidfd_open(child).map_err(|e| format!("pidfd_open: {e}"))?;
     let state = ShimState {
         version: STATE_VERSION,
@@ -218,7 +248,8 @@ fn supervise(shim: &ShimDir, req: &ShimRequest, bundle: &Bundle, cfg: &Container
         pid_start: sys::proc_stat(child).map(|s| s.0).unwrap_or(0),
         started_at,
     };
-    write_json(&shim.state(), &state).map_err(|e| e.to_string())?;
+    write_json_volatile(&shim.state(), &state).map_err(|e| e.to_string())?;
+    sys::mark("shim-report");
     report(&Report::Started {
         version: STATE_VERSION,
         state: state.clone(),
@@ -231,7 +262,7 @@ fn supervise(shim: &ShimDir, req: &ShimRequest, bundle: &Bundle, cfg: &Container
     let status = relay(&mut log, out_r, err_r, &pidfd, child);
     let finished_at = SystemTime::now();
     let oom = cg.oom_kills() > oom_before;
-    undo(&cg);
+    undo(cg);
     drop(held_ports);
     let (code, signal) = if libc::WIFEXITED(status) {
         (Some(libc::WEXITSTATUS(status)), None)

@@ -64,12 +64,7 @@ impl ExitRecord {
 #[serde(rename_all = "kebab-case")]
 pub enum Report {
     Started { version: u32, state: ShimState },
-    Failed {
-        version: u32,
-        error: String,
-        #[serde(default)]
-        shim_pid: i32,
-    },
+    Failed { version: u32, error: String },
 }
 
 #[derive(Debug, Clone)]
@@ -141,6 +136,21 @@ fn read_versioned<T: serde::de::DeserializeOwned + Versioned>(path: &Path) -> Re
     Ok(v)
 }
 
+/// Atomic and durable (temp, fsync, rename, fsync dir): for the exit record.
 pub fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     fsutil::atomic_write_json(path, v).at(path)
+}
+
+/// Atomic but not fsynced (temp, rename): for files that only matter while the machine stays
+/// up — the shim's request and state under the run dir (a tmpfs) and the bundle's config.json,
+/// which every start rewrites. A reader never sees a torn file; a power cut may lose the last
+/// write, which the next start redoes. Two fsyncs on the start path cost more than the whole
+/// container setup on a slow disk.
+pub fn write_json_volatile<T: Serialize>(path: &Path, v: &T) -> Result<()> {
+    let mut data = serde_json::to_vec_pretty(v).map_err(|e| RuntimeError::io(path, std::io::Error::other(e)))?;
+    data.push(b'\n');
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
+    std::fs::write(&tmp, &data).at(&tmp)?;
+    std::fs::rename(&tmp, path).at(path)
 }
