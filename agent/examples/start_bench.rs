@@ -57,7 +57,8 @@ fn main() {
                 let log = rt.shim_path(&c.name, &c.id).join("shim.log");
                 eprint!("{}", std::fs::read_to_string(log).unwrap_or_default());
             }
-            rt.stop(&c.name, &c.id, None, Duration::from_secs(5)).expect("stop");
+            rt.stop(&c.name, &c.id, None, Duration::from_secs(5))
+                .expect("stop");
             rt.remove(&c.name, &c.id, false).expect("remove");
             rt.prune_cgroups();
             println!("{}", elapsed.as_secs_f64());
@@ -76,21 +77,32 @@ fn main() {
                 .collect();
             let started: Vec<_> = cs.iter().map(|c| rt.create(c).expect("create")).collect();
             for s in &started {
-                println!("{} {}", smaps_kb(s.shim_pid, "Rss:"), smaps_kb(s.shim_pid, "Pss:"));
+                println!(
+                    "{} {}",
+                    smaps_kb(s.shim_pid, "Rss:"),
+                    smaps_kb(s.shim_pid, "Pss:")
+                );
             }
             for c in &cs {
-                rt.stop(&c.name, &c.id, Some(libc::SIGKILL), Duration::from_secs(5)).expect("stop");
+                rt.stop(&c.name, &c.id, Some(libc::SIGKILL), Duration::from_secs(5))
+                    .expect("stop");
                 rt.remove(&c.name, &c.id, false).expect("remove");
             }
             rt.prune_cgroups();
         }
         "hold" => {
             // One sleeper; prints the shim's pid and keeps it until stdin closes.
-            let c = ContainerConfig::minimal("h", IncarnationId::random(), layers, &["/bin/sleep", "1000"]);
+            let c = ContainerConfig::minimal(
+                "h",
+                IncarnationId::random(),
+                layers,
+                &["/bin/sleep", "1000"],
+            );
             let s = rt.create(&c).expect("create");
             println!("{}", s.shim_pid);
             let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
-            rt.stop(&c.name, &c.id, Some(libc::SIGKILL), Duration::from_secs(5)).expect("stop");
+            rt.stop(&c.name, &c.id, Some(libc::SIGKILL), Duration::from_secs(5))
+                .expect("stop");
             rt.remove(&c.name, &c.id, false).expect("remove");
             rt.prune_cgroups();
         }

@@ -20,7 +20,11 @@ fn memory_limit_triggers_oom_and_it_is_reported() {
     let exit = env.wait_exit(&c);
     // awk is the init (the shell execs a lone command); the OOM killer's SIGKILL ended it.
     assert!(exit.oom, "{exit:?}");
-    assert_eq!((exit.code, exit.signal), (None, Some(libc::SIGKILL)), "{exit:?}");
+    assert_eq!(
+        (exit.code, exit.signal),
+        (None, Some(libc::SIGKILL)),
+        "{exit:?}"
+    );
     let observed = env.runtime.inspect(&c.name, &c.id).unwrap().unwrap();
     assert_eq!(observed.status, Status::Exited);
     assert!(observed.exit.unwrap().oom);
@@ -67,7 +71,11 @@ fn counter_config(env: &Env) -> ContainerConfig {
 }
 
 fn read_counter(env: &Env, c: &ContainerConfig) -> u64 {
-    let p = env.runtime.bundle(&c.name, &c.id).upper().join("tmp/counter");
+    let p = env
+        .runtime
+        .bundle(&c.name, &c.id)
+        .upper()
+        .join("tmp/counter");
     std::fs::read_to_string(p)
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -125,7 +133,10 @@ fn resources_update_on_a_live_container() {
             .trim()
             .to_string()
     };
-    assert_eq!(read("memory", "memory.limit_in_bytes"), (64u64 << 20).to_string());
+    assert_eq!(
+        read("memory", "memory.limit_in_bytes"),
+        (64u64 << 20).to_string()
+    );
     env.runtime
         .update_resources(
             &c.name,
@@ -137,7 +148,10 @@ fn resources_update_on_a_live_container() {
             },
         )
         .unwrap();
-    assert_eq!(read("memory", "memory.limit_in_bytes"), (128u64 << 20).to_string());
+    assert_eq!(
+        read("memory", "memory.limit_in_bytes"),
+        (128u64 << 20).to_string()
+    );
     assert_eq!(read("cpu", "cpu.cfs_quota_us"), "25000");
     assert_eq!(read("pids", "pids.max"), "7");
 }

@@ -23,7 +23,11 @@ fn probe_layer(dir: &Path) -> PathBuf {
         .arg(&src)
         .output()
         .expect("gcc (build-essential) is needed for the escape probe");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     layer
 }
 
@@ -48,7 +52,11 @@ fn host_block_device() -> (PathBuf, String) {
     panic!("no block device on this host to probe");
 }
 
-fn run_probe(env: &Env, name: &str, tweak: impl FnOnce(&mut ContainerConfig)) -> BTreeMap<String, i32> {
+fn run_probe(
+    env: &Env,
+    name: &str,
+    tweak: impl FnOnce(&mut ContainerConfig),
+) -> BTreeMap<String, i32> {
     let mut layers = env.layers.clone();
     layers.push(probe_layer(env.dir.path()));
     let (dev, mm) = host_block_device();
@@ -131,7 +139,9 @@ fn report(title: &str, results: &BTreeMap<String, i32>) -> Vec<String> {
     let mut escaped = Vec::new();
     eprintln!("== {title}");
     for a in ATTEMPTS {
-        let rc = *results.get(*a).unwrap_or_else(|| panic!("probe did not report {a}"));
+        let rc = *results
+            .get(*a)
+            .unwrap_or_else(|| panic!("probe did not report {a}"));
         let verdict = if absent_here(a) {
             "absent here"
         } else if blocked(a, rc) {
@@ -146,7 +156,10 @@ fn report(title: &str, results: &BTreeMap<String, i32>) -> Vec<String> {
 }
 
 fn hostname() -> String {
-    nix::unistd::gethostname().unwrap().to_string_lossy().into_owned()
+    nix::unistd::gethostname()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
 }
 
 #[test]
@@ -155,7 +168,10 @@ fn default_container_blocks_every_attempt_and_privileged_flips_them() {
     let host_name = hostname();
     let default = run_probe(&env, "default", |_| {});
     let escaped = report("default container", &default);
-    assert!(escaped.is_empty(), "escapes from a default container: {escaped:?}");
+    assert!(
+        escaped.is_empty(),
+        "escapes from a default container: {escaped:?}"
+    );
     for ok in MUST_WORK {
         assert_eq!(default[*ok], 0, "{ok} should work in a default container");
     }
@@ -172,7 +188,10 @@ fn default_container_blocks_every_attempt_and_privileged_flips_them() {
         "privileged should lift these, so the suite could see an escape: {not_flipped:?}"
     );
     for a in ISOLATION_ONLY {
-        assert!(blocked(a, privileged[*a]), "{a} got through even privileged");
+        assert!(
+            blocked(a, privileged[*a]),
+            "{a} got through even privileged"
+        );
     }
     assert_eq!(hostname(), host_name, "the host's hostname changed");
 }
@@ -183,7 +202,9 @@ fn v2_device_filter_blocks_nodes_even_with_mknod() {
     assert!(root.join("cgroup.procs").exists(), "no cgroup2 mount here");
     let env = Env::with_cgroups("escv2", CgroupMode::V2 { root });
     // With CAP_MKNOD the node can be made: only the BPF device program stops the read.
-    let r = run_probe(&env, "mknod", |c| c.security.cap_add = vec!["CAP_MKNOD".into()]);
+    let r = run_probe(&env, "mknod", |c| {
+        c.security.cap_add = vec!["CAP_MKNOD".into()]
+    });
     assert_eq!(r["mknod_blockdev"], libc::EPERM, "{r:?}");
     assert_eq!(r["host_dev_bind"], libc::EPERM, "{r:?}");
     // And privileged (no program attached) reads both.

@@ -43,7 +43,9 @@ fn payload_sees_its_own_world() {
             read_only: true,
         },
         MountSpec {
-            source: MountSource::Tmpfs { size: Some(1 << 20) },
+            source: MountSource::Tmpfs {
+                size: Some(1 << 20),
+            },
             target: "/scratch".into(),
             read_only: false,
         },
@@ -75,8 +77,17 @@ fn payload_sees_its_own_world() {
         .unwrap();
     assert!(procs <= 4, "saw {procs} processes");
     let mounts: Vec<&String> = out.iter().filter(|l| l.starts_with("mnt ")).collect();
-    for want in ["mnt / rw,", "mnt /proc rw,", "mnt /sys ro,", "mnt /dev rw,", "mnt /dev/pts rw,"] {
-        assert!(mounts.iter().any(|m| m.starts_with(want)), "no {want:?} in {mounts:?}");
+    for want in [
+        "mnt / rw,",
+        "mnt /proc rw,",
+        "mnt /sys ro,",
+        "mnt /dev rw,",
+        "mnt /dev/pts rw,",
+    ] {
+        assert!(
+            mounts.iter().any(|m| m.starts_with(want)),
+            "no {want:?} in {mounts:?}"
+        );
     }
 }
 
@@ -105,7 +116,12 @@ fn init_reaps_and_forwards_signals() {
     assert_eq!(env.status(&c), Status::Running);
     let exit = env
         .runtime
-        .stop(&c.name, &c.id, Some(libc::SIGTERM), std::time::Duration::from_secs(10))
+        .stop(
+            &c.name,
+            &c.id,
+            Some(libc::SIGTERM),
+            std::time::Duration::from_secs(10),
+        )
         .unwrap()
         .unwrap();
     // The reaper forwarded SIGTERM to the shell, and exits as 128 + 15.
@@ -122,6 +138,9 @@ fn missing_command_fails_create_with_the_reason() {
         &["no-such-program"],
     );
     let e = env.runtime.create(&c).unwrap_err().to_string();
-    assert!(e.contains("no-such-program") && e.contains("not found"), "{e}");
+    assert!(
+        e.contains("no-such-program") && e.contains("not found"),
+        "{e}"
+    );
     assert!(env.runtime.observe().unwrap().is_empty());
 }

@@ -13,7 +13,10 @@ use support::{Env, wait_for};
 #[test]
 fn stop_escalates_to_sigkill_when_sigterm_is_ignored() {
     let env = Env::new("stop");
-    let c = env.config("stubborn", "trap '' TERM; echo ready; while true; do sleep 1; done");
+    let c = env.config(
+        "stubborn",
+        "trap '' TERM; echo ready; while true; do sleep 1; done",
+    );
     env.runtime.create(&c).unwrap();
     env.wait_line(&c, "ready");
     let t = Instant::now();
@@ -31,7 +34,10 @@ fn stop_escalates_to_sigkill_when_sigterm_is_ignored() {
 #[test]
 fn stop_uses_the_configured_signal() {
     let env = Env::new("sig");
-    let mut c = env.config("polite", "trap 'echo got-usr1; exit 7' USR1; echo ready; while true; do sleep 1; done");
+    let mut c = env.config(
+        "polite",
+        "trap 'echo got-usr1; exit 7' USR1; echo ready; while true; do sleep 1; done",
+    );
     c.stop_signal = libc::SIGUSR1;
     env.runtime.create(&c).unwrap();
     env.wait_line(&c, "ready");
@@ -93,7 +99,10 @@ fn logs_are_cri_lines_rotated_at_the_cap() {
     let out = env.stdout(&c);
     assert_eq!(out.last().unwrap(), "no-newline");
     assert!(out.contains(&"line-399".to_string()));
-    assert!(!out.contains(&"line-0".to_string()), "the oldest lines should be rotated away");
+    assert!(
+        !out.contains(&"line-0".to_string()),
+        "the oldest lines should be rotated away"
+    );
 }
 
 #[test]
@@ -108,10 +117,16 @@ fn published_ports_are_held_and_a_taken_port_fails_create() {
         protocol: Protocol::Tcp,
     }];
     let e = env.runtime.create(&c).unwrap_err().to_string();
-    assert!(e.contains(&format!("host port 127.0.0.1:{port}/tcp is in use")), "{e}");
+    assert!(
+        e.contains(&format!("host port 127.0.0.1:{port}/tcp is in use")),
+        "{e}"
+    );
     drop(taken);
     env.runtime.create(&c).unwrap();
-    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_err(), "the shim holds it");
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_err(),
+        "the shim holds it"
+    );
     env.runtime
         .stop(&c.name, &c.id, Some(libc::SIGKILL), Duration::from_secs(5))
         .unwrap();

@@ -23,7 +23,10 @@ impl World {
         // Shims double-fork away; as subreaper we get them back and the runtime reaps them.
         // SAFETY: prctl with integer arguments only.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-        let dir = tempfile::Builder::new().prefix("berth-cli").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("berth-cli")
+            .tempdir()
+            .unwrap();
         let instance = unique_instance(prefix);
         let state = dir.path().join("state");
         let run = dir.path().join("run");
@@ -55,7 +58,12 @@ impl World {
         }
     }
 
-    fn start(&self, name: &str, script: &str, tweak: impl FnOnce(&mut ContainerConfig)) -> ContainerConfig {
+    fn start(
+        &self,
+        name: &str,
+        script: &str,
+        tweak: impl FnOnce(&mut ContainerConfig),
+    ) -> ContainerConfig {
         let mut c = ContainerConfig::minimal(
             name,
             IncarnationId::random(),
@@ -86,14 +94,18 @@ impl World {
 
     fn wait_exit(&self, c: &ContainerConfig) {
         let w = self.rt.exit_watch(&c.name, &c.id).unwrap();
-        w.wait(Some(Duration::from_secs(20))).unwrap().expect("exit");
+        w.wait(Some(Duration::from_secs(20)))
+            .unwrap()
+            .expect("exit");
     }
 }
 
 impl Drop for World {
     fn drop(&mut self) {
         for c in self.rt.observe().unwrap_or_default() {
-            let _ = self.rt.stop(&c.name, &c.id, Some(libc::SIGKILL), Duration::from_secs(5));
+            let _ = self
+                .rt
+                .stop(&c.name, &c.id, Some(libc::SIGKILL), Duration::from_secs(5));
             let _ = self.rt.remove(&c.name, &c.id, false);
         }
         self.rt.prune_cgroups();
@@ -106,7 +118,10 @@ fn busybox_layer(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir.join("etc")).unwrap();
     std::fs::create_dir_all(dir.join("tmp")).unwrap();
     std::fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
-    let list = Command::new("/bin/busybox").arg("--list-full").output().unwrap();
+    let list = Command::new("/bin/busybox")
+        .arg("--list-full")
+        .output()
+        .unwrap();
     for applet in String::from_utf8(list.stdout).unwrap().lines() {
         let p = dir.join(applet);
         if !p.exists() {
@@ -114,7 +129,11 @@ fn busybox_layer(dir: &Path) -> PathBuf {
             std::os::unix::fs::symlink("/bin/busybox", &p).unwrap();
         }
     }
-    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n").unwrap();
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+    )
+    .unwrap();
     std::fs::write(dir.join("etc/group"), "root:x:0:\napp:x:1000:\n").unwrap();
     dir.to_path_buf()
 }
@@ -129,7 +148,11 @@ fn logs_prints_tail_since_timestamps_and_follows() {
         return;
     }
     let w = World::new("clil");
-    let c = w.start("talk", "echo one; echo two >&2; echo three; echo four", |_| {});
+    let c = w.start(
+        "talk",
+        "echo one; echo two >&2; echo three; echo four",
+        |_| {},
+    );
     w.wait_exit(&c);
     let all = w.run(&["logs", "talk"]);
     assert!(all.status.success());
@@ -137,13 +160,28 @@ fn logs_prints_tail_since_timestamps_and_follows() {
     assert_eq!(String::from_utf8_lossy(&all.stderr), "two\n");
     // The tail counts lines of both streams; "two" went through its own pipe, read last.
     let tail = w.run(&["logs", "talk", "--tail", "2"]);
-    assert_eq!((stdout(&tail).as_str(), String::from_utf8_lossy(&tail.stderr).as_ref()), ("four\n", "two\n"));
+    assert_eq!(
+        (
+            stdout(&tail).as_str(),
+            String::from_utf8_lossy(&tail.stderr).as_ref()
+        ),
+        ("four\n", "two\n")
+    );
     let ts = stdout(&w.run(&["logs", "talk", "--timestamps", "--tail", "2"]));
     let (stamp, rest) = ts.trim_end().split_once(' ').unwrap();
-    assert!(berth_agent::runtime::timefmt::parse(stamp).is_some(), "{ts}");
+    assert!(
+        berth_agent::runtime::timefmt::parse(stamp).is_some(),
+        "{ts}"
+    );
     assert_eq!(rest, "four");
-    assert_eq!(stdout(&w.run(&["logs", "talk", "--since", "1h"])), "one\nthree\nfour\n");
-    assert_eq!(stdout(&w.run(&["logs", "talk", "--since", "2999-01-01T00:00:00Z"])), "");
+    assert_eq!(
+        stdout(&w.run(&["logs", "talk", "--since", "1h"])),
+        "one\nthree\nfour\n"
+    );
+    assert_eq!(
+        stdout(&w.run(&["logs", "talk", "--since", "2999-01-01T00:00:00Z"])),
+        ""
+    );
     let missing = w.run(&["logs", "nobody"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("nobody"));
@@ -151,23 +189,37 @@ fn logs_prints_tail_since_timestamps_and_follows() {
     // --follow prints lines as they come and returns when the container exits.
     let gate = w.dir.path().join("gate");
     std::fs::create_dir(&gate).unwrap();
-    let f = w.start("slow", "echo early; while [ ! -e /gate/go ]; do sleep 0.05; done; echo late", |c| {
-        c.mounts.push(berth_agent::runtime::MountSpec {
-            source: berth_agent::runtime::MountSource::Bind(gate.clone()),
-            target: "/gate".into(),
-            read_only: true,
-        })
-    });
-    let mut follow = w.berth(&["logs", "--follow", "slow"]).stdout(Stdio::piped()).spawn().unwrap();
+    let f = w.start(
+        "slow",
+        "echo early; while [ ! -e /gate/go ]; do sleep 0.05; done; echo late",
+        |c| {
+            c.mounts.push(berth_agent::runtime::MountSpec {
+                source: berth_agent::runtime::MountSource::Bind(gate.clone()),
+                target: "/gate".into(),
+                read_only: true,
+            })
+        },
+    );
+    let mut follow = w
+        .berth(&["logs", "--follow", "slow"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     std::thread::sleep(Duration::from_millis(200));
-    assert!(follow.try_wait().unwrap().is_none(), "follow ended while the container runs");
+    assert!(
+        follow.try_wait().unwrap().is_none(),
+        "follow ended while the container runs"
+    );
     std::fs::write(gate.join("go"), "").unwrap();
     loop {
         if follow.try_wait().unwrap().is_some() {
             break;
         }
-        assert!(Instant::now() < deadline, "logs --follow did not end with the container");
+        assert!(
+            Instant::now() < deadline,
+            "logs --follow did not end with the container"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = follow.wait_with_output().unwrap();
@@ -203,7 +255,10 @@ fn exec_runs_inside_with_docker_exit_codes() {
     let first: Vec<&str> = lines.next().unwrap().split(' ').collect();
     assert_eq!(&first[..3], ["inside", "1000", "42"]);
     let procs: u32 = first[3].parse().unwrap();
-    assert!(procs <= 5, "the exec saw {procs} processes: not the container's pid namespace?");
+    assert!(
+        procs <= 5,
+        "the exec saw {procs} processes: not the container's pid namespace?"
+    );
     let status: Vec<&str> = lines.collect();
     assert!(status.contains(&"Seccomp:\t2"), "{status:?}");
     assert!(status.contains(&"NoNewPrivs:\t1"), "{status:?}");
@@ -215,7 +270,11 @@ fn exec_runs_inside_with_docker_exit_codes() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    cat.stdin.take().unwrap().write_all(b"through stdin\n").unwrap();
+    cat.stdin
+        .take()
+        .unwrap()
+        .write_all(b"through stdin\n")
+        .unwrap();
     let out = cat.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "through stdin\n");
 }
@@ -227,14 +286,33 @@ fn exec_with_a_tty() {
     }
     let w = World::new("clit");
     w.start("term", "exec sleep 1000", |_| {});
-    let o = w.run(&["exec", "-t", "term", "--", "sh", "-c", "test -t 0 && test -t 1 && echo is-a-tty; tty"]);
+    let o = w.run(&[
+        "exec",
+        "-t",
+        "term",
+        "--",
+        "sh",
+        "-c",
+        "test -t 0 && test -t 1 && echo is-a-tty; tty",
+    ]);
     assert!(o.status.success());
     let text = stdout(&o);
     assert!(text.contains("is-a-tty\r\n"), "{text:?}");
-    assert!(text.contains("/dev/pts/0"), "the terminal is from the container's devpts: {text:?}");
+    assert!(
+        text.contains("/dev/pts/0"),
+        "the terminal is from the container's devpts: {text:?}"
+    );
 
     let mut sh = w
-        .berth(&["exec", "-it", "term", "--", "sh", "-c", "read x; echo got-$x; exit 5"])
+        .berth(&[
+            "exec",
+            "-it",
+            "term",
+            "--",
+            "sh",
+            "-c",
+            "read x; echo got-$x; exit 5",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

@@ -46,9 +46,9 @@ pub fn runtime_for(config: Option<&std::path::Path>) -> Result<crate::runtime::R
     let cfg = crate::config::load(config).map_err(|e| e.to_string())?;
     let layout = crate::layout::Layout::new(&cfg);
     let names = crate::names::Names::new(&cfg.instance);
-    Ok(crate::runtime::Runtime::new(crate::runtime::RuntimeConfig::new(
-        layout, names,
-    )))
+    Ok(crate::runtime::Runtime::new(
+        crate::runtime::RuntimeConfig::new(layout, names),
+    ))
 }
 
 /// Prints an error the way every subcommand does and returns the failure code.

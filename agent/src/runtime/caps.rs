@@ -145,7 +145,11 @@ pub fn compute(security: &Security, uid: u32) -> Result<CapSets, String> {
         s.0 |= add.0;
         s
     };
-    let explicit = if add_all { granted } else { CapSet(add.0 & granted.0) };
+    let explicit = if add_all {
+        granted
+    } else {
+        CapSet(add.0 & granted.0)
+    };
     let (eff, inh) = if uid == 0 {
         (granted, explicit)
     } else {
@@ -263,7 +267,15 @@ pub fn set_process_caps(sets: &CapSets) -> io::Result<()> {
 /// Raises the ambient set (each must be permitted and inheritable already).
 pub fn set_ambient(ambient: CapSet) -> io::Result<()> {
     // SAFETY: prctl with integer arguments only.
-    unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) };
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
     for c in 0..CAP_NAMES.len() as u32 {
         if ambient.has(c) {
             // SAFETY: prctl with integer arguments only.
@@ -301,7 +313,12 @@ mod tests {
     fn defaults_are_podmans_eleven() {
         let s = compute(&Security::default(), 0).unwrap();
         assert_eq!(s.bounding.names().len(), 11);
-        for absent in ["CAP_MKNOD", "CAP_NET_RAW", "CAP_AUDIT_WRITE", "CAP_SYS_ADMIN"] {
+        for absent in [
+            "CAP_MKNOD",
+            "CAP_NET_RAW",
+            "CAP_AUDIT_WRITE",
+            "CAP_SYS_ADMIN",
+        ] {
             assert!(!s.bounding.has_name(absent), "{absent}");
         }
         assert_eq!(s.effective, s.bounding);

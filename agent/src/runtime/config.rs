@@ -80,7 +80,9 @@ pub enum MountSource {
     Bind(PathBuf),
     /// A named volume's host dir, created when missing.
     Volume(PathBuf),
-    Tmpfs { size: Option<u64> },
+    Tmpfs {
+        size: Option<u64>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,7 +137,10 @@ impl ContainerConfig {
                     .ok_or("network = \"bridge\" needs a network namespace path")?,
             ),
         };
-        let stop_signal = match spec.stop_signal.as_deref().or(image.config.stop_signal.as_deref())
+        let stop_signal = match spec
+            .stop_signal
+            .as_deref()
+            .or(image.config.stop_signal.as_deref())
         {
             Some(s) => signal::parse(s).ok_or_else(|| format!("unknown stop signal {s:?}"))?,
             None => libc::SIGTERM,
@@ -229,13 +234,18 @@ impl ContainerConfig {
     /// Checks what the shim would otherwise trip over halfway through.
     pub fn validate(&self) -> Result<(), String> {
         if self.version > STATE_VERSION {
-            return Err(format!("config version {} is newer than {STATE_VERSION}", self.version));
+            return Err(format!(
+                "config version {} is newer than {STATE_VERSION}",
+                self.version
+            ));
         }
         if self.layers.is_empty() {
             return Err("image has no layers".into());
         }
         if self.process.args.is_empty() {
-            return Err("no command: the image has no Entrypoint or Cmd and the spec sets none".into());
+            return Err(
+                "no command: the image has no Entrypoint or Cmd and the spec sets none".into(),
+            );
         }
         for m in &self.mounts {
             if !m.target.starts_with('/') {
@@ -249,7 +259,11 @@ impl ContainerConfig {
         }
         for d in &self.devices {
             if !d.permissions.chars().all(|c| "rwm".contains(c)) || d.permissions.is_empty() {
-                return Err(format!("device {}: bad permissions {:?}", d.host.display(), d.permissions));
+                return Err(format!(
+                    "device {}: bad permissions {:?}",
+                    d.host.display(),
+                    d.permissions
+                ));
             }
         }
         Ok(())

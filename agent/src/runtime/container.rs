@@ -47,7 +47,11 @@ fn nix_step<T>(what: &str, r: nix::Result<T>) -> Result<T, LaunchError> {
     step(what, r.map_err(io::Error::from))
 }
 
-fn build(cfg: &ContainerConfig, bundle: &Bundle, fds: &ChildFds) -> Result<Infallible, LaunchError> {
+fn build(
+    cfg: &ContainerConfig,
+    bundle: &Bundle,
+    fds: &ChildFds,
+) -> Result<Infallible, LaunchError> {
     let mut b = [0u8; 1];
     // SAFETY: reads one byte into a live buffer.
     if unsafe { libc::read(fds.go.as_raw_fd(), b.as_mut_ptr().cast(), 1) } != 1 {
@@ -55,7 +59,10 @@ fn build(cfg: &ContainerConfig, bundle: &Bundle, fds: &ChildFds) -> Result<Infal
     }
     sys::mark("child-go");
     if let Some(ns) = &fds.netns {
-        nix_step("join network namespace", nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET))?;
+        nix_step(
+            "join network namespace",
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET),
+        )?;
     }
     if cfg.netns == NetNs::None {
         step("bring up lo", loopback_up())?;
@@ -70,7 +77,13 @@ fn build(cfg: &ContainerConfig, bundle: &Bundle, fds: &ChildFds) -> Result<Infal
     nix_step("sethostname", nix::unistd::sethostname(&cfg.hostname))?;
     nix_step(
         "make / private",
-        mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>),
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        ),
     )?;
     let rootfs = bundle.rootfs();
     step(
@@ -81,7 +94,10 @@ fn build(cfg: &ContainerConfig, bundle: &Bundle, fds: &ChildFds) -> Result<Infal
     let root = step("open rootfs", File::open(&rootfs))?;
     step("mounts", mounts::setup(&root, cfg))?;
     sys::mark("child-mounts");
-    step(&format!("create workdir {}", cfg.process.cwd), open_in_root(&root, &cfg.process.cwd, Create::Dir))?;
+    step(
+        &format!("create workdir {}", cfg.process.cwd),
+        open_in_root(&root, &cfg.process.cwd, Create::Dir),
+    )?;
     drop(root);
 
     step("chdir rootfs", std::env::set_current_dir(&rootfs))?;
@@ -92,7 +108,13 @@ fn build(cfg: &ContainerConfig, bundle: &Bundle, fds: &ChildFds) -> Result<Infal
     if cfg.security.read_only_rootfs {
         nix_step(
             "remount rootfs read-only",
-            mount(None::<&str>, "/", None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>),
+            mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None::<&str>,
+            ),
         )?;
     }
     sys::mark("child-pivot");
@@ -100,9 +122,14 @@ fn build(cfg: &ContainerConfig, bundle: &Bundle, fds: &ChildFds) -> Result<Infal
     // is now, and the payload must run under the limits.
     // SAFETY: reads one byte into a live buffer.
     if unsafe { libc::read(fds.go.as_raw_fd(), b.as_mut_ptr().cast(), 1) } != 1 || b[0] != b'2' {
-        return Err(LaunchError::Setup("the shim could not place the container in its cgroup".into()));
+        return Err(LaunchError::Setup(
+            "the shim could not place the container in its cgroup".into(),
+        ));
     }
-    nix_step("unshare cgroup namespace", nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP))?;
+    nix_step(
+        "unshare cgroup namespace",
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP),
+    )?;
     step("set RLIMIT_NOFILE", set_nofile())?;
     let prepared = launch::prepare(&cfg.process, &cfg.security)?;
     step("stdin", sys::dup2(fds.stdin.as_raw_fd(), 0))?;

@@ -110,7 +110,10 @@ fn container_pty(root: &std::path::Path) -> Result<(OwnedFd, OwnedFd)> {
     let mut unlock: libc::c_int = 0;
     // SAFETY: TIOCSPTLCK reads one int.
     if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &mut unlock) } < 0 {
-        return Err(RuntimeError::sys("unlock pty", std::io::Error::last_os_error()));
+        return Err(RuntimeError::sys(
+            "unlock pty",
+            std::io::Error::last_os_error(),
+        ));
     }
     // SAFETY: TIOCGPTPEER opens the slave of this master and returns a new fd.
     let slave = unsafe {
@@ -121,7 +124,10 @@ fn container_pty(root: &std::path::Path) -> Result<(OwnedFd, OwnedFd)> {
         )
     };
     if slave < 0 {
-        return Err(RuntimeError::sys("open pty slave", std::io::Error::last_os_error()));
+        return Err(RuntimeError::sys(
+            "open pty slave",
+            std::io::Error::last_os_error(),
+        ));
     }
     // SAFETY: a fresh fd we own.
     Ok((master, unsafe { OwnedFd::from_raw_fd(slave) }))
@@ -200,7 +206,14 @@ pub fn spawn(target: &ExecTarget, req: &ExecRequest) -> Result<Running> {
         return Err(RuntimeError::sys("fork", std::io::Error::last_os_error()));
     }
     if pid == 0 {
-        let e = enter_and_exec(target, &process, req, &procs, pty.as_ref().map(|p| &p.1), &err_w);
+        let e = enter_and_exec(
+            target,
+            &process,
+            req,
+            &procs,
+            pty.as_ref().map(|p| &p.1),
+            &err_w,
+        );
         let _ = sys::write_all(err_w.as_raw_fd(), e.encode().as_bytes());
         // SAFETY: ends the forked child without running the parent's exit handlers.
         unsafe { libc::_exit(e.exit_code()) };
@@ -232,7 +245,8 @@ fn enter_and_exec(
     slave: Option<&OwnedFd>,
     err_w: &OwnedFd,
 ) -> LaunchError {
-    let setup = |what: &str| LaunchError::Setup(format!("{what}: {}", std::io::Error::last_os_error()));
+    let setup =
+        |what: &str| LaunchError::Setup(format!("{what}: {}", std::io::Error::last_os_error()));
     for p in procs {
         // SAFETY: open/write/close on a C path we own; "0" means the calling process.
         unsafe {

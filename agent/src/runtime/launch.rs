@@ -74,7 +74,8 @@ pub struct Prepared {
 pub fn prepare(p: &ProcessSpec, security: &Security) -> Result<Prepared, LaunchError> {
     let passwd_text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group_text = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    let creds = passwd::resolve(p.user.as_ref(), &passwd_text, &group_text).map_err(LaunchError::Setup)?;
+    let creds =
+        passwd::resolve(p.user.as_ref(), &passwd_text, &group_text).map_err(LaunchError::Setup)?;
     let sets = caps::compute(security, creds.uid)
         .map_err(LaunchError::Setup)?
         .within(caps::own_bounding());
@@ -84,9 +85,22 @@ pub fn prepare(p: &ProcessSpec, security: &Security) -> Result<Prepared, LaunchE
     if !env.iter().any(|kv| kv.starts_with("HOME=")) {
         env.push(format!("HOME={}", creds.home));
     }
-    let program = p.args.first().cloned().ok_or_else(|| LaunchError::Setup("empty command".into()))?;
-    let argv = p.args.iter().map(|a| cstr(a)).collect::<Result<_, _>>().map_err(setup("argv"))?;
-    let envp = env.iter().map(|a| cstr(a)).collect::<Result<_, _>>().map_err(setup("env"))?;
+    let program = p
+        .args
+        .first()
+        .cloned()
+        .ok_or_else(|| LaunchError::Setup("empty command".into()))?;
+    let argv = p
+        .args
+        .iter()
+        .map(|a| cstr(a))
+        .collect::<Result<_, _>>()
+        .map_err(setup("argv"))?;
+    let envp = env
+        .iter()
+        .map(|a| cstr(a))
+        .collect::<Result<_, _>>()
+        .map_err(setup("env"))?;
     Ok(Prepared {
         creds,
         sets,
@@ -128,7 +142,8 @@ impl Prepared {
         caps::drop_bounding(self.sets.bounding).map_err(setup("drop bounding capabilities"))?;
         let load_early = self.filter.is_some() && !self.no_new_privs;
         if load_early {
-            seccomp::load(self.filter.as_deref().unwrap_or(&[])).map_err(setup("load seccomp filter"))?;
+            seccomp::load(self.filter.as_deref().unwrap_or(&[]))
+                .map_err(setup("load seccomp filter"))?;
         }
         let groups: Vec<libc::gid_t> = self.creds.groups.clone();
         // SAFETY: setgroups reads `groups.len()` gids from a live vector.
@@ -194,7 +209,10 @@ pub fn find_program(program: &str, path_var: &str) -> Result<PathBuf, LaunchErro
         }
     }
     match denied {
-        Some(p) => Err(LaunchError::NotExecutable(format!("{}: permission denied", p.display()))),
+        Some(p) => Err(LaunchError::NotExecutable(format!(
+            "{}: permission denied",
+            p.display()
+        ))),
         None => Err(LaunchError::NotFound(format!(
             "{program}: executable file not found in $PATH"
         ))),

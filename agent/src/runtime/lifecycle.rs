@@ -171,7 +171,12 @@ impl Runtime {
             });
         }
         let bundle = self.bundle(name, id);
-        for d in [bundle.upper(), bundle.work(), bundle.rootfs(), bundle.logs()] {
+        for d in [
+            bundle.upper(),
+            bundle.work(),
+            bundle.rootfs(),
+            bundle.logs(),
+        ] {
             std::fs::create_dir_all(&d).at(&d)?;
         }
         write_json_volatile(&bundle.config(), cfg)?;
@@ -367,7 +372,10 @@ impl Runtime {
         }
         let sig = match signal {
             Some(s) => s,
-            None => self.read_config(name, id).map(|c| c.stop_signal).unwrap_or(libc::SIGTERM),
+            None => self
+                .read_config(name, id)
+                .map(|c| c.stop_signal)
+                .unwrap_or(libc::SIGTERM),
         };
         let cg = self.cgroup(name, id);
         if let Ok(fd) = sys::pidfd_open(st.pid)
@@ -427,10 +435,12 @@ impl Runtime {
     /// The config of an incarnation as the shim read it.
     pub fn read_config(&self, name: &str, id: &IncarnationId) -> Result<ContainerConfig> {
         let p = self.bundle(name, id).config();
-        fsutil::read_json(&p).at(&p)?.ok_or_else(|| RuntimeError::NotFound {
-            name: name.into(),
-            id: id.to_string(),
-        })
+        fsutil::read_json(&p)
+            .at(&p)?
+            .ok_or_else(|| RuntimeError::NotFound {
+                name: name.into(),
+                id: id.to_string(),
+            })
     }
 
     /// Removes this instance's empty cgroup parents (`<instance>/_shims`, `<instance>`); busy
@@ -463,7 +473,10 @@ impl Runtime {
         for id in self.incarnations(name) {
             let (live, started) = match self.inspect(name, &id)? {
                 Some(o) => (
-                    matches!(o.status, Status::Running | Status::Paused | Status::Unsupervised),
+                    matches!(
+                        o.status,
+                        Status::Running | Status::Paused | Status::Unsupervised
+                    ),
                     o.started_at.unwrap_or(SystemTime::UNIX_EPOCH),
                 ),
                 None => {

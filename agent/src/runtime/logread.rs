@@ -165,19 +165,35 @@ mod tests {
         .unwrap();
         let mut s = LineSplitter::new(Stream::Stdout);
         for i in 0..10 {
-            s.feed(format!("msg {i}\n").as_bytes(), &mut w, t(i)).unwrap();
+            s.feed(format!("msg {i}\n").as_bytes(), &mut w, t(i))
+                .unwrap();
         }
         let all = read(&p, &Query::default()).unwrap();
         assert_eq!(all.len(), 10);
-        let tail = read(&p, &Query { tail: Some(3), since: None }).unwrap();
+        let tail = read(
+            &p,
+            &Query {
+                tail: Some(3),
+                since: None,
+            },
+        )
+        .unwrap();
         assert_eq!(tail[0].message, b"msg 7");
-        let since = read(&p, &Query { tail: None, since: Some(t(8)) }).unwrap();
+        let since = read(
+            &p,
+            &Query {
+                tail: None,
+                since: Some(t(8)),
+            },
+        )
+        .unwrap();
         assert_eq!(since.len(), 2);
 
         let mut f = Follower::at_end(&p);
         assert!(f.poll().unwrap().is_empty());
         for i in 10..30 {
-            s.feed(format!("msg {i}\n").as_bytes(), &mut w, t(i)).unwrap();
+            s.feed(format!("msg {i}\n").as_bytes(), &mut w, t(i))
+                .unwrap();
             if i % 7 == 0 {
                 let got = f.poll().unwrap();
                 assert!(!got.is_empty());
@@ -186,7 +202,10 @@ mod tests {
         let mut seen = Vec::new();
         let mut f2 = Follower::at_end(&p);
         s.feed(b"part", &mut w, t(40)).unwrap();
-        assert!(f2.poll().unwrap().is_empty(), "no newline yet: nothing to show");
+        assert!(
+            f2.poll().unwrap().is_empty(),
+            "no newline yet: nothing to show"
+        );
         s.feed(b"ial\n", &mut w, t(41)).unwrap();
         f2.run(
             |r| {

@@ -57,7 +57,13 @@ impl LogWriter {
     }
 
     /// Writes one record, rotating first when it would take the file past `max_size`.
-    pub fn record(&mut self, stream: Stream, partial: bool, msg: &[u8], at: SystemTime) -> io::Result<()> {
+    pub fn record(
+        &mut self,
+        stream: Stream,
+        partial: bool,
+        msg: &[u8],
+        at: SystemTime,
+    ) -> io::Result<()> {
         let mut line = Vec::with_capacity(msg.len() + 48);
         line.extend_from_slice(timefmt::format(at).as_bytes());
         line.push(b' ');
@@ -84,7 +90,10 @@ impl LogWriter {
                 }
             }
             std::fs::rename(&self.path, rotated(&self.path, 1))?;
-            self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+            self.file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
         } else {
             self.file.set_len(0)?;
         }
@@ -273,10 +282,19 @@ mod tests {
         let mut w = LogWriter::open(&p, limits).unwrap();
         let mut s = LineSplitter::new(Stream::Stdout);
         for i in 0..100 {
-            s.feed(format!("line {i:04} padding padding\n").as_bytes(), &mut w, t(i)).unwrap();
+            s.feed(
+                format!("line {i:04} padding padding\n").as_bytes(),
+                &mut w,
+                t(i),
+            )
+            .unwrap();
         }
         for f in files_oldest_first(&p, 8) {
-            assert!(std::fs::metadata(&f).unwrap().len() <= 1000, "{}", f.display());
+            assert!(
+                std::fs::metadata(&f).unwrap().len() <= 1000,
+                "{}",
+                f.display()
+            );
         }
         assert!(rotated(&p, 2).exists() && !rotated(&p, 3).exists());
         let recs = read_all(&p);
@@ -284,7 +302,12 @@ mod tests {
         assert_eq!(recs.last().unwrap().message, b"line 0099 padding padding");
         let nums: Vec<u32> = recs
             .iter()
-            .map(|r| std::str::from_utf8(&r.message[5..9]).unwrap().parse().unwrap())
+            .map(|r| {
+                std::str::from_utf8(&r.message[5..9])
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
             .collect();
         assert!(nums.windows(2).all(|w| w[1] == w[0] + 1));
         assert!(nums[0] > 0, "old lines were dropped");

@@ -45,7 +45,10 @@ pub mod sys;
 pub mod timefmt;
 
 pub use cgroup::CgroupMode;
-pub use config::{Bundle, ContainerConfig, DeviceSpec, EtcFiles, HostPort, MountSource, MountSpec, NetNs, Placement};
+pub use config::{
+    Bundle, ContainerConfig, DeviceSpec, EtcFiles, HostPort, MountSource, MountSpec, NetNs,
+    Placement,
+};
 pub use error::RuntimeError;
 pub use lifecycle::{ExitWatch, ObservedContainer, Runtime, RuntimeConfig, Started, Status};
 pub use process::{ProcessSpec, resolve_process};

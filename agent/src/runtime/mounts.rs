@@ -63,7 +63,8 @@ fn mount_at(
     flags: MsFlags,
     data: Option<&str>,
 ) -> io::Result<()> {
-    let fd = open_in_root(root, target, create).map_err(|e| ctx(&format!("mountpoint {target}"), e))?;
+    let fd =
+        open_in_root(root, target, create).map_err(|e| ctx(&format!("mountpoint {target}"), e))?;
     mount(source, &fd_path(&fd), fstype, flags, data)
         .map_err(|e| ctx(&format!("mount {target}"), e))
 }
@@ -85,14 +86,30 @@ fn remount_ro(root: &File, target: &str, extra: MsFlags) -> io::Result<()> {
 pub fn setup(root: &File, cfg: &ContainerConfig) -> io::Result<()> {
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let privileged = cfg.security.privileged;
-    mount_at(root, "/proc", Create::Dir, Some(Path::new("proc")), Some("proc"), nosuid_nodev_noexec, None)?;
+    mount_at(
+        root,
+        "/proc",
+        Create::Dir,
+        Some(Path::new("proc")),
+        Some("proc"),
+        nosuid_nodev_noexec,
+        None,
+    )?;
     setup_dev(root)?;
     let sys_flags = if privileged {
         nosuid_nodev_noexec
     } else {
         nosuid_nodev_noexec | MsFlags::MS_RDONLY
     };
-    mount_at(root, "/sys", Create::Dir, Some(Path::new("sysfs")), Some("sysfs"), sys_flags, None)?;
+    mount_at(
+        root,
+        "/sys",
+        Create::Dir,
+        Some(Path::new("sysfs")),
+        Some("sysfs"),
+        sys_flags,
+        None,
+    )?;
 
     for (file, host) in [
         ("/etc/hostname", &cfg.etc.hostname),
@@ -100,16 +117,37 @@ pub fn setup(root: &File, cfg: &ContainerConfig) -> io::Result<()> {
         ("/etc/resolv.conf", &cfg.etc.resolv_conf),
     ] {
         if let Some(host) = host {
-            mount_at(root, file, Create::File, Some(host), None, MsFlags::MS_BIND, None)?;
+            mount_at(
+                root,
+                file,
+                Create::File,
+                Some(host),
+                None,
+                MsFlags::MS_BIND,
+                None,
+            )?;
         }
     }
 
     for m in &cfg.mounts {
         match &m.source {
             MountSource::Bind(src) | MountSource::Volume(src) => {
-                let meta = std::fs::metadata(src).map_err(|e| ctx(&format!("bind source {}", src.display()), e))?;
-                let create = if meta.is_dir() { Create::Dir } else { Create::File };
-                mount_at(root, &m.target, create, Some(src), None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+                let meta = std::fs::metadata(src)
+                    .map_err(|e| ctx(&format!("bind source {}", src.display()), e))?;
+                let create = if meta.is_dir() {
+                    Create::Dir
+                } else {
+                    Create::File
+                };
+                mount_at(
+                    root,
+                    &m.target,
+                    create,
+                    Some(src),
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None,
+                )?;
                 if m.read_only {
                     remount_ro(root, &m.target, MsFlags::empty())?;
                 }
@@ -123,21 +161,39 @@ pub fn setup(root: &File, cfg: &ContainerConfig) -> io::Result<()> {
                 if m.read_only {
                     flags |= MsFlags::MS_RDONLY;
                 }
-                mount_at(root, &m.target, Create::Dir, Some(Path::new("tmpfs")), Some("tmpfs"), flags, Some(&data))?;
+                mount_at(
+                    root,
+                    &m.target,
+                    Create::Dir,
+                    Some(Path::new("tmpfs")),
+                    Some("tmpfs"),
+                    flags,
+                    Some(&data),
+                )?;
             }
         }
     }
 
     for d in &cfg.devices {
-        let meta = std::fs::metadata(&d.host).map_err(|e| ctx(&format!("device {}", d.host.display()), e))?;
+        let meta = std::fs::metadata(&d.host)
+            .map_err(|e| ctx(&format!("device {}", d.host.display()), e))?;
         let kind = if meta.file_type().is_block_device() {
             FileType::BlockDevice
         } else if meta.file_type().is_char_device() {
             FileType::CharacterDevice
         } else {
-            return Err(io::Error::other(format!("{} is not a device node", d.host.display())));
+            return Err(io::Error::other(format!(
+                "{} is not a device node",
+                d.host.display()
+            )));
         };
-        mknod_in_root(root, &d.container.to_string_lossy(), kind, meta.mode() & 0o7777, meta.rdev())?;
+        mknod_in_root(
+            root,
+            &d.container.to_string_lossy(),
+            kind,
+            meta.mode() & 0o7777,
+            meta.rdev(),
+        )?;
     }
 
     if !privileged {
@@ -148,8 +204,14 @@ pub fn setup(root: &File, cfg: &ContainerConfig) -> io::Result<()> {
             match open_in_root(root, p, Create::Nothing) {
                 Ok(fd) => {
                     let path = fd_path(&fd);
-                    mount(Some(&path), &path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-                        .map_err(|e| ctx(&format!("bind {p}"), e))?;
+                    mount(
+                        Some(&path),
+                        &path,
+                        None::<&str>,
+                        MsFlags::MS_BIND | MsFlags::MS_REC,
+                        None::<&str>,
+                    )
+                    .map_err(|e| ctx(&format!("bind {p}"), e))?;
                     remount_ro(root, p, nosuid_nodev_noexec)?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -166,13 +228,26 @@ fn mask(root: &File, p: &str) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(ctx(p, e)),
     };
-    let is_dir = rustix::fs::fstat(&fd).map(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory)?;
+    let is_dir = rustix::fs::fstat(&fd)
+        .map(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory)?;
     let target = fd_path(&fd);
     if is_dir {
-        mount(Some("tmpfs"), &target, Some("tmpfs"), MsFlags::MS_RDONLY, Some("size=0"))
+        mount(
+            Some("tmpfs"),
+            &target,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            Some("size=0"),
+        )
     } else {
         let null = open_in_root(root, "/dev/null", Create::Nothing)?;
-        mount(Some(&fd_path(&null)), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        mount(
+            Some(&fd_path(&null)),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
     }
     .map_err(|e| ctx(&format!("mask {p}"), e))
 }
@@ -189,7 +264,13 @@ fn setup_dev(root: &File) -> io::Result<()> {
     )?;
     for (name, major, minor) in DEV_NODES {
         let dev = rustix::fs::makedev(*major, *minor);
-        mknod_in_root(root, &format!("/dev/{name}"), FileType::CharacterDevice, 0o666, dev)?;
+        mknod_in_root(
+            root,
+            &format!("/dev/{name}"),
+            FileType::CharacterDevice,
+            0o666,
+            dev,
+        )?;
     }
     mount_at(
         root,
@@ -219,7 +300,12 @@ fn setup_dev(root: &File) -> io::Result<()> {
         None,
     )?;
     let dev = open_in_root(root, "/dev", Create::Nothing)?;
-    let dev = rustix::fs::openat(&dev, ".", rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC, Mode::empty())?;
+    let dev = rustix::fs::openat(
+        &dev,
+        ".",
+        rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     for (link, target) in [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),
@@ -234,16 +320,31 @@ fn setup_dev(root: &File) -> io::Result<()> {
 
 fn mknod_in_root(root: &File, path: &str, kind: FileType, perm: u32, dev: u64) -> io::Result<()> {
     let rel = super::rootfs::relative(path);
-    let parent = rel.parent().map(|p| format!("/{}", p.display())).unwrap_or_else(|| "/".into());
-    let name = rel.file_name().ok_or_else(|| io::Error::other(format!("bad device path {path}")))?;
+    let parent = rel
+        .parent()
+        .map(|p| format!("/{}", p.display()))
+        .unwrap_or_else(|| "/".into());
+    let name = rel
+        .file_name()
+        .ok_or_else(|| io::Error::other(format!("bad device path {path}")))?;
     let pfd = open_in_root(root, &parent, Create::Dir)?;
-    let dir = rustix::fs::openat(&pfd, ".", rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC, Mode::empty())?;
+    let dir = rustix::fs::openat(
+        &pfd,
+        ".",
+        rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     match rustix::fs::mknodat(dir.as_fd(), name, kind, Mode::from_bits_truncate(perm), dev) {
         Ok(()) => {}
         Err(rustix::io::Errno::EXIST) => {}
         Err(e) => return Err(ctx(&format!("mknod {path}"), e)),
     }
     // mknod honours the umask; the mode must be exact.
-    rustix::fs::chmodat(&dir, name, Mode::from_bits_truncate(perm), rustix::fs::AtFlags::empty())
-        .map_err(|e| ctx(&format!("chmod {path}"), e))
+    rustix::fs::chmodat(
+        &dir,
+        name,
+        Mode::from_bits_truncate(perm),
+        rustix::fs::AtFlags::empty(),
+    )
+    .map_err(|e| ctx(&format!("chmod {path}"), e))
 }

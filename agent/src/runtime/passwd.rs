@@ -63,14 +63,13 @@ pub fn resolve(user: Option<&User>, passwd: &str, group: &str) -> Result<Credent
         group: None,
     };
     let user = user.unwrap_or(&root);
-    let entry = match &user.user {
-        UserId::Name(n) => Some(
-            passwd_entries(passwd)
-                .find(|e| e.name == n)
-                .ok_or_else(|| format!("unable to find user {n}: no matching entries in passwd file"))?,
-        ),
-        UserId::Id(id) => passwd_entries(passwd).find(|e| e.uid == *id),
-    };
+    let entry =
+        match &user.user {
+            UserId::Name(n) => Some(passwd_entries(passwd).find(|e| e.name == n).ok_or_else(
+                || format!("unable to find user {n}: no matching entries in passwd file"),
+            )?),
+            UserId::Id(id) => passwd_entries(passwd).find(|e| e.uid == *id),
+        };
     let uid = match &user.user {
         UserId::Id(id) => *id,
         UserId::Name(_) => entry.as_ref().map(|e| e.uid).unwrap_or(0),
@@ -80,7 +79,9 @@ pub fn resolve(user: Option<&User>, passwd: &str, group: &str) -> Result<Credent
         Some(UserId::Name(n)) => group_entries(group)
             .find(|g| g.name == n)
             .map(|g| g.gid)
-            .ok_or_else(|| format!("unable to find group {n}: no matching entries in group file"))?,
+            .ok_or_else(|| {
+                format!("unable to find group {n}: no matching entries in group file")
+            })?,
         None => entry.as_ref().map(|e| e.gid).unwrap_or(0),
     };
     let home = entry
@@ -144,7 +145,10 @@ mod tests {
         assert_eq!(c.groups, [10, 29]);
         assert_eq!(c.home, "/home/app");
         let c = resolve(
-            Some(&user(UserId::Name("app".into()), Some(UserId::Name("audio".into())))),
+            Some(&user(
+                UserId::Name("app".into()),
+                Some(UserId::Name("audio".into())),
+            )),
             PASSWD,
             GROUP,
         )
@@ -154,7 +158,12 @@ mod tests {
 
     #[test]
     fn numeric_ids_need_no_entry() {
-        let c = resolve(Some(&user(UserId::Id(4242), Some(UserId::Id(7)))), PASSWD, GROUP).unwrap();
+        let c = resolve(
+            Some(&user(UserId::Id(4242), Some(UserId::Id(7)))),
+            PASSWD,
+            GROUP,
+        )
+        .unwrap();
         assert_eq!((c.uid, c.gid, c.groups.len()), (4242, 7, 0));
         let c = resolve(Some(&user(UserId::Id(1000), None)), PASSWD, GROUP).unwrap();
         assert_eq!((c.uid, c.gid), (1000, 1000));
@@ -164,7 +173,12 @@ mod tests {
 
     #[test]
     fn unknown_names_fail() {
-        let e = resolve(Some(&user(UserId::Name("ghost".into()), None)), PASSWD, GROUP).unwrap_err();
+        let e = resolve(
+            Some(&user(UserId::Name("ghost".into()), None)),
+            PASSWD,
+            GROUP,
+        )
+        .unwrap_err();
         assert!(e.contains("ghost"), "{e}");
         let e = resolve(
             Some(&user(UserId::Id(0), Some(UserId::Name("nope".into())))),

@@ -30,7 +30,11 @@ pub fn hold(ports: &[HostPort]) -> Result<Vec<OwnedFd>, String> {
 /// A bound, not listening, socket: it reserves the port without accepting connections that
 /// DNAT did not redirect.
 fn bind(addr: SocketAddr, proto: Protocol) -> io::Result<OwnedFd> {
-    let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     let ty = match proto {
         Protocol::Tcp => libc::SOCK_STREAM,
         Protocol::Udp => libc::SOCK_DGRAM,
@@ -44,7 +48,13 @@ fn bind(addr: SocketAddr, proto: Protocol) -> io::Result<OwnedFd> {
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let (storage, len) = sockaddr(addr);
     // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
-    let r = unsafe { libc::bind(fd.as_raw_fd(), (&storage as *const libc::sockaddr_storage).cast(), len) };
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&storage as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+    };
     if r != 0 {
         return Err(io::Error::last_os_error());
     }

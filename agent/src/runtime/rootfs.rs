@@ -16,7 +16,12 @@ use rustix::mount::{
 /// Uses the new mount API's `lowerdir+`, one layer per call, so no option string can outgrow a
 /// page however many layers there are; kernels before 6.8 get the classic string, with paths
 /// made relative to the layers' common parent when the absolute ones would not fit.
-pub fn mount_overlay(layers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> io::Result<()> {
+pub fn mount_overlay(
+    layers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> io::Result<()> {
     match mount_overlay_fsconfig(layers, upper, work, target) {
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
             mount_overlay_legacy(layers, upper, work, target)
@@ -25,7 +30,12 @@ pub fn mount_overlay(layers: &[PathBuf], upper: &Path, work: &Path, target: &Pat
     }
 }
 
-fn mount_overlay_fsconfig(layers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> io::Result<()> {
+fn mount_overlay_fsconfig(
+    layers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> io::Result<()> {
     let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
     for l in layers.iter().rev() {
         fsconfig_set_string(fs.as_fd(), "lowerdir+", l)?;
@@ -33,7 +43,11 @@ fn mount_overlay_fsconfig(layers: &[PathBuf], upper: &Path, work: &Path, target:
     fsconfig_set_string(fs.as_fd(), "upperdir", upper)?;
     fsconfig_set_string(fs.as_fd(), "workdir", work)?;
     fsconfig_create(fs.as_fd())?;
-    let mnt = fsmount(fs.as_fd(), FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
+    let mnt = fsmount(
+        fs.as_fd(),
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::empty(),
+    )?;
     move_mount(
         mnt.as_fd(),
         "",
@@ -44,9 +58,18 @@ fn mount_overlay_fsconfig(layers: &[PathBuf], upper: &Path, work: &Path, target:
     Ok(())
 }
 
-fn mount_overlay_legacy(layers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> io::Result<()> {
+fn mount_overlay_legacy(
+    layers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> io::Result<()> {
     let join = |ls: Vec<String>| ls.join(":");
-    let abs: Vec<String> = layers.iter().rev().map(|l| l.display().to_string()).collect();
+    let abs: Vec<String> = layers
+        .iter()
+        .rev()
+        .map(|l| l.display().to_string())
+        .collect();
     let mut data = format!(
         "lowerdir={},upperdir={},workdir={}",
         join(abs),
@@ -63,7 +86,12 @@ fn mount_overlay_legacy(layers: &[PathBuf], upper: &Path, work: &Path, target: &
             let rel: Vec<String> = layers
                 .iter()
                 .rev()
-                .map(|l| l.file_name().unwrap_or_default().to_string_lossy().into_owned())
+                .map(|l| {
+                    l.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned()
+                })
                 .collect();
             data = format!(
                 "lowerdir={},upperdir={},workdir={}",

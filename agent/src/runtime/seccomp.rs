@@ -368,9 +368,16 @@ mod tests {
             assert_eq!(verdict(&p, nr, 0), RET_ALLOW, "syscall {nr}");
         }
         // fork-style clone passes; namespace flags do not
-        assert_eq!(verdict(&p, libc::SYS_clone, libc::SIGCHLD as u64), RET_ALLOW);
         assert_eq!(
-            verdict(&p, libc::SYS_clone, (libc::CLONE_THREAD | libc::CLONE_VM) as u64),
+            verdict(&p, libc::SYS_clone, libc::SIGCHLD as u64),
+            RET_ALLOW
+        );
+        assert_eq!(
+            verdict(
+                &p,
+                libc::SYS_clone,
+                (libc::CLONE_THREAD | libc::CLONE_VM) as u64
+            ),
             RET_ALLOW
         );
         for f in [libc::CLONE_NEWUSER, libc::CLONE_NEWNS, libc::CLONE_NEWNET] {
@@ -383,7 +390,10 @@ mod tests {
         assert_eq!(verdict(&p, libc::SYS_socket, 40), ret_errno(libc::EPERM));
         assert_eq!(verdict(&p, libc::SYS_personality, 0xffff_ffff), RET_ALLOW);
         assert_eq!(verdict(&p, libc::SYS_personality, 8), RET_ALLOW);
-        assert_eq!(verdict(&p, libc::SYS_personality, 0x0040_0000), ret_errno(libc::EPERM));
+        assert_eq!(
+            verdict(&p, libc::SYS_personality, 0x0040_0000),
+            ret_errno(libc::EPERM)
+        );
     }
 
     #[test]
@@ -397,8 +407,10 @@ mod tests {
 
     #[test]
     fn caps_lift_their_groups() {
-        let mut sec = Security::default();
-        sec.cap_add = vec!["CAP_SYS_ADMIN".into(), "CAP_SYS_PTRACE".into()];
+        let sec = Security {
+            cap_add: vec!["CAP_SYS_ADMIN".into(), "CAP_SYS_PTRACE".into()],
+            ..Security::default()
+        };
         let p = default_filter(caps::compute(&sec, 0).unwrap().bounding);
         assert_eq!(verdict(&p, libc::SYS_mount, 0), RET_ALLOW);
         assert_eq!(verdict(&p, libc::SYS_ptrace, 0), RET_ALLOW);

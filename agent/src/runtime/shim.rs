@@ -18,9 +18,7 @@ use super::config::{Bundle, ContainerConfig, MountSource, NetNs, STATE_VERSION};
 use super::container::{ChildFds, child_main};
 use super::devices::{DevKind, DeviceRule, parse_access};
 use super::logs::{LineSplitter, LogWriter, Stream};
-use super::state::{
-    ExitRecord, Report, ShimDir, ShimState, write_json, write_json_volatile,
-};
+use super::state::{ExitRecord, Report, ShimDir, ShimState, write_json, write_json_volatile};
 use super::{ports, sys};
 
 /// Entry point of the `berth-shim` binary; returns the process exit code.
@@ -129,7 +127,8 @@ fn device_rules(cfg: &ContainerConfig) -> Result<Vec<DeviceRule>, String> {
     cfg.devices
         .iter()
         .map(|d| {
-            let m = std::fs::metadata(&d.host).map_err(|e| format!("device {}: {e}", d.host.display()))?;
+            let m = std::fs::metadata(&d.host)
+                .map_err(|e| format!("device {}: {e}", d.host.display()))?;
             let kind = if m.file_type().is_block_device() {
                 DevKind::Block
             } else if m.file_type().is_char_device() {
@@ -181,7 +180,8 @@ fn supervise(
         )),
         _ => None,
     };
-    let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
     if cfg.netns == NetNs::None {
         flags |= libc::CLONE_NEWNET;
     }
@@ -226,7 +226,11 @@ fn supervise(
     let launch_error = match (placed, result) {
         (Err(e), _) => Some(e),
         (Ok(()), Ok(b)) if b.is_empty() => None,
-        (Ok(()), Ok(b)) => Some(super::launch::LaunchError::decode(&String::from_utf8_lossy(&b)).message().to_string()),
+        (Ok(()), Ok(b)) => Some(
+            super::launch::LaunchError::decode(&String::from_utf8_lossy(&b))
+                .message()
+                .to_string(),
+        ),
         (Ok(()), Err(e)) => Some(format!("read start result: {e}")),
     };
     if let Some(e) = launch_error {
@@ -306,7 +310,11 @@ fn relay(log: &mut LogWriter, out: OwnedFd, err: OwnedFd, pidfd: &OwnedFd, child
             })
             .collect();
         pfds.push(libc::pollfd {
-            fd: if status.is_none() { pidfd.as_raw_fd() } else { -1 },
+            fd: if status.is_none() {
+                pidfd.as_raw_fd()
+            } else {
+                -1
+            },
             events: libc::POLLIN,
             revents: 0,
         });
@@ -326,7 +334,8 @@ fn relay(log: &mut LogWriter, out: OwnedFd, err: OwnedFd, pidfd: &OwnedFd, child
             let now = SystemTime::now();
             if r > 0 {
                 let _ = splitter.feed(&buf[..r as usize], log, now);
-            } else if r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            } else if r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)
+            {
                 let _ = splitter.finish(log, now);
                 *fd = None;
             }

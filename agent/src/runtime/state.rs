@@ -147,7 +147,8 @@ pub fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
 /// write, which the next start redoes. Two fsyncs on the start path cost more than the whole
 /// container setup on a slow disk.
 pub fn write_json_volatile<T: Serialize>(path: &Path, v: &T) -> Result<()> {
-    let mut data = serde_json::to_vec_pretty(v).map_err(|e| RuntimeError::io(path, std::io::Error::other(e)))?;
+    let mut data = serde_json::to_vec_pretty(v)
+        .map_err(|e| RuntimeError::io(path, std::io::Error::other(e)))?;
     data.push(b'\n');
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));

@@ -182,6 +182,23 @@ pub fn errno_of(e: &io::Error) -> i32 {
     e.raw_os_error().unwrap_or(libc::EIO)
 }
 
+/// Start-path timing for benchmarks: with `BERTH_SHIM_TIMING` set in the shim's environment,
+/// prints `timing <label> <monotonic µs>` to its stderr (the shim log).
+pub fn mark(label: &str) {
+    if std::env::var_os("BERTH_SHIM_TIMING").is_some() {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec we own.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+        eprintln!(
+            "timing {label} {}",
+            t.tv_sec as u64 * 1_000_000 + t.tv_nsec as u64 / 1000
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,16 +210,5 @@ mod tests {
         let me = proc_stat(std::process::id() as i32).unwrap();
         assert!(alive(std::process::id() as i32, me.0));
         assert!(!alive(std::process::id() as i32, me.0 + 1));
-    }
-}
-
-/// Start-path timing for benchmarks: with `BERTH_SHIM_TIMING` set in the shim's environment,
-/// prints `timing <label> <monotonic µs>` to its stderr (the shim log).
-pub fn mark(label: &str) {
-    if std::env::var_os("BERTH_SHIM_TIMING").is_some() {
-        let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: clock_gettime writes one timespec we own.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
-        eprintln!("timing {label} {}", t.tv_sec as u64 * 1_000_000 + t.tv_nsec as u64 / 1000);
     }
 }

@@ -44,7 +44,11 @@ pub fn format(t: SystemTime) -> String {
 /// Parses RFC 3339 (`Z` or `±hh:mm`, fraction optional).
 pub fn parse(s: &str) -> Option<SystemTime> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ') {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ')
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<u32>().ok();
@@ -91,7 +95,10 @@ mod tests {
         assert_eq!(format(t), "2026-11-27T01:02:03.000000005Z");
         assert_eq!(parse("2026-11-27T01:02:03.000000005Z"), Some(t));
         assert_eq!(parse("2026-11-27T02:02:03.000000005+01:00"), Some(t));
-        assert_eq!(parse("2026-11-27T01:02:03Z"), Some(t - Duration::from_nanos(5)));
+        assert_eq!(
+            parse("2026-11-27T01:02:03Z"),
+            Some(t - Duration::from_nanos(5))
+        );
         assert_eq!(parse("2026-02-30"), None);
         assert_eq!(parse("garbage-but-long-enough"), None);
     }

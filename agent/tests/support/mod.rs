@@ -76,14 +76,20 @@ pub struct Env {
 
 impl Env {
     pub fn new(prefix: &str) -> Env {
-        Self::with_cgroups(prefix, CgroupMode::V1 {
-            root: "/sys/fs/cgroup".into(),
-        })
+        Self::with_cgroups(
+            prefix,
+            CgroupMode::V1 {
+                root: "/sys/fs/cgroup".into(),
+            },
+        )
     }
 
     pub fn with_cgroups(prefix: &str, cgroups: CgroupMode) -> Env {
         require_root();
-        let dir = tempfile::Builder::new().prefix("berth-rt").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("berth-rt")
+            .tempdir()
+            .unwrap();
         let layout = Layout {
             state_dir: dir.path().join("state"),
             run_dir: dir.path().join("run"),

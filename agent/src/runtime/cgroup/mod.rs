@@ -31,6 +31,8 @@ impl CgroupMode {
     /// v2 when /sys/fs/cgroup is a cgroup2 mount, else v1.
     pub fn detect() -> Self {
         let root = PathBuf::from("/sys/fs/cgroup");
+        // f_type's integer type differs between architectures.
+        #[allow(clippy::unnecessary_cast)]
         match rustix::fs::statfs(&root) {
             Ok(s) if s.f_type as i64 == CGROUP2_SUPER_MAGIC => CgroupMode::V2 { root },
             _ => CgroupMode::V1 { root },
@@ -105,7 +107,9 @@ impl Cgroup {
 
     pub fn set_devices(&self, policy: DevicePolicy<'_>) -> Result<()> {
         match &self.mode {
-            CgroupMode::V1 { root } => v1::set_devices(&v1::devices_dir(root).join(&self.rel), policy),
+            CgroupMode::V1 { root } => {
+                v1::set_devices(&v1::devices_dir(root).join(&self.rel), policy)
+            }
             CgroupMode::V2 { root } => v2::set_devices(&root.join(&self.rel), policy),
         }
     }
@@ -228,7 +232,11 @@ pub(crate) fn keyed_value(path: &Path, key: &str) -> Option<u64> {
 }
 
 /// Polls `done` until it holds or `timeout` passes; cgroup state changes have no event on v1.
-pub(crate) fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) -> Result<()> {
+pub(crate) fn wait_until(
+    timeout: Duration,
+    what: &str,
+    mut done: impl FnMut() -> bool,
+) -> Result<()> {
     let start = Instant::now();
     let mut pause = Duration::from_micros(200);
     loop {

@@ -6,7 +6,11 @@ use super::*;
 
 fn fixture_v2() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
-    std::fs::write(d.path().join("cgroup.controllers"), "cpuset cpu io memory pids\n").unwrap();
+    std::fs::write(
+        d.path().join("cgroup.controllers"),
+        "cpuset cpu io memory pids\n",
+    )
+    .unwrap();
     std::fs::write(d.path().join("cgroup.subtree_control"), "").unwrap();
     d
 }
@@ -41,7 +45,11 @@ fn v2_writes_resource_files() {
     assert_eq!(read("memory.max"), "max");
     assert_eq!(read("cpu.max"), "max 100000");
     assert_eq!(read("pids.max"), "max");
-    std::fs::write(leaf.join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\n").unwrap();
+    std::fs::write(
+        leaf.join("memory.events"),
+        "low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\n",
+    )
+    .unwrap();
     assert_eq!(cg.oom_kills(), 2);
 }
 
@@ -134,7 +142,10 @@ fn v1_freeze_kill_remove_for_real() {
             .trim()
             .to_string()
     };
-    assert_eq!(read("memory", "memory.limit_in_bytes"), (32u64 << 20).to_string());
+    assert_eq!(
+        read("memory", "memory.limit_in_bytes"),
+        (32u64 << 20).to_string()
+    );
     assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000");
     assert_eq!(read("pids", "pids.max"), "50");
     exercise(&cg);

@@ -50,7 +50,10 @@ pub(super) fn create(root: &Path, rel: &str) -> Result<()> {
 pub(super) fn apply(root: &Path, rel: &str, r: &Resources) -> Result<()> {
     let mem = root.join("memory").join(rel);
     if mem.is_dir() {
-        let limit = r.memory.map(|m| m.to_string()).unwrap_or_else(|| "-1".into());
+        let limit = r
+            .memory
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| "-1".into());
         // memsw must stay >= the memory limit: lift it first, set it last.
         let memsw = mem.join("memory.memsw.limit_in_bytes");
         if memsw.exists() {
@@ -76,7 +79,10 @@ pub(super) fn apply(root: &Path, rel: &str, r: &Resources) -> Result<()> {
     }
     let pids = root.join("pids").join(rel);
     if pids.is_dir() {
-        let max = r.pids.map(|p| p.to_string()).unwrap_or_else(|| "max".into());
+        let max = r
+            .pids
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "max".into());
         write(&pids.join("pids.max"), &max)?;
     } else if r.pids.is_some() {
         return Err(missing(root, "pids"));

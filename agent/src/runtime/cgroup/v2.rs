@@ -65,7 +65,9 @@ pub(super) fn apply(dir: &Path, r: &Resources) -> Result<()> {
     };
     set(
         "memory.max",
-        r.memory.map(|m| m.to_string()).unwrap_or_else(|| "max".into()),
+        r.memory
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| "max".into()),
         r.memory.is_some(),
     )?;
     if r.memory.is_some() {
@@ -76,10 +78,16 @@ pub(super) fn apply(dir: &Path, r: &Resources) -> Result<()> {
         .millicpus
         .map(|m| (m as u64 * CPU_PERIOD_US / 1000).max(1000).to_string())
         .unwrap_or_else(|| "max".into());
-    set("cpu.max", format!("{quota} {CPU_PERIOD_US}"), r.millicpus.is_some())?;
+    set(
+        "cpu.max",
+        format!("{quota} {CPU_PERIOD_US}"),
+        r.millicpus.is_some(),
+    )?;
     set(
         "pids.max",
-        r.pids.map(|p| p.to_string()).unwrap_or_else(|| "max".into()),
+        r.pids
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "max".into()),
         r.pids.is_some(),
     )?;
     Ok(())
