@@ -112,8 +112,8 @@ fn blocked(line: &str, rc: i32) -> bool {
 
 /// Lines that namespaces stop whatever the privileges.
 const ISOLATION_ONLY: &[&str] = &["ptrace_host"];
-/// Positive controls: these must work in a default container.
-const MUST_WORK: &[&str] = &["icmp_socket"];
+/// Positive controls: these must work in a default container (ping without CAP_NET_RAW).
+const MUST_WORK: &[&str] = &["icmp_echo"];
 
 const ATTEMPTS: &[&str] = &[
     "mount",

@@ -166,3 +166,25 @@ fn a_fresh_runtime_adopts_running_containers() {
     assert_eq!(after[1].status, Status::Running);
     assert_eq!(after[1].pid, Some(sb.pid));
 }
+
+#[test]
+fn exit_watch_wakes_an_async_reactor() {
+    let env = Env::new("async");
+    let c = env.config("w", "sleep 0.3; exit 4");
+    env.runtime.create(&c).unwrap();
+    let watch = env.runtime.exit_watch(&c.name, &c.id).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let exit = rt.block_on(async {
+        let fd =
+            tokio::io::unix::AsyncFd::with_interest(watch, tokio::io::Interest::READABLE).unwrap();
+        let guard = tokio::time::timeout(Duration::from_secs(20), fd.readable())
+            .await
+            .expect("the exit was not noticed")
+            .unwrap();
+        guard.get_inner().exit_record().unwrap()
+    });
+    assert_eq!(exit.unwrap().code, Some(4));
+}

@@ -311,3 +311,90 @@ impl Bundle {
         self.logs().join("container.log")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_spec::ImageSource;
+    use berth_spec::model::{Mount, MountKind, PortMapping};
+
+    fn image() -> ResolvedImage {
+        ResolvedImage {
+            digest: "sha256:1".into(),
+            manifest_digest: "sha256:2".into(),
+            config: crate::image::ImageConfig {
+                cmd: Some(vec!["serve".into()]),
+                stop_signal: Some("SIGQUIT".into()),
+                ..Default::default()
+            },
+            layers: vec!["/l/base".into(), "/l/top".into()],
+        }
+    }
+
+    fn layout() -> Layout {
+        Layout {
+            state_dir: "/s".into(),
+            run_dir: "/r".into(),
+        }
+    }
+
+    #[test]
+    fn builds_from_spec_image_and_placement() {
+        let mut spec = ContainerSpec::with_defaults("web", ImageSource::parse("nginx").unwrap());
+        spec.mounts = vec![Mount {
+            kind: MountKind::Volume {
+                name: "data".into(),
+            },
+            target: "/data".into(),
+            read_only: false,
+        }];
+        spec.ports = vec![PortMapping {
+            host_ip: None,
+            host: 8080,
+            container: 80,
+            protocol: Protocol::Tcp,
+        }];
+        let id = IncarnationId::random();
+        let placement = Placement {
+            netns: Some("/r/netns/web-x".into()),
+            etc: EtcFiles {
+                hosts: Some("/s/containers/web/hosts".into()),
+                ..Default::default()
+            },
+        };
+        let c = ContainerConfig::build(&spec, id.clone(), &image(), &layout(), placement).unwrap();
+        assert_eq!(c.id, id);
+        assert_eq!(c.hostname, "web");
+        assert_eq!(c.process.args, ["serve"]);
+        assert_eq!(c.stop_signal, libc::SIGQUIT);
+        assert_eq!(c.netns, NetNs::Path("/r/netns/web-x".into()));
+        assert_eq!(
+            c.mounts[0].source,
+            MountSource::Volume("/s/volumes/data".into())
+        );
+        assert_eq!(c.host_ports[0].to_string(), "8080/tcp");
+        assert_eq!(c.layers, image().layers);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn bad_inputs_are_refused_with_the_reason() {
+        let mut spec = ContainerSpec::with_defaults("web", ImageSource::parse("nginx").unwrap());
+        let id = IncarnationId::random();
+        let e =
+            ContainerConfig::build(&spec, id.clone(), &image(), &layout(), Placement::default())
+                .unwrap_err();
+        assert!(e.contains("network namespace"), "{e}");
+        spec.network = berth_spec::model::NetworkMode::None;
+        spec.stop_signal = Some("SIGNOPE".into());
+        let e =
+            ContainerConfig::build(&spec, id.clone(), &image(), &layout(), Placement::default())
+                .unwrap_err();
+        assert!(e.contains("SIGNOPE"), "{e}");
+        spec.stop_signal = None;
+        let mut img = image();
+        img.config.cmd = None;
+        let c = ContainerConfig::build(&spec, id, &img, &layout(), Placement::default()).unwrap();
+        assert!(c.validate().unwrap_err().contains("no command"));
+    }
+}

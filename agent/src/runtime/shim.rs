@@ -140,7 +140,8 @@ fn device_rules(cfg: &ContainerConfig) -> Result<Vec<DeviceRule>, String> {
                 kind,
                 major: Some(rustix::fs::major(m.rdev())),
                 minor: Some(rustix::fs::minor(m.rdev())),
-                access: parse_access(&d.permissions),
+                // The node is made with mknod while the child may already be in its cgroup.
+                access: parse_access(&d.permissions) | super::devices::ACC_MKNOD,
             })
         })
         .collect()

@@ -155,3 +155,35 @@ pub fn write_json_volatile<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     std::fs::write(&tmp, &data).at(&tmp)?;
     std::fs::rename(&tmp, path).at(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newer_versions_are_refused_older_read() {
+        let d = tempfile::tempdir().unwrap();
+        let shim = ShimDir::new(d.path());
+        let rec = ExitRecord {
+            version: STATE_VERSION,
+            code: Some(3),
+            signal: None,
+            oom: false,
+            started_at: SystemTime::UNIX_EPOCH,
+            finished_at: SystemTime::UNIX_EPOCH,
+        };
+        write_json(&shim.exit(), &rec).unwrap();
+        assert_eq!(shim.read_exit().unwrap(), Some(rec.clone()));
+        write_json_volatile(
+            &shim.exit(),
+            &ExitRecord {
+                version: STATE_VERSION + 1,
+                ..rec
+            },
+        )
+        .unwrap();
+        let e = shim.read_exit().unwrap_err().to_string();
+        assert!(e.contains("unsupported state version"), "{e}");
+        assert_eq!(shim.read_state().unwrap(), None);
+    }
+}
