@@ -178,8 +178,12 @@ fn exit_watch_wakes_an_async_reactor() {
         .build()
         .unwrap();
     let exit = rt.block_on(async {
-        let fd =
-            tokio::io::unix::AsyncFd::with_interest(watch, tokio::io::Interest::READABLE).unwrap();
+        // SAFETY: an ExitWatch owns its pidfd and returns that same open fd for its lifetime.
+        let fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(watch, tokio::io::Interest::READABLE)
+        }
+        .map_err(|e| e.to_string())
+        .unwrap();
         let guard = tokio::time::timeout(Duration::from_secs(20), fd.readable())
             .await
             .expect("the exit was not noticed")

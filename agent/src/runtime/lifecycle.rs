@@ -88,7 +88,9 @@ pub struct ObservedContainer {
 }
 
 /// A pollable handle that becomes readable when a container's shim exits (after it wrote the
-/// exit record). Register it with tokio's `AsyncFd`, or call [`ExitWatch::wait`].
+/// exit record). Register it with tokio's `AsyncFd::register` (it owns its fd and `as_raw_fd`
+/// returns that same open fd for its whole life, as that function's safety contract asks), or
+/// call [`ExitWatch::wait`] on a blocking thread.
 #[derive(Debug)]
 pub struct ExitWatch {
     pidfd: OwnedFd,
