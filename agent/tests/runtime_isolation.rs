@@ -20,6 +20,7 @@ fn payload_sees_its_own_world() {
         "echo pid=$$; echo host=$(hostname); echo uid=$(id -u) gid=$(id -g) groups=$(id -G); \
          echo cwd=$(pwd); echo foo=$FOO; echo path=$PATH; echo home=$HOME; \
          echo procs=$(ls /proc | grep -c '^[0-9]'); echo dev=$(ls /dev | tr '\\n' ' '); \
+         echo sigs=$(grep -E '^Sig(Ign|Blk):' /proc/self/status | tr -d '\t' | tr '\n' ' '); \
          echo layer=$(cat /etc/layer); echo peer=$(grep peer /etc/hosts); \
          echo bind=$(cat /data/from-host); echo tmpfs=$(stat -f -c %T /scratch); \
          grep -E ' / | /proc | /sys | /dev | /dev/pts ' /proc/self/mountinfo | awk '{print \"mnt\", $5, $6}'; \
@@ -64,6 +65,8 @@ fn payload_sees_its_own_world() {
     has("path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     has("home=/home/app");
     has("dev=fd full mqueue null ptmx pts random shm stderr stdin stdout tty urandom zero");
+    // Nothing the shim ignores or blocks leaks into the payload.
+    has("sigs=SigBlk:0000000000000000 SigIgn:0000000000000000");
     has("layer=top");
     has("peer=10.0.0.9 peer");
     has("bind=hi");

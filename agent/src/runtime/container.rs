@@ -52,6 +52,7 @@ fn build(
     bundle: &Bundle,
     fds: &ChildFds,
 ) -> Result<Infallible, LaunchError> {
+    sys::reset_signals();
     let mut b = [0u8; 1];
     // SAFETY: reads one byte into a live buffer.
     if unsafe { libc::read(fds.go.as_raw_fd(), b.as_mut_ptr().cast(), 1) } != 1 {

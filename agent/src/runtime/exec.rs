@@ -247,6 +247,7 @@ fn enter_and_exec(
 ) -> LaunchError {
     let setup =
         |what: &str| LaunchError::Setup(format!("{what}: {}", std::io::Error::last_os_error()));
+    sys::reset_signals();
     for p in procs {
         // SAFETY: open/write/close on a C path we own; "0" means the calling process.
         unsafe {

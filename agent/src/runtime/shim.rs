@@ -99,6 +99,9 @@ fn start(dir: &Path) -> i32 {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
         libc::signal(libc::SIGINT, libc::SIG_IGN);
+        // At shutdown every process gets SIGTERM: the shim outlives its container's exit to
+        // record it (the container's child resets all of these before exec).
+        libc::signal(libc::SIGTERM, libc::SIG_IGN);
     }
     let _ = std::env::set_current_dir("/");
     match supervise(&shim, &bundle, &cfg, &cg, held_ports) {

@@ -182,6 +182,47 @@ pub fn errno_of(e: &io::Error) -> i32 {
     e.raw_os_error().unwrap_or(libc::EIO)
 }
 
+/// Restores every signal to its default action and unblocks all: the shim ignores some, and an
+/// ignored disposition would survive exec into the payload.
+pub fn reset_signals() {
+    // The raw syscall: libc's wrappers refuse the signals it reserves for itself (32, 33), which
+    // the shim may have inherited as ignored.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: [u32; 2],
+    }
+    let dfl = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: [0; 2],
+    };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction reads one kernel sigaction we own; SIG_DFL runs no code.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &dfl as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            )
+        };
+    }
+    // SAFETY: an empty set, written into a local, then applied.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
 /// Start-path timing for benchmarks: with `BERTH_SHIM_TIMING` set in the shim's environment,
 /// prints `timing <label> <monotonic µs>` to its stderr (the shim log).
 pub fn mark(label: &str) {
