@@ -50,7 +50,7 @@ const NAMESPACES: &[(&str, libc::c_int)] = &[
 ];
 
 impl Runtime {
-    /// Opens the namespaces of a running container for [`exec`].
+    /// Opens the namespaces of a running container for [`spawn`].
     pub fn exec_target(&self, name: &str, id: &IncarnationId) -> Result<ExecTarget> {
         let not_running = || RuntimeError::NotRunning {
             name: name.into(),

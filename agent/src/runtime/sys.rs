@@ -102,7 +102,7 @@ pub fn cloexec_from(first: u32) {
     unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
 }
 
-/// `(start time in clock ticks since boot, state char)` of a process, from /proc/<pid>/stat.
+/// `(start time in clock ticks since boot, state char)` of a process, from `/proc/<pid>/stat`.
 pub fn proc_stat(pid: i32) -> Option<(u64, char)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     parse_stat(&s)

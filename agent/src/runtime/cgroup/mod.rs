@@ -2,7 +2,7 @@
 //! an injectable root, so that tests can point the v2 driver at a fixture tree.
 //!
 //! The mode is detected at run time ([`CgroupMode::detect`]): a cgroup2 mount at /sys/fs/cgroup
-//! means v2, anything else means v1 controllers under /sys/fs/cgroup/<controller>.
+//! means v2, anything else means v1 controllers under `/sys/fs/cgroup/<controller>`.
 
 mod v1;
 mod v2;
