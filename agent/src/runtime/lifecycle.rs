@@ -7,7 +7,7 @@
 
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -509,9 +509,4 @@ fn wait_dead(pid: i32, start: u64, timeout: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     !sys::alive(pid, start)
-}
-
-/// Whether `p` is a directory holding a shim's files (for tools scanning the run dir).
-pub fn is_shim_dir(p: &Path) -> bool {
-    p.join("request.json").exists()
 }
