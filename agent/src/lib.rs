@@ -7,6 +7,7 @@
 //! - [`image`]: what the runtime needs to know about a pulled image.
 //! - [`source`]: reading the spec directory.
 //! - [`network`]: bridge, veth, IPAM, name files, published ports and NAT, through netlink.
+//! - [`runtime`]: berth's own container runtime (shim, isolation, cgroups, logs, exec).
 
 pub mod api;
 pub mod cli;
@@ -22,5 +23,6 @@ pub mod metrics;
 pub mod names;
 pub mod network;
 pub mod reconcile;
+pub mod runtime;
 pub mod source;
 pub mod status;

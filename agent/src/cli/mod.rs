@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod completions;
+pub mod exec;
+pub mod logs;
 pub mod render;
 pub mod schema;
 pub mod validate;
@@ -44,6 +46,26 @@ pub enum Command {
     Completions(completions::CompletionsArgs),
     /// Print berth's version
     Version(version::VersionArgs),
+    /// Print a container's logs (read from the state dir; no agent needed)
+    Logs(logs::LogsArgs),
+    /// Run a command in a running container
+    Exec(exec::ExecArgs),
+}
+
+/// A runtime over the dirs of the agent config at `config` (or the default one).
+pub fn runtime_for(config: Option<&std::path::Path>) -> Result<crate::runtime::Runtime, String> {
+    let cfg = crate::config::load(config).map_err(|e| e.to_string())?;
+    let layout = crate::layout::Layout::new(&cfg);
+    let names = crate::names::Names::new(&cfg.instance);
+    Ok(crate::runtime::Runtime::new(
+        crate::runtime::RuntimeConfig::new(layout, names),
+    ))
+}
+
+/// Prints an error the way every subcommand does and returns the failure code.
+pub fn fail(msg: &str) -> ExitCode {
+    eprintln!("berth: {msg}");
+    ExitCode::from(exit::FAILURE)
 }
 
 pub fn main() -> ExitCode {
@@ -64,5 +86,7 @@ pub fn main() -> ExitCode {
         Command::Schema(args) => schema::run(args),
         Command::Completions(args) => completions::run(args),
         Command::Version(args) => version::run(args),
+        Command::Logs(args) => logs::run(cli.config.as_deref(), args),
+        Command::Exec(args) => exec::run(cli.config.as_deref(), args),
     }
 }
