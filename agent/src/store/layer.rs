@@ -73,7 +73,7 @@ impl<R: Read> Read for BlobSide<'_, '_, R> {
             return Err(io::Error::new(e.kind(), e.to_string()));
         }
         if self.m.cancel.load(Ordering::Relaxed) {
-            return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
+            return Err(io::Error::other("cancelled"));
         }
         match self.inner.read(buf) {
             Ok(n) => {

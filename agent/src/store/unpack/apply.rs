@@ -202,10 +202,15 @@ impl Unpacker {
                     _ => FileType::Fifo,
                 };
                 let h = entry.header();
-                let dev = rustix::fs::makedev(
-                    h.device_major()?.unwrap_or(0),
-                    h.device_minor()?.unwrap_or(0),
-                );
+                // A fifo has no device numbers; some writers leave those fields blank.
+                let dev = if ft == FileType::Fifo {
+                    0
+                } else {
+                    rustix::fs::makedev(
+                        h.device_major()?.unwrap_or(0),
+                        h.device_minor()?.unwrap_or(0),
+                    )
+                };
                 rustix::fs::mknodat(dir, os(name), ft, Mode::empty(), dev)?;
                 chown_at(dir, name, meta)?;
                 // A node we just made, not a symlink: following it is not possible.
