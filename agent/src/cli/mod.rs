@@ -5,6 +5,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod image_import;
+pub mod image_pin;
+pub mod images;
+pub mod prune;
+pub mod pull;
+pub mod store_ctx;
+
 /// Exit codes shared by every subcommand.
 pub mod exit {
     pub const SUCCESS: u8 = 0;
@@ -32,6 +39,25 @@ pub struct Cli {
 pub enum Command {
     /// Print berth's version
     Version,
+    /// Pull an image into the store
+    Pull(pull::PullArgs),
+    /// List the images in the store
+    Images(images::ImagesArgs),
+    /// Import, pin and unpin images
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Remove images nothing protects, and unused layers and blobs
+    Prune(prune::PruneArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Import an OCI layout (dir or tar) or a `docker save` archive
+    Import(image_import::ImportArgs),
+    /// Keep an image from garbage collection
+    Pin(image_pin::PinArgs),
+    /// Undo `berth image pin`
+    Unpin(image_pin::PinArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -52,5 +78,11 @@ pub fn main() -> ExitCode {
             println!("berth {}", env!("CARGO_PKG_VERSION"));
             ExitCode::from(exit::SUCCESS)
         }
+        Command::Pull(a) => pull::run(cli.config.as_deref(), &a),
+        Command::Images(a) => images::run(cli.config.as_deref(), &a),
+        Command::Image(ImageCommand::Import(a)) => image_import::run(cli.config.as_deref(), &a),
+        Command::Image(ImageCommand::Pin(a)) => image_pin::run(cli.config.as_deref(), &a, true),
+        Command::Image(ImageCommand::Unpin(a)) => image_pin::run(cli.config.as_deref(), &a, false),
+        Command::Prune(a) => prune::run(cli.config.as_deref(), &a),
     }
 }
