@@ -161,6 +161,9 @@ impl Store {
     /// Writes a small verified blob (manifest, config).
     pub(crate) fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let p = self.blob_path(digest);
+        // Concurrent pulls of one image write the same blob: one writes, the others find it.
+        let lock = self.inflight(digest);
+        let _g = lock.lock().expect("inflight");
         if p.exists() {
             return Ok(());
         }

@@ -250,6 +250,7 @@ impl Store {
             // Nothing is runnable yet: no record, so `resolve` does not offer it.
             return Ok(self.resolved(&record));
         }
+        let _g = self.inner.records.lock().expect("records");
         self.inner
             .index
             .put(&record)
@@ -618,7 +619,7 @@ impl Store {
         }
     }
 
-    fn inflight(&self, key: &str) -> Arc<Mutex<()>> {
+    pub(crate) fn inflight(&self, key: &str) -> Arc<Mutex<()>> {
         self.inner
             .inflight
             .lock()

@@ -371,6 +371,7 @@ impl Store {
         }
         self.put_blob(&m.config.digest, &config_bytes)?;
         let now = now_secs();
+        let _g = self.inner.records.lock().expect("records");
         let mut records = Vec::new();
         for key in &f.keys {
             let mut pins = self
