@@ -58,11 +58,14 @@ impl Store {
     /// Imports every image of an archive (OCI layout dir or tar, or `docker save` tar). The
     /// caller holds the state dir lock.
     pub fn import(&self, path: &Path) -> Result<Vec<ResolvedImage>, StoreError> {
-        Ok(self
-            .import_records(path, None)?
-            .iter()
-            .map(|r| self.resolved(r))
-            .collect())
+        let mut out: Vec<ResolvedImage> = Vec::new();
+        for r in self.import_records(path, None)? {
+            // One image may be recorded under several names.
+            if !out.iter().any(|o| o.manifest_digest == r.manifest_digest) {
+                out.push(self.resolved(&r));
+            }
+        }
+        Ok(out)
     }
 
     /// Makes an `oci-archive:` / `oci:` spec image available: imports it unless already in
