@@ -13,14 +13,22 @@ use common::*;
 
 fn small_image(tag: &str) -> berth_e2e::image::Image {
     ImageBuilder::new()
-        .layer(&[Entry::dir("etc"), Entry::file("etc/which", tag.as_bytes())], Compression::Gzip)
+        .layer(
+            &[Entry::dir("etc"), Entry::file("etc/which", tag.as_bytes())],
+            Compression::Gzip,
+        )
         .build()
 }
 
-fn pull(reg: &TestRegistry, repo: &str, client: &berth_agent::registry::RegistryClient) -> Result<berth_agent::image::ResolvedImage, StoreError> {
+fn pull(
+    reg: &TestRegistry,
+    repo: &str,
+    client: &berth_agent::registry::RegistryClient,
+) -> Result<berth_agent::image::ResolvedImage, StoreError> {
     let t = store();
     let r: ImageReference = format!("{}/{repo}:v1", reg.addr).parse().unwrap();
-    t.store.pull(client, &r, &PullOptions::default(), &no_progress)
+    t.store
+        .pull(client, &r, &PullOptions::default(), &no_progress)
 }
 
 #[test]
@@ -35,22 +43,44 @@ fn tls_with_basic_auth() {
     // Without credentials the registry's challenge cannot be answered.
     let anon = client_with(|s| s.credentials = Credentials::none());
     let err = pull(&reg, &repo, &anon).unwrap_err();
-    assert!(matches!(&err, StoreError::Registry { source: RegistryError::Auth { .. }, .. }), "{err}");
+    assert!(
+        matches!(
+            &err,
+            StoreError::Registry {
+                source: RegistryError::Auth { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(!err.is_transient());
 
     // Wrong password: refused, and said so.
     let wrong = client_with(|s| {
-        s.credentials.insert(&reg.addr, Credential { username: "berth".into(), password: "wrong".into() })
+        s.credentials.insert(
+            &reg.addr,
+            Credential {
+                username: "berth".into(),
+                password: "wrong".into(),
+            },
+        )
     });
     let err = pull(&reg, &repo, &wrong).unwrap_err();
-    assert!(err.to_string().contains("credentials not accepted"), "{err}");
+    assert!(
+        err.to_string().contains("credentials not accepted"),
+        "{err}"
+    );
 
     // Without the CA the certificate is not trusted.
     let no_ca = client_with(|s| {
         s.registries.get_mut(&reg.addr).unwrap().ca_file = None;
     });
     let err = pull(&reg, &repo, &no_ca).unwrap_err();
-    assert!(err.to_string().to_lowercase().contains("certificate") || err.to_string().contains("UnknownIssuer"), "{err}");
+    assert!(
+        err.to_string().to_lowercase().contains("certificate")
+            || err.to_string().contains("UnknownIssuer"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -76,7 +106,12 @@ fn refused_scope_is_denied() {
     let repo = format!("denied/{}", unique_repo("x"));
     let err = pull(&reg, &repo, &client()).unwrap_err();
     match &err {
-        StoreError::Registry { source: RegistryError::Denied { repository, reason, .. }, .. } => {
+        StoreError::Registry {
+            source: RegistryError::Denied {
+                repository, reason, ..
+            },
+            ..
+        } => {
             assert_eq!(repository, &repo);
             assert!(reason.contains("pull"), "{reason}");
         }
@@ -89,6 +124,15 @@ fn refused_scope_is_denied() {
 fn missing_image_is_not_found_and_not_transient() {
     let reg = TestRegistry::plain();
     let err = pull(&reg, &unique_repo("nothing-here"), &client()).unwrap_err();
-    assert!(matches!(&err, StoreError::Registry { source: RegistryError::NotFound { .. }, .. }), "{err}");
+    assert!(
+        matches!(
+            &err,
+            StoreError::Registry {
+                source: RegistryError::NotFound { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(!err.is_transient());
 }

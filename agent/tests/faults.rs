@@ -26,7 +26,10 @@ fn image() -> Image {
         *b = x as u8;
     }
     ImageBuilder::new()
-        .layer(&[Entry::dir("etc"), Entry::file("etc/base", b"base")], Compression::Gzip)
+        .layer(
+            &[Entry::dir("etc"), Entry::file("etc/base", b"base")],
+            Compression::Gzip,
+        )
         .layer(&[Entry::file("noise", &noise)], Compression::Gzip)
         .build()
 }
@@ -51,7 +54,13 @@ fn setup(stall: Duration) -> Setup {
         s.timeouts.stall = stall;
     });
     let reference = format!("{}/{repo}:v1", proxy.addr).parse().unwrap();
-    Setup { proxy, repo, img, reference, client }
+    Setup {
+        proxy,
+        repo,
+        img,
+        reference,
+        client,
+    }
 }
 
 fn big(s: &Setup) -> (&str, usize) {
@@ -65,15 +74,30 @@ fn dropped_connection_resumes_with_range() {
     let (digest, size) = big(&s);
     s.proxy.add(digest, Fault::DropAfter(size as u64 / 2), 1);
     let t = store();
-    let got = t.store.pull(&s.client, &s.reference, &PullOptions::default(), &no_progress).unwrap();
+    let got = t
+        .store
+        .pull(
+            &s.client,
+            &s.reference,
+            &PullOptions::default(),
+            &no_progress,
+        )
+        .unwrap();
     assert_eq!(got.manifest_digest, s.img.digest());
     let stats = s.proxy.stats();
     let served = stats.bytes_for(digest);
     assert!(served >= size as u64);
-    assert!(served - (size as u64) < size as u64 / 2, "re-downloaded {} of {size} bytes", served - size as u64);
+    assert!(
+        served - (size as u64) < size as u64 / 2,
+        "re-downloaded {} of {size} bytes",
+        served - size as u64
+    );
     let ranges = stats.ranges_for(digest);
     assert_eq!(ranges.len(), 1, "{ranges:?}");
-    assert!(ranges[0].starts_with("bytes=") && !ranges[0].starts_with("bytes=0-"), "{ranges:?}");
+    assert!(
+        ranges[0].starts_with("bytes=") && !ranges[0].starts_with("bytes=0-"),
+        "{ranges:?}"
+    );
 }
 
 #[test]
@@ -83,7 +107,14 @@ fn server_errors_are_retried() {
     s.proxy.add(&s.img.layers[0].digest, Fault::Status(429), 1);
     s.proxy.add(&s.img.layers[1].digest, Fault::Status(503), 2);
     let t = store();
-    t.store.pull(&s.client, &s.reference, &PullOptions::default(), &no_progress).unwrap();
+    t.store
+        .pull(
+            &s.client,
+            &s.reference,
+            &PullOptions::default(),
+            &no_progress,
+        )
+        .unwrap();
     let stats = s.proxy.stats();
     assert_eq!(stats.count_for("/manifests/"), 3);
     assert_eq!(stats.count_for(&s.img.layers[1].digest), 3);
@@ -94,7 +125,15 @@ fn persistent_server_errors_fail_as_transient() {
     let s = setup(Duration::from_secs(10));
     s.proxy.add("/manifests/", Fault::Status(502), 100);
     let t = store();
-    let err = t.store.pull(&s.client, &s.reference, &PullOptions::default(), &no_progress).unwrap_err();
+    let err = t
+        .store
+        .pull(
+            &s.client,
+            &s.reference,
+            &PullOptions::default(),
+            &no_progress,
+        )
+        .unwrap_err();
     assert!(err.is_transient(), "{err}");
     assert!(err.to_string().contains("502"), "{err}");
 }
@@ -104,11 +143,26 @@ fn stalled_stream_is_detected_and_resumed() {
     let s = setup(Duration::from_millis(700));
     let (digest, _) = big(&s);
     // Without stall detection this pull would wait out the whole minute.
-    s.proxy.add(digest, Fault::StallAfter(100_000, Duration::from_secs(60)), 1);
+    s.proxy.add(
+        digest,
+        Fault::StallAfter(100_000, Duration::from_secs(60)),
+        1,
+    );
     let t = store();
     let start = Instant::now();
-    t.store.pull(&s.client, &s.reference, &PullOptions::default(), &no_progress).unwrap();
-    assert!(start.elapsed() < Duration::from_secs(30), "stall not detected: {:?}", start.elapsed());
+    t.store
+        .pull(
+            &s.client,
+            &s.reference,
+            &PullOptions::default(),
+            &no_progress,
+        )
+        .unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "stall not detected: {:?}",
+        start.elapsed()
+    );
     let ranges = s.proxy.stats().ranges_for(digest);
     assert_eq!(ranges.len(), 1, "{ranges:?}");
 }
@@ -119,9 +173,22 @@ fn corrupt_blob_is_refused_naming_both_digests() {
     let (digest, size) = big(&s);
     s.proxy.add(digest, Fault::Corrupt(size as u64 / 3), 100);
     let t = store();
-    let err = t.store.pull(&s.client, &s.reference, &PullOptions::default(), &no_progress).unwrap_err();
+    let err = t
+        .store
+        .pull(
+            &s.client,
+            &s.reference,
+            &PullOptions::default(),
+            &no_progress,
+        )
+        .unwrap_err();
     match &err {
-        StoreError::BlobDigest { image, blob, expected, actual } => {
+        StoreError::BlobDigest {
+            image,
+            blob,
+            expected,
+            actual,
+        } => {
             assert!(image.contains(&s.repo));
             assert_eq!(blob, digest);
             assert_eq!(expected, digest);
@@ -141,7 +208,15 @@ fn short_and_long_blobs_are_refused() {
         let (digest, size) = big(&s);
         s.proxy.add(digest, Fault::Replace(bytes.clone()), 100);
         let t = store();
-        let err = t.store.pull(&s.client, &s.reference, &PullOptions::default(), &no_progress).unwrap_err();
+        let err = t
+            .store
+            .pull(
+                &s.client,
+                &s.reference,
+                &PullOptions::default(),
+                &no_progress,
+            )
+            .unwrap_err();
         match &err {
             StoreError::BlobSize { blob, expected, .. } => {
                 assert_eq!(blob, digest, "{label}");
@@ -159,9 +234,20 @@ fn manifest_not_matching_its_digest_is_refused() {
     // Flip a byte inside a digest string: still JSON, no longer the announced digest.
     s.proxy.add("/manifests/v1", Fault::Corrupt(200), 100);
     let t = store();
-    let err = t.store.pull(&s.client, &s.reference, &PullOptions::default(), &no_progress).unwrap_err();
+    let err = t
+        .store
+        .pull(
+            &s.client,
+            &s.reference,
+            &PullOptions::default(),
+            &no_progress,
+        )
+        .unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("digest mismatch") && msg.contains(&s.img.digest()), "{msg}");
+    assert!(
+        msg.contains("digest mismatch") && msg.contains(&s.img.digest()),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -171,19 +257,43 @@ fn failed_pull_leaves_the_store_as_it_was() {
     // A first image that shares the base layer.
     let reg = TestRegistry::plain();
     let first = ImageBuilder::new()
-        .layer(&[Entry::dir("etc"), Entry::file("etc/base", b"base")], Compression::Gzip)
+        .layer(
+            &[Entry::dir("etc"), Entry::file("etc/base", b"base")],
+            Compression::Gzip,
+        )
         .build();
     reg.push_image(&s.repo, "first", &first);
-    let first_ref: ImageReference = format!("{}/{}:first", s.proxy.addr, s.repo).parse().unwrap();
-    t.store.pull(&s.client, &first_ref, &PullOptions::default(), &no_progress).unwrap();
+    let first_ref: ImageReference = format!("{}/{}:first", s.proxy.addr, s.repo)
+        .parse()
+        .unwrap();
+    t.store
+        .pull(&s.client, &first_ref, &PullOptions::default(), &no_progress)
+        .unwrap();
     let before = t.store.list().unwrap();
 
     let (digest, size) = big(&s);
     s.proxy.add(digest, Fault::Corrupt(size as u64 - 1), 100);
-    t.store.pull(&s.client, &s.reference, &PullOptions::default(), &no_progress).unwrap_err();
+    t.store
+        .pull(
+            &s.client,
+            &s.reference,
+            &PullOptions::default(),
+            &no_progress,
+        )
+        .unwrap_err();
     assert_eq!(t.store.list().unwrap(), before);
-    assert!(t.store.resolve(&ImageSource::Registry(first_ref)).unwrap().is_some());
-    assert!(t.store.resolve(&ImageSource::Registry(s.reference.clone())).unwrap().is_none());
+    assert!(
+        t.store
+            .resolve(&ImageSource::Registry(first_ref))
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        t.store
+            .resolve(&ImageSource::Registry(s.reference.clone()))
+            .unwrap()
+            .is_none()
+    );
     assert_no_temps(&t);
 }
 
@@ -203,12 +313,19 @@ fn mirrors_are_tried_before_the_origin() {
         insecure(set, &p);
         set.registries.insert(
             origin.clone(),
-            RegistryConfig { insecure: true, mirrors: vec![b.clone(), p.clone()], ca_file: None },
+            RegistryConfig {
+                insecure: true,
+                mirrors: vec![b.clone(), p.clone()],
+                ca_file: None,
+            },
         );
     });
     let r: ImageReference = format!("{origin}/{}:v1", s.repo).parse().unwrap();
     let t = store();
-    let got = t.store.pull(&client, &r, &PullOptions::default(), &no_progress).unwrap();
+    let got = t
+        .store
+        .pull(&client, &r, &PullOptions::default(), &no_progress)
+        .unwrap();
     assert_eq!(got.manifest_digest, s.img.digest());
     assert!(broken.stats().count_for("/manifests/") >= 1);
     assert!(s.proxy.stats().count_for(&s.img.layers[1].digest) == 1);
@@ -221,7 +338,16 @@ fn concurrent_pulls_share_one_download() {
     let (digest, _) = big(&s);
     std::thread::scope(|sc| {
         for _ in 0..3 {
-            sc.spawn(|| t.store.pull(&s.client, &s.reference, &PullOptions::default(), &no_progress).unwrap());
+            sc.spawn(|| {
+                t.store
+                    .pull(
+                        &s.client,
+                        &s.reference,
+                        &PullOptions::default(),
+                        &no_progress,
+                    )
+                    .unwrap()
+            });
         }
     });
     assert_eq!(s.proxy.stats().count_for(digest), 1);
@@ -240,6 +366,9 @@ fn assert_store_untouched(t: &TestStore) {
     assert_no_temps(t);
     for e in std::fs::read_dir(t.layout.blobs_dir()).unwrap() {
         let n = e.unwrap().file_name().to_string_lossy().into_owned();
-        assert!(!n.ends_with(".partial"), "a corrupt partial blob was kept: {n}");
+        assert!(
+            !n.ends_with(".partial"),
+            "a corrupt partial blob was kept: {n}"
+        );
     }
 }

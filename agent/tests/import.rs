@@ -29,7 +29,10 @@ fn oci_layout(work: &std::path::Path) -> (std::path::PathBuf, tree::Snapshot) {
     assert!(st.success());
     let t = store();
     let r: ImageReference = format!("{}/{repo}:v1", reg.addr).parse().unwrap();
-    let pulled = t.store.pull(&client(), &r, &PullOptions::default(), &no_progress).unwrap();
+    let pulled = t
+        .store
+        .pull(&client(), &r, &PullOptions::default(), &no_progress)
+        .unwrap();
     (layout, tree::overlay_snapshot(&pulled.layers))
 }
 
@@ -47,14 +50,35 @@ fn oci_layout_dir_and_tar() {
     let d = tree::diff(&pulled, &tree::overlay_snapshot(&got[0].layers));
     assert!(d.is_empty(), "{}", d.join("\n"));
     let src = ImageSource::parse(&format!("oci:{}:v1", layout.display())).unwrap();
-    let rec = t.store.record(&src).unwrap().expect("keyed by the layout and its tag");
+    let rec = t
+        .store
+        .record(&src)
+        .unwrap()
+        .expect("keyed by the layout and its tag");
     assert!(rec.pins.contains(PIN_IMPORT));
-    assert!(t.store.resolve(&ImageSource::parse(&format!("oci:{}", layout.display())).unwrap()).unwrap().is_some());
+    assert!(
+        t.store
+            .resolve(&ImageSource::parse(&format!("oci:{}", layout.display())).unwrap())
+            .unwrap()
+            .is_some()
+    );
 
     let tarball = work.path().join("image.tar");
-    assert!(Command::new("tar").arg("-C").arg(&layout).arg("-cf").arg(&tarball).arg(".").status().unwrap().success());
+    assert!(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&layout)
+            .arg("-cf")
+            .arg(&tarball)
+            .arg(".")
+            .status()
+            .unwrap()
+            .success()
+    );
     let t2 = store();
-    let src = ImageSource::OciArchive { path: tarball.clone() };
+    let src = ImageSource::OciArchive {
+        path: tarball.clone(),
+    };
     let got = t2.store.import_source(&src).unwrap();
     let d = tree::diff(&pulled, &tree::overlay_snapshot(&got.layers));
     assert!(d.is_empty(), "{}", d.join("\n"));
@@ -118,7 +142,14 @@ fn docker_save_archive() {
     let t = store();
     let got = t.store.import(&archive).unwrap();
     assert_eq!(got.len(), 1);
-    assert!(t.store.resolve(&ImageSource::OciArchive { path: archive.clone() }).unwrap().is_some());
+    assert!(
+        t.store
+            .resolve(&ImageSource::OciArchive {
+                path: archive.clone()
+            })
+            .unwrap()
+            .is_some()
+    );
     let by_tag = t
         .store
         .resolve(&ImageSource::parse("example.test/app:1.0").unwrap())
@@ -126,7 +157,10 @@ fn docker_save_archive() {
         .expect("found by its RepoTag, as a spec would name it");
     assert_eq!(by_tag.config.env, ["X=1"]);
     assert_eq!(by_tag.layers.len(), 2);
-    assert_eq!(std::fs::read(by_tag.layers[1].join("etc/two")).unwrap(), b"2");
+    assert_eq!(
+        std::fs::read(by_tag.layers[1].join("etc/two")).unwrap(),
+        b"2"
+    );
     // Import again: nothing changes, nothing fails.
     assert_eq!(t.store.import(&archive).unwrap(), got);
 
@@ -149,7 +183,13 @@ fn docker_save_archive() {
     std::fs::write(&archive2, b.into_inner().unwrap()).unwrap();
     let t2 = store();
     let err = t2.store.import(&archive2).unwrap_err();
-    assert!(matches!(err, StoreError::BlobDigest { .. } | StoreError::DiffId { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            StoreError::BlobDigest { .. } | StoreError::DiffId { .. }
+        ),
+        "{err}"
+    );
     assert!(t2.store.list().unwrap().is_empty());
 }
 
@@ -159,7 +199,13 @@ fn import_dir_scan_imports_once_and_reports() {
     let drop_dir = work.path().join("drop");
     std::fs::create_dir(&drop_dir).unwrap();
     let layer = tar_bytes(&[Entry::file("hello", b"hi")]);
-    let img = ImageBuilder::new().blob(berth_e2e::image::Blob::from_tar(layer, Compression::Gzip, false)).build();
+    let img = ImageBuilder::new()
+        .blob(berth_e2e::image::Blob::from_tar(
+            layer,
+            Compression::Gzip,
+            false,
+        ))
+        .build();
     // An OCI layout written by hand into a tar.
     let index = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
@@ -169,10 +215,19 @@ fn import_dir_scan_imports_once_and_reports() {
     .unwrap();
     let mut b = tar::Builder::new(Vec::new());
     let mut files: Vec<(String, Vec<u8>)> = vec![
-        ("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
+        (
+            "oci-layout".into(),
+            br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+        ),
         ("index.json".into(), index),
-        (format!("blobs/sha256/{}", &img.digest()[7..]), img.manifest.clone()),
-        (format!("blobs/sha256/{}", &img.config_digest()[7..]), img.config.clone()),
+        (
+            format!("blobs/sha256/{}", &img.digest()[7..]),
+            img.manifest.clone(),
+        ),
+        (
+            format!("blobs/sha256/{}", &img.config_digest()[7..]),
+            img.config.clone(),
+        ),
     ];
     for l in &img.layers {
         files.push((format!("blobs/sha256/{}", &l.digest[7..]), l.bytes.clone()));
@@ -191,11 +246,25 @@ fn import_dir_scan_imports_once_and_reports() {
     let out = berth_agent::store::scan_import_dir(&t.store, &drop_dir).unwrap();
     assert_eq!(out.len(), 2);
     let hello = out.iter().find(|o| o.path.ends_with("hello.tar")).unwrap();
-    assert!(hello.result.as_ref().unwrap().contains(&"registry.test/hello:1".to_string()));
+    assert!(
+        hello
+            .result
+            .as_ref()
+            .unwrap()
+            .contains(&"registry.test/hello:1".to_string())
+    );
     let junk = out.iter().find(|o| o.path.ends_with("junk.tar")).unwrap();
     assert!(junk.result.is_err());
-    let rec = t.store.record(&ImageSource::parse("registry.test/hello:1").unwrap()).unwrap().unwrap();
+    let rec = t
+        .store
+        .record(&ImageSource::parse("registry.test/hello:1").unwrap())
+        .unwrap()
+        .unwrap();
     assert!(rec.pins.contains(PIN_IMPORT));
     // Nothing new: nothing done.
-    assert!(berth_agent::store::scan_import_dir(&t.store, &drop_dir).unwrap().is_empty());
+    assert!(
+        berth_agent::store::scan_import_dir(&t.store, &drop_dir)
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -33,20 +33,30 @@ fn pull_and_compare(c: Compression, docker: bool) {
     };
     let t = store();
     let r: ImageReference = format!("{}/{repo}:v1", reg.addr).parse().unwrap();
-    let resolved = t.store.pull(&client(), &r, &PullOptions::default(), &no_progress).unwrap();
+    let resolved = t
+        .store
+        .pull(&client(), &r, &PullOptions::default(), &no_progress)
+        .unwrap();
     assert_eq!(resolved.digest, digest);
     assert_eq!(resolved.manifest_digest, digest);
     assert_eq!(resolved.layers.len(), 3);
     assert_eq!(resolved.config.env, ["PATH=/bin", "A=b"]);
     assert_eq!(resolved.config.working_dir.as_deref(), Some("/app"));
-    assert_eq!(t.store.resolve(&ImageSource::Registry(r.clone())).unwrap(), Some(resolved.clone()));
+    assert_eq!(
+        t.store.resolve(&ImageSource::Registry(r.clone())).unwrap(),
+        Some(resolved.clone())
+    );
 
     let ours = tree::overlay_snapshot(&resolved.layers);
     let work = tempfile::tempdir().unwrap();
     let bundle = tree::umoci_unpack(&reg.addr, &repo, reference_tag, work.path());
     let theirs = tree::snapshot(&bundle.join("rootfs"));
     let d = tree::diff(&theirs, &ours);
-    assert!(d.is_empty(), "berth's tree differs from umoci's:\n{}", d.join("\n"));
+    assert!(
+        d.is_empty(),
+        "berth's tree differs from umoci's:\n{}",
+        d.join("\n")
+    );
     // And the shapes the image was built to exercise are really there.
     assert!(!ours.contains_key("app/data/old.txt"));
     assert!(!ours.contains_key("opq/hidden.txt"));
@@ -54,14 +64,23 @@ fn pull_and_compare(c: Compression, docker: bool) {
     assert!(!ours.contains_key("bin/vi"));
     assert_eq!(ours["app/setuid"].mode, 0o4755);
     assert_eq!(ours["app/owned"].uid, 1000);
-    assert_eq!(ours["app/owned"].xattrs.get("user.berth").map(|v| v.as_slice()), Some(&b"yes"[..]));
+    assert_eq!(
+        ours["app/owned"]
+            .xattrs
+            .get("user.berth")
+            .map(|v| v.as_slice()),
+        Some(&b"yes"[..])
+    );
     assert_eq!(ours["app/null"].kind, "char");
     assert_eq!(ours["app/sticky"].mode, 0o1777);
 
     // By digest, into a fresh store: same image.
     let t2 = store();
     let by_digest: ImageReference = format!("{}/{repo}@{digest}", reg.addr).parse().unwrap();
-    let again = t2.store.pull(&client(), &by_digest, &PullOptions::default(), &no_progress).unwrap();
+    let again = t2
+        .store
+        .pull(&client(), &by_digest, &PullOptions::default(), &no_progress)
+        .unwrap();
     assert_eq!(again.manifest_digest, digest);
 }
 

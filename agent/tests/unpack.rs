@@ -17,7 +17,10 @@ impl Case {
     fn new() -> Case {
         let outside = tempfile::tempdir().unwrap();
         std::fs::write(outside.path().join("victim"), b"original").unwrap();
-        Case { dir: tempfile::tempdir().unwrap(), outside }
+        Case {
+            dir: tempfile::tempdir().unwrap(),
+            outside,
+        }
     }
     fn root(&self) -> &Path {
         self.dir.path()
@@ -35,7 +38,10 @@ impl Case {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, ["victim"], "something was written outside the layer");
-        assert_eq!(std::fs::read(self.outside.path().join("victim")).unwrap(), b"original");
+        assert_eq!(
+            std::fs::read(self.outside.path().join("victim")).unwrap(),
+            b"original"
+        );
     }
 }
 
@@ -54,7 +60,10 @@ fn absolute_paths_are_contained() {
     let abs = format!("{}/pwned", c.out());
     c.unpack(&[Entry::file(&abs, b"x")]).unwrap();
     c.outside_untouched();
-    assert_eq!(std::fs::read(c.root().join(abs.trim_start_matches('/'))).unwrap(), b"x");
+    assert_eq!(
+        std::fs::read(c.root().join(abs.trim_start_matches('/'))).unwrap(),
+        b"x"
+    );
 }
 
 #[test]
@@ -97,7 +106,8 @@ fn writes_through_symlinks_stay_inside() {
 fn a_file_replaces_a_symlink_instead_of_writing_through_it() {
     let c = Case::new();
     let victim = format!("{}/victim", c.out());
-    c.unpack(&[Entry::symlink("f", &victim), Entry::file("f", b"new")]).unwrap();
+    c.unpack(&[Entry::symlink("f", &victim), Entry::file("f", b"new")])
+        .unwrap();
     c.outside_untouched();
     let md = std::fs::symlink_metadata(c.root().join("f")).unwrap();
     assert!(md.is_file());
@@ -110,14 +120,22 @@ fn hardlinks_cannot_reach_outside() {
     let victim = format!("{}/victim", c.out());
     let before = std::fs::metadata(&victim).unwrap().nlink();
     let err = c.unpack(&[Entry::hardlink("h", &victim)]).unwrap_err();
-    assert!(err.to_string().contains("not in this layer") || err.to_string().contains("No such file"), "{err}");
-    let err = c.unpack(&[Entry::hardlink("h2", "../../../../../etc/passwd")]).unwrap_err();
+    assert!(
+        err.to_string().contains("not in this layer") || err.to_string().contains("No such file"),
+        "{err}"
+    );
+    let err = c
+        .unpack(&[Entry::hardlink("h2", "../../../../../etc/passwd")])
+        .unwrap_err();
     assert!(err.to_string().contains(".."), "{err}");
     assert_eq!(std::fs::metadata(&victim).unwrap().nlink(), before);
     // Through a symlink to the host dir: resolved inside the layer, where it does not exist.
     let c2 = Case::new();
     let err = c2
-        .unpack(&[Entry::symlink("d", &c2.out()), Entry::hardlink("h", "d/victim")])
+        .unpack(&[
+            Entry::symlink("d", &c2.out()),
+            Entry::hardlink("h", "d/victim"),
+        ])
         .unwrap_err();
     assert!(!err.to_string().is_empty());
     c.outside_untouched();
@@ -135,13 +153,26 @@ fn last_entry_wins_and_types_replace_each_other() {
         Entry::file("d", b"now a file"),
         Entry::file("s", b"file"),
         Entry::symlink("s", "target"),
-        Entry::Dir { path: "m".into(), mode: 0o700, uid: 0, gid: 0 },
-        Entry::Dir { path: "m".into(), mode: 0o750, uid: 5, gid: 6 },
+        Entry::Dir {
+            path: "m".into(),
+            mode: 0o700,
+            uid: 0,
+            gid: 0,
+        },
+        Entry::Dir {
+            path: "m".into(),
+            mode: 0o750,
+            uid: 5,
+            gid: 6,
+        },
     ])
     .unwrap();
     assert_eq!(std::fs::read(c.root().join("x")).unwrap(), b"second");
     assert_eq!(std::fs::read(c.root().join("d")).unwrap(), b"now a file");
-    assert_eq!(std::fs::read_link(c.root().join("s")).unwrap().to_str(), Some("target"));
+    assert_eq!(
+        std::fs::read_link(c.root().join("s")).unwrap().to_str(),
+        Some("target")
+    );
     let m = std::fs::metadata(c.root().join("m")).unwrap();
     assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o750, 5, 6));
 }
@@ -175,18 +206,25 @@ fn forged_overlay_xattrs_are_dropped() {
         mode: 0o644,
         uid: 0,
         gid: 0,
-        xattrs: vec![("trusted.overlay.redirect".into(), b"/etc".to_vec()), ("user.ok".into(), b"1".to_vec())],
+        xattrs: vec![
+            ("trusted.overlay.redirect".into(), b"/etc".to_vec()),
+            ("user.ok".into(), b"1".to_vec()),
+        ],
     }])
     .unwrap();
     let mut v = [0u8; 16];
     assert!(rustix::fs::getxattr(c.root().join("f"), "trusted.overlay.redirect", &mut v).is_err());
-    assert_eq!(rustix::fs::getxattr(c.root().join("f"), "user.ok", &mut v).unwrap(), 1);
+    assert_eq!(
+        rustix::fs::getxattr(c.root().join("f"), "user.ok", &mut v).unwrap(),
+        1
+    );
 }
 
 #[test]
 fn dir_mtimes_are_set_after_their_contents() {
     let c = Case::new();
-    c.unpack(&[Entry::dir("d"), Entry::file("d/f", b"x")]).unwrap();
+    c.unpack(&[Entry::dir("d"), Entry::file("d/f", b"x")])
+        .unwrap();
     let m = std::fs::metadata(c.root().join("d")).unwrap();
     assert_eq!(m.mtime(), berth_e2e::image::MTIME as i64);
 }

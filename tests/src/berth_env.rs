@@ -18,7 +18,10 @@ impl BerthEnv {
     /// A config for the registries that are configured in this test run, plus `extra` TOML
     /// appended (e.g. an `[images]` table).
     pub fn new(extra: &str) -> BerthEnv {
-        let dir = tempfile::Builder::new().prefix("berth-img-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("berth-img-")
+            .tempdir()
+            .unwrap();
         let state_dir = dir.path().join("state");
         let images_dir = dir.path().join("import");
         let plain = TestRegistry::plain();
@@ -31,7 +34,11 @@ impl BerthEnv {
             }
         }
         let auth_file = dir.path().join("auth.json");
-        std::fs::write(&auth_file, serde_json::to_vec(&serde_json::json!({"auths": auths})).unwrap()).unwrap();
+        std::fs::write(
+            &auth_file,
+            serde_json::to_vec(&serde_json::json!({"auths": auths})).unwrap(),
+        )
+        .unwrap();
         let config = dir.path().join("berth.toml");
         let text = format!(
             r#"instance = "bt"

@@ -124,7 +124,12 @@ pub fn tar_bytes(entries: &[Entry]) -> Vec<u8> {
         h.set_gid(0);
         h.set_size(0);
         let (path, link, data, pax): (&str, Option<&str>, &[u8], Vec<(String, Vec<u8>)>) = match e {
-            Entry::Dir { path, mode, uid, gid } => {
+            Entry::Dir {
+                path,
+                mode,
+                uid,
+                gid,
+            } => {
                 h.set_entry_type(tar::EntryType::Directory);
                 h.set_mode(*mode);
                 h.set_uid(*uid);
@@ -369,8 +374,11 @@ impl ImageBuilder {
             cfg.insert("User".into(), json!(u));
         }
         if !s.exposed_ports.is_empty() {
-            let ports: serde_json::Map<String, serde_json::Value> =
-                s.exposed_ports.iter().map(|p| (p.clone(), json!({}))).collect();
+            let ports: serde_json::Map<String, serde_json::Value> = s
+                .exposed_ports
+                .iter()
+                .map(|p| (p.clone(), json!({})))
+                .collect();
             cfg.insert("ExposedPorts".into(), json!(ports));
         }
         if let Some(sig) = &s.stop_signal {
@@ -388,7 +396,10 @@ impl ImageBuilder {
         }
         let config = serde_json::to_vec(&config).unwrap();
         let (mt, cmt) = if self.docker {
-            (DOCKER_MANIFEST, "application/vnd.docker.container.image.v1+json")
+            (
+                DOCKER_MANIFEST,
+                "application/vnd.docker.container.image.v1+json",
+            )
         } else {
             (OCI_MANIFEST, "application/vnd.oci.image.config.v1+json")
         };
@@ -420,7 +431,9 @@ pub fn index(images: &[(&Image, &str, Option<&str>)], docker: bool) -> (Vec<u8>,
             json!({"mediaType": img.media_type, "digest": img.digest(), "size": img.manifest.len(), "platform": p})
         })
         .collect();
-    let body = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": mt, "manifests": manifests})).unwrap();
+    let body =
+        serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": mt, "manifests": manifests}))
+            .unwrap();
     (body, mt.to_string())
 }
 
@@ -459,7 +472,10 @@ pub fn busybox_rootfs() -> Vec<Entry> {
             gid: 0,
             xattrs: vec![],
         },
-        Entry::file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"),
+        Entry::file(
+            "etc/passwd",
+            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+        ),
         Entry::file("etc/group", b"root:x:0:\nnogroup:x:65534:\n"),
     ];
     for applet in String::from_utf8_lossy(&out.stdout).lines() {

@@ -77,7 +77,12 @@ impl FaultProxy {
         let rules: Arc<Mutex<Vec<Rule>>> = Arc::default();
         let stats: Arc<Mutex<Stats>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let (r, s, st, up) = (rules.clone(), stats.clone(), stop.clone(), upstream.to_string());
+        let (r, s, st, up) = (
+            rules.clone(),
+            stats.clone(),
+            stop.clone(),
+            upstream.to_string(),
+        );
         let accept = thread::spawn(move || {
             while !st.load(Ordering::Relaxed) {
                 match listener.accept() {
@@ -229,11 +234,7 @@ fn serve(
         }
         sent += chunk.len() as u64;
     }
-    stats
-        .lock()
-        .unwrap()
-        .requests
-        .push((path, range, sent));
+    stats.lock().unwrap().requests.push((path, range, sent));
     if let Some(Fault::StallAfter(_, d)) = fault {
         client.flush()?;
         thread::sleep(d);

@@ -39,7 +39,10 @@ impl TestRegistry {
         TestRegistry {
             addr: env("BERTH_TEST_REGISTRY_TLS"),
             tls: true,
-            user: Some((env("BERTH_TEST_REGISTRY_TLS_USER"), env("BERTH_TEST_REGISTRY_TLS_PASS"))),
+            user: Some((
+                env("BERTH_TEST_REGISTRY_TLS_USER"),
+                env("BERTH_TEST_REGISTRY_TLS_PASS"),
+            )),
             ca: Some(env("BERTH_TEST_REGISTRY_TLS_CA").into()),
         }
     }
@@ -57,7 +60,11 @@ impl TestRegistry {
     }
 
     pub fn base(&self) -> String {
-        format!("{}://{}", if self.tls { "https" } else { "http" }, self.addr)
+        format!(
+            "{}://{}",
+            if self.tls { "https" } else { "http" },
+            self.addr
+        )
     }
 
     fn agent(&self) -> ureq::Agent {

@@ -35,7 +35,10 @@ pub fn snapshot(root: &Path) -> Snapshot {
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Snapshot) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
     for p in entries {
         let md = std::fs::symlink_metadata(&p).unwrap();
@@ -45,7 +48,10 @@ fn walk(root: &Path, dir: &Path, out: &mut Snapshot) {
         } else if ft.is_symlink() {
             (
                 "symlink",
-                std::fs::read_link(&p).unwrap().to_string_lossy().into_owned(),
+                std::fs::read_link(&p)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
                 Some(md.mtime()),
             )
         } else if ft.is_file() {
@@ -105,7 +111,9 @@ pub fn diff(expected: &Snapshot, actual: &Snapshot) -> Vec<String> {
     for (k, v) in expected {
         match actual.get(k) {
             None => out.push(format!("missing: /{k} ({})", v.kind)),
-            Some(a) if a != v => out.push(format!("differs: /{k}\n  expected {v:?}\n  actual   {a:?}")),
+            Some(a) if a != v => {
+                out.push(format!("differs: /{k}\n  expected {v:?}\n  actual   {a:?}"))
+            }
             _ => {}
         }
     }
@@ -128,7 +136,12 @@ pub fn overlay_snapshot(layers: &[PathBuf]) -> Snapshot {
         // SAFETY: unshare affects only this thread's fs/mount namespace (CLONE_NEWNS implies
         // CLONE_FS, which a thread may unshare); no pointers are passed.
         let rc = unsafe { libc::unshare(libc::CLONE_NEWNS) };
-        assert_eq!(rc, 0, "unshare(CLONE_NEWNS): {}", std::io::Error::last_os_error());
+        assert_eq!(
+            rc,
+            0,
+            "unshare(CLONE_NEWNS): {}",
+            std::io::Error::last_os_error()
+        );
         let root = CString::new("/").unwrap();
         // SAFETY: valid C strings; nulls where the call allows them.
         let rc = unsafe {
@@ -140,10 +153,19 @@ pub fn overlay_snapshot(layers: &[PathBuf]) -> Snapshot {
                 std::ptr::null(),
             )
         };
-        assert_eq!(rc, 0, "making / private: {}", std::io::Error::last_os_error());
+        assert_eq!(
+            rc,
+            0,
+            "making / private: {}",
+            std::io::Error::last_os_error()
+        );
         // overlayfs wants the top layer first; an empty dir at the bottom keeps two lowers
         // even for a one-layer image.
-        let mut lowers: Vec<String> = layers.iter().rev().map(|p| p.display().to_string()).collect();
+        let mut lowers: Vec<String> = layers
+            .iter()
+            .rev()
+            .map(|p| p.display().to_string())
+            .collect();
         lowers.push(empty.path().display().to_string());
         let opts = CString::new(format!("lowerdir={}", lowers.join(":"))).unwrap();
         let fstype = CString::new("overlay").unwrap();
@@ -158,7 +180,12 @@ pub fn overlay_snapshot(layers: &[PathBuf]) -> Snapshot {
                 opts.as_ptr().cast(),
             )
         };
-        assert_eq!(rc, 0, "mounting overlay: {}", std::io::Error::last_os_error());
+        assert_eq!(
+            rc,
+            0,
+            "mounting overlay: {}",
+            std::io::Error::last_os_error()
+        );
         let snap = snapshot(target.path());
         // SAFETY: tgt is a valid C string naming the mount made above.
         unsafe { libc::umount2(tgt.as_ptr(), libc::MNT_DETACH) };

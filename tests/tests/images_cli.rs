@@ -24,11 +24,21 @@ fn pull_list_pin_prune() {
         return;
     }
     let env = BerthEnv::new("[images]\nmin_free = 0\n");
-    for (i, reg) in [TestRegistry::plain(), TestRegistry::tls(), TestRegistry::token()].iter().enumerate() {
+    for (i, reg) in [
+        TestRegistry::plain(),
+        TestRegistry::tls(),
+        TestRegistry::token(),
+    ]
+    .iter()
+    .enumerate()
+    {
         let repo = unique_repo("cli");
         let img = ImageBuilder::new()
             .layer(&busybox_rootfs(), Compression::Gzip)
-            .layer(&[Entry::file("which", format!("{i}").as_bytes())], Compression::Zstd)
+            .layer(
+                &[Entry::file("which", format!("{i}").as_bytes())],
+                Compression::Zstd,
+            )
             .build();
         reg.push_image(&repo, "v1", &img);
         let reference = format!("{}/{repo}:v1", reg.addr);
@@ -45,20 +55,39 @@ fn pull_list_pin_prune() {
     assert_eq!(list.len(), 3);
     for r in list {
         assert!(r["platform"]["architecture"].is_string());
-        assert!(r["manifest_digest"].as_str().unwrap().starts_with("sha256:"));
+        assert!(
+            r["manifest_digest"]
+                .as_str()
+                .unwrap()
+                .starts_with("sha256:")
+        );
         assert!(r["unpacked_size"].as_u64().unwrap() > 1 << 20);
     }
     let keep = list[0]["reference"].as_str().unwrap().to_string();
     let out = env.berth(&["image", "pin", &keep]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let table = env.berth(&["images"]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.starts_with("REFERENCE"), "{text}");
-    assert!(text.lines().any(|l| l.contains(&keep) && l.contains("operator")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&keep) && l.contains("operator")),
+        "{text}"
+    );
 
     let dry = json(&env.berth(&["prune", "--dry-run", "--json"]));
     assert_eq!(dry["remove_images"].as_array().unwrap().len(), 2);
-    assert_eq!(json(&env.berth(&["images", "--json"])).as_array().unwrap().len(), 3);
+    assert_eq!(
+        json(&env.berth(&["images", "--json"]))
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
     let out = env.berth(&["prune"]);
     assert!(out.status.success());
     let left = json(&env.berth(&["images", "--json"]));
@@ -67,9 +96,19 @@ fn pull_list_pin_prune() {
     let out = env.berth(&["image", "unpin", &keep]);
     assert!(out.status.success());
     assert!(env.berth(&["prune"]).status.success());
-    assert!(json(&env.berth(&["images", "--json"])).as_array().unwrap().is_empty());
+    assert!(
+        json(&env.berth(&["images", "--json"]))
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     // Everything went: no layer dirs are left.
-    assert_eq!(std::fs::read_dir(env.state_dir.join("layers/sha256")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(env.state_dir.join("layers/sha256"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[test]
@@ -93,7 +132,11 @@ fn killed_pull_leaves_the_store_as_it_was_and_resumes() {
     let proxy = FaultProxy::start(&reg.addr);
     let big = img.layers[1].clone();
     let half = big.bytes.len() as u64 / 2;
-    proxy.add(&big.digest, Fault::StallAfter(half, Duration::from_secs(120)), 1);
+    proxy.add(
+        &big.digest,
+        Fault::StallAfter(half, Duration::from_secs(120)),
+        1,
+    );
     let env = BerthEnv::new(&format!(
         "[images]\nmin_free = 0\n\n[registries.\"{}\"]\ninsecure = true\n",
         proxy.addr
@@ -116,7 +159,10 @@ fn killed_pull_leaves_the_store_as_it_was_and_resumes() {
         if len >= half {
             break;
         }
-        assert!(Instant::now() < deadline, "the pull never reached the stall ({len} bytes)");
+        assert!(
+            Instant::now() < deadline,
+            "the pull never reached the stall ({len} bytes)"
+        );
         assert!(child.try_wait().unwrap().is_none(), "the pull ended early");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -124,9 +170,15 @@ fn killed_pull_leaves_the_store_as_it_was_and_resumes() {
     child.wait().unwrap();
 
     let list = json(&env.berth(&["images", "--json"]));
-    assert!(list.as_array().unwrap().is_empty(), "a killed pull recorded an image: {list}");
+    assert!(
+        list.as_array().unwrap().is_empty(),
+        "a killed pull recorded an image: {list}"
+    );
     let layers = env.state_dir.join("layers/sha256");
-    assert!(!layers.join(&big.diff_id[7..]).exists(), "a half layer is in place");
+    assert!(
+        !layers.join(&big.diff_id[7..]).exists(),
+        "a half layer is in place"
+    );
 
     // The next pull (a new process, as after a restart) resumes from the partial blob.
     let v = json(&env.berth(&["pull", "--json", &reference]));
@@ -138,7 +190,10 @@ fn killed_pull_leaves_the_store_as_it_was_and_resumes() {
         .trim_end_matches('-')
         .parse()
         .unwrap();
-    assert!(from >= half, "resumed from {from}, expected at least {half}");
+    assert!(
+        from >= half,
+        "resumed from {from}, expected at least {half}"
+    );
     for e in std::fs::read_dir(&layers).unwrap() {
         let n = e.unwrap().file_name().to_string_lossy().into_owned();
         assert!(!n.starts_with(".tmp-"), "leftover {n}");
@@ -164,17 +219,40 @@ fn import_an_archive_from_the_cli() {
         .unwrap();
     assert!(st.success());
     let tarball = env.path().join("img.tar");
-    assert!(Command::new("tar").arg("-C").arg(&layout).arg("-cf").arg(&tarball).arg(".").status().unwrap().success());
+    assert!(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&layout)
+            .arg("-cf")
+            .arg(&tarball)
+            .arg(".")
+            .status()
+            .unwrap()
+            .success()
+    );
     let out = env.berth(&["image", "import", tarball.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let list = json(&env.berth(&["images", "--json"]));
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 1);
-    assert_eq!(list[0]["reference"], format!("oci-archive:{}", tarball.display()));
+    assert_eq!(
+        list[0]["reference"],
+        format!("oci-archive:{}", tarball.display())
+    );
     assert_eq!(list[0]["pins"][0], "import");
     // Pruning keeps imported images.
     assert!(env.berth(&["prune"]).status.success());
-    assert_eq!(json(&env.berth(&["images", "--json"])).as_array().unwrap().len(), 1);
+    assert_eq!(
+        json(&env.berth(&["images", "--json"]))
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 
     let bad = env.berth(&["image", "import", "/nonexistent/x.tar"]);
     assert_eq!(bad.status.code(), Some(1));
@@ -194,10 +272,25 @@ fn errors_are_clear() {
     rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
     let out = env.berth(&["pull", &format!("{}/x:1", TestRegistry::plain().addr)]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("locked"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("locked"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     drop(f);
 
-    let out = env.berth(&["pull", &format!("{}/{}:v1", TestRegistry::plain().addr, unique_repo("absent"))]);
+    let out = env.berth(&[
+        "pull",
+        &format!(
+            "{}/{}:v1",
+            TestRegistry::plain().addr,
+            unique_repo("absent")
+        ),
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not found"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

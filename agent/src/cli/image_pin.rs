@@ -44,7 +44,11 @@ pub fn run(config: Option<&Path>, args: &PinArgs, pin: bool) -> ExitCode {
             println!(
                 "{}: pins: {}",
                 r.reference,
-                if pins.is_empty() { "none".to_string() } else { pins.join(",") }
+                if pins.is_empty() {
+                    "none".to_string()
+                } else {
+                    pins.join(",")
+                }
             );
             ExitCode::from(exit::SUCCESS)
         }

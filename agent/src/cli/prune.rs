@@ -51,7 +51,11 @@ pub fn run(config: Option<&Path>, args: &PruneArgs) -> ExitCode {
         println!("{}", serde_json::to_string_pretty(&plan).expect("json"));
         return ExitCode::from(exit::SUCCESS);
     }
-    let verb = if args.dry_run { "would remove" } else { "removed" };
+    let verb = if args.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
     for i in &plan.remove_images {
         println!("{verb} image {i}");
     }

@@ -49,7 +49,11 @@ pub fn run(config: Option<&Path>, args: &PullArgs) -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
-    let platform = match args.platform.as_deref().map(|p| Platform::parse(p).ok_or(p)) {
+    let platform = match args
+        .platform
+        .as_deref()
+        .map(|p| Platform::parse(p).ok_or(p))
+    {
         None => None,
         Some(Ok(p)) => Some(p),
         Some(Err(p)) => {
@@ -111,7 +115,14 @@ impl Display {
 
     fn event(&self, e: &PullEvent<'_>) {
         match (&self.bars, e) {
-            (Some((mp, bars)), PullEvent::LayerStarted { digest, size, resumed_from }) => {
+            (
+                Some((mp, bars)),
+                PullEvent::LayerStarted {
+                    digest,
+                    size,
+                    resumed_from,
+                },
+            ) => {
                 let pb = mp.add(ProgressBar::new(*size));
                 pb.set_style(
                     ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {msg}")
@@ -132,11 +143,31 @@ impl Display {
                     pb.finish_with_message("done");
                 }
             }
-            (Some((mp, _)), PullEvent::Retry { what, attempt, error, .. }) => {
-                let _ = mp.println(format!("retrying {} (attempt {attempt}): {error}", short(what)));
+            (
+                Some((mp, _)),
+                PullEvent::Retry {
+                    what,
+                    attempt,
+                    error,
+                    ..
+                },
+            ) => {
+                let _ = mp.println(format!(
+                    "retrying {} (attempt {attempt}): {error}",
+                    short(what)
+                ));
             }
             (Some(_), PullEvent::Resolved { .. }) => {}
-            (None, PullEvent::Resolved { image, manifest_digest, platform, layers, .. }) => {
+            (
+                None,
+                PullEvent::Resolved {
+                    image,
+                    manifest_digest,
+                    platform,
+                    layers,
+                    ..
+                },
+            ) => {
                 let missing = layers.iter().filter(|l| !l.2).count();
                 eprintln!(
                     "{image}: {platform} manifest {}, {} layers ({missing} to fetch)",
@@ -144,13 +175,31 @@ impl Display {
                     layers.len()
                 );
             }
-            (None, PullEvent::LayerStarted { digest, size, resumed_from }) => {
+            (
+                None,
+                PullEvent::LayerStarted {
+                    digest,
+                    size,
+                    resumed_from,
+                },
+            ) => {
                 if *resumed_from > 0 {
-                    eprintln!("layer {}: resuming at {resumed_from} of {size} bytes", short(digest));
+                    eprintln!(
+                        "layer {}: resuming at {resumed_from} of {size} bytes",
+                        short(digest)
+                    );
                 }
             }
             (None, PullEvent::LayerDone { digest }) => eprintln!("layer {}: done", short(digest)),
-            (None, PullEvent::Retry { what, attempt, error, .. }) => {
+            (
+                None,
+                PullEvent::Retry {
+                    what,
+                    attempt,
+                    error,
+                    ..
+                },
+            ) => {
                 eprintln!("retrying {} (attempt {attempt}): {error}", short(what));
             }
             (None, PullEvent::Bytes { .. }) => {}

@@ -112,7 +112,10 @@ mod tests {
 
     #[test]
     fn basic_and_errors() {
-        assert_eq!(parse(r#"Basic realm="Registry Realm""#), vec![Challenge::Basic]);
+        assert_eq!(
+            parse(r#"Basic realm="Registry Realm""#),
+            vec![Challenge::Basic]
+        );
         let c = parse(
             r#"Bearer realm="http://a/t",service="s",scope="repository:x:pull",error="insufficient_scope""#,
         );
@@ -142,7 +145,13 @@ mod tests {
 
     #[test]
     fn garbage_does_not_panic() {
-        for s in ["", "Bearer", "Bearer realm=\"unterminated", "=,=", "Bearer service=x"] {
+        for s in [
+            "",
+            "Bearer",
+            "Bearer realm=\"unterminated",
+            "=,=",
+            "Bearer service=x",
+        ] {
             let _ = parse(s);
         }
         assert!(parse("Bearer service=x").is_empty());

@@ -324,10 +324,7 @@ impl RegistryClient {
         max_size: u64,
         on_retry: RetryHook<'_>,
     ) -> Result<Vec<u8>, RegistryError> {
-        let what = format!(
-            "blob {digest} of {}/{}",
-            image.registry, image.repository
-        );
+        let what = format!("blob {digest} of {}/{}", image.registry, image.repository);
         if size > max_size {
             return Err(RegistryError::Protocol {
                 what,
@@ -417,9 +414,9 @@ impl RegistryClient {
         challenges: &[Challenge],
         sent_auth: bool,
     ) -> RegistryError {
-        let insufficient = challenges.iter().any(|c| {
-            matches!(c, Challenge::Bearer { error: Some(e), .. } if e == "insufficient_scope")
-        });
+        let insufficient = challenges.iter().any(
+            |c| matches!(c, Challenge::Bearer { error: Some(e), .. } if e == "insufficient_scope"),
+        );
         if insufficient || (sent_auth && self.credential(ep).is_some()) {
             RegistryError::Denied {
                 registry: ep.key.clone(),
@@ -545,7 +542,9 @@ impl RegistryClient {
         if let Some(c) = self.credential(ep) {
             req = req.header("Authorization", basic(c));
         }
-        let resp = req.call().map_err(|e| RegistryError::transport(realm, &e))?;
+        let resp = req
+            .call()
+            .map_err(|e| RegistryError::transport(realm, &e))?;
         let status = resp.status().as_u16();
         if status == 401 || status == 403 {
             return Err(RegistryError::Auth {

@@ -91,7 +91,16 @@ fn host_variant() -> Option<String> {
         && std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("bmi2")
         && std::arch::is_x86_feature_detected!("fma");
-    Some(if v3 { "v3" } else if v2 { "v2" } else { "v1" }.to_string())
+    Some(
+        if v3 {
+            "v3"
+        } else if v2 {
+            "v2"
+        } else {
+            "v1"
+        }
+        .to_string(),
+    )
 }
 #[cfg(target_arch = "aarch64")]
 fn host_variant() -> Option<String> {
@@ -278,7 +287,9 @@ mod tests {
         (
             prop::sample::select(vec!["linux", "windows"]),
             prop::sample::select(vec!["amd64", "arm64", "arm", "386", "s390x"]),
-            prop::option::of(prop::sample::select(vec!["v1", "v2", "v3", "v5", "v6", "v7", "v8"])),
+            prop::option::of(prop::sample::select(vec![
+                "v1", "v2", "v3", "v5", "v6", "v7", "v8",
+            ])),
         )
             .prop_map(|(o, a, v)| Platform::new(o, a, v))
     }

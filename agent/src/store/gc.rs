@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use berth_spec::ImageSource;
 
+use super::Store;
 use super::error::StoreError;
 use super::index::{ImageRecord, now_secs};
-use super::Store;
 
 /// What must survive, as the agent knows it.
 #[derive(Debug, Clone, Default)]
@@ -130,9 +130,8 @@ fn unreferenced(input: &GcInput, removed: &BTreeSet<String>) -> (Vec<String>, Ve
             needed.insert(&l.digest);
         }
     }
-    let keep = |d: &str| {
-        needed.contains(d) || input.active.contains(d) || input.root_layers.contains(d)
-    };
+    let keep =
+        |d: &str| needed.contains(d) || input.active.contains(d) || input.root_layers.contains(d);
     let layers = input
         .layers
         .iter()
@@ -191,7 +190,8 @@ impl Store {
             if name.starts_with('.') {
                 continue;
             }
-            let md = fs::symlink_metadata(bdir.join(&name)).map_err(|e| StoreError::io(bdir.join(&name), e))?;
+            let md = fs::symlink_metadata(bdir.join(&name))
+                .map_err(|e| StoreError::io(bdir.join(&name), e))?;
             let mtime = md
                 .modified()
                 .ok()
@@ -213,7 +213,14 @@ impl Store {
             records,
             layers,
             blobs,
-            active: self.inner.active.lock().expect("active").keys().cloned().collect(),
+            active: self
+                .inner
+                .active
+                .lock()
+                .expect("active")
+                .keys()
+                .cloned()
+                .collect(),
             root_images: roots.images.iter().map(|s| s.to_string()).collect(),
             root_digests: roots.digests.iter().cloned().collect(),
             root_layers,
@@ -238,7 +245,8 @@ impl Store {
         let plan = self.gc_plan(roots, grace)?;
         let idx = &self.inner.index;
         for r in &plan.remove_images {
-            idx.remove(r).map_err(|e| StoreError::io(idx.record_path(r), e))?;
+            idx.remove(r)
+                .map_err(|e| StoreError::io(idx.record_path(r), e))?;
             tracing::info!(image = %r, "removed image");
         }
         for d in &plan.remove_layers {

@@ -158,8 +158,10 @@ mod tests {
 
     #[test]
     fn minimal_and_bad() {
-        let p = parse(br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#)
-            .unwrap();
+        let p = parse(
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
+        )
+        .unwrap();
         assert_eq!(p.config.env, Vec::<String>::new());
         assert!(parse(br#"{"rootfs":{"type":"layers","diff_ids":["md5:x"]}}"#).is_err());
         assert!(parse(br#"{"rootfs":{"type":"other","diff_ids":[]}}"#).is_err());

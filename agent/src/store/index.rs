@@ -119,7 +119,9 @@ impl Index {
             match fsutil::read_json::<ImageRecord>(&path) {
                 Ok(Some(r)) => out.push(r),
                 Ok(None) => {}
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "skipping unreadable image record"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "skipping unreadable image record")
+                }
             }
         }
         out.sort_by(|a, b| a.reference.cmp(&b.reference));

@@ -125,9 +125,9 @@ impl<R: Read> Decoder<R> {
             Compression::Gzip => Decoder::Gzip(Box::new(flate2::read::MultiGzDecoder::new(
                 BufReader::with_capacity(128 << 10, r),
             ))),
-            Compression::Zstd => Decoder::Zstd(Box::new(
-                zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(128 << 10, r))?,
-            )),
+            Compression::Zstd => Decoder::Zstd(Box::new(zstd::stream::read::Decoder::with_buffer(
+                BufReader::with_capacity(128 << 10, r),
+            )?)),
         })
     }
 }

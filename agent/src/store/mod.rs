@@ -183,7 +183,11 @@ impl Store {
             digest: r.digest.clone(),
             manifest_digest: r.manifest_digest.clone(),
             config: r.config.clone(),
-            layers: r.layers.iter().map(|l| self.layer_dir(&l.diff_id)).collect(),
+            layers: r
+                .layers
+                .iter()
+                .map(|l| self.layer_dir(&l.diff_id))
+                .collect(),
         }
     }
 
@@ -192,7 +196,10 @@ impl Store {
     pub fn record(&self, source: &ImageSource) -> Result<Option<ImageRecord>, StoreError> {
         let key = source.to_string();
         let idx = &self.inner.index;
-        if let Some(r) = idx.get(&key).map_err(|e| StoreError::io(idx.record_path(&key), e))? {
+        if let Some(r) = idx
+            .get(&key)
+            .map_err(|e| StoreError::io(idx.record_path(&key), e))?
+        {
             return Ok(Some(r));
         }
         if let ImageSource::Registry(r) = source

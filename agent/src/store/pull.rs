@@ -63,8 +63,13 @@ pub enum PullEvent<'a> {
         resumed_from: u64,
     },
     /// Compressed bytes received from the network.
-    Bytes { digest: &'a str, n: u64 },
-    LayerDone { digest: &'a str },
+    Bytes {
+        digest: &'a str,
+        n: u64,
+    },
+    LayerDone {
+        digest: &'a str,
+    },
     Retry {
         what: &'a str,
         attempt: u32,
@@ -190,7 +195,13 @@ impl Store {
         let _active = self.activate(&layers);
         let summary: Vec<(String, u64, bool)> = layers
             .iter()
-            .map(|l| (l.digest.clone(), l.size, self.has_layer(l, opts.download_only)))
+            .map(|l| {
+                (
+                    l.digest.clone(),
+                    l.size,
+                    self.has_layer(l, opts.download_only),
+                )
+            })
             .collect();
         progress(&PullEvent::Resolved {
             image: &name,
@@ -341,7 +352,8 @@ impl Store {
                         }
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(job) = jobs.get(i) else { break };
-                        let r = self.fetch_layer(client, image, name, job.layer, opts, progress, &cancel);
+                        let r = self
+                            .fetch_layer(client, image, name, job.layer, opts, progress, &cancel);
                         if r.is_err() {
                             cancel.store(true, Ordering::Relaxed);
                         }
@@ -385,7 +397,11 @@ impl Store {
         cancel: &AtomicBool,
     ) -> Result<u64, StoreError> {
         let dest = self.layer_dir(&l.diff_id);
-        let key = if opts.download_only { &l.digest } else { &l.diff_id };
+        let key = if opts.download_only {
+            &l.digest
+        } else {
+            &l.diff_id
+        };
         // One download per layer in this process: a second pull of it waits, then finds it.
         let lock = self.inflight(key);
         let _guard = lock.lock().expect("inflight");
@@ -409,10 +425,16 @@ impl Store {
                 error: &e.to_string(),
             })
         };
-        let on_bytes = |n: u64| progress(&PullEvent::Bytes { digest: &l.digest, n });
+        let on_bytes = |n: u64| {
+            progress(&PullEvent::Bytes {
+                digest: &l.digest,
+                n,
+            })
+        };
         let mut fresh_retry_done = false;
         loop {
-            let resumed = prepare_partial(&partial, l.size).map_err(|e| StoreError::io(&partial, e))?;
+            let resumed =
+                prepare_partial(&partial, l.size).map_err(|e| StoreError::io(&partial, e))?;
             progress(&PullEvent::LayerStarted {
                 digest: &l.digest,
                 size: l.size,
@@ -421,7 +443,8 @@ impl Store {
             let source = PartialSource::open(&partial, resumed)
                 .map_err(|e| StoreError::io(&partial, e))?
                 .then(Tee {
-                    inner: BlobReader::new(client, image, &l.digest, l.size, resumed).on_reconnect(&hook),
+                    inner: BlobReader::new(client, image, &l.digest, l.size, resumed)
+                        .on_reconnect(&hook),
                     out: OpenOptions::new()
                         .append(true)
                         .open(&partial)
@@ -501,7 +524,10 @@ fn select_platform<'m>(
         .collect();
     let candidates: Vec<Platform> = offered
         .iter()
-        .map(|p| p.clone().unwrap_or_else(|| Platform::new("unknown", "unknown", None)))
+        .map(|p| {
+            p.clone()
+                .unwrap_or_else(|| Platform::new("unknown", "unknown", None))
+        })
         .collect();
     match platform::select(want, &candidates) {
         Some(i) => Ok(&entries[i]),
@@ -536,10 +562,7 @@ pub(crate) fn check_digest(name: &str, d: &str) -> Result<(), StoreError> {
 /// Makes the partial file valid to resume from and returns its length: created when absent,
 /// emptied when longer than the blob can be.
 fn prepare_partial(path: &Path, size: u64) -> io::Result<u64> {
-    let f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
+    let f = OpenOptions::new().create(true).append(true).open(path)?;
     let len = f.metadata()?.len();
     if len > size {
         f.set_len(0)?;

@@ -59,7 +59,9 @@ pub fn scan_import_dir(store: &Store, dir: &Path) -> Result<Vec<ImportOutcome>, 
     fs::create_dir_all(&seen_dir).map_err(|e| StoreError::io(&seen_dir, e))?;
     let mut out = Vec::new();
     for path in paths {
-        let Ok(md) = fs::metadata(&path) else { continue };
+        let Ok(md) = fs::metadata(&path) else {
+            continue;
+        };
         let mtime_ns = i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec());
         let size = if md.is_dir() { 0 } else { md.len() };
         let marker = seen_path(store, &path);

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use berth_agent::layout::Layout;
-use berth_agent::registry::{Credential, Credentials, HttpTimeouts, RegistryClient, RegistrySettings, RetryPolicy};
+use berth_agent::registry::{
+    Credential, Credentials, HttpTimeouts, RegistryClient, RegistrySettings, RetryPolicy,
+};
 use berth_agent::store::Store;
 use berth_e2e::image::{Compression, Entry, ImageBuilder, busybox_rootfs};
 use berth_e2e::registry::TestRegistry;
@@ -19,7 +21,10 @@ pub struct TestStore {
 }
 
 pub fn store_with(limits: ImagesConfig) -> TestStore {
-    let dir = tempfile::Builder::new().prefix("berth-store-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("berth-store-")
+        .tempdir()
+        .unwrap();
     let layout = Layout {
         state_dir: dir.path().join("state"),
         run_dir: dir.path().join("run"),
@@ -44,7 +49,11 @@ pub fn client() -> RegistryClient {
 pub fn client_with(tweak: impl FnOnce(&mut RegistrySettings)) -> RegistryClient {
     let mut registries = BTreeMap::new();
     let mut credentials = Credentials::none();
-    for r in [TestRegistry::plain(), TestRegistry::tls(), TestRegistry::token()] {
+    for r in [
+        TestRegistry::plain(),
+        TestRegistry::tls(),
+        TestRegistry::token(),
+    ] {
         registries.insert(
             r.addr.clone(),
             RegistryConfig {
@@ -54,7 +63,13 @@ pub fn client_with(tweak: impl FnOnce(&mut RegistrySettings)) -> RegistryClient 
             },
         );
         if let Some((u, p)) = &r.user {
-            credentials.insert(&r.addr, Credential { username: u.clone(), password: p.clone() });
+            credentials.insert(
+                &r.addr,
+                Credential {
+                    username: u.clone(),
+                    password: p.clone(),
+                },
+            );
         }
     }
     let mut s = RegistrySettings {
@@ -77,7 +92,13 @@ pub fn client_with(tweak: impl FnOnce(&mut RegistrySettings)) -> RegistryClient 
 
 /// Marks a proxy address insecure (plain HTTP) in the settings.
 pub fn insecure(s: &mut RegistrySettings, addr: &str) {
-    s.registries.insert(addr.to_string(), RegistryConfig { insecure: true, ..Default::default() });
+    s.registries.insert(
+        addr.to_string(),
+        RegistryConfig {
+            insecure: true,
+            ..Default::default()
+        },
+    );
 }
 
 /// busybox, then a layer that adds, changes and deletes, then one with an opaque dir: the
@@ -116,13 +137,27 @@ pub fn layered_image(c: Compression) -> ImageBuilder {
             gid: 1000,
             xattrs: vec![("user.berth".into(), b"yes".to_vec())],
         },
-        Entry::Dir { path: "app/sticky".into(), mode: 0o1777, uid: 0, gid: 0 },
+        Entry::Dir {
+            path: "app/sticky".into(),
+            mode: 0o1777,
+            uid: 0,
+            gid: 0,
+        },
         Entry::hardlink("app/hardlink", "app/owned"),
         Entry::symlink("app/abs-link", "/etc/motd"),
         Entry::symlink("app/rel-link", "../etc/motd"),
-        Entry::Char { path: "app/null".into(), major: 1, minor: 3 },
-        Entry::Fifo { path: "app/fifo".into() },
-        Entry::file(&format!("app/{}", "long-name-".repeat(15)), b"a PAX/GNU long name"),
+        Entry::Char {
+            path: "app/null".into(),
+            major: 1,
+            minor: 3,
+        },
+        Entry::Fifo {
+            path: "app/fifo".into(),
+        },
+        Entry::file(
+            &format!("app/{}", "long-name-".repeat(15)),
+            b"a PAX/GNU long name",
+        ),
     ];
     let third = vec![
         Entry::opaque("opq"),

@@ -122,7 +122,10 @@ fn budget_prunes_oldest_unprotected_first() {
 
 #[test]
 fn min_free_counts_as_a_budget() {
-    let mut i = input(vec![rec("a", 1, &[1], 9_990, &[]), rec("b", 2, &[2], 9_980, &[])], &[1, 2]);
+    let mut i = input(
+        vec![rec("a", 1, &[1], 9_990, &[]), rec("b", 2, &[2], 9_980, &[])],
+        &[1, 2],
+    );
     i.free = 1000;
     i.min_free = 1050;
     let p = plan(&i);
@@ -130,7 +133,12 @@ fn min_free_counts_as_a_budget() {
 }
 
 fn arb_input() -> impl Strategy<Value = GcInput> {
-    let rec_s = (0u32..6, prop::collection::vec(0u32..8, 0..4), 0u64..20_000, any::<bool>());
+    let rec_s = (
+        0u32..6,
+        prop::collection::vec(0u32..8, 0..4),
+        0u64..20_000,
+        any::<bool>(),
+    );
     (
         prop::collection::vec(rec_s, 0..6),
         prop::collection::vec(0u32..10, 0..10),
@@ -146,7 +154,13 @@ fn arb_input() -> impl Strategy<Value = GcInput> {
                 .iter()
                 .enumerate()
                 .map(|(n, (id, ls, used, pinned))| {
-                    rec(&format!("img{n}"), *id, ls, *used, if *pinned { &["p"] } else { &[] })
+                    rec(
+                        &format!("img{n}"),
+                        *id,
+                        ls,
+                        *used,
+                        if *pinned { &["p"] } else { &[] },
+                    )
                 })
                 .collect();
             let mut i = input(records, &layers);

@@ -37,7 +37,8 @@ impl Archive {
         let mut f = File::open(path)?;
         let mut magic = [0u8; 4];
         let n = f.read(&mut magic)?;
-        if magic[..n].starts_with(&[0x1f, 0x8b]) || magic[..n].starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        if magic[..n].starts_with(&[0x1f, 0x8b])
+            || magic[..n].starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
         {
             return Err(io::Error::other(
                 "compressed archive: decompress it first (berth reads blobs by seeking in a plain tar)",
@@ -49,7 +50,10 @@ impl Archive {
         let mut tar = tar::Archive::new(f);
         for entry in tar.entries()? {
             let entry = entry?;
-            let Some(name) = std::str::from_utf8(&entry.path_bytes()).ok().and_then(clean) else {
+            let Some(name) = std::str::from_utf8(&entry.path_bytes())
+                .ok()
+                .and_then(clean)
+            else {
                 continue;
             };
             match entry.header().entry_type() {
@@ -70,7 +74,11 @@ impl Archive {
                 Some((dir, _)) => format!("{dir}/{target}"),
                 None => target.clone(),
             };
-            let resolved = if target.starts_with('/') { clean(&target) } else { clean_rel(&base) };
+            let resolved = if target.starts_with('/') {
+                clean(&target)
+            } else {
+                clean_rel(&base)
+            };
             if let Some(t) = resolved.and_then(|t| files.get(&t).copied()) {
                 files.insert(name, t);
             }
@@ -93,10 +101,9 @@ impl Archive {
         let n = clean(name).ok_or_else(|| bad_name(name))?;
         match self {
             Archive::Dir(d) => Ok(std::fs::metadata(d.join(n))?.len()),
-            Archive::Tar { files, .. } => files
-                .get(&n)
-                .map(|(_, s)| *s)
-                .ok_or_else(|| missing(name)),
+            Archive::Tar { files, .. } => {
+                files.get(&n).map(|(_, s)| *s).ok_or_else(|| missing(name))
+            }
         }
     }
 
@@ -127,7 +134,9 @@ impl Archive {
     /// A small file whole (at most `max` bytes).
     pub fn read_small(&self, name: &str, max: u64) -> io::Result<Vec<u8>> {
         if self.size(name)? > max {
-            return Err(io::Error::other(format!("{name} is larger than {max} bytes")));
+            return Err(io::Error::other(format!(
+                "{name} is larger than {max} bytes"
+            )));
         }
         let mut out = Vec::new();
         self.open_file(name)?.read_to_end(&mut out)?;
@@ -151,7 +160,10 @@ fn clean_rel(p: &str) -> Option<String> {
 }
 
 fn missing(name: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::NotFound, format!("{name} is missing from the archive"))
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{name} is missing from the archive"),
+    )
 }
 
 fn bad_name(name: &str) -> io::Error {
@@ -164,7 +176,10 @@ mod tests {
 
     #[test]
     fn cleans_paths() {
-        assert_eq!(clean("./blobs/sha256/ab").as_deref(), Some("blobs/sha256/ab"));
+        assert_eq!(
+            clean("./blobs/sha256/ab").as_deref(),
+            Some("blobs/sha256/ab")
+        );
         assert_eq!(clean("/index.json").as_deref(), Some("index.json"));
         assert_eq!(clean("../etc/passwd"), None);
         assert_eq!(clean("."), None);

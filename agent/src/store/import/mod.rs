@@ -171,9 +171,10 @@ impl Store {
                             .manifests
                             .iter()
                             .map(|d| {
-                                d.platform.as_ref().map(|p| p.platform()).unwrap_or_else(|| {
-                                    Platform::new("unknown", "unknown", None)
-                                })
+                                d.platform
+                                    .as_ref()
+                                    .map(|p| p.platform())
+                                    .unwrap_or_else(|| Platform::new("unknown", "unknown", None))
                             })
                             .collect();
                         let Some(i) = platform::select(&host, &offered) else {
@@ -198,7 +199,9 @@ impl Store {
                 };
             let mut keys = Vec::new();
             if is_dir {
-                if let Some(t) = ref_name.filter(|t| berth_spec::ImageSource::parse(&format!("oci:/x:{t}")).is_ok()) {
+                if let Some(t) = ref_name
+                    .filter(|t| berth_spec::ImageSource::parse(&format!("oci:/x:{t}")).is_ok())
+                {
                     keys.push(format!("oci:{}:{t}", abs.display()));
                 }
                 if out.is_empty() {
@@ -244,13 +247,20 @@ impl Store {
             })?;
         let mut out = Vec::new();
         for (n, e) in entries.into_iter().enumerate() {
-            let config_bytes = ar.read_small(&e.config, MAX_JSON).map_err(|err| StoreError::Invalid {
-                image: shown.into(),
-                reason: format!("{}: {err}", e.config),
-            })?;
+            let config_bytes =
+                ar.read_small(&e.config, MAX_JSON)
+                    .map_err(|err| StoreError::Invalid {
+                        image: shown.into(),
+                        reason: format!("{}: {err}", e.config),
+                    })?;
             let config_digest = sha256_digest(&config_bytes);
             // The config's file name is its digest in both the old and the OCI-style layouts.
-            let named = e.config.trim_end_matches(".json").rsplit('/').next().unwrap_or("");
+            let named = e
+                .config
+                .trim_end_matches(".json")
+                .rsplit('/')
+                .next()
+                .unwrap_or("");
             if named.len() == 64 && format!("sha256:{named}") != config_digest {
                 return Err(StoreError::BlobDigest {
                     image: shown.into(),
@@ -259,14 +269,19 @@ impl Store {
                     actual: config_digest,
                 });
             }
-            let parsed = image_config::parse(&config_bytes).map_err(|reason| StoreError::Config {
-                image: shown.into(),
-                reason,
-            })?;
+            let parsed =
+                image_config::parse(&config_bytes).map_err(|reason| StoreError::Config {
+                    image: shown.into(),
+                    reason,
+                })?;
             if parsed.diff_ids.len() != e.layers.len() {
                 return Err(StoreError::Config {
                     image: shown.into(),
-                    reason: format!("{} diff ids for {} layers", parsed.diff_ids.len(), e.layers.len()),
+                    reason: format!(
+                        "{} diff ids for {} layers",
+                        parsed.diff_ids.len(),
+                        e.layers.len()
+                    ),
                 });
             }
             let mut layers = Vec::new();
@@ -294,7 +309,12 @@ impl Store {
                 "layers": layers,
             });
             let manifest_bytes = serde_json::to_vec(&m).expect("json");
-            let Manifest::Image(manifest) = Manifest::parse(&manifest_bytes, None).map_err(|source| StoreError::Manifest { image: shown.into(), source })? else {
+            let Manifest::Image(manifest) =
+                Manifest::parse(&manifest_bytes, None).map_err(|source| StoreError::Manifest {
+                    image: shown.into(),
+                    source,
+                })?
+            else {
                 unreachable!("built as an image manifest");
             };
             self.put_blob(&config_digest, &config_bytes)?;
@@ -321,7 +341,12 @@ impl Store {
         Ok(out)
     }
 
-    fn import_one(&self, ar: &Archive, shown: &str, f: Found) -> Result<Vec<ImageRecord>, StoreError> {
+    fn import_one(
+        &self,
+        ar: &Archive,
+        shown: &str,
+        f: Found,
+    ) -> Result<Vec<ImageRecord>, StoreError> {
         let m = &f.manifest;
         if m.layers.len() > self.inner.limits.max_layers as usize {
             return Err(StoreError::Limit {
@@ -343,7 +368,11 @@ impl Store {
         if parsed.diff_ids.len() != m.layers.len() {
             return Err(StoreError::Config {
                 image: shown.into(),
-                reason: format!("{} diff ids for {} layers", parsed.diff_ids.len(), m.layers.len()),
+                reason: format!(
+                    "{} diff ids for {} layers",
+                    parsed.diff_ids.len(),
+                    m.layers.len()
+                ),
             });
         }
         let layers: Vec<LayerRef> = m
@@ -410,7 +439,13 @@ impl Store {
     }
 
     /// Verifies and unpacks one layer from the archive unless the store has it.
-    fn import_layer(&self, ar: &Archive, shown: &str, l: &LayerRef, name: &str) -> Result<u64, StoreError> {
+    fn import_layer(
+        &self,
+        ar: &Archive,
+        shown: &str,
+        l: &LayerRef,
+        name: &str,
+    ) -> Result<u64, StoreError> {
         let dest = self.layer_dir(&l.diff_id);
         if dest.exists() {
             return Ok(self.layer_size(&l.diff_id).unwrap_or(0));
@@ -443,19 +478,22 @@ impl Store {
 }
 
 fn read_json_file(ar: &Archive, name: &str, shown: &str) -> Result<Vec<u8>, StoreError> {
-    ar.read_small(name, MAX_JSON).map_err(|e| StoreError::Invalid {
-        image: shown.into(),
-        reason: format!("{name}: {e}"),
-    })
+    ar.read_small(name, MAX_JSON)
+        .map_err(|e| StoreError::Invalid {
+            image: shown.into(),
+            reason: format!("{name}: {e}"),
+        })
 }
 
 /// A small blob, verified against its descriptor.
 fn read_blob(ar: &Archive, d: &Descriptor, shown: &str) -> Result<Vec<u8>, StoreError> {
     let name = format!("blobs/sha256/{}", digest_hex(&d.digest));
-    let bytes = ar.read_small(&name, MAX_JSON).map_err(|e| StoreError::Invalid {
-        image: shown.into(),
-        reason: e.to_string(),
-    })?;
+    let bytes = ar
+        .read_small(&name, MAX_JSON)
+        .map_err(|e| StoreError::Invalid {
+            image: shown.into(),
+            reason: e.to_string(),
+        })?;
     if bytes.len() as u64 != d.size {
         return Err(StoreError::BlobSize {
             image: shown.into(),

@@ -54,7 +54,10 @@ impl Unpacker {
         let kind = entry.header().entry_type();
         if matches!(
             kind,
-            EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink
+            EntryType::XGlobalHeader
+                | EntryType::XHeader
+                | EntryType::GNULongName
+                | EntryType::GNULongLink
         ) {
             return Ok(());
         }
@@ -161,7 +164,12 @@ impl Unpacker {
                     .into_owned();
                 rustix::fs::symlinkat(os(&target), dir, os(name))?;
                 chown_at(dir, name, meta)?;
-                rustix::fs::utimensat(dir, os(name), &times(meta.mtime), AtFlags::SYMLINK_NOFOLLOW)?;
+                rustix::fs::utimensat(
+                    dir,
+                    os(name),
+                    &times(meta.mtime),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )?;
             }
             EntryType::Link => {
                 let raw = entry
@@ -214,8 +222,18 @@ impl Unpacker {
                 rustix::fs::mknodat(dir, os(name), ft, Mode::empty(), dev)?;
                 chown_at(dir, name, meta)?;
                 // A node we just made, not a symlink: following it is not possible.
-                rustix::fs::chmodat(dir, os(name), Mode::from_raw_mode(meta.mode), AtFlags::empty())?;
-                rustix::fs::utimensat(dir, os(name), &times(meta.mtime), AtFlags::SYMLINK_NOFOLLOW)?;
+                rustix::fs::chmodat(
+                    dir,
+                    os(name),
+                    Mode::from_raw_mode(meta.mode),
+                    AtFlags::empty(),
+                )?;
+                rustix::fs::utimensat(
+                    dir,
+                    os(name),
+                    &times(meta.mtime),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )?;
             }
             other => {
                 tracing::warn!(entry = %path, kind = ?other, "skipping tar entry of unsupported type");
@@ -260,10 +278,7 @@ fn times(mtime: Timespec) -> Timestamps {
 }
 
 fn ids(meta: &Meta) -> (Option<Uid>, Option<Gid>) {
-    (
-        Some(Uid::from_raw(meta.uid)),
-        Some(Gid::from_raw(meta.gid)),
-    )
+    (Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)))
 }
 
 fn chown_at(dir: std::os::fd::BorrowedFd<'_>, name: &[u8], meta: &Meta) -> io::Result<()> {

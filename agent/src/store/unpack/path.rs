@@ -138,7 +138,11 @@ mod tests {
     #[test]
     fn refuses_dotdot_and_nul() {
         for bad in ["..", "../etc/passwd", "a/../../b", "a/..", "/../x"] {
-            assert_eq!(EntryPath::parse(bad.as_bytes()), Err(PathError::DotDot), "{bad}");
+            assert_eq!(
+                EntryPath::parse(bad.as_bytes()),
+                Err(PathError::DotDot),
+                "{bad}"
+            );
         }
         assert_eq!(EntryPath::parse(b"a\0b"), Err(PathError::Nul));
         // Names that merely start with dots are fine.
