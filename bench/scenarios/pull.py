@@ -66,7 +66,7 @@ def file_content(rng, size):
     words = [b"container", b"layer", b"digest", b"overlay", b"registry", b"berth", b"manifest"]
     out = bytearray()
     while len(out) < size:
-        if rng.random() < 0.35:
+        if rng.random() < 0.12:
             out += rng.randbytes(min(4096, size - len(out)))
         else:
             out += b" ".join(rng.choice(words) for _ in range(200)) + b"\n"
