@@ -61,12 +61,8 @@ fn keeps_what_is_protected_and_removes_the_rest() {
     assert!(pulled[4].layers[0].exists(), "the shared layer stays");
     // The in-use image's record went, but its layers stay while a container uses them.
     assert!(pulled[3].layers.iter().all(|l| l.exists()));
-    for i in 0..3 {
-        assert!(
-            t.store.resolve(&src(i)).unwrap().is_some(),
-            "{} must stay",
-            refs[i]
-        );
+    for (i, r) in refs.iter().enumerate().take(3) {
+        assert!(t.store.resolve(&src(i)).unwrap().is_some(), "{r} must stay");
     }
     // Unpinned and no longer a root: the next GC removes it, layer and blobs.
     t.store.unpin(&src(1), PIN_OPERATOR).unwrap();

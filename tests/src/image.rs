@@ -110,6 +110,9 @@ impl Entry {
     }
 }
 
+/// Extended attributes of an entry: (name, value).
+pub type Xattrs = Vec<(String, Vec<u8>)>;
+
 /// A fixed mtime so builds are reproducible.
 pub const MTIME: u64 = 1_700_000_000;
 
@@ -123,7 +126,7 @@ pub fn tar_bytes(entries: &[Entry]) -> Vec<u8> {
         h.set_uid(0);
         h.set_gid(0);
         h.set_size(0);
-        let (path, link, data, pax): (&str, Option<&str>, &[u8], Vec<(String, Vec<u8>)>) = match e {
+        let (path, link, data, pax): (&str, Option<&str>, &[u8], Xattrs) = match e {
             Entry::Dir {
                 path,
                 mode,

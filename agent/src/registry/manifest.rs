@@ -207,7 +207,7 @@ mod tests {
             i.manifests[0].platform.as_ref().unwrap().platform(),
             Platform::new("linux", "arm", Some("v7"))
         );
-        let index_by_shape = format!(r#"{{"schemaVersion":2,"manifests":[]}}"#);
+        let index_by_shape = r#"{"schemaVersion":2,"manifests":[]}"#;
         assert!(matches!(
             Manifest::parse(index_by_shape.as_bytes(), Some("application/json")).unwrap(),
             Manifest::Index(_)
