@@ -162,12 +162,18 @@ fn serve(
         .find(|l| l.to_ascii_lowercase().starts_with("range:"))
         .map(|l| l[6..].trim().to_string());
     let fault = take_rule(rules, &path);
+    // Recorded before any byte of the answer goes out, so a client that has its answer always
+    // finds its request counted.
+    let slot = {
+        let mut st = stats.lock().unwrap();
+        st.requests.push((path.clone(), range, 0));
+        st.requests.len() - 1
+    };
     if let Some(Fault::Status(code)) = fault {
         write!(
             client,
             "HTTP/1.1 {code} Injected\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         )?;
-        stats.lock().unwrap().requests.push((path, range, 0));
         return Ok(());
     }
     let mut up = TcpStream::connect(upstream)?;
@@ -227,14 +233,14 @@ fn serve(
         Some(Fault::DropAfter(n)) | Some(Fault::StallAfter(n, _)) => (*n as usize).min(body.len()),
         _ => body.len(),
     };
-    let mut sent = 0;
     for chunk in body[..limit].chunks(16 << 10) {
+        // Counted before it is written, for the same reason.
+        stats.lock().unwrap().requests[slot].2 += chunk.len() as u64;
         if client.write_all(chunk).is_err() {
+            stats.lock().unwrap().requests[slot].2 -= chunk.len() as u64;
             break;
         }
-        sent += chunk.len() as u64;
     }
-    stats.lock().unwrap().requests.push((path, range, sent));
     if let Some(Fault::StallAfter(_, d)) = fault {
         client.flush()?;
         thread::sleep(d);
