@@ -228,3 +228,44 @@ fn dir_mtimes_are_set_after_their_contents() {
     let m = std::fs::metadata(c.root().join("d")).unwrap();
     assert_eq!(m.mtime(), berth_e2e::image::MTIME as i64);
 }
+
+#[test]
+fn owners_and_modes_hold_whatever_the_umask_and_setgid_dirs() {
+    let c = Case::new();
+    c.unpack(&[
+        Entry::Dir {
+            path: "g".into(),
+            mode: 0o2775,
+            uid: 0,
+            gid: 5,
+        },
+        Entry::file("g/root-owned", b"x"),
+        Entry::File {
+            path: "open".into(),
+            data: b"x".to_vec(),
+            mode: 0o666,
+            uid: 0,
+            gid: 0,
+            xattrs: vec![],
+        },
+        Entry::File {
+            path: "sgid".into(),
+            data: b"x".to_vec(),
+            mode: 0o2755,
+            uid: 7,
+            gid: 8,
+            xattrs: vec![],
+        },
+    ])
+    .unwrap();
+    let m = std::fs::metadata(c.root().join("g/root-owned")).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid(), m.mode() & 0o7777),
+        (0, 0, 0o644),
+        "not the setgid dir's group"
+    );
+    let m = std::fs::metadata(c.root().join("open")).unwrap();
+    assert_eq!(m.mode() & 0o7777, 0o666, "not trimmed by the umask");
+    let m = std::fs::metadata(c.root().join("sgid")).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (7, 8, 0o2755));
+}

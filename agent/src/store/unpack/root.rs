@@ -16,8 +16,9 @@ use super::path::join;
 
 pub struct LayerRoot {
     root: OwnedFd,
-    /// The last parent dir resolved: tar entries come grouped by directory.
-    cache: Option<(Vec<u8>, Rc<OwnedFd>)>,
+    /// The last parent dir resolved (tar entries come grouped by directory) and whether it
+    /// is setgid (new files then take its group).
+    cache: Option<(Vec<u8>, Rc<OwnedFd>, bool)>,
 }
 
 pub fn os(b: &[u8]) -> &OsStr {
@@ -73,7 +74,7 @@ impl LayerRoot {
     /// does for parents a layer does not list).
     pub fn parent_dir(&mut self, comps: &[Vec<u8>]) -> io::Result<Rc<OwnedFd>> {
         let key = join(comps);
-        if let Some((k, fd)) = &self.cache
+        if let Some((k, fd, _)) = &self.cache
             && *k == key
         {
             return Ok(fd.clone());
@@ -83,9 +84,15 @@ impl LayerRoot {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => self.create_dirs(comps)?,
             Err(e) => return Err(e),
         };
+        let setgid = rustix::fs::fstat(&fd)?.st_mode & libc::S_ISGID != 0;
         let fd = Rc::new(fd);
-        self.cache = Some((key, fd.clone()));
+        self.cache = Some((key, fd.clone(), setgid));
         Ok(fd)
+    }
+
+    /// Whether the dir last returned by [`Self::parent_dir`] is setgid.
+    pub fn parent_is_setgid(&self) -> bool {
+        self.cache.as_ref().is_none_or(|c| c.2)
     }
 
     fn create_dirs(&self, comps: &[Vec<u8>]) -> io::Result<OwnedFd> {
