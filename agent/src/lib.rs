@@ -8,6 +8,7 @@
 //! - [`source`]: reading the spec directory.
 //! - [`network`]: bridge, veth, IPAM, name files, published ports and NAT, through netlink.
 //! - [`runtime`]: berth's own container runtime (shim, isolation, cgroups, logs, exec).
+//! - [`registry`]: the distribution API client; [`store`]: blobs, layers, images, GC.
 
 pub mod api;
 pub mod cli;
@@ -23,6 +24,8 @@ pub mod metrics;
 pub mod names;
 pub mod network;
 pub mod reconcile;
+pub mod registry;
 pub mod runtime;
 pub mod source;
 pub mod status;
+pub mod store;

@@ -7,9 +7,15 @@ use clap::{Parser, Subcommand};
 
 pub mod completions;
 pub mod exec;
+pub mod image_import;
+pub mod image_pin;
+pub mod images;
 pub mod logs;
+pub mod prune;
+pub mod pull;
 pub mod render;
 pub mod schema;
+pub mod store_ctx;
 pub mod validate;
 pub mod version;
 
@@ -46,6 +52,15 @@ pub enum Command {
     Completions(completions::CompletionsArgs),
     /// Print berth's version
     Version(version::VersionArgs),
+    /// Pull an image into the store
+    Pull(pull::PullArgs),
+    /// List the images in the store
+    Images(images::ImagesArgs),
+    /// Import, pin and unpin images
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Remove images nothing protects, and unused layers and blobs
+    Prune(prune::PruneArgs),
     /// Print a container's logs (read from the state dir; no agent needed)
     Logs(logs::LogsArgs),
     /// Run a command in a running container
@@ -68,6 +83,16 @@ pub fn fail(msg: &str) -> ExitCode {
     ExitCode::from(exit::FAILURE)
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Import an OCI layout (dir or tar) or a `docker save` archive
+    Import(image_import::ImportArgs),
+    /// Keep an image from garbage collection
+    Pin(image_pin::PinArgs),
+    /// Undo `berth image pin`
+    Unpin(image_pin::PinArgs),
+}
+
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -88,5 +113,11 @@ pub fn main() -> ExitCode {
         Command::Version(args) => version::run(args),
         Command::Logs(args) => logs::run(cli.config.as_deref(), args),
         Command::Exec(args) => exec::run(cli.config.as_deref(), args),
+        Command::Pull(a) => pull::run(cli.config.as_deref(), a),
+        Command::Images(a) => images::run(cli.config.as_deref(), a),
+        Command::Image(ImageCommand::Import(a)) => image_import::run(cli.config.as_deref(), a),
+        Command::Image(ImageCommand::Pin(a)) => image_pin::run(cli.config.as_deref(), a, true),
+        Command::Image(ImageCommand::Unpin(a)) => image_pin::run(cli.config.as_deref(), a, false),
+        Command::Prune(a) => prune::run(cli.config.as_deref(), a),
     }
 }
