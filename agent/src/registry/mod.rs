@@ -4,10 +4,12 @@
 //! # Layout
 //! - [`client`]: endpoints, agents, the auth handshake, retries, manifest fetches.
 //! - [`blob`]: a blob as one resumable `Read` stream.
-//! - [`challenge`], [`credentials`]: `WWW-Authenticate` parsing and Docker's `config.json`.
+//! - `auth`: answering 401s (Basic, bearer tokens); [`challenge`], [`credentials`]:
+//!   `WWW-Authenticate` parsing and Docker's `config.json`.
 //! - [`manifest`], [`platform`]: what the registry serves and which index entry fits this host.
 //! - [`retry`]: backoff with jitter.
 
+mod auth;
 pub mod blob;
 pub mod challenge;
 pub mod client;

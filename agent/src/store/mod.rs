@@ -17,12 +17,14 @@
 //! for a resume.
 //!
 //! # Layout
-//! - [`pull`]: registry -> store; [`layer`]: one layer's verified stream; [`unpack`]: tar -> dir.
+//! - [`pull`]: registry -> store; [`layer`]: one layer's verified stream; [`unpack`]: tar -> dir;
+//!   `partial`: resume data; `active`: what pulls in progress hold (shared downloads, GC).
 //! - [`index`]: image and layer records; [`image_config`]: the config blob.
 //! - [`import`]: OCI layouts and `docker save` archives; [`scan`]: the import directory.
 //! - [`gc`]: what to delete (pure) and deleting it; [`space`]: free space.
 //! - [`lock`]: the state dir lock the CLI and agent share.
 
+mod active;
 pub mod error;
 pub mod gc;
 pub mod image_config;
@@ -30,6 +32,7 @@ pub mod import;
 pub mod index;
 pub mod layer;
 pub mod lock;
+mod partial;
 pub mod pull;
 pub mod scan;
 pub mod space;

@@ -2,11 +2,11 @@
 //! space, fetch the config, then stream the missing layers (several at once) into the store,
 //! and only then write the index record that makes the image visible.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, Write};
+use std::fs::{self, OpenOptions};
+use std::io::Read;
 use std::path::Path;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_spec::ImageReference;
@@ -20,6 +20,7 @@ use super::error::StoreError;
 use super::image_config;
 use super::index::{ImageRecord, LayerRecord, LayerRef, now_secs};
 use super::layer::{self, LayerSpec, Meter};
+use super::partial::{PartialSource, Tee, prepare_partial};
 use super::{Store, digest_hex};
 
 /// The largest image config berth reads.
@@ -557,98 +558,4 @@ pub(crate) fn check_digest(name: &str, d: &str) -> Result<(), StoreError> {
         image: name.to_string(),
         reason,
     })
-}
-
-/// Makes the partial file valid to resume from and returns its length: created when absent,
-/// emptied when longer than the blob can be.
-fn prepare_partial(path: &Path, size: u64) -> io::Result<u64> {
-    let f = OpenOptions::new().create(true).append(true).open(path)?;
-    let len = f.metadata()?.len();
-    if len > size {
-        f.set_len(0)?;
-        return Ok(0);
-    }
-    Ok(len)
-}
-
-/// The bytes of an interrupted download, replayed from disk before the network continues.
-struct PartialSource {
-    file: io::Take<File>,
-}
-
-impl PartialSource {
-    fn open(path: &Path, len: u64) -> io::Result<Self> {
-        let mut f = File::open(path)?;
-        f.rewind()?;
-        Ok(PartialSource { file: f.take(len) })
-    }
-
-    fn then<R: Read>(self, rest: R) -> io::Chain<io::Take<File>, R> {
-        self.file.chain(rest)
-    }
-}
-
-/// Keeps every byte from the network in the partial file, so an interrupted pull (or a
-/// restarted agent) resumes instead of starting over.
-struct Tee<'p, R> {
-    inner: R,
-    out: File,
-    on_bytes: &'p (dyn Fn(u64) + Sync),
-}
-
-impl<R: Read> Read for Tee<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.out.write_all(&buf[..n])?;
-        (self.on_bytes)(n as u64);
-        Ok(n)
-    }
-}
-
-/// Drops the registration of a pull's layers when it ends, however it ends.
-pub(crate) struct ActiveGuard {
-    store: Store,
-    keys: Vec<String>,
-}
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        let mut active = self.store.inner.active.lock().expect("active");
-        for k in &self.keys {
-            if let Some(n) = active.get_mut(k) {
-                *n -= 1;
-                if *n == 0 {
-                    active.remove(k);
-                }
-            }
-        }
-    }
-}
-
-impl Store {
-    /// Marks layers and blobs as in use by a pull, so GC leaves them alone.
-    pub(crate) fn activate(&self, layers: &[LayerRef]) -> ActiveGuard {
-        let keys: Vec<String> = layers
-            .iter()
-            .flat_map(|l| [l.diff_id.clone(), l.digest.clone()])
-            .collect();
-        let mut active = self.inner.active.lock().expect("active");
-        for k in &keys {
-            *active.entry(k.clone()).or_default() += 1;
-        }
-        ActiveGuard {
-            store: self.clone(),
-            keys,
-        }
-    }
-
-    pub(crate) fn inflight(&self, key: &str) -> Arc<Mutex<()>> {
-        self.inner
-            .inflight
-            .lock()
-            .expect("inflight")
-            .entry(key.to_string())
-            .or_default()
-            .clone()
-    }
 }
