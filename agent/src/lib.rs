@@ -17,6 +17,7 @@ pub mod crashpoint;
 pub mod daemon;
 pub mod events;
 pub mod fsutil;
+pub mod host;
 pub mod image;
 pub mod layout;
 pub mod logging;

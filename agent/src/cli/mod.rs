@@ -5,16 +5,23 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod agent;
+pub mod apply;
 pub mod completions;
+pub mod doctor;
+pub mod events;
 pub mod exec;
 pub mod image_import;
 pub mod image_pin;
 pub mod images;
+pub mod local;
 pub mod logs;
+pub mod plan;
 pub mod prune;
 pub mod pull;
 pub mod render;
 pub mod schema;
+pub mod status;
 pub mod store_ctx;
 pub mod validate;
 pub mod version;
@@ -44,6 +51,18 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the agent: watch the spec dir and keep containers matching it
+    Agent(agent::AgentArgs),
+    /// Converge once now and report (through the agent when one runs)
+    Apply(apply::ApplyArgs),
+    /// Show what the next pass would do, without doing it
+    Plan(plan::PlanArgs),
+    /// Show containers: desired and actual state, image, address, ports, restarts, errors
+    Status(status::StatusArgs),
+    /// Follow the agent's events
+    Events(events::EventsArgs),
+    /// Find (and with --fix remove) what a crash left behind, and check the store
+    Doctor(doctor::DoctorArgs),
     /// Check spec files or directories without touching the host (for CI)
     Validate(validate::ValidateArgs),
     /// Print the JSON Schema of spec files (for editors)
@@ -107,6 +126,12 @@ pub fn main() -> ExitCode {
         }
     };
     match &cli.command {
+        Command::Agent(a) => agent::run(cli.config.as_deref(), a),
+        Command::Apply(a) => apply::run(cli.config.as_deref(), a),
+        Command::Plan(a) => plan::run(cli.config.as_deref(), a),
+        Command::Status(a) => status::run(cli.config.as_deref(), a),
+        Command::Events(a) => events::run(cli.config.as_deref(), a),
+        Command::Doctor(a) => doctor::run(cli.config.as_deref(), a),
         Command::Validate(args) => validate::run(args, cli.config.as_deref()),
         Command::Schema(args) => schema::run(args),
         Command::Completions(args) => completions::run(args),
