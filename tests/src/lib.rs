@@ -14,6 +14,7 @@ pub mod registry;
 pub mod tree;
 
 pub mod agent;
+pub mod fixtures;
 
 use std::path::PathBuf;
 
