@@ -29,7 +29,8 @@ pub fn run(config: Option<&Path>, args: &AgentArgs) -> ExitCode {
         Err(e) => return fail(&e.to_string()),
     };
     crate::logging::init(cfg.log_format, &cfg.log_level);
-    let local = match local::Local::open(&cfg) {
+    // A CLI command may hold the lock for a moment; another agent holds it for good.
+    let local = match local::Local::open_patiently(&cfg, std::time::Duration::from_secs(30)) {
         Ok(l) => l,
         Err(e) => return fail(&e),
     };
