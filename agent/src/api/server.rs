@@ -83,6 +83,29 @@ pub async fn serve(
         .await
 }
 
+/// Serves only `/metrics` on a TCP address (`metrics_listen`), for Prometheus.
+pub async fn serve_metrics(addr: std::net::SocketAddr, metrics: Arc<Metrics>) {
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(|State(m): State<Arc<Metrics>>| async move {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    m.encode(),
+                )
+            }),
+        )
+        .with_state(metrics);
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => {
+            if let Err(e) = axum::serve(l, app).await {
+                tracing::warn!("metrics server on {addr}: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("cannot listen on {addr} for metrics: {e}"),
+    }
+}
+
 async fn list(State(s): State<ApiState>) -> axum::Json<Vec<ContainerStatus>> {
     axum::Json(s.statuses.borrow().as_ref().clone())
 }

@@ -41,6 +41,16 @@ pub fn run(config: Option<&Path>, args: &AgentArgs) -> ExitCode {
     let result = rt.block_on(async {
         let (wake_tx, wake_rx) = mpsc::channel(1);
         let source = local::source(&cfg, Some(wake_tx))?;
+        let (import_tx, import_rx) = mpsc::channel(1);
+        // Archives dropped here are imported; the dir is made so there is something to watch.
+        let _import_watch = std::fs::create_dir_all(&cfg.images_dir)
+            .map_err(|e| e.to_string())
+            .and_then(|_| {
+                crate::source::watch::watch_dir(&cfg.images_dir, import_tx)
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| tracing::warn!("not watching {}: {e}", cfg.images_dir.display()))
+            .ok();
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
         let shutdown = async move {
@@ -56,6 +66,7 @@ pub fn run(config: Option<&Path>, args: &AgentArgs) -> ExitCode {
             Box::new(source),
             local.metrics.clone(),
             wake_rx,
+            import_rx,
             shutdown,
         )
         .await

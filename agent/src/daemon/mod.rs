@@ -19,7 +19,7 @@ use crate::api::server::{ApiRequest, ApplyOptions};
 use crate::events::EventLog;
 use crate::layout::Layout;
 use crate::metrics::{Metrics, StateLabel};
-use crate::reconcile::backend::{ActionError, Backend, Keep};
+use crate::reconcile::backend::{ActionError, Backend, Keep, Notice};
 use crate::reconcile::desired::{LastValid, Scan, SpecSource};
 use crate::reconcile::model::{Failure, ObservedContainer};
 use crate::reconcile::plan::{Action, Plan};
@@ -47,6 +47,12 @@ pub enum Event {
     Done(Box<exec::Done>),
     /// A pull finished.
     Pulled(ImageSource, Result<String, ActionError>),
+    /// The backend put back something changed behind berth's back.
+    Repaired(String),
+    /// Archives may have been dropped in the import dir.
+    ImportsChanged,
+    /// An import scan finished: one line per archive.
+    Imported(Vec<String>),
     /// A full observation (with drift repair) finished.
     Resynced(Result<Box<Observed>, ActionError>),
     /// Time for a full observation.
@@ -129,12 +135,16 @@ impl Reconciler {
             resync_running: false,
         };
         r.rescan();
-        let exits = r.tx.clone();
-        let (exit_tx, mut exit_rx) = mpsc::unbounded_channel();
-        r.backend.watch_exits(exit_tx);
+        let events = r.tx.clone();
+        let (notice_tx, mut notices) = mpsc::unbounded_channel();
+        r.backend.watch(notice_tx);
         tokio::spawn(async move {
-            while let Some(name) = exit_rx.recv().await {
-                if exits.send(Event::Exited(name)).is_err() {
+            while let Some(n) = notices.recv().await {
+                let ev = match n {
+                    Notice::Exited(name) => Event::Exited(name),
+                    Notice::Repaired(what) => Event::Repaired(what),
+                };
+                if events.send(ev).is_err() {
                     break;
                 }
             }
@@ -158,8 +168,14 @@ impl Reconciler {
     /// Handles one event; returns whether a pass should follow.
     pub fn handle(&mut self, ev: Event) -> bool {
         match ev {
-            Event::SpecsChanged | Event::Hangup => {
+            Event::SpecsChanged => {
                 self.rescan();
+                true
+            }
+            Event::Hangup => {
+                self.rescan();
+                self.start_resync();
+                self.start_import_scan();
                 true
             }
             Event::Exited(name) => {
@@ -193,8 +209,24 @@ impl Reconciler {
                 }
                 true
             }
+            Event::Repaired(what) => {
+                self.events.emit(None, "repaired", what);
+                false
+            }
+            Event::ImportsChanged => {
+                self.start_import_scan();
+                false
+            }
+            Event::Imported(lines) => {
+                for l in &lines {
+                    self.events.emit(None, "import", l.clone());
+                }
+                // New images may be what a waiting container needs.
+                !lines.is_empty()
+            }
             Event::ResyncDue => {
                 self.start_resync();
+                self.start_import_scan();
                 false
             }
             Event::Wake => true,
@@ -272,6 +304,15 @@ impl Reconciler {
                 .and_then(|_| backend.observe())
                 .map(Box::new);
             let _ = tx.send(Event::Resynced(result));
+        });
+    }
+
+    fn start_import_scan(&self) {
+        let backend = self.backend.clone();
+        let tx = self.tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let lines = backend.scan_imports();
+            let _ = tx.send(Event::Imported(lines));
         });
     }
 
@@ -436,6 +477,7 @@ pub async fn run_agent(
     source: Box<dyn SpecSource>,
     metrics: Arc<Metrics>,
     mut specs_changed: mpsc::Receiver<()>,
+    mut imports_changed: mpsc::Receiver<()>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -455,7 +497,15 @@ pub async fn run_agent(
         })
         .await
     });
+    let metrics_server = match r.config.metrics_listen {
+        Some(addr) => Some(tokio::spawn(crate::api::server::serve_metrics(
+            addr,
+            r.metrics.clone(),
+        ))),
+        None => None,
+    };
     r.pass();
+    r.start_import_scan();
     // Specs loaded and running containers adopted: ready, without waiting for pulls.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     r.events.emit(
@@ -474,6 +524,7 @@ pub async fn run_agent(
         let ev = tokio::select! {
             Some(ev) = rx.recv() => ev,
             Some(()) = specs_changed.recv() => Event::SpecsChanged,
+            Some(()) = imports_changed.recv() => Event::ImportsChanged,
             Some(req) = req_rx.recv() => Event::Api(req),
             _ = resync.tick() => Event::ResyncDue,
             _ = hup.recv() => Event::Hangup,
@@ -501,6 +552,9 @@ pub async fn run_agent(
         .emit(None, "agent", "agent stopping; containers keep running");
     let _ = stop_api.send(());
     let _ = api.await;
+    if let Some(m) = metrics_server {
+        m.abort();
+    }
     Ok(())
 }
 

@@ -23,7 +23,7 @@ struct World {
     log: Vec<String>,
     fail_pull: Option<ActionError>,
     fail_create: BTreeMap<String, ActionError>,
-    exits: Option<mpsc::UnboundedSender<String>>,
+    exits: Option<mpsc::UnboundedSender<crate::reconcile::backend::Notice>>,
 }
 
 #[derive(Clone, Default)]
@@ -44,7 +44,8 @@ impl Fake {
             requested: false,
         });
         let tx = w.exits.clone().unwrap();
-        tx.send(name.into()).unwrap();
+        tx.send(crate::reconcile::backend::Notice::Exited(name.into()))
+            .unwrap();
     }
 }
 
@@ -165,7 +166,7 @@ impl Backend for Fake {
         w.containers.get_mut(name).unwrap().resources = *r;
         Ok(())
     }
-    fn watch_exits(&self, tx: mpsc::UnboundedSender<String>) {
+    fn watch(&self, tx: mpsc::UnboundedSender<crate::reconcile::backend::Notice>) {
         self.0.lock().unwrap().exits = Some(tx);
     }
     fn resync(&self, _keep: &crate::reconcile::backend::Keep) -> Result<(), ActionError> {
@@ -356,6 +357,7 @@ async fn agent_follows_specs_and_restarts_exited_containers() {
     let source = Source::default();
     source.set(vec![spec("a")]);
     let (specs_tx, specs_rx) = mpsc::channel(1);
+    let (_imports_tx, imports_rx) = mpsc::channel(1);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let cfg = config(dir.path());
     let socket = Layout::new(&cfg).socket();
@@ -365,6 +367,7 @@ async fn agent_follows_specs_and_restarts_exited_containers() {
         Box::new(source.clone()),
         Arc::new(Metrics::new()),
         specs_rx,
+        imports_rx,
         async move {
             let _ = stop_rx.await;
         },

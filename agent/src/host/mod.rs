@@ -22,9 +22,9 @@ use crate::daemon::clock;
 use crate::layout::Layout;
 use crate::metrics::Metrics;
 use crate::names::{IncarnationId, Names};
-use crate::network::Network;
 use crate::network::files::{self, ContainerNames};
-use crate::reconcile::backend::{ActionError, Backend, Keep};
+use crate::network::{Drift, Network, Watcher};
+use crate::reconcile::backend::{ActionError, Backend, Keep, Notice};
 use crate::reconcile::model::{
     ContainerInfo, Exit, HealthState, Millis, Observed, ObservedContainer, RunState,
 };
@@ -40,9 +40,11 @@ pub struct Host {
     store: Store,
     client: RegistryClient,
     runtime: Runtime,
-    network: Network,
+    network: Arc<Network>,
     metrics: Option<Arc<Metrics>>,
-    exits: Mutex<Option<(tokio::runtime::Handle, mpsc::UnboundedSender<String>)>>,
+    exits: Mutex<Option<(tokio::runtime::Handle, mpsc::UnboundedSender<Notice>)>>,
+    /// The nftables drift watcher; dropping it stops its thread.
+    drift: Mutex<Option<Watcher>>,
     /// Serialises rewrites of the containers' /etc/hosts files.
     hosts: Mutex<()>,
 }
@@ -93,9 +95,10 @@ impl Host {
             store,
             client: RegistryClient::new(settings),
             runtime,
-            network,
+            network: Arc::new(network),
             metrics,
             exits: Mutex::new(None),
+            drift: Mutex::new(None),
             hosts: Mutex::new(()),
         })
     }
@@ -187,7 +190,7 @@ impl Host {
                 }
                 Err(e) => tracing::warn!(container = %name, "cannot register exit watch: {e}"),
             }
-            let _ = tx.send(name);
+            let _ = tx.send(Notice::Exited(name));
         });
     }
 
@@ -569,7 +572,35 @@ impl Backend for Host {
         crate::fsutil::atomic_write_json(&path, &cfg).map_err(transient)
     }
 
-    fn watch_exits(&self, tx: mpsc::UnboundedSender<String>) {
+    fn watch(&self, tx: mpsc::UnboundedSender<Notice>) {
+        // A flushed or deleted table (a firewall reload) is put back at once, not at the next
+        // resync: published ports would be dark until then.
+        let network = self.network.clone();
+        let notes = tx.clone();
+        match self.network.spawn_watcher(move |drift| {
+            let what = match &drift {
+                Drift::Changed {
+                    by_name: Some(n),
+                    by_pid,
+                    ..
+                } => format!("by {n} (pid {})", by_pid.unwrap_or(0)),
+                Drift::Changed { .. } => "by another process".to_string(),
+                Drift::Overrun => "(notifications lost)".to_string(),
+            };
+            match network.repair_rules() {
+                Ok(true) => {
+                    let _ = notes.send(Notice::Repaired(format!(
+                        "nftables table {} restored after a change {what}",
+                        network.table()
+                    )));
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!("cannot restore the nftables table: {e}"),
+            }
+        }) {
+            Ok(w) => *self.drift.lock().expect("drift lock") = Some(w),
+            Err(e) => tracing::warn!("cannot watch the nftables table for changes: {e}"),
+        }
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             tracing::warn!("no async runtime: exits are noticed at the next resync");
             return;

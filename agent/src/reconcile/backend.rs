@@ -79,8 +79,9 @@ pub trait Backend: Send + Sync + 'static {
         resources: &Resources,
     ) -> Result<(), ActionError>;
 
-    /// Sends a container's name whenever one of its processes exits. Called once.
-    fn watch_exits(&self, tx: mpsc::UnboundedSender<String>);
+    /// Starts reporting what happens behind the loop's back: exits, repairs. Called once, on
+    /// the async runtime.
+    fn watch(&self, tx: mpsc::UnboundedSender<Notice>);
 
     /// Periodic repair: restore drifted network pieces, remove orphans of this instance,
     /// collect unused images.
@@ -88,6 +89,15 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Imports archives dropped in the import dir; one line per archive, for the event log.
     fn scan_imports(&self) -> Vec<String>;
+}
+
+/// What the backend reports on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A container's process exited.
+    Exited(String),
+    /// Something changed behind berth's back was put back (for the event log).
+    Repaired(String),
 }
 
 /// What a resync must leave alone.
