@@ -27,6 +27,12 @@ pub struct ContainerStatus {
     pub since: Option<String>,
     /// The incarnation id, when a container exists.
     pub id: Option<String>,
+    /// The image digest before the last update: what a rollback returns to.
+    #[serde(default)]
+    pub previous_digest: Option<String>,
+    /// Digests that failed their verification and are not taken until the tag moves.
+    #[serde(default)]
+    pub rejected_digests: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

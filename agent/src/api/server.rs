@@ -233,6 +233,8 @@ mod tests {
             error: None,
             since: None,
             id: None,
+            previous_digest: None,
+            rejected_digests: vec![],
         }
     }
 

@@ -115,7 +115,7 @@ fn stop_all(cfg: &berth_spec::Config, host: &crate::host::Host) -> ExitCode {
                 .iter()
                 .map(|name| {
                     let id = live[name].id.clone();
-                    s.spawn(move || (name, host.stop(name, &id)))
+                    s.spawn(move || (name, host.stop(name, &id, false)))
                 })
                 .collect();
             for h in handles {

@@ -49,6 +49,11 @@ impl Waiter {
         done.then(|| result(statuses, timed_out && !all_settled))
     }
 
+    /// `apply --force`: update locks are overridden while this request is pending.
+    pub(super) fn force(&self) -> bool {
+        self.options.force
+    }
+
     pub(super) fn answer(self, result: ApplyResult) {
         let _ = self.reply.send(result);
     }

@@ -7,6 +7,7 @@
 mod apply;
 pub mod clock;
 mod exec;
+mod policy;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -19,12 +20,14 @@ use crate::api::server::{ApiRequest, ApplyOptions};
 use crate::events::EventLog;
 use crate::layout::Layout;
 use crate::metrics::{Metrics, StateLabel};
-use crate::reconcile::backend::{ActionError, Backend, Keep, Notice};
+use crate::names::IncarnationId;
+use crate::reconcile::backend::{ActionError, Backend, Keep, Notice, RemoteImage};
 use crate::reconcile::desired::{LastValid, Scan, SpecSource};
+use crate::reconcile::model::Millis;
 use crate::reconcile::model::{Failure, ObservedContainer};
-use crate::reconcile::plan::{Action, Plan};
+use crate::reconcile::plan::Plan;
 use crate::reconcile::report::{self, InFlight};
-use crate::reconcile::{Desired, Observed, plan};
+use crate::reconcile::{Desired, Observed, plan_with};
 use crate::status::{ApplyResult, ContainerStatus, PlanView, PlannedAction, WaitingView};
 
 pub use apply::Waiter;
@@ -45,6 +48,15 @@ pub enum Event {
     Observed(String, Option<Box<ObservedContainer>>),
     /// A container's actions finished.
     Done(Box<exec::Done>),
+    /// A tag check finished.
+    Checked(ImageSource, Result<RemoteImage, ActionError>),
+    /// A health check finished.
+    Health {
+        name: String,
+        id: IncarnationId,
+        ok: bool,
+        output: String,
+    },
     /// A pull finished.
     Pulled(ImageSource, Result<String, ActionError>),
     /// The backend put back something changed behind berth's back.
@@ -90,6 +102,11 @@ pub struct Reconciler {
     semaphore: Arc<Semaphore>,
     waiters: Vec<Waiter>,
     resync_running: bool,
+    health: policy::HealthBook,
+    health_wake: Option<Millis>,
+    checks_in_flight: BTreeSet<ImageSource>,
+    /// Spreads tag checks of this host over time (a fleet must not hit its registry at once).
+    jitter_seed: u64,
 }
 
 impl Reconciler {
@@ -133,6 +150,14 @@ impl Reconciler {
             semaphore: Arc::new(Semaphore::new(MAX_PARALLEL)),
             waiters: Vec::new(),
             resync_running: false,
+            health: policy::HealthBook::default(),
+            health_wake: None,
+            checks_in_flight: BTreeSet::new(),
+            jitter_seed: {
+                let mut b = [0u8; 8];
+                let _ = getrandom::fill(&mut b);
+                u64::from_le_bytes(b)
+            },
         };
         r.rescan();
         let events = r.tx.clone();
@@ -174,6 +199,7 @@ impl Reconciler {
             }
             Event::Hangup => {
                 self.rescan();
+                self.recheck_now();
                 self.start_resync();
                 self.start_import_scan();
                 true
@@ -194,6 +220,16 @@ impl Reconciler {
                 self.finish(*done);
                 true
             }
+            Event::Checked(image, result) => {
+                self.finish_check(image, result);
+                true
+            }
+            Event::Health {
+                name,
+                id,
+                ok,
+                output,
+            } => self.finish_health(name, id, ok, output),
             Event::Pulled(image, result) => {
                 self.pulls_in_flight.remove(&image);
                 self.finish_pull(image, result);
@@ -237,6 +273,7 @@ impl Reconciler {
             }
             Event::Api(ApiRequest::Apply { options, reply }) => {
                 self.rescan();
+                self.recheck_now();
                 self.waiters.push(Waiter::new(options, reply));
                 true
             }
@@ -344,6 +381,7 @@ impl Reconciler {
     /// What the planner sees: the observation plus the failures the loop remembers.
     fn planning_view(&self) -> Observed {
         let mut o = self.observed.clone();
+        self.add_policy_view(&mut o);
         o.create_failures = self.create_failures.clone();
         for (name, f) in &self.start_failures {
             if let Some(c) = o.containers.get_mut(name) {
@@ -356,9 +394,10 @@ impl Reconciler {
     /// One pass: plan from everything, dispatch what is not already in flight, publish.
     pub fn pass(&mut self) {
         let started = std::time::Instant::now();
-        let now = clock::now();
+        let ctx = self.ctx();
         let view = self.planning_view();
-        self.plan = plan(&self.desired, &view, now);
+        self.plan = plan_with(&self.desired, &view, &ctx);
+        self.health_wake = self.schedule_health(ctx.now);
         self.deferred = false;
         let actions = std::mem::take(&mut self.plan.actions);
         self.dispatch(&actions);
@@ -387,7 +426,11 @@ impl Reconciler {
 
     /// When the loop should wake by itself: the earliest backoff end or settle rescan.
     pub fn next_wake(&self) -> Option<tokio::time::Instant> {
-        let backoff = self.plan.wake_at.map(clock::instant_of);
+        let backoff = [self.plan.wake_at, self.health_wake]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(clock::instant_of);
         match (backoff, self.rescan_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -403,7 +446,11 @@ impl Reconciler {
     }
 
     fn plan_view(&self) -> PlanView {
-        plan_view(&plan(&self.desired, &self.planning_view(), clock::now()))
+        plan_view(&plan_with(
+            &self.desired,
+            &self.planning_view(),
+            &self.ctx(),
+        ))
     }
 
     /// Answers the apply requests whose condition holds; returns the answered results.
@@ -441,7 +488,7 @@ pub fn plan_view(p: &Plan) -> PlanView {
             .actions
             .iter()
             .map(|a| PlannedAction {
-                action: action_kind(a).into(),
+                action: a.kind().into(),
                 container: a.container().map(str::to_string),
                 description: a.to_string(),
             })
@@ -454,19 +501,6 @@ pub fn plan_view(p: &Plan) -> PlanView {
                 reason: w.to_string(),
             })
             .collect(),
-    }
-}
-
-pub fn action_kind(a: &Action) -> &'static str {
-    match a {
-        Action::Pull { .. } => "pull",
-        Action::Create { .. } => "create",
-        Action::Start { .. } => "start",
-        Action::Pause { .. } => "pause",
-        Action::Resume { .. } => "resume",
-        Action::Stop { .. } => "stop",
-        Action::Remove { .. } => "remove",
-        Action::UpdateResources { .. } => "update-resources",
     }
 }
 

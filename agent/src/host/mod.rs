@@ -5,7 +5,9 @@
 //! kernel object of it exists, so that after a crash at any instant [`Host::startup`] knows
 //! what to take apart.
 
+mod create;
 pub mod doctor;
+mod health;
 pub mod record;
 mod sweep;
 
@@ -13,8 +15,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use berth_spec::model::{NetworkMode, PortMapping, Resources};
-use berth_spec::{Config, ContainerSpec, ImageSource};
+use berth_spec::model::{HealthCheck, NetworkMode, PortMapping, Resources};
+use berth_spec::{Config, ImageSource};
 use tokio::sync::mpsc;
 
 use crate::crashpoint;
@@ -22,15 +24,15 @@ use crate::daemon::clock;
 use crate::layout::Layout;
 use crate::metrics::Metrics;
 use crate::names::{IncarnationId, Names};
-use crate::network::files::{self, ContainerNames};
+use crate::network::files;
 use crate::network::{Drift, Network, Watcher};
-use crate::reconcile::backend::{ActionError, Backend, Keep, Notice};
+use crate::reconcile::backend::{ActionError, Backend, CreateRequest, Keep, Notice, RemoteImage};
 use crate::reconcile::model::{
     ContainerInfo, Exit, HealthState, Millis, Observed, ObservedContainer, RunState,
 };
 use crate::reconcile::plan::RemoveReason;
 use crate::registry::{RegistryClient, RegistrySettings};
-use crate::runtime::{ContainerConfig, EtcFiles, Placement, Runtime, RuntimeConfig, Status};
+use crate::runtime::{Runtime, RuntimeConfig, Status};
 use crate::store::{PullEvent, PullOptions, Store};
 use record::{Phase, Record};
 
@@ -47,6 +49,8 @@ pub struct Host {
     drift: Mutex<Option<Watcher>>,
     /// Serialises rewrites of the containers' /etc/hosts files.
     hosts: Mutex<()>,
+    /// The config file the agent read, passed on to `berth exec` for health checks.
+    config_path: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,8 +103,15 @@ impl Host {
             metrics,
             exits: Mutex::new(None),
             drift: Mutex::new(None),
+            config_path: None,
             hosts: Mutex::new(()),
         })
+    }
+
+    /// The config file to hand to the `berth exec` children that run health checks.
+    pub fn with_config_path(mut self, path: Option<std::path::PathBuf>) -> Self {
+        self.config_path = path;
+        self
     }
 
     pub fn runtime(&self) -> &Runtime {
@@ -225,64 +236,38 @@ impl Host {
             _ => Ok(()),
         }
     }
+}
 
-    fn create_steps(
-        &self,
-        name: &str,
-        spec: &ContainerSpec,
-        rec: &mut Record,
-        image: &crate::image::ResolvedImage,
-    ) -> Result<(), ActionError> {
-        let id = rec.id.clone();
-        let netns = match spec.network {
-            NetworkMode::Bridge => {
-                let att = self.network.attach(name, &id, spec.ip).map_err(transient)?;
-                rec.ip = Some(att.ip);
-                self.save(rec, name)?;
-                Some(att.netns)
-            }
-            NetworkMode::None | NetworkMode::Host => None,
-        };
-        crashpoint::point("create.network");
-        let peers: Vec<_> = self
-            .network
-            .peers()
+impl Host {
+    /// A start-then-kill interrupted by a crash: if the new incarnation made it, the old one
+    /// goes; if not, the old one is the container again.
+    fn finish_replacements(&self) -> Result<(), ActionError> {
+        for e in std::fs::read_dir(self.layout.containers_dir())
             .into_iter()
-            .filter(|p| p.name != name)
-            .collect();
-        let host_resolv = files::read_host_resolv();
-        let hostname = spec.hostname.as_deref().unwrap_or(name);
-        let files = files::write_container_files(
-            &record::etc_dir(&self.layout, name, &id),
-            &ContainerNames {
-                name: hostname,
-                ip: rec.ip,
-                peers: &peers,
-                host_resolv: &host_resolv,
-            },
-        )
-        .map_err(|e| transient(format!("writing /etc files: {e}")))?;
-        let etc = EtcFiles {
-            hostname: Some(files.hostname),
-            hosts: Some(files.hosts),
-            resolv_conf: Some(files.resolv_conf),
-        };
-        let cfg = ContainerConfig::build(
-            spec,
-            id.clone(),
-            image,
-            &self.layout,
-            Placement { netns, etc },
-        )
-        .map_err(ActionError::permanent)?;
-        self.runtime.create(&cfg).map_err(transient)?;
-        crashpoint::point("create.runtime");
-        self.publish(name, &id, rec)?;
-        rec.phase = Phase::Created;
-        rec.boot_id = record::boot_id();
-        rec.started_at = Some(clock::now());
-        self.save(rec, name)?;
-        crashpoint::point("create.started");
+            .flatten()
+            .flatten()
+        {
+            let Some(name) = e.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let aside = record::old_path(&self.layout, &name);
+            let Ok(Some(old)) = crate::fsutil::read_json::<Record>(&aside) else {
+                continue;
+            };
+            match Record::load(&self.layout, &name) {
+                Ok(Some(new)) if new.phase == Phase::Created => {
+                    self.teardown(&name, &old.id)?;
+                    crate::fsutil::remove_file_if_exists(&aside).map_err(transient)?;
+                }
+                _ => {
+                    if let Ok(Some(new)) = Record::load(&self.layout, &name) {
+                        self.teardown(&name, &new.id)?;
+                    }
+                    std::fs::rename(&aside, Record::path(&self.layout, &name))
+                        .map_err(transient)?;
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -317,6 +302,7 @@ impl Backend for Host {
         self.network
             .ensure_host()
             .map_err(|e| ActionError::permanent(format!("network: {e}")))?;
+        self.finish_replacements()?;
         for name in Record::names(&self.layout) {
             match Record::load(&self.layout, &name) {
                 Ok(Some(rec)) if rec.phase == Phase::Creating => {
@@ -340,6 +326,26 @@ impl Backend for Host {
         for name in Record::names(&self.layout) {
             if let Some(c) = self.observe_one(&name) {
                 o.containers.insert(name, c);
+            }
+        }
+        for e in std::fs::read_dir(self.layout.containers_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let Some(name) = e.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let mut st = record::load_update(&self.layout, &name);
+            if let Some(v) = &mut st.verifying
+                && v.boot_id != record::boot_id()
+            {
+                // A reboot during verification: the window starts again in this boot.
+                v.since = clock::now();
+                v.boot_id = record::boot_id();
+            }
+            if st != Default::default() {
+                o.updates.insert(name, st);
             }
         }
         for rec in self.store.list().map_err(transient)? {
@@ -407,6 +413,7 @@ impl Backend for Host {
             start_failure: None,
             health: HealthState::None,
             resources,
+            image_health: rec.image_health.clone(),
             info: ContainerInfo {
                 pid,
                 ip: rec.ip,
@@ -441,58 +448,35 @@ impl Backend for Host {
         }
     }
 
-    fn create(
-        &self,
-        name: &str,
-        spec: &ContainerSpec,
-        hash: &str,
-        image_digest: &str,
-    ) -> Result<(), ActionError> {
-        let image = self
-            .store
-            .resolve(&spec.image)
-            .map_err(transient)?
-            .ok_or_else(|| {
-                ActionError::transient(format!("image {} is not in the store", spec.image))
-            })?;
-        if image.manifest_digest != image_digest {
-            return Err(ActionError::transient(format!(
-                "image {} changed while planning",
-                spec.image
+    fn update_state(&self, name: &str) -> crate::reconcile::model::UpdateState {
+        record::load_update(&self.layout, name)
+    }
+
+    fn check(&self, image: &ImageSource) -> Result<RemoteImage, ActionError> {
+        let ImageSource::Registry(r) = image else {
+            return Err(ActionError::permanent(format!(
+                "{image} is not a registry image"
             )));
-        }
-        let mut rec = Record {
-            version: record::RECORD_VERSION,
-            id: IncarnationId::random(),
-            phase: Phase::Creating,
-            spec_hash: hash.to_string(),
-            image: spec.image.to_string(),
-            image_digest: image_digest.to_string(),
-            network: spec.network,
-            ip: None,
-            ports: spec.ports.clone(),
-            restarts: 0,
-            crash_streak: 0,
-            boot_id: record::boot_id(),
-            started_at: None,
-            stopped_by_us: false,
         };
-        self.save(&rec, name)?;
-        crashpoint::point("create.record");
-        if let Err(e) = self.create_steps(name, spec, &mut rec, &image) {
-            // Undo everything of this incarnation: nothing half-made stays behind.
-            let _ = self.teardown(name, &rec.id);
-            let _ = Record::delete(&self.layout, name);
-            return Err(e);
+        match self.store.check(&self.client, r) {
+            Ok((digest, created)) => Ok(RemoteImage { digest, created }),
+            Err(e) if e.is_transient() => Err(ActionError::transient(e.to_string())),
+            Err(e) => Err(ActionError::permanent(e.to_string())),
         }
-        if let Err(e) = self.store.mark_used(&spec.image) {
-            tracing::debug!(container = name, "cannot mark image used: {e}");
-        }
-        self.watch_exit(name, &rec.id);
-        if spec.network == NetworkMode::Bridge {
-            self.refresh_hosts();
-        }
-        Ok(())
+    }
+
+    fn create(&self, req: &CreateRequest<'_>) -> Result<(), ActionError> {
+        self.create_incarnation(req)
+    }
+
+    fn mark_verified(&self, name: &str) -> Result<(), ActionError> {
+        let mut st = record::load_update(&self.layout, name);
+        st.verifying = None;
+        record::save_update(&self.layout, name, &st).map_err(transient)
+    }
+
+    fn health_check(&self, name: &str, check: &HealthCheck) -> (bool, String) {
+        self.run_health_check(name, check)
     }
 
     fn start(&self, name: &str, id: &IncarnationId, crash_streak: u32) -> Result<(), ActionError> {
@@ -525,9 +509,9 @@ impl Backend for Host {
         self.runtime.resume(name, id).map_err(transient)
     }
 
-    fn stop(&self, name: &str, id: &IncarnationId) -> Result<(), ActionError> {
+    fn stop(&self, name: &str, id: &IncarnationId, failed: bool) -> Result<(), ActionError> {
         let mut rec = self.record(name, id)?;
-        rec.stopped_by_us = true;
+        rec.stopped_by_us = !failed;
         self.save(&rec, name)?;
         let timeout = self
             .runtime

@@ -8,9 +8,10 @@ use berth_spec::model::Resources;
 use berth_spec::{ContainerSpec, ImageSource};
 use tokio::sync::mpsc;
 
-use super::model::{Observed, ObservedContainer};
-use super::plan::RemoveReason;
+use super::action::{RemoveReason, UpdateMark};
+use super::model::{Observed, ObservedContainer, UpdateState};
 use crate::names::IncarnationId;
+use berth_spec::model::HealthCheck;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -46,17 +47,27 @@ pub trait Backend: Send + Sync + 'static {
     /// One container, after an action or an exit; `None` when it has no record.
     fn observe_one(&self, name: &str) -> Option<ObservedContainer>;
 
+    /// A container's update history (kept across its incarnations).
+    fn update_state(&self, _name: &str) -> UpdateState {
+        UpdateState::default()
+    }
+
     /// Fetches an image (or imports an on-disk one) and returns the digest it resolves to.
     fn pull(&self, image: &ImageSource) -> Result<String, ActionError>;
 
-    /// Makes and starts a new incarnation. On failure nothing of it is left.
-    fn create(
-        &self,
-        name: &str,
-        spec: &ContainerSpec,
-        hash: &str,
-        image_digest: &str,
-    ) -> Result<(), ActionError>;
+    /// Asks the registry what a tag points to now, without downloading the image.
+    fn check(&self, image: &ImageSource) -> Result<RemoteImage, ActionError>;
+
+    /// Makes and starts a new incarnation from the image with `image_digest`, records what it
+    /// means for the update history, and with `replacing` removes that incarnation once the
+    /// new one runs. On failure nothing of the new one is left (and `replacing` still runs).
+    fn create(&self, req: &CreateRequest<'_>) -> Result<(), ActionError>;
+
+    /// The updated image passed its verification.
+    fn mark_verified(&self, name: &str) -> Result<(), ActionError>;
+
+    /// Runs a health check inside the container: whether it passed, and its output.
+    fn health_check(&self, name: &str, check: &HealthCheck) -> (bool, String);
 
     /// Starts an existing incarnation again, recording the crash streak.
     fn start(&self, name: &str, id: &IncarnationId, crash_streak: u32) -> Result<(), ActionError>;
@@ -65,8 +76,9 @@ pub trait Backend: Send + Sync + 'static {
     fn resume(&self, name: &str, id: &IncarnationId) -> Result<(), ActionError>;
 
     /// Stops the process (its own stop signal, then SIGKILL), releases its published ports,
-    /// keeps its rootfs and address.
-    fn stop(&self, name: &str, id: &IncarnationId) -> Result<(), ActionError>;
+    /// keeps its rootfs and address. `failed`: it is stopped for being unhealthy, so its exit
+    /// counts as a crash (restart policy, backoff) rather than as asked for.
+    fn stop(&self, name: &str, id: &IncarnationId, failed: bool) -> Result<(), ActionError>;
 
     /// Stops it and removes everything the incarnation owns. On `Pruned`, also the
     /// container's dir (its named volumes stay).
@@ -89,6 +101,26 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Imports archives dropped in the import dir; one line per archive, for the event log.
     fn scan_imports(&self) -> Vec<String>;
+}
+
+/// A container to create.
+#[derive(Debug, Clone, Copy)]
+pub struct CreateRequest<'a> {
+    pub name: &'a str,
+    pub spec: &'a ContainerSpec,
+    pub hash: &'a str,
+    pub image_digest: &'a str,
+    pub update: &'a UpdateMark,
+    pub replacing: Option<&'a IncarnationId>,
+}
+
+/// What a registry says a tag points to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteImage {
+    /// The platform manifest digest.
+    pub digest: String,
+    /// The image config's `created`, Unix seconds.
+    pub created: Option<u64>,
 }
 
 /// What the backend reports on its own.
