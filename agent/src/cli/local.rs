@@ -48,6 +48,8 @@ impl Local {
     fn with_lock(config: &Config, lock: StateLock) -> Result<Local, String> {
         let metrics = Arc::new(Metrics::new());
         let host = Host::open(config, Some(metrics.clone())).map_err(|e| e.to_string())?;
+        // Health checks run `berth exec` as a child: it must read the same config.
+        let host = host.with_config_path(config.source.clone());
         Ok(Local {
             host: Arc::new(host),
             metrics,

@@ -8,7 +8,7 @@ use berth_spec::ImageSource;
 use super::{Event, Reconciler, clock};
 use crate::reconcile::backend::{ActionError, Backend, CreateRequest};
 use crate::reconcile::model::{Failure, ObservedContainer};
-use crate::reconcile::plan::{Action, RemoveReason};
+use crate::reconcile::plan::{Action, RemoveReason, UpdateMark};
 use crate::reconcile::report::InFlight;
 
 /// A container's actions finished (all of them, or up to the first failure).
@@ -166,13 +166,14 @@ impl Reconciler {
         let name = done.name.as_str();
         for a in &done.succeeded {
             match a {
-                Action::Create { image_digest, .. } => {
+                Action::Create { update, .. } => {
                     self.create_failures.remove(name);
-                    self.events.emit(
-                        Some(name),
-                        "created",
-                        format!("created and started from {image_digest}"),
-                    );
+                    let kind = if matches!(update, UpdateMark::Rollback { .. }) {
+                        "rollback"
+                    } else {
+                        "created"
+                    };
+                    self.events.emit(Some(name), kind, format!("{a}: started"));
                 }
                 Action::Start { .. } => {
                     self.start_failures.remove(name);

@@ -441,6 +441,7 @@ impl Reconciler {
     pub fn quiescent(&self) -> bool {
         self.in_flight.is_empty()
             && self.pulls_in_flight.is_empty()
+            && self.checks_in_flight.is_empty()
             && !self.deferred
             && self.plan.actions.is_empty()
     }
