@@ -218,3 +218,36 @@ fn depends_on_holds_after_an_agent_kill_with_the_dependency_down() {
         a.status_of("web").is_some_and(|s| s["status"] == "running")
     });
 }
+
+#[test]
+fn start_then_kill_starts_the_new_one_before_the_old_one_goes() {
+    if !require_root() {
+        return;
+    }
+    let reg = TestRegistry::plain();
+    let repo = unique_repo("stk");
+    push_busybox(&reg, &repo, "stable", SLEEP, &[("v", b"1")]);
+    let a = agent("sk");
+    a.write_spec(
+        "app",
+        &format!("image = \"{}/{repo}:stable\"\npull = \"always\"\n[update]\nstrategy = \"start-then-kill\"\nverify = \"1s\"\n", reg.addr),
+    );
+    let old = a.wait_running("app");
+    let old_pid = old["pid"].as_i64().unwrap();
+    let d2 = push_busybox(&reg, &repo, "stable", SLEEP, &[("v", b"2")]);
+    apply(&a);
+    let new = a.wait_status("app", "replaced", Duration::from_secs(60), |s| {
+        s["digest"] == d2.as_str() && s["status"] == "running"
+    });
+    assert_ne!(new["id"], old["id"]);
+    // One action made the new incarnation and then removed the old one.
+    let events = String::from_utf8_lossy(&a.berth(&["events", "--no-follow"]).stdout).into_owned();
+    let line = events
+        .lines()
+        .find(|l| l.contains(d2.as_str()) && l.contains("then remove"))
+        .unwrap_or_else(|| panic!("{events}"));
+    assert!(line.contains(old["id"].as_str().unwrap()), "{line}");
+    wait_until(Duration::from_secs(10), "the old container gone", || {
+        !std::path::Path::new(&format!("/proc/{old_pid}")).exists()
+    });
+}
