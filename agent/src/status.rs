@@ -118,3 +118,15 @@ pub struct ApplyResult {
     pub problems: Vec<String>,
     pub containers: Vec<ContainerStatus>,
 }
+
+/// What `berth prune` removed (or, with `--dry-run`, would remove).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    pub images: Vec<String>,
+    pub layers: usize,
+    pub blobs: usize,
+    /// Bytes freed.
+    pub freed: u64,
+    pub volumes: Vec<String>,
+}

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::events::EventLog;
 use crate::metrics::Metrics;
-use crate::status::{ApplyResult, ContainerStatus, PlanView};
+use crate::status::{ApplyResult, ContainerStatus, PlanView, PruneReport};
 
 /// What the API asks of the reconcile loop.
 pub enum ApiRequest {
@@ -31,6 +31,15 @@ pub enum ApiRequest {
     Apply {
         options: ApplyOptions,
         reply: oneshot::Sender<ApplyResult>,
+    },
+    Image {
+        op: crate::reconcile::backend::ImageOp,
+        reply: oneshot::Sender<Result<serde_json::Value, String>>,
+    },
+    Prune {
+        volumes: bool,
+        dry_run: bool,
+        reply: oneshot::Sender<Result<PruneReport, String>>,
     },
 }
 
@@ -59,6 +68,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/events", get(events))
         .route("/v1/plan", get(plan))
         .route("/v1/apply", post(apply))
+        .route("/v1/prune", post(prune))
+        .route("/v1/images", post(image_op))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -199,6 +210,56 @@ async fn apply(
     match tokio::time::timeout(guard, rx).await {
         Ok(Ok(r)) => axum::Json(r).into_response(),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "the agent did not answer").into_response(),
+    }
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize, Deserialize)]
+pub struct PruneOptions {
+    pub volumes: bool,
+    pub dry_run: bool,
+}
+
+async fn prune(State(s): State<ApiState>, axum::Json(o): axum::Json<PruneOptions>) -> Response {
+    let (reply, rx) = oneshot::channel();
+    let req = ApiRequest::Prune {
+        volumes: o.volumes,
+        dry_run: o.dry_run,
+        reply,
+    };
+    if s.requests.send(req).await.is_err() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent is shutting down",
+        )
+            .into_response();
+    }
+    match rx.await {
+        Ok(Ok(r)) => axum::Json(r).into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the agent did not answer").into_response(),
+    }
+}
+
+async fn image_op(
+    State(s): State<ApiState>,
+    axum::Json(op): axum::Json<crate::reconcile::backend::ImageOp>,
+) -> Response {
+    let (reply, rx) = oneshot::channel();
+    if s.requests
+        .send(ApiRequest::Image { op, reply })
+        .await
+        .is_err()
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent is shutting down",
+        )
+            .into_response();
+    }
+    match rx.await {
+        Ok(Ok(v)) => axum::Json(v).into_response(),
+        Ok(Err(e)) => (StatusCode::UNPROCESSABLE_ENTITY, e).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the agent did not answer").into_response(),
     }
 }
 

@@ -111,3 +111,24 @@ pub async fn agent_or_local(config: &Config) -> Result<Target, String> {
         }
     }
 }
+
+/// Sends an image command to the running agent (which holds the store); `None` when no agent
+/// answers, so the caller does it itself under the lock.
+pub fn image_op_via_agent(
+    config: &Config,
+    op: &crate::reconcile::backend::ImageOp,
+) -> Option<Result<serde_json::Value, String>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        let agent = agent(config).await?;
+        Some(
+            agent
+                .post_json("/v1/images", op)
+                .await
+                .map_err(|e| e.to_string()),
+        )
+    })
+}

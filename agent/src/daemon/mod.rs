@@ -271,6 +271,33 @@ impl Reconciler {
                 let _ = reply.send(self.plan_view());
                 false
             }
+            Event::Api(ApiRequest::Image { op, reply }) => {
+                let (backend, tx) = (self.backend.clone(), self.tx.clone());
+                tokio::task::spawn_blocking(move || {
+                    let result = backend.image_op(&op).map_err(|e| e.message);
+                    if result.is_ok() {
+                        // New or unpinned images: look again at what the store holds.
+                        let _ = tx.send(Event::ResyncDue);
+                    }
+                    let _ = reply.send(result);
+                });
+                false
+            }
+            Event::Api(ApiRequest::Prune {
+                volumes,
+                dry_run,
+                reply,
+            }) => {
+                let (backend, keep) = (self.backend.clone(), self.keep());
+                tokio::task::spawn_blocking(move || {
+                    let _ = reply.send(
+                        backend
+                            .prune(&keep, volumes, dry_run)
+                            .map_err(|e| e.message),
+                    );
+                });
+                false
+            }
             Event::Api(ApiRequest::Apply { options, reply }) => {
                 self.rescan();
                 self.recheck_now();
@@ -319,22 +346,7 @@ impl Reconciler {
         self.resync_running = true;
         let backend = self.backend.clone();
         let tx = self.tx.clone();
-        let keep = Keep {
-            containers: self
-                .observed
-                .containers
-                .iter()
-                .map(|(n, o)| (n.clone(), o.id.clone()))
-                .collect(),
-            images: self
-                .desired
-                .specs
-                .values()
-                .filter_map(|e| e.spec.as_ref())
-                .map(|d| d.spec.image.clone())
-                .collect(),
-            digests: Vec::new(),
-        };
+        let keep = self.keep();
         tokio::task::spawn_blocking(move || {
             let result = backend
                 .resync(&keep)
@@ -351,6 +363,12 @@ impl Reconciler {
             let lines = backend.scan_imports();
             let _ = tx.send(Event::Imported(lines));
         });
+    }
+
+    /// What resyncs and prunes must leave alone: the specs' images (last valid ones too), what
+    /// containers run and would roll back to, the volumes specs mount.
+    pub(super) fn keep(&self) -> Keep {
+        Keep::of(&self.desired, &self.observed)
     }
 
     /// Takes a full observation, except for containers an action is changing right now.

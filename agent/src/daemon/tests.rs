@@ -254,6 +254,17 @@ impl Backend for Fake {
     fn scan_imports(&self) -> Vec<String> {
         Vec::new()
     }
+    fn prune(
+        &self,
+        _keep: &crate::reconcile::backend::Keep,
+        _volumes: bool,
+        dry_run: bool,
+    ) -> Result<crate::status::PruneReport, ActionError> {
+        Ok(crate::status::PruneReport {
+            dry_run,
+            ..Default::default()
+        })
+    }
 }
 
 #[derive(Clone, Default)]

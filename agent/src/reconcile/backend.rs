@@ -101,6 +101,33 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Imports archives dropped in the import dir; one line per archive, for the event log.
     fn scan_imports(&self) -> Vec<String>;
+
+    /// `berth pull`, `image import`, `image pin|unpin` while the agent holds the store: done by
+    /// the agent; the answer is what the command prints with `--json`.
+    fn image_op(&self, _op: &ImageOp) -> Result<serde_json::Value, ActionError> {
+        Err(ActionError::permanent(
+            "image operations are not supported here",
+        ))
+    }
+
+    /// `berth prune`: removes every image, layer and blob `keep` does not protect (no grace
+    /// period: an operator asked), and with `volumes` every named volume no spec mounts.
+    fn prune(
+        &self,
+        keep: &Keep,
+        volumes: bool,
+        dry_run: bool,
+    ) -> Result<crate::status::PruneReport, ActionError>;
+}
+
+/// An image command sent to the agent.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum ImageOp {
+    Pull { reference: String },
+    Import { path: std::path::PathBuf },
+    Pin { image: String },
+    Unpin { image: String },
 }
 
 /// A container to create.
@@ -132,6 +159,41 @@ pub enum Notice {
     Repaired(String),
 }
 
+impl Keep {
+    /// What the specs (last valid ones too) and the containers protect.
+    pub fn of(desired: &super::model::Desired, observed: &Observed) -> Keep {
+        let specs = || {
+            desired
+                .specs
+                .values()
+                .filter_map(|e| e.spec.as_ref())
+                .map(|d| &d.spec)
+        };
+        let mut digests: Vec<String> = observed
+            .containers
+            .values()
+            .map(|o| o.image_digest.clone())
+            .collect();
+        digests.extend(observed.updates.values().filter_map(|h| h.previous.clone()));
+        Keep {
+            containers: observed
+                .containers
+                .iter()
+                .map(|(n, o)| (n.clone(), o.id.clone()))
+                .collect(),
+            images: specs().map(|s| s.image.clone()).collect(),
+            digests,
+            volumes: specs()
+                .flat_map(|s| s.mounts.iter())
+                .filter_map(|m| match &m.kind {
+                    berth_spec::model::MountKind::Volume { name } => Some(name.clone()),
+                    _ => None,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// What a resync must leave alone.
 #[derive(Debug, Clone, Default)]
 pub struct Keep {
@@ -139,6 +201,8 @@ pub struct Keep {
     pub containers: Vec<(String, IncarnationId)>,
     /// Images the specs name.
     pub images: Vec<ImageSource>,
-    /// Image digests to keep for rollback.
+    /// Image digests to keep: what containers run and what they would roll back to.
     pub digests: Vec<String>,
+    /// Named volumes the specs mount.
+    pub volumes: Vec<String>,
 }
