@@ -8,14 +8,15 @@
 mod create;
 pub mod doctor;
 mod health;
+mod images;
+mod observe;
 pub mod record;
 mod sweep;
 
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use berth_spec::model::{HealthCheck, NetworkMode, PortMapping, Resources};
+use berth_spec::model::{HealthCheck, NetworkMode, Resources};
 use berth_spec::{Config, ImageSource};
 use tokio::sync::mpsc;
 
@@ -29,12 +30,10 @@ use crate::network::{Drift, Network, Watcher};
 use crate::reconcile::backend::{
     ActionError, Backend, CreateRequest, ImageOp, Keep, Notice, RemoteImage,
 };
-use crate::reconcile::model::{
-    ContainerInfo, Exit, HealthState, Millis, Observed, ObservedContainer, RunState,
-};
+use crate::reconcile::model::{Observed, ObservedContainer};
 use crate::reconcile::plan::RemoveReason;
 use crate::registry::{RegistryClient, RegistrySettings};
-use crate::runtime::{Runtime, RuntimeConfig, Status};
+use crate::runtime::{Runtime, RuntimeConfig};
 use crate::store::{PullEvent, PullOptions, Store};
 use record::{Phase, Record};
 
@@ -274,31 +273,6 @@ impl Host {
     }
 }
 
-/// The exit code as shells report it: the code, or 128 + the signal.
-fn exit_code(e: &crate::runtime::ExitRecord) -> i32 {
-    e.code.unwrap_or_else(|| 128 + e.signal.unwrap_or(9))
-}
-
-/// A wall-clock moment on the boot clock.
-fn boot_time_of(t: SystemTime) -> Millis {
-    let ago = SystemTime::now().duration_since(t).unwrap_or_default();
-    Millis(clock::now().0.saturating_sub(ago.as_millis() as u64))
-}
-
-fn port_text(p: &PortMapping) -> String {
-    match p.host_ip {
-        Some(IpAddr::V6(ip)) => {
-            format!("[{ip}]:{}:{}/{}", p.host, p.container, p.protocol.as_str())
-        }
-        Some(ip) => format!("{ip}:{}:{}/{}", p.host, p.container, p.protocol.as_str()),
-        None => format!("{}:{}/{}", p.host, p.container, p.protocol.as_str()),
-    }
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
 impl Backend for Host {
     fn startup(&self) -> Result<(), ActionError> {
         self.network
@@ -324,105 +298,11 @@ impl Backend for Host {
     }
 
     fn observe(&self) -> Result<Observed, ActionError> {
-        let mut o = Observed::default();
-        for name in Record::names(&self.layout) {
-            if let Some(c) = self.observe_one(&name) {
-                o.containers.insert(name, c);
-            }
-        }
-        for e in std::fs::read_dir(self.layout.containers_dir())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let Some(name) = e.file_name().to_str().map(str::to_string) else {
-                continue;
-            };
-            let mut st = record::load_update(&self.layout, &name);
-            if let Some(v) = &mut st.verifying
-                && v.boot_id != record::boot_id()
-            {
-                // A reboot during verification: the window starts again in this boot.
-                v.since = clock::now();
-                v.boot_id = record::boot_id();
-            }
-            if st != Default::default() {
-                o.updates.insert(name, st);
-            }
-        }
-        for rec in self.store.list().map_err(transient)? {
-            if let Ok(src) = ImageSource::parse(&rec.reference) {
-                o.images.insert(src, rec.manifest_digest);
-            }
-        }
-        Ok(o)
+        self.observe_all()
     }
 
     fn observe_one(&self, name: &str) -> Option<ObservedContainer> {
-        let rec = match Record::load(&self.layout, name) {
-            Ok(Some(r)) if r.phase == Phase::Created => r,
-            Ok(_) => return None,
-            Err(e) => {
-                tracing::warn!(container = name, "unreadable record: {e}");
-                return None;
-            }
-        };
-        let this_boot = rec.boot_id == record::boot_id();
-        let seen = self.runtime.inspect(name, &rec.id).unwrap_or_else(|e| {
-            tracing::warn!(container = name, "cannot inspect: {e}");
-            None
-        });
-        let (run, pid, since) = match &seen {
-            Some(c) if this_boot => match c.status {
-                Status::Running | Status::Unsupervised => (RunState::Running, c.pid, c.started_at),
-                Status::Paused => (RunState::Paused, c.pid, c.started_at),
-                Status::Exited => {
-                    let e = c.exit.as_ref().expect("an exited container has its record");
-                    let exit = Exit {
-                        code: exit_code(e),
-                        oom: e.oom,
-                        at: boot_time_of(e.finished_at),
-                        requested: rec.stopped_by_us,
-                    };
-                    (RunState::Exited(exit), None, Some(e.finished_at))
-                }
-                Status::Lost => {
-                    let exit = Exit {
-                        code: 137,
-                        oom: false,
-                        at: clock::now(),
-                        requested: rec.stopped_by_us,
-                    };
-                    (RunState::Exited(exit), None, c.finished_at)
-                }
-            },
-            // No run in this boot: ready to start.
-            _ => (RunState::Created, None, None),
-        };
-        let resources = self
-            .runtime
-            .read_config(name, &rec.id)
-            .map(|c| c.resources)
-            .unwrap_or_default();
-        Some(ObservedContainer {
-            id: rec.id.clone(),
-            spec_hash: rec.spec_hash.clone(),
-            image_digest: rec.image_digest.clone(),
-            run,
-            restarts: if this_boot { rec.restarts } else { 0 },
-            crash_streak: if this_boot { rec.crash_streak } else { 0 },
-            started_at: rec.started_at.filter(|_| this_boot),
-            start_failure: None,
-            health: HealthState::None,
-            resources,
-            image_health: rec.image_health.clone(),
-            info: ContainerInfo {
-                pid,
-                ip: rec.ip,
-                ports: rec.ports.iter().map(port_text).collect(),
-                since: since.map(rfc3339),
-            },
-        })
+        self.observe_container(name)
     }
 
     fn pull(&self, image: &ImageSource) -> Result<String, ActionError> {
@@ -628,50 +508,7 @@ impl Backend for Host {
     }
 
     fn image_op(&self, op: &ImageOp) -> Result<serde_json::Value, ActionError> {
-        let store_err = |e: crate::store::StoreError| {
-            if e.is_transient() {
-                ActionError::transient(e.to_string())
-            } else {
-                ActionError::permanent(e.to_string())
-            }
-        };
-        match op {
-            ImageOp::Pull { reference } => {
-                let r = berth_spec::ImageReference::parse(reference)
-                    .map_err(|e| ActionError::permanent(e.to_string()))?;
-                let image = self
-                    .store
-                    .pull(
-                        &self.client,
-                        &r,
-                        &PullOptions::default(),
-                        &crate::store::no_progress,
-                    )
-                    .map_err(store_err)?;
-                let record = self
-                    .store
-                    .record(&ImageSource::Registry(r.clone()))
-                    .ok()
-                    .flatten();
-                Ok(
-                    serde_json::json!({ "reference": r.to_string(), "image": image, "record": record }),
-                )
-            }
-            ImageOp::Import { path } => {
-                let records = self.store.import_records(path, None).map_err(store_err)?;
-                Ok(serde_json::to_value(records).expect("records serialise"))
-            }
-            ImageOp::Pin { image } | ImageOp::Unpin { image } => {
-                let source =
-                    ImageSource::parse(image).map_err(|e| ActionError::permanent(e.to_string()))?;
-                let r = match op {
-                    ImageOp::Pin { .. } => self.store.pin(&source, crate::store::PIN_OPERATOR),
-                    _ => self.store.unpin(&source, crate::store::PIN_OPERATOR),
-                }
-                .map_err(store_err)?;
-                Ok(serde_json::to_value(r).expect("record serialises"))
-            }
-        }
+        self.run_image_op(op)
     }
 
     fn prune(
@@ -680,42 +517,7 @@ impl Backend for Host {
         volumes: bool,
         dry_run: bool,
     ) -> Result<crate::status::PruneReport, ActionError> {
-        let roots = crate::store::GcRoots {
-            images: keep.images.clone(),
-            digests: keep.digests.clone(),
-            layer_dirs: self.live_layer_dirs(),
-        };
-        let plan = if dry_run {
-            self.store.gc_plan(&roots, Duration::ZERO)
-        } else {
-            self.store.gc(&roots, Duration::ZERO)
-        }
-        .map_err(transient)?;
-        let mut report = crate::status::PruneReport {
-            dry_run,
-            images: plan.remove_images,
-            layers: plan.remove_layers.len(),
-            blobs: plan.remove_blobs.len(),
-            freed: plan.freed,
-            volumes: Vec::new(),
-        };
-        if volumes {
-            for e in std::fs::read_dir(self.layout.volumes_dir())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if keep.volumes.contains(&name) {
-                    continue;
-                }
-                if !dry_run {
-                    crate::fsutil::remove_dir_all_if_exists(&e.path()).map_err(transient)?;
-                }
-                report.volumes.push(name);
-            }
-        }
-        Ok(report)
+        self.prune_unused(keep, volumes, dry_run)
     }
 
     fn scan_imports(&self) -> Vec<String> {
