@@ -10,6 +10,7 @@ use berth_spec::{Config, ContainerSpec, ImageSource};
 use tokio::sync::mpsc;
 
 use super::*;
+use crate::api::server::ApplyOptions;
 use crate::names::IncarnationId;
 use crate::reconcile::model::{ContainerInfo, HealthState, RunState};
 use crate::reconcile::plan::{RemoveReason, UpdateMark};
