@@ -66,8 +66,8 @@ pub enum Event {
     ImportsChanged,
     /// An import scan finished: one line per archive.
     Imported(Vec<String>),
-    /// A full observation (with drift repair) finished.
-    Resynced(Result<Box<Observed>, ActionError>),
+    /// A full observation (with drift repair) finished, with the host's warnings.
+    Resynced(Result<Box<Observed>, ActionError>, Vec<String>),
     /// Time for a full observation.
     ResyncDue,
     /// A backoff ended.
@@ -108,6 +108,8 @@ pub struct Reconciler {
     checks_in_flight: BTreeSet<ImageSource>,
     /// Spreads tag checks of this host over time (a fleet must not hit its registry at once).
     jitter_seed: u64,
+    /// Host problems containers on the bridge suffer from, shown on their status.
+    warnings: Vec<String>,
 }
 
 impl Reconciler {
@@ -122,9 +124,9 @@ impl Reconciler {
     ) -> Result<Self, ActionError> {
         let layout = Layout::new(&config);
         let b = backend.clone();
-        let observed = tokio::task::spawn_blocking(move || {
+        let (observed, warnings) = tokio::task::spawn_blocking(move || {
             b.startup()?;
-            b.observe()
+            Ok::<_, ActionError>((b.observe()?, b.warnings()))
         })
         .await
         .map_err(|e| ActionError::permanent(format!("startup panicked: {e}")))??;
@@ -154,6 +156,7 @@ impl Reconciler {
             health: policy::HealthBook::default(),
             health_wake: None,
             checks_in_flight: BTreeSet::new(),
+            warnings,
             jitter_seed: {
                 let mut b = [0u8; 8];
                 let _ = getrandom::fill(&mut b);
@@ -236,8 +239,12 @@ impl Reconciler {
                 self.finish_pull(image, result);
                 true
             }
-            Event::Resynced(result) => {
+            Event::Resynced(result, warnings) => {
                 self.resync_running = false;
+                for w in warnings.iter().filter(|w| !self.warnings.contains(w)) {
+                    self.events.emit(None, "warning", w.clone());
+                }
+                self.warnings = warnings;
                 match result {
                     Ok(fresh) => self.merge_observation(*fresh),
                     Err(e) => self
@@ -353,7 +360,8 @@ impl Reconciler {
                 .resync(&keep)
                 .and_then(|_| backend.observe())
                 .map(Box::new);
-            let _ = tx.send(Event::Resynced(result));
+            let warnings = backend.warnings();
+            let _ = tx.send(Event::Resynced(result, warnings));
         });
     }
 
@@ -430,7 +438,16 @@ impl Reconciler {
 
     fn publish(&mut self) {
         let view = self.planning_view();
-        let statuses = report::report(&self.desired, &view, &self.plan, &self.in_flight);
+        let mut statuses = report::report(&self.desired, &view, &self.plan, &self.in_flight);
+        if let Some(w) = self.warnings.first() {
+            // Containers on the bridge (those with an address) are the ones it hurts.
+            for s in statuses
+                .iter_mut()
+                .filter(|s| s.ip.is_some() && s.reason.is_none())
+            {
+                s.reason = Some(w.clone());
+            }
+        }
         self.metrics.containers.clear();
         for s in &statuses {
             self.metrics

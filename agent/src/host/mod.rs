@@ -291,8 +291,8 @@ impl Backend for Host {
             }
         }
         self.sweep();
-        if let Ok(Some(msg)) = self.network.check_forward_blocked() {
-            tracing::warn!("{msg}");
+        for w in self.warnings() {
+            tracing::warn!("{w}");
         }
         Ok(())
     }
@@ -518,6 +518,16 @@ impl Backend for Host {
         dry_run: bool,
     ) -> Result<crate::status::PruneReport, ActionError> {
         self.prune_unused(keep, volumes, dry_run)
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        match self.network.check_forward_blocked() {
+            Ok(Some(msg)) => vec![msg],
+            Ok(None) => Vec::new(),
+            Err(e) => vec![format!(
+                "cannot check other firewalls for a forward drop: {e}"
+            )],
+        }
     }
 
     fn scan_imports(&self) -> Vec<String> {

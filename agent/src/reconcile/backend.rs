@@ -99,6 +99,12 @@ pub trait Backend: Send + Sync + 'static {
     /// collect unused images.
     fn resync(&self, keep: &Keep) -> Result<(), ActionError>;
 
+    /// Problems of the host that containers suffer from (another firewall dropping the bridge's
+    /// forwarded traffic), each with its fix; looked at on start and at every resync.
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Imports archives dropped in the import dir; one line per archive, for the event log.
     fn scan_imports(&self) -> Vec<String>;
 
