@@ -92,7 +92,8 @@ impl Host {
             stopped_by_us: false,
             image_health: image.config.healthcheck.as_ref().and_then(|h| h.to_check()),
         };
-        self.save(&rec, name)?;
+        rec.save_volatile(&self.layout, name)
+            .map_err(|e| transient(format!("{name}: writing its record: {e}")))?;
         crashpoint::point("create.record");
         if let Err(e) = self.create_steps(name, spec, &mut rec, &image) {
             // Undo everything of this incarnation: nothing half-made stays behind.
@@ -149,9 +150,10 @@ impl Host {
         let id = rec.id.clone();
         let netns = match spec.network {
             NetworkMode::Bridge => {
+                // The lease names the incarnation, so a crash from here on finds the address
+                // through it: the record learns the ip with the final save.
                 let att = self.network.attach(name, &id, spec.ip).map_err(transient)?;
                 rec.ip = Some(att.ip);
-                self.save(rec, name)?;
                 Some(att.netns)
             }
             NetworkMode::None | NetworkMode::Host => None,

@@ -71,10 +71,22 @@ impl Record {
         }
     }
 
+    /// Durably: the record once the incarnation runs (off the start's critical path).
     pub fn save(&self, layout: &Layout, name: &str) -> std::io::Result<()> {
         let dir = layout.container_dir(name);
         std::fs::create_dir_all(&dir)?;
         fsutil::atomic_write_json(&dir.join(FILE), self)
+    }
+
+    /// Atomically but without waiting for the disk: the `creating` record, written before a
+    /// start. A power loss kills whatever it describes, and anything of it left on disk is then
+    /// an orphan by name, which the sweep removes.
+    pub fn save_volatile(&self, layout: &Layout, name: &str) -> std::io::Result<()> {
+        let dir = layout.container_dir(name);
+        std::fs::create_dir_all(&dir)?;
+        let mut data = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        data.push(b'\n');
+        fsutil::atomic_replace(&dir.join(FILE), &data)
     }
 
     pub fn delete(layout: &Layout, name: &str) -> std::io::Result<()> {

@@ -113,8 +113,12 @@ impl LastValid {
             return;
         }
         let dir = self.dir.join(name);
-        let result = std::fs::create_dir_all(&dir)
-            .and_then(|_| fsutil::atomic_write_json(&dir.join("spec.json"), spec));
+        // Not fsynced: it sits on the path from a spec to its running container; a power
+        // loss can only cost the newest version (the file is re-read valid in the usual case).
+        let result = std::fs::create_dir_all(&dir).and_then(|_| {
+            let data = serde_json::to_vec_pretty(spec).map_err(std::io::Error::other)?;
+            fsutil::atomic_replace(&dir.join("spec.json"), &data)
+        });
         if let Err(e) = result {
             // Still usable in memory; only an agent restart with an invalid file would miss it.
             tracing::warn!(container = %name, "cannot persist the last valid spec: {e}");
