@@ -1,0 +1,84 @@
+"""One container from a cached image: spec file written -> payload running (the agent level)."""
+
+import itertools
+import subprocess
+import time
+
+from lib import workload
+
+TITLE = "One container, image cached: spec written -> payload running"
+DESCRIPTION = """
+The whole agent path: a spec file renamed into a running `berth agent`'s spec dir (inotify,
+rescan, plan, create: overlayfs, cgroups, namespaces, the network: netns, veth, address,
+route) until the payload's first instruction (the bench image's `/bin/marker` writes to a FIFO
+the bench holds, then execs `sleep`); the image is in berth's store and podman's. Peers, each
+to the same marker: `podman run -d` (runc runtime, its own bridge network, same image pulled
+from the same registry) and `runc create` + `runc start` of a bundle of the same rootfs (no
+network: compared with berth's `network = "none"`). Every start is followed by an untimed
+removal (berth: spec deleted, until nothing of it is left). The runtime-level comparison
+(`Runtime::create` alone, against runc, podman and the C floor) is the `start` scenario.
+Targets (issue 6/8): with its network, median under 20 ms and at least 15x faster than podman
+with its bridge; without network, faster than runc.
+"""
+
+PEER_VERSIONS = {}
+
+
+def run(ctx, quick):
+    agent = ctx.agent("as").start()
+    img = ctx.image()
+    pm, rc = ctx.podman(), ctx.runc()
+    mk = workload.open_marker(ctx)
+    ids = itertools.count()
+
+    def berth(network):
+        def once():
+            name = f"s{next(ids)}"
+            t = workload.berth_drop(agent, mk, img.ref, [name], network, timeout=60)
+            workload.berth_remove(agent, [name])
+            return t
+        return once
+
+    def podman(network):
+        def once():
+            name = f"b{ctx.tag}-as{next(ids)}"
+            t = workload.podman_start(pm, mk, img.ref, [name], network=network, timeout=60)
+            workload.podman_remove(pm, [name])
+            return t
+        return once
+
+    def runc():
+        cid = f"b{ctx.tag}-as{next(ids)}"
+        bundle = rc.bundle(cid, workload.payload(cid), mounts=[(mk.dir, "/m")])
+        mk.forget([cid])
+        t0 = time.perf_counter()
+        rc.create(cid, bundle)
+        rc.start(cid)
+        t = mk.wait([cid], 60) - t0
+        rc.delete(cid)
+        return t
+
+    rounds = 3 if quick else 30
+    # The first berth start pulls the image into berth's store: a warm-up round, not counted.
+    s = ctx.alternate({
+        "berth_bridge": berth("bridge"),
+        "podman_bridge": podman(True),
+        "berth_none": berth("none"),
+        "runc": runc,
+        "podman_none": podman(False),
+    }, rounds, warmup=1)
+    note = f"{len(s['berth_bridge'])} samples each; p99 is the nearest-rank percentile (the maximum below 100 samples)"
+    return [
+        {"name": "spec written -> payload running, with network", "unit": "s",
+         "berth": s["berth_bridge"], "peer": s["podman_bridge"], "peer_name": "podman run -d (bridge)",
+         "target": {"text": "median < 20 ms and >= 15x faster than podman (berth/peer <= 0.067)",
+                    "max": 0.020, "ratio_max": 1 / 15}},
+        {"name": "spec written -> payload running, with network (p99)", "unit": "s", "stat": "p99",
+         "berth": s["berth_bridge"], "peer": s["podman_bridge"], "peer_name": "podman run -d (bridge)",
+         "note": note},
+        {"name": "spec written -> payload running, no network", "unit": "s",
+         "berth": s["berth_none"], "peer": s["runc"], "peer_name": "runc create + start",
+         "target": {"text": "faster than runc (berth/peer < 1)", "ratio_max": 1.0}},
+        {"name": "spec written -> payload running, no network", "unit": "s",
+         "berth": s["berth_none"], "peer": s["podman_none"], "peer_name": "podman run -d --network none"},
+    ]
