@@ -69,9 +69,12 @@ def verdict(metric):
         if r is None:
             return "MISSED: no peer figure to compare with"
         if "ratio_max" in t and r > t["ratio_max"]:
-            return f"MISSED: berth/peer {r:.3g} > {t['ratio_max']:.3g}"
+            why = f"MISSED: berth/peer {r:.3g}, needs <= {t['ratio_max']:.3g}"
+            if metric.get("lower_is_better", True) and r < 1 and t["ratio_max"] < 1:
+                why += f" (berth is {1 / r:.3g}x better, the target asks {1 / t['ratio_max']:.3g}x)"
+            return why
         if "ratio_min" in t and r < t["ratio_min"]:
-            return f"MISSED: berth/peer {r:.3g} < {t['ratio_min']:.3g}"
+            return f"MISSED: berth/peer {r:.3g}, needs >= {t['ratio_min']:.3g}"
     return "met"
 
 
@@ -92,7 +95,7 @@ def _ratio_cell(metric):
         if not b:
             hint = f"{r:.3g}x slower" if metric["unit"] == "s" else f"{r:.3g}x more"
     else:
-        hint = f"{r:.3g}x" if b else f"{r:.3g}x"
+        hint = f"berth {r:.3g}x the peer"
     return f"{r:.3g} ({hint})"
 
 
@@ -120,8 +123,7 @@ def render(results, chart=None):
         "",
         f"- date: {results['date']}",
         f"- mode: {'quick (tiny sizes)' if results['quick'] else 'full'}, berth {results['profile']} build",
-        f"- machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gib')} GiB, {m.get('arch')}"
-
+        f"- machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gib')} GiB, {m.get('arch')}",
         f"- os: {m.get('os')}, kernel {m.get('kernel')}",
     ]
     for name, version in sorted(results.get("versions", {}).items()):
@@ -185,7 +187,7 @@ def chart(results):
         for metric in sc.get("metrics", []):
             if metric.get("ratio"):
                 rows.append((key, metric))
-    label_w, plot_w, row_h, top, bottom = 470, 380, 22, 58, 40
+    label_w, plot_w, row_h, top, bottom = 560, 380, 22, 58, 40
     height = top + row_h * max(1, len(rows)) + bottom
     width = label_w + plot_w + 90
     ratios = [m["ratio"] for _, m in rows] or [1]
@@ -227,8 +229,8 @@ def chart(results):
         good = better(m)
         color = "#2e9d4a" if good else "#d0433a"
         label = f"{key}: {m['name']} vs {m.get('peer_name')}"
-        if len(label) > 78:
-            label = label[:75] + "..."
+        if len(label) > 92:
+            label = label[:89] + "..."
         out.append(f'<text x="{label_w - 8}" y="{y + 15}" text-anchor="end">{html.escape(label)}</text>')
         xa, xb = sorted((x1, x(r)))
         out.append(f'<rect x="{xa:.1f}" y="{y + 4}" width="{max(1.0, xb - xa):.1f}" height="{row_h - 8}" fill="{color}"/>')
@@ -237,10 +239,8 @@ def chart(results):
             if k in t:
                 xt = x(t[k])
                 out.append(f'<line x1="{xt:.1f}" y1="{y + 1}" x2="{xt:.1f}" y2="{y + row_h - 1}" stroke="#000" stroke-width="2"/>')
-        anchor_x = xb + 4 if r >= 1 else xa - 4
-        anchor = "start" if r >= 1 else "end"
-        if r < 1 and anchor_x < label_w + 30:
-            anchor_x, anchor = xb + 4, "start"
-        out.append(f'<text x="{anchor_x:.1f}" y="{y + 15}" text-anchor="{anchor}" fill="#222">{r:.3g}</text>')
+        # The figure goes right of the bar's outer end, or right of the 1-line for bars to its
+        # left, where nothing else is drawn.
+        out.append(f'<text x="{xb + 4:.1f}" y="{y + 15}" fill="#222">{r:.3g}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
