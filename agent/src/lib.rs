@@ -7,6 +7,8 @@
 //! - [`image`]: what the runtime needs to know about a pulled image.
 //! - [`source`]: reading the spec directory.
 //! - [`network`]: bridge, veth, IPAM, name files, published ports and NAT, through netlink.
+//! - [`runtime`]: berth's own container runtime (shim, isolation, cgroups, logs, exec).
+//! - [`registry`]: the distribution API client; [`store`]: blobs, layers, images, GC.
 
 pub mod api;
 pub mod cli;
@@ -15,6 +17,7 @@ pub mod crashpoint;
 pub mod daemon;
 pub mod events;
 pub mod fsutil;
+pub mod host;
 pub mod image;
 pub mod layout;
 pub mod logging;
@@ -22,5 +25,8 @@ pub mod metrics;
 pub mod names;
 pub mod network;
 pub mod reconcile;
+pub mod registry;
+pub mod runtime;
 pub mod source;
 pub mod status;
+pub mod store;

@@ -222,10 +222,22 @@ impl TestAgent {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let out = self.berth(&["doctor", "--fix"]);
+        // With no container left, only the agent's own bridge and table may remain; anything
+        // else doctor finds is a leak.
+        let out = self.berth(&["doctor", "--json"]);
+        let found: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let leaks: Vec<&Value> = found
+            .iter()
+            .filter(|f| f["kind"] != "bridge" && f["kind"] != "nft-table")
+            .collect();
+        if !leaks.is_empty() {
+            problems += &format!("doctor found leftovers: {leaks:?}\n");
+        }
+        let _ = self.berth(&["doctor", "--fix"]);
+        let out = self.berth(&["doctor"]);
         if !out.status.success() {
             problems += &format!(
-                "doctor found leftovers:\n{}",
+                "doctor --fix left: {}\n",
                 String::from_utf8_lossy(&out.stdout)
             );
         }

@@ -1,6 +1,20 @@
 //! Support for berth's end-to-end tests: the binary under test, privileges, unique names.
+//!
+//! # Layout
+//! - [`image`]: building OCI / Docker images in code (busybox rootfs, whiteouts, hostile tars).
+//! - [`registry`]: the shared test registries and pushing to them.
+//! - [`proxy`]: a fault proxy in front of a registry.
+//! - [`tree`]: snapshots of root filesystems, overlay stacking, umoci as the reference unpacker.
+//! - [`berth_env`]: a state dir and config for running `berth` against the test registries.
+
+pub mod berth_env;
+pub mod image;
+pub mod proxy;
+pub mod registry;
+pub mod tree;
 
 pub mod agent;
+pub mod fixtures;
 
 use std::path::PathBuf;
 

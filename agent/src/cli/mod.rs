@@ -5,9 +5,24 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod agent;
+pub mod apply;
 pub mod completions;
+pub mod doctor;
+pub mod events;
+pub mod exec;
+pub mod image_import;
+pub mod image_pin;
+pub mod images;
+pub mod local;
+pub mod logs;
+pub mod plan;
+pub mod prune;
+pub mod pull;
 pub mod render;
 pub mod schema;
+pub mod status;
+pub mod store_ctx;
 pub mod validate;
 pub mod version;
 
@@ -36,6 +51,18 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the agent: watch the spec dir and keep containers matching it
+    Agent(agent::AgentArgs),
+    /// Converge once now and report (through the agent when one runs)
+    Apply(apply::ApplyArgs),
+    /// Show what the next pass would do, without doing it
+    Plan(plan::PlanArgs),
+    /// Show containers: desired and actual state, image, address, ports, restarts, errors
+    Status(status::StatusArgs),
+    /// Follow the agent's events
+    Events(events::EventsArgs),
+    /// Find (and with --fix remove) what a crash left behind, and check the store
+    Doctor(doctor::DoctorArgs),
     /// Check spec files or directories without touching the host (for CI)
     Validate(validate::ValidateArgs),
     /// Print the JSON Schema of spec files (for editors)
@@ -44,6 +71,45 @@ pub enum Command {
     Completions(completions::CompletionsArgs),
     /// Print berth's version
     Version(version::VersionArgs),
+    /// Pull an image into the store
+    Pull(pull::PullArgs),
+    /// List the images in the store
+    Images(images::ImagesArgs),
+    /// Import, pin and unpin images
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Remove images nothing protects, and unused layers and blobs
+    Prune(prune::PruneArgs),
+    /// Print a container's logs (read from the state dir; no agent needed)
+    Logs(logs::LogsArgs),
+    /// Run a command in a running container
+    Exec(exec::ExecArgs),
+}
+
+/// A runtime over the dirs of the agent config at `config` (or the default one).
+pub fn runtime_for(config: Option<&std::path::Path>) -> Result<crate::runtime::Runtime, String> {
+    let cfg = crate::config::load(config).map_err(|e| e.to_string())?;
+    let layout = crate::layout::Layout::new(&cfg);
+    let names = crate::names::Names::new(&cfg.instance);
+    Ok(crate::runtime::Runtime::new(
+        crate::runtime::RuntimeConfig::new(layout, names),
+    ))
+}
+
+/// Prints an error the way every subcommand does and returns the failure code.
+pub fn fail(msg: &str) -> ExitCode {
+    eprintln!("berth: {msg}");
+    ExitCode::from(exit::FAILURE)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Import an OCI layout (dir or tar) or a `docker save` archive
+    Import(image_import::ImportArgs),
+    /// Keep an image from garbage collection
+    Pin(image_pin::PinArgs),
+    /// Undo `berth image pin`
+    Unpin(image_pin::PinArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -60,9 +126,23 @@ pub fn main() -> ExitCode {
         }
     };
     match &cli.command {
+        Command::Agent(a) => agent::run(cli.config.as_deref(), a),
+        Command::Apply(a) => apply::run(cli.config.as_deref(), a),
+        Command::Plan(a) => plan::run(cli.config.as_deref(), a),
+        Command::Status(a) => status::run(cli.config.as_deref(), a),
+        Command::Events(a) => events::run(cli.config.as_deref(), a),
+        Command::Doctor(a) => doctor::run(cli.config.as_deref(), a),
         Command::Validate(args) => validate::run(args, cli.config.as_deref()),
         Command::Schema(args) => schema::run(args),
         Command::Completions(args) => completions::run(args),
         Command::Version(args) => version::run(args),
+        Command::Logs(args) => logs::run(cli.config.as_deref(), args),
+        Command::Exec(args) => exec::run(cli.config.as_deref(), args),
+        Command::Pull(a) => pull::run(cli.config.as_deref(), a),
+        Command::Images(a) => images::run(cli.config.as_deref(), a),
+        Command::Image(ImageCommand::Import(a)) => image_import::run(cli.config.as_deref(), a),
+        Command::Image(ImageCommand::Pin(a)) => image_pin::run(cli.config.as_deref(), a, true),
+        Command::Image(ImageCommand::Unpin(a)) => image_pin::run(cli.config.as_deref(), a, false),
+        Command::Prune(a) => prune::run(cli.config.as_deref(), a),
     }
 }

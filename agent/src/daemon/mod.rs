@@ -7,7 +7,6 @@
 mod apply;
 pub mod clock;
 mod exec;
-pub mod lock;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -20,7 +19,7 @@ use crate::api::server::{ApiRequest, ApplyOptions};
 use crate::events::EventLog;
 use crate::layout::Layout;
 use crate::metrics::{Metrics, StateLabel};
-use crate::reconcile::backend::{ActionError, Backend};
+use crate::reconcile::backend::{ActionError, Backend, Keep};
 use crate::reconcile::desired::{LastValid, Scan, SpecSource};
 use crate::reconcile::model::{Failure, ObservedContainer};
 use crate::reconcile::plan::{Action, Plan};
@@ -94,6 +93,7 @@ impl Reconciler {
         config: Config,
         backend: Arc<dyn Backend>,
         source: Box<dyn SpecSource>,
+        metrics: Arc<Metrics>,
         tx: mpsc::UnboundedSender<Event>,
     ) -> Result<Self, ActionError> {
         let layout = Layout::new(&config);
@@ -123,7 +123,7 @@ impl Reconciler {
             tx,
             statuses,
             events: Arc::new(EventLog::default()),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             semaphore: Arc::new(Semaphore::new(MAX_PARALLEL)),
             waiters: Vec::new(),
             resync_running: false,
@@ -250,15 +250,25 @@ impl Reconciler {
         self.resync_running = true;
         let backend = self.backend.clone();
         let tx = self.tx.clone();
-        let live: Vec<_> = self
-            .observed
-            .containers
-            .iter()
-            .map(|(n, o)| (n.clone(), o.id.clone()))
-            .collect();
+        let keep = Keep {
+            containers: self
+                .observed
+                .containers
+                .iter()
+                .map(|(n, o)| (n.clone(), o.id.clone()))
+                .collect(),
+            images: self
+                .desired
+                .specs
+                .values()
+                .filter_map(|e| e.spec.as_ref())
+                .map(|d| d.spec.image.clone())
+                .collect(),
+            digests: Vec::new(),
+        };
         tokio::task::spawn_blocking(move || {
             let result = backend
-                .resync(&live)
+                .resync(&keep)
                 .and_then(|_| backend.observe())
                 .map(Box::new);
             let _ = tx.send(Event::Resynced(result));
@@ -352,26 +362,7 @@ impl Reconciler {
     }
 
     fn plan_view(&self) -> PlanView {
-        let p = plan(&self.desired, &self.planning_view(), clock::now());
-        PlanView {
-            actions: p
-                .actions
-                .iter()
-                .map(|a| PlannedAction {
-                    action: action_kind(a).into(),
-                    container: a.container().map(str::to_string),
-                    description: a.to_string(),
-                })
-                .collect(),
-            waiting: p
-                .waiting
-                .iter()
-                .map(|(name, w)| WaitingView {
-                    container: name.clone(),
-                    reason: w.to_string(),
-                })
-                .collect(),
-        }
+        plan_view(&plan(&self.desired, &self.planning_view(), clock::now()))
     }
 
     /// Answers the apply requests whose condition holds; returns the answered results.
@@ -402,6 +393,29 @@ impl Reconciler {
     }
 }
 
+/// A plan as `berth plan` shows it.
+pub fn plan_view(p: &Plan) -> PlanView {
+    PlanView {
+        actions: p
+            .actions
+            .iter()
+            .map(|a| PlannedAction {
+                action: action_kind(a).into(),
+                container: a.container().map(str::to_string),
+                description: a.to_string(),
+            })
+            .collect(),
+        waiting: p
+            .waiting
+            .iter()
+            .map(|(name, w)| WaitingView {
+                container: name.clone(),
+                reason: w.to_string(),
+            })
+            .collect(),
+    }
+}
+
 pub fn action_kind(a: &Action) -> &'static str {
     match a {
         Action::Pull { .. } => "pull",
@@ -420,11 +434,12 @@ pub async fn run_agent(
     config: Config,
     backend: Arc<dyn Backend>,
     source: Box<dyn SpecSource>,
+    metrics: Arc<Metrics>,
     mut specs_changed: mpsc::Receiver<()>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut r = Reconciler::start(config, backend, source, tx.clone()).await?;
+    let mut r = Reconciler::start(config, backend, source, metrics, tx.clone()).await?;
     let (req_tx, mut req_rx) = mpsc::channel(16);
     let api_state = crate::api::server::ApiState {
         statuses: r.statuses(),
@@ -494,10 +509,11 @@ pub async fn run_once(
     config: Config,
     backend: Arc<dyn Backend>,
     source: Box<dyn SpecSource>,
+    metrics: Arc<Metrics>,
     options: ApplyOptions,
 ) -> anyhow::Result<ApplyResult> {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut r = Reconciler::start(config, backend, source, tx).await?;
+    let mut r = Reconciler::start(config, backend, source, metrics, tx).await?;
     let (reply, mut answer) = tokio::sync::oneshot::channel();
     r.add_waiter(Waiter::new(options, reply));
     r.pass();

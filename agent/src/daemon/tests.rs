@@ -168,8 +168,11 @@ impl Backend for Fake {
     fn watch_exits(&self, tx: mpsc::UnboundedSender<String>) {
         self.0.lock().unwrap().exits = Some(tx);
     }
-    fn resync(&self, _live: &[(String, IncarnationId)]) -> Result<(), ActionError> {
+    fn resync(&self, _keep: &crate::reconcile::backend::Keep) -> Result<(), ActionError> {
         Ok(())
+    }
+    fn scan_imports(&self) -> Vec<String> {
+        Vec::new()
     }
 }
 
@@ -222,6 +225,7 @@ async fn once_pulls_creates_and_reports_converged() {
         config(dir.path()),
         Arc::new(fake.clone()),
         Box::new(source),
+        Arc::new(Metrics::new()),
         once(true),
     )
     .await
@@ -258,6 +262,7 @@ async fn dependencies_start_in_order() {
         config(dir.path()),
         Arc::new(fake.clone()),
         Box::new(source),
+        Arc::new(Metrics::new()),
         once(true),
     )
     .await
@@ -282,6 +287,7 @@ async fn permanent_pull_failure_is_reported_not_waited_for() {
         config(dir.path()),
         Arc::new(fake.clone()),
         Box::new(source),
+        Arc::new(Metrics::new()),
         once(true),
     )
     .await
@@ -316,6 +322,7 @@ async fn transient_failure_times_out_with_wait() {
         config(dir.path()),
         Arc::new(fake.clone()),
         Box::new(source),
+        Arc::new(Metrics::new()),
         opts,
     )
     .await
@@ -333,6 +340,7 @@ async fn transient_failure_times_out_with_wait() {
         config(dir.path()),
         Arc::new(fake.clone()),
         Box::new(source),
+        Arc::new(Metrics::new()),
         once(false),
     )
     .await
@@ -355,6 +363,7 @@ async fn agent_follows_specs_and_restarts_exited_containers() {
         cfg,
         Arc::new(fake.clone()),
         Box::new(source.clone()),
+        Arc::new(Metrics::new()),
         specs_rx,
         async move {
             let _ = stop_rx.await;
@@ -411,8 +420,19 @@ async fn agent_follows_specs_and_restarts_exited_containers() {
     // Deleting a spec prunes its container; statuses no longer list it.
     source.set(vec![spec("b")]);
     specs_tx.send(()).await.unwrap();
-    wait_for("a pruned", Box::new(|s| s.len() == 1 && s[0].name == "b")).await;
-    assert!(fake.log().contains(&"remove a".to_string()));
+    wait_for(
+        "a gone from status",
+        Box::new(|s| s.len() == 1 && s[0].name == "b"),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !fake.log().contains(&"remove a".to_string()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a was never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     // An unreadable source prunes nothing.
     fake.0.lock().unwrap().log.clear();

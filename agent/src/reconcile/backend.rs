@@ -82,7 +82,21 @@ pub trait Backend: Send + Sync + 'static {
     /// Sends a container's name whenever one of its processes exits. Called once.
     fn watch_exits(&self, tx: mpsc::UnboundedSender<String>);
 
-    /// Periodic repair: restore drifted network pieces, remove orphans of this instance.
-    /// `live` names every container that should keep its kernel objects.
-    fn resync(&self, live: &[(String, IncarnationId)]) -> Result<(), ActionError>;
+    /// Periodic repair: restore drifted network pieces, remove orphans of this instance,
+    /// collect unused images.
+    fn resync(&self, keep: &Keep) -> Result<(), ActionError>;
+
+    /// Imports archives dropped in the import dir; one line per archive, for the event log.
+    fn scan_imports(&self) -> Vec<String>;
+}
+
+/// What a resync must leave alone.
+#[derive(Debug, Clone, Default)]
+pub struct Keep {
+    /// Every container that should keep its kernel objects.
+    pub containers: Vec<(String, IncarnationId)>,
+    /// Images the specs name.
+    pub images: Vec<ImageSource>,
+    /// Image digests to keep for rollback.
+    pub digests: Vec<String>,
 }

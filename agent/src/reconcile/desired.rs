@@ -30,6 +30,8 @@ pub trait SpecSource: Send {
 pub struct LastValid {
     dir: PathBuf,
     specs: BTreeMap<String, DesiredSpec>,
+    /// Read-only users (`berth plan`, `berth status` without an agent) change nothing on disk.
+    persist: bool,
 }
 
 impl LastValid {
@@ -51,7 +53,19 @@ impl LastValid {
                 }
             }
         }
-        LastValid { dir, specs }
+        LastValid {
+            dir,
+            specs,
+            persist: true,
+        }
+    }
+
+    /// As [`LastValid::load`], for a reader that must not write.
+    pub fn load_read_only(layout: &Layout) -> Self {
+        LastValid {
+            persist: false,
+            ..Self::load(layout)
+        }
     }
 
     /// The desired set for a scan; persists specs that changed.
@@ -93,6 +107,11 @@ impl LastValid {
     }
 
     fn persist(&mut self, name: &str, spec: &ContainerSpec) {
+        if !self.persist {
+            self.specs
+                .insert(name.to_string(), DesiredSpec::new(spec.clone()));
+            return;
+        }
         let dir = self.dir.join(name);
         let result = std::fs::create_dir_all(&dir)
             .and_then(|_| fsutil::atomic_write_json(&dir.join("spec.json"), spec));
@@ -102,6 +121,19 @@ impl LastValid {
         }
         self.specs
             .insert(name.to_string(), DesiredSpec::new(spec.clone()));
+    }
+
+    /// Each known container's `depends_on` names.
+    pub fn dependencies(&self) -> BTreeMap<String, Vec<String>> {
+        self.specs
+            .iter()
+            .map(|(n, d)| {
+                (
+                    n.clone(),
+                    d.spec.depends_on.iter().map(|x| x.name.clone()).collect(),
+                )
+            })
+            .collect()
     }
 
     /// Forgets a pruned container's spec.

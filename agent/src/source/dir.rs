@@ -9,6 +9,7 @@ use berth_spec::SpecDefaults;
 
 use super::load::{self, SpecError};
 use super::perms::TrustedOwners;
+use super::watch::SpecWatcher;
 use crate::reconcile::desired::{Scan, SpecSource};
 
 pub struct DirSource {
@@ -16,6 +17,7 @@ pub struct DirSource {
     defaults: SpecDefaults,
     trusted: TrustedOwners,
     settle: Duration,
+    watcher: Option<SpecWatcher>,
 }
 
 impl DirSource {
@@ -30,7 +32,15 @@ impl DirSource {
             defaults,
             trusted,
             settle,
+            watcher: None,
         }
+    }
+
+    /// Keeps `watcher`'s inotify watches following the dir (created late, swapped) at every
+    /// scan.
+    pub fn with_watcher(mut self, watcher: SpecWatcher) -> Self {
+        self.watcher = Some(watcher);
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -49,6 +59,9 @@ impl DirSource {
 
 impl SpecSource for DirSource {
     fn scan(&mut self) -> Scan {
+        if let Some(w) = &mut self.watcher {
+            w.refresh();
+        }
         let set = match load::load_dir_with(&self.dir, &self.defaults) {
             Ok(set) => set,
             Err(e) => {

@@ -1,0 +1,43 @@
+//! `berth image import FILE`: imports an OCI layout (dir or tar) or a `docker save` archive,
+//! verified as a pull is, and pins what it imported.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::exit;
+use super::store_ctx::{self, fail};
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// An OCI image layout directory, a tar of one, or a `docker save` tar
+    pub path: PathBuf,
+    /// Print the imported records as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(config: Option<&Path>, args: &ImportArgs) -> ExitCode {
+    store_ctx::init_logging();
+    let cfg = match store_ctx::config(config) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let (store, _lock) = match store_ctx::writable(&cfg) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let records = match store.import_records(&args.path, None) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&records).expect("json"));
+    } else {
+        for r in &records {
+            println!("{}: imported {}", r.reference, r.digest);
+        }
+    }
+    ExitCode::from(exit::SUCCESS)
+}

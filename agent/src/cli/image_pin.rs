@@ -1,0 +1,57 @@
+//! `berth image pin REF` / `berth image unpin REF`: an operator's pin keeps an image from GC.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use berth_spec::ImageSource;
+use clap::Args;
+
+use crate::store::PIN_OPERATOR;
+
+use super::exit;
+use super::store_ctx::{self, fail};
+
+#[derive(Debug, Args)]
+pub struct PinArgs {
+    /// The image as listed by `berth images` (a reference, or an oci:/oci-archive: source)
+    pub reference: String,
+}
+
+pub fn run(config: Option<&Path>, args: &PinArgs, pin: bool) -> ExitCode {
+    let source = match ImageSource::parse(&args.reference) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    let cfg = match store_ctx::config(config) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let (store, _lock) = match store_ctx::writable(&cfg) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let result = if pin {
+        store.pin(&source, PIN_OPERATOR)
+    } else {
+        store.unpin(&source, PIN_OPERATOR)
+    };
+    match result {
+        Ok(r) => {
+            let pins: Vec<&str> = r.pins.iter().map(String::as_str).collect();
+            println!(
+                "{}: pins: {}",
+                r.reference,
+                if pins.is_empty() {
+                    "none".to_string()
+                } else {
+                    pins.join(",")
+                }
+            );
+            ExitCode::from(exit::SUCCESS)
+        }
+        Err(e) => fail(e),
+    }
+}

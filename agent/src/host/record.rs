@@ -1,0 +1,120 @@
+//! The record of a container's current incarnation: `containers/<name>/incarnation.json`.
+//!
+//! Written before anything of the incarnation exists (phase `creating`) and updated once it
+//! runs (`created`), so that after a crash at any step the agent knows which kernel objects to
+//! look for and whether the incarnation was complete. It carries what the planner needs to
+//! decide (recreate hash, image digest) and what restarts need across agent restarts
+//! (restart count, crash streak, when it last started on the boot clock).
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use berth_spec::model::{NetworkMode, PortMapping};
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil;
+use crate::layout::Layout;
+use crate::names::IncarnationId;
+use crate::reconcile::Millis;
+
+pub const RECORD_VERSION: u32 = 1;
+pub const FILE: &str = "incarnation.json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Pieces may exist; the incarnation never completed. Removed at start.
+    Creating,
+    /// It ran (or runs) in this or an earlier boot.
+    Created,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub version: u32,
+    pub id: IncarnationId,
+    pub phase: Phase,
+    pub spec_hash: String,
+    pub image: String,
+    pub image_digest: String,
+    pub network: NetworkMode,
+    pub ip: Option<IpAddr>,
+    pub ports: Vec<PortMapping>,
+    pub restarts: u32,
+    pub crash_streak: u32,
+    /// The boot the last start happened in (`/proc/sys/kernel/random/boot_id`).
+    pub boot_id: String,
+    /// When the last start happened, on the boot clock of `boot_id`.
+    pub started_at: Option<Millis>,
+    /// berth stopped it on purpose (`state = "stopped"`): its exit is not a crash.
+    pub stopped_by_us: bool,
+}
+
+impl Record {
+    pub fn path(layout: &Layout, name: &str) -> PathBuf {
+        layout.container_dir(name).join(FILE)
+    }
+
+    pub fn load(layout: &Layout, name: &str) -> std::io::Result<Option<Record>> {
+        let rec: Option<Record> = fsutil::read_json(&Self::path(layout, name))?;
+        match rec {
+            Some(r) if r.version > RECORD_VERSION => Err(std::io::Error::other(format!(
+                "{}: record version {} is newer than this berth's {RECORD_VERSION}",
+                Self::path(layout, name).display(),
+                r.version
+            ))),
+            r => Ok(r),
+        }
+    }
+
+    pub fn save(&self, layout: &Layout, name: &str) -> std::io::Result<()> {
+        let dir = layout.container_dir(name);
+        std::fs::create_dir_all(&dir)?;
+        fsutil::atomic_write_json(&dir.join(FILE), self)
+    }
+
+    pub fn delete(layout: &Layout, name: &str) -> std::io::Result<()> {
+        fsutil::remove_file_if_exists(&Self::path(layout, name))?;
+        fsutil::sync_dir(&layout.container_dir(name)).or_else(ignore_missing)
+    }
+
+    /// Every container name with a record.
+    pub fn names(layout: &Layout) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(layout.containers_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().join(FILE).exists())
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+fn ignore_missing(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+/// This boot's id: a record from another boot describes processes that no longer exist.
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The dir of an incarnation's /etc files (hosts, resolv.conf, hostname), beside its bundle.
+pub fn etc_dir(layout: &Layout, name: &str, id: &IncarnationId) -> PathBuf {
+    layout.container_dir(name).join(format!("{id}.etc"))
+}
+
+pub fn is_etc_dir(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".etc"))
+        .is_some_and(|id| IncarnationId::parse(id).is_some())
+}

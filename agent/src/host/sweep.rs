@@ -1,0 +1,229 @@
+//! Orphans: kernel objects and files of this instance that no record explains, left by a crash
+//! (or by hand). Found by their names, which carry the instance and the incarnation id; another
+//! instance's objects are never touched.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use berth_spec::model::NetworkMode;
+
+use super::Host;
+use super::record::{self, Phase, Record};
+use crate::names::{IncarnationId, Names};
+use crate::network::{ExpectedMode, ExpectedNet};
+use crate::runtime::cgroup::Cgroup;
+
+/// One orphan, as `berth doctor` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Orphan {
+    /// `shim`, `bundle`, `etc`, `cgroup`, `container-dir`.
+    pub kind: &'static str,
+    pub what: String,
+}
+
+impl Host {
+    /// The incarnations records explain.
+    pub(super) fn known(&self) -> BTreeSet<(String, IncarnationId)> {
+        Record::names(&self.layout)
+            .into_iter()
+            .filter_map(|n| {
+                Record::load(&self.layout, &n)
+                    .ok()
+                    .flatten()
+                    .map(|r| (n, r.id))
+            })
+            .collect()
+    }
+
+    /// Lists this instance's runtime orphans (shims, bundles, /etc dirs, cgroups) without
+    /// touching them.
+    pub fn find_orphans(&self) -> Vec<Orphan> {
+        let known = self.known();
+        let mut out = Vec::new();
+        for (name, id) in self.shim_keys() {
+            if !known.contains(&(name.clone(), id.clone())) {
+                out.push(Orphan {
+                    kind: "shim",
+                    what: Names::container_key(&name, &id),
+                });
+            }
+        }
+        for entry in std::fs::read_dir(self.layout.containers_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let dir = entry.path();
+            let has_record = known.iter().any(|(n, _)| *n == name);
+            if !has_record && !dir.join("spec.json").exists() && !dir.join(record::FILE).exists() {
+                out.push(Orphan {
+                    kind: "container-dir",
+                    what: dir.display().to_string(),
+                });
+                continue;
+            }
+            for sub in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let p = sub.path();
+                let file = sub.file_name().to_string_lossy().into_owned();
+                let (kind, id) = if record::is_etc_dir(&p) {
+                    ("etc", file.trim_end_matches(".etc").to_string())
+                } else if IncarnationId::parse(&file).is_some() && p.is_dir() {
+                    ("bundle", file.clone())
+                } else {
+                    continue;
+                };
+                let id = IncarnationId::parse(&id).expect("checked above");
+                if !known.contains(&(name.clone(), id)) {
+                    out.push(Orphan {
+                        kind,
+                        what: p.display().to_string(),
+                    });
+                }
+            }
+        }
+        for cg in self.cgroup_keys() {
+            if let Some((name, id)) = Names::parse_container_key(&cg)
+                && !known.contains(&(name.to_string(), id))
+            {
+                out.push(Orphan {
+                    kind: "cgroup",
+                    what: format!("{}/{cg}", self.config.instance),
+                });
+            }
+        }
+        out
+    }
+
+    /// Removes every runtime orphan and the network's. Keeps going past failures.
+    pub(super) fn sweep(&self) -> Vec<Orphan> {
+        let orphans = self.find_orphans();
+        for o in &orphans {
+            tracing::info!("removing orphan {}: {}", o.kind, o.what);
+            let result = match o.kind {
+                "shim" | "bundle" | "etc" => self.remove_incarnation_by_path(o),
+                "cgroup" => {
+                    let rel = &o.what;
+                    let cg = Cgroup::new(&self.runtime.config().cgroups, rel);
+                    cg.kill_all(Duration::from_secs(10))
+                        .and_then(|_| cg.remove(Duration::from_secs(10)))
+                        .map_err(|e| e.to_string())
+                }
+                "container-dir" => crate::fsutil::remove_dir_all_if_exists(&PathBuf::from(&o.what))
+                    .map_err(|e| e.to_string()),
+                _ => Ok(()),
+            };
+            if let Err(e) = result {
+                tracing::warn!("cannot remove orphan {} {}: {e}", o.kind, o.what);
+            }
+        }
+        let known: Vec<_> = self.known().into_iter().collect();
+        if let Err(e) = self.network.sweep_orphans(&known) {
+            tracing::warn!("network orphans: {e}");
+        }
+        self.runtime.prune_cgroups();
+        orphans
+    }
+
+    fn remove_incarnation_by_path(&self, o: &Orphan) -> Result<(), String> {
+        let (name, id) = match o.kind {
+            "shim" => {
+                let (n, id) = Names::parse_container_key(&o.what).ok_or("bad shim name")?;
+                (n.to_string(), id)
+            }
+            _ => {
+                let p = PathBuf::from(&o.what);
+                let file = p.file_name().and_then(|f| f.to_str()).ok_or("bad path")?;
+                let id = IncarnationId::parse(file.trim_end_matches(".etc")).ok_or("bad id")?;
+                let name = p
+                    .parent()
+                    .and_then(|d| d.file_name())
+                    .and_then(|f| f.to_str())
+                    .ok_or("bad path")?;
+                (name.to_string(), id)
+            }
+        };
+        let stop = self
+            .runtime
+            .stop(&name, &id, Some(libc::SIGKILL), Duration::from_secs(5));
+        let removed = self.runtime.remove(&name, &id, false);
+        let etc =
+            crate::fsutil::remove_dir_all_if_exists(&record::etc_dir(&self.layout, &name, &id));
+        stop.map(|_| ()).map_err(|e| e.to_string())?;
+        removed.map_err(|e| e.to_string())?;
+        etc.map_err(|e| e.to_string())
+    }
+
+    fn shim_keys(&self) -> Vec<(String, IncarnationId)> {
+        std::fs::read_dir(self.layout.shims_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let key = e.file_name().to_string_lossy().into_owned();
+                Names::parse_container_key(&key).map(|(n, id)| (n.to_string(), id))
+            })
+            .collect()
+    }
+
+    /// `<name>-<id>` leaves under this instance's cgroup parent, in any hierarchy.
+    fn cgroup_keys(&self) -> BTreeSet<String> {
+        let parent = Cgroup::new(&self.runtime.config().cgroups, &self.config.instance);
+        let mut keys = BTreeSet::new();
+        for dir in parent.dirs() {
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let key = e.file_name().to_string_lossy().into_owned();
+                if e.path().is_dir() && Names::parse_container_key(&key).is_some() {
+                    keys.insert(key);
+                }
+            }
+        }
+        keys
+    }
+
+    /// What each live container's network should be, for the network's repair.
+    pub(super) fn expected_networks(&self, live: &[(String, IncarnationId)]) -> Vec<ExpectedNet> {
+        live.iter()
+            .filter_map(|(name, id)| {
+                let rec = Record::load(&self.layout, name).ok().flatten()?;
+                if rec.id != *id
+                    || rec.phase != Phase::Created
+                    || rec.network != NetworkMode::Bridge
+                {
+                    return None;
+                }
+                let running = matches!(
+                    self.runtime
+                        .inspect(name, id)
+                        .ok()
+                        .flatten()
+                        .map(|c| c.status),
+                    Some(crate::runtime::Status::Running | crate::runtime::Status::Paused)
+                );
+                // A stopped container keeps its address but not its ports.
+                let ports = if running && !rec.stopped_by_us {
+                    rec.ports.clone()
+                } else {
+                    Vec::new()
+                };
+                Some(ExpectedNet {
+                    name: name.clone(),
+                    id: id.clone(),
+                    mode: ExpectedMode::Bridge { ip: rec.ip?, ports },
+                })
+            })
+            .collect()
+    }
+
+    /// Layer dirs stacked by containers that exist: GC must keep them.
+    pub(super) fn live_layer_dirs(&self) -> Vec<PathBuf> {
+        self.known()
+            .iter()
+            .filter_map(|(name, id)| self.runtime.read_config(name, id).ok())
+            .flat_map(|c| c.layers)
+            .collect()
+    }
+}

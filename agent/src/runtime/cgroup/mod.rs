@@ -1,0 +1,258 @@
+//! cgroups, v1 and v2, behind one type: a container's cgroup at `<instance>/<name>-<id>` under
+//! an injectable root, so that tests can point the v2 driver at a fixture tree.
+//!
+//! The mode is detected at run time ([`CgroupMode::detect`]): a cgroup2 mount at /sys/fs/cgroup
+//! means v2, anything else means v1 controllers under `/sys/fs/cgroup/<controller>`.
+
+mod v1;
+mod v2;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use berth_spec::model::Resources;
+use serde::{Deserialize, Serialize};
+
+use super::devices::DeviceRule;
+use super::error::{Result, RuntimeError};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CgroupMode {
+    /// One hierarchy per controller, each at `root/<controller>`.
+    V1 { root: PathBuf },
+    /// The unified hierarchy mounted at `root`.
+    V2 { root: PathBuf },
+}
+
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+impl CgroupMode {
+    /// v2 when /sys/fs/cgroup is a cgroup2 mount, else v1.
+    pub fn detect() -> Self {
+        let root = PathBuf::from("/sys/fs/cgroup");
+        // f_type's integer type differs between architectures.
+        #[allow(clippy::unnecessary_cast)]
+        match rustix::fs::statfs(&root) {
+            Ok(s) if s.f_type as i64 == CGROUP2_SUPER_MAGIC => CgroupMode::V2 { root },
+            _ => CgroupMode::V1 { root },
+        }
+    }
+}
+
+/// One cgroup, `rel` below the root of every hierarchy the mode uses.
+#[derive(Debug, Clone)]
+pub struct Cgroup {
+    mode: CgroupMode,
+    rel: String,
+}
+
+/// Device access policy of a container's cgroup.
+#[derive(Debug, Clone, Copy)]
+pub enum DevicePolicy<'a> {
+    /// Only these nodes.
+    Allow(&'a [DeviceRule]),
+    /// Everything (privileged).
+    All,
+}
+
+impl Cgroup {
+    pub fn new(mode: &CgroupMode, rel: &str) -> Self {
+        Cgroup {
+            mode: mode.clone(),
+            rel: rel.to_string(),
+        }
+    }
+
+    pub fn rel(&self) -> &str {
+        &self.rel
+    }
+
+    /// The directories that make up this cgroup (one per v1 controller, one for v2).
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        match &self.mode {
+            CgroupMode::V1 { root } => v1::hierarchies(root)
+                .into_iter()
+                .map(|h| h.join(&self.rel))
+                .collect(),
+            CgroupMode::V2 { root } => vec![root.join(&self.rel)],
+        }
+    }
+
+    /// The dir whose `cgroup.procs` lists every process of the cgroup.
+    fn procs_dir(&self) -> PathBuf {
+        match &self.mode {
+            CgroupMode::V1 { root } => v1::freezer_dir(root).join(&self.rel),
+            CgroupMode::V2 { root } => root.join(&self.rel),
+        }
+    }
+
+    pub fn exists(&self) -> bool {
+        self.procs_dir().is_dir()
+    }
+
+    pub fn create(&self) -> Result<()> {
+        match &self.mode {
+            CgroupMode::V1 { root } => v1::create(root, &self.rel),
+            CgroupMode::V2 { root } => v2::create(root, &self.rel),
+        }
+    }
+
+    pub fn apply(&self, r: &Resources) -> Result<()> {
+        match &self.mode {
+            CgroupMode::V1 { root } => v1::apply(root, &self.rel, r),
+            CgroupMode::V2 { root } => v2::apply(&root.join(&self.rel), r),
+        }
+    }
+
+    pub fn set_devices(&self, policy: DevicePolicy<'_>) -> Result<()> {
+        match &self.mode {
+            CgroupMode::V1 { root } => {
+                v1::set_devices(&v1::devices_dir(root).join(&self.rel), policy)
+            }
+            CgroupMode::V2 { root } => v2::set_devices(&root.join(&self.rel), policy),
+        }
+    }
+
+    /// Moves process `pid` into this cgroup in every hierarchy.
+    pub fn add_pid(&self, pid: i32) -> Result<()> {
+        for d in self.dirs() {
+            write(&d.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    pub fn pids(&self) -> Vec<i32> {
+        read_pids(&self.procs_dir())
+    }
+
+    pub fn freeze(&self, timeout: Duration) -> Result<()> {
+        match &self.mode {
+            CgroupMode::V1 { root } => v1::freeze(&v1::freezer_dir(root).join(&self.rel), timeout),
+            CgroupMode::V2 { root } => v2::freeze(&root.join(&self.rel), true, timeout),
+        }
+    }
+
+    pub fn thaw(&self, timeout: Duration) -> Result<()> {
+        match &self.mode {
+            CgroupMode::V1 { root } => v1::thaw(&v1::freezer_dir(root).join(&self.rel), timeout),
+            CgroupMode::V2 { root } => v2::freeze(&root.join(&self.rel), false, timeout),
+        }
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        match &self.mode {
+            CgroupMode::V1 { root } => v1::is_frozen(&v1::freezer_dir(root).join(&self.rel)),
+            CgroupMode::V2 { root } => v2::is_frozen(&root.join(&self.rel)),
+        }
+    }
+
+    /// SIGKILLs every process in the cgroup, so that nothing forked escapes, and waits until
+    /// the cgroup is empty.
+    pub fn kill_all(&self, timeout: Duration) -> Result<()> {
+        if !self.exists() {
+            return Ok(());
+        }
+        let killed = match &self.mode {
+            CgroupMode::V2 { root } => v2::kill(&root.join(&self.rel))?,
+            CgroupMode::V1 { .. } => false,
+        };
+        if !killed {
+            // v1 (or a v2 kernel before cgroup.kill): freeze so nothing forks while we kill.
+            let _ = self.freeze(timeout);
+            for pid in self.pids() {
+                // SAFETY: kill with plain integers.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            self.thaw(timeout)?;
+        }
+        wait_until(timeout, &format!("cgroup {} to empty", self.rel), || {
+            self.pids().is_empty()
+        })
+    }
+
+    /// OOM kills counted in this cgroup so far.
+    pub fn oom_kills(&self) -> u64 {
+        match &self.mode {
+            CgroupMode::V1 { root } => v1::oom_kills(&root.join("memory").join(&self.rel)),
+            CgroupMode::V2 { root } => v2::oom_kills(&root.join(&self.rel)),
+        }
+    }
+
+    /// Removes the cgroup dirs (retrying while the last processes leave); missing is fine.
+    pub fn remove(&self, timeout: Duration) -> Result<()> {
+        for d in self.dirs() {
+            remove_dir(&d, timeout)?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn remove_dir(d: &Path, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match std::fs::remove_dir(d) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => {
+                return Err(RuntimeError::Cgroup {
+                    path: d.to_path_buf(),
+                    reason: format!("cannot remove: {e}"),
+                });
+            }
+        }
+    }
+}
+
+pub(crate) fn write(path: &Path, value: &str) -> Result<()> {
+    std::fs::write(path, value).map_err(|e| RuntimeError::Cgroup {
+        path: path.to_path_buf(),
+        reason: format!("cannot write {value:?}: {e}"),
+    })
+}
+
+pub(crate) fn read_pids(dir: &Path) -> Vec<i32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Reads `key N` from a flat keyed file such as memory.events.
+pub(crate) fn keyed_value(path: &Path, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// Polls `done` until it holds or `timeout` passes; cgroup state changes have no event on v1.
+pub(crate) fn wait_until(
+    timeout: Duration,
+    what: &str,
+    mut done: impl FnMut() -> bool,
+) -> Result<()> {
+    let start = Instant::now();
+    let mut pause = Duration::from_micros(200);
+    loop {
+        if done() {
+            return Ok(());
+        }
+        if start.elapsed() >= timeout {
+            return Err(RuntimeError::Timeout {
+                what: what.to_string(),
+                secs: timeout.as_secs_f64(),
+            });
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(10));
+    }
+}
+
+#[cfg(test)]
+mod tests;

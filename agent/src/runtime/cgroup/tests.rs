@@ -1,0 +1,166 @@
+//! Driver tests: v2 resource files against a fixture tree, v1 and v2 freeze/kill for real.
+
+use std::process::{Child, Command};
+
+use super::*;
+
+fn fixture_v2() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("cgroup.controllers"),
+        "cpuset cpu io memory pids\n",
+    )
+    .unwrap();
+    std::fs::write(d.path().join("cgroup.subtree_control"), "").unwrap();
+    d
+}
+
+#[test]
+fn v2_writes_resource_files() {
+    let root = fixture_v2();
+    let mode = CgroupMode::V2 {
+        root: root.path().to_path_buf(),
+    };
+    let cg = Cgroup::new(&mode, "inst/web-0123456789ab");
+    cg.create().unwrap();
+    let leaf = root.path().join("inst/web-0123456789ab");
+    assert!(leaf.is_dir());
+    let enabled = std::fs::read_to_string(root.path().join("cgroup.subtree_control")).unwrap();
+    assert_eq!(enabled, "+memory +cpu +pids");
+    for f in ["memory.max", "cpu.max", "pids.max", "memory.swap.max"] {
+        std::fs::write(leaf.join(f), "").unwrap();
+    }
+    let r = Resources {
+        memory: Some(64 << 20),
+        millicpus: Some(1500),
+        pids: Some(100),
+    };
+    cg.apply(&r).unwrap();
+    let read = |f: &str| std::fs::read_to_string(leaf.join(f)).unwrap();
+    assert_eq!(read("memory.max"), (64u64 << 20).to_string());
+    assert_eq!(read("memory.swap.max"), "0");
+    assert_eq!(read("cpu.max"), "150000 100000");
+    assert_eq!(read("pids.max"), "100");
+    cg.apply(&Resources::default()).unwrap();
+    assert_eq!(read("memory.max"), "max");
+    assert_eq!(read("cpu.max"), "max 100000");
+    assert_eq!(read("pids.max"), "max");
+    std::fs::write(
+        leaf.join("memory.events"),
+        "low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\n",
+    )
+    .unwrap();
+    assert_eq!(cg.oom_kills(), 2);
+}
+
+#[test]
+fn v2_missing_controller_is_an_error_naming_the_file() {
+    let root = fixture_v2();
+    let mode = CgroupMode::V2 {
+        root: root.path().to_path_buf(),
+    };
+    let cg = Cgroup::new(&mode, "inst/x-0123456789ab");
+    cg.create().unwrap();
+    let e = cg
+        .apply(&Resources {
+            memory: Some(1 << 20),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("memory.max"), "{e}");
+}
+
+struct Sleeper(Child);
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Removes a test cgroup and its parent even when the test fails.
+struct CgGuard(Cgroup, Cgroup);
+impl Drop for CgGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill_all(Duration::from_secs(5));
+        let _ = self.0.remove(Duration::from_secs(5));
+        let _ = self.1.remove(Duration::from_secs(5));
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}{:x}", std::process::id() & 0xffffff)
+}
+
+/// Puts a shell into `cg` that then forks two sleepers; checks freeze, thaw, kill of all.
+fn exercise(cg: &Cgroup) {
+    use std::io::Write;
+    let mut child = Sleeper(
+        Command::new("/bin/sh")
+            .args(["-c", "read x; sleep 60 & sleep 60 & wait"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    cg.add_pid(child.0.id() as i32).unwrap();
+    // Fork only once the shell is inside, so the sleepers are born there.
+    child.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    wait_until(Duration::from_secs(5), "children", || cg.pids().len() == 3).unwrap();
+    cg.freeze(Duration::from_secs(5)).unwrap();
+    assert!(cg.is_frozen());
+    cg.thaw(Duration::from_secs(5)).unwrap();
+    assert!(!cg.is_frozen());
+    cg.kill_all(Duration::from_secs(5)).unwrap();
+    assert!(cg.pids().is_empty());
+    drop(child);
+    cg.remove(Duration::from_secs(5)).unwrap();
+    assert!(!cg.exists());
+}
+
+#[test]
+fn v1_freeze_kill_remove_for_real() {
+    let mode = CgroupMode::V1 {
+        root: "/sys/fs/cgroup".into(),
+    };
+    if !Path::new("/sys/fs/cgroup/freezer").is_dir() {
+        panic!("this host has no v1 freezer");
+    }
+    let parent = unique("t1cg");
+    let cg = Cgroup::new(&mode, &format!("{parent}/c-0123456789ab"));
+    let _guard = CgGuard(cg.clone(), Cgroup::new(&mode, &parent));
+    cg.create().unwrap();
+    cg.apply(&Resources {
+        memory: Some(32 << 20),
+        millicpus: Some(500),
+        pids: Some(50),
+    })
+    .unwrap();
+    let read = |c: &str, f: &str| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{c}/{}/{f}", cg.rel()))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        read("memory", "memory.limit_in_bytes"),
+        (32u64 << 20).to_string()
+    );
+    assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000");
+    assert_eq!(read("pids", "pids.max"), "50");
+    exercise(&cg);
+}
+
+#[test]
+fn v2_freeze_kill_remove_for_real_in_unified() {
+    let root = PathBuf::from("/sys/fs/cgroup/unified");
+    if !root.join("cgroup.procs").exists() {
+        panic!("this host has no cgroup2 mount at {}", root.display());
+    }
+    let mode = CgroupMode::V2 { root };
+    let parent = unique("t2cg");
+    let cg = Cgroup::new(&mode, &format!("{parent}/c-0123456789ab"));
+    let _guard = CgGuard(cg.clone(), Cgroup::new(&mode, &parent));
+    cg.create().unwrap();
+    exercise(&cg);
+}

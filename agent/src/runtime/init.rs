@@ -1,0 +1,75 @@
+//! `init = true`: a tiny reaper as the container's pid 1. It forks the payload, forwards the
+//! signals it receives to it, reaps every zombie reparented to it, and exits with the payload's
+//! status (128 + signal when the payload was killed), as tini does.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use super::launch::LaunchError;
+
+static CHILD: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int) {
+    let child = CHILD.load(Ordering::Relaxed);
+    if child > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(child, sig) };
+    }
+}
+
+/// Forks: returns in the child, which goes on to exec the payload; the parent stays pid 1 and
+/// never returns.
+pub fn become_reaper(error_pipe: &OwnedFd) -> Result<(), LaunchError> {
+    // SAFETY: the process is single-threaded here (the shim's cloned child).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(LaunchError::Setup(format!(
+            "fork init: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    if pid == 0 {
+        return Ok(());
+    }
+    CHILD.store(pid, Ordering::Relaxed);
+    // The payload's exec closes its copy of the error pipe; ours must not keep it open.
+    // SAFETY: closing an fd this process owns; the OwnedFd is never used again here.
+    unsafe { libc::close(error_pipe.as_raw_fd()) };
+    for sig in 1..32 {
+        if matches!(sig, libc::SIGKILL | libc::SIGSTOP | libc::SIGCHLD) {
+            continue;
+        }
+        // SAFETY: installs a handler that only calls kill.
+        unsafe { libc::signal(sig, forward as *const () as libc::sighandler_t) };
+    }
+    // The reaper needs no privilege: drop every capability.
+    let _ = super::caps::drop_bounding(super::caps::CapSet(0));
+    let none = super::caps::CapSets {
+        bounding: super::caps::CapSet(0),
+        effective: super::caps::CapSet(0),
+        permitted: super::caps::CapSet(0),
+        inheritable: super::caps::CapSet(0),
+        ambient: super::caps::CapSet(0),
+    };
+    let _ = super::caps::set_process_caps(&none);
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    loop {
+        let mut status = 0;
+        // SAFETY: waits for any child, writing into a local.
+        let r = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if r == pid {
+            let code = if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                128 + libc::WTERMSIG(status)
+            };
+            // SAFETY: ends pid 1; the kernel then kills the rest of the namespace.
+            unsafe { libc::_exit(code) };
+        }
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) {
+            // SAFETY: as above.
+            unsafe { libc::_exit(125) };
+        }
+    }
+}

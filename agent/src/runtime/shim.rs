@@ -1,0 +1,375 @@
+//! The shim: one small single-threaded supervisor per running container (binary `berth-shim`).
+//!
+//! `berth-shim start <shim_dir>`: forks away from the caller (which reaps the short-lived
+//! parent), starts a session, moves into `<instance>/_shims` outside the agent's cgroup, becomes
+//! subreaper, holds the published host ports, makes the container's cgroup, clones the
+//! container's init into new namespaces, reports one [`Report`] line on stdout, then relays the
+//! container's stdout/stderr into the CRI log until the init exits, records [`ExitRecord`]
+//! atomically, removes the cgroup and exits.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::cgroup::{Cgroup, DevicePolicy};
+use super::config::{Bundle, ContainerConfig, MountSource, NetNs, STATE_VERSION};
+use super::container::{ChildFds, child_main};
+use super::devices::{DevKind, DeviceRule, parse_access};
+use super::logs::{LineSplitter, LogWriter, Stream};
+use super::state::{ExitRecord, Report, ShimDir, ShimState, write_json, write_json_volatile};
+use super::{ports, sys};
+
+/// Entry point of the `berth-shim` binary; returns the process exit code.
+pub fn main(args: &[String]) -> i32 {
+    match args {
+        [_, cmd, dir] if cmd == "start" => start(Path::new(dir)),
+        _ => {
+            eprintln!("usage: berth-shim start <shim-dir>");
+            2
+        }
+    }
+}
+
+fn report(r: &Report) {
+    let mut line = serde_json::to_vec(r).unwrap_or_default();
+    line.push(b'\n');
+    let _ = sys::write_all(1, &line);
+}
+
+fn fail(msg: String) -> i32 {
+    eprintln!("berth-shim: {msg}");
+    report(&Report::Failed {
+        version: STATE_VERSION,
+        error: msg,
+    });
+    1
+}
+
+fn start(dir: &Path) -> i32 {
+    sys::mark("shim-start");
+    let shim = ShimDir::new(dir);
+    let req = match shim.read_request() {
+        Ok(Some(r)) => r,
+        Ok(None) => return fail(format!("{}: missing", shim.request().display())),
+        Err(e) => return fail(e.to_string()),
+    };
+    let bundle = Bundle::at(&req.bundle);
+    let cfg: ContainerConfig = match crate::fsutil::read_json(&bundle.config()) {
+        Ok(Some(c)) => c,
+        Ok(None) => return fail(format!("{}: missing", bundle.config().display())),
+        Err(e) => return fail(e.to_string()),
+    };
+    let held_ports = match ports::hold(&cfg.host_ports) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    // The container's cgroup is made before any migration starts: a migration holds the cgroup
+    // mutex through its RCU grace period, which would stall every mkdir and write here.
+    let cg = Cgroup::new(&req.cgroup_mode, &req.cgroup);
+    if let Err(e) = setup_cgroup(&cg, &cfg) {
+        let _ = cg.remove(Duration::from_secs(1));
+        return fail(e);
+    }
+    sys::mark("shim-cgroup-made");
+    // Fork: the caller reaps this short-lived parent and the supervisor is adopted by init (or
+    // the agent's subreaper), so no agent ever has to reap shims. A forked child also maps only
+    // the file pages it touches from here on, which halves the shim's resident memory.
+    // SAFETY: the shim is single-threaded.
+    match unsafe { libc::fork() } {
+        -1 => return fail(format!("fork: {}", std::io::Error::last_os_error())),
+        0 => {}
+        child => {
+            // The parent moves the supervisor out of the caller's cgroup into
+            // `<instance>/_shims`. The first v1 migration in a while waits for an RCU grace
+            // period (milliseconds here); started now, it elapses while the supervisor clones
+            // and the child builds its rootfs, and the container's own migration finds it done.
+            let shims = Cgroup::new(&req.cgroup_mode, &req.shim_cgroup);
+            if let Err(e) = shims.create().and_then(|()| shims.add_pid(child)) {
+                eprintln!("berth-shim: the supervisor stays in the caller's cgroup: {e}");
+            }
+            return 0;
+        }
+    }
+    // SAFETY: setsid, umask and signal take no pointers.
+    unsafe {
+        libc::setsid();
+        libc::umask(0o022);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        // At shutdown every process gets SIGTERM: the shim outlives its container's exit to
+        // record it (the container's child resets all of these before exec).
+        libc::signal(libc::SIGTERM, libc::SIG_IGN);
+    }
+    let _ = std::env::set_current_dir("/");
+    match supervise(&shim, &bundle, &cfg, &cg, held_ports) {
+        Ok(code) => code,
+        Err(msg) => {
+            let _ = cg.kill_all(Duration::from_secs(5));
+            let _ = cg.remove(Duration::from_secs(5));
+            fail(msg)
+        }
+    }
+}
+
+fn setup_cgroup(cg: &Cgroup, cfg: &ContainerConfig) -> Result<(), String> {
+    cg.create().map_err(|e| e.to_string())?;
+    cg.apply(&cfg.resources).map_err(|e| e.to_string())?;
+    let rules = device_rules(cfg)?;
+    let policy = if cfg.security.privileged {
+        DevicePolicy::All
+    } else {
+        DevicePolicy::Allow(&rules)
+    };
+    cg.set_devices(policy).map_err(|e| e.to_string())
+}
+
+fn device_rules(cfg: &ContainerConfig) -> Result<Vec<DeviceRule>, String> {
+    cfg.devices
+        .iter()
+        .map(|d| {
+            let m = std::fs::metadata(&d.host)
+                .map_err(|e| format!("device {}: {e}", d.host.display()))?;
+            let kind = if m.file_type().is_block_device() {
+                DevKind::Block
+            } else if m.file_type().is_char_device() {
+                DevKind::Char
+            } else {
+                return Err(format!("{} is not a device node", d.host.display()));
+            };
+            Ok(DeviceRule {
+                kind,
+                major: Some(rustix::fs::major(m.rdev())),
+                minor: Some(rustix::fs::minor(m.rdev())),
+                // The node is made with mknod while the child may already be in its cgroup.
+                access: parse_access(&d.permissions) | super::devices::ACC_MKNOD,
+            })
+        })
+        .collect()
+}
+
+/// Starts the container in `cg` and relays until it exits.
+fn supervise(
+    shim: &ShimDir,
+    bundle: &Bundle,
+    cfg: &ContainerConfig,
+    cg: &Cgroup,
+    held_ports: Vec<OwnedFd>,
+) -> Result<i32, String> {
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let oom_before = cg.oom_kills();
+
+    for m in &cfg.mounts {
+        if let MountSource::Volume(dir) = &m.source {
+            std::fs::create_dir_all(dir).map_err(|e| format!("volume {}: {e}", dir.display()))?;
+        }
+    }
+    let mut log = LogWriter::open(&bundle.log_file(), cfg.logging)
+        .map_err(|e| format!("{}: {e}", bundle.log_file().display()))?;
+
+    let pipe = |what: &str| sys::pipe().map_err(|e| format!("{what} pipe: {e}"));
+    let (out_r, out_w) = pipe("stdout")?;
+    let (err_r, err_w) = pipe("stderr")?;
+    let (go_r, go_w) = pipe("sync")?;
+    let (fail_r, fail_w) = pipe("error")?;
+    let stdin = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    let netns = match &cfg.netns {
+        NetNs::Path(p) => Some(OwnedFd::from(
+            std::fs::File::open(p).map_err(|e| format!("netns {}: {e}", p.display()))?,
+        )),
+        _ => None,
+    };
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    if cfg.netns == NetNs::None {
+        flags |= libc::CLONE_NEWNET;
+    }
+    let undo = |cg: &Cgroup| {
+        let _ = cg.kill_all(Duration::from_secs(5));
+        let _ = cg.remove(Duration::from_secs(5));
+    };
+    sys::mark("shim-clone");
+    let child = match sys::clone_fork(flags) {
+        Err(e) => {
+            undo(cg);
+            return Err(format!("clone: {e}"));
+        }
+        Ok(None) => {
+            drop((out_r, err_r, go_w, fail_r));
+            child_main(
+                cfg,
+                bundle,
+                ChildFds {
+                    go: go_r,
+                    error: fail_w,
+                    stdout: out_w,
+                    stderr: err_w,
+                    stdin: stdin.into(),
+                    netns,
+                },
+            )
+        }
+        Ok(Some(pid)) => pid,
+    };
+    drop((out_w, err_w, go_r, fail_w, stdin, netns));
+    let started_at = SystemTime::now();
+    // The child builds its rootfs while we move it into its cgroup (should the RCU grace period
+    // of the first migration still be running, the mounts use that time). It waits for the
+    // second byte before its cgroup namespace and exec.
+    let go = sys::write_all(go_w.as_raw_fd(), b"1").map_err(|e| format!("start container: {e}"));
+    let placed = go.and_then(|()| cg.add_pid(child).map_err(|e| e.to_string()));
+    let _ = sys::write_all(go_w.as_raw_fd(), if placed.is_ok() { b"2" } else { b"x" });
+    drop(go_w);
+    sys::mark("shim-placed");
+    let result = sys::read_to_end(&fail_r);
+    let launch_error = match (placed, result) {
+        (Err(e), _) => Some(e),
+        (Ok(()), Ok(b)) if b.is_empty() => None,
+        (Ok(()), Ok(b)) => Some(
+            super::launch::LaunchError::decode(&String::from_utf8_lossy(&b))
+                .message()
+                .to_string(),
+        ),
+        (Ok(()), Err(e)) => Some(format!("read start result: {e}")),
+    };
+    if let Some(e) = launch_error {
+        // SAFETY: kill and waitpid on our own child.
+        unsafe {
+            libc::kill(child, libc::SIGKILL);
+            libc::waitpid(child, std::ptr::null_mut(), 0);
+        }
+        undo(cg);
+        return Err(e);
+    }
+    sys::mark("shim-exec-seen");
+    let pidfd = sys::pidfd_open(child).map_err(|e| format!("pidfd_open: {e}"))?;
+    let state = ShimState {
+        version: STATE_VERSION,
+        shim_pid: me,
+        shim_start: sys::proc_stat(me).map(|s| s.0).unwrap_or(0),
+        pid: child,
+        pid_start: sys::proc_stat(child).map(|s| s.0).unwrap_or(0),
+        started_at,
+    };
+    write_json_volatile(&shim.state(), &state).map_err(|e| e.to_string())?;
+    sys::mark("shim-report");
+    report(&Report::Started {
+        version: STATE_VERSION,
+        state: state.clone(),
+    });
+    // Nothing more goes to the caller: let it see EOF.
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = sys::dup2(null.as_raw_fd(), 1);
+    }
+
+    let status = relay(&mut log, out_r, err_r, &pidfd, child);
+    let finished_at = SystemTime::now();
+    let oom = cg.oom_kills() > oom_before;
+    undo(cg);
+    drop(held_ports);
+    let (code, signal) = if libc::WIFEXITED(status) {
+        (Some(libc::WEXITSTATUS(status)), None)
+    } else {
+        (None, Some(libc::WTERMSIG(status)))
+    };
+    let exit = ExitRecord {
+        version: STATE_VERSION,
+        code,
+        signal,
+        oom,
+        started_at,
+        finished_at,
+    };
+    write_json(&shim.exit(), &exit).map_err(|e| e.to_string())?;
+    Ok(0)
+}
+
+/// Copies the container's output into the log until its init exits; returns its wait status.
+fn relay(log: &mut LogWriter, out: OwnedFd, err: OwnedFd, pidfd: &OwnedFd, child: i32) -> i32 {
+    let mut streams = [
+        (Some(out), LineSplitter::new(Stream::Stdout)),
+        (Some(err), LineSplitter::new(Stream::Stderr)),
+    ];
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut status = None;
+    let mut drain_deadline: Option<Instant> = None;
+    loop {
+        if status.is_some() {
+            let open = streams.iter().any(|(fd, _)| fd.is_some());
+            if !open || drain_deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+        }
+        let mut pfds: Vec<libc::pollfd> = streams
+            .iter()
+            .map(|(fd, _)| libc::pollfd {
+                fd: fd.as_ref().map_or(-1, |f| f.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        pfds.push(libc::pollfd {
+            fd: if status.is_none() {
+                pidfd.as_raw_fd()
+            } else {
+                -1
+            },
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        let timeout = if status.is_some() { 100 } else { -1 };
+        // SAFETY: a live array of pollfds.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
+        if n < 0 {
+            continue;
+        }
+        for (i, (fd, splitter)) in streams.iter_mut().enumerate() {
+            if pfds[i].revents == 0 {
+                continue;
+            }
+            let Some(f) = fd else { continue };
+            // SAFETY: reads into a live buffer.
+            let r = unsafe { libc::read(f.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            let now = SystemTime::now();
+            if r > 0 {
+                let _ = splitter.feed(&buf[..r as usize], log, now);
+            } else if r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)
+            {
+                let _ = splitter.finish(log, now);
+                *fd = None;
+            }
+        }
+        if pfds[2].revents != 0 && status.is_none() {
+            let mut st = 0;
+            // SAFETY: waits for our own child, which has exited (the pidfd is readable).
+            let r = unsafe { libc::waitpid(child, &mut st, 0) };
+            if r == child {
+                status = Some(st);
+                drain_deadline = Some(Instant::now() + Duration::from_secs(2));
+            }
+        }
+        // Reap anything reparented to us (we are subreaper), the init included if it just went.
+        loop {
+            let mut st = 0;
+            // SAFETY: a non-blocking wait writing into a local.
+            let r = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+            if r <= 0 {
+                break;
+            }
+            if r == child && status.is_none() {
+                status = Some(st);
+                drain_deadline = Some(Instant::now() + Duration::from_secs(2));
+            }
+        }
+    }
+    let now = SystemTime::now();
+    for (_, s) in streams.iter_mut() {
+        let _ = s.finish(log, now);
+    }
+    status.unwrap_or(0)
+}

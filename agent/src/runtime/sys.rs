@@ -1,0 +1,255 @@
+//! Thin wrappers over the syscalls the runtime needs and no crate offers in this shape.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+/// `clone` with fork semantics (no new stack, SIGCHLD on exit) plus namespace `flags`: the
+/// child returns `Ok(None)` and is pid 1 of a new pid namespace when CLONE_NEWPID is set.
+///
+/// Only safe in a single-threaded process (the shim, or a child forked for exec).
+pub fn clone_fork(flags: libc::c_int) -> io::Result<Option<i32>> {
+    // SAFETY: without CLONE_VM the child gets a copy of the address space, as with fork; every
+    // argument after the flags is zero, so the per-arch argument order does not matter.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    match r {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        pid => Ok(Some(pid as i32)),
+    }
+}
+
+pub fn cstr(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "string has a NUL"))
+}
+
+pub fn path_cstr(p: &Path) -> io::Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path has a NUL"))
+}
+
+/// A pipe whose both ends close on exec.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both fds are fresh and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: writes from a live slice.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        buf = &buf[n as usize..];
+    }
+    Ok(())
+}
+
+/// Reads until EOF.
+pub fn read_to_end(fd: &impl AsRawFd) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        // SAFETY: reads into a live buffer.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf[..n as usize]);
+    }
+}
+
+pub fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
+    // SAFETY: dup2 on integers; `to` is replaced atomically.
+    if unsafe { libc::dup2(from, to) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Marks every fd from `first` up close-on-exec.
+pub fn cloexec_from(first: u32) {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 4;
+    // SAFETY: close_range with CLOEXEC only sets flags.
+    unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+}
+
+/// `(start time in clock ticks since boot, state char)` of a process, from `/proc/<pid>/stat`.
+pub fn proc_stat(pid: i32) -> Option<(u64, char)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&s)
+}
+
+/// Splits at the last `)`: the command name may contain anything.
+pub fn parse_stat(s: &str) -> Option<(u64, char)> {
+    let rest = &s[s.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // After the name: state is field 3 (index 0 here), starttime field 22 (index 19).
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((start, state))
+}
+
+/// Whether `pid` is a live (not zombie) process started at `start`.
+pub fn alive(pid: i32, start: u64) -> bool {
+    matches!(proc_stat(pid), Some((s, st)) if s == start && st != 'Z' && st != 'X')
+}
+
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes integers and returns a new fd.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
+pub fn pidfd_signal(pidfd: &impl AsRawFd, sig: i32) -> io::Result<()> {
+    // SAFETY: integers and a null siginfo.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Waits up to `timeout_ms` (-1: forever) for `fd` to become readable.
+pub fn poll_readable(fd: &impl AsRawFd, timeout_ms: i32) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one live pollfd.
+        let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        return Ok(r > 0);
+    }
+}
+
+/// Reaps `pid` if it is our child and has exited; ECHILD (not ours) is fine.
+pub fn try_reap(pid: i32) {
+    let mut status = 0;
+    // SAFETY: waitpid on a specific pid with WNOHANG.
+    unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+}
+
+pub fn errno_of(e: &io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// Restores every signal to its default action and unblocks all: the shim ignores some, and an
+/// ignored disposition would survive exec into the payload.
+pub fn reset_signals() {
+    // The raw syscall: libc's wrappers refuse the signals it reserves for itself (32, 33), which
+    // the shim may have inherited as ignored.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: [u32; 2],
+    }
+    let dfl = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: [0; 2],
+    };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction reads one kernel sigaction we own; SIG_DFL runs no code.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &dfl as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            )
+        };
+    }
+    // SAFETY: an empty set, written into a local, then applied.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Start-path timing for benchmarks: with `BERTH_SHIM_TIMING` set in the shim's environment,
+/// prints `timing <label> <monotonic µs>` to its stderr (the shim log).
+pub fn mark(label: &str) {
+    if std::env::var_os("BERTH_SHIM_TIMING").is_some() {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec we own.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+        eprintln!(
+            "timing {label} {}",
+            t.tv_sec as u64 * 1_000_000 + t.tv_nsec as u64 / 1000
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_hostile_names() {
+        let line = "42 (a) b (c)) S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 98765 100 1";
+        assert_eq!(parse_stat(line), Some((98765, 'S')));
+        let me = proc_stat(std::process::id() as i32).unwrap();
+        assert!(alive(std::process::id() as i32, me.0));
+        assert!(!alive(std::process::id() as i32, me.0 + 1));
+    }
+}

@@ -1,0 +1,561 @@
+//! Pulling an image: resolve the reference to this host's manifest, check limits and free
+//! space, fetch the config, then stream the missing layers (several at once) into the store,
+//! and only then write the index record that makes the image visible.
+
+use std::fs::{self, OpenOptions};
+use std::io::Read;
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use berth_spec::ImageReference;
+
+use crate::image::ResolvedImage;
+use crate::registry::manifest::{Compression, ImageManifest, Manifest};
+use crate::registry::platform::{self, Platform};
+use crate::registry::{BlobReader, RegistryClient, RegistryError};
+
+use super::error::StoreError;
+use super::image_config;
+use super::index::{ImageRecord, LayerRecord, LayerRef, now_secs};
+use super::layer::{self, LayerSpec, Meter};
+use super::partial::{PartialSource, Tee, prepare_partial};
+use super::{Store, digest_hex};
+
+/// The largest image config berth reads.
+const MAX_CONFIG_SIZE: u64 = 16 << 20;
+
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    /// Layers fetched and unpacked at once.
+    pub concurrency: usize,
+    /// Fetch and verify the blobs into `blobs/`, without unpacking (pre-staging, benchmarks).
+    pub download_only: bool,
+    /// The platform to resolve an index for; this host's by default.
+    pub platform: Option<Platform>,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            concurrency: 4,
+            download_only: false,
+            platform: None,
+        }
+    }
+}
+
+/// What a pull reports as it goes (for progress bars and metrics).
+#[derive(Debug, Clone)]
+pub enum PullEvent<'a> {
+    Resolved {
+        image: &'a str,
+        digest: &'a str,
+        manifest_digest: &'a str,
+        platform: &'a Platform,
+        /// (blob digest, compressed size, already in the store)
+        layers: &'a [(String, u64, bool)],
+    },
+    LayerStarted {
+        digest: &'a str,
+        size: u64,
+        /// Bytes already on disk from an interrupted pull.
+        resumed_from: u64,
+    },
+    /// Compressed bytes received from the network.
+    Bytes {
+        digest: &'a str,
+        n: u64,
+    },
+    LayerDone {
+        digest: &'a str,
+    },
+    Retry {
+        what: &'a str,
+        attempt: u32,
+        wait: Duration,
+        error: &'a str,
+    },
+}
+
+pub type Progress<'a> = &'a (dyn Fn(&PullEvent<'_>) + Sync);
+
+/// A progress sink that ignores everything.
+pub fn no_progress(_: &PullEvent<'_>) {}
+
+struct Job<'a> {
+    layer: &'a LayerRef,
+}
+
+impl Store {
+    /// Pulls `image` into the store and returns it ready to run. Blocking: on tokio, call it
+    /// from `spawn_blocking`.
+    pub fn pull(
+        &self,
+        client: &RegistryClient,
+        image: &ImageReference,
+        opts: &PullOptions,
+        progress: Progress<'_>,
+    ) -> Result<ResolvedImage, StoreError> {
+        let name = image.to_string();
+        let limits = &self.inner.limits;
+        let hook = |e: &RegistryError, attempt: u32, wait: Duration| {
+            progress(&PullEvent::Retry {
+                what: &name,
+                attempt,
+                wait,
+                error: &e.to_string(),
+            })
+        };
+        let reg = |source| StoreError::Registry {
+            image: name.clone(),
+            source,
+        };
+        let top = client
+            .fetch_manifest(image, image.reference(), limits.max_manifest_size, &hook)
+            .map_err(reg)?;
+        let want = opts.platform.clone().unwrap_or_else(Platform::host);
+        let parse = |bytes: &[u8], ct: Option<&str>| {
+            Manifest::parse(bytes, ct).map_err(|source| StoreError::Manifest {
+                image: name.clone(),
+                source,
+            })
+        };
+        let (manifest, manifest_bytes, manifest_digest) =
+            match parse(&top.bytes, top.content_type.as_deref())? {
+                Manifest::Image(m) => (m, top.bytes.clone(), top.digest.clone()),
+                Manifest::Index(idx) => {
+                    let desc = select_platform(&name, &want, &idx.manifests)?;
+                    check_digest(&name, &desc.digest)?;
+                    let sub = client
+                        .fetch_manifest(image, &desc.digest, limits.max_manifest_size, &hook)
+                        .map_err(reg)?;
+                    if sub.bytes.len() as u64 != desc.size {
+                        return Err(StoreError::BlobSize {
+                            image: name.clone(),
+                            blob: desc.digest.clone(),
+                            expected: desc.size,
+                            actual: sub.bytes.len().to_string(),
+                        });
+                    }
+                    match parse(&sub.bytes, sub.content_type.as_deref())? {
+                        Manifest::Image(m) => (m, sub.bytes, sub.digest),
+                        Manifest::Index(_) => {
+                            return Err(StoreError::Invalid {
+                                image: name.clone(),
+                                reason: format!("index entry {} is itself an index", desc.digest),
+                            });
+                        }
+                    }
+                }
+            };
+        self.check_manifest(&name, &manifest)?;
+        let config_bytes = client
+            .fetch_small_blob(
+                image,
+                &manifest.config.digest,
+                manifest.config.size,
+                MAX_CONFIG_SIZE,
+                &hook,
+            )
+            .map_err(reg)?;
+        let parsed = image_config::parse(&config_bytes).map_err(|reason| StoreError::Config {
+            image: name.clone(),
+            reason,
+        })?;
+        if parsed.diff_ids.len() != manifest.layers.len() {
+            return Err(StoreError::Config {
+                image: name.clone(),
+                reason: format!(
+                    "{} diff ids for {} layers",
+                    parsed.diff_ids.len(),
+                    manifest.layers.len()
+                ),
+            });
+        }
+        if platform::score(&want, &parsed.platform).is_none() {
+            return Err(StoreError::NoPlatform {
+                image: name.clone(),
+                wanted: want.to_string(),
+                offered: parsed.platform.to_string(),
+            });
+        }
+        let layers: Vec<LayerRef> = manifest
+            .layers
+            .iter()
+            .zip(&parsed.diff_ids)
+            .map(|(d, diff)| LayerRef {
+                digest: d.digest.clone(),
+                diff_id: diff.clone(),
+                size: d.size,
+                media_type: d.media_type.clone(),
+            })
+            .collect();
+
+        let _active = self.activate(&layers);
+        let summary: Vec<(String, u64, bool)> = layers
+            .iter()
+            .map(|l| {
+                (
+                    l.digest.clone(),
+                    l.size,
+                    self.has_layer(l, opts.download_only),
+                )
+            })
+            .collect();
+        progress(&PullEvent::Resolved {
+            image: &name,
+            digest: &top.digest,
+            manifest_digest: &manifest_digest,
+            platform: &parsed.platform,
+            layers: &summary,
+        });
+        let missing: Vec<&LayerRef> = layers
+            .iter()
+            .zip(&summary)
+            .filter(|(_, s)| !s.2)
+            .map(|(l, _)| l)
+            .collect();
+        self.check_space(&name, &missing, opts.download_only)?;
+
+        let jobs: Vec<Job<'_>> = missing.into_iter().map(|layer| Job { layer }).collect();
+        let unpacked = self.run_jobs(client, image, &name, &jobs, opts, progress)?;
+
+        self.put_blob(&manifest_digest, &manifest_bytes)?;
+        if top.digest != manifest_digest {
+            self.put_blob(&top.digest, &top.bytes)?;
+        }
+        self.put_blob(&manifest.config.digest, &config_bytes)?;
+        let unpacked_size = layers
+            .iter()
+            .map(|l| {
+                unpacked
+                    .iter()
+                    .find(|(d, _)| d == &l.diff_id)
+                    .map(|(_, s)| *s)
+                    .or_else(|| self.layer_size(&l.diff_id))
+                    .unwrap_or(0)
+            })
+            .sum();
+        let now = now_secs();
+        let previous = self
+            .inner
+            .index
+            .get(&name)
+            .map_err(|e| StoreError::io(self.inner.index.record_path(&name), e))?;
+        let record = ImageRecord {
+            reference: name.clone(),
+            digest: top.digest.clone(),
+            manifest_digest,
+            config_digest: manifest.config.digest.clone(),
+            platform: parsed.platform.clone(),
+            size: layers.iter().map(|l| l.size).sum(),
+            unpacked_size,
+            layers,
+            config: parsed.config,
+            pins: previous.map(|p| p.pins).unwrap_or_default(),
+            pulled_at: now,
+            last_used: now,
+        };
+        if opts.download_only {
+            // Nothing is runnable yet: no record, so `resolve` does not offer it.
+            return Ok(self.resolved(&record));
+        }
+        let _g = self.inner.records.lock().expect("records");
+        self.inner
+            .index
+            .put(&record)
+            .map_err(|e| StoreError::io(self.inner.index.record_path(&name), e))?;
+        Ok(self.resolved(&record))
+    }
+
+    fn check_manifest(&self, name: &str, m: &ImageManifest) -> Result<(), StoreError> {
+        let limits = &self.inner.limits;
+        if m.layers.len() > limits.max_layers as usize {
+            return Err(StoreError::Limit {
+                image: name.to_string(),
+                what: format!("{} layers", m.layers.len()),
+                limit: limits.max_layers.into(),
+                setting: "max_layers",
+            });
+        }
+        check_digest(name, &m.config.digest)?;
+        for l in &m.layers {
+            check_digest(name, &l.digest)?;
+        }
+        Ok(())
+    }
+
+    fn has_layer(&self, l: &LayerRef, download_only: bool) -> bool {
+        if download_only {
+            self.blob_path(&l.digest).exists()
+        } else {
+            self.layer_dir(&l.diff_id).exists()
+        }
+    }
+
+    /// Fails early when the missing layers cannot fit: a compressed layer needs its blob while
+    /// it streams plus (typically) two to three times its size unpacked.
+    fn check_space(
+        &self,
+        name: &str,
+        missing: &[&LayerRef],
+        download_only: bool,
+    ) -> Result<(), StoreError> {
+        let needed: u64 = missing
+            .iter()
+            .map(|l| {
+                let factor = match (download_only, Compression::of_media_type(&l.media_type)) {
+                    (true, _) => 1,
+                    (false, Some(Compression::None)) => 2,
+                    _ => 3,
+                };
+                l.size.saturating_mul(factor)
+            })
+            .sum();
+        let dir = self.inner.layout.state_dir.clone();
+        let available = super::space::available(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        let min_free = self.inner.limits.min_free;
+        if !super::space::fits(needed, available, min_free) {
+            return Err(StoreError::NoSpace {
+                image: name.to_string(),
+                path: dir,
+                needed,
+                available,
+                min_free,
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs the layer jobs on up to `concurrency` threads; the first failure cancels the rest.
+    /// Returns (diff id, unpacked size) for each layer done.
+    fn run_jobs(
+        &self,
+        client: &RegistryClient,
+        image: &ImageReference,
+        name: &str,
+        jobs: &[Job<'_>],
+        opts: &PullOptions,
+        progress: Progress<'_>,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let cancel = AtomicBool::new(false);
+        let next = AtomicUsize::new(0);
+        let results: Mutex<Vec<(usize, Result<u64, StoreError>)>> = Mutex::new(Vec::new());
+        let workers = opts.concurrency.clamp(1, 16).min(jobs.len());
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| {
+                    loop {
+                        if cancel.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(job) = jobs.get(i) else { break };
+                        let r = self
+                            .fetch_layer(client, image, name, job.layer, opts, progress, &cancel);
+                        if r.is_err() {
+                            cancel.store(true, Ordering::Relaxed);
+                        }
+                        results.lock().expect("results").push((i, r));
+                    }
+                });
+            }
+        });
+        let mut results = results.into_inner().expect("results");
+        results.sort_by_key(|(i, _)| *i);
+        let mut done = Vec::new();
+        let mut first_err = None;
+        for (i, r) in results {
+            match r {
+                Ok(size) => done.push((jobs[i].layer.diff_id.clone(), size)),
+                // A cancelled layer only echoes the failure that cancelled it.
+                Err(StoreError::Cancelled { .. }) => {}
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None if cancel.load(Ordering::Relaxed) => Err(StoreError::Cancelled {
+                image: name.to_string(),
+            }),
+            None => Ok(done),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fetch_layer(
+        &self,
+        client: &RegistryClient,
+        image: &ImageReference,
+        name: &str,
+        l: &LayerRef,
+        opts: &PullOptions,
+        progress: Progress<'_>,
+        cancel: &AtomicBool,
+    ) -> Result<u64, StoreError> {
+        let dest = self.layer_dir(&l.diff_id);
+        let key = if opts.download_only {
+            &l.digest
+        } else {
+            &l.diff_id
+        };
+        // One download per layer in this process: a second pull of it waits, then finds it.
+        let lock = self.inflight(key);
+        let _guard = lock.lock().expect("inflight");
+        if self.has_layer(l, opts.download_only) {
+            progress(&PullEvent::LayerDone { digest: &l.digest });
+            return Ok(self.layer_size(&l.diff_id).unwrap_or(0));
+        }
+        let partial = self.partial_path(&l.digest);
+        let spec = LayerSpec {
+            image: name,
+            digest: &l.digest,
+            size: l.size,
+            diff_id: &l.diff_id,
+            max_unpacked: self.inner.limits.max_layer_size,
+        };
+        let hook = |e: &RegistryError, attempt: u32, wait: Duration| {
+            progress(&PullEvent::Retry {
+                what: &l.digest,
+                attempt,
+                wait,
+                error: &e.to_string(),
+            })
+        };
+        let on_bytes = |n: u64| {
+            progress(&PullEvent::Bytes {
+                digest: &l.digest,
+                n,
+            })
+        };
+        let mut fresh_retry_done = false;
+        loop {
+            let resumed =
+                prepare_partial(&partial, l.size).map_err(|e| StoreError::io(&partial, e))?;
+            progress(&PullEvent::LayerStarted {
+                digest: &l.digest,
+                size: l.size,
+                resumed_from: resumed,
+            });
+            let source = PartialSource::open(&partial, resumed)
+                .map_err(|e| StoreError::io(&partial, e))?
+                .then(Tee {
+                    inner: BlobReader::new(client, image, &l.digest, l.size, resumed)
+                        .on_reconnect(&hook),
+                    out: OpenOptions::new()
+                        .append(true)
+                        .open(&partial)
+                        .map_err(|e| StoreError::io(&partial, e))?,
+                    on_bytes: &on_bytes,
+                });
+            let meter = Meter::new(cancel);
+            let result = if opts.download_only {
+                layer::verify_stream(&spec, source, &meter).and_then(|()| {
+                    self.commit_blob(&partial, &l.digest)
+                        .map_err(|e| StoreError::io(&partial, e))
+                })
+            } else {
+                self.unpack_layer_from(&spec, source, &meter, &dest)
+            };
+            match result {
+                Ok(()) => {
+                    let size = meter.unpacked_bytes();
+                    if !opts.download_only {
+                        let _ = fs::remove_file(&partial);
+                        self.inner
+                            .index
+                            .put_layer(&LayerRecord {
+                                diff_id: l.diff_id.clone(),
+                                size,
+                            })
+                            .map_err(|e| StoreError::io(&dest, e))?;
+                    }
+                    progress(&PullEvent::LayerDone { digest: &l.digest });
+                    return Ok(size);
+                }
+                // Bytes kept from an earlier run may be what is wrong: start once from zero.
+                Err(StoreError::BlobDigest { .. }) if resumed > 0 && !fresh_retry_done => {
+                    fresh_retry_done = true;
+                    let _ = fs::remove_file(&partial);
+                }
+                Err(e) => {
+                    // Keep the partial blob only when a later try can resume it.
+                    if !e.is_transient() && !matches!(e, StoreError::Cancelled { .. }) {
+                        let _ = fs::remove_file(&partial);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Unpacks a verified stream into a temp dir and renames it to `dest`.
+    pub(crate) fn unpack_layer_from<R: Read>(
+        &self,
+        spec: &LayerSpec<'_>,
+        source: R,
+        meter: &Meter<'_>,
+        dest: &Path,
+    ) -> Result<(), StoreError> {
+        let layers_dir = self.inner.layout.layers_dir();
+        let hex = digest_hex(spec.diff_id);
+        let tmp = layer::temp_dir(&layers_dir, hex).map_err(|e| StoreError::io(&layers_dir, e))?;
+        let result = layer::unpack_stream(spec, source, &tmp, meter)
+            .and_then(|()| layer::commit(&tmp, dest).map_err(|e| StoreError::io(dest, e)));
+        if result.is_err() {
+            let _ = layer::remove_tree(&tmp);
+        }
+        result
+    }
+}
+
+/// The index entry for `want`, or an error naming what the image offers.
+fn select_platform<'m>(
+    name: &str,
+    want: &Platform,
+    entries: &'m [crate::registry::manifest::Descriptor],
+) -> Result<&'m crate::registry::manifest::Descriptor, StoreError> {
+    let offered: Vec<Option<Platform>> = entries
+        .iter()
+        .map(|d| d.platform.as_ref().map(|p| p.platform()))
+        .collect();
+    let candidates: Vec<Platform> = offered
+        .iter()
+        .map(|p| {
+            p.clone()
+                .unwrap_or_else(|| Platform::new("unknown", "unknown", None))
+        })
+        .collect();
+    match platform::select(want, &candidates) {
+        Some(i) => Ok(&entries[i]),
+        None => {
+            let listed: Vec<String> = offered
+                .iter()
+                .flatten()
+                .filter(|p| p.os != "unknown")
+                .map(|p| p.to_string())
+                .collect();
+            Err(StoreError::NoPlatform {
+                image: name.to_string(),
+                wanted: want.to_string(),
+                offered: if listed.is_empty() {
+                    "no platforms".into()
+                } else {
+                    listed.join(", ")
+                },
+            })
+        }
+    }
+}
+
+/// Digests become file names: only well-formed sha256 ones are accepted.
+pub(crate) fn check_digest(name: &str, d: &str) -> Result<(), StoreError> {
+    berth_spec::reference::validate_digest(d).map_err(|reason| StoreError::Invalid {
+        image: name.to_string(),
+        reason,
+    })
+}

@@ -1,0 +1,149 @@
+//! What the payload sees: its own pid 1, hostname, mounts, env, user, cwd, /dev; no host
+//! processes; a read-only rootfs when asked; an init reaper when asked.
+
+mod support;
+
+use berth_agent::runtime::{EtcFiles, MountSource, MountSpec, Status};
+use berth_spec::model::{User, UserId};
+use support::Env;
+
+#[test]
+fn payload_sees_its_own_world() {
+    let env = Env::new("iso");
+    let hosts = env.dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 localhost\n10.0.0.9 peer\n").unwrap();
+    let data = env.dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("from-host"), "hi").unwrap();
+    let mut c = env.config(
+        "web",
+        "echo pid=$$; echo host=$(hostname); echo uid=$(id -u) gid=$(id -g) groups=$(id -G); \
+         echo cwd=$(pwd); echo foo=$FOO; echo path=$PATH; echo home=$HOME; \
+         echo procs=$(ls /proc | grep -c '^[0-9]'); echo dev=$(ls /dev | tr '\\n' ' '); \
+         echo sigs=$(grep -E '^Sig(Ign|Blk):' /proc/self/status | tr -d '\t' | tr '\n' ' '); \
+         echo layer=$(cat /etc/layer); echo peer=$(grep peer /etc/hosts); \
+         echo bind=$(cat /data/from-host); echo tmpfs=$(stat -f -c %T /scratch); \
+         grep -E ' / | /proc | /sys | /dev | /dev/pts ' /proc/self/mountinfo | awk '{print \"mnt\", $5, $6}'; \
+         echo done",
+    );
+    c.hostname = "box1".into();
+    c.process.env.push("FOO=bar baz".into());
+    c.process.cwd = "/work/dir".into();
+    c.process.user = Some(User {
+        user: UserId::Name("app".into()),
+        group: None,
+    });
+    c.etc = EtcFiles {
+        hosts: Some(hosts.clone()),
+        ..Default::default()
+    };
+    c.mounts = vec![
+        MountSpec {
+            source: MountSource::Bind(data.clone()),
+            target: "/data".into(),
+            read_only: true,
+        },
+        MountSpec {
+            source: MountSource::Tmpfs {
+                size: Some(1 << 20),
+            },
+            target: "/scratch".into(),
+            read_only: false,
+        },
+    ];
+    let started = env.runtime.create(&c).unwrap();
+    assert!(started.pid > 1);
+    let exit = env.wait_exit(&c);
+    assert_eq!(exit.code, Some(0), "stderr: {:?}", env.stderr(&c));
+    let out = env.stdout(&c);
+    let has = |l: &str| assert!(out.iter().any(|o| o == l), "missing {l:?} in {out:#?}");
+    has("pid=1");
+    has("host=box1");
+    has("uid=1000 gid=1000 groups=1000 10");
+    has("cwd=/work/dir");
+    has("foo=bar baz");
+    has("path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    has("home=/home/app");
+    has("dev=fd full mqueue null ptmx pts random shm stderr stdin stdout tty urandom zero");
+    // Nothing the shim ignores or blocks leaks into the payload.
+    has("sigs=SigBlk:0000000000000000 SigIgn:0000000000000000");
+    has("layer=top");
+    has("peer=10.0.0.9 peer");
+    has("bind=hi");
+    has("tmpfs=tmpfs");
+    // Only the shell and the processes of its pipeline: no host process is visible.
+    let procs: usize = out
+        .iter()
+        .find_map(|l| l.strip_prefix("procs="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(procs <= 4, "saw {procs} processes");
+    let mounts: Vec<&String> = out.iter().filter(|l| l.starts_with("mnt ")).collect();
+    for want in [
+        "mnt / rw,",
+        "mnt /proc rw,",
+        "mnt /sys ro,",
+        "mnt /dev rw,",
+        "mnt /dev/pts rw,",
+    ] {
+        assert!(
+            mounts.iter().any(|m| m.starts_with(want)),
+            "no {want:?} in {mounts:?}"
+        );
+    }
+}
+
+#[test]
+fn read_only_rootfs_refuses_writes_but_tmpfs_works() {
+    let env = Env::new("ro");
+    let mut c = env.config(
+        "ro",
+        "touch /x 2>/dev/null && echo wrote-root; touch /dev/shm/y && echo wrote-shm; echo done",
+    );
+    c.security.read_only_rootfs = true;
+    env.runtime.create(&c).unwrap();
+    assert_eq!(env.wait_exit(&c).code, Some(0));
+    let out = env.stdout(&c);
+    assert!(!out.contains(&"wrote-root".to_string()), "{out:?}");
+    assert!(out.contains(&"wrote-shm".to_string()), "{out:?}");
+}
+
+#[test]
+fn init_reaps_and_forwards_signals() {
+    let env = Env::new("init");
+    let mut c = env.config("init", "echo pid=$$; sleep 1000 & wait");
+    c.init = true;
+    env.runtime.create(&c).unwrap();
+    env.wait_line(&c, "pid=2");
+    assert_eq!(env.status(&c), Status::Running);
+    let exit = env
+        .runtime
+        .stop(
+            &c.name,
+            &c.id,
+            Some(libc::SIGTERM),
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap()
+        .unwrap();
+    // The reaper forwarded SIGTERM to the shell, and exits as 128 + 15.
+    assert_eq!(exit.code, Some(143), "{exit:?}");
+}
+
+#[test]
+fn missing_command_fails_create_with_the_reason() {
+    let env = Env::new("nf");
+    let c = berth_agent::runtime::ContainerConfig::minimal(
+        "nf",
+        berth_agent::names::IncarnationId::random(),
+        env.layers.clone(),
+        &["no-such-program"],
+    );
+    let e = env.runtime.create(&c).unwrap_err().to_string();
+    assert!(
+        e.contains("no-such-program") && e.contains("not found"),
+        "{e}"
+    );
+    assert!(env.runtime.observe().unwrap().is_empty());
+}

@@ -1,0 +1,194 @@
+//! Lifecycle for real: stop escalation, restart keeping the upper dir, logs in CRI format with
+//! rotation, published ports held by the shim, and re-adoption by a fresh runtime.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use berth_agent::names::IncarnationId;
+use berth_agent::runtime::{HostPort, Status};
+use berth_spec::model::{Logging, Protocol};
+use support::{Env, wait_for};
+
+#[test]
+fn stop_escalates_to_sigkill_when_sigterm_is_ignored() {
+    let env = Env::new("stop");
+    let c = env.config(
+        "stubborn",
+        "trap '' TERM; echo ready; while true; do sleep 1; done",
+    );
+    env.runtime.create(&c).unwrap();
+    env.wait_line(&c, "ready");
+    let t = Instant::now();
+    let exit = env
+        .runtime
+        .stop(&c.name, &c.id, None, Duration::from_millis(700))
+        .unwrap()
+        .unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(700));
+    assert_eq!(exit.signal, Some(libc::SIGKILL), "{exit:?}");
+    assert!(!exit.oom);
+    assert!(env.runtime.cgroup(&c.name, &c.id).pids().is_empty());
+}
+
+#[test]
+fn stop_uses_the_configured_signal() {
+    let env = Env::new("sig");
+    let mut c = env.config(
+        "polite",
+        "trap 'echo got-usr1; exit 7' USR1; echo ready; while true; do sleep 1; done",
+    );
+    c.stop_signal = libc::SIGUSR1;
+    env.runtime.create(&c).unwrap();
+    env.wait_line(&c, "ready");
+    let exit = env
+        .runtime
+        .stop(&c.name, &c.id, None, Duration::from_secs(10))
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.code, Some(7), "{exit:?}");
+    assert!(env.stdout(&c).contains(&"got-usr1".to_string()));
+}
+
+#[test]
+fn restart_keeps_the_upper_dir_and_a_new_incarnation_starts_fresh() {
+    let env = Env::new("rst");
+    let script = "cat /state 2>/dev/null || echo none; echo kept > /state";
+    let c = env.config("svc", script);
+    env.runtime.create(&c).unwrap();
+    assert_eq!(env.wait_exit(&c).code, Some(0));
+    env.runtime.remove(&c.name, &c.id, true).unwrap();
+    env.runtime.create(&c).unwrap();
+    assert_eq!(env.wait_exit(&c).code, Some(0));
+    assert_eq!(env.stdout(&c), ["none", "kept"]);
+    env.runtime.remove(&c.name, &c.id, false).unwrap();
+    assert!(!env.runtime.bundle(&c.name, &c.id).dir.exists());
+
+    let mut fresh = c.clone();
+    fresh.id = IncarnationId::random();
+    env.runtime.create(&fresh).unwrap();
+    assert_eq!(env.wait_exit(&fresh).code, Some(0));
+    assert_eq!(env.stdout(&fresh), ["none"]);
+}
+
+#[test]
+fn logs_are_cri_lines_rotated_at_the_cap() {
+    let env = Env::new("logs");
+    let mut c = env.config(
+        "chatty",
+        "i=0; while [ $i -lt 400 ]; do echo line-$i; i=$((i+1)); done; echo to-stderr >&2; printf no-newline",
+    );
+    c.logging = Logging {
+        max_size: 4096,
+        max_files: 2,
+    };
+    env.runtime.create(&c).unwrap();
+    assert_eq!(env.wait_exit(&c).code, Some(0));
+    let log = env.runtime.bundle(&c.name, &c.id).log_file();
+    let rotated = |n: u32| berth_agent::runtime::logs::rotated(&log, n);
+    assert!(rotated(1).exists() && rotated(2).exists() && !rotated(3).exists());
+    for f in [log.clone(), rotated(1), rotated(2)] {
+        assert!(std::fs::metadata(&f).unwrap().len() <= 4096);
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let last = text.lines().last().unwrap();
+    let (ts, rest) = last.split_once(' ').unwrap();
+    assert!(berth_agent::runtime::timefmt::parse(ts).is_some(), "{ts}");
+    assert_eq!(rest, "stdout F no-newline");
+    assert!(text.lines().any(|l| l.ends_with(" stderr F to-stderr")));
+    let out = env.stdout(&c);
+    assert_eq!(out.last().unwrap(), "no-newline");
+    assert!(out.contains(&"line-399".to_string()));
+    assert!(
+        !out.contains(&"line-0".to_string()),
+        "the oldest lines should be rotated away"
+    );
+}
+
+#[test]
+fn published_ports_are_held_and_a_taken_port_fails_create() {
+    let env = Env::new("port");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut c = env.config("p", "sleep 1000");
+    c.host_ports = vec![HostPort {
+        ip: Some("127.0.0.1".parse().unwrap()),
+        port,
+        protocol: Protocol::Tcp,
+    }];
+    let e = env.runtime.create(&c).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("host port 127.0.0.1:{port}/tcp is in use")),
+        "{e}"
+    );
+    drop(taken);
+    env.runtime.create(&c).unwrap();
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_err(),
+        "the shim holds it"
+    );
+    env.runtime
+        .stop(&c.name, &c.id, Some(libc::SIGKILL), Duration::from_secs(5))
+        .unwrap();
+    wait_for(Duration::from_secs(5), "the port to be released", || {
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+    });
+}
+
+#[test]
+fn a_fresh_runtime_adopts_running_containers() {
+    let env = Env::new("adopt");
+    let a = env.config("a", "echo a-up; sleep 1000");
+    let b = env.config("b", "echo b-up; sleep 1000");
+    let sa = env.runtime.create(&a).unwrap();
+    let sb = env.runtime.create(&b).unwrap();
+    env.wait_line(&a, "a-up");
+
+    // The agent "restarts": a new runtime object with nothing but the dirs.
+    let fresh = env.fresh_runtime();
+    let seen = fresh.observe().unwrap();
+    assert_eq!(seen.len(), 2);
+    for (o, s) in seen.iter().zip([&sa, &sb]) {
+        assert_eq!(o.status, Status::Running);
+        assert_eq!(o.pid, Some(s.pid));
+        assert_eq!(o.pid_start, Some(s.pid_start));
+        assert_eq!(o.started_at, Some(s.started_at));
+    }
+    // Logs keep flowing to the same files.
+    let watch = fresh.exit_watch(&a.name, &a.id).unwrap();
+    // Kill a's init behind everyone's back: the shim notices and records it.
+    // SAFETY: kill with plain integers, on a process this test started.
+    unsafe { libc::kill(sa.pid, libc::SIGKILL) };
+    let exit = watch.wait(Some(Duration::from_secs(10))).unwrap().unwrap();
+    assert_eq!(exit.signal, Some(libc::SIGKILL));
+    let after = fresh.observe().unwrap();
+    assert_eq!(after[0].status, Status::Exited);
+    assert_eq!(after[1].status, Status::Running);
+    assert_eq!(after[1].pid, Some(sb.pid));
+}
+
+#[test]
+fn exit_watch_wakes_an_async_reactor() {
+    let env = Env::new("async");
+    let c = env.config("w", "sleep 0.3; exit 4");
+    env.runtime.create(&c).unwrap();
+    let watch = env.runtime.exit_watch(&c.name, &c.id).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let exit = rt.block_on(async {
+        // SAFETY: an ExitWatch owns its pidfd and returns that same open fd for its lifetime.
+        let fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(watch, tokio::io::Interest::READABLE)
+        }
+        .map_err(|e| e.to_string())
+        .unwrap();
+        let guard = tokio::time::timeout(Duration::from_secs(20), fd.readable())
+            .await
+            .expect("the exit was not noticed")
+            .unwrap();
+        guard.get_inner().exit_record().unwrap()
+    });
+    assert_eq!(exit.unwrap().code, Some(4));
+}

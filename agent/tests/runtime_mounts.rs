@@ -1,0 +1,208 @@
+//! Mounts and kernel settings the payload depends on: many image layers, /etc files rewritten
+//! in place, named volumes kept across incarnations, passed-through devices, masked and
+//! read-only /proc paths, the container's own ping_group_range (ping itself is in the escape
+//! suite's probe: busybox's ping needs a raw socket), NOFILE, the cgroup namespace,
+//! and where shims and containers sit in the cgroup tree.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use berth_agent::names::IncarnationId;
+use berth_agent::runtime::{DeviceSpec, EtcFiles, MountSource, MountSpec, NetNs};
+use support::{Env, wait_for};
+
+#[test]
+fn a_hundred_and_twenty_layers_with_long_paths_mount() {
+    let env = Env::new("layers");
+    let mut layers = env.layers.clone();
+    let deep = env
+        .dir
+        .path()
+        .join("image/a-rather-long-directory-name-for-layers-of-this-image/sha256");
+    for i in 0..120 {
+        let l = deep.join(format!("{i:064x}"));
+        std::fs::create_dir_all(l.join("layers")).unwrap();
+        std::fs::write(l.join(format!("layers/{i}")), "").unwrap();
+        std::fs::write(l.join("layers/top"), format!("{i}\n")).unwrap();
+        layers.push(l);
+    }
+    let total: usize = layers.iter().map(|l| l.as_os_str().len() + 1).sum();
+    assert!(
+        total > 4096 * 3,
+        "the options would not fit a page: {total} bytes"
+    );
+    let mut c = env.config("many", "ls /layers | wc -l; cat /layers/top");
+    c.layers = layers;
+    env.runtime.create(&c).unwrap();
+    assert_eq!(env.wait_exit(&c).code, Some(0), "{:?}", env.stderr(&c));
+    // 120 numbered files plus `top`, and the top layer's `top` wins.
+    assert_eq!(env.stdout(&c), ["121", "119"]);
+}
+
+#[test]
+fn etc_files_are_bind_mounted_and_in_place_rewrites_show() {
+    let env = Env::new("etc");
+    let gate = env.dir.path().join("gate");
+    std::fs::create_dir(&gate).unwrap();
+    let files: Vec<PathBuf> = ["hostname", "hosts", "resolv.conf"]
+        .iter()
+        .map(|f| env.dir.path().join(f))
+        .collect();
+    std::fs::write(&files[0], "box\n").unwrap();
+    std::fs::write(&files[1], "127.0.0.1 localhost\n").unwrap();
+    std::fs::write(&files[2], "nameserver 10.0.0.1\n").unwrap();
+    let mut c = env.config(
+        "etc",
+        "cat /etc/hostname /etc/resolv.conf; echo waiting; while [ ! -e /gate/go ]; do sleep 0.05; done; cat /etc/hosts",
+    );
+    c.etc = EtcFiles {
+        hostname: Some(files[0].clone()),
+        hosts: Some(files[1].clone()),
+        resolv_conf: Some(files[2].clone()),
+    };
+    c.mounts.push(MountSpec {
+        source: MountSource::Bind(gate.clone()),
+        target: "/gate".into(),
+        read_only: true,
+    });
+    env.runtime.create(&c).unwrap();
+    env.wait_line(&c, "waiting");
+    berth_agent::fsutil::rewrite_in_place(&files[1], b"10.1.2.3 peer\n").unwrap();
+    std::fs::write(gate.join("go"), "").unwrap();
+    assert_eq!(env.wait_exit(&c).code, Some(0));
+    assert_eq!(
+        env.stdout(&c),
+        ["box", "nameserver 10.0.0.1", "waiting", "10.1.2.3 peer"]
+    );
+}
+
+#[test]
+fn named_volumes_are_created_and_outlive_incarnations() {
+    let env = Env::new("vol");
+    let vol = env.runtime.config().layout.volume_dir("data");
+    assert!(!vol.exists());
+    let mount = MountSpec {
+        source: MountSource::Volume(vol.clone()),
+        target: "/var/data".into(),
+        read_only: false,
+    };
+    let mut a = env.config(
+        "v",
+        "cat /var/data/f 2>/dev/null || echo empty; echo kept > /var/data/f",
+    );
+    a.mounts.push(mount.clone());
+    env.runtime.create(&a).unwrap();
+    assert_eq!(env.wait_exit(&a).code, Some(0));
+    assert_eq!(env.stdout(&a), ["empty"]);
+    env.runtime.remove(&a.name, &a.id, false).unwrap();
+    let mut b = a.clone();
+    b.id = IncarnationId::random();
+    env.runtime.create(&b).unwrap();
+    assert_eq!(env.wait_exit(&b).code, Some(0));
+    assert_eq!(env.stdout(&b), ["kept"]);
+    assert!(vol.join("f").exists());
+}
+
+#[test]
+fn passed_through_devices_open_and_others_do_not() {
+    let env = Env::new("dev");
+    let mut c = env.config(
+        "dev",
+        "exec 3</dev/xloop && echo passed-opened; mknod /tmp/other c 1 1 2>/dev/null && echo made; \
+         ls -l /dev/xloop | cut -c1",
+    );
+    c.devices = vec![DeviceSpec {
+        host: "/dev/loop0".into(),
+        container: "/dev/xloop".into(),
+        permissions: "rw".into(),
+    }];
+    env.runtime.create(&c).unwrap();
+    env.wait_exit(&c);
+    assert_eq!(
+        env.stdout(&c),
+        ["passed-opened", "b"],
+        "{:?}",
+        env.stderr(&c)
+    );
+}
+
+#[test]
+fn proc_is_masked_and_net_settings_are_the_containers_own() {
+    let env = Env::new("proc");
+    let host_range = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range").unwrap();
+    let mut hard = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one struct we own.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut hard) };
+    let c = env.config(
+        "proc",
+        "echo keys=$(cat /proc/keys | wc -c) timers=$(cat /proc/timer_list | wc -c); \
+         echo sys=$(sh -c 'echo 1 > /proc/sys/kernel/domainname' 2>&1 | grep -c 'Read-only'); \
+         echo range=$(cat /proc/sys/net/ipv4/ping_group_range | tr '\\t' ' '); \
+         echo nofile=$(ulimit -n); echo cgroup=$(cut -d: -f3 /proc/self/cgroup | sort -u)",
+    );
+    env.runtime.create(&c).unwrap();
+    assert_eq!(env.wait_exit(&c).code, Some(0), "{:?}", env.stderr(&c));
+    let want_nofile = hard.rlim_max.min(1 << 20);
+    assert_eq!(
+        env.stdout(&c),
+        [
+            "keys=0 timers=0".to_string(),
+            "sys=1".to_string(),
+            "range=0 2147483647".to_string(),
+            format!("nofile={want_nofile}"),
+            "cgroup=/".to_string(),
+        ],
+        "{:?}",
+        env.stderr(&c)
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range").unwrap(),
+        host_range,
+        "the host's ping_group_range changed"
+    );
+}
+
+#[test]
+fn host_network_leaves_the_hosts_settings_alone() {
+    let env = Env::new("hnet");
+    let host_range = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range").unwrap();
+    let mut c = env.config("hnet", "cat /proc/sys/net/ipv4/ping_group_range");
+    c.netns = NetNs::Host;
+    env.runtime.create(&c).unwrap();
+    assert_eq!(env.wait_exit(&c).code, Some(0), "{:?}", env.stderr(&c));
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range").unwrap(),
+        host_range
+    );
+}
+
+#[test]
+fn shims_and_containers_live_under_the_instance_not_the_caller() {
+    let env = Env::new("place");
+    let c = env.config("placed", "sleep 1000");
+    let s = env.runtime.create(&c).unwrap();
+    let memory_cgroup = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()))
+            .unwrap()
+    };
+    let inst = env.names.instance().to_string();
+    wait_for(Duration::from_secs(5), "the shim to move", || {
+        memory_cgroup(s.shim_pid) == format!("/{inst}/_shims")
+    });
+    assert_eq!(
+        memory_cgroup(s.pid),
+        format!("/{}", env.names.cgroup(&c.name, &c.id))
+    );
+    assert_ne!(
+        memory_cgroup(s.shim_pid),
+        memory_cgroup(std::process::id() as i32)
+    );
+}
