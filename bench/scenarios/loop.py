@@ -30,6 +30,7 @@ class Events:
 
     def __init__(self, agent):
         self.conn, self.resp = agent.follow_events()
+        self.sock = self.conn.sock
         self.items = []
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._read, daemon=True)
@@ -47,7 +48,7 @@ class Events:
                     continue
                 with self.lock:
                     self.items.append(ev)
-        except (OSError, ValueError):
+        except Exception:  # noqa: BLE001 - the stream ends when `close` shuts the socket
             return
 
     def mark(self):
@@ -60,10 +61,11 @@ class Events:
 
     def close(self):
         try:
-            self.conn.sock.shutdown(2)
+            self.sock.shutdown(2)
         except OSError:
             pass
-        self.conn.close()
+        self.sock.close()
+        self.thread.join(5)
 
 
 def hist(agent):
