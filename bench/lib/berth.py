@@ -209,7 +209,8 @@ class Agent:
             running = {s["name"] for s in self.statuses() if s.get("status") == "running"}
             return names <= running
 
-        wait_for(f"{len(names)} containers of {self.instance} running", ok, timeout, 0.05)
+        # The status of 1000 containers is ~0.5 MB of JSON: poll big sets less often.
+        wait_for(f"{len(names)} containers of {self.instance} running", ok, timeout, 0.05 if len(names) <= 100 else 0.5)
 
     # --- what is left ------------------------------------------------------------------
 

@@ -42,6 +42,14 @@ class Fixtures:
             self._podman = pm
         return self._podman
 
+    def reset(self):
+        """Between scenarios: no peer container outlives the scenario that made it."""
+        if self._podman is not None:
+            self._podman.remove_all()
+        if self._runc is not None:
+            for cid in self._runc.containers():
+                self._runc.delete(cid)
+
     def runc(self):
         if self._runc is None:
             self._runc = peers.Runc(self.scratch, self.tag, self.image().rootfs, self.cleanup)
