@@ -99,7 +99,7 @@ def run(ctx, quick):
     pub = run_json([bin, "publish", "1,100,1000", "3" if quick else "15"])
 
     gbit = lambda name, peer, peer_name: {
-        "name": f"published port throughput vs {peer_name} (iperf3 {seconds} s)",
+        "name": f"published port throughput (iperf3 {seconds} s)",
         "unit": "Gbit/s",
         "berth": tp["berth"],
         "peer": tp[peer],

@@ -95,18 +95,18 @@ def run(ctx, quick):
     pm.remove_all()
 
     return [
-        {"name": "create+start vs the C floor", "unit": "s",
+        {"name": "create+start", "unit": "s",
          "berth": s["berth"], "peer": s["floor"], "peer_name": "floor.c",
          "target": {"text": "within 3x of the floor (berth/peer <= 3)", "ratio_max": 3.0}},
-        {"name": "create+start vs runc run -d", "unit": "s",
+        {"name": "create+start", "unit": "s",
          "berth": s["berth"], "peer": s["runc"], "peer_name": "runc run -d",
          "target": {"text": "faster than runc (berth/peer < 1)", "ratio_max": 1.0}},
-        {"name": "create+start vs podman run -d", "unit": "s",
+        {"name": "create+start", "unit": "s",
          "berth": s["berth"], "peer": s["podman"], "peer_name": "podman run -d --network none",
          "target": {"text": ">= 10x faster than podman (berth/peer <= 0.1)", "ratio_max": 0.1}},
-        {"name": "supervisor RSS (berth-shim vs conmon)", "unit": "MB",
+        {"name": "per-container supervisor RSS (berth-shim)", "unit": "MB",
          "berth": [r / 1024 for r, _ in shim], "peer": [r / 1024 for r, _ in conmon], "peer_name": "conmon",
          "target": {"text": "below conmon (berth/peer < 1)", "ratio_max": 1.0}},
-        {"name": "supervisor PSS (berth-shim vs conmon)", "unit": "MB",
+        {"name": "per-container supervisor PSS (berth-shim)", "unit": "MB",
          "berth": [p / 1024 for _, p in shim], "peer": [p / 1024 for _, p in conmon], "peer_name": "conmon"},
     ]
