@@ -277,10 +277,12 @@ class Agent:
             else:
                 p.unlink(missing_ok=True)
         if self.proc is not None and self.proc.poll() is None:
+            # Until nothing is left in the kernel: the agent stops listing a container whose
+            # spec is gone before its removal is done.
             try:
-                wait_for("containers removed", lambda: not self.statuses(), 120, 0.1)
+                wait_for("containers removed", lambda: not self.leftovers(), 300, 0.2)
             except (TimeoutError, OSError, RuntimeError) as e:
-                problems.append(str(e))
+                problems.append(f"{e}: {brief(self.leftovers())}")
         self.stop()
         have = subcommands(self.binary)
         if "apply" in have:
@@ -293,7 +295,7 @@ class Agent:
         self._sweep()
         shutil.rmtree(self.run_dir, ignore_errors=True)
         if left:
-            problems.append(f"left behind by berth: {left}")
+            problems.append(f"left behind by berth (removed by the bench): {brief(left)}")
         if problems:
             raise RuntimeError("; ".join(problems))
 
@@ -318,6 +320,12 @@ class Agent:
         kernel.delete_link(self.bridge)
         kernel.delete_nft_table("inet", self.instance)
         kernel.remove_cgroup_tree(self.instance)
+
+
+def brief(left):
+    """A leftovers dict in one line: counts and a few names of each kind."""
+    return "; ".join(f"{len(v)} {k} ({', '.join(map(str, v[:3]))}{', ...' if len(v) > 3 else ''})"
+                     for k, v in left.items()) or "nothing"
 
 
 def kernel_run_dir(instance):

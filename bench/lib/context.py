@@ -92,7 +92,9 @@ class Context:
     def example(self, name):
         """Builds agent/examples/NAME.rs in the profile under test; returns its path."""
         if name not in self.fixtures.built_examples:
-            argv = ["cargo", "build", "--locked", "-p", "berth-agent", "--example", name]
+            # With the runner's `--bins --examples` build this is a no-op; it matters under
+            # --no-build, and its features match that build's (no rebuild of the tree).
+            argv = ["cargo", "build", "--locked", "-p", "berth-agent", "--bins", "--examples"]
             if self.profile == "release":
                 argv.insert(2, "--release")
             subprocess.run(argv, cwd=self.repo, check=True)

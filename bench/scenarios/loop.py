@@ -4,6 +4,7 @@ import json
 import threading
 import time
 
+from lib import workload
 from lib.measure import wait_for
 
 TITLE = "The reconcile loop at 1000 containers"
@@ -148,7 +149,7 @@ def run(ctx, quick):
     events.close()
     for name in names:
         agent.remove_spec(name)
-    wait_for("all containers removed", lambda: not agent.statuses(), 60 + n * 0.5, 0.2)
+    workload.berth_clean(agent, timeout=60 + n * 0.5)
     return [
         {"name": f"pass over {n} unchanged specs (agent's histogram)", "unit": "s", "berth": pass_time,
          "peer": None, "peer_name": None, "target": {"text": "< 50 ms", "max": 0.050}},
