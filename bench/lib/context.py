@@ -126,15 +126,20 @@ class Context:
         s = self.alternate(fns, rounds, warmup, rotate=False)
         return s["a"], (s["b"] if b else None)
 
-    def alternate(self, fns, rounds, warmup=1, rotate=True):
+    def alternate(self, fns, rounds, warmup=1, rotate=True, settle=0.0):
         """Runs each of `fns` (name -> function returning a sample) once per round, `rounds`
         rounds after `warmup` unrecorded ones; the order rotates each round so that no
-        contender always runs first. Returns name -> samples."""
+        contender always runs first. `settle` seconds pass before each call, so that what the
+        kernel defers from the previous one (a network namespace's teardown runs in a kernel
+        worker and holds the rtnl lock) does not land in the next one's time. Returns name ->
+        samples."""
         names = list(fns)
         samples = {n: [] for n in names}
         for r in range(warmup + rounds):
             k = r % len(names) if rotate else 0
             for n in names[k:] + names[:k]:
+                if settle:
+                    time.sleep(settle)
                 v = fns[n]()
                 if r >= warmup:
                     samples[n].append(v)

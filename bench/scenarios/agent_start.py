@@ -16,7 +16,11 @@ the bench holds, then execs `sleep`); the image is in berth's store and podman's
 to the same marker: `podman run -d` (runc runtime, its own bridge network, same image pulled
 from the same registry) and `runc create` + `runc start` of a bundle of the same rootfs (no
 network: compared with berth's `network = "none"`). Every start is followed by an untimed
-removal (berth: spec deleted, until nothing of it is left). The runtime-level comparison
+removal (berth: spec deleted, until nothing of it is left); the contenders run back to back,
+their order rotating every round. On this VM a start after the machine sat idle costs ~10 ms
+more for every tool (joining a cgroup waits for an RCU grace period, which an idle tickless
+guest completes only at a later tick): the "after 200 ms idle" rows measure berth and the
+floor that way, in the same rounds. The runtime-level comparison
 (`Runtime::create` alone, against runc, podman and the C floor) is the `start` scenario.
 The C floor (`bench/floor.c`: namespaces, overlayfs, pivot_root, /proc, 3 cgroups, exec and
 nothing else, timed by itself to its exec) runs in the same rounds. Targets (issues 6 and 8):
@@ -73,6 +77,12 @@ def run(ctx, quick):
         shutil.rmtree(scratch, ignore_errors=True)
         return int(out.strip()) / 1e9
 
+    def idle(fn):
+        def once():
+            time.sleep(0.2)
+            return fn()
+        return once
+
     rounds = 3 if quick else 30
     # The first berth start pulls the image into berth's store: a warm-up round, not counted.
     s = ctx.alternate({
@@ -82,6 +92,8 @@ def run(ctx, quick):
         "runc": runc,
         "podman_none": podman(False),
         "floor": floor_once,
+        "berth_idle": idle(berth("bridge")),
+        "floor_idle": idle(floor_once),
     }, rounds, warmup=1)
     note = f"{len(s['berth_bridge'])} samples each; p99 is the nearest-rank percentile (the maximum below 100 samples)"
     return [
@@ -100,4 +112,6 @@ def run(ctx, quick):
          "target": {"text": "faster than runc (berth/peer < 1)", "ratio_max": 1.0}},
         {"name": "spec written -> payload running, no network", "unit": "s",
          "berth": s["berth_none"], "peer": s["podman_none"], "peer_name": "podman run -d --network none"},
+        {"name": "spec written -> payload running, with network, after 200 ms idle", "unit": "s",
+         "berth": s["berth_idle"], "peer": s["floor_idle"], "peer_name": "C floor, after 200 ms idle"},
     ]

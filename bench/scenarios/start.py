@@ -19,7 +19,8 @@ hierarchies, overlayfs, /proc, /dev, /sys, masks, pivot_root, capabilities, secc
 `runc run -d` on an OCI bundle of the same rootfs (teardown untimed). podman: `podman run -d
 --rm --network none` of the same image (runc runtime, as peers.md says), to its exit. floor:
 `bench/floor.c`, 5 namespaces + overlayfs + pivot_root + /proc + 3 v1 cgroups + exec and
-nothing else, timed by itself to the exec like berth. All four interleaved, round by round.
+nothing else, timed by itself to the exec like berth. All four interleaved, round by round,
+back to back (see `agent_start` for what an idle machine adds).
 The shim rows compare the resident (RSS) and proportional (PSS) memory of berth's
 per-container shim with podman's conmon, each supervising a sleeping container. The agent-level
 start (spec file written -> payload running, with the network) is the `agent_start` scenario.
