@@ -78,7 +78,7 @@ def parse_metrics(text):
 class Agent:
     """One `berth agent` with everything of its own. Register with a cleanup stack."""
 
-    def __init__(self, ctx, label, cleanup, registry=None, resync="30s", extra=""):
+    def __init__(self, ctx, label, cleanup, registry=None, resync="30s", extra="", log_level="info"):
         self.ctx = ctx
         self.binary = ctx.berth
         require(self.binary, "agent")
@@ -98,7 +98,7 @@ class Agent:
         self.config.write_text(
             f'instance = "{self.instance}"\nspecs_dir = "{self.specs_dir}"\nstate_dir = "{self.state_dir}"\n'
             f'run_dir = "{self.run_dir}"\nimages_dir = "{self.root / "import"}"\nresync_interval = "{resync}"\n'
-            f'log_format = "json"\nlog_level = "info"\n{extra}\n'
+            f'log_format = "json"\nlog_level = "{log_level}"\n{extra}\n'
             f'[network]\nbridge = "{self.bridge}"\nsubnet = "{self.subnet}"\n\n{regs}\n[images]\nmin_free = "0"\n')
         self.proc = None
         cleanup.push(f"berth agent {self.instance}", self.destroy)

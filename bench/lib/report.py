@@ -78,6 +78,14 @@ def verdict(metric):
     return "met"
 
 
+def verdict_text(metric):
+    """The verdict, with the scenario's explanation of a miss (from profiling) after it."""
+    v = metric.get("verdict") or ""
+    if v.startswith("MISSED") and metric.get("if_missed"):
+        v += f". {metric['if_missed']}"
+    return v
+
+
 def _cell(summary, metric):
     if not summary:
         return "-"
@@ -142,7 +150,7 @@ def render(results, chart=None):
     if verdicts:
         lines += ["## Targets", "", "| scenario | metric | target | result |", "|---|---|---|---|"]
         for key, metric in verdicts:
-            lines.append(f"| `{key}` | {metric['name']} | {metric['target'].get('text', '')} | {metric['verdict']} |")
+            lines.append(f"| `{key}` | {metric['name']} | {metric['target'].get('text', '')} | {verdict_text(metric)} |")
         failed = [k for k in results["order"] if results["scenarios"].get(k, {}).get("error")]
         for k in failed:
             lines.append(f"| `{k}` | (all) | | DID NOT RUN: {results['scenarios'][k]['error'].splitlines()[0]} |")
