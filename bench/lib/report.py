@@ -214,7 +214,7 @@ def chart(results):
            f'<rect width="{width}" height="{height}" fill="white"/>',
            f'<text x="10" y="20" font-size="14" font-weight="bold">berth / peer (median over median, log scale)</text>',
            f'<text x="10" y="38" fill="#555">green: berth better (times and memory below 1, throughput above 1); '
-           f'red: worse; black tick: target. {html.escape(results["date"])}'
+           f'red: worse; orange: its target missed; black tick: target. {html.escape(results["date"])}'
            f'{" (quick mode)" if results["quick"] else ""}</text>']
     decade = lo
     while decade <= hi * 1.0001:
@@ -235,7 +235,8 @@ def chart(results):
         y = top + i * row_h
         r = m["ratio"]
         good = better(m)
-        color = "#2e9d4a" if good else "#d0433a"
+        missed = (m.get("verdict") or "").startswith("MISSED")
+        color = "#e8a33d" if missed else ("#2e9d4a" if good else "#d0433a")
         label = f"{key}: {m['name']} vs {m.get('peer_name')}"
         if len(label) > 92:
             label = label[:89] + "..."

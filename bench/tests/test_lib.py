@@ -93,10 +93,13 @@ class Rendering(unittest.TestCase):
         self.assertIn("1.25 (1.25x more)", md)
 
     def test_chart_has_one_bar_per_ratio(self):
-        svg = report.chart(self.results())
+        res = self.results()
+        res["scenarios"]["a"]["metrics"].append(metric([3.0], [2.0]))
+        svg = report.chart(res)
         self.assertTrue(svg.startswith("<svg"))
-        self.assertEqual(svg.count('fill="#2e9d4a"'), 1)
-        self.assertEqual(svg.count('fill="#d0433a"'), 1)
+        self.assertEqual(svg.count('fill="#2e9d4a"'), 1)  # better, target met
+        self.assertEqual(svg.count('fill="#e8a33d"'), 1)  # target missed
+        self.assertEqual(svg.count('fill="#d0433a"'), 1)  # worse, no target
 
 
 class Metrics(unittest.TestCase):
