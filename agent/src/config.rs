@@ -42,7 +42,12 @@ pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
         }
         Err(source) => return Err(ConfigError::Read { path, source }),
     };
-    Config::parse(&path, &text).map_err(|diagnostics| ConfigError::Invalid { path, diagnostics })
+    let mut config = Config::parse(&path, &text).map_err(|diagnostics| ConfigError::Invalid {
+        path: path.clone(),
+        diagnostics,
+    })?;
+    config.source = Some(path);
+    Ok(config)
 }
 
 fn render(diags: &[Diagnostic]) -> String {

@@ -51,3 +51,54 @@ pub struct ImageHealthcheck {
     pub start_period: Option<Duration>,
     pub retries: Option<u32>,
 }
+
+impl ImageHealthcheck {
+    /// As a spec health check, Docker's defaults filling what the image leaves out; `None`
+    /// for `["NONE"]` or an empty test.
+    pub fn to_check(&self) -> Option<berth_spec::model::HealthCheck> {
+        use berth_spec::model::HealthCheck;
+        let command = match self.test.split_first() {
+            Some((kind, rest)) if kind == "CMD" && !rest.is_empty() => rest.to_vec(),
+            Some((kind, rest)) if kind == "CMD-SHELL" && rest.len() == 1 => {
+                vec!["/bin/sh".into(), "-c".into(), rest[0].clone()]
+            }
+            _ => return None,
+        };
+        Some(HealthCheck {
+            command,
+            interval: self.interval.unwrap_or(HealthCheck::DEFAULT_INTERVAL),
+            timeout: self.timeout.unwrap_or(HealthCheck::DEFAULT_TIMEOUT),
+            retries: self.retries.unwrap_or(HealthCheck::DEFAULT_RETRIES),
+            start_period: self
+                .start_period
+                .unwrap_or(HealthCheck::DEFAULT_START_PERIOD),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hc(test: &[&str]) -> ImageHealthcheck {
+        ImageHealthcheck {
+            test: test.iter().map(|s| s.to_string()).collect(),
+            interval: Some(Duration::from_secs(5)),
+            timeout: None,
+            start_period: None,
+            retries: None,
+        }
+    }
+
+    #[test]
+    fn docker_healthchecks_become_checks() {
+        let c = hc(&["CMD", "curl", "-f", "http://x"]).to_check().unwrap();
+        assert_eq!(c.command, ["curl", "-f", "http://x"]);
+        assert_eq!(c.interval, Duration::from_secs(5));
+        assert_eq!(c.retries, 3);
+        let c = hc(&["CMD-SHELL", "exit 0"]).to_check().unwrap();
+        assert_eq!(c.command, ["/bin/sh", "-c", "exit 0"]);
+        assert!(hc(&["NONE"]).to_check().is_none());
+        assert!(hc(&[]).to_check().is_none());
+    }
+}

@@ -27,6 +27,12 @@ pub struct ContainerStatus {
     pub since: Option<String>,
     /// The incarnation id, when a container exists.
     pub id: Option<String>,
+    /// The image digest before the last update: what a rollback returns to.
+    #[serde(default)]
+    pub previous_digest: Option<String>,
+    /// Digests that failed their verification and are not taken until the tag moves.
+    #[serde(default)]
+    pub rejected_digests: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,4 +117,16 @@ pub struct ApplyResult {
     /// `name: reason` for everything that failed or is not where its spec wants it.
     pub problems: Vec<String>,
     pub containers: Vec<ContainerStatus>,
+}
+
+/// What `berth prune` removed (or, with `--dry-run`, would remove).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    pub images: Vec<String>,
+    pub layers: usize,
+    pub blobs: usize,
+    /// Bytes freed.
+    pub freed: u64,
+    pub volumes: Vec<String>,
 }

@@ -43,6 +43,9 @@ pub struct Config {
     pub logging: Logging,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// The file this config was read from (`None`: built-in defaults). Not a key.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 impl Config {
@@ -82,6 +85,7 @@ impl Default for Config {
             logging: Logging::default(),
             log_format: LogFormat::Auto,
             log_level: "info".into(),
+            source: None,
         }
     }
 }

@@ -182,6 +182,7 @@ fn decode(cx: &mut Cx<'_>, root: &Node) -> Option<Config> {
         logging: logging.ok()?.unwrap_or(d.logging),
         log_format: log_format.ok()?.unwrap_or(d.log_format),
         log_level: log_level.ok()?.unwrap_or(d.log_level),
+        source: None,
     })
 }
 

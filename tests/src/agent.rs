@@ -51,7 +51,7 @@ impl TestAgent {
         let resync = opts.resync_interval.clone().unwrap_or_else(|| "30s".into());
         let config = format!(
             "instance = {instance:?}\nspecs_dir = {specs:?}\nstate_dir = {state:?}\nrun_dir = {run:?}\n\
-             images_dir = {images:?}\nresync_interval = {resync:?}\nlog_format = \"text\"\nlog_level = \"debug\"\n\
+             images_dir = {images:?}\nresync_interval = {resync:?}\nlog_format = \"text\"\nlog_level = \"debug,ureq=info,ureq_proto=info,rustls=info\"\n\
              {registries}\n[network]\nbridge = {bridge:?}\nsubnet = {subnet:?}\n{extra}\n",
             specs = specs_dir,
             state = state_dir,
@@ -102,6 +102,20 @@ impl TestAgent {
         self.child.as_ref().map(|c| c.id())
     }
 
+    /// Whether the agent process still runs (it may have killed itself at a crash point).
+    pub fn is_alive(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => match c.try_wait() {
+                Ok(None) => true,
+                _ => {
+                    self.child = None;
+                    false
+                }
+            },
+            None => false,
+        }
+    }
+
     /// SIGKILLs the agent (containers keep running).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -125,8 +139,11 @@ impl TestAgent {
         }
     }
 
+    /// The agent's log (its last 200 lines: enough to see why, short enough to read).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.root.path().join("agent.log")).unwrap_or_default()
+        let all = std::fs::read_to_string(self.root.path().join("agent.log")).unwrap_or_default();
+        let lines: Vec<&str> = all.lines().collect();
+        lines[lines.len().saturating_sub(200)..].join("\n")
     }
 
     /// Runs `berth --config <ours> ARGS...`.
@@ -221,6 +238,16 @@ impl TestAgent {
                 "apply on teardown: {}\n",
                 String::from_utf8_lossy(&out.stderr)
             );
+        }
+        let records: Vec<_> = std::fs::read_dir(self.state_dir.join("containers"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().join("incarnation.json").exists())
+            .map(|e| e.file_name())
+            .collect();
+        if !records.is_empty() {
+            problems += &format!("containers left after pruning everything: {records:?}\n");
         }
         // With no container left, only the agent's own bridge and table may remain; anything
         // else doctor finds is a leak.

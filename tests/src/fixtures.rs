@@ -75,3 +75,61 @@ pub fn http_get(url: &str) -> Option<String> {
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// Writes `img` as an OCI image layout in a tar at `path`, its index entry named `ref_name`
+/// (`org.opencontainers.image.ref.name`), as an air-gapped host would receive it.
+pub fn write_oci_archive(path: &std::path::Path, ref_name: &str, img: &crate::image::Image) {
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": img.media_type, "digest": img.digest(), "size": img.manifest.len(),
+                       "annotations": {"org.opencontainers.image.ref.name": ref_name}}],
+    }))
+    .unwrap();
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        (
+            "oci-layout".into(),
+            br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+        ),
+        ("index.json".into(), index),
+        (
+            format!("blobs/sha256/{}", &img.digest()[7..]),
+            img.manifest.clone(),
+        ),
+        (
+            format!("blobs/sha256/{}", &img.config_digest()[7..]),
+            img.config.clone(),
+        ),
+    ];
+    for l in &img.layers {
+        files.push((format!("blobs/sha256/{}", &l.digest[7..]), l.bytes.clone()));
+    }
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in &files {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, data.as_slice()).unwrap();
+    }
+    // Written outside the dir and renamed in, as a careful copier does: the watcher only ever
+    // sees it whole.
+    let tmp = path
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join(".oci-archive.tmp");
+    std::fs::write(&tmp, b.into_inner().unwrap()).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A busybox image (not pushed anywhere) whose default command is `cmd` (by `/bin/sh -c`).
+pub fn busybox_built(cmd: &str) -> crate::image::Image {
+    ImageBuilder::new()
+        .settings(Settings {
+            cmd: Some(vec!["/bin/sh".into(), "-c".into(), cmd.into()]),
+            ..Settings::default()
+        })
+        .layer(&busybox_rootfs(), Compression::Gzip)
+        .build()
+}

@@ -80,7 +80,7 @@ fn pull_list_pin_prune() {
     );
 
     let dry = json(&env.berth(&["prune", "--dry-run", "--json"]));
-    assert_eq!(dry["remove_images"].as_array().unwrap().len(), 2);
+    assert_eq!(dry["images"].as_array().unwrap().len(), 2);
     assert_eq!(
         json(&env.berth(&["images", "--json"]))
             .as_array()

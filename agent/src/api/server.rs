@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::events::EventLog;
 use crate::metrics::Metrics;
-use crate::status::{ApplyResult, ContainerStatus, PlanView};
+use crate::status::{ApplyResult, ContainerStatus, PlanView, PruneReport};
 
 /// What the API asks of the reconcile loop.
 pub enum ApiRequest {
@@ -31,6 +31,15 @@ pub enum ApiRequest {
     Apply {
         options: ApplyOptions,
         reply: oneshot::Sender<ApplyResult>,
+    },
+    Image {
+        op: crate::reconcile::backend::ImageOp,
+        reply: oneshot::Sender<Result<serde_json::Value, String>>,
+    },
+    Prune {
+        volumes: bool,
+        dry_run: bool,
+        reply: oneshot::Sender<Result<PruneReport, String>>,
     },
 }
 
@@ -59,6 +68,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/events", get(events))
         .route("/v1/plan", get(plan))
         .route("/v1/apply", post(apply))
+        .route("/v1/prune", post(prune))
+        .route("/v1/images", post(image_op))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -81,6 +92,29 @@ pub async fn serve(
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Serves only `/metrics` on a TCP address (`metrics_listen`), for Prometheus.
+pub async fn serve_metrics(addr: std::net::SocketAddr, metrics: Arc<Metrics>) {
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(|State(m): State<Arc<Metrics>>| async move {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    m.encode(),
+                )
+            }),
+        )
+        .with_state(metrics);
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => {
+            if let Err(e) = axum::serve(l, app).await {
+                tracing::warn!("metrics server on {addr}: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("cannot listen on {addr} for metrics: {e}"),
+    }
 }
 
 async fn list(State(s): State<ApiState>) -> axum::Json<Vec<ContainerStatus>> {
@@ -179,6 +213,56 @@ async fn apply(
     }
 }
 
+#[derive(Debug, Clone, Default, serde::Serialize, Deserialize)]
+pub struct PruneOptions {
+    pub volumes: bool,
+    pub dry_run: bool,
+}
+
+async fn prune(State(s): State<ApiState>, axum::Json(o): axum::Json<PruneOptions>) -> Response {
+    let (reply, rx) = oneshot::channel();
+    let req = ApiRequest::Prune {
+        volumes: o.volumes,
+        dry_run: o.dry_run,
+        reply,
+    };
+    if s.requests.send(req).await.is_err() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent is shutting down",
+        )
+            .into_response();
+    }
+    match rx.await {
+        Ok(Ok(r)) => axum::Json(r).into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the agent did not answer").into_response(),
+    }
+}
+
+async fn image_op(
+    State(s): State<ApiState>,
+    axum::Json(op): axum::Json<crate::reconcile::backend::ImageOp>,
+) -> Response {
+    let (reply, rx) = oneshot::channel();
+    if s.requests
+        .send(ApiRequest::Image { op, reply })
+        .await
+        .is_err()
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent is shutting down",
+        )
+            .into_response();
+    }
+    match rx.await {
+        Ok(Ok(v)) => axum::Json(v).into_response(),
+        Ok(Err(e)) => (StatusCode::UNPROCESSABLE_ENTITY, e).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the agent did not answer").into_response(),
+    }
+}
+
 async fn metrics(State(s): State<ApiState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -210,6 +294,8 @@ mod tests {
             error: None,
             since: None,
             id: None,
+            previous_digest: None,
+            rejected_digests: vec![],
         }
     }
 

@@ -29,7 +29,8 @@ pub fn run(config: Option<&Path>, args: &AgentArgs) -> ExitCode {
         Err(e) => return fail(&e.to_string()),
     };
     crate::logging::init(cfg.log_format, &cfg.log_level);
-    let local = match local::Local::open(&cfg) {
+    // A CLI command may hold the lock for a moment; another agent holds it for good.
+    let local = match local::Local::open_patiently(&cfg, std::time::Duration::from_secs(30)) {
         Ok(l) => l,
         Err(e) => return fail(&e),
     };
@@ -40,6 +41,16 @@ pub fn run(config: Option<&Path>, args: &AgentArgs) -> ExitCode {
     let result = rt.block_on(async {
         let (wake_tx, wake_rx) = mpsc::channel(1);
         let source = local::source(&cfg, Some(wake_tx))?;
+        let (import_tx, import_rx) = mpsc::channel(1);
+        // Archives dropped here are imported; the dir is made so there is something to watch.
+        let _import_watch = std::fs::create_dir_all(&cfg.images_dir)
+            .map_err(|e| e.to_string())
+            .and_then(|_| {
+                crate::source::watch::watch_dir(&cfg.images_dir, import_tx)
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| tracing::warn!("not watching {}: {e}", cfg.images_dir.display()))
+            .ok();
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
         let shutdown = async move {
@@ -55,6 +66,7 @@ pub fn run(config: Option<&Path>, args: &AgentArgs) -> ExitCode {
             Box::new(source),
             local.metrics.clone(),
             wake_rx,
+            import_rx,
             shutdown,
         )
         .await
@@ -103,7 +115,7 @@ fn stop_all(cfg: &berth_spec::Config, host: &crate::host::Host) -> ExitCode {
                 .iter()
                 .map(|name| {
                     let id = live[name].id.clone();
-                    s.spawn(move || (name, host.stop(name, &id)))
+                    s.spawn(move || (name, host.stop(name, &id, false)))
                 })
                 .collect();
             for h in handles {

@@ -49,13 +49,15 @@ pub fn run(config: Option<&Path>, args: &ApplyArgs) -> ExitCode {
     };
     let rt = local::tokio();
     let result: Result<ApplyResult, String> = rt.block_on(async {
-        if let Some(agent) = local::agent(&cfg).await {
-            return agent
-                .post_json("/v1/apply", &options)
-                .await
-                .map_err(|e| e.to_string());
-        }
-        let local = local::Local::open(&cfg)?;
+        let local = match local::agent_or_local(&cfg).await? {
+            local::Target::Agent(agent) => {
+                return agent
+                    .post_json("/v1/apply", &options)
+                    .await
+                    .map_err(|e| e.to_string());
+            }
+            local::Target::Local(l) => l,
+        };
         let source = local::source(&cfg, None)?;
         let backend: Arc<dyn Backend> = local.host.clone();
         crate::daemon::run_once(

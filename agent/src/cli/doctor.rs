@@ -41,7 +41,9 @@ pub fn run(config: Option<&Path>, args: &DoctorArgs) -> ExitCode {
             Err(e) => return fail(&e.to_string()),
         }
     };
-    let found = host.doctor(args.fix);
+    // Without the lock, an agent runs (it owns the bridge and table).
+    let agent_running = !args.fix && _lock.is_none();
+    let found = host.doctor(args.fix, agent_running);
     if args.json {
         println!(
             "{}",

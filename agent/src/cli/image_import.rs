@@ -24,13 +24,27 @@ pub fn run(config: Option<&Path>, args: &ImportArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let (store, _lock) = match store_ctx::writable(&cfg) {
-        Ok(s) => s,
-        Err(e) => return fail(e),
+    let op = crate::reconcile::backend::ImageOp::Import {
+        path: std::path::absolute(&args.path).unwrap_or(args.path.clone()),
     };
-    let records = match store.import_records(&args.path, None) {
-        Ok(r) => r,
-        Err(e) => return fail(e),
+    let records: Vec<crate::store::ImageRecord> = match super::local::image_op_via_agent(&cfg, &op)
+    {
+        // A running agent holds the store: it imports.
+        Some(Ok(v)) => match serde_json::from_value(v) {
+            Ok(r) => r,
+            Err(e) => return fail(format!("unexpected answer from the agent: {e}")),
+        },
+        Some(Err(e)) => return fail(e),
+        None => {
+            let (store, _lock) = match store_ctx::writable(&cfg) {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            match store.import_records(&args.path, None) {
+                Ok(r) => r,
+                Err(e) => return fail(e),
+            }
+        }
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&records).expect("json"));

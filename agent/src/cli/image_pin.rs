@@ -29,14 +29,32 @@ pub fn run(config: Option<&Path>, args: &PinArgs, pin: bool) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let (store, _lock) = match store_ctx::writable(&cfg) {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
-    let result = if pin {
-        store.pin(&source, PIN_OPERATOR)
+    let op = if pin {
+        crate::reconcile::backend::ImageOp::Pin {
+            image: source.to_string(),
+        }
     } else {
-        store.unpin(&source, PIN_OPERATOR)
+        crate::reconcile::backend::ImageOp::Unpin {
+            image: source.to_string(),
+        }
+    };
+    let result = match super::local::image_op_via_agent(&cfg, &op) {
+        // A running agent holds the store: it pins.
+        Some(r) => r.and_then(|v| {
+            serde_json::from_value::<crate::store::ImageRecord>(v).map_err(|e| e.to_string())
+        }),
+        None => {
+            let (store, _lock) = match store_ctx::writable(&cfg) {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            let r = if pin {
+                store.pin(&source, PIN_OPERATOR)
+            } else {
+                store.unpin(&source, PIN_OPERATOR)
+            };
+            r.map_err(|e| e.to_string())
+        }
     };
     match result {
         Ok(r) => {

@@ -2,6 +2,7 @@
 //! answers): the state dir lock, the host backend and the spec source, in this process.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use berth_spec::{Config, SpecDefaults};
 use tokio::sync::mpsc;
@@ -28,8 +29,27 @@ impl Local {
     /// and opens the host.
     pub fn open(config: &Config) -> Result<Local, String> {
         let lock = StateLock::try_acquire(&Layout::new(config)).map_err(|e| e.to_string())?;
+        Self::with_lock(config, lock)
+    }
+
+    /// Like [`Local::open`], but waits up to `patience` for a short-lived holder (a CLI
+    /// command) to let go of the lock.
+    pub fn open_patiently(config: &Config, patience: Duration) -> Result<Local, String> {
+        let deadline = Instant::now() + patience;
+        loop {
+            match StateLock::try_acquire(&Layout::new(config)) {
+                Ok(lock) => return Self::with_lock(config, lock),
+                Err(e) if Instant::now() >= deadline => return Err(e.to_string()),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    fn with_lock(config: &Config, lock: StateLock) -> Result<Local, String> {
         let metrics = Arc::new(Metrics::new());
         let host = Host::open(config, Some(metrics.clone())).map_err(|e| e.to_string())?;
+        // Health checks run `berth exec` as a child: it must read the same config.
+        let host = host.with_config_path(config.source.clone());
         Ok(Local {
             host: Arc::new(host),
             metrics,
@@ -69,4 +89,46 @@ pub fn tokio() -> tokio::runtime::Runtime {
 pub async fn agent(config: &Config) -> Option<Client> {
     let c = Client::new(&Layout::new(config).socket());
     c.is_up().await.then_some(c)
+}
+
+/// Where a command should go: the agent when one answers, else this process with the lock.
+/// An agent that holds the lock but does not answer yet is starting: wait for it a while.
+pub enum Target {
+    Agent(Client),
+    Local(Local),
+}
+
+pub async fn agent_or_local(config: &Config) -> Result<Target, String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(c) = agent(config).await {
+            return Ok(Target::Agent(c));
+        }
+        match Local::open(config) {
+            Ok(l) => return Ok(Target::Local(l)),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Sends an image command to the running agent (which holds the store); `None` when no agent
+/// answers, so the caller does it itself under the lock.
+pub fn image_op_via_agent(
+    config: &Config,
+    op: &crate::reconcile::backend::ImageOp,
+) -> Option<Result<serde_json::Value, String>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        let agent = agent(config).await?;
+        Some(
+            agent
+                .post_json("/v1/images", op)
+                .await
+                .map_err(|e| e.to_string()),
+        )
+    })
 }

@@ -1,70 +1,94 @@
-//! `berth prune [--dry-run]`: removes images nothing protects, and every layer and blob no
-//! remaining image uses.
-//!
-//! Without the agent, the store alone decides: an image is kept when pinned (by an operator,
-//! an import, or the agent for a running container or a rollback); everything else goes, with
-//! no grace period (an operator asked). Reading the spec dir for the images specs name is the
-//! agent's job and is not done here yet.
+//! `berth prune [--volumes] [--dry-run]`: removes images no spec names (current or last valid),
+//! that no container runs or would roll back to, and that nobody pinned; every layer and blob no
+//! remaining image uses; and with `--volumes` every named volume no spec mounts. No grace period:
+//! an operator asked. Through the agent when one runs, else in-process under the lock.
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Args;
 
-use crate::store::GcRoots;
-
-use super::exit;
-use super::store_ctx::{self, fail, human_size};
+use super::store_ctx::{fail, human_size};
+use super::{exit, local};
+use crate::api::server::PruneOptions;
+use crate::reconcile::backend::{Backend, Keep};
+use crate::reconcile::desired::{LastValid, SpecSource};
+use crate::status::PruneReport;
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
+    /// Also remove named volumes no spec mounts (their data is lost)
+    #[arg(long)]
+    pub volumes: bool,
     /// Show what would be removed, remove nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// Print the plan as JSON
+    /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(config: Option<&Path>, args: &PruneArgs) -> ExitCode {
-    store_ctx::init_logging();
-    let cfg = match store_ctx::config(config) {
+    let cfg = match crate::config::load(config) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let (store, _lock) = match store_ctx::writable(&cfg) {
-        Ok(s) => s,
-        Err(e) => return fail(e),
+    crate::logging::init(cfg.log_format, "warn");
+    let options = PruneOptions {
+        volumes: args.volumes,
+        dry_run: args.dry_run,
     };
-    let roots = GcRoots::default();
-    let result = if args.dry_run {
-        store.gc_plan(&roots, Duration::ZERO)
-    } else {
-        store.gc(&roots, Duration::ZERO)
-    };
-    let plan = match result {
-        Ok(p) => p,
+    let rt = local::tokio();
+    let result: Result<PruneReport, String> = rt.block_on(async {
+        let local = match local::agent_or_local(&cfg).await? {
+            local::Target::Agent(agent) => {
+                return agent
+                    .post_json("/v1/prune", &options)
+                    .await
+                    .map_err(|e| e.to_string());
+            }
+            local::Target::Local(l) => l,
+        };
+        let mut source = local::source(&cfg, None)?;
+        let observed = local.host.observe().map_err(|e| e.to_string())?;
+        let desired =
+            LastValid::load_read_only(&crate::layout::Layout::new(&cfg)).desired(&source.scan());
+        // An unreadable spec dir still protects every container's last valid spec's image.
+        let keep = Keep::of(&desired, &observed);
+        local
+            .host
+            .prune(&keep, args.volumes, args.dry_run)
+            .map_err(|e| e.to_string())
+    });
+    let report = match result {
+        Ok(r) => r,
         Err(e) => return fail(e),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&plan).expect("json"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("report serialises")
+        );
         return ExitCode::from(exit::SUCCESS);
     }
-    let verb = if args.dry_run {
+    let verb = if report.dry_run {
         "would remove"
     } else {
         "removed"
     };
-    for i in &plan.remove_images {
+    for i in &report.images {
         println!("{verb} image {i}");
     }
+    for v in &report.volumes {
+        println!("{verb} volume {v}");
+    }
     println!(
-        "{verb} {} images, {} layers, {} blobs ({})",
-        plan.remove_images.len(),
-        plan.remove_layers.len(),
-        plan.remove_blobs.len(),
-        human_size(plan.freed)
+        "{verb} {} images, {} layers, {} blobs ({}), {} volumes",
+        report.images.len(),
+        report.layers,
+        report.blobs,
+        human_size(report.freed),
+        report.volumes.len()
     );
     ExitCode::from(exit::SUCCESS)
 }

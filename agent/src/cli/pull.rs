@@ -61,6 +61,26 @@ pub fn run(config: Option<&Path>, args: &PullArgs) -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
+    // A running agent holds the store: it pulls (without a progress display).
+    let op = crate::reconcile::backend::ImageOp::Pull {
+        reference: reference.to_string(),
+    };
+    if let Some(result) = super::local::image_op_via_agent(&cfg, &op) {
+        return match result {
+            Ok(v) if args.json => {
+                println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+                ExitCode::from(exit::SUCCESS)
+            }
+            Ok(v) => {
+                println!(
+                    "{reference}: pulled {}",
+                    v["image"]["digest"].as_str().unwrap_or("?")
+                );
+                ExitCode::from(exit::SUCCESS)
+            }
+            Err(e) => fail(e),
+        };
+    }
     let settings = match RegistrySettings::from_config(&cfg) {
         Ok(s) => s,
         Err(e) => return fail(e),

@@ -30,13 +30,15 @@ pub fn run(config: Option<&Path>, args: &StatusArgs) -> ExitCode {
     crate::logging::init(cfg.log_format, "warn");
     let rt = local::tokio();
     let result: Result<Vec<ContainerStatus>, String> = rt.block_on(async {
-        if let Some(agent) = local::agent(&cfg).await {
-            return agent
-                .get_json("/v1/containers")
-                .await
-                .map_err(|e| e.to_string());
-        }
-        let local = local::Local::open(&cfg)?;
+        let local = match local::agent_or_local(&cfg).await? {
+            local::Target::Agent(agent) => {
+                return agent
+                    .get_json("/v1/containers")
+                    .await
+                    .map_err(|e| e.to_string());
+            }
+            local::Target::Local(l) => l,
+        };
         let mut source = local::source(&cfg, None)?;
         let observed = local.host.observe().map_err(|e| e.to_string())?;
         let desired =

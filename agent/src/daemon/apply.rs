@@ -39,12 +39,19 @@ impl Waiter {
             .is_some_and(|d| tokio::time::Instant::now() >= d);
         let all_settled = statuses.iter().all(settled);
         let any_stuck = statuses.iter().any(stuck);
+        // Nothing may still be running: with every spec deleted, "all settled" holds at once
+        // while the removals have just begun.
         let done = if self.options.wait {
-            all_settled || (quiescent && any_stuck) || timed_out
+            (quiescent && (all_settled || any_stuck)) || timed_out
         } else {
             quiescent || timed_out
         };
         done.then(|| result(statuses, timed_out && !all_settled))
+    }
+
+    /// `apply --force`: update locks are overridden while this request is pending.
+    pub(super) fn force(&self) -> bool {
+        self.options.force
     }
 
     pub(super) fn answer(self, result: ApplyResult) {

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use berth_spec::ImageSource;
 
 use super::{Event, Reconciler, clock};
-use crate::reconcile::backend::{ActionError, Backend};
+use crate::reconcile::backend::{ActionError, Backend, CreateRequest};
 use crate::reconcile::model::{Failure, ObservedContainer};
-use crate::reconcile::plan::{Action, RemoveReason};
+use crate::reconcile::plan::{Action, RemoveReason, UpdateMark};
 use crate::reconcile::report::InFlight;
 
 /// A container's actions finished (all of them, or up to the first failure).
@@ -19,28 +19,39 @@ pub struct Done {
     /// The actions that succeeded, in order.
     succeeded: Vec<Action>,
     observed: Option<ObservedContainer>,
+    update: crate::reconcile::model::UpdateState,
 }
 
 fn in_flight_kind(a: &Action) -> InFlight {
     match a {
-        Action::Pull { .. } => InFlight::Pulling,
+        Action::Pull { .. } | Action::Check { .. } => InFlight::Pulling,
         Action::Create { .. } => InFlight::Creating,
         Action::Start { .. } | Action::Resume { .. } => InFlight::Starting,
         Action::Stop { .. } | Action::Pause { .. } => InFlight::Stopping,
         Action::Remove { .. } => InFlight::Removing,
-        Action::UpdateResources { .. } => InFlight::Other,
+        Action::UpdateResources { .. } | Action::MarkVerified { .. } => InFlight::Other,
     }
 }
 
 fn run(backend: &dyn Backend, a: &Action) -> Result<(), ActionError> {
     match a {
+        Action::Check { image } => backend.check(image).map(|_| ()),
         Action::Pull { image } => backend.pull(image).map(|_| ()),
         Action::Create {
             name,
             spec,
             hash,
             image_digest,
-        } => backend.create(name, spec, hash, image_digest),
+            update,
+            replacing,
+        } => backend.create(&CreateRequest {
+            name,
+            spec,
+            hash,
+            image_digest,
+            update,
+            replacing: replacing.as_ref(),
+        }),
         Action::Start {
             name,
             id,
@@ -48,13 +59,14 @@ fn run(backend: &dyn Backend, a: &Action) -> Result<(), ActionError> {
         } => backend.start(name, id, *crash_streak),
         Action::Pause { name, id } => backend.pause(name, id),
         Action::Resume { name, id } => backend.resume(name, id),
-        Action::Stop { name, id } => backend.stop(name, id),
+        Action::Stop { name, id, failed } => backend.stop(name, id, *failed),
         Action::Remove { name, id, why } => backend.remove(name, id, *why),
         Action::UpdateResources {
             name,
             id,
             resources,
         } => backend.update_resources(name, id, resources),
+        Action::MarkVerified { name } => backend.mark_verified(name),
     }
 }
 
@@ -66,6 +78,7 @@ impl Reconciler {
         for a in actions {
             match (a, a.container()) {
                 (Action::Pull { image }, _) => self.spawn_pull(image.clone()),
+                (Action::Check { image }, _) => self.spawn_check(image.clone()),
                 (_, Some(name)) => per_container.entry(name).or_default().push(a.clone()),
                 (_, None) => {}
             }
@@ -103,11 +116,13 @@ impl Reconciler {
                         }
                     }
                     let observed = backend.observe_one(&n);
+                    let update = backend.update_state(&n);
                     Done {
                         name: n,
                         failed,
                         succeeded,
                         observed,
+                        update,
                     }
                 })
                 .await;
@@ -119,6 +134,7 @@ impl Reconciler {
                     )),
                     succeeded: Vec::new(),
                     observed: None,
+                    update: Default::default(),
                 });
                 let _ = tx.send(Event::Done(Box::new(done)));
             });
@@ -150,13 +166,14 @@ impl Reconciler {
         let name = done.name.as_str();
         for a in &done.succeeded {
             match a {
-                Action::Create { image_digest, .. } => {
+                Action::Create { update, .. } => {
                     self.create_failures.remove(name);
-                    self.events.emit(
-                        Some(name),
-                        "created",
-                        format!("created and started from {image_digest}"),
-                    );
+                    let kind = if matches!(update, UpdateMark::Rollback { .. }) {
+                        "rollback"
+                    } else {
+                        "created"
+                    };
+                    self.events.emit(Some(name), kind, format!("{a}: started"));
                 }
                 Action::Start { .. } => {
                     self.start_failures.remove(name);
@@ -173,7 +190,7 @@ impl Reconciler {
                 }
                 other => self
                     .events
-                    .emit(Some(name), super::action_kind(other), other.to_string()),
+                    .emit(Some(name), other.kind(), other.to_string()),
             }
         }
         if let Some((action, error)) = &done.failed {
@@ -201,6 +218,11 @@ impl Reconciler {
                 .emit(Some(name), "error", format!("{what}: {error}"));
         }
         self.set_observed(name, done.observed);
+        if done.update == Default::default() {
+            self.observed.updates.remove(name);
+        } else {
+            self.observed.updates.insert(name.to_string(), done.update);
+        }
     }
 
     pub(super) fn finish_pull(&mut self, image: ImageSource, result: Result<String, ActionError>) {
@@ -209,6 +231,10 @@ impl Reconciler {
             Ok(digest) => {
                 self.metrics.pulls.get_or_create(&label("ok")).inc();
                 self.observed.pull_failures.remove(&image);
+                self.observed
+                    .first_seen
+                    .entry(digest.clone())
+                    .or_insert_with(clock::now);
                 self.events
                     .emit(None, "pulled", format!("pulled {image} ({digest})"));
                 self.observed.images.insert(image, digest);

@@ -7,6 +7,8 @@
 mod apply;
 pub mod clock;
 mod exec;
+mod policy;
+mod run;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -15,16 +17,18 @@ use std::time::Duration;
 use berth_spec::{Config, ImageSource};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use crate::api::server::{ApiRequest, ApplyOptions};
+use crate::api::server::ApiRequest;
 use crate::events::EventLog;
 use crate::layout::Layout;
 use crate::metrics::{Metrics, StateLabel};
-use crate::reconcile::backend::{ActionError, Backend, Keep};
+use crate::names::IncarnationId;
+use crate::reconcile::backend::{ActionError, Backend, Keep, Notice, RemoteImage};
 use crate::reconcile::desired::{LastValid, Scan, SpecSource};
+use crate::reconcile::model::Millis;
 use crate::reconcile::model::{Failure, ObservedContainer};
-use crate::reconcile::plan::{Action, Plan};
+use crate::reconcile::plan::Plan;
 use crate::reconcile::report::{self, InFlight};
-use crate::reconcile::{Desired, Observed, plan};
+use crate::reconcile::{Desired, Observed, plan_with};
 use crate::status::{ApplyResult, ContainerStatus, PlanView, PlannedAction, WaitingView};
 
 pub use apply::Waiter;
@@ -45,10 +49,25 @@ pub enum Event {
     Observed(String, Option<Box<ObservedContainer>>),
     /// A container's actions finished.
     Done(Box<exec::Done>),
+    /// A tag check finished.
+    Checked(ImageSource, Result<RemoteImage, ActionError>),
+    /// A health check finished.
+    Health {
+        name: String,
+        id: IncarnationId,
+        ok: bool,
+        output: String,
+    },
     /// A pull finished.
     Pulled(ImageSource, Result<String, ActionError>),
-    /// A full observation (with drift repair) finished.
-    Resynced(Result<Box<Observed>, ActionError>),
+    /// The backend put back something changed behind berth's back.
+    Repaired(String),
+    /// Archives may have been dropped in the import dir.
+    ImportsChanged,
+    /// An import scan finished: one line per archive.
+    Imported(Vec<String>),
+    /// A full observation (with drift repair) finished, with the host's warnings.
+    Resynced(Result<Box<Observed>, ActionError>, Vec<String>),
     /// Time for a full observation.
     ResyncDue,
     /// A backoff ended.
@@ -84,6 +103,13 @@ pub struct Reconciler {
     semaphore: Arc<Semaphore>,
     waiters: Vec<Waiter>,
     resync_running: bool,
+    health: policy::HealthBook,
+    health_wake: Option<Millis>,
+    checks_in_flight: BTreeSet<ImageSource>,
+    /// Spreads tag checks of this host over time (a fleet must not hit its registry at once).
+    jitter_seed: u64,
+    /// Host problems containers on the bridge suffer from, shown on their status.
+    warnings: Vec<String>,
 }
 
 impl Reconciler {
@@ -98,9 +124,9 @@ impl Reconciler {
     ) -> Result<Self, ActionError> {
         let layout = Layout::new(&config);
         let b = backend.clone();
-        let observed = tokio::task::spawn_blocking(move || {
+        let (observed, warnings) = tokio::task::spawn_blocking(move || {
             b.startup()?;
-            b.observe()
+            Ok::<_, ActionError>((b.observe()?, b.warnings()))
         })
         .await
         .map_err(|e| ActionError::permanent(format!("startup panicked: {e}")))??;
@@ -127,14 +153,27 @@ impl Reconciler {
             semaphore: Arc::new(Semaphore::new(MAX_PARALLEL)),
             waiters: Vec::new(),
             resync_running: false,
+            health: policy::HealthBook::default(),
+            health_wake: None,
+            checks_in_flight: BTreeSet::new(),
+            warnings,
+            jitter_seed: {
+                let mut b = [0u8; 8];
+                let _ = getrandom::fill(&mut b);
+                u64::from_le_bytes(b)
+            },
         };
         r.rescan();
-        let exits = r.tx.clone();
-        let (exit_tx, mut exit_rx) = mpsc::unbounded_channel();
-        r.backend.watch_exits(exit_tx);
+        let events = r.tx.clone();
+        let (notice_tx, mut notices) = mpsc::unbounded_channel();
+        r.backend.watch(notice_tx);
         tokio::spawn(async move {
-            while let Some(name) = exit_rx.recv().await {
-                if exits.send(Event::Exited(name)).is_err() {
+            while let Some(n) = notices.recv().await {
+                let ev = match n {
+                    Notice::Exited(name) => Event::Exited(name),
+                    Notice::Repaired(what) => Event::Repaired(what),
+                };
+                if events.send(ev).is_err() {
                     break;
                 }
             }
@@ -158,8 +197,15 @@ impl Reconciler {
     /// Handles one event; returns whether a pass should follow.
     pub fn handle(&mut self, ev: Event) -> bool {
         match ev {
-            Event::SpecsChanged | Event::Hangup => {
+            Event::SpecsChanged => {
                 self.rescan();
+                true
+            }
+            Event::Hangup => {
+                self.rescan();
+                self.recheck_now();
+                self.start_resync();
+                self.start_import_scan();
                 true
             }
             Event::Exited(name) => {
@@ -178,13 +224,27 @@ impl Reconciler {
                 self.finish(*done);
                 true
             }
+            Event::Checked(image, result) => {
+                self.finish_check(image, result);
+                true
+            }
+            Event::Health {
+                name,
+                id,
+                ok,
+                output,
+            } => self.finish_health(name, id, ok, output),
             Event::Pulled(image, result) => {
                 self.pulls_in_flight.remove(&image);
                 self.finish_pull(image, result);
                 true
             }
-            Event::Resynced(result) => {
+            Event::Resynced(result, warnings) => {
                 self.resync_running = false;
+                for w in warnings.iter().filter(|w| !self.warnings.contains(w)) {
+                    self.events.emit(None, "warning", w.clone());
+                }
+                self.warnings = warnings;
                 match result {
                     Ok(fresh) => self.merge_observation(*fresh),
                     Err(e) => self
@@ -193,8 +253,24 @@ impl Reconciler {
                 }
                 true
             }
+            Event::Repaired(what) => {
+                self.events.emit(None, "repaired", what);
+                false
+            }
+            Event::ImportsChanged => {
+                self.start_import_scan();
+                false
+            }
+            Event::Imported(lines) => {
+                for l in &lines {
+                    self.events.emit(None, "import", l.clone());
+                }
+                // New images may be what a waiting container needs.
+                !lines.is_empty()
+            }
             Event::ResyncDue => {
                 self.start_resync();
+                self.start_import_scan();
                 false
             }
             Event::Wake => true,
@@ -203,8 +279,36 @@ impl Reconciler {
                 let _ = reply.send(self.plan_view());
                 false
             }
+            Event::Api(ApiRequest::Image { op, reply }) => {
+                let (backend, tx) = (self.backend.clone(), self.tx.clone());
+                tokio::task::spawn_blocking(move || {
+                    let result = backend.image_op(&op).map_err(|e| e.message);
+                    if result.is_ok() {
+                        // New or unpinned images: look again at what the store holds.
+                        let _ = tx.send(Event::ResyncDue);
+                    }
+                    let _ = reply.send(result);
+                });
+                false
+            }
+            Event::Api(ApiRequest::Prune {
+                volumes,
+                dry_run,
+                reply,
+            }) => {
+                let (backend, keep) = (self.backend.clone(), self.keep());
+                tokio::task::spawn_blocking(move || {
+                    let _ = reply.send(
+                        backend
+                            .prune(&keep, volumes, dry_run)
+                            .map_err(|e| e.message),
+                    );
+                });
+                false
+            }
             Event::Api(ApiRequest::Apply { options, reply }) => {
                 self.rescan();
+                self.recheck_now();
                 self.waiters.push(Waiter::new(options, reply));
                 true
             }
@@ -250,29 +354,30 @@ impl Reconciler {
         self.resync_running = true;
         let backend = self.backend.clone();
         let tx = self.tx.clone();
-        let keep = Keep {
-            containers: self
-                .observed
-                .containers
-                .iter()
-                .map(|(n, o)| (n.clone(), o.id.clone()))
-                .collect(),
-            images: self
-                .desired
-                .specs
-                .values()
-                .filter_map(|e| e.spec.as_ref())
-                .map(|d| d.spec.image.clone())
-                .collect(),
-            digests: Vec::new(),
-        };
+        let keep = self.keep();
         tokio::task::spawn_blocking(move || {
             let result = backend
                 .resync(&keep)
                 .and_then(|_| backend.observe())
                 .map(Box::new);
-            let _ = tx.send(Event::Resynced(result));
+            let warnings = backend.warnings();
+            let _ = tx.send(Event::Resynced(result, warnings));
         });
+    }
+
+    fn start_import_scan(&self) {
+        let backend = self.backend.clone();
+        let tx = self.tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let lines = backend.scan_imports();
+            let _ = tx.send(Event::Imported(lines));
+        });
+    }
+
+    /// What resyncs and prunes must leave alone: the specs' images (last valid ones too), what
+    /// containers run and would roll back to, the volumes specs mount.
+    pub(super) fn keep(&self) -> Keep {
+        Keep::of(&self.desired, &self.observed)
     }
 
     /// Takes a full observation, except for containers an action is changing right now.
@@ -303,6 +408,7 @@ impl Reconciler {
     /// What the planner sees: the observation plus the failures the loop remembers.
     fn planning_view(&self) -> Observed {
         let mut o = self.observed.clone();
+        self.add_policy_view(&mut o);
         o.create_failures = self.create_failures.clone();
         for (name, f) in &self.start_failures {
             if let Some(c) = o.containers.get_mut(name) {
@@ -315,9 +421,10 @@ impl Reconciler {
     /// One pass: plan from everything, dispatch what is not already in flight, publish.
     pub fn pass(&mut self) {
         let started = std::time::Instant::now();
-        let now = clock::now();
+        let ctx = self.ctx();
         let view = self.planning_view();
-        self.plan = plan(&self.desired, &view, now);
+        self.plan = plan_with(&self.desired, &view, &ctx);
+        self.health_wake = self.schedule_health(ctx.now);
         self.deferred = false;
         let actions = std::mem::take(&mut self.plan.actions);
         self.dispatch(&actions);
@@ -331,7 +438,16 @@ impl Reconciler {
 
     fn publish(&mut self) {
         let view = self.planning_view();
-        let statuses = report::report(&self.desired, &view, &self.plan, &self.in_flight);
+        let mut statuses = report::report(&self.desired, &view, &self.plan, &self.in_flight);
+        if let Some(w) = self.warnings.first() {
+            // Containers on the bridge (those with an address) are the ones it hurts.
+            for s in statuses
+                .iter_mut()
+                .filter(|s| s.ip.is_some() && s.reason.is_none())
+            {
+                s.reason = Some(w.clone());
+            }
+        }
         self.metrics.containers.clear();
         for s in &statuses {
             self.metrics
@@ -346,7 +462,11 @@ impl Reconciler {
 
     /// When the loop should wake by itself: the earliest backoff end or settle rescan.
     pub fn next_wake(&self) -> Option<tokio::time::Instant> {
-        let backoff = self.plan.wake_at.map(clock::instant_of);
+        let backoff = [self.plan.wake_at, self.health_wake]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(clock::instant_of);
         match (backoff, self.rescan_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -357,12 +477,17 @@ impl Reconciler {
     pub fn quiescent(&self) -> bool {
         self.in_flight.is_empty()
             && self.pulls_in_flight.is_empty()
+            && self.checks_in_flight.is_empty()
             && !self.deferred
             && self.plan.actions.is_empty()
     }
 
     fn plan_view(&self) -> PlanView {
-        plan_view(&plan(&self.desired, &self.planning_view(), clock::now()))
+        plan_view(&plan_with(
+            &self.desired,
+            &self.planning_view(),
+            &self.ctx(),
+        ))
     }
 
     /// Answers the apply requests whose condition holds; returns the answered results.
@@ -400,7 +525,7 @@ pub fn plan_view(p: &Plan) -> PlanView {
             .actions
             .iter()
             .map(|a| PlannedAction {
-                action: action_kind(a).into(),
+                action: a.kind().into(),
                 container: a.container().map(str::to_string),
                 description: a.to_string(),
             })
@@ -416,134 +541,7 @@ pub fn plan_view(p: &Plan) -> PlanView {
     }
 }
 
-pub fn action_kind(a: &Action) -> &'static str {
-    match a {
-        Action::Pull { .. } => "pull",
-        Action::Create { .. } => "create",
-        Action::Start { .. } => "start",
-        Action::Pause { .. } => "pause",
-        Action::Resume { .. } => "resume",
-        Action::Stop { .. } => "stop",
-        Action::Remove { .. } => "remove",
-        Action::UpdateResources { .. } => "update-resources",
-    }
-}
-
-/// What `berth agent` runs until `shutdown` resolves.
-pub async fn run_agent(
-    config: Config,
-    backend: Arc<dyn Backend>,
-    source: Box<dyn SpecSource>,
-    metrics: Arc<Metrics>,
-    mut specs_changed: mpsc::Receiver<()>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut r = Reconciler::start(config, backend, source, metrics, tx.clone()).await?;
-    let (req_tx, mut req_rx) = mpsc::channel(16);
-    let api_state = crate::api::server::ApiState {
-        statuses: r.statuses(),
-        events: r.events.clone(),
-        metrics: r.metrics.clone(),
-        requests: req_tx,
-    };
-    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let socket = r.layout.socket();
-    let api = tokio::spawn(async move {
-        crate::api::server::serve(&socket, api_state, async move {
-            let _ = api_stopped.await;
-        })
-        .await
-    });
-    r.pass();
-    // Specs loaded and running containers adopted: ready, without waiting for pulls.
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    r.events.emit(
-        None,
-        "agent",
-        format!("agent {} started", r.config.instance),
-    );
-
-    let mut resync = tokio::time::interval(r.config.resync_interval);
-    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    resync.tick().await;
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    tokio::pin!(shutdown);
-    loop {
-        let wake = r.next_wake();
-        let ev = tokio::select! {
-            Some(ev) = rx.recv() => ev,
-            Some(()) = specs_changed.recv() => Event::SpecsChanged,
-            Some(req) = req_rx.recv() => Event::Api(req),
-            _ = resync.tick() => Event::ResyncDue,
-            _ = hup.recv() => Event::Hangup,
-            _ = sleep_until(wake) => Event::Wake,
-            _ = sleep_until(r.next_waiter_deadline()) => Event::Wake,
-            _ = &mut shutdown => Event::Shutdown,
-        };
-        if matches!(ev, Event::Shutdown) {
-            break;
-        }
-        let mut dirty = r.handle(ev);
-        // Coalesce a burst into one pass.
-        while let Ok(ev) = rx.try_recv() {
-            dirty |= r.handle(ev);
-        }
-        while let Ok(()) = specs_changed.try_recv() {
-            dirty |= r.handle(Event::SpecsChanged);
-        }
-        if dirty {
-            r.pass();
-        }
-        r.answer_waiters();
-    }
-    r.events
-        .emit(None, "agent", "agent stopping; containers keep running");
-    let _ = stop_api.send(());
-    let _ = api.await;
-    Ok(())
-}
-
-/// `berth apply --once`: converge in-process (the caller holds the state lock), then report.
-pub async fn run_once(
-    config: Config,
-    backend: Arc<dyn Backend>,
-    source: Box<dyn SpecSource>,
-    metrics: Arc<Metrics>,
-    options: ApplyOptions,
-) -> anyhow::Result<ApplyResult> {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut r = Reconciler::start(config, backend, source, metrics, tx).await?;
-    let (reply, mut answer) = tokio::sync::oneshot::channel();
-    r.add_waiter(Waiter::new(options, reply));
-    r.pass();
-    loop {
-        r.answer_waiters();
-        if let Ok(result) = answer.try_recv() {
-            return Ok(result);
-        }
-        let wake = r.next_wake();
-        let ev = tokio::select! {
-            Some(ev) = rx.recv() => ev,
-            _ = sleep_until(wake) => Event::Wake,
-            _ = sleep_until(r.next_waiter_deadline()) => Event::Wake,
-        };
-        let mut dirty = r.handle(ev);
-        while let Ok(ev) = rx.try_recv() {
-            dirty |= r.handle(ev);
-        }
-        if dirty {
-            r.pass();
-        }
-    }
-}
-
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
+pub use run::{run_agent, run_once};
 
 #[cfg(test)]
 mod tests;

@@ -10,9 +10,10 @@ use berth_spec::{Config, ContainerSpec, ImageSource};
 use tokio::sync::mpsc;
 
 use super::*;
+use crate::api::server::ApplyOptions;
 use crate::names::IncarnationId;
-use crate::reconcile::model::{ContainerInfo, HealthState, Millis, RunState};
-use crate::reconcile::plan::RemoveReason;
+use crate::reconcile::model::{ContainerInfo, HealthState, RunState};
+use crate::reconcile::plan::{RemoveReason, UpdateMark};
 use crate::status::Status;
 
 #[derive(Default)]
@@ -23,7 +24,18 @@ struct World {
     log: Vec<String>,
     fail_pull: Option<ActionError>,
     fail_create: BTreeMap<String, ActionError>,
-    exits: Option<mpsc::UnboundedSender<String>>,
+    exits: Option<mpsc::UnboundedSender<crate::reconcile::backend::Notice>>,
+    /// What the "registry" says each tag points to (defaults to a digest of the name).
+    remote: BTreeMap<ImageSource, String>,
+    /// Health check results by container (passing when absent).
+    healthy: BTreeMap<String, bool>,
+    /// Digests whose containers die at once (a bad release).
+    crashing: std::collections::BTreeSet<String>,
+    updates: BTreeMap<String, crate::reconcile::model::UpdateState>,
+}
+
+fn default_digest(image: &ImageSource) -> String {
+    format!("sha256:{}", image.to_string().len())
 }
 
 #[derive(Clone, Default)]
@@ -44,7 +56,8 @@ impl Fake {
             requested: false,
         });
         let tx = w.exits.clone().unwrap();
-        tx.send(name.into()).unwrap();
+        tx.send(crate::reconcile::backend::Notice::Exited(name.into()))
+            .unwrap();
     }
 }
 
@@ -57,6 +70,7 @@ impl Backend for Fake {
         Ok(Observed {
             containers: w.containers.clone(),
             images: w.images.clone(),
+            updates: w.updates.clone(),
             ..Observed::default()
         })
     }
@@ -69,46 +83,113 @@ impl Backend for Fake {
         if let Some(e) = &w.fail_pull {
             return Err(e.clone());
         }
-        let digest = format!("sha256:{}", image.to_string().len());
+        let digest = w
+            .remote
+            .get(image)
+            .cloned()
+            .unwrap_or_else(|| default_digest(image));
         w.images.insert(image.clone(), digest.clone());
         Ok(digest)
     }
+    fn check(
+        &self,
+        image: &ImageSource,
+    ) -> Result<crate::reconcile::backend::RemoteImage, ActionError> {
+        let mut w = self.0.lock().unwrap();
+        w.log.push(format!("check {image}"));
+        let digest = w
+            .remote
+            .get(image)
+            .cloned()
+            .unwrap_or_else(|| default_digest(image));
+        Ok(crate::reconcile::backend::RemoteImage {
+            digest,
+            created: None,
+        })
+    }
     fn create(
         &self,
-        name: &str,
-        spec: &ContainerSpec,
-        hash: &str,
-        image_digest: &str,
+        req: &crate::reconcile::backend::CreateRequest<'_>,
     ) -> Result<(), ActionError> {
+        let (name, spec) = (req.name, req.spec);
         let mut w = self.0.lock().unwrap();
-        w.log.push(format!("create {name}"));
+        w.log.push(format!("create {name} {}", req.image_digest));
         if let Some(e) = w.fail_create.get(name) {
             return Err(e.clone());
         }
+        let crashing = w.crashing.contains(req.image_digest);
+        let now = clock::now();
+        let run = if crashing {
+            RunState::Exited(crate::reconcile::model::Exit {
+                code: 1,
+                oom: false,
+                at: now,
+                requested: false,
+            })
+        } else {
+            RunState::Running
+        };
         w.containers.insert(
             name.into(),
             ObservedContainer {
                 id: IncarnationId::random(),
-                spec_hash: hash.into(),
-                image_digest: image_digest.into(),
-                run: RunState::Running,
+                spec_hash: req.hash.into(),
+                image_digest: req.image_digest.into(),
+                run,
                 restarts: 0,
                 crash_streak: 0,
-                started_at: Some(clock::now()),
+                started_at: Some(now),
                 start_failure: None,
-                health: if spec.health.check.is_some() {
-                    HealthState::Healthy
-                } else {
-                    HealthState::None
-                },
+                health: HealthState::None,
                 resources: spec.resources,
                 info: ContainerInfo {
                     pid: Some(100),
                     ..ContainerInfo::default()
                 },
+                image_health: None,
             },
         );
+        let st = w.updates.entry(name.to_string()).or_default();
+        match req.update {
+            UpdateMark::None => st.verifying = None,
+            UpdateMark::Update { from } => {
+                st.previous = Some(from.clone());
+                st.rejected.clear();
+                st.verifying = Some(crate::reconcile::model::Verifying {
+                    digest: req.image_digest.into(),
+                    since: now,
+                    boot_id: String::new(),
+                });
+            }
+            UpdateMark::Rollback { rejected } => {
+                st.rejected.insert(rejected.clone());
+                st.verifying = None;
+            }
+        }
+        st.last_digest = Some(req.image_digest.into());
+        st.last_hash = Some(req.hash.into());
         Ok(())
+    }
+    fn mark_verified(&self, name: &str) -> Result<(), ActionError> {
+        let mut w = self.0.lock().unwrap();
+        w.log.push(format!("verified {name}"));
+        if let Some(st) = w.updates.get_mut(name) {
+            st.verifying = None;
+        }
+        Ok(())
+    }
+    fn update_state(&self, name: &str) -> crate::reconcile::model::UpdateState {
+        self.0
+            .lock()
+            .unwrap()
+            .updates
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
+    }
+    fn health_check(&self, name: &str, _check: &berth_spec::model::HealthCheck) -> (bool, String) {
+        let w = self.0.lock().unwrap();
+        (w.healthy.get(name).copied().unwrap_or(true), String::new())
     }
     fn start(&self, name: &str, _id: &IncarnationId, crash_streak: u32) -> Result<(), ActionError> {
         let mut w = self.0.lock().unwrap();
@@ -132,14 +213,14 @@ impl Backend for Fake {
         w.containers.get_mut(name).unwrap().run = RunState::Running;
         Ok(())
     }
-    fn stop(&self, name: &str, _id: &IncarnationId) -> Result<(), ActionError> {
+    fn stop(&self, name: &str, _id: &IncarnationId, failed: bool) -> Result<(), ActionError> {
         let mut w = self.0.lock().unwrap();
         w.log.push(format!("stop {name}"));
         w.containers.get_mut(name).unwrap().run = RunState::Exited(crate::reconcile::model::Exit {
             code: 143,
             oom: false,
-            at: Millis(0),
-            requested: true,
+            at: clock::now(),
+            requested: !failed,
         });
         Ok(())
     }
@@ -165,7 +246,7 @@ impl Backend for Fake {
         w.containers.get_mut(name).unwrap().resources = *r;
         Ok(())
     }
-    fn watch_exits(&self, tx: mpsc::UnboundedSender<String>) {
+    fn watch(&self, tx: mpsc::UnboundedSender<crate::reconcile::backend::Notice>) {
         self.0.lock().unwrap().exits = Some(tx);
     }
     fn resync(&self, _keep: &crate::reconcile::backend::Keep) -> Result<(), ActionError> {
@@ -173,6 +254,17 @@ impl Backend for Fake {
     }
     fn scan_imports(&self) -> Vec<String> {
         Vec::new()
+    }
+    fn prune(
+        &self,
+        _keep: &crate::reconcile::backend::Keep,
+        _volumes: bool,
+        dry_run: bool,
+    ) -> Result<crate::status::PruneReport, ActionError> {
+        Ok(crate::status::PruneReport {
+            dry_run,
+            ..Default::default()
+        })
     }
 }
 
@@ -272,6 +364,7 @@ async fn dependencies_start_in_order() {
         .log()
         .into_iter()
         .filter(|l| l.starts_with("create"))
+        .map(|l| l.rsplit_once(' ').unwrap().0.to_string())
         .collect();
     assert_eq!(creates, ["create db", "create web", "create proxy"]);
 }
@@ -356,6 +449,7 @@ async fn agent_follows_specs_and_restarts_exited_containers() {
     let source = Source::default();
     source.set(vec![spec("a")]);
     let (specs_tx, specs_rx) = mpsc::channel(1);
+    let (_imports_tx, imports_rx) = mpsc::channel(1);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let cfg = config(dir.path());
     let socket = Layout::new(&cfg).socket();
@@ -365,6 +459,7 @@ async fn agent_follows_specs_and_restarts_exited_containers() {
         Box::new(source.clone()),
         Arc::new(Metrics::new()),
         specs_rx,
+        imports_rx,
         async move {
             let _ = stop_rx.await;
         },

@@ -21,7 +21,9 @@ pub struct Finding {
 
 impl Host {
     /// Lists what doctor finds; with `fix`, removes it too (and returns what it found).
-    pub fn doctor(&self, fix: bool) -> Vec<Finding> {
+    /// `agent_running`: an agent owns the bridge and table, so they are not leftovers even
+    /// with no container.
+    pub fn doctor(&self, fix: bool, agent_running: bool) -> Vec<Finding> {
         let known = self.known();
         let keys: BTreeSet<String> = known
             .iter()
@@ -35,7 +37,7 @@ impl Host {
                 what: o.what,
             })
             .collect();
-        found.extend(self.network_findings(&known, &keys));
+        found.extend(self.network_findings(&known, &keys, agent_running));
         let mounts = self.stray_mounts(&keys);
         found.extend(mounts.iter().map(|m| Finding {
             kind: "mount".into(),
@@ -63,7 +65,7 @@ impl Host {
             for b in &blobs {
                 let _ = std::fs::remove_file(b);
             }
-            if known.is_empty() {
+            if known.is_empty() && !agent_running {
                 if let Err(e) = self.network.remove_host() {
                     tracing::warn!("removing the bridge and table: {e}");
                 }
@@ -77,6 +79,7 @@ impl Host {
         &self,
         known: &BTreeSet<(String, IncarnationId)>,
         keys: &BTreeSet<String>,
+        agent_running: bool,
     ) -> Vec<Finding> {
         let mut out = Vec::new();
         let obs = match self.network.observe() {
@@ -126,7 +129,7 @@ impl Host {
                 ));
             }
         }
-        if known.is_empty() {
+        if known.is_empty() && !agent_running {
             if obs.bridge_present {
                 out.push(f(
                     "bridge",

@@ -5,16 +5,19 @@
 //! kernel object of it exists, so that after a crash at any instant [`Host::startup`] knows
 //! what to take apart.
 
+mod create;
 pub mod doctor;
+mod health;
+mod images;
+mod observe;
 pub mod record;
 mod sweep;
 
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use berth_spec::model::{NetworkMode, PortMapping, Resources};
-use berth_spec::{Config, ContainerSpec, ImageSource};
+use berth_spec::model::{HealthCheck, NetworkMode, Resources};
+use berth_spec::{Config, ImageSource};
 use tokio::sync::mpsc;
 
 use crate::crashpoint;
@@ -22,15 +25,15 @@ use crate::daemon::clock;
 use crate::layout::Layout;
 use crate::metrics::Metrics;
 use crate::names::{IncarnationId, Names};
-use crate::network::Network;
-use crate::network::files::{self, ContainerNames};
-use crate::reconcile::backend::{ActionError, Backend, Keep};
-use crate::reconcile::model::{
-    ContainerInfo, Exit, HealthState, Millis, Observed, ObservedContainer, RunState,
+use crate::network::files;
+use crate::network::{Drift, Network, Watcher};
+use crate::reconcile::backend::{
+    ActionError, Backend, CreateRequest, ImageOp, Keep, Notice, RemoteImage,
 };
+use crate::reconcile::model::{Observed, ObservedContainer};
 use crate::reconcile::plan::RemoveReason;
 use crate::registry::{RegistryClient, RegistrySettings};
-use crate::runtime::{ContainerConfig, EtcFiles, Placement, Runtime, RuntimeConfig, Status};
+use crate::runtime::{Runtime, RuntimeConfig};
 use crate::store::{PullEvent, PullOptions, Store};
 use record::{Phase, Record};
 
@@ -40,11 +43,15 @@ pub struct Host {
     store: Store,
     client: RegistryClient,
     runtime: Runtime,
-    network: Network,
+    network: Arc<Network>,
     metrics: Option<Arc<Metrics>>,
-    exits: Mutex<Option<(tokio::runtime::Handle, mpsc::UnboundedSender<String>)>>,
+    exits: Mutex<Option<(tokio::runtime::Handle, mpsc::UnboundedSender<Notice>)>>,
+    /// The nftables drift watcher; dropping it stops its thread.
+    drift: Mutex<Option<Watcher>>,
     /// Serialises rewrites of the containers' /etc/hosts files.
     hosts: Mutex<()>,
+    /// The config file the agent read, passed on to `berth exec` for health checks.
+    config_path: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,11 +100,19 @@ impl Host {
             store,
             client: RegistryClient::new(settings),
             runtime,
-            network,
+            network: Arc::new(network),
             metrics,
             exits: Mutex::new(None),
+            drift: Mutex::new(None),
+            config_path: None,
             hosts: Mutex::new(()),
         })
+    }
+
+    /// The config file to hand to the `berth exec` children that run health checks.
+    pub fn with_config_path(mut self, path: Option<std::path::PathBuf>) -> Self {
+        self.config_path = path;
+        self
     }
 
     pub fn runtime(&self) -> &Runtime {
@@ -187,7 +202,7 @@ impl Host {
                 }
                 Err(e) => tracing::warn!(container = %name, "cannot register exit watch: {e}"),
             }
-            let _ = tx.send(name);
+            let _ = tx.send(Notice::Exited(name));
         });
     }
 
@@ -222,91 +237,40 @@ impl Host {
             _ => Ok(()),
         }
     }
+}
 
-    fn create_steps(
-        &self,
-        name: &str,
-        spec: &ContainerSpec,
-        rec: &mut Record,
-        image: &crate::image::ResolvedImage,
-    ) -> Result<(), ActionError> {
-        let id = rec.id.clone();
-        let netns = match spec.network {
-            NetworkMode::Bridge => {
-                let att = self.network.attach(name, &id, spec.ip).map_err(transient)?;
-                rec.ip = Some(att.ip);
-                self.save(rec, name)?;
-                Some(att.netns)
-            }
-            NetworkMode::None | NetworkMode::Host => None,
-        };
-        crashpoint::point("create.network");
-        let peers: Vec<_> = self
-            .network
-            .peers()
+impl Host {
+    /// A start-then-kill interrupted by a crash: if the new incarnation made it, the old one
+    /// goes; if not, the old one is the container again.
+    fn finish_replacements(&self) -> Result<(), ActionError> {
+        for e in std::fs::read_dir(self.layout.containers_dir())
             .into_iter()
-            .filter(|p| p.name != name)
-            .collect();
-        let host_resolv = files::read_host_resolv();
-        let hostname = spec.hostname.as_deref().unwrap_or(name);
-        let files = files::write_container_files(
-            &record::etc_dir(&self.layout, name, &id),
-            &ContainerNames {
-                name: hostname,
-                ip: rec.ip,
-                peers: &peers,
-                host_resolv: &host_resolv,
-            },
-        )
-        .map_err(|e| transient(format!("writing /etc files: {e}")))?;
-        let etc = EtcFiles {
-            hostname: Some(files.hostname),
-            hosts: Some(files.hosts),
-            resolv_conf: Some(files.resolv_conf),
-        };
-        let cfg = ContainerConfig::build(
-            spec,
-            id.clone(),
-            image,
-            &self.layout,
-            Placement { netns, etc },
-        )
-        .map_err(ActionError::permanent)?;
-        self.runtime.create(&cfg).map_err(transient)?;
-        crashpoint::point("create.runtime");
-        self.publish(name, &id, rec)?;
-        rec.phase = Phase::Created;
-        rec.boot_id = record::boot_id();
-        rec.started_at = Some(clock::now());
-        self.save(rec, name)?;
-        crashpoint::point("create.started");
+            .flatten()
+            .flatten()
+        {
+            let Some(name) = e.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let aside = record::old_path(&self.layout, &name);
+            let Ok(Some(old)) = crate::fsutil::read_json::<Record>(&aside) else {
+                continue;
+            };
+            match Record::load(&self.layout, &name) {
+                Ok(Some(new)) if new.phase == Phase::Created => {
+                    self.teardown(&name, &old.id)?;
+                    crate::fsutil::remove_file_if_exists(&aside).map_err(transient)?;
+                }
+                _ => {
+                    if let Ok(Some(new)) = Record::load(&self.layout, &name) {
+                        self.teardown(&name, &new.id)?;
+                    }
+                    std::fs::rename(&aside, Record::path(&self.layout, &name))
+                        .map_err(transient)?;
+                }
+            }
+        }
         Ok(())
     }
-}
-
-/// The exit code as shells report it: the code, or 128 + the signal.
-fn exit_code(e: &crate::runtime::ExitRecord) -> i32 {
-    e.code.unwrap_or_else(|| 128 + e.signal.unwrap_or(9))
-}
-
-/// A wall-clock moment on the boot clock.
-fn boot_time_of(t: SystemTime) -> Millis {
-    let ago = SystemTime::now().duration_since(t).unwrap_or_default();
-    Millis(clock::now().0.saturating_sub(ago.as_millis() as u64))
-}
-
-fn port_text(p: &PortMapping) -> String {
-    match p.host_ip {
-        Some(IpAddr::V6(ip)) => {
-            format!("[{ip}]:{}:{}/{}", p.host, p.container, p.protocol.as_str())
-        }
-        Some(ip) => format!("{ip}:{}:{}/{}", p.host, p.container, p.protocol.as_str()),
-        None => format!("{}:{}/{}", p.host, p.container, p.protocol.as_str()),
-    }
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 impl Backend for Host {
@@ -314,6 +278,7 @@ impl Backend for Host {
         self.network
             .ensure_host()
             .map_err(|e| ActionError::permanent(format!("network: {e}")))?;
+        self.finish_replacements()?;
         for name in Record::names(&self.layout) {
             match Record::load(&self.layout, &name) {
                 Ok(Some(rec)) if rec.phase == Phase::Creating => {
@@ -326,91 +291,18 @@ impl Backend for Host {
             }
         }
         self.sweep();
-        if let Ok(Some(msg)) = self.network.check_forward_blocked() {
-            tracing::warn!("{msg}");
+        for w in self.warnings() {
+            tracing::warn!("{w}");
         }
         Ok(())
     }
 
     fn observe(&self) -> Result<Observed, ActionError> {
-        let mut o = Observed::default();
-        for name in Record::names(&self.layout) {
-            if let Some(c) = self.observe_one(&name) {
-                o.containers.insert(name, c);
-            }
-        }
-        for rec in self.store.list().map_err(transient)? {
-            if let Ok(src) = ImageSource::parse(&rec.reference) {
-                o.images.insert(src, rec.manifest_digest);
-            }
-        }
-        Ok(o)
+        self.observe_all()
     }
 
     fn observe_one(&self, name: &str) -> Option<ObservedContainer> {
-        let rec = match Record::load(&self.layout, name) {
-            Ok(Some(r)) if r.phase == Phase::Created => r,
-            Ok(_) => return None,
-            Err(e) => {
-                tracing::warn!(container = name, "unreadable record: {e}");
-                return None;
-            }
-        };
-        let this_boot = rec.boot_id == record::boot_id();
-        let seen = self.runtime.inspect(name, &rec.id).unwrap_or_else(|e| {
-            tracing::warn!(container = name, "cannot inspect: {e}");
-            None
-        });
-        let (run, pid, since) = match &seen {
-            Some(c) if this_boot => match c.status {
-                Status::Running | Status::Unsupervised => (RunState::Running, c.pid, c.started_at),
-                Status::Paused => (RunState::Paused, c.pid, c.started_at),
-                Status::Exited => {
-                    let e = c.exit.as_ref().expect("an exited container has its record");
-                    let exit = Exit {
-                        code: exit_code(e),
-                        oom: e.oom,
-                        at: boot_time_of(e.finished_at),
-                        requested: rec.stopped_by_us,
-                    };
-                    (RunState::Exited(exit), None, Some(e.finished_at))
-                }
-                Status::Lost => {
-                    let exit = Exit {
-                        code: 137,
-                        oom: false,
-                        at: clock::now(),
-                        requested: rec.stopped_by_us,
-                    };
-                    (RunState::Exited(exit), None, c.finished_at)
-                }
-            },
-            // No run in this boot: ready to start.
-            _ => (RunState::Created, None, None),
-        };
-        let resources = self
-            .runtime
-            .read_config(name, &rec.id)
-            .map(|c| c.resources)
-            .unwrap_or_default();
-        Some(ObservedContainer {
-            id: rec.id.clone(),
-            spec_hash: rec.spec_hash.clone(),
-            image_digest: rec.image_digest.clone(),
-            run,
-            restarts: if this_boot { rec.restarts } else { 0 },
-            crash_streak: if this_boot { rec.crash_streak } else { 0 },
-            started_at: rec.started_at.filter(|_| this_boot),
-            start_failure: None,
-            health: HealthState::None,
-            resources,
-            info: ContainerInfo {
-                pid,
-                ip: rec.ip,
-                ports: rec.ports.iter().map(port_text).collect(),
-                since: since.map(rfc3339),
-            },
-        })
+        self.observe_container(name)
     }
 
     fn pull(&self, image: &ImageSource) -> Result<String, ActionError> {
@@ -438,58 +330,35 @@ impl Backend for Host {
         }
     }
 
-    fn create(
-        &self,
-        name: &str,
-        spec: &ContainerSpec,
-        hash: &str,
-        image_digest: &str,
-    ) -> Result<(), ActionError> {
-        let image = self
-            .store
-            .resolve(&spec.image)
-            .map_err(transient)?
-            .ok_or_else(|| {
-                ActionError::transient(format!("image {} is not in the store", spec.image))
-            })?;
-        if image.manifest_digest != image_digest {
-            return Err(ActionError::transient(format!(
-                "image {} changed while planning",
-                spec.image
+    fn update_state(&self, name: &str) -> crate::reconcile::model::UpdateState {
+        record::load_update(&self.layout, name)
+    }
+
+    fn check(&self, image: &ImageSource) -> Result<RemoteImage, ActionError> {
+        let ImageSource::Registry(r) = image else {
+            return Err(ActionError::permanent(format!(
+                "{image} is not a registry image"
             )));
-        }
-        let mut rec = Record {
-            version: record::RECORD_VERSION,
-            id: IncarnationId::random(),
-            phase: Phase::Creating,
-            spec_hash: hash.to_string(),
-            image: spec.image.to_string(),
-            image_digest: image_digest.to_string(),
-            network: spec.network,
-            ip: None,
-            ports: spec.ports.clone(),
-            restarts: 0,
-            crash_streak: 0,
-            boot_id: record::boot_id(),
-            started_at: None,
-            stopped_by_us: false,
         };
-        self.save(&rec, name)?;
-        crashpoint::point("create.record");
-        if let Err(e) = self.create_steps(name, spec, &mut rec, &image) {
-            // Undo everything of this incarnation: nothing half-made stays behind.
-            let _ = self.teardown(name, &rec.id);
-            let _ = Record::delete(&self.layout, name);
-            return Err(e);
+        match self.store.check(&self.client, r) {
+            Ok((digest, created)) => Ok(RemoteImage { digest, created }),
+            Err(e) if e.is_transient() => Err(ActionError::transient(e.to_string())),
+            Err(e) => Err(ActionError::permanent(e.to_string())),
         }
-        if let Err(e) = self.store.mark_used(&spec.image) {
-            tracing::debug!(container = name, "cannot mark image used: {e}");
-        }
-        self.watch_exit(name, &rec.id);
-        if spec.network == NetworkMode::Bridge {
-            self.refresh_hosts();
-        }
-        Ok(())
+    }
+
+    fn create(&self, req: &CreateRequest<'_>) -> Result<(), ActionError> {
+        self.create_incarnation(req)
+    }
+
+    fn mark_verified(&self, name: &str) -> Result<(), ActionError> {
+        let mut st = record::load_update(&self.layout, name);
+        st.verifying = None;
+        record::save_update(&self.layout, name, &st).map_err(transient)
+    }
+
+    fn health_check(&self, name: &str, check: &HealthCheck) -> (bool, String) {
+        self.run_health_check(name, check)
     }
 
     fn start(&self, name: &str, id: &IncarnationId, crash_streak: u32) -> Result<(), ActionError> {
@@ -522,9 +391,9 @@ impl Backend for Host {
         self.runtime.resume(name, id).map_err(transient)
     }
 
-    fn stop(&self, name: &str, id: &IncarnationId) -> Result<(), ActionError> {
+    fn stop(&self, name: &str, id: &IncarnationId, failed: bool) -> Result<(), ActionError> {
         let mut rec = self.record(name, id)?;
-        rec.stopped_by_us = true;
+        rec.stopped_by_us = !failed;
         self.save(&rec, name)?;
         let timeout = self
             .runtime
@@ -569,7 +438,35 @@ impl Backend for Host {
         crate::fsutil::atomic_write_json(&path, &cfg).map_err(transient)
     }
 
-    fn watch_exits(&self, tx: mpsc::UnboundedSender<String>) {
+    fn watch(&self, tx: mpsc::UnboundedSender<Notice>) {
+        // A flushed or deleted table (a firewall reload) is put back at once, not at the next
+        // resync: published ports would be dark until then.
+        let network = self.network.clone();
+        let notes = tx.clone();
+        match self.network.spawn_watcher(move |drift| {
+            let what = match &drift {
+                Drift::Changed {
+                    by_name: Some(n),
+                    by_pid,
+                    ..
+                } => format!("by {n} (pid {})", by_pid.unwrap_or(0)),
+                Drift::Changed { .. } => "by another process".to_string(),
+                Drift::Overrun => "(notifications lost)".to_string(),
+            };
+            match network.repair_rules() {
+                Ok(true) => {
+                    let _ = notes.send(Notice::Repaired(format!(
+                        "nftables table {} restored after a change {what}",
+                        network.table()
+                    )));
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!("cannot restore the nftables table: {e}"),
+            }
+        }) {
+            Ok(w) => *self.drift.lock().expect("drift lock") = Some(w),
+            Err(e) => tracing::warn!("cannot watch the nftables table for changes: {e}"),
+        }
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             tracing::warn!("no async runtime: exits are noticed at the next resync");
             return;
@@ -608,6 +505,29 @@ impl Backend for Host {
             Err(e) => tracing::warn!("image gc: {e}"),
         }
         Ok(())
+    }
+
+    fn image_op(&self, op: &ImageOp) -> Result<serde_json::Value, ActionError> {
+        self.run_image_op(op)
+    }
+
+    fn prune(
+        &self,
+        keep: &Keep,
+        volumes: bool,
+        dry_run: bool,
+    ) -> Result<crate::status::PruneReport, ActionError> {
+        self.prune_unused(keep, volumes, dry_run)
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        match self.network.check_forward_blocked() {
+            Ok(Some(msg)) => vec![msg],
+            Ok(None) => Vec::new(),
+            Err(e) => vec![format!(
+                "cannot check other firewalls for a forward drop: {e}"
+            )],
+        }
     }
 
     fn scan_imports(&self) -> Vec<String> {

@@ -16,6 +16,7 @@ use crate::fsutil;
 use crate::layout::Layout;
 use crate::names::IncarnationId;
 use crate::reconcile::Millis;
+use crate::reconcile::model::UpdateState;
 
 pub const RECORD_VERSION: u32 = 1;
 pub const FILE: &str = "incarnation.json";
@@ -48,6 +49,9 @@ pub struct Record {
     pub started_at: Option<Millis>,
     /// berth stopped it on purpose (`state = "stopped"`): its exit is not a crash.
     pub stopped_by_us: bool,
+    /// The image's own health check, as it was when the incarnation was made.
+    #[serde(default)]
+    pub image_health: Option<berth_spec::model::HealthCheck>,
 }
 
 impl Record {
@@ -98,6 +102,28 @@ fn ignore_missing(e: std::io::Error) -> std::io::Result<()> {
     } else {
         Err(e)
     }
+}
+
+/// The record of an incarnation being replaced (start-then-kill), while its successor starts.
+pub fn old_path(layout: &Layout, name: &str) -> PathBuf {
+    layout.container_dir(name).join(OLD_FILE)
+}
+
+pub const OLD_FILE: &str = "incarnation.old.json";
+const UPDATE_FILE: &str = "update.json";
+
+/// A container's update history (`containers/<name>/update.json`): it outlives incarnations.
+pub fn load_update(layout: &Layout, name: &str) -> UpdateState {
+    fsutil::read_json(&layout.container_dir(name).join(UPDATE_FILE))
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+pub fn save_update(layout: &Layout, name: &str, st: &UpdateState) -> std::io::Result<()> {
+    let dir = layout.container_dir(name);
+    std::fs::create_dir_all(&dir)?;
+    fsutil::atomic_write_json(&dir.join(UPDATE_FILE), st)
 }
 
 /// This boot's id: a record from another boot describes processes that no longer exist.

@@ -8,9 +8,10 @@ use berth_spec::model::Resources;
 use berth_spec::{ContainerSpec, ImageSource};
 use tokio::sync::mpsc;
 
-use super::model::{Observed, ObservedContainer};
-use super::plan::RemoveReason;
+use super::action::{RemoveReason, UpdateMark};
+use super::model::{Observed, ObservedContainer, UpdateState};
 use crate::names::IncarnationId;
+use berth_spec::model::HealthCheck;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -46,17 +47,27 @@ pub trait Backend: Send + Sync + 'static {
     /// One container, after an action or an exit; `None` when it has no record.
     fn observe_one(&self, name: &str) -> Option<ObservedContainer>;
 
+    /// A container's update history (kept across its incarnations).
+    fn update_state(&self, _name: &str) -> UpdateState {
+        UpdateState::default()
+    }
+
     /// Fetches an image (or imports an on-disk one) and returns the digest it resolves to.
     fn pull(&self, image: &ImageSource) -> Result<String, ActionError>;
 
-    /// Makes and starts a new incarnation. On failure nothing of it is left.
-    fn create(
-        &self,
-        name: &str,
-        spec: &ContainerSpec,
-        hash: &str,
-        image_digest: &str,
-    ) -> Result<(), ActionError>;
+    /// Asks the registry what a tag points to now, without downloading the image.
+    fn check(&self, image: &ImageSource) -> Result<RemoteImage, ActionError>;
+
+    /// Makes and starts a new incarnation from the image with `image_digest`, records what it
+    /// means for the update history, and with `replacing` removes that incarnation once the
+    /// new one runs. On failure nothing of the new one is left (and `replacing` still runs).
+    fn create(&self, req: &CreateRequest<'_>) -> Result<(), ActionError>;
+
+    /// The updated image passed its verification.
+    fn mark_verified(&self, name: &str) -> Result<(), ActionError>;
+
+    /// Runs a health check inside the container: whether it passed, and its output.
+    fn health_check(&self, name: &str, check: &HealthCheck) -> (bool, String);
 
     /// Starts an existing incarnation again, recording the crash streak.
     fn start(&self, name: &str, id: &IncarnationId, crash_streak: u32) -> Result<(), ActionError>;
@@ -65,8 +76,9 @@ pub trait Backend: Send + Sync + 'static {
     fn resume(&self, name: &str, id: &IncarnationId) -> Result<(), ActionError>;
 
     /// Stops the process (its own stop signal, then SIGKILL), releases its published ports,
-    /// keeps its rootfs and address.
-    fn stop(&self, name: &str, id: &IncarnationId) -> Result<(), ActionError>;
+    /// keeps its rootfs and address. `failed`: it is stopped for being unhealthy, so its exit
+    /// counts as a crash (restart policy, backoff) rather than as asked for.
+    fn stop(&self, name: &str, id: &IncarnationId, failed: bool) -> Result<(), ActionError>;
 
     /// Stops it and removes everything the incarnation owns. On `Pruned`, also the
     /// container's dir (its named volumes stay).
@@ -79,15 +91,113 @@ pub trait Backend: Send + Sync + 'static {
         resources: &Resources,
     ) -> Result<(), ActionError>;
 
-    /// Sends a container's name whenever one of its processes exits. Called once.
-    fn watch_exits(&self, tx: mpsc::UnboundedSender<String>);
+    /// Starts reporting what happens behind the loop's back: exits, repairs. Called once, on
+    /// the async runtime.
+    fn watch(&self, tx: mpsc::UnboundedSender<Notice>);
 
     /// Periodic repair: restore drifted network pieces, remove orphans of this instance,
     /// collect unused images.
     fn resync(&self, keep: &Keep) -> Result<(), ActionError>;
 
+    /// Problems of the host that containers suffer from (another firewall dropping the bridge's
+    /// forwarded traffic), each with its fix; looked at on start and at every resync.
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Imports archives dropped in the import dir; one line per archive, for the event log.
     fn scan_imports(&self) -> Vec<String>;
+
+    /// `berth pull`, `image import`, `image pin|unpin` while the agent holds the store: done by
+    /// the agent; the answer is what the command prints with `--json`.
+    fn image_op(&self, _op: &ImageOp) -> Result<serde_json::Value, ActionError> {
+        Err(ActionError::permanent(
+            "image operations are not supported here",
+        ))
+    }
+
+    /// `berth prune`: removes every image, layer and blob `keep` does not protect (no grace
+    /// period: an operator asked), and with `volumes` every named volume no spec mounts.
+    fn prune(
+        &self,
+        keep: &Keep,
+        volumes: bool,
+        dry_run: bool,
+    ) -> Result<crate::status::PruneReport, ActionError>;
+}
+
+/// An image command sent to the agent.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum ImageOp {
+    Pull { reference: String },
+    Import { path: std::path::PathBuf },
+    Pin { image: String },
+    Unpin { image: String },
+}
+
+/// A container to create.
+#[derive(Debug, Clone, Copy)]
+pub struct CreateRequest<'a> {
+    pub name: &'a str,
+    pub spec: &'a ContainerSpec,
+    pub hash: &'a str,
+    pub image_digest: &'a str,
+    pub update: &'a UpdateMark,
+    pub replacing: Option<&'a IncarnationId>,
+}
+
+/// What a registry says a tag points to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteImage {
+    /// The platform manifest digest.
+    pub digest: String,
+    /// The image config's `created`, Unix seconds.
+    pub created: Option<u64>,
+}
+
+/// What the backend reports on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A container's process exited.
+    Exited(String),
+    /// Something changed behind berth's back was put back (for the event log).
+    Repaired(String),
+}
+
+impl Keep {
+    /// What the specs (last valid ones too) and the containers protect.
+    pub fn of(desired: &super::model::Desired, observed: &Observed) -> Keep {
+        let specs = || {
+            desired
+                .specs
+                .values()
+                .filter_map(|e| e.spec.as_ref())
+                .map(|d| &d.spec)
+        };
+        let mut digests: Vec<String> = observed
+            .containers
+            .values()
+            .map(|o| o.image_digest.clone())
+            .collect();
+        digests.extend(observed.updates.values().filter_map(|h| h.previous.clone()));
+        Keep {
+            containers: observed
+                .containers
+                .iter()
+                .map(|(n, o)| (n.clone(), o.id.clone()))
+                .collect(),
+            images: specs().map(|s| s.image.clone()).collect(),
+            digests,
+            volumes: specs()
+                .flat_map(|s| s.mounts.iter())
+                .filter_map(|m| match &m.kind {
+                    berth_spec::model::MountKind::Volume { name } => Some(name.clone()),
+                    _ => None,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// What a resync must leave alone.
@@ -97,6 +207,8 @@ pub struct Keep {
     pub containers: Vec<(String, IncarnationId)>,
     /// Images the specs name.
     pub images: Vec<ImageSource>,
-    /// Image digests to keep for rollback.
+    /// Image digests to keep: what containers run and what they would roll back to.
     pub digests: Vec<String>,
+    /// Named volumes the specs mount.
+    pub volumes: Vec<String>,
 }

@@ -5,12 +5,15 @@
 //! - [`plan`]: the policy, a pure function; [`backoff`]: its delays; [`report`]: statuses.
 //! - [`backend`]: the narrow trait the executor drives (store, runtime, network).
 
+pub mod action;
 pub mod backend;
 pub mod backoff;
 pub mod desired;
+pub mod health;
 pub mod model;
 pub mod plan;
 pub mod report;
+pub mod update;
 
 pub use model::{Desired, Millis, Observed};
-pub use plan::{Action, Plan, plan};
+pub use plan::{Action, Ctx, Plan, plan, plan_with};

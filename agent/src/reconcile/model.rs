@@ -73,6 +73,46 @@ pub struct Observed {
     pub pull_failures: BTreeMap<ImageSource, Failure>,
     /// Containers whose creation failed (nothing of them is left), for the backoff.
     pub create_failures: BTreeMap<String, Failure>,
+    /// What the registry said a `pull = "always"` tag resolves to, when last asked.
+    pub remote: BTreeMap<ImageSource, RemoteCheck>,
+    /// When berth first saw each image digest (boot clock): `min_age` without a created time.
+    pub first_seen: BTreeMap<String, Millis>,
+    /// Update lock files (`[update] lock`) that exist now.
+    pub locks: std::collections::BTreeSet<std::path::PathBuf>,
+    /// Each container's update history, kept across its incarnations.
+    pub updates: BTreeMap<String, UpdateState>,
+}
+
+/// The answer of a registry to "what does this tag point to now".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteCheck {
+    /// The platform manifest digest (what a pull would run).
+    pub digest: String,
+    /// The image config's `created`, in Unix seconds, when it has one.
+    pub created: Option<u64>,
+    pub checked_at: Millis,
+}
+
+/// A container's image updates: what it ran, what to roll back to, what failed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UpdateState {
+    /// The image digest and spec hash of the last incarnation created.
+    pub last_digest: Option<String>,
+    pub last_hash: Option<String>,
+    /// The digest before the last image update: what a rollback returns to.
+    pub previous: Option<String>,
+    /// Digests that failed their verification: not taken again until the tag moves.
+    pub rejected: std::collections::BTreeSet<String>,
+    /// An image update being verified.
+    pub verifying: Option<Verifying>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Verifying {
+    pub digest: String,
+    /// When its container started (boot clock of `boot_id`).
+    pub since: Millis,
+    pub boot_id: String,
 }
 
 /// One container that has a record in the state dir (an incarnation).
@@ -97,6 +137,8 @@ pub struct ObservedContainer {
     pub resources: berth_spec::model::Resources,
     /// For the status report.
     pub info: ContainerInfo,
+    /// The image's own health check (Docker `Healthcheck`), used when the spec has none.
+    pub image_health: Option<berth_spec::model::HealthCheck>,
 }
 
 /// What `berth status` shows about a container beyond its run state.

@@ -46,6 +46,8 @@ pub fn report(
                 error: entry.error.clone(),
                 since: None,
                 id: None,
+                previous_digest: None,
+                rejected_digests: Vec::new(),
             });
             continue;
         };
@@ -102,6 +104,10 @@ pub fn report(
                 reason = Some(w.to_string());
             }
             Some(Waiting::Dependency { .. }) => {}
+            // The container runs as it is; the reason says what is held or being verified.
+            Some(w @ (Waiting::Held(_) | Waiting::Verifying { .. })) => {
+                reason = Some(w.to_string())
+            }
             None => {}
         }
         match in_flight.get(name) {
@@ -148,6 +154,12 @@ pub fn report(
             error,
             since: obs.and_then(|o| o.info.since.clone()),
             id: obs.map(|o| o.id.to_string()),
+            previous_digest: observed.updates.get(name).and_then(|h| h.previous.clone()),
+            rejected_digests: observed
+                .updates
+                .get(name)
+                .map(|h| h.rejected.iter().cloned().collect())
+                .unwrap_or_default(),
         });
     }
     out

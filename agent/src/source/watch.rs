@@ -82,6 +82,18 @@ impl SpecWatcher {
     }
 }
 
+/// Watches one dir (not recursively) and sends `()` on `wake` when something lands in it:
+/// the image import dir.
+pub fn watch_dir(dir: &Path, wake: mpsc::Sender<()>) -> notify::Result<RecommendedWatcher> {
+    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if res.as_ref().map_or(true, is_relevant) {
+            let _ = wake.try_send(());
+        }
+    })?;
+    w.watch(dir, RecursiveMode::NonRecursive)?;
+    Ok(w)
+}
+
 fn is_relevant(ev: &notify::Event) -> bool {
     let kind_matters = match ev.kind {
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,

@@ -20,6 +20,9 @@ struct Raw {
     #[serde(default)]
     config: Option<RawConfig>,
     rootfs: RawRootfs,
+    /// RFC 3339, as the builder wrote it (optional in OCI).
+    #[serde(default)]
+    created: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -74,6 +77,8 @@ pub struct ParsedConfig {
     pub config: ImageConfig,
     pub diff_ids: Vec<String>,
     pub platform: Platform,
+    /// When the image was built, Unix seconds (`min_age` counts from it).
+    pub created: Option<u64>,
 }
 
 pub fn parse(bytes: &[u8]) -> Result<ParsedConfig, String> {
@@ -117,11 +122,35 @@ pub fn parse(bytes: &[u8]) -> Result<ParsedConfig, String> {
         architecture: platform.architecture.clone(),
         variant: platform.variant.clone(),
     };
+    // A missing or unparsable time is not an error: min_age then counts from first sight.
+    let created = raw
+        .created
+        .as_deref()
+        .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs());
     Ok(ParsedConfig {
         config,
         diff_ids: raw.rootfs.diff_ids,
         platform,
+        created,
     })
+}
+
+#[cfg(test)]
+mod created_tests {
+    #[test]
+    fn created_times_parse_with_or_without_fractions() {
+        let cfg = |c: &str| {
+            let j = format!(
+                r#"{{"architecture":"amd64","os":"linux","created":"{c}","rootfs":{{"type":"layers","diff_ids":[]}}}}"#
+            );
+            super::parse(j.as_bytes()).unwrap().created
+        };
+        assert_eq!(cfg("2024-01-01T00:00:00Z"), Some(1_704_067_200));
+        assert_eq!(cfg("2024-01-01T00:00:00.123456789Z"), Some(1_704_067_200));
+        assert_eq!(cfg("not a time"), None);
+    }
 }
 
 #[cfg(test)]

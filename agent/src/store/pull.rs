@@ -84,6 +84,17 @@ pub type Progress<'a> = &'a (dyn Fn(&PullEvent<'_>) + Sync);
 /// A progress sink that ignores everything.
 pub fn no_progress(_: &PullEvent<'_>) {}
 
+/// An image as its registry describes it, before any layer is fetched.
+struct Remote {
+    top: crate::registry::FetchedManifest,
+    manifest: ImageManifest,
+    manifest_bytes: Vec<u8>,
+    manifest_digest: String,
+    config_bytes: Vec<u8>,
+    parsed: image_config::ParsedConfig,
+    layers: Vec<LayerRef>,
+}
+
 struct Job<'a> {
     layer: &'a LayerRef,
 }
@@ -99,7 +110,6 @@ impl Store {
         progress: Progress<'_>,
     ) -> Result<ResolvedImage, StoreError> {
         let name = image.to_string();
-        let limits = &self.inner.limits;
         let hook = |e: &RegistryError, attempt: u32, wait: Duration| {
             progress(&PullEvent::Retry {
                 what: &name,
@@ -108,90 +118,15 @@ impl Store {
                 error: &e.to_string(),
             })
         };
-        let reg = |source| StoreError::Registry {
-            image: name.clone(),
-            source,
-        };
-        let top = client
-            .fetch_manifest(image, image.reference(), limits.max_manifest_size, &hook)
-            .map_err(reg)?;
-        let want = opts.platform.clone().unwrap_or_else(Platform::host);
-        let parse = |bytes: &[u8], ct: Option<&str>| {
-            Manifest::parse(bytes, ct).map_err(|source| StoreError::Manifest {
-                image: name.clone(),
-                source,
-            })
-        };
-        let (manifest, manifest_bytes, manifest_digest) =
-            match parse(&top.bytes, top.content_type.as_deref())? {
-                Manifest::Image(m) => (m, top.bytes.clone(), top.digest.clone()),
-                Manifest::Index(idx) => {
-                    let desc = select_platform(&name, &want, &idx.manifests)?;
-                    check_digest(&name, &desc.digest)?;
-                    let sub = client
-                        .fetch_manifest(image, &desc.digest, limits.max_manifest_size, &hook)
-                        .map_err(reg)?;
-                    if sub.bytes.len() as u64 != desc.size {
-                        return Err(StoreError::BlobSize {
-                            image: name.clone(),
-                            blob: desc.digest.clone(),
-                            expected: desc.size,
-                            actual: sub.bytes.len().to_string(),
-                        });
-                    }
-                    match parse(&sub.bytes, sub.content_type.as_deref())? {
-                        Manifest::Image(m) => (m, sub.bytes, sub.digest),
-                        Manifest::Index(_) => {
-                            return Err(StoreError::Invalid {
-                                image: name.clone(),
-                                reason: format!("index entry {} is itself an index", desc.digest),
-                            });
-                        }
-                    }
-                }
-            };
-        self.check_manifest(&name, &manifest)?;
-        let config_bytes = client
-            .fetch_small_blob(
-                image,
-                &manifest.config.digest,
-                manifest.config.size,
-                MAX_CONFIG_SIZE,
-                &hook,
-            )
-            .map_err(reg)?;
-        let parsed = image_config::parse(&config_bytes).map_err(|reason| StoreError::Config {
-            image: name.clone(),
-            reason,
-        })?;
-        if parsed.diff_ids.len() != manifest.layers.len() {
-            return Err(StoreError::Config {
-                image: name.clone(),
-                reason: format!(
-                    "{} diff ids for {} layers",
-                    parsed.diff_ids.len(),
-                    manifest.layers.len()
-                ),
-            });
-        }
-        if platform::score(&want, &parsed.platform).is_none() {
-            return Err(StoreError::NoPlatform {
-                image: name.clone(),
-                wanted: want.to_string(),
-                offered: parsed.platform.to_string(),
-            });
-        }
-        let layers: Vec<LayerRef> = manifest
-            .layers
-            .iter()
-            .zip(&parsed.diff_ids)
-            .map(|(d, diff)| LayerRef {
-                digest: d.digest.clone(),
-                diff_id: diff.clone(),
-                size: d.size,
-                media_type: d.media_type.clone(),
-            })
-            .collect();
+        let Remote {
+            top,
+            manifest,
+            manifest_bytes,
+            manifest_digest,
+            config_bytes,
+            parsed,
+            layers,
+        } = self.remote(client, image, opts, &hook)?;
 
         let _active = self.activate(&layers);
         let summary: Vec<(String, u64, bool)> = layers
@@ -263,11 +198,144 @@ impl Store {
             return Ok(self.resolved(&record));
         }
         let _g = self.inner.records.lock().expect("records");
+        // The tag moved: the image it pointed to stays known by its digest, so a container
+        // can be rolled back to it (GC decides when it goes).
+        if let Some(old) = self.inner.index.get(&name).ok().flatten()
+            && old.manifest_digest != record.manifest_digest
+        {
+            let key = format!("{}@{}", image.name(), old.manifest_digest);
+            let kept = ImageRecord {
+                reference: key.clone(),
+                ..old
+            };
+            if let Err(e) = self.inner.index.put(&kept) {
+                tracing::warn!(image = %key, "cannot keep the previous image: {e}");
+            }
+        }
         self.inner
             .index
             .put(&record)
             .map_err(|e| StoreError::io(self.inner.index.record_path(&name), e))?;
         Ok(self.resolved(&record))
+    }
+
+    /// What `image` is at its registry now: its manifest (resolved to this platform), its
+    /// config and layers, all checked against limits and digests; nothing downloaded beyond
+    /// the manifest and config.
+    fn remote(
+        &self,
+        client: &RegistryClient,
+        image: &ImageReference,
+        opts: &PullOptions,
+        hook: &(dyn Fn(&RegistryError, u32, Duration) + Sync),
+    ) -> Result<Remote, StoreError> {
+        let name = image.to_string();
+        let limits = &self.inner.limits;
+        let reg = |source| StoreError::Registry {
+            image: name.clone(),
+            source,
+        };
+        let top = client
+            .fetch_manifest(image, image.reference(), limits.max_manifest_size, hook)
+            .map_err(reg)?;
+        let want = opts.platform.clone().unwrap_or_else(Platform::host);
+        let parse = |bytes: &[u8], ct: Option<&str>| {
+            Manifest::parse(bytes, ct).map_err(|source| StoreError::Manifest {
+                image: name.clone(),
+                source,
+            })
+        };
+        let (manifest, manifest_bytes, manifest_digest) =
+            match parse(&top.bytes, top.content_type.as_deref())? {
+                Manifest::Image(m) => (m, top.bytes.clone(), top.digest.clone()),
+                Manifest::Index(idx) => {
+                    let desc = select_platform(&name, &want, &idx.manifests)?;
+                    check_digest(&name, &desc.digest)?;
+                    let sub = client
+                        .fetch_manifest(image, &desc.digest, limits.max_manifest_size, hook)
+                        .map_err(reg)?;
+                    if sub.bytes.len() as u64 != desc.size {
+                        return Err(StoreError::BlobSize {
+                            image: name.clone(),
+                            blob: desc.digest.clone(),
+                            expected: desc.size,
+                            actual: sub.bytes.len().to_string(),
+                        });
+                    }
+                    match parse(&sub.bytes, sub.content_type.as_deref())? {
+                        Manifest::Image(m) => (m, sub.bytes, sub.digest),
+                        Manifest::Index(_) => {
+                            return Err(StoreError::Invalid {
+                                image: name.clone(),
+                                reason: format!("index entry {} is itself an index", desc.digest),
+                            });
+                        }
+                    }
+                }
+            };
+        self.check_manifest(&name, &manifest)?;
+        let config_bytes = client
+            .fetch_small_blob(
+                image,
+                &manifest.config.digest,
+                manifest.config.size,
+                MAX_CONFIG_SIZE,
+                &hook,
+            )
+            .map_err(reg)?;
+        let parsed = image_config::parse(&config_bytes).map_err(|reason| StoreError::Config {
+            image: name.clone(),
+            reason,
+        })?;
+        if parsed.diff_ids.len() != manifest.layers.len() {
+            return Err(StoreError::Config {
+                image: name.clone(),
+                reason: format!(
+                    "{} diff ids for {} layers",
+                    parsed.diff_ids.len(),
+                    manifest.layers.len()
+                ),
+            });
+        }
+        if platform::score(&want, &parsed.platform).is_none() {
+            return Err(StoreError::NoPlatform {
+                image: name.clone(),
+                wanted: want.to_string(),
+                offered: parsed.platform.to_string(),
+            });
+        }
+        let layers: Vec<LayerRef> = manifest
+            .layers
+            .iter()
+            .zip(&parsed.diff_ids)
+            .map(|(d, diff)| LayerRef {
+                digest: d.digest.clone(),
+                diff_id: diff.clone(),
+                size: d.size,
+                media_type: d.media_type.clone(),
+            })
+            .collect();
+        Ok(Remote {
+            top,
+            manifest,
+            manifest_bytes,
+            manifest_digest,
+            config_bytes,
+            parsed,
+            layers,
+        })
+    }
+
+    /// What a tag points to now (platform manifest digest, and the config's created time),
+    /// without downloading layers: how `pull = "always"` notices a moved tag.
+    pub fn check(
+        &self,
+        client: &RegistryClient,
+        image: &ImageReference,
+    ) -> Result<(String, Option<u64>), StoreError> {
+        let hook = |_: &RegistryError, _: u32, _: Duration| {};
+        let r = self.remote(client, image, &PullOptions::default(), &hook)?;
+        Ok((r.manifest_digest, r.parsed.created))
     }
 
     fn check_manifest(&self, name: &str, m: &ImageManifest) -> Result<(), StoreError> {

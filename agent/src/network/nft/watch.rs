@@ -57,7 +57,10 @@ pub fn spawn(
     mut on_drift: impl FnMut(Drift) + Send + 'static,
 ) -> io::Result<Watcher> {
     let ns = host_ns.try_clone()?;
-    let (stop_rx, stop_tx) = nix::unistd::pipe().map_err(io::Error::from)?;
+    // Close-on-exec: a child the agent spawns (a shim) must not keep the write end open, or
+    // dropping the watcher would never wake the thread.
+    let (stop_rx, stop_tx) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
     let thread = std::thread::Builder::new()
         .name("berth-nft-watch".into())

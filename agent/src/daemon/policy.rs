@@ -1,0 +1,271 @@
+//! The loop's side of the lifecycle policies: the clock the planner sees, health checks run on
+//! schedule, `pull = "always"` tags re-checked, update locks looked at. The decisions stay in
+//! the pure planner; this only feeds it.
+
+use std::collections::BTreeMap;
+
+use berth_spec::ImageSource;
+
+use super::{Event, Reconciler, clock};
+use crate::names::IncarnationId;
+use crate::reconcile::backend::{ActionError, RemoteImage};
+use crate::reconcile::health::{self, Tracker};
+use crate::reconcile::model::{HealthState, Millis, Observed, RemoteCheck, RunState};
+use crate::reconcile::update::{Ctx, WallClock};
+
+/// Health of the containers that have a check: keyed by name, valid for one run of one
+/// incarnation (a restart starts over at `starting`).
+#[derive(Default)]
+pub(super) struct HealthBook {
+    trackers: BTreeMap<String, (IncarnationId, Option<Millis>, Tracker)>,
+    running: std::collections::BTreeSet<String>,
+}
+
+/// The wall clock, if it can be trusted: systemd-timesyncd says it is synchronised, or the
+/// date is at least plausible (devices without an RTC boot in 1970).
+pub fn wall_clock() -> Option<WallClock> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    let synced = std::path::Path::new("/run/systemd/timesync/synchronized").exists();
+    if !synced && now < PLAUSIBLE {
+        return None;
+    }
+    Some(WallClock {
+        unix: now,
+        minute_of_day: local_minute_of_day(now),
+    })
+}
+
+/// 2025-01-01T00:00:00Z: a clock earlier than this has not been set.
+const PLAUSIBLE: u64 = 1_735_689_600;
+
+fn local_minute_of_day(unix: u64) -> u16 {
+    let t = unix as libc::time_t;
+    // SAFETY: an all-zero tm is a valid value for localtime_r to overwrite.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the call; localtime_r is thread-safe.
+    if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
+        return ((unix / 60) % 1440) as u16;
+    }
+    (tm.tm_hour * 60 + tm.tm_min) as u16
+}
+
+impl Reconciler {
+    pub(super) fn ctx(&self) -> Ctx {
+        Ctx {
+            now: clock::now(),
+            wall: wall_clock(),
+            force: self.waiters.iter().any(|w| w.force()),
+            update_interval: self.config.update_interval,
+            jitter_seed: self.jitter_seed,
+        }
+    }
+
+    /// Adds what only the loop knows to an observation: update locks present, health states.
+    pub(super) fn add_policy_view(&self, o: &mut Observed) {
+        for entry in self.desired.specs.values() {
+            if let Some(lock) = entry
+                .spec
+                .as_ref()
+                .and_then(|d| d.spec.update.lock.as_ref())
+                && lock.exists()
+            {
+                o.locks.insert(lock.clone());
+            }
+        }
+        for (name, c) in o.containers.iter_mut() {
+            let Some(d) = self.desired.specs.get(name).and_then(|e| e.spec.as_ref()) else {
+                continue;
+            };
+            if health::effective(&d.spec, c.image_health.as_ref()).is_none() {
+                c.health = HealthState::None;
+                continue;
+            }
+            c.health = match self.health.trackers.get(name) {
+                Some((id, started, t)) if *id == c.id && *started == c.started_at => t.state,
+                _ => HealthState::Starting,
+            };
+        }
+    }
+
+    /// Starts the health checks that are due; returns when the next one is.
+    pub(super) fn schedule_health(&mut self, now: Millis) -> Option<Millis> {
+        let mut next: Option<Millis> = None;
+        let mut live = Vec::new();
+        for (name, c) in &self.observed.containers {
+            let Some(d) = self.desired.specs.get(name).and_then(|e| e.spec.as_ref()) else {
+                continue;
+            };
+            let Some(check) = health::effective(&d.spec, c.image_health.as_ref()) else {
+                continue;
+            };
+            if c.run != RunState::Running || self.in_flight.contains_key(name) {
+                continue;
+            }
+            let started = c.started_at.unwrap_or(now);
+            live.push(name.clone());
+            let entry = self
+                .health
+                .trackers
+                .entry(name.clone())
+                .or_insert_with(|| (c.id.clone(), c.started_at, Tracker::new()));
+            if entry.0 != c.id || entry.1 != c.started_at {
+                *entry = (c.id.clone(), c.started_at, Tracker::new());
+            }
+            let due = entry.2.next_due(started, &check);
+            if due > now {
+                next = Some(next.map_or(due, |n| n.min(due)));
+                continue;
+            }
+            if !self.health.running.insert(name.clone()) {
+                continue;
+            }
+            let (backend, tx, name, id) = (
+                self.backend.clone(),
+                self.tx.clone(),
+                name.clone(),
+                c.id.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                let (ok, output) = backend.health_check(&name, &check);
+                let _ = tx.send(Event::Health {
+                    name,
+                    id,
+                    ok,
+                    output,
+                });
+            });
+        }
+        self.health
+            .trackers
+            .retain(|n, _| live.contains(n) || self.health.running.contains(n));
+        next
+    }
+
+    /// Folds in a check's result; returns whether the health state changed.
+    pub(super) fn finish_health(
+        &mut self,
+        name: String,
+        id: IncarnationId,
+        ok: bool,
+        output: String,
+    ) -> bool {
+        self.health.running.remove(&name);
+        let now = clock::now();
+        let Some(c) = self.observed.containers.get(&name).filter(|c| c.id == id) else {
+            return false;
+        };
+        let Some(d) = self.desired.specs.get(&name).and_then(|e| e.spec.as_ref()) else {
+            return false;
+        };
+        let Some(check) = health::effective(&d.spec, c.image_health.as_ref()) else {
+            return false;
+        };
+        let started = c.started_at.unwrap_or(now);
+        let Some((_, _, tracker)) = self
+            .health
+            .trackers
+            .get_mut(&name)
+            .filter(|(i, s, _)| *i == id && *s == c.started_at)
+        else {
+            return false;
+        };
+        match tracker.record(ok, output.clone(), started, now, &check) {
+            Some(state) => {
+                let what = match state {
+                    HealthState::Healthy => "healthy".to_string(),
+                    HealthState::Unhealthy => format!("unhealthy: {}", output.trim()),
+                    other => format!("{other:?}").to_lowercase(),
+                };
+                self.events.emit(Some(&name), "health", what);
+                true
+            }
+            // Not a change, but the next check is now scheduled from this one.
+            None => true,
+        }
+    }
+
+    pub(super) fn spawn_check(&mut self, image: ImageSource) {
+        if !self.checks_in_flight.insert(image.clone()) {
+            return;
+        }
+        let (backend, tx) = (self.backend.clone(), self.tx.clone());
+        tokio::task::spawn_blocking(move || {
+            let result = backend.check(&image);
+            let _ = tx.send(Event::Checked(image, result));
+        });
+    }
+
+    pub(super) fn finish_check(
+        &mut self,
+        image: ImageSource,
+        result: Result<RemoteImage, ActionError>,
+    ) {
+        self.checks_in_flight.remove(&image);
+        let now = clock::now();
+        match result {
+            Ok(r) => {
+                self.observed
+                    .first_seen
+                    .entry(r.digest.clone())
+                    .or_insert(now);
+                let moved = self
+                    .observed
+                    .images
+                    .get(&image)
+                    .is_some_and(|local| *local != r.digest);
+                if moved {
+                    self.events.emit(
+                        None,
+                        "update",
+                        format!("{image} now points to {}", r.digest),
+                    );
+                }
+                self.observed.remote.insert(
+                    image,
+                    RemoteCheck {
+                        digest: r.digest,
+                        created: r.created,
+                        checked_at: now,
+                    },
+                );
+            }
+            Err(e) => {
+                self.events
+                    .emit(None, "error", format!("checking {image} for updates: {e}"));
+                // Try again at the next interval, not at once: a registry down is not hammered.
+                let kept = self.observed.remote.get(&image).cloned();
+                let entry = match kept {
+                    Some(r) => RemoteCheck {
+                        checked_at: now,
+                        ..r
+                    },
+                    // Never reached: nothing known, no update to offer; only the time counts.
+                    None => return self.remember_failed_check(image, now),
+                };
+                self.observed.remote.insert(image, entry);
+            }
+        }
+    }
+
+    fn remember_failed_check(&mut self, image: ImageSource, now: Millis) {
+        // With no digest known yet the local one stands in, so no update is offered.
+        if let Some(local) = self.observed.images.get(&image).cloned() {
+            self.observed.remote.insert(
+                image,
+                RemoteCheck {
+                    digest: local,
+                    created: None,
+                    checked_at: now,
+                },
+            );
+        }
+    }
+
+    /// SIGHUP and `berth apply`: re-check every `pull = "always"` tag now.
+    pub(super) fn recheck_now(&mut self) {
+        self.observed.remote.clear();
+    }
+}

@@ -1,0 +1,143 @@
+//! The two ways the loop runs: `berth agent` until told to stop, and `berth apply --once` (in
+//! process, under the state dir's lock) until its answer is ready.
+
+use std::sync::Arc;
+
+use berth_spec::Config;
+use tokio::sync::mpsc;
+
+use super::{Event, Reconciler, Waiter};
+use crate::api::server::ApplyOptions;
+use crate::metrics::Metrics;
+use crate::reconcile::backend::Backend;
+use crate::reconcile::desired::SpecSource;
+use crate::status::ApplyResult;
+
+/// What `berth agent` runs until `shutdown` resolves.
+pub async fn run_agent(
+    config: Config,
+    backend: Arc<dyn Backend>,
+    source: Box<dyn SpecSource>,
+    metrics: Arc<Metrics>,
+    mut specs_changed: mpsc::Receiver<()>,
+    mut imports_changed: mpsc::Receiver<()>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut r = Reconciler::start(config, backend, source, metrics, tx.clone()).await?;
+    let (req_tx, mut req_rx) = mpsc::channel(16);
+    let api_state = crate::api::server::ApiState {
+        statuses: r.statuses(),
+        events: r.events.clone(),
+        metrics: r.metrics.clone(),
+        requests: req_tx,
+    };
+    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let socket = r.layout.socket();
+    let api = tokio::spawn(async move {
+        crate::api::server::serve(&socket, api_state, async move {
+            let _ = api_stopped.await;
+        })
+        .await
+    });
+    let metrics_server = match r.config.metrics_listen {
+        Some(addr) => Some(tokio::spawn(crate::api::server::serve_metrics(
+            addr,
+            r.metrics.clone(),
+        ))),
+        None => None,
+    };
+    r.pass();
+    r.start_import_scan();
+    // Specs loaded and running containers adopted: ready, without waiting for pulls.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    r.events.emit(
+        None,
+        "agent",
+        format!("agent {} started", r.config.instance),
+    );
+
+    let mut resync = tokio::time::interval(r.config.resync_interval);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    resync.tick().await;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::pin!(shutdown);
+    loop {
+        let wake = r.next_wake();
+        let ev = tokio::select! {
+            Some(ev) = rx.recv() => ev,
+            Some(()) = specs_changed.recv() => Event::SpecsChanged,
+            Some(()) = imports_changed.recv() => Event::ImportsChanged,
+            Some(req) = req_rx.recv() => Event::Api(req),
+            _ = resync.tick() => Event::ResyncDue,
+            _ = hup.recv() => Event::Hangup,
+            _ = sleep_until(wake) => Event::Wake,
+            _ = sleep_until(r.next_waiter_deadline()) => Event::Wake,
+            _ = &mut shutdown => Event::Shutdown,
+        };
+        if matches!(ev, Event::Shutdown) {
+            break;
+        }
+        let mut dirty = r.handle(ev);
+        // Coalesce a burst into one pass.
+        while let Ok(ev) = rx.try_recv() {
+            dirty |= r.handle(ev);
+        }
+        while let Ok(()) = specs_changed.try_recv() {
+            dirty |= r.handle(Event::SpecsChanged);
+        }
+        if dirty {
+            r.pass();
+        }
+        r.answer_waiters();
+    }
+    r.events
+        .emit(None, "agent", "agent stopping; containers keep running");
+    let _ = stop_api.send(());
+    let _ = api.await;
+    if let Some(m) = metrics_server {
+        m.abort();
+    }
+    Ok(())
+}
+
+/// `berth apply --once`: converge in-process (the caller holds the state lock), then report.
+pub async fn run_once(
+    config: Config,
+    backend: Arc<dyn Backend>,
+    source: Box<dyn SpecSource>,
+    metrics: Arc<Metrics>,
+    options: ApplyOptions,
+) -> anyhow::Result<ApplyResult> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut r = Reconciler::start(config, backend, source, metrics, tx).await?;
+    let (reply, mut answer) = tokio::sync::oneshot::channel();
+    r.add_waiter(Waiter::new(options, reply));
+    r.pass();
+    loop {
+        r.answer_waiters();
+        if let Ok(result) = answer.try_recv() {
+            return Ok(result);
+        }
+        let wake = r.next_wake();
+        let ev = tokio::select! {
+            Some(ev) = rx.recv() => ev,
+            _ = sleep_until(wake) => Event::Wake,
+            _ = sleep_until(r.next_waiter_deadline()) => Event::Wake,
+        };
+        let mut dirty = r.handle(ev);
+        while let Ok(ev) = rx.try_recv() {
+            dirty |= r.handle(ev);
+        }
+        if dirty {
+            r.pass();
+        }
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,201 @@
+//! Making an incarnation: the record first, then network, /etc files, runtime, ports; undone
+//! completely on failure. Also the update history each creation writes, and start-then-kill
+//! (a new incarnation beside the old one, which goes once the new one runs).
+
+use berth_spec::ContainerSpec;
+use berth_spec::model::NetworkMode;
+
+use super::record::{self, Phase, Record};
+use super::{Host, transient};
+use crate::crashpoint;
+use crate::daemon::clock;
+use crate::image::ResolvedImage;
+use crate::names::IncarnationId;
+use crate::network::files::{self, ContainerNames};
+use crate::reconcile::action::UpdateMark;
+use crate::reconcile::backend::{ActionError, CreateRequest};
+use crate::reconcile::model::Verifying;
+use crate::runtime::{ContainerConfig, EtcFiles, Placement};
+
+impl Host {
+    pub(super) fn create_incarnation(&self, req: &CreateRequest<'_>) -> Result<(), ActionError> {
+        let Some(old) = req.replacing else {
+            return self.create_new(req);
+        };
+        // start-then-kill: the old record steps aside (it still describes a running container),
+        // the new one is made, and only then the old one goes.
+        let (main, aside) = (
+            Record::path(&self.layout, req.name),
+            record::old_path(&self.layout, req.name),
+        );
+        std::fs::rename(&main, &aside)
+            .map_err(|e| transient(format!("{}: setting the old record aside: {e}", req.name)))?;
+        match self.create_new(req) {
+            Ok(()) => {
+                let torn = self.teardown(req.name, old);
+                crate::fsutil::remove_file_if_exists(&aside).map_err(transient)?;
+                self.refresh_hosts();
+                torn
+            }
+            Err(e) => {
+                let _ = std::fs::rename(&aside, &main);
+                Err(e)
+            }
+        }
+    }
+
+    /// The image to run: the spec's reference if it still resolves to `digest`, else (a
+    /// rollback to the previous image) the kept image with that digest.
+    fn image_for(&self, spec: &ContainerSpec, digest: &str) -> Result<ResolvedImage, ActionError> {
+        if let Some(img) = self.store.resolve(&spec.image).map_err(transient)?
+            && img.manifest_digest == digest
+        {
+            return Ok(img);
+        }
+        if let berth_spec::ImageSource::Registry(r) = &spec.image {
+            let pinned = berth_spec::ImageReference {
+                tag: None,
+                digest: Some(digest.to_string()),
+                ..r.clone()
+            };
+            if let Some(img) = self
+                .store
+                .resolve(&berth_spec::ImageSource::Registry(pinned))
+                .map_err(transient)?
+            {
+                return Ok(img);
+            }
+        }
+        Err(ActionError::transient(format!(
+            "image {} ({digest}) is not in the store",
+            spec.image
+        )))
+    }
+
+    fn create_new(&self, req: &CreateRequest<'_>) -> Result<(), ActionError> {
+        let (name, spec) = (req.name, req.spec);
+        let image = self.image_for(spec, req.image_digest)?;
+        let mut rec = Record {
+            version: record::RECORD_VERSION,
+            id: IncarnationId::random(),
+            phase: Phase::Creating,
+            spec_hash: req.hash.to_string(),
+            image: spec.image.to_string(),
+            image_digest: req.image_digest.to_string(),
+            network: spec.network,
+            ip: None,
+            ports: spec.ports.clone(),
+            restarts: 0,
+            crash_streak: 0,
+            boot_id: record::boot_id(),
+            started_at: None,
+            stopped_by_us: false,
+            image_health: image.config.healthcheck.as_ref().and_then(|h| h.to_check()),
+        };
+        self.save(&rec, name)?;
+        crashpoint::point("create.record");
+        if let Err(e) = self.create_steps(name, spec, &mut rec, &image) {
+            // Undo everything of this incarnation: nothing half-made stays behind.
+            let _ = self.teardown(name, &rec.id);
+            let _ = Record::delete(&self.layout, name);
+            return Err(e);
+        }
+        self.record_update(name, req, &rec);
+        if let Err(e) = self.store.mark_used(&spec.image) {
+            tracing::debug!(container = name, "cannot mark image used: {e}");
+        }
+        self.watch_exit(name, &rec.id);
+        if spec.network == NetworkMode::Bridge {
+            self.refresh_hosts();
+        }
+        Ok(())
+    }
+
+    /// What this creation means for the container's update history.
+    fn record_update(&self, name: &str, req: &CreateRequest<'_>, rec: &Record) {
+        let mut st = record::load_update(&self.layout, name);
+        match req.update {
+            UpdateMark::None => st.verifying = None,
+            UpdateMark::Update { from } => {
+                st.previous = Some(from.clone());
+                // The tag moved on: what failed before may be tried again.
+                st.rejected.clear();
+                st.verifying = Some(Verifying {
+                    digest: req.image_digest.to_string(),
+                    since: rec.started_at.unwrap_or_else(clock::now),
+                    boot_id: rec.boot_id.clone(),
+                });
+            }
+            UpdateMark::Rollback { rejected } => {
+                st.rejected.insert(rejected.clone());
+                st.verifying = None;
+            }
+        }
+        st.last_digest = Some(req.image_digest.to_string());
+        st.last_hash = Some(req.hash.to_string());
+        if let Err(e) = record::save_update(&self.layout, name, &st) {
+            // The container runs; only its rollback bookkeeping is lost.
+            tracing::warn!(container = name, "cannot record the update history: {e}");
+        }
+    }
+
+    fn create_steps(
+        &self,
+        name: &str,
+        spec: &ContainerSpec,
+        rec: &mut Record,
+        image: &crate::image::ResolvedImage,
+    ) -> Result<(), ActionError> {
+        let id = rec.id.clone();
+        let netns = match spec.network {
+            NetworkMode::Bridge => {
+                let att = self.network.attach(name, &id, spec.ip).map_err(transient)?;
+                rec.ip = Some(att.ip);
+                self.save(rec, name)?;
+                Some(att.netns)
+            }
+            NetworkMode::None | NetworkMode::Host => None,
+        };
+        crashpoint::point("create.network");
+        let peers: Vec<_> = self
+            .network
+            .peers()
+            .into_iter()
+            .filter(|p| p.name != name)
+            .collect();
+        let host_resolv = files::read_host_resolv();
+        let hostname = spec.hostname.as_deref().unwrap_or(name);
+        let files = files::write_container_files(
+            &record::etc_dir(&self.layout, name, &id),
+            &ContainerNames {
+                name: hostname,
+                ip: rec.ip,
+                peers: &peers,
+                host_resolv: &host_resolv,
+            },
+        )
+        .map_err(|e| transient(format!("writing /etc files: {e}")))?;
+        let etc = EtcFiles {
+            hostname: Some(files.hostname),
+            hosts: Some(files.hosts),
+            resolv_conf: Some(files.resolv_conf),
+        };
+        let cfg = ContainerConfig::build(
+            spec,
+            id.clone(),
+            image,
+            &self.layout,
+            Placement { netns, etc },
+        )
+        .map_err(ActionError::permanent)?;
+        self.runtime.create(&cfg).map_err(transient)?;
+        crashpoint::point("create.runtime");
+        self.publish(name, &id, rec)?;
+        rec.phase = Phase::Created;
+        rec.boot_id = record::boot_id();
+        rec.started_at = Some(clock::now());
+        self.save(rec, name)?;
+        crashpoint::point("create.started");
+        Ok(())
+    }
+}

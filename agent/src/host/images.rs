@@ -1,0 +1,102 @@
+//! Image commands the agent runs for the CLI (it holds the store), and `berth prune`.
+
+use std::time::Duration;
+
+use berth_spec::ImageSource;
+
+use super::{Host, transient};
+use crate::reconcile::backend::{ActionError, ImageOp, Keep};
+use crate::store::PullOptions;
+
+impl Host {
+    pub(super) fn run_image_op(&self, op: &ImageOp) -> Result<serde_json::Value, ActionError> {
+        let store_err = |e: crate::store::StoreError| {
+            if e.is_transient() {
+                ActionError::transient(e.to_string())
+            } else {
+                ActionError::permanent(e.to_string())
+            }
+        };
+        match op {
+            ImageOp::Pull { reference } => {
+                let r = berth_spec::ImageReference::parse(reference)
+                    .map_err(|e| ActionError::permanent(e.to_string()))?;
+                let image = self
+                    .store
+                    .pull(
+                        &self.client,
+                        &r,
+                        &PullOptions::default(),
+                        &crate::store::no_progress,
+                    )
+                    .map_err(store_err)?;
+                let record = self
+                    .store
+                    .record(&ImageSource::Registry(r.clone()))
+                    .ok()
+                    .flatten();
+                Ok(
+                    serde_json::json!({ "reference": r.to_string(), "image": image, "record": record }),
+                )
+            }
+            ImageOp::Import { path } => {
+                let records = self.store.import_records(path, None).map_err(store_err)?;
+                Ok(serde_json::to_value(records).expect("records serialise"))
+            }
+            ImageOp::Pin { image } | ImageOp::Unpin { image } => {
+                let source =
+                    ImageSource::parse(image).map_err(|e| ActionError::permanent(e.to_string()))?;
+                let r = match op {
+                    ImageOp::Pin { .. } => self.store.pin(&source, crate::store::PIN_OPERATOR),
+                    _ => self.store.unpin(&source, crate::store::PIN_OPERATOR),
+                }
+                .map_err(store_err)?;
+                Ok(serde_json::to_value(r).expect("record serialises"))
+            }
+        }
+    }
+
+    pub(super) fn prune_unused(
+        &self,
+        keep: &Keep,
+        volumes: bool,
+        dry_run: bool,
+    ) -> Result<crate::status::PruneReport, ActionError> {
+        let roots = crate::store::GcRoots {
+            images: keep.images.clone(),
+            digests: keep.digests.clone(),
+            layer_dirs: self.live_layer_dirs(),
+        };
+        let plan = if dry_run {
+            self.store.gc_plan(&roots, Duration::ZERO)
+        } else {
+            self.store.gc(&roots, Duration::ZERO)
+        }
+        .map_err(transient)?;
+        let mut report = crate::status::PruneReport {
+            dry_run,
+            images: plan.remove_images,
+            layers: plan.remove_layers.len(),
+            blobs: plan.remove_blobs.len(),
+            freed: plan.freed,
+            volumes: Vec::new(),
+        };
+        if volumes {
+            for e in std::fs::read_dir(self.layout.volumes_dir())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if keep.volumes.contains(&name) {
+                    continue;
+                }
+                if !dry_run {
+                    crate::fsutil::remove_dir_all_if_exists(&e.path()).map_err(transient)?;
+                }
+                report.volumes.push(name);
+            }
+        }
+        Ok(report)
+    }
+}

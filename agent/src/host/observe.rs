@@ -1,0 +1,146 @@
+//! What the host has now, in the planner's terms: containers from their records and their
+//! shims, images from the store, each container's update history.
+
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use berth_spec::ImageSource;
+use berth_spec::model::PortMapping;
+
+use super::record::{self, Phase, Record};
+use super::{Host, transient};
+use crate::daemon::clock;
+use crate::reconcile::backend::ActionError;
+use crate::reconcile::model::{
+    ContainerInfo, Exit, HealthState, Millis, Observed, ObservedContainer, RunState,
+};
+use crate::runtime::Status;
+
+impl Host {
+    pub(super) fn observe_all(&self) -> Result<Observed, ActionError> {
+        let mut o = Observed::default();
+        for name in Record::names(&self.layout) {
+            if let Some(c) = self.observe_container(&name) {
+                o.containers.insert(name, c);
+            }
+        }
+        for e in std::fs::read_dir(self.layout.containers_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let Some(name) = e.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let mut st = record::load_update(&self.layout, &name);
+            if let Some(v) = &mut st.verifying
+                && v.boot_id != record::boot_id()
+            {
+                // A reboot during verification: the window starts again in this boot.
+                v.since = clock::now();
+                v.boot_id = record::boot_id();
+            }
+            if st != Default::default() {
+                o.updates.insert(name, st);
+            }
+        }
+        for rec in self.store.list().map_err(transient)? {
+            if let Ok(src) = ImageSource::parse(&rec.reference) {
+                o.images.insert(src, rec.manifest_digest);
+            }
+        }
+        Ok(o)
+    }
+
+    pub(super) fn observe_container(&self, name: &str) -> Option<ObservedContainer> {
+        let rec = match Record::load(&self.layout, name) {
+            Ok(Some(r)) if r.phase == Phase::Created => r,
+            Ok(_) => return None,
+            Err(e) => {
+                tracing::warn!(container = name, "unreadable record: {e}");
+                return None;
+            }
+        };
+        let this_boot = rec.boot_id == record::boot_id();
+        let seen = self.runtime.inspect(name, &rec.id).unwrap_or_else(|e| {
+            tracing::warn!(container = name, "cannot inspect: {e}");
+            None
+        });
+        let (run, pid, since) = match &seen {
+            Some(c) if this_boot => match c.status {
+                Status::Running | Status::Unsupervised => (RunState::Running, c.pid, c.started_at),
+                Status::Paused => (RunState::Paused, c.pid, c.started_at),
+                Status::Exited => {
+                    let e = c.exit.as_ref().expect("an exited container has its record");
+                    let exit = Exit {
+                        code: exit_code(e),
+                        oom: e.oom,
+                        at: boot_time_of(e.finished_at),
+                        requested: rec.stopped_by_us,
+                    };
+                    (RunState::Exited(exit), None, Some(e.finished_at))
+                }
+                Status::Lost => {
+                    let exit = Exit {
+                        code: 137,
+                        oom: false,
+                        at: clock::now(),
+                        requested: rec.stopped_by_us,
+                    };
+                    (RunState::Exited(exit), None, c.finished_at)
+                }
+            },
+            // No run in this boot: ready to start.
+            _ => (RunState::Created, None, None),
+        };
+        let resources = self
+            .runtime
+            .read_config(name, &rec.id)
+            .map(|c| c.resources)
+            .unwrap_or_default();
+        Some(ObservedContainer {
+            id: rec.id.clone(),
+            spec_hash: rec.spec_hash.clone(),
+            image_digest: rec.image_digest.clone(),
+            run,
+            restarts: if this_boot { rec.restarts } else { 0 },
+            crash_streak: if this_boot { rec.crash_streak } else { 0 },
+            started_at: rec.started_at.filter(|_| this_boot),
+            start_failure: None,
+            health: HealthState::None,
+            resources,
+            image_health: rec.image_health.clone(),
+            info: ContainerInfo {
+                pid,
+                ip: rec.ip,
+                ports: rec.ports.iter().map(port_text).collect(),
+                since: since.map(rfc3339),
+            },
+        })
+    }
+}
+
+/// The exit code as shells report it: the code, or 128 + the signal.
+fn exit_code(e: &crate::runtime::ExitRecord) -> i32 {
+    e.code.unwrap_or_else(|| 128 + e.signal.unwrap_or(9))
+}
+
+/// A wall-clock moment on the boot clock.
+fn boot_time_of(t: SystemTime) -> Millis {
+    let ago = SystemTime::now().duration_since(t).unwrap_or_default();
+    Millis(clock::now().0.saturating_sub(ago.as_millis() as u64))
+}
+
+fn port_text(p: &PortMapping) -> String {
+    match p.host_ip {
+        Some(IpAddr::V6(ip)) => {
+            format!("[{ip}]:{}:{}/{}", p.host, p.container, p.protocol.as_str())
+        }
+        Some(ip) => format!("{ip}:{}:{}/{}", p.host, p.container, p.protocol.as_str()),
+        None => format!("{}:{}/{}", p.host, p.container, p.protocol.as_str()),
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}

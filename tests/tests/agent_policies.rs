@@ -1,0 +1,253 @@
+//! Lifecycle policies end to end against the real registry: a moved tag is followed and a bad
+//! release rolled back (and not retried), an update lock holds an update, health checks drive
+//! `healthy` dependants and restarts, and `depends_on` holds across an agent kill -9.
+
+use std::time::Duration;
+
+use berth_e2e::agent::{AgentOptions, TestAgent, wait_until};
+use berth_e2e::fixtures::{push_busybox, sleeper_image};
+use berth_e2e::registry::{TestRegistry, unique_repo};
+use berth_e2e::require_root;
+use serde_json::Value;
+
+const SLEEP: &str = "trap 'exit 0' TERM; while :; do sleep 1; done";
+
+fn agent(prefix: &str) -> TestAgent {
+    let opts = AgentOptions::default();
+    let mut a = TestAgent::new(prefix, &opts);
+    a.start(&opts);
+    a
+}
+
+/// `berth apply --once`: through the agent, it also re-checks every `pull = "always"` tag.
+fn apply(a: &TestAgent) -> Value {
+    let out = a.berth(&["apply", "--once", "--json"]);
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn a_moved_tag_is_followed_and_a_bad_release_rolled_back() {
+    if !require_root() {
+        return;
+    }
+    let reg = TestRegistry::plain();
+    let repo = unique_repo("upd");
+    let d1 = push_busybox(&reg, &repo, "stable", SLEEP, &[("v", b"1")]);
+    let a = agent("up");
+    a.write_spec(
+        "app",
+        &format!(
+            "image = \"{}/{repo}:stable\"\npull = \"always\"\n[update]\nverify = \"4s\"\n",
+            reg.addr
+        ),
+    );
+    let s = a.wait_running("app");
+    assert_eq!(s["digest"], d1.as_str());
+
+    // A new release: followed.
+    let d2 = push_busybox(&reg, &repo, "stable", SLEEP, &[("v", b"2")]);
+    apply(&a);
+    let s = a.wait_status("app", "updated", Duration::from_secs(60), |s| {
+        s["digest"] == d2.as_str() && s["status"] == "running"
+    });
+    assert_eq!(s["previous_digest"], d1.as_str());
+    // It passes verification (stays up 4 s).
+    a.wait_status("app", "verified", Duration::from_secs(30), |s| {
+        s["reason"].is_null() && s["digest"] == d2.as_str()
+    });
+
+    // A broken release: its container dies at once; rolled back to d2, d3 rejected.
+    let d3 = push_busybox(&reg, &repo, "stable", "exit 3", &[("v", b"3")]);
+    apply(&a);
+    let s = a.wait_status("app", "rolled back", Duration::from_secs(60), |s| {
+        s["digest"] == d2.as_str()
+            && s["status"] == "running"
+            && !s["rejected_digests"].as_array().unwrap().is_empty()
+    });
+    assert_eq!(s["rejected_digests"][0], d3.as_str());
+    let events = String::from_utf8_lossy(&a.berth(&["events", "--no-follow"]).stdout).into_owned();
+    assert!(events.contains("rollback"), "{events}");
+    // Not retried while the tag still points at d3: the container stays as it is.
+    let id = s["id"].clone();
+    apply(&a);
+    let s = a.status_of("app").unwrap();
+    assert_eq!(s["id"], id, "no flapping back to the rejected digest");
+    assert!(
+        s["reason"].as_str().unwrap_or("").contains("rolled back"),
+        "{s}"
+    );
+}
+
+#[test]
+fn a_lock_file_holds_an_update_until_removed() {
+    if !require_root() {
+        return;
+    }
+    let reg = TestRegistry::plain();
+    let repo = unique_repo("lock");
+    let d1 = push_busybox(&reg, &repo, "stable", SLEEP, &[("v", b"1")]);
+    let a = agent("lk");
+    let lock = a.root.path().join("updating");
+    a.write_spec(
+        "app",
+        &format!("image = \"{}/{repo}:stable\"\npull = \"always\"\n[update]\nlock = \"{}\"\nverify = \"1s\"\n", reg.addr, lock.display()),
+    );
+    let s = a.wait_running("app");
+    assert_eq!(s["digest"], d1.as_str());
+    std::fs::write(&lock, "busy").unwrap();
+    let d2 = push_busybox(&reg, &repo, "stable", SLEEP, &[("v", b"2")]);
+    apply(&a);
+    let s = a.wait_status("app", "held by its lock", Duration::from_secs(30), |s| {
+        s["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("held by lock"))
+    });
+    assert_eq!(s["digest"], d1.as_str());
+    std::fs::remove_file(&lock).unwrap();
+    a.wait_status(
+        "app",
+        "updated once the lock went",
+        Duration::from_secs(30),
+        |s| s["digest"] == d2.as_str() && s["status"] == "running",
+    );
+}
+
+#[test]
+fn health_checks_gate_dependants_and_restart_the_unhealthy() {
+    if !require_root() {
+        return;
+    }
+    let image = sleeper_image();
+    let a = agent("hc");
+    // Healthy once /tmp/ready exists (made a moment after start).
+    a.write_spec(
+        "db",
+        &format!(
+            "image = \"{image}\"\ncommand = [\"sh\", \"-c\", \"sleep 1; touch /tmp/ready; while :; do sleep 1; done\"]\n\
+             [health]\ncommand = \"test -f /tmp/ready\"\ninterval = \"1s\"\nretries = 2\non_unhealthy = \"restart\"\n"
+        ),
+    );
+    a.write_spec(
+        "web",
+        &format!(
+            "image = \"{image}\"\ndepends_on = [{{ name = \"db\", condition = \"healthy\" }}]\n"
+        ),
+    );
+    let web = a.wait_status("web", "waiting for db", Duration::from_secs(30), |s| {
+        s["status"] == "waiting" || s["status"] == "running"
+    });
+    if web["status"] == "waiting" {
+        assert!(web["reason"].as_str().unwrap().contains("db"), "{web}");
+    }
+    let db = a.wait_status("db", "healthy", Duration::from_secs(30), |s| {
+        s["health"] == "healthy"
+    });
+    a.wait_running("web");
+    // Take the readiness away: unhealthy after two failures, then restarted (which makes it
+    // ready again).
+    let out = a.berth(&["exec", "db", "--", "rm", "/tmp/ready"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let db2 = a.wait_status(
+        "db",
+        "restarted for being unhealthy",
+        Duration::from_secs(60),
+        |s| s["restarts"].as_u64().unwrap_or(0) >= 1 && s["status"] == "running",
+    );
+    assert_ne!(db2["pid"], db["pid"]);
+    a.wait_status("db", "healthy again", Duration::from_secs(30), |s| {
+        s["health"] == "healthy"
+    });
+}
+
+#[test]
+fn depends_on_holds_after_an_agent_kill_with_the_dependency_down() {
+    if !require_root() {
+        return;
+    }
+    let image = sleeper_image();
+    let opts = AgentOptions::default();
+    let mut a = TestAgent::new("dp", &opts);
+    a.start(&opts);
+    a.write_spec("db", &format!("image = \"{image}\"\nrestart = \"never\"\n"));
+    a.write_spec(
+        "web",
+        &format!("image = \"{image}\"\ndepends_on = [\"db\"]\n"),
+    );
+    let db = a.wait_running("db");
+    let web = a.wait_running("web");
+    // The dependency goes down for good, then its dependant dies too.
+    // SAFETY: kill(2) on pids we just read.
+    unsafe { libc::kill(db["pid"].as_i64().unwrap() as i32, libc::SIGKILL) };
+    a.wait_status("db", "exited", Duration::from_secs(30), |s| {
+        s["status"] == "exited"
+    });
+    // SAFETY: as above.
+    unsafe { libc::kill(web["pid"].as_i64().unwrap() as i32, libc::SIGKILL) };
+    a.wait_status("web", "waiting for db", Duration::from_secs(30), |s| {
+        s["status"] == "waiting"
+            && s["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("dependency db"))
+    });
+    a.kill9();
+    a.start(&opts);
+    // Still waiting after the restart, never started early: the agent has passed over it
+    // (its status says why it waits) and had two seconds in which a wrong start would show.
+    a.wait_status(
+        "web",
+        "judged after restart",
+        Duration::from_secs(30),
+        |s| s["status"] == "waiting",
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let w = a.status_of("web").unwrap();
+    assert_eq!(w["status"], "waiting", "{w}");
+    assert!(w["pid"].is_null());
+    // The dependency comes back (a new incarnation): the dependant follows.
+    a.write_spec(
+        "db",
+        &format!("image = \"{image}\"\nrestart = \"never\"\nenv = {{ AGAIN = \"1\" }}\n"),
+    );
+    a.wait_running("db");
+    wait_until(Duration::from_secs(30), "web started after db", || {
+        a.status_of("web").is_some_and(|s| s["status"] == "running")
+    });
+}
+
+#[test]
+fn start_then_kill_starts_the_new_one_before_the_old_one_goes() {
+    if !require_root() {
+        return;
+    }
+    let reg = TestRegistry::plain();
+    let repo = unique_repo("stk");
+    push_busybox(&reg, &repo, "stable", SLEEP, &[("v", b"1")]);
+    let a = agent("sk");
+    a.write_spec(
+        "app",
+        &format!("image = \"{}/{repo}:stable\"\npull = \"always\"\n[update]\nstrategy = \"start-then-kill\"\nverify = \"1s\"\n", reg.addr),
+    );
+    let old = a.wait_running("app");
+    let old_pid = old["pid"].as_i64().unwrap();
+    let d2 = push_busybox(&reg, &repo, "stable", SLEEP, &[("v", b"2")]);
+    apply(&a);
+    let new = a.wait_status("app", "replaced", Duration::from_secs(60), |s| {
+        s["digest"] == d2.as_str() && s["status"] == "running"
+    });
+    assert_ne!(new["id"], old["id"]);
+    // One action made the new incarnation and then removed the old one.
+    let events = String::from_utf8_lossy(&a.berth(&["events", "--no-follow"]).stdout).into_owned();
+    let line = events
+        .lines()
+        .find(|l| l.contains(d2.as_str()) && l.contains("then remove"))
+        .unwrap_or_else(|| panic!("{events}"));
+    assert!(line.contains(old["id"].as_str().unwrap()), "{line}");
+    wait_until(Duration::from_secs(10), "the old container gone", || {
+        !std::path::Path::new(&format!("/proc/{old_pid}")).exists()
+    });
+}
