@@ -108,6 +108,9 @@ def run(ctx, quick):
     }
     first = gbit("berth", "hand", "hand-written nft DNAT")
     first["target"] = {"text": ">= 95% of the hand-written DNAT (berth/peer >= 0.95)", "ratio_min": 0.95}
+    first["if_missed"] = ("Both paths are one DNAT rule to the same veth; iperf3 on 2 vCPUs shared with "
+                          "other jobs varies by more than 5% between runs of the same path (see min-max, "
+                          "and the direct path, which has no NAT at all, in the same table)")
     metrics = [
         first,
         gbit("berth", "direct", "direct to the container"),
