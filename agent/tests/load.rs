@@ -235,3 +235,58 @@ fn one_spec_loads_alone() {
     let r = load::load_one(t.path(), "absent", &Default::default()).unwrap();
     assert!(matches!(r, Err(SpecError::Files(_))));
 }
+
+/// The agent's rescans reuse unchanged specs; every kind of change is still seen.
+#[test]
+fn cached_rescans_see_every_change() {
+    use berth_agent::source::load::{LoadCache, load_dir_cached};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let defaults = berth_spec::SpecDefaults::default();
+    let mut cache = LoadCache::default();
+    std::fs::write(
+        dir.join("web.toml"),
+        "image = \"nginx:1\"\nenv_files = [\"web.env\"]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("web.env"), "A=1\n").unwrap();
+    let env_of = |cache: &mut LoadCache| {
+        let set = load_dir_cached(dir, &defaults, cache).unwrap();
+        set.specs["web"].as_ref().unwrap().spec.env.clone()
+    };
+    assert_eq!(env_of(&mut cache)["A"], "1");
+    assert_eq!(env_of(&mut cache)["A"], "1", "unchanged: the same");
+
+    // Same size, same mtime (as `rsync -t` leaves it): the ctime still tells.
+    let mtime = std::fs::metadata(dir.join("web.env"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    std::fs::write(dir.join("web.env"), "A=2\n").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(dir.join("web.env"))
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert_eq!(env_of(&mut cache)["A"], "2");
+
+    // A drop-in appears, then changes, then goes.
+    std::fs::create_dir(dir.join("web.toml.d")).unwrap();
+    std::fs::write(dir.join("web.toml.d/10.toml"), "env = { B = \"x\" }\n").unwrap();
+    assert_eq!(env_of(&mut cache)["B"], "x");
+    std::fs::write(dir.join("web.toml.d/10.toml"), "env = { B = \"y\" }\n").unwrap();
+    assert_eq!(env_of(&mut cache)["B"], "y");
+    std::fs::remove_file(dir.join("web.toml.d/10.toml")).unwrap();
+    assert!(!env_of(&mut cache).contains_key("B"));
+
+    // A symlink swapped to another target.
+    std::fs::write(dir.join("v2.toml.txt"), "image = \"nginx:2\"\n").unwrap();
+    std::fs::remove_file(dir.join("web.toml")).unwrap();
+    std::os::unix::fs::symlink("v2.toml.txt", dir.join("web.toml")).unwrap();
+    let set = load_dir_cached(dir, &defaults, &mut cache).unwrap();
+    assert_eq!(
+        set.specs["web"].as_ref().unwrap().spec.image.to_string(),
+        "docker.io/library/nginx:2"
+    );
+}

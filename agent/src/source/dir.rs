@@ -18,6 +18,7 @@ pub struct DirSource {
     trusted: TrustedOwners,
     settle: Duration,
     watcher: Option<SpecWatcher>,
+    cache: load::LoadCache,
 }
 
 impl DirSource {
@@ -33,6 +34,7 @@ impl DirSource {
             trusted,
             settle,
             watcher: None,
+            cache: load::LoadCache::default(),
         }
     }
 
@@ -62,7 +64,7 @@ impl SpecSource for DirSource {
         if let Some(w) = &mut self.watcher {
             w.refresh();
         }
-        let set = match load::load_dir_with(&self.dir, &self.defaults) {
+        let set = match load::load_dir_cached(&self.dir, &self.defaults, &mut self.cache) {
             Ok(set) => set,
             Err(e) => {
                 return Scan {

@@ -116,6 +116,18 @@ pub fn load_dir(dir: &Path) -> Result<LoadedSet, DirError> {
 /// [`load_dir`] with the host's defaults for keys a spec leaves out (from the agent config).
 pub fn load_dir_with(dir: &Path, defaults: &SpecDefaults) -> Result<LoadedSet, DirError> {
     let root = dir_root(dir)?;
+    let specs = spec_names(dir)?
+        .into_iter()
+        .map(|name| {
+            let r = load_spec(&root, dir, &name, defaults);
+            (name, r)
+        })
+        .collect();
+    Ok(finish(dir, specs))
+}
+
+/// The container names of a spec dir: every `<name>.toml` that is not hidden or a leftover.
+fn spec_names(dir: &Path) -> Result<Vec<String>, DirError> {
     let entries = fs::read_dir(dir).map_err(|source| DirError::Unreadable {
         path: dir.to_path_buf(),
         source,
@@ -138,13 +150,92 @@ pub fn load_dir_with(dir: &Path, defaults: &SpecDefaults) -> Result<LoadedSet, D
         }
     }
     names.sort();
-    let specs = names
-        .into_iter()
-        .map(|name| {
-            let r = load_spec(&root, dir, &name, defaults);
-            (name, r)
-        })
-        .collect();
+    Ok(names)
+}
+
+/// What a file was when it was last read: a change of any of these means read it again.
+/// `ctime` catches writes that keep size and mtime (`rsync -t`, `cp -p`); the inode catches a
+/// symlink swap (metadata follows links).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(path).ok()?;
+    Some(Stamp {
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.size(),
+        mtime: (m.mtime(), m.mtime_nsec()),
+        ctime: (m.ctime(), m.ctime_nsec()),
+    })
+}
+
+/// Valid specs from earlier scans, with what their files were then, so that a rescan of a
+/// large dir only reads and parses what changed (a pass over 1000 specs stays cheap).
+#[derive(Debug, Default)]
+pub struct LoadCache {
+    specs: BTreeMap<String, (Vec<(PathBuf, Option<Stamp>)>, ParsedSpec)>,
+}
+
+impl LoadCache {
+    fn fresh(&self, dir: &Path, name: &str) -> Option<ParsedSpec> {
+        let (stamps, parsed) = self.specs.get(name)?;
+        // The drop-in dir's own stamp tells about drop-ins appearing or going.
+        let dropin_dir = dir.join(format!("{name}.toml.d"));
+        let unchanged = stamps.iter().all(|(p, st)| stamp(p) == *st)
+            && stamps.iter().any(|(p, _)| *p == dropin_dir) == dropin_dir.exists();
+        unchanged.then(|| parsed.clone())
+    }
+
+    fn remember(&mut self, dir: &Path, name: &str, parsed: &ParsedSpec) {
+        let dropin_dir = dir.join(format!("{name}.toml.d"));
+        let mut paths: Vec<PathBuf> = parsed.files.clone();
+        if dropin_dir.exists() {
+            paths.push(dropin_dir);
+        }
+        let stamps = paths.into_iter().map(|p| {
+            let st = stamp(&p);
+            (p, st)
+        });
+        self.specs
+            .insert(name.to_string(), (stamps.collect(), parsed.clone()));
+    }
+}
+
+/// [`load_dir_with`], reading again only the specs whose files changed since the last call
+/// with the same `cache`.
+pub fn load_dir_cached(
+    dir: &Path,
+    defaults: &SpecDefaults,
+    cache: &mut LoadCache,
+) -> Result<LoadedSet, DirError> {
+    let root = dir_root(dir)?;
+    let names = spec_names(dir)?;
+    let mut specs = BTreeMap::new();
+    for name in names {
+        let result = match cache.fresh(dir, &name) {
+            Some(parsed) => Ok(parsed),
+            None => {
+                let r = load_spec(&root, dir, &name, defaults);
+                match &r {
+                    Ok(parsed) => cache.remember(dir, &name, parsed),
+                    Err(_) => {
+                        cache.specs.remove(&name);
+                    }
+                }
+                r
+            }
+        };
+        specs.insert(name, result);
+    }
+    cache.specs.retain(|n, _| specs.contains_key(n));
     Ok(finish(dir, specs))
 }
 
