@@ -181,8 +181,11 @@ fn stamp(path: &Path) -> Option<Stamp> {
 /// large dir only reads and parses what changed (a pass over 1000 specs stays cheap).
 #[derive(Debug, Default)]
 pub struct LoadCache {
-    specs: BTreeMap<String, (Vec<(PathBuf, Option<Stamp>)>, ParsedSpec)>,
+    specs: BTreeMap<String, Cached>,
 }
+
+/// A valid spec and the stamps of the files (and drop-in dir) it was read from.
+type Cached = (Vec<(PathBuf, Option<Stamp>)>, ParsedSpec);
 
 impl LoadCache {
     fn fresh(&self, dir: &Path, name: &str) -> Option<ParsedSpec> {
