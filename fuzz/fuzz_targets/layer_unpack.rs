@@ -79,6 +79,10 @@ fn setup() -> &'static Vec<Canary> {
                 "mounting the scratch tmpfs on /mnt",
             );
         }
+        // The oracle itself: a write outside the scratch and fuzz dirs must now fail.
+        let probe = std::env::temp_dir().join("berth-fuzz-ro-probe");
+        let err = std::fs::write(&probe, b"x").expect_err("the host is still writable");
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
         let base = Path::new(SCRATCH);
         std::fs::create_dir_all(base.join("a/b")).unwrap();
         let mut canaries = Vec::new();
