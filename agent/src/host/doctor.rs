@@ -147,6 +147,7 @@ impl Host {
     }
 
     /// Mounts under the state or run dir other than the netns files of known incarnations.
+    /// The dirs themselves may be mount points (a state dir on its own disk).
     fn stray_mounts(&self, keys: &BTreeSet<String>) -> Vec<PathBuf> {
         let explained: BTreeSet<PathBuf> = keys
             .iter()
@@ -157,7 +158,8 @@ impl Host {
             .filter_map(|l| l.split(' ').nth(4))
             .map(unescape_mount_path)
             .filter(|p| {
-                p.starts_with(&self.layout.state_dir) || p.starts_with(&self.layout.run_dir)
+                let under = |d: &Path| p.starts_with(d) && p != d;
+                under(&self.layout.state_dir) || under(&self.layout.run_dir)
             })
             .filter(|p| !explained.contains(p))
             .collect()
