@@ -38,8 +38,9 @@ fuzz_target!(|data: &[u8]| {
 
     let q = Query {
         tail: (tail & 0x80 != 0).then_some((tail & 0x7f) as usize),
-        since: (since & 0x80 != 0)
-            .then(|| UNIX_EPOCH + Duration::from_secs(1_700_000_000 + (since as u64 & 0x7f) * 3600)),
+        since: (since & 0x80 != 0).then(|| {
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000 + (since as u64 & 0x7f) * 3600)
+        }),
     };
     let lines = read(&log, &q).unwrap();
     if let Some(n) = q.tail {
@@ -56,7 +57,10 @@ fuzz_target!(|data: &[u8]| {
     std::fs::write(&follow, b"").unwrap();
     let mut f = Follower::at_end(&follow);
     let mut got = Vec::new();
-    let mut out = std::fs::OpenOptions::new().append(true).open(&follow).unwrap();
+    let mut out = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&follow)
+        .unwrap();
     // At most 64 polls per input, or big inputs crawl.
     let step = (chunk as usize).max(current.len().div_ceil(64)).max(1);
     for piece in current.chunks(step) {
@@ -64,7 +68,10 @@ fuzz_target!(|data: &[u8]| {
         got.extend(f.poll().unwrap());
     }
     let whole = read(&follow, &Query::default()).unwrap();
-    assert_eq!(got, whole, "following in pieces of {step} differs from reading whole");
+    assert_eq!(
+        got, whole,
+        "following in pieces of {step} differs from reading whole"
+    );
 });
 
 /// A record that parses prints back to its line; a timestamp that parses formats and parses

@@ -28,7 +28,10 @@ fuzz_target!(|data: &[u8]| {
     let _ = platform::score(&platform::Platform::host(), &parsed.platform);
     assert_eq!(parsed.config.os, parsed.platform.os);
     if let Some(h) = &parsed.config.healthcheck {
-        for d in [h.interval, h.timeout, h.start_period].into_iter().flatten() {
+        for d in [h.interval, h.timeout, h.start_period]
+            .into_iter()
+            .flatten()
+        {
             assert!(!d.is_zero(), "a zero duration means unset and must be None");
         }
     }

@@ -185,13 +185,28 @@ fuzz_target!(|data: &[u8]| {
             "{} changed",
             c.path.display()
         );
-        assert_eq!(meta(&c.path), c.meta, "{} metadata changed", c.path.display());
+        assert_eq!(
+            meta(&c.path),
+            c.meta,
+            "{} metadata changed",
+            c.path.display()
+        );
         let nlink = std::fs::metadata(&c.path).unwrap().nlink();
-        assert_eq!(nlink, 1, "{} was hardlinked from the layer", c.path.display());
+        assert_eq!(
+            nlink,
+            1,
+            "{} was hardlinked from the layer",
+            c.path.display()
+        );
     }
     for (p, m) in &parents {
         let now = meta(p);
-        assert_eq!((now.0, now.1, now.2), (m.0, m.1, m.2), "{} mode or owner changed", p.display());
+        assert_eq!(
+            (now.0, now.1, now.2),
+            (m.0, m.1, m.2),
+            "{} mode or owner changed",
+            p.display()
+        );
     }
     let mut found = BTreeSet::new();
     walk(base, Path::new(""), &root, &mut found);
@@ -205,12 +220,37 @@ fuzz_target!(|data: &[u8]| {
 
 /// Hostile path pieces: traversal, absolute paths, the canaries, whiteouts, /proc magic links.
 const PARTS: &[&str] = &[
-    "a", "b", "c", "..", ".", "", "root", "canary", "mnt", "x", ".wh.a", ".wh.c",
-    ".wh..wh..opq", ".wh..wh.plnk", "proc", "self", "dev",
+    "a",
+    "b",
+    "c",
+    "..",
+    ".",
+    "",
+    "root",
+    "canary",
+    "mnt",
+    "x",
+    ".wh.a",
+    ".wh.c",
+    ".wh..wh..opq",
+    ".wh..wh.plnk",
+    "proc",
+    "self",
+    "dev",
 ];
 const TARGETS: &[&str] = &[
-    "/mnt/canary", "/mnt/a/b/canary", "../canary", "../../canary", "../../../canary", "/",
-    "..", "/proc/self/root", "/proc/self/cwd", "/proc/self/fd/3", "/mnt", "/mnt/a/b",
+    "/mnt/canary",
+    "/mnt/a/b/canary",
+    "../canary",
+    "../../canary",
+    "../../../canary",
+    "/",
+    "..",
+    "/proc/self/root",
+    "/proc/self/cwd",
+    "/proc/self/fd/3",
+    "/mnt",
+    "/mnt/a/b",
 ];
 
 fn path(u: &mut Unstructured<'_>, absolute_ok: bool) -> String {
@@ -248,7 +288,11 @@ fn structured(data: &[u8]) -> Vec<u8> {
         h.set_mtime(1_700_000_000);
         h.set_uid(u.choose(&[0u64, 1000, 65534]).copied().unwrap_or(0));
         h.set_gid(0);
-        h.set_mode(u.choose(&[0o755u32, 0o644, 0o4755, 0o777, 0]).copied().unwrap_or(0o644));
+        h.set_mode(
+            u.choose(&[0o755u32, 0o644, 0o4755, 0o777, 0])
+                .copied()
+                .unwrap_or(0o644),
+        );
         h.set_size(0);
         let mut link = None;
         let mut body: Vec<u8> = Vec::new();
@@ -270,8 +314,10 @@ fn structured(data: &[u8]) -> Vec<u8> {
             }
             5 => {
                 h.set_entry_type(tar::EntryType::Char);
-                h.set_device_major(u.choose(&[0u32, 1, 8]).copied().unwrap_or(0)).unwrap();
-                h.set_device_minor(u.choose(&[0u32, 3, 5]).copied().unwrap_or(0)).unwrap();
+                h.set_device_major(u.choose(&[0u32, 1, 8]).copied().unwrap_or(0))
+                    .unwrap();
+                h.set_device_minor(u.choose(&[0u32, 3, 5]).copied().unwrap_or(0))
+                    .unwrap();
             }
             6 => h.set_entry_type(tar::EntryType::Fifo),
             _ => {

@@ -16,7 +16,9 @@ fn write(dir: &Path, target: &str, name: &str, bytes: &[u8]) {
 }
 
 fn main() {
-    let out = std::env::args().nth(1).expect("usage: fuzz_seeds CORPUS_DIR");
+    let out = std::env::args()
+        .nth(1)
+        .expect("usage: fuzz_seeds CORPUS_DIR");
     let out = Path::new(&out);
 
     // Manifests, indexes and configs: OCI and Docker, with settings and a healthcheck-free
@@ -45,7 +47,10 @@ fn main() {
         .platform("arm64", None)
         .layer(&small, Compression::Gzip)
         .build();
-    let (oci_index, _) = index(&[(&oci, "amd64", None), (&arm64, "arm64", Some("v8"))], false);
+    let (oci_index, _) = index(
+        &[(&oci, "amd64", None), (&arm64, "arm64", Some("v8"))],
+        false,
+    );
     let (docker_list, _) = index(&[(&docker, "arm", Some("v7")), (&oci, "amd64", None)], true);
     // The selector byte picks the Content-Type the target passes (see manifest_parse.rs).
     for (i, (name, body)) in [
@@ -63,7 +68,11 @@ fn main() {
             write(out, "manifest_parse", &format!("{name}-{sel}"), &b);
         }
     }
-    for (name, cfg) in [("oci", &oci.config), ("docker", &docker.config), ("arm64", &arm64.config)] {
+    for (name, cfg) in [
+        ("oci", &oci.config),
+        ("docker", &docker.config),
+        ("arm64", &arm64.config),
+    ] {
         write(out, "image_config", name, cfg);
     }
 
@@ -110,7 +119,9 @@ fn main() {
                 Entry::file("a/gone", b"g"),
                 Entry::whiteout("a/gone"),
                 Entry::opaque("b"),
-                Entry::Fifo { path: "fifo".into() },
+                Entry::Fifo {
+                    path: "fifo".into(),
+                },
                 Entry::Char {
                     path: "null".into(),
                     major: 1,
@@ -147,9 +158,12 @@ fn main() {
         write(out, "layer_unpack", name, &b);
     }
     // Structured mode (odd first byte): a few byte strings the decoder turns into entries.
-    for (i, s) in [&b"\x01\x05\x00\x03\x02\x01\x07"[..], b"\x01\x0b\x03\x04\x05\x06\x07\x08\x09"]
-        .iter()
-        .enumerate()
+    for (i, s) in [
+        &b"\x01\x05\x00\x03\x02\x01\x07"[..],
+        b"\x01\x0b\x03\x04\x05\x06\x07\x08\x09",
+    ]
+    .iter()
+    .enumerate()
     {
         write(out, "layer_unpack", &format!("structured-{i}"), s);
     }
@@ -170,7 +184,8 @@ fn main() {
     let mut o = LineSplitter::new(Stream::Stdout);
     let mut e = LineSplitter::new(Stream::Stderr);
     for i in 0..40 {
-        o.feed(format!("line {i}\n").as_bytes(), &mut w, t(i)).unwrap();
+        o.feed(format!("line {i}\n").as_bytes(), &mut w, t(i))
+            .unwrap();
         if i % 7 == 0 {
             e.feed(b"oops\npart", &mut w, t(i)).unwrap();
         }
@@ -180,7 +195,11 @@ fn main() {
     o.finish(&mut w, t(43)).unwrap();
     let current = std::fs::read(&p).unwrap();
     let older = std::fs::read(berth_agent::runtime::logs::rotated(&p, 1)).unwrap_or_default();
-    for (name, head) in [("plain", [0u8, 0, 64]), ("tail", [0x83, 0, 7]), ("since", [0, 0x85, 1])] {
+    for (name, head) in [
+        ("plain", [0u8, 0, 64]),
+        ("tail", [0x83, 0, 7]),
+        ("since", [0, 0x85, 1]),
+    ] {
         let mut b = head.to_vec();
         b.extend_from_slice(&older);
         b.push(0);

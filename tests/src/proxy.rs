@@ -284,7 +284,8 @@ fn answer(
             );
         }
         Some(Fault::Challenge(c)) => {
-            let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#;
+            let body =
+                r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#;
             return write!(
                 client.get_mut(),
                 "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: {c}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -368,7 +369,8 @@ fn answer(
         }
         if lower.starts_with("content-length:") {
             if !endless {
-                head_out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+                head_out
+                    .extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
             }
             continue;
         }

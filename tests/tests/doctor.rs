@@ -90,7 +90,9 @@ fn crash_one(prefix: &str) -> Crashed {
     std::fs::create_dir_all(agent.state_dir.join("containers/ghost")).unwrap();
 
     // What else a crash or a bug leaves.
-    let blob = agent.state_dir.join(format!("blobs/sha256/{}", "ab".repeat(32)));
+    let blob = agent
+        .state_dir
+        .join(format!("blobs/sha256/{}", "ab".repeat(32)));
     std::fs::write(&blob, b"not what the name says").unwrap();
     let temp = agent
         .state_dir
@@ -217,7 +219,11 @@ fn doctor_lists_and_fixes_only_its_own_instance() {
     let kinds: BTreeSet<&str> = found.iter().map(|f| f["kind"].as_str().unwrap()).collect();
     eprintln!("doctor for {} found:", a.agent.instance);
     for f in &found {
-        eprintln!("  {:<14} {}", f["kind"].as_str().unwrap(), f["what"].as_str().unwrap());
+        eprintln!(
+            "  {:<14} {}",
+            f["kind"].as_str().unwrap(),
+            f["what"].as_str().unwrap()
+        );
     }
     for k in [
         "shim",
@@ -243,7 +249,10 @@ fn doctor_lists_and_fixes_only_its_own_instance() {
     for f in &found {
         let what = f["what"].as_str().unwrap();
         for m in &theirs {
-            assert!(!what.contains(m.as_str()), "doctor for A listed B's {m}: {what}");
+            assert!(
+                !what.contains(m.as_str()),
+                "doctor for A listed B's {m}: {what}"
+            );
         }
     }
     // The ghost shim and the real one are both named.

@@ -54,7 +54,10 @@ fn disk_full_during_a_pull() {
     let repo = unique_repo("diskfull");
     let img = ImageBuilder::new()
         .layer(&[Entry::file("small", b"s")], Compression::Gzip)
-        .layer(&[Entry::file("zeros", &vec![0u8; 24 << 20])], Compression::Gzip)
+        .layer(
+            &[Entry::file("zeros", &vec![0u8; 24 << 20])],
+            Compression::Gzip,
+        )
         .build();
     reg.push_image(&repo, "v1", &img);
     let reference = format!("{}/{repo}:v1", reg.addr);
@@ -139,7 +142,10 @@ fn disk_full_during_container_creation() {
     std::fs::remove_file(&filler).unwrap();
     let started = Instant::now();
     let st = agent.wait_running("second");
-    eprintln!("second running {:.1?} after space returned", started.elapsed());
+    eprintln!(
+        "second running {:.1?} after space returned",
+        started.elapsed()
+    );
     assert!(st["error"].is_null(), "{st}");
     let doctor = agent.berth(&["doctor", "--json"]);
     assert!(doctor_findings(&doctor, &["blob"]).is_empty());
@@ -184,12 +190,18 @@ fn registry_lost_mid_rollout() {
     for (i, img) in images.iter().enumerate().skip(3) {
         agent.write_spec(&format!("c{i}"), &format!("image = \"{img}\"\n"));
     }
-    for i in 3..6 {
-        let st = agent.wait_status(&format!("c{i}"), "failing to pull", Duration::from_secs(90), |s| {
-            s["error"].is_string()
-        });
-        eprintln!("c{i} while the registry is gone: {} ({})", st["status"], st["error"]);
-        assert!(st["error"].as_str().unwrap().contains(&images[i]), "{st}");
+    for (i, img) in images.iter().enumerate().skip(3) {
+        let st = agent.wait_status(
+            &format!("c{i}"),
+            "failing to pull",
+            Duration::from_secs(90),
+            |s| s["error"].is_string(),
+        );
+        eprintln!(
+            "c{i} while the registry is gone: {} ({})",
+            st["status"], st["error"]
+        );
+        assert!(st["error"].as_str().unwrap().contains(img.as_str()), "{st}");
         assert!(st["pid"].is_null(), "{st}");
     }
     // Those already running stay, untouched, the whole time it is gone.
@@ -210,7 +222,10 @@ fn registry_lost_mid_rollout() {
             s["status"] == "running"
         });
     }
-    eprintln!("the rest converged {:.1?} after the registry returned", back.elapsed());
+    eprintln!(
+        "the rest converged {:.1?} after the registry returned",
+        back.elapsed()
+    );
     for (i, pid) in pids.iter().enumerate() {
         assert_eq!(&agent.status_of(&format!("c{i}")).unwrap()["pid"], pid);
     }

@@ -45,7 +45,7 @@ fn insecure(addr: &str) -> String {
 /// Eight bytes of its own for each repository, so that no two cases share a layer (the agent
 /// shares downloads of one layer between pulls).
 fn content(repo: &str) -> Vec<u8> {
-    sha256(repo.as_bytes())[7..15].as_bytes().to_vec()
+    sha256(repo.as_bytes()).as_bytes()[7..15].to_vec()
 }
 
 /// A one-layer image (an uncompressed tar, so two of them with same-length files have the
@@ -62,10 +62,7 @@ fn small_image(repo: &str) -> berth_e2e::image::Image {
 /// image's layer blob).
 fn faulty(name: &'static str, on: &str, fault: Fault, expect: &'static str) -> Case {
     let reg = TestRegistry::plain();
-    let slug: String = name
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .collect();
+    let slug: String = name.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
     let repo = unique_repo(&format!("hostile-{}", slug.to_lowercase()));
     let img = small_image(&repo);
     let proxy = FaultProxy::start(&reg.addr);
@@ -142,7 +139,8 @@ fn ten_thousand_layers() -> Case {
     }))
     .unwrap();
     reg.push_blob(&repo, &config, false);
-    let desc = json!({"mediaType": layer.media_type, "digest": layer.digest, "size": layer.bytes.len()});
+    let desc =
+        json!({"mediaType": layer.media_type, "digest": layer.digest, "size": layer.bytes.len()});
     let manifest = serde_json::to_vec(&json!({
         "schemaVersion": 2, "mediaType": OCI_MANIFEST,
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
@@ -225,12 +223,31 @@ fn tls_files(dir: &Path, san: &str) -> (PathBuf, PathBuf, PathBuf) {
         );
     };
     run(&[
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=hostile CA",
-        "-keyout", "ca.key", "-out", "ca.pem",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=hostile CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
     ]);
     run(&[
-        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=server", "-keyout", "server.key",
-        "-out", "server.csr",
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=server",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
     ]);
     std::fs::write(
         dir.join("ext.cnf"),
@@ -238,8 +255,21 @@ fn tls_files(dir: &Path, san: &str) -> (PathBuf, PathBuf, PathBuf) {
     )
     .unwrap();
     run(&[
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "server.pem",
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.pem",
     ]);
     (
         dir.join("ca.pem"),
@@ -316,7 +346,11 @@ fn cases() -> Vec<Case> {
         ten_thousand_layers(),
         redirect_loop(),
         silent_token_server(),
-        tls_case("TLS for another name", "DNS:wrong.example", "not valid for name"),
+        tls_case(
+            "TLS for another name",
+            "DNS:wrong.example",
+            "not valid for name",
+        ),
     ]
 }
 
@@ -337,8 +371,17 @@ fn store_snapshot(berth: impl Fn(&[&str]) -> std::process::Output, state: &Path)
     );
     let images: Value = serde_json::from_slice(&out.stdout).unwrap();
     let mut files = BTreeMap::new();
-    for dir in ["blobs/sha256", "layers/sha256", "images/refs", "images/layers"] {
-        for e in std::fs::read_dir(state.join(dir)).into_iter().flatten().flatten() {
+    for dir in [
+        "blobs/sha256",
+        "layers/sha256",
+        "images/refs",
+        "images/layers",
+    ] {
+        for e in std::fs::read_dir(state.join(dir))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let name = format!("{dir}/{}", e.file_name().to_string_lossy());
             if name.ends_with(".partial") {
                 continue;
@@ -364,7 +407,10 @@ fn diff(before: &Snapshot, after: &Snapshot) -> String {
         }
     }
     if before.images != after.images {
-        out.push(format!("images before: {}\nimages after: {}", before.images, after.images));
+        out.push(format!(
+            "images before: {}\nimages after: {}",
+            before.images, after.images
+        ));
     }
     out.join("\n")
 }
@@ -376,7 +422,10 @@ fn hostile_registries_through_berth_pull() {
     }
     // A control first: the same setups, honest, pull fine (so the failures below are the
     // faults', not the harness's).
-    let control = [honest(), tls_case("TLS for the right name", "IP:127.0.0.1", "")];
+    let control = [
+        honest(),
+        tls_case("TLS for the right name", "IP:127.0.0.1", ""),
+    ];
     let good_repo = unique_repo("hostile-good");
     small_image(&good_repo);
     let good = format!("{}/{good_repo}:v1", TestRegistry::plain().addr);
@@ -474,7 +523,10 @@ fn hostile_registries_through_the_agent() {
     let before = store_snapshot(|a| agent.berth(a), &agent.state_dir);
 
     for (i, case) in cases.iter().enumerate() {
-        agent.write_spec(&format!("h{i}"), &format!("image = \"{}\"\n", case.reference));
+        agent.write_spec(
+            &format!("h{i}"),
+            &format!("image = \"{}\"\n", case.reference),
+        );
     }
     let mut failed = Vec::new();
     for (i, case) in cases.iter().enumerate() {
@@ -509,6 +561,10 @@ fn hostile_registries_through_the_agent() {
     assert_eq!(steady["pid"], pid, "the running container was disturbed");
     assert!(agent.is_alive(), "the agent died:\n{}", agent.log());
     let after = store_snapshot(|a| agent.berth(a), &agent.state_dir);
-    assert!(before == after, "the store changed:\n{}", diff(&before, &after));
+    assert!(
+        before == after,
+        "the store changed:\n{}",
+        diff(&before, &after)
+    );
     assert!(failed.is_empty(), "{}", failed.join("\n"));
 }

@@ -307,7 +307,9 @@ fn berth_default_is_at_least_as_tight_as_podman() {
             format!("LOOSER: {:x}", b & !p)
         };
         if matches!(k, "cap_prm" | "cap_eff" | "cap_bnd") && (x & !b == 0 || x == 0) {
-            failures.push(format!("{k}: privileged {x:x} is not more than berth's {b:x}"));
+            failures.push(format!(
+                "{k}: privileged {x:x} is not more than berth's {b:x}"
+            ));
             verdict += "; privileged does not differ";
         }
         report.push(format!("{k:<26} {b:>18x} {p:>18x} {x:>18x}  {verdict}"));
@@ -374,7 +376,9 @@ fn berth_default_is_at_least_as_tight_as_podman() {
             let mut v = if blocked(line, b) || !blocked(line, p) {
                 "ok".to_string()
             } else {
-                failures.push(format!("{line}: podman blocks it ({p}), berth does not ({b})"));
+                failures.push(format!(
+                    "{line}: podman blocks it ({p}), berth does not ({b})"
+                ));
                 "LOOSER".to_string()
             };
             let exempt = NOT_FLIPPED_BY_PRIVILEGED.iter().find(|(l, _)| l == line);

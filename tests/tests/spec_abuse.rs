@@ -28,7 +28,9 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
 
 /// A spec no registry can satisfy and the agent never pulls: only the source is exercised.
@@ -85,8 +87,8 @@ fn hostile_files_are_refused_by_name_and_churn_leaves_the_agent_well() {
     }
     std::fs::write(dir.join("latin1.toml"), b"image = \"caf\xe9\"\n").unwrap();
     symlink("/etc/shadow", dir.join("shadow.toml")).unwrap();
-    let fifo = std::ffi::CString::new(dir.join("x.toml").into_os_string().into_encoded_bytes())
-        .unwrap();
+    let fifo =
+        std::ffi::CString::new(dir.join("x.toml").into_os_string().into_encoded_bytes()).unwrap();
     // SAFETY: a valid C string naming a path in our own temp dir.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
     std::fs::create_dir(dir.join("y.toml")).unwrap();
@@ -150,8 +152,15 @@ fn hostile_files_are_refused_by_name_and_churn_leaves_the_agent_well() {
     eprintln!(
         "churn: {n} creates and deletes in {secs}s; slowest status answer {slowest_status:?}"
     );
-    assert!(n >= secs * 500, "the churn ran too slowly to mean anything: {n} in {secs}s");
-    assert!(agent.is_alive(), "the agent died during churn:\n{}", agent.log());
+    assert!(
+        n >= secs * 500,
+        "the churn ran too slowly to mean anything: {n} in {secs}s"
+    );
+    assert!(
+        agent.is_alive(),
+        "the agent died during churn:\n{}",
+        agent.log()
+    );
     // Converges: no churn file is left, so no churn spec is either; the refusals still stand.
     wait_until(Duration::from_secs(30), "churn specs gone", || {
         !status_map(&agent).keys().any(|k| k.starts_with("churn-"))
@@ -161,7 +170,10 @@ fn hostile_files_are_refused_by_name_and_churn_leaves_the_agent_well() {
         assert_eq!(st[name]["status"], "failed", "{}", st[name]);
     }
     assert_eq!(st["steady"]["status"], "running");
-    assert_eq!(st["steady"]["pid"], steady_pid, "the valid container was disturbed");
+    assert_eq!(
+        st["steady"]["pid"], steady_pid,
+        "the valid container was disturbed"
+    );
 
     let rss_end = rss_kib(pid);
     let fds_end = open_fds(pid);
@@ -202,7 +214,15 @@ fn ten_thousand_specs() {
         let written = started.elapsed();
         wait_until(Duration::from_secs(300), "10,000 statuses", || {
             let st = agent.status();
-            st.len() == N && st.iter().all(|s| s["image"].as_str().is_some_and(|i| i.ends_with(&format!(":{}", s["name"].as_str().unwrap()[1..].parse::<usize>().unwrap() + round))))
+            st.len() == N
+                && st.iter().all(|s| {
+                    s["image"].as_str().is_some_and(|i| {
+                        i.ends_with(&format!(
+                            ":{}",
+                            s["name"].as_str().unwrap()[1..].parse::<usize>().unwrap() + round
+                        ))
+                    })
+                })
         });
         let all = started.elapsed();
         for s in agent.status() {
@@ -237,7 +257,12 @@ fn ten_thousand_specs() {
             .flatten()
             .map(|e| e.file_name())
             .collect();
-        assert!(left.len() < 5, "{} container dirs left: {:?}", left.len(), &left[..left.len().min(5)]);
+        assert!(
+            left.len() < 5,
+            "{} container dirs left: {:?}",
+            left.len(),
+            &left[..left.len().min(5)]
+        );
     }
     assert!(agent.is_alive(), "the agent died:\n{}", agent.log());
     assert!(

@@ -238,18 +238,20 @@ impl RegistryClient {
         if let Some(c) = self.credential(ep) {
             req = req.header("Authorization", basic(c));
         }
-        let resp = req.call().map_err(|e| match RegistryError::transport(realm, &e) {
-            RegistryError::Transport {
-                url,
-                reason,
-                transient,
-            } => RegistryError::Transport {
-                url,
-                reason: format!("token server: {reason}"),
-                transient,
-            },
-            other => other,
-        })?;
+        let resp = req
+            .call()
+            .map_err(|e| match RegistryError::transport(realm, &e) {
+                RegistryError::Transport {
+                    url,
+                    reason,
+                    transient,
+                } => RegistryError::Transport {
+                    url,
+                    reason: format!("token server: {reason}"),
+                    transient,
+                },
+                other => other,
+            })?;
         let status = resp.status().as_u16();
         if status == 401 || status == 403 {
             return Err(RegistryError::Auth {

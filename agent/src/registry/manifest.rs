@@ -251,10 +251,14 @@ mod tests {
     #[test]
     fn errors_quote_at_most_a_little_of_the_input() {
         let long = format!("\"{}\"", "x".repeat(10_000));
-        let e = Manifest::parse(long.as_bytes(), None).unwrap_err().to_string();
+        let e = Manifest::parse(long.as_bytes(), None)
+            .unwrap_err()
+            .to_string();
         assert!(e.len() < 300, "{e}");
         let mt = format!(r#"{{"mediaType":"{}"}}"#, "é".repeat(10_000));
-        let e = Manifest::parse(mt.as_bytes(), None).unwrap_err().to_string();
+        let e = Manifest::parse(mt.as_bytes(), None)
+            .unwrap_err()
+            .to_string();
         assert!(e.len() < 600, "{e}");
     }
 

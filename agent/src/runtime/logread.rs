@@ -108,7 +108,10 @@ impl Follower {
         }
         // A line still open on one stream waits for its final record, whatever the other
         // stream writes meanwhile.
-        Ok(recs.into_iter().filter_map(|r| self.joiner.push(r)).collect())
+        Ok(recs
+            .into_iter()
+            .filter_map(|r| self.joiner.push(r))
+            .collect())
     }
 
     /// Polls until `done()` holds after a read that found nothing new.
@@ -225,7 +228,7 @@ mod tests {
         write!(file, "{ts} stdout P long-\n{ts} stderr F other\n").unwrap();
         let first: Vec<Vec<u8>> = f.poll().unwrap().into_iter().map(|r| r.message).collect();
         assert_eq!(first, [b"other".to_vec()]);
-        write!(file, "{ts} stdout F line\n").unwrap();
+        writeln!(file, "{ts} stdout F line").unwrap();
         let second: Vec<Vec<u8>> = f.poll().unwrap().into_iter().map(|r| r.message).collect();
         assert_eq!(second, [b"long-line".to_vec()]);
     }

@@ -71,8 +71,12 @@ pub fn parse(s: &str) -> Option<SystemTime> {
     let offset: i64 = match rest {
         "Z" | "z" => 0,
         // Bytes, not str slices: a multi-byte character in the offset must not panic.
-        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && o.as_bytes()[3] == b':' => {
-            let v = (o.get(1..3)?.parse::<i64>().ok()? * 3600) + o.get(4..6)?.parse::<i64>().ok()? * 60;
+        o if o.len() == 6
+            && (o.starts_with('+') || o.starts_with('-'))
+            && o.as_bytes()[3] == b':' =>
+        {
+            let v =
+                (o.get(1..3)?.parse::<i64>().ok()? * 3600) + o.get(4..6)?.parse::<i64>().ok()? * 60;
             if o.starts_with('+') { v } else { -v }
         }
         _ => return None,
