@@ -500,6 +500,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn timeouts_come_from_the_images_config() {
+        let images = berth_spec::config::ImagesConfig {
+            http_timeout: Duration::from_secs(5),
+            stall_timeout: Duration::from_secs(7),
+            ..Default::default()
+        };
+        let t = HttpTimeouts::from_config(&images);
+        assert_eq!(t.response, Duration::from_secs(5));
+        assert_eq!(t.stall, Duration::from_secs(7));
+        // Connecting never takes longer than a whole request may.
+        assert_eq!(t.connect, Duration::from_secs(5));
+        let d = HttpTimeouts::from_config(&Default::default());
+        assert_eq!(d, HttpTimeouts::default());
+    }
+
+    #[test]
     fn docker_hub_goes_to_its_api_host_after_mirrors() {
         let mut regs = BTreeMap::new();
         regs.insert(
