@@ -133,6 +133,14 @@ pub struct ImagesConfig {
     pub max_layers: u32,
     /// Uncompressed bytes per layer.
     pub max_layer_size: u64,
+    /// The longest a registry may take to answer a request (headers), and to send a whole
+    /// manifest, config or token.
+    #[serde(with = "crate::units::duration_serde")]
+    pub http_timeout: Duration,
+    /// A layer download that goes this long without a byte, or delivers less than 1 KiB/s over
+    /// this long (a slow-loris server), is cut and resumed.
+    #[serde(with = "crate::units::duration_serde")]
+    pub stall_timeout: Duration,
 }
 
 impl Default for ImagesConfig {
@@ -144,6 +152,8 @@ impl Default for ImagesConfig {
             max_manifest_size: 4 << 20,
             max_layers: 128,
             max_layer_size: 16 << 30,
+            http_timeout: Duration::from_secs(60),
+            stall_timeout: Duration::from_secs(30),
         }
     }
 }

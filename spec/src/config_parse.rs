@@ -37,6 +37,8 @@ pub const IMAGES_KEYS: &[&str] = &[
     "max_manifest_size",
     "max_layers",
     "max_layer_size",
+    "http_timeout",
+    "stall_timeout",
 ];
 
 pub(crate) fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
@@ -291,6 +293,8 @@ fn images(cx: &mut Cx<'_>, n: &Node, key: &str) -> Option<ImagesConfig> {
         cx.int(v, k, 1, 10_000).map(|n| n as u32)
     });
     let max_layer_size = opt(cx, t, key, "max_layer_size", positive_size);
+    let http_timeout = opt(cx, t, key, "http_timeout", interval);
+    let stall_timeout = opt(cx, t, key, "stall_timeout", interval);
     Some(ImagesConfig {
         max_disk: max_disk.ok()?,
         min_free: min_free.ok()?.unwrap_or(d.min_free),
@@ -298,6 +302,8 @@ fn images(cx: &mut Cx<'_>, n: &Node, key: &str) -> Option<ImagesConfig> {
         max_manifest_size: max_manifest_size.ok()?.unwrap_or(d.max_manifest_size),
         max_layers: max_layers.ok()?.unwrap_or(d.max_layers),
         max_layer_size: max_layer_size.ok()?.unwrap_or(d.max_layer_size),
+        http_timeout: http_timeout.ok()?.unwrap_or(d.http_timeout),
+        stall_timeout: stall_timeout.ok()?.unwrap_or(d.stall_timeout),
     })
 }
 
@@ -349,6 +355,8 @@ gc_grace = "2h"
 max_manifest_size = "8MiB"
 max_layers = 64
 max_layer_size = "4GiB"
+http_timeout = "20s"
+stall_timeout = "10s"
 [logging]
 max_size = "1MiB"
 max_files = 2
@@ -361,6 +369,8 @@ max_files = 2
         assert!(c.registries["127.0.0.1:5000"].insecure);
         assert_eq!(c.images.max_disk, Some(20 << 30));
         assert_eq!(c.images.max_layers, 64);
+        assert_eq!(c.images.http_timeout, Duration::from_secs(20));
+        assert_eq!(c.images.stall_timeout, Duration::from_secs(10));
         assert_eq!(c.logging.max_files, 2);
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.trusted_owners, vec!["deploy", "1000"]);

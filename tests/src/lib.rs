@@ -6,11 +6,13 @@
 //! - [`proxy`]: a fault proxy in front of a registry.
 //! - [`tree`]: snapshots of root filesystems, overlay stacking, umoci as the reference unpacker.
 //! - [`berth_env`]: a state dir and config for running `berth` against the test registries.
+//! - [`tmpfs`]: a size-limited tmpfs over a state dir (disk-full faults).
 
 pub mod berth_env;
 pub mod image;
 pub mod proxy;
 pub mod registry;
+pub mod tmpfs;
 pub mod tree;
 
 pub mod agent;

@@ -74,9 +74,12 @@ pub fn ago(then: u64, now: u64) -> String {
 }
 
 /// The first 12 hex digits of a digest.
+/// A digest's first 12 hex digits; anything else (an image name in a retry line) whole.
 pub fn short(d: &str) -> &str {
-    let hex = d.strip_prefix("sha256:").unwrap_or(d);
-    &hex[..hex.len().min(12)]
+    match d.strip_prefix("sha256:") {
+        Some(hex) => hex.get(..12).unwrap_or(hex),
+        None => d,
+    }
 }
 
 #[cfg(test)]
@@ -92,5 +95,6 @@ mod tests {
         assert_eq!(ago(0, 7200), "2h ago");
         assert_eq!(ago(0, 3 * 86400), "3d ago");
         assert_eq!(short("sha256:0123456789abcdef"), "0123456789ab");
+        assert_eq!(short("127.0.0.1:5000/a:v1"), "127.0.0.1:5000/a:v1");
     }
 }

@@ -429,11 +429,37 @@ impl Reconciler {
         let actions = std::mem::take(&mut self.plan.actions);
         self.dispatch(&actions);
         self.plan.actions = actions;
+        self.forget_deleted_specs();
         self.publish();
         self.metrics.passes.inc();
         self.metrics
             .pass_duration
             .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// A spec file deleted before its container existed never gets a prune, which is what
+    /// forgets a last valid spec: forget it here, or it stays in memory and in
+    /// `containers/<name>/spec.json` for good.
+    fn forget_deleted_specs(&mut self) {
+        if !self.desired.trustworthy {
+            return;
+        }
+        let stale: Vec<String> = self
+            .last_valid
+            .names()
+            .filter(|n| {
+                !self.desired.specs.contains_key(*n)
+                    && !self.observed.containers.contains_key(*n)
+                    && !self.in_flight.contains_key(*n)
+            })
+            .map(str::to_string)
+            .collect();
+        for name in stale {
+            self.last_valid.forget(&name);
+            let dir = self.layout.containers_dir().join(&name);
+            // Only the spec lived there; a dir holding anything else is not ours to remove.
+            let _ = std::fs::remove_dir(&dir);
+        }
     }
 
     fn publish(&mut self) {

@@ -14,7 +14,7 @@ use crate::network::TableState;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Finding {
     /// `shim`, `bundle`, `etc`, `cgroup`, `container-dir`, `link`, `netns`, `lease`,
-    /// `nft-element`, `bridge`, `nft-table`, `mount`, `process`, `blob`.
+    /// `nft-element`, `bridge`, `nft-table`, `mount`, `process`, `blob`, `unpack-temp`.
     pub kind: String,
     pub what: String,
 }
@@ -38,7 +38,7 @@ impl Host {
             })
             .collect();
         found.extend(self.network_findings(&known, &keys, agent_running));
-        let mounts = self.stray_mounts(&keys);
+        let mounts = self.stray_mounts();
         found.extend(mounts.iter().map(|m| Finding {
             kind: "mount".into(),
             what: m.display().to_string(),
@@ -47,6 +47,16 @@ impl Host {
         found.extend(procs.iter().map(|(pid, key)| Finding {
             kind: "process".into(),
             what: format!("{pid} (shim of {key})"),
+        }));
+        // An unpack in progress looks like one a crash left: only without an agent is it one.
+        let temps = if agent_running {
+            Vec::new()
+        } else {
+            self.unpack_temps()
+        };
+        found.extend(temps.iter().map(|t| Finding {
+            kind: "unpack-temp".into(),
+            what: t.display().to_string(),
         }));
         let blobs = self.corrupt_blobs();
         found.extend(blobs.iter().map(|b| Finding {
@@ -64,6 +74,9 @@ impl Host {
             self.sweep();
             for b in &blobs {
                 let _ = std::fs::remove_file(b);
+            }
+            for t in &temps {
+                let _ = crate::fsutil::remove_dir_all_if_exists(t);
             }
             if known.is_empty() && !agent_running {
                 if let Err(e) = self.network.remove_host() {
@@ -146,20 +159,27 @@ impl Host {
         out
     }
 
-    /// Mounts under the state or run dir other than the netns files of known incarnations.
-    fn stray_mounts(&self, keys: &BTreeSet<String>) -> Vec<PathBuf> {
-        let explained: BTreeSet<PathBuf> = keys
-            .iter()
-            .map(|k| self.layout.netns_dir().join(k))
-            .collect();
+    /// Mounts under the state or run dir other than netns files (the network's findings list
+    /// those of no known incarnation). The dirs themselves may be mount points (a state dir on
+    /// its own disk).
+    fn stray_mounts(&self) -> Vec<PathBuf> {
+        let netns_dir = self.layout.netns_dir();
+        let is_netns = |p: &Path| {
+            p.parent() == Some(netns_dir.as_path())
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(Names::parse_container_key)
+                    .is_some()
+        };
         let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         info.lines()
             .filter_map(|l| l.split(' ').nth(4))
             .map(unescape_mount_path)
             .filter(|p| {
-                p.starts_with(&self.layout.state_dir) || p.starts_with(&self.layout.run_dir)
+                let under = |d: &Path| p.starts_with(d) && p != d;
+                under(&self.layout.state_dir) || under(&self.layout.run_dir)
             })
-            .filter(|p| !explained.contains(p))
+            .filter(|p| !is_netns(p))
             .collect()
     }
 
@@ -194,6 +214,18 @@ impl Host {
             }
         }
         out
+    }
+
+    /// Unpacks a crash interrupted: `layers/sha256/.tmp-*` (the store removes them when it
+    /// opens for writing; doctor may run first).
+    fn unpack_temps(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.layout.layers_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+            .map(|e| e.path())
+            .collect()
     }
 
     /// Blob files whose sha256 does not match their name.

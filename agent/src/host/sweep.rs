@@ -59,7 +59,19 @@ impl Host {
             };
             let dir = entry.path();
             let has_record = known.iter().any(|(n, _)| *n == name);
-            if !has_record && !dir.join("spec.json").exists() && !dir.join(record::FILE).exists() {
+            // A spec file of that name explains the dir too: its container may not exist yet
+            // (a create that failed for want of disk space leaves the dir it made).
+            let has_spec_file = self
+                .config
+                .specs_dir
+                .join(format!("{name}.toml"))
+                .symlink_metadata()
+                .is_ok();
+            if !has_record
+                && !has_spec_file
+                && !dir.join("spec.json").exists()
+                && !dir.join(record::FILE).exists()
+            {
                 out.push(Orphan {
                     kind: "container-dir",
                     what: dir.display().to_string(),

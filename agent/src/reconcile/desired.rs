@@ -140,6 +140,11 @@ impl LastValid {
             .collect()
     }
 
+    /// The names with a last valid spec.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.specs.keys().map(String::as_str)
+    }
+
     /// Forgets a pruned container's spec.
     pub fn forget(&mut self, name: &str) {
         self.specs.remove(name);

@@ -28,13 +28,39 @@ pub(super) struct Token {
 }
 
 impl RegistryClient {
-    /// A GET with this host's authentication, answering one 401 challenge.
+    /// A GET with this host's authentication, answering one 401 challenge. The body may
+    /// stream for as long as it keeps moving (layer blobs).
     pub(crate) fn get(
         &self,
         ep: &Endpoint,
         repository: &str,
         url: &str,
         headers: &[(&str, &str)],
+    ) -> Result<Response<ureq::Body>, RegistryError> {
+        self.get_with(ep, repository, url, headers, None)
+    }
+
+    /// [`Self::get`] for a small body read whole (a manifest, a config): the whole exchange,
+    /// body included, must finish within `http_timeout`, so a server that trickles bytes
+    /// (slow-loris) cannot hold a pull forever.
+    pub(crate) fn get_whole(
+        &self,
+        ep: &Endpoint,
+        repository: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Response<ureq::Body>, RegistryError> {
+        let limit = self.inner.settings.timeouts.response;
+        self.get_with(ep, repository, url, headers, Some(limit))
+    }
+
+    fn get_with(
+        &self,
+        ep: &Endpoint,
+        repository: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        whole: Option<Duration>,
     ) -> Result<Response<ureq::Body>, RegistryError> {
         let agent = self.agent(ep)?;
         let mut sent_auth = false;
@@ -47,6 +73,9 @@ impl RegistryClient {
             if let Some(a) = &auth {
                 req = req.header("Authorization", a);
                 sent_auth = true;
+            }
+            if let Some(limit) = whole {
+                req = req.config().timeout_per_call(Some(limit)).build();
             }
             let resp = req.call().map_err(|e| RegistryError::transport(url, &e))?;
             if resp.status().as_u16() != 401 {
@@ -195,7 +224,14 @@ impl RegistryClient {
             expires_in: Option<u64>,
         }
         let agent = self.agent(ep)?;
-        let mut req = agent.get(realm).query("scope", scope);
+        // A token server that never answers, or trickles its answer, fails within the timeout.
+        let limit = self.inner.settings.timeouts.response;
+        let mut req = agent
+            .get(realm)
+            .query("scope", scope)
+            .config()
+            .timeout_per_call(Some(limit))
+            .build();
         if let Some(s) = service {
             req = req.query("service", s);
         }
@@ -204,7 +240,18 @@ impl RegistryClient {
         }
         let resp = req
             .call()
-            .map_err(|e| RegistryError::transport(realm, &e))?;
+            .map_err(|e| match RegistryError::transport(realm, &e) {
+                RegistryError::Transport {
+                    url,
+                    reason,
+                    transient,
+                } => RegistryError::Transport {
+                    url,
+                    reason: format!("token server: {reason}"),
+                    transient,
+                },
+                other => other,
+            })?;
         let status = resp.status().as_u16();
         if status == 401 || status == 403 {
             return Err(RegistryError::Auth {

@@ -5,12 +5,20 @@
 //! caller hashes what it reads.
 
 use std::io::{self, Read};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use berth_spec::ImageReference;
 
 use super::client::{RegistryClient, blob_url, check_status, header};
 use super::error::RegistryError;
+
+/// The slowest a blob may arrive, averaged over each `stall` window: a server that trickles a
+/// byte now and then (slow-loris) never trips the per-read timeout, so the pace is checked too.
+pub const MIN_BYTES_PER_SEC: u64 = 1024;
+
+/// Bytes that must arrive after a failure before the retry budget starts over: a flaky link
+/// that keeps moving forward still finishes, a trickle that is cut every window does not.
+const PROGRESS_RESETS_FAILURES: u64 = 1 << 20;
 
 /// Observes reconnects (for logs and metrics).
 pub type ReconnectHook<'h> = &'h (dyn Fn(&RegistryError, u32, Duration) + Sync);
@@ -22,9 +30,12 @@ pub struct BlobReader<'h> {
     size: u64,
     offset: u64,
     body: Option<ureq::BodyReader<'static>>,
-    /// Failures since the last byte arrived: progress resets the retry budget, so a flaky link
-    /// that always moves forward still finishes.
+    /// Failures since the last real progress ([`PROGRESS_RESETS_FAILURES`] bytes): progress
+    /// resets the retry budget, so a flaky link that always moves forward still finishes.
     failures: u32,
+    since_failure: u64,
+    /// The current pace window: when it started and the bytes it has seen.
+    window: (Instant, u64),
     /// Connections opened (the first one included).
     connections: u32,
     on_reconnect: Option<ReconnectHook<'h>>,
@@ -57,6 +68,8 @@ impl<'h> BlobReader<'h> {
             offset,
             body: None,
             failures: 0,
+            since_failure: 0,
+            window: (Instant::now(), 0),
             connections: 0,
             on_reconnect: None,
         }
@@ -86,6 +99,7 @@ impl<'h> BlobReader<'h> {
     /// Records a failure; sleeps before the next try, or gives up.
     fn failed(&mut self, e: RegistryError) -> io::Result<()> {
         self.body = None;
+        self.since_failure = 0;
         let policy = self.client.settings().retry;
         if !e.is_transient() || self.failures + 1 >= policy.attempts {
             return Err(io::Error::other(e));
@@ -179,7 +193,10 @@ impl Read for BlobReader<'_> {
         loop {
             if self.body.is_none() {
                 match self.open() {
-                    Ok(b) => self.body = Some(b),
+                    Ok(b) => {
+                        self.body = Some(b);
+                        self.window = (Instant::now(), 0);
+                    }
                     Err(e) => {
                         self.failed(e)?;
                         continue;
@@ -209,7 +226,14 @@ impl Read for BlobReader<'_> {
                         }));
                     }
                     self.offset += n as u64;
-                    self.failures = 0;
+                    self.since_failure += n as u64;
+                    if self.since_failure >= PROGRESS_RESETS_FAILURES {
+                        self.failures = 0;
+                    }
+                    if let Some(e) = self.pace(n as u64) {
+                        // Keep the bytes: the next read reconnects from here.
+                        self.failed(e)?;
+                    }
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -219,6 +243,28 @@ impl Read for BlobReader<'_> {
                 }
             }
         }
+    }
+}
+
+impl BlobReader<'_> {
+    /// Counts `n` bytes into the pace window; an error when the window closed too slow.
+    fn pace(&mut self, n: u64) -> Option<RegistryError> {
+        let stall = self.client.settings().timeouts.stall;
+        self.window.1 += n;
+        let elapsed = self.window.0.elapsed();
+        if elapsed < stall {
+            return None;
+        }
+        let (_, bytes) = std::mem::replace(&mut self.window, (Instant::now(), 0));
+        let wanted = MIN_BYTES_PER_SEC.saturating_mul(stall.as_secs().max(1));
+        (bytes < wanted && self.offset < self.size).then(|| RegistryError::Transport {
+            url: self.what(),
+            reason: format!(
+                "too slow: {bytes} bytes in {:.0?} (at least {MIN_BYTES_PER_SEC} bytes/s expected)",
+                elapsed
+            ),
+            transient: true,
+        })
     }
 }
 

@@ -43,6 +43,18 @@ impl Default for HttpTimeouts {
     }
 }
 
+impl HttpTimeouts {
+    /// `[images] http_timeout` and `stall_timeout`; connecting never takes longer than either.
+    pub fn from_config(images: &berth_spec::config::ImagesConfig) -> Self {
+        let d = HttpTimeouts::default();
+        HttpTimeouts {
+            connect: d.connect.min(images.http_timeout),
+            response: images.http_timeout,
+            stall: images.stall_timeout,
+        }
+    }
+}
+
 /// Everything the client needs from the agent config.
 #[derive(Debug, Clone, Default)]
 pub struct RegistrySettings {
@@ -65,6 +77,7 @@ impl RegistrySettings {
         Ok(RegistrySettings {
             registries: cfg.registries.clone(),
             credentials,
+            timeouts: HttpTimeouts::from_config(&cfg.images),
             ..Default::default()
         })
     }
@@ -243,7 +256,7 @@ impl RegistryClient {
             reference
         );
         let what = format!("{}/{}:{reference}", image.registry, image.repository);
-        let resp = self.get(ep, &image.repository, &url, &[("Accept", ACCEPT)])?;
+        let resp = self.get_whole(ep, &image.repository, &url, &[("Accept", ACCEPT)])?;
         let resp = check_status(resp, ep, &image.repository, &url, &what)?;
         let content_type = header(&resp, "content-type");
         let announced = header(&resp, "docker-content-digest");
@@ -318,7 +331,7 @@ impl RegistryClient {
         self.retrying(on_retry, || {
             self.first_ok(&eps, |ep| {
                 let url = blob_url(ep, image, digest);
-                let resp = self.get(ep, &image.repository, &url, &[])?;
+                let resp = self.get_whole(ep, &image.repository, &url, &[])?;
                 let resp = check_status(resp, ep, &image.repository, &url, &what)?;
                 let bytes = match resp.into_body().with_config().limit(size + 1).read_to_vec() {
                     Ok(b) => b,
@@ -485,6 +498,22 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timeouts_come_from_the_images_config() {
+        let images = berth_spec::config::ImagesConfig {
+            http_timeout: Duration::from_secs(5),
+            stall_timeout: Duration::from_secs(7),
+            ..Default::default()
+        };
+        let t = HttpTimeouts::from_config(&images);
+        assert_eq!(t.response, Duration::from_secs(5));
+        assert_eq!(t.stall, Duration::from_secs(7));
+        // Connecting never takes longer than a whole request may.
+        assert_eq!(t.connect, Duration::from_secs(5));
+        let d = HttpTimeouts::from_config(&Default::default());
+        assert_eq!(d, HttpTimeouts::default());
+    }
 
     #[test]
     fn docker_hub_goes_to_its_api_host_after_mirrors() {

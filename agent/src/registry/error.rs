@@ -84,6 +84,26 @@ impl RegistryError {
     }
 
     pub(crate) fn transport(url: &str, e: &ureq::Error) -> Self {
+        // A failed TLS handshake (a certificate for another name, an unknown CA) will fail the
+        // same way next time: say so at once instead of retrying. rustls reports it as an
+        // InvalidData I/O error on the connection.
+        let tls = match e {
+            ureq::Error::Tls(_) | ureq::Error::Rustls(_) => true,
+            ureq::Error::Io(io) => {
+                url.starts_with("https://") && io.kind() == std::io::ErrorKind::InvalidData
+            }
+            _ => false,
+        };
+        if tls {
+            let reason = match e {
+                ureq::Error::Io(io) => io.to_string(),
+                other => other.to_string(),
+            };
+            return RegistryError::Tls {
+                registry: url.to_string(),
+                reason: format!("TLS handshake failed: {reason}"),
+            };
+        }
         let transient = matches!(
             e,
             ureq::Error::Io(_)

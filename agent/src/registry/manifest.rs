@@ -94,8 +94,8 @@ impl Manifest {
     /// Parses manifest bytes; `content_type` is the response's Content-Type, if any. The body's
     /// own `mediaType` wins, then the header, then the shape.
     pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Manifest, ManifestError> {
-        let probe: Probe =
-            serde_json::from_slice(bytes).map_err(|e| ManifestError::Invalid(e.to_string()))?;
+        let probe: Probe = serde_json::from_slice(bytes)
+            .map_err(|e| ManifestError::Invalid(clip(&e.to_string())))?;
         if probe.schema_version == Some(1) {
             return Err(ManifestError::Unsupported(
                 "application/vnd.docker.distribution.manifest.v1+json".into(),
@@ -109,11 +109,11 @@ impl Manifest {
             Some(OCI_INDEX) | Some(DOCKER_MANIFEST_LIST) => true,
             Some(OCI_MANIFEST) | Some(DOCKER_MANIFEST) => false,
             Some(other) if probe.manifests.is_none() && probe.layers.is_none() => {
-                return Err(ManifestError::Unsupported(other.to_string()));
+                return Err(ManifestError::Unsupported(clip(other)));
             }
             _ => probe.manifests.is_some() && probe.layers.is_none(),
         };
-        let invalid = |e: serde_json::Error| ManifestError::Invalid(e.to_string());
+        let invalid = |e: serde_json::Error| ManifestError::Invalid(clip(&e.to_string()));
         if is_index {
             Ok(Manifest::Index(
                 serde_json::from_slice(bytes).map_err(invalid)?,
@@ -122,11 +122,22 @@ impl Manifest {
             let m: ImageManifest = serde_json::from_slice(bytes).map_err(invalid)?;
             for l in &m.layers {
                 Compression::of_media_type(&l.media_type).ok_or_else(|| {
-                    ManifestError::Unsupported(format!("layer media type {}", l.media_type))
+                    ManifestError::Unsupported(format!("layer media type {}", clip(&l.media_type)))
                 })?;
             }
             Ok(Manifest::Image(m))
         }
+    }
+}
+
+/// Text from a registry as it goes into an error message: at most 200 characters. serde's
+/// errors quote the offending value, and a hostile manifest can make that value megabytes
+/// long; the error ends up on `berth status`.
+pub fn clip(s: &str) -> String {
+    const MAX: usize = 200;
+    match s.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
     }
 }
 
@@ -235,6 +246,20 @@ mod tests {
             Manifest::parse(weird_layer.as_bytes(), None),
             Err(ManifestError::Unsupported(_))
         ));
+    }
+
+    #[test]
+    fn errors_quote_at_most_a_little_of_the_input() {
+        let long = format!("\"{}\"", "x".repeat(10_000));
+        let e = Manifest::parse(long.as_bytes(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 300, "{e}");
+        let mt = format!(r#"{{"mediaType":"{}"}}"#, "é".repeat(10_000));
+        let e = Manifest::parse(mt.as_bytes(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 600, "{e}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::logs::{Record, files_oldest_first, join_partials, parse_record};
+use super::logs::{Joiner, Record, files_oldest_first, join_partials, parse_record};
 
 #[derive(Debug, Clone, Default)]
 pub struct Query {
@@ -64,7 +64,7 @@ pub struct Follower {
     path: PathBuf,
     pos: u64,
     ino: u64,
-    pending: Vec<Record>,
+    joiner: Joiner,
 }
 
 impl Follower {
@@ -75,7 +75,7 @@ impl Follower {
             path: path.to_path_buf(),
             pos: meta.as_ref().map_or(0, |m| m.len()),
             ino: meta.map_or(0, |m| m.ino()),
-            pending: Vec::new(),
+            joiner: Joiner::default(),
         }
     }
 
@@ -106,15 +106,12 @@ impl Follower {
             recs.extend(r);
             self.pos = pos;
         }
-        // Keep a trailing partial line until its final record arrives.
-        self.pending.extend(recs);
-        let split = self
-            .pending
-            .iter()
-            .rposition(|r| !r.partial)
-            .map_or(0, |i| i + 1);
-        let ready: Vec<Record> = self.pending.drain(..split).collect();
-        Ok(join_partials(ready))
+        // A line still open on one stream waits for its final record, whatever the other
+        // stream writes meanwhile.
+        Ok(recs
+            .into_iter()
+            .filter_map(|r| self.joiner.push(r))
+            .collect())
     }
 
     /// Polls until `done()` holds after a read that found nothing new.
@@ -217,5 +214,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(seen, ["partial"]);
+    }
+
+    #[test]
+    fn follow_keeps_a_long_line_whole_across_polls_with_the_other_stream_between() {
+        use std::io::Write;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("container.log");
+        std::fs::write(&p, "").unwrap();
+        let mut f = Follower::at_end(&p);
+        let ts = crate::runtime::timefmt::format(t(1));
+        let mut file = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        write!(file, "{ts} stdout P long-\n{ts} stderr F other\n").unwrap();
+        let first: Vec<Vec<u8>> = f.poll().unwrap().into_iter().map(|r| r.message).collect();
+        assert_eq!(first, [b"other".to_vec()]);
+        writeln!(file, "{ts} stdout F line").unwrap();
+        let second: Vec<Vec<u8>> = f.poll().unwrap().into_iter().map(|r| r.message).collect();
+        assert_eq!(second, [b"long-line".to_vec()]);
     }
 }

@@ -193,25 +193,40 @@ pub fn files_oldest_first(path: &Path, max_files: u32) -> Vec<PathBuf> {
 
 /// Joins partial records into whole lines: (first record's time, stream, line).
 pub fn join_partials(records: impl IntoIterator<Item = Record>) -> Vec<Record> {
-    let mut out: Vec<Record> = Vec::new();
-    let mut open: [Option<Record>; 2] = [None, None];
-    for r in records {
-        let slot = &mut open[r.stream as usize];
+    let mut j = Joiner::default();
+    records.into_iter().filter_map(|r| j.push(r)).collect()
+}
+
+/// Joins partial records into whole lines as they come, one open line per stream: a reader
+/// that sees the records in several batches (`berth logs -f`) keeps a long stdout line whole
+/// while stderr lines arrive between its parts.
+#[derive(Debug, Default)]
+pub struct Joiner {
+    open: [Option<Record>; 2],
+}
+
+impl Joiner {
+    /// Takes the next record; returns a line when this record completes one.
+    pub fn push(&mut self, r: Record) -> Option<Record> {
+        let slot = &mut self.open[r.stream as usize];
         match slot.take() {
             Some(mut acc) => {
                 acc.message.extend_from_slice(&r.message);
                 if r.partial {
                     *slot = Some(acc);
+                    None
                 } else {
                     acc.partial = false;
-                    out.push(acc);
+                    Some(acc)
                 }
             }
-            None if r.partial => *slot = Some(r),
-            None => out.push(r),
+            None if r.partial => {
+                *slot = Some(r);
+                None
+            }
+            None => Some(r),
         }
     }
-    out
 }
 
 #[cfg(test)]

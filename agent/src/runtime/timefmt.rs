@@ -70,8 +70,13 @@ pub fn parse(s: &str) -> Option<SystemTime> {
     }
     let offset: i64 = match rest {
         "Z" | "z" => 0,
-        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && &o[3..4] == ":" => {
-            let v = (o[1..3].parse::<i64>().ok()? * 3600) + o[4..6].parse::<i64>().ok()? * 60;
+        // Bytes, not str slices: a multi-byte character in the offset must not panic.
+        o if o.len() == 6
+            && (o.starts_with('+') || o.starts_with('-'))
+            && o.as_bytes()[3] == b':' =>
+        {
+            let v =
+                (o.get(1..3)?.parse::<i64>().ok()? * 3600) + o.get(4..6)?.parse::<i64>().ok()? * 60;
             if o.starts_with('+') { v } else { -v }
         }
         _ => return None,
@@ -101,6 +106,9 @@ mod tests {
         );
         assert_eq!(parse("2026-02-30"), None);
         assert_eq!(parse("garbage-but-long-enough"), None);
+        // A multi-byte character across the offset's colon once made the slicing panic.
+        assert_eq!(parse("2026-11-27T01:02:03+1\u{e9}00"), None);
+        assert_eq!(parse("2026-11-27T01:02:03+\u{e9}:00"), None);
     }
 
     proptest! {

@@ -85,6 +85,22 @@ pub enum StoreError {
         "state dir {path} is locked by another berth process (the agent?); try again when it is done"
     )]
     Locked { path: PathBuf },
+    /// Reading or keeping a blob's bytes failed (a full disk under the partial download).
+    #[error("{image}: blob {blob}: {source}")]
+    BlobIo {
+        image: String,
+        blob: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file of the store could not be written while pulling this image.
+    #[error("{image}: {path}: {source}", path = .path.display())]
+    ImageIo {
+        image: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -106,6 +122,18 @@ impl StoreError {
             StoreError::Registry { source, .. } => source.is_transient(),
             StoreError::Locked { .. } => true,
             _ => false,
+        }
+    }
+
+    /// Names the image in an I/O error that lacks it.
+    pub(crate) fn for_image(self, image: &str) -> Self {
+        match self {
+            StoreError::Io { path, source } => StoreError::ImageIo {
+                image: image.to_string(),
+                path,
+                source,
+            },
+            other => other,
         }
     }
 

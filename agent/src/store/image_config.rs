@@ -82,15 +82,17 @@ pub struct ParsedConfig {
 }
 
 pub fn parse(bytes: &[u8]) -> Result<ParsedConfig, String> {
-    let raw: Raw = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let raw: Raw = serde_json::from_slice(bytes)
+        .map_err(|e| crate::registry::manifest::clip(&e.to_string()))?;
     if raw.rootfs.kind != "layers" {
         return Err(format!(
             "rootfs type {:?}, expected \"layers\"",
-            raw.rootfs.kind
+            crate::registry::manifest::clip(&raw.rootfs.kind)
         ));
     }
     for d in &raw.rootfs.diff_ids {
-        berth_spec::reference::validate_digest(d).map_err(|e| format!("diff id: {e}"))?;
+        berth_spec::reference::validate_digest(d)
+            .map_err(|e| format!("diff id: {}", crate::registry::manifest::clip(&e)))?;
     }
     let c = raw.config.unwrap_or_default();
     let nanos = |n: Option<u64>| n.filter(|n| *n > 0).map(Duration::from_nanos);

@@ -277,8 +277,9 @@ fn source_failure(spec: &LayerSpec<'_>, e: io::Error) -> StoreError {
             },
         };
     }
-    StoreError::Io {
-        path: PathBuf::from(format!("blob {}", spec.digest)),
+    StoreError::BlobIo {
+        image: spec.image.to_string(),
+        blob: spec.digest.to_string(),
         source: e,
     }
 }

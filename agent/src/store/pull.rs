@@ -109,6 +109,18 @@ impl Store {
         opts: &PullOptions,
         progress: Progress<'_>,
     ) -> Result<ResolvedImage, StoreError> {
+        // Every error names the image, a full disk under a store file included.
+        self.pull_unnamed(client, image, opts, progress)
+            .map_err(|e| e.for_image(&image.to_string()))
+    }
+
+    fn pull_unnamed(
+        &self,
+        client: &RegistryClient,
+        image: &ImageReference,
+        opts: &PullOptions,
+        progress: Progress<'_>,
+    ) -> Result<ResolvedImage, StoreError> {
         let name = image.to_string();
         let hook = |e: &RegistryError, attempt: u32, wait: Duration| {
             progress(&PullEvent::Retry {
