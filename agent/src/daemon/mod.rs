@@ -309,6 +309,9 @@ impl Reconciler {
             Event::Api(ApiRequest::Apply { options, reply }) => {
                 self.rescan();
                 self.recheck_now();
+                // Answer from a fresh look at the host, not from what the loop last heard
+                // (an exit may still be on its way).
+                self.start_resync();
                 self.waiters.push(Waiter::new(options, reply));
                 true
             }
@@ -504,6 +507,7 @@ impl Reconciler {
         self.in_flight.is_empty()
             && self.pulls_in_flight.is_empty()
             && self.checks_in_flight.is_empty()
+            && !self.resync_running
             && !self.deferred
             && self.plan.actions.is_empty()
     }
