@@ -94,7 +94,10 @@ impl TestAgent {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("agent exited early with {status}; log:\n{}", self.log());
             }
-            sock.exists() && self.berth(&["status", "--json"]).status.success()
+            // A connect, not the file: a killed agent leaves its socket file behind, and
+            // `berth status` would answer in-process (under the lock) without an agent.
+            std::os::unix::net::UnixStream::connect(&sock).is_ok()
+                && self.berth(&["status", "--json"]).status.success()
         });
     }
 
@@ -278,6 +281,12 @@ impl TestAgent {
 
 impl Drop for TestAgent {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Keep the whole agent log of a failed test for a look afterwards.
+            let keep = std::env::temp_dir().join(format!("berth-failed-{}.log", self.instance));
+            let _ = std::fs::copy(self.root.path().join("agent.log"), &keep);
+            eprintln!("agent log kept at {}", keep.display());
+        }
         let result = self.teardown();
         if let Err(p) = result
             && !std::thread::panicking()

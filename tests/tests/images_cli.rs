@@ -201,6 +201,40 @@ fn killed_pull_leaves_the_store_as_it_was_and_resumes() {
     assert!(!partial.exists());
 }
 
+/// A pull killed after a blob's last byte and before its commit leaves a complete `.partial`:
+/// the next pull takes it as it is (a Range from its end would be refused with a 416).
+#[test]
+fn a_complete_partial_blob_is_committed_without_a_download() {
+    if !berth_e2e::require_root() {
+        return;
+    }
+    let reg = TestRegistry::plain();
+    let repo = unique_repo("complete");
+    let img = ImageBuilder::new()
+        .layer(&[Entry::file("a", b"complete partial")], Compression::Gzip)
+        .build();
+    reg.push_image(&repo, "v1", &img);
+    let proxy = FaultProxy::start(&reg.addr);
+    let env = BerthEnv::new(&format!(
+        "[images]\nmin_free = 0\n\n[registries.\"{}\"]\ninsecure = true\n",
+        proxy.addr
+    ));
+    let layer = img.layers[0].clone();
+    let blobs = env.state_dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let partial = blobs.join(format!("{}.partial", &layer.digest[7..]));
+    std::fs::write(&partial, &layer.bytes).unwrap();
+    let reference = format!("{}/{repo}:v1", proxy.addr);
+    let v = json(&env.berth(&["pull", "--json", &reference]));
+    assert_eq!(v["image"]["manifest_digest"], img.digest());
+    assert_eq!(
+        proxy.stats().count_for(&layer.digest),
+        0,
+        "the complete blob was fetched again"
+    );
+    assert!(!partial.exists());
+}
+
 #[test]
 fn import_an_archive_from_the_cli() {
     let env = BerthEnv::new("[images]\nmin_free = 0\n");

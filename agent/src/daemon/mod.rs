@@ -460,7 +460,10 @@ impl Reconciler {
         for name in stale {
             self.last_valid.forget(&name);
             let dir = self.layout.containers_dir().join(&name);
-            // Only the spec lived there; a dir holding anything else is not ours to remove.
+            // With neither a spec nor a container, its update history goes too (a removal
+            // interrupted between its record and its dir leaves both). Anything else in the dir
+            // (an orphan bundle) is the sweep's to judge.
+            let _ = crate::fsutil::remove_file_if_exists(&dir.join("update.json"));
             let _ = std::fs::remove_dir(&dir);
         }
     }

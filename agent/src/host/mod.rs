@@ -50,6 +50,9 @@ pub struct Host {
     drift: Mutex<Option<Watcher>>,
     /// Serialises rewrites of the containers' /etc/hosts files.
     hosts: Mutex<()>,
+    /// Shared by creates, exclusive for the sweep: a sweep lists records before kernel objects,
+    /// so a create that wrote its record and made its objects in between would look orphaned.
+    making: std::sync::RwLock<()>,
     /// The config file the agent read, passed on to `berth exec` for health checks.
     config_path: Option<std::path::PathBuf>,
 }
@@ -106,6 +109,7 @@ impl Host {
             drift: Mutex::new(None),
             config_path: None,
             hosts: Mutex::new(()),
+            making: std::sync::RwLock::new(()),
         })
     }
 
@@ -278,18 +282,26 @@ impl Backend for Host {
         self.network
             .ensure_host()
             .map_err(|e| ActionError::permanent(format!("network: {e}")))?;
-        self.finish_replacements()?;
+        // Nothing here stops the agent from starting: what cannot be cleaned up now (a
+        // cgroup still busy) is retried by every resync's sweep, and running containers need
+        // their agent more than a tidy state dir.
+        if let Err(e) = self.finish_replacements() {
+            tracing::warn!("finishing an interrupted replacement: {}", e.message);
+        }
         for name in Record::names(&self.layout) {
             match Record::load(&self.layout, &name) {
-                Ok(Some(rec)) if rec.phase == Phase::Creating => {
+                Ok(Some(mut rec)) if rec.phase == Phase::Creating => {
                     tracing::info!(container = %name, "removing an incarnation whose creation was interrupted");
-                    self.teardown(&name, &rec.id)?;
-                    Record::delete(&self.layout, &name).map_err(transient)?;
+                    rec.phase = Phase::Removing;
+                    if let Err(e) = self.save(&rec, &name) {
+                        tracing::warn!(container = %name, "{}", e.message);
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(container = %name, "unreadable record: {e}"),
             }
         }
+        // Finishes those removals and any cut short, then takes what no record explains.
         self.sweep();
         for w in self.warnings() {
             tracing::warn!("{w}");
@@ -348,6 +360,7 @@ impl Backend for Host {
     }
 
     fn create(&self, req: &CreateRequest<'_>) -> Result<(), ActionError> {
+        let _making = self.making.read().unwrap_or_else(|p| p.into_inner());
         self.create_incarnation(req)
     }
 
@@ -407,8 +420,12 @@ impl Backend for Host {
     }
 
     fn remove(&self, name: &str, id: &IncarnationId, why: RemoveReason) -> Result<(), ActionError> {
+        let _making = self.making.read().unwrap_or_else(|p| p.into_inner());
         if let Ok(mut rec) = self.record(name, id) {
+            // Said first and durably: a removal cut short must never leave a record that
+            // looks like a startable container over a half-removed one.
             rec.stopped_by_us = true;
+            rec.phase = Phase::Removing;
             self.save(&rec, name)?;
         }
         self.teardown(name, id)?;

@@ -90,6 +90,13 @@ impl Host {
                     (RunState::Exited(exit), None, c.finished_at)
                 }
             },
+            // Nothing left to start it from (its bundle went by hand, or with a removal that
+            // did not record itself): not a container, so a new incarnation replaces it and
+            // the sweep takes the rest.
+            None if self.runtime.read_config(name, &rec.id).is_err() => {
+                tracing::warn!(container = name, "incarnation {} has no bundle", rec.id);
+                return None;
+            }
             // No run in this boot: ready to start.
             _ => (RunState::Created, None, None),
         };

@@ -28,6 +28,8 @@ pub enum Phase {
     Creating,
     /// It ran (or runs) in this or an earlier boot.
     Created,
+    /// Its removal began: whatever is left of it goes, at the latest at the next start.
+    Removing,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -24,8 +24,9 @@ pub struct Orphan {
 
 impl Host {
     /// The incarnations records explain.
+    /// (The one a start-then-kill set aside still runs until its successor does.)
     pub(super) fn known(&self) -> BTreeSet<(String, IncarnationId)> {
-        Record::names(&self.layout)
+        let mut known: BTreeSet<_> = Record::names(&self.layout)
             .into_iter()
             .filter_map(|n| {
                 Record::load(&self.layout, &n)
@@ -33,7 +34,20 @@ impl Host {
                     .flatten()
                     .map(|r| (n, r.id))
             })
-            .collect()
+            .collect();
+        for e in std::fs::read_dir(self.layout.containers_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let old: Option<Record> = crate::fsutil::read_json(&e.path().join(record::OLD_FILE))
+                .ok()
+                .flatten();
+            if let (Some(r), Some(n)) = (old, e.file_name().to_str()) {
+                known.insert((n.to_string(), r.id));
+            }
+        }
+        known
     }
 
     /// Lists this instance's runtime orphans (shims, bundles, /etc dirs, cgroups) without
@@ -112,6 +126,8 @@ impl Host {
 
     /// Removes every runtime orphan and the network's. Keeps going past failures.
     pub(super) fn sweep(&self) -> Vec<Orphan> {
+        let _no_creates = self.making.write().unwrap_or_else(|p| p.into_inner());
+        self.finish_removals();
         let orphans = self.find_orphans();
         for o in &orphans {
             tracing::info!("removing orphan {}: {}", o.kind, o.what);
@@ -138,6 +154,28 @@ impl Host {
         }
         self.runtime.prune_cgroups();
         orphans
+    }
+
+    /// Removals that failed or were cut short (their record says `removing`): what is left of
+    /// them goes, then the record. The caller keeps removals from running meanwhile.
+    pub(super) fn finish_removals(&self) {
+        for name in Record::names(&self.layout) {
+            let Ok(Some(rec)) = Record::load(&self.layout, &name) else {
+                continue;
+            };
+            if rec.phase != Phase::Removing {
+                continue;
+            }
+            tracing::info!(container = %name, "finishing the removal of {}", rec.id);
+            match self.teardown(&name, &rec.id) {
+                Ok(()) => {
+                    if let Err(e) = Record::delete(&self.layout, &name) {
+                        tracing::warn!(container = %name, "cannot delete its record: {e}");
+                    }
+                }
+                Err(e) => tracing::warn!(container = %name, "cannot finish its removal: {e}"),
+            }
+        }
     }
 
     fn remove_incarnation_by_path(&self, o: &Orphan) -> Result<(), String> {

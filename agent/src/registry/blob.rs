@@ -191,6 +191,11 @@ impl Read for BlobReader<'_> {
             return Ok(0);
         }
         loop {
+            if self.body.is_none() && self.offset >= self.size {
+                // A resumed download that had every byte already (its pull was cut short
+                // between the last byte and the commit): a Range from the end would get a 416.
+                return Ok(0);
+            }
             if self.body.is_none() {
                 match self.open() {
                     Ok(b) => {

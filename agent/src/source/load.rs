@@ -177,6 +177,9 @@ fn stamp(path: &Path) -> Option<Stamp> {
     })
 }
 
+/// How long after a change a file's stamp is not trusted (see `LoadCache::fresh`).
+const RACY_SECS: u64 = 2;
+
 /// Valid specs from earlier scans, with what their files were then, so that a rescan of a
 /// large dir only reads and parses what changed (a pass over 1000 specs stays cheap).
 #[derive(Debug, Default)]
@@ -190,6 +193,18 @@ type Cached = (Vec<(PathBuf, Option<Stamp>)>, ParsedSpec);
 impl LoadCache {
     fn fresh(&self, dir: &Path, name: &str) -> Option<ParsedSpec> {
         let (stamps, parsed) = self.specs.get(name)?;
+        // Racy stamps, as git calls them: file times are coarse (a jiffy) and inode numbers
+        // are reused, so a file rewritten twice within a tick can keep its whole stamp. Only a
+        // stamp older than that says the file is the one read.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let racy = |st: &Option<Stamp>| {
+            st.is_none_or(|st| now.as_secs() < st.ctime.0.max(0) as u64 + RACY_SECS)
+        };
+        if stamps.iter().any(|(_, st)| racy(st)) {
+            return None;
+        }
         // The drop-in dir's own stamp tells about drop-ins appearing or going.
         let dropin_dir = dir.join(format!("{name}.toml.d"));
         let unchanged = stamps.iter().all(|(p, st)| stamp(p) == *st)

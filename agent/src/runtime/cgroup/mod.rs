@@ -87,8 +87,9 @@ impl Cgroup {
         }
     }
 
+    /// Whether any of its dirs is left (a removal cut short may have taken some).
     pub fn exists(&self) -> bool {
-        self.procs_dir().is_dir()
+        self.dirs().iter().any(|d| d.is_dir())
     }
 
     pub fn create(&self) -> Result<()> {
@@ -122,8 +123,18 @@ impl Cgroup {
         Ok(())
     }
 
+    /// On v1, the union over every hierarchy: a process caught while joining them (its
+    /// creator killed half way) may be in some and not in others.
     pub fn pids(&self) -> Vec<i32> {
-        read_pids(&self.procs_dir())
+        match &self.mode {
+            CgroupMode::V1 { .. } => {
+                let mut all: Vec<i32> = self.dirs().iter().flat_map(|d| read_pids(d)).collect();
+                all.sort_unstable();
+                all.dedup();
+                all
+            }
+            CgroupMode::V2 { .. } => read_pids(&self.procs_dir()),
+        }
     }
 
     pub fn freeze(&self, timeout: Duration) -> Result<()> {
@@ -159,12 +170,14 @@ impl Cgroup {
         };
         if !killed {
             // v1 (or a v2 kernel before cgroup.kill): freeze so nothing forks while we kill.
-            let _ = self.freeze(timeout);
+            let frozen = self.freeze(timeout).is_ok();
             for pid in self.pids() {
                 // SAFETY: kill with plain integers.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
-            self.thaw(timeout)?;
+            if frozen {
+                self.thaw(timeout)?;
+            }
         }
         wait_until(timeout, &format!("cgroup {} to empty", self.rel), || {
             self.pids().is_empty()

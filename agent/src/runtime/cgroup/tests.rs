@@ -151,6 +151,26 @@ fn v1_freeze_kill_remove_for_real() {
     exercise(&cg);
 }
 
+/// A process its creator left half joined (in the memory hierarchy only, as when the agent is
+/// killed between two `cgroup.procs` writes) is still found, killed, and the cgroup removed.
+#[test]
+fn v1_kill_all_finds_a_half_joined_process() {
+    let mode = CgroupMode::V1 {
+        root: "/sys/fs/cgroup".into(),
+    };
+    let parent = unique("t1half");
+    let cg = Cgroup::new(&mode, &format!("{parent}/c-0123456789ab"));
+    let _guard = CgGuard(cg.clone(), Cgroup::new(&mode, &parent));
+    cg.create().unwrap();
+    let child = Sleeper(Command::new("/bin/sleep").arg("60").spawn().unwrap());
+    let memory = PathBuf::from("/sys/fs/cgroup/memory").join(cg.rel());
+    std::fs::write(memory.join("cgroup.procs"), child.0.id().to_string()).unwrap();
+    assert_eq!(cg.pids(), vec![child.0.id() as i32]);
+    cg.kill_all(Duration::from_secs(5)).unwrap();
+    cg.remove(Duration::from_secs(5)).unwrap();
+    assert!(!cg.exists());
+}
+
 #[test]
 fn v2_freeze_kill_remove_for_real_in_unified() {
     let root = PathBuf::from("/sys/fs/cgroup/unified");
