@@ -91,7 +91,8 @@ fn logs_are_cri_lines_rotated_at_the_cap() {
         assert!(std::fs::metadata(&f).unwrap().len() <= 4096);
     }
     let text = std::fs::read_to_string(&log).unwrap();
-    let last = text.lines().last().unwrap();
+    // The last stdout line: stderr is its own pipe, so its line may come before or after.
+    let last = text.lines().rfind(|l| l.contains(" stdout ")).unwrap();
     let (ts, rest) = last.split_once(' ').unwrap();
     assert!(berth_agent::runtime::timefmt::parse(ts).is_some(), "{ts}");
     assert_eq!(rest, "stdout F no-newline");
