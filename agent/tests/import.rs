@@ -82,6 +82,30 @@ fn oci_layout_dir_and_tar() {
     let got = t2.store.import_source(&src).unwrap();
     let d = tree::diff(&pulled, &tree::overlay_snapshot(&got.layers));
     assert!(d.is_empty(), "{}", d.join("\n"));
+
+    // Compressed, as `docker save | gzip` and zstd ship them: inflated beside the store into a
+    // file without a name, so nothing of it stays.
+    let plain = std::fs::read(&tarball).unwrap();
+    let gz = work.path().join("image.tar.gz");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut enc, &plain).unwrap();
+    std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+    let zst = work.path().join("image.tar.zst");
+    std::fs::write(&zst, zstd::encode_all(plain.as_slice(), 1).unwrap()).unwrap();
+    for compressed in [gz, zst] {
+        let t3 = store();
+        let got = t3.store.import(&compressed).unwrap();
+        let d = tree::diff(&pulled, &tree::overlay_snapshot(&got[0].layers));
+        assert!(d.is_empty(), "{}: {}", compressed.display(), d.join("\n"));
+        let blobs = t3.store.layout().blobs_dir();
+        let stray: Vec<_> = std::fs::read_dir(&blobs)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n.to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(stray.is_empty(), "{stray:?}");
+    }
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! Reading files out of an image archive: a directory, or an uncompressed tar indexed once so
-//! each blob is read by seeking, never by extracting the archive.
+//! Reading files out of an image archive: a directory, or a tar indexed once so each blob is
+//! read by seeking, never by extracting the archive. A compressed tar (`docker save | gzip`,
+//! zstd) is first inflated into an unlinked file beside the store, which no crash can leak.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -10,11 +11,23 @@ use std::path::{Path, PathBuf};
 pub enum Archive {
     Dir(PathBuf),
     Tar {
+        /// The tar, or `/proc/self/fd/N` of `_inflated`: each read opens its own description,
+        /// so concurrent readers never share an offset.
         path: PathBuf,
         /// path -> (offset of the data, size)
         files: HashMap<String, (u64, u64)>,
+        _inflated: Option<File>,
     },
 }
+
+/// Where a compressed archive is inflated, and the free space that must stay.
+pub struct Scratch<'a> {
+    pub dir: &'a Path,
+    pub min_free: u64,
+}
+
+/// How often inflating looks at the free space left.
+const SPACE_CHECK_EVERY: u64 = 64 << 20;
 
 /// Normalises an archive path: no leading `./` or `/`, and refuses `..`.
 pub fn clean(p: &str) -> Option<String> {
@@ -30,21 +43,30 @@ pub fn clean(p: &str) -> Option<String> {
 }
 
 impl Archive {
-    pub fn open(path: &Path) -> io::Result<Archive> {
+    pub fn open(path: &Path, scratch: &Scratch<'_>) -> io::Result<Archive> {
         if path.is_dir() {
             return Ok(Archive::Dir(path.to_path_buf()));
         }
         let mut f = File::open(path)?;
         let mut magic = [0u8; 4];
         let n = f.read(&mut magic)?;
-        if magic[..n].starts_with(&[0x1f, 0x8b])
-            || magic[..n].starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-        {
-            return Err(io::Error::other(
-                "compressed archive: decompress it first (berth reads blobs by seeking in a plain tar)",
-            ));
-        }
         f.rewind()?;
+        let inflated = if magic[..n].starts_with(&[0x1f, 0x8b]) {
+            let gz = flate2::read::MultiGzDecoder::new(io::BufReader::new(&f));
+            Some(inflate(gz, scratch)?)
+        } else if magic[..n].starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Some(inflate(zstd::stream::read::Decoder::new(&f)?, scratch)?)
+        } else {
+            None
+        };
+        let (f, path) = match &inflated {
+            Some(t) => {
+                use std::os::fd::AsRawFd;
+                let fd_path = PathBuf::from(format!("/proc/self/fd/{}", t.as_raw_fd()));
+                (File::open(&fd_path)?, fd_path)
+            }
+            None => (f, path.to_path_buf()),
+        };
         let mut files = HashMap::new();
         let mut links = Vec::new();
         let mut tar = tar::Archive::new(f);
@@ -84,8 +106,9 @@ impl Archive {
             }
         }
         Ok(Archive::Tar {
-            path: path.to_path_buf(),
+            path,
             files,
+            _inflated: inflated,
         })
     }
 
@@ -122,7 +145,7 @@ impl Archive {
                 let len = f.metadata()?.len();
                 Ok(f.take(len))
             }
-            Archive::Tar { path, files } => {
+            Archive::Tar { path, files, .. } => {
                 let (off, size) = *files.get(&n).ok_or_else(|| missing(name))?;
                 let mut f = File::open(path)?;
                 f.seek(SeekFrom::Start(off))?;
@@ -141,6 +164,65 @@ impl Archive {
         let mut out = Vec::new();
         self.open_file(name)?.read_to_end(&mut out)?;
         Ok(out)
+    }
+}
+
+/// Inflates a compressed archive into an unlinked file in the scratch dir, stopping before
+/// the filesystem drops below its reserve (a small gzip can hold a huge tar).
+fn inflate(mut r: impl Read, scratch: &Scratch<'_>) -> io::Result<File> {
+    let mut out = unlinked_file_in(scratch.dir)?;
+    let mut buf = vec![0u8; 256 << 10];
+    let (mut total, mut next_check) = (0u64, 0u64);
+    loop {
+        if total >= next_check {
+            let free = crate::store::space::available(scratch.dir)?;
+            if !crate::store::space::fits(SPACE_CHECK_EVERY, free, scratch.min_free) {
+                return Err(io::Error::other(format!(
+                    "inflating the archive would leave less than {} bytes free on {} ([images] min_free); {total} bytes inflated so far",
+                    scratch.min_free,
+                    scratch.dir.display()
+                )));
+            }
+            next_check = total + SPACE_CHECK_EVERY;
+        }
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io::Error::other(format!("decompressing the archive: {e}"))),
+        };
+        std::io::Write::write_all(&mut out, &buf[..n])?;
+        total += n as u64;
+    }
+    out.rewind()?;
+    Ok(out)
+}
+
+/// A file with no name (O_TMPFILE), else one unlinked right after it is made.
+fn unlinked_file_in(dir: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmpfile = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir);
+    match tmpfile {
+        Ok(f) => Ok(f),
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let p = dir.join(format!(".import-{}-{n}", std::process::id()));
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&p)?;
+            std::fs::remove_file(&p)?;
+            Ok(f)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -185,5 +267,20 @@ mod tests {
         assert_eq!(clean("."), None);
         assert_eq!(clean_rel("a/b/../c").as_deref(), Some("a/c"));
         assert_eq!(clean_rel("../x"), None);
+    }
+
+    #[test]
+    fn inflating_stops_at_the_free_space_reserve() {
+        let dir = tempfile::tempdir().unwrap();
+        let gz = dir.path().join("a.tar.gz");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut enc, &[0u8; 4096]).unwrap();
+        std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+        let scratch = Scratch {
+            dir: dir.path(),
+            min_free: u64::MAX / 2,
+        };
+        let e = Archive::open(&gz, &scratch).err().expect("refused");
+        assert!(e.to_string().contains("min_free"), "{e}");
     }
 }

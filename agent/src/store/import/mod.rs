@@ -103,7 +103,11 @@ impl Store {
             image: shown.clone(),
             reason,
         };
-        let ar = Archive::open(&abs).map_err(|e| invalid(e.to_string()))?;
+        let scratch = archive::Scratch {
+            dir: &self.inner.layout.blobs_dir(),
+            min_free: self.inner.limits.min_free,
+        };
+        let ar = Archive::open(&abs, &scratch).map_err(|e| invalid(e.to_string()))?;
         let found = if ar.exists("oci-layout") && ar.exists("index.json") {
             self.find_oci(&ar, &abs, only_tag, &shown)?
         } else if ar.exists("manifest.json") {
