@@ -92,6 +92,21 @@ impl EventRecord {
 pub struct PlanView {
     pub actions: Vec<PlannedAction>,
     pub waiting: Vec<WaitingView>,
+    /// What the running agent is doing right now (empty in-process: nothing runs there). A
+    /// container listed here may also have a planned action: the pass after this one's end
+    /// decides it again.
+    #[serde(default)]
+    pub in_progress: Vec<InProgressView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InProgressView {
+    /// `pull`, `create`, `start`, `stop`, `remove`, `update`.
+    pub action: String,
+    /// The container, or none for a pull of an image.
+    pub container: Option<String>,
+    /// The image, for a pull.
+    pub image: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

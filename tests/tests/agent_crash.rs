@@ -65,12 +65,13 @@ fn wait_converged(a: &TestAgent, want: &BTreeMap<String, u32>) -> Vec<Value> {
     last
 }
 
-/// Nothing left to do: also no removal of a container whose spec is gone (those are not
-/// listed in status).
+/// Nothing left to do and nothing in progress: also no removal of a container whose spec is
+/// gone (those are not listed in status).
 fn plan_is_empty(a: &TestAgent) -> bool {
     let out = a.berth(&["plan", "--json"]);
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    plan["actions"].as_array().is_some_and(|a| a.is_empty())
+    let empty = |k: &str| plan[k].as_array().is_some_and(|a| a.is_empty());
+    empty("actions") && empty("in_progress")
 }
 
 fn assert_no_leaks(a: &TestAgent, running: usize) {

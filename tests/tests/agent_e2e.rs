@@ -295,3 +295,36 @@ fn apply_once_without_an_agent_converges_and_reports() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn plan_shows_what_is_in_progress() {
+    if !require_root() {
+        return;
+    }
+    let image = busybox_image("stubborn", "trap '' TERM; while :; do sleep 1; done", &[]);
+    let a = agent("ip");
+    a.write_spec(
+        "slow",
+        &format!("image = \"{image}\"\nstop_timeout = \"6s\"\nnetwork = \"none\"\n"),
+    );
+    a.wait_running("slow");
+    a.remove_spec("slow");
+    // The payload ignores SIGTERM: its removal takes the whole stop_timeout, and meanwhile
+    // the plan says what runs.
+    let plan =
+        || -> Value { serde_json::from_slice(&a.berth(&["plan", "--json"]).stdout).unwrap() };
+    wait_until(Duration::from_secs(4), "the removal in progress", || {
+        plan()["in_progress"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["action"] == "remove" && p["container"] == "slow")
+    });
+    let text = String::from_utf8_lossy(&a.berth(&["plan"]).stdout).into_owned();
+    assert!(text.contains("* remove slow (in progress)"), "{text}");
+    wait_until(Duration::from_secs(20), "the removal to end", || {
+        let p = plan();
+        p["in_progress"].as_array().unwrap().is_empty()
+            && p["actions"].as_array().unwrap().is_empty()
+    });
+}

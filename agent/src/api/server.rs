@@ -338,6 +338,7 @@ mod tests {
                     let _ = reply.send(PlanView {
                         actions: vec![],
                         waiting: vec![],
+                        in_progress: vec![],
                     });
                 }
             }

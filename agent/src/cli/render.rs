@@ -74,7 +74,11 @@ fn first_line(s: &str) -> String {
 /// `+` creates, `-` removes, `~` changes; waiting containers are listed after.
 pub fn plan_diff(plan: &PlanView) -> String {
     let mut out = String::new();
-    if plan.actions.is_empty() {
+    for p in &plan.in_progress {
+        let what = p.container.as_deref().or(p.image.as_deref()).unwrap_or("");
+        out.push_str(&format!("* {} {what} (in progress)\n", p.action));
+    }
+    if plan.actions.is_empty() && plan.in_progress.is_empty() {
         out.push_str("nothing to do\n");
     }
     for a in &plan.actions {
@@ -101,7 +105,7 @@ pub fn event_line(e: &EventRecord) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{PlannedAction, WaitingView};
+    use crate::status::{InProgressView, PlannedAction, WaitingView};
 
     #[test]
     fn table_aligns() {
@@ -139,6 +143,7 @@ mod tests {
                 container: "d".into(),
                 reason: "waiting".into(),
             }],
+            in_progress: vec![],
         };
         assert_eq!(
             plan_diff(&p),
@@ -147,9 +152,22 @@ mod tests {
         assert_eq!(
             plan_diff(&PlanView {
                 actions: vec![],
-                waiting: vec![]
+                waiting: vec![],
+                in_progress: vec![],
             }),
             "nothing to do\n"
+        );
+        assert_eq!(
+            plan_diff(&PlanView {
+                actions: vec![],
+                waiting: vec![],
+                in_progress: vec![InProgressView {
+                    action: "remove".into(),
+                    container: Some("e".into()),
+                    image: None,
+                }],
+            }),
+            "* remove e (in progress)\n"
         );
     }
 }

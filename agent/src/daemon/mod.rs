@@ -29,7 +29,9 @@ use crate::reconcile::model::{Failure, ObservedContainer};
 use crate::reconcile::plan::Plan;
 use crate::reconcile::report::{self, InFlight};
 use crate::reconcile::{Desired, Observed, plan_with};
-use crate::status::{ApplyResult, ContainerStatus, PlanView, PlannedAction, WaitingView};
+use crate::status::{
+    ApplyResult, ContainerStatus, InProgressView, PlanView, PlannedAction, WaitingView,
+};
 
 pub use apply::Waiter;
 
@@ -516,11 +518,26 @@ impl Reconciler {
     }
 
     fn plan_view(&self) -> PlanView {
-        plan_view(&plan_with(
+        let mut v = plan_view(&plan_with(
             &self.desired,
             &self.planning_view(),
             &self.ctx(),
-        ))
+        ));
+        v.in_progress = self
+            .pulls_in_flight
+            .iter()
+            .map(|image| InProgressView {
+                action: "pull".into(),
+                container: None,
+                image: Some(image.to_string()),
+            })
+            .chain(self.in_flight.iter().map(|(name, kind)| InProgressView {
+                action: kind.verb().into(),
+                container: Some(name.clone()),
+                image: None,
+            }))
+            .collect();
+        v
     }
 
     /// Answers the apply requests whose condition holds; returns the answered results.
@@ -571,6 +588,7 @@ pub fn plan_view(p: &Plan) -> PlanView {
                 reason: w.to_string(),
             })
             .collect(),
+        in_progress: Vec::new(),
     }
 }
 

@@ -19,6 +19,20 @@ pub enum InFlight {
     Other,
 }
 
+impl InFlight {
+    /// As `berth plan` names it.
+    pub fn verb(self) -> &'static str {
+        match self {
+            InFlight::Pulling => "pull",
+            InFlight::Creating => "create",
+            InFlight::Starting => "start",
+            InFlight::Stopping => "stop",
+            InFlight::Removing => "remove",
+            InFlight::Other => "update",
+        }
+    }
+}
+
 pub fn report(
     desired: &Desired,
     observed: &Observed,
