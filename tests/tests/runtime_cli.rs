@@ -330,3 +330,87 @@ fn exec_with_a_tty() {
     assert_eq!(out.status.code(), Some(5));
     assert!(String::from_utf8_lossy(&out.stdout).contains("got-abc"));
 }
+
+/// A resize of the caller's terminal reaches the container's: `berth exec -it` runs on a
+/// pseudo-terminal the test owns (as its controlling terminal, so the kernel sends SIGWINCH).
+#[test]
+fn exec_tty_follows_a_resize() {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    if !require_root() {
+        return;
+    }
+    let w = World::new("clirs");
+    w.start("term", "exec sleep 1000", |_| {});
+    let size = |rows: u16, cols: u16| libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let (mut m, mut s) = (-1, -1);
+    let ws = size(30, 100);
+    // SAFETY: openpty writes two fds into our integers.
+    let opened =
+        unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), &ws) };
+    assert_eq!(opened, 0);
+    // SAFETY: both fds were just opened for us.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s)) };
+    let mut cmd = w.berth(&[
+        "exec",
+        "-it",
+        "term",
+        "--",
+        "sh",
+        "-c",
+        "stty size; read x; stty size; echo end",
+    ]);
+    cmd.stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave));
+    // SAFETY: setsid and TIOCSCTTY between fork and exec touch only this child.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(cmd);
+    let mut out = String::new();
+    let mut read_until = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !out.contains(want) {
+            assert!(Instant::now() < deadline, "no {want:?} in {out:?}");
+            let mut pfd = libc::pollfd {
+                fd: master.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one live pollfd.
+            if unsafe { libc::poll(&mut pfd, 1, 200) } > 0 {
+                let mut buf = [0u8; 1024];
+                // SAFETY: reads into a live buffer of that size.
+                let n = unsafe { libc::read(master.as_raw_fd(), buf.as_mut_ptr().cast(), 1024) };
+                if n > 0 {
+                    out.push_str(&String::from_utf8_lossy(&buf[..n as usize]));
+                }
+            }
+        }
+    };
+    read_until("30 100");
+    let ws = size(50, 120);
+    // SAFETY: sets the size of our own pty (the kernel signals its foreground group).
+    let resized = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    assert_eq!(resized, 0);
+    // SAFETY: writes a newline to our own pty.
+    unsafe { libc::write(master.as_raw_fd(), b"\r".as_ptr().cast(), 1) };
+    read_until("end");
+    assert!(
+        out.contains("50 120"),
+        "the resize did not reach it: {out:?}"
+    );
+    assert!(child.wait().unwrap().success());
+}

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::runtime::exec::{ExecRequest, spawn};
+use crate::runtime::exec::{ExecRequest, copy_winsize, spawn};
 use crate::runtime::sys;
 
 #[derive(Debug, Args)]
@@ -103,10 +103,28 @@ impl Drop for RawMode {
     }
 }
 
-/// Copies stdin to the terminal and the terminal to stdout until the process side closes.
+/// A signalfd for SIGWINCH (blocked for normal delivery): the caller's terminal was resized.
+fn winch_fd() -> Option<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: sigset manipulation on a struct we own; exec's relay runs on the only thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGWINCH);
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return None;
+        }
+        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+        (fd >= 0).then(|| OwnedFd::from_raw_fd(fd))
+    }
+}
+
+/// Copies stdin to the terminal and the terminal to stdout until the process side closes;
+/// passes the caller's terminal size on whenever it changes.
 fn relay(master: &OwnedFd, interactive: bool) {
     let mut buf = [0u8; 8192];
     let mut stdin_open = interactive;
+    let winch = winch_fd();
     loop {
         let mut fds = [
             libc::pollfd {
@@ -119,10 +137,21 @@ fn relay(master: &OwnedFd, interactive: bool) {
                 events: libc::POLLIN,
                 revents: 0,
             },
+            libc::pollfd {
+                fd: winch.as_ref().map_or(-1, |w| w.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
-        // SAFETY: a live array of two pollfds.
-        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+        // SAFETY: a live array of three pollfds.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 3, -1) } < 0 {
             continue;
+        }
+        if let Some(w) = winch.as_ref().filter(|_| fds[2].revents != 0) {
+            let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
+            // SAFETY: drains one siginfo into a live buffer of its size.
+            while unsafe { libc::read(w.as_raw_fd(), info.as_mut_ptr().cast(), info.len()) } > 0 {}
+            copy_winsize(0, master.as_raw_fd());
         }
         if fds[0].revents != 0 {
             // SAFETY: reads into a live buffer.

@@ -226,7 +226,8 @@ pub fn spawn(target: &ExecTarget, req: &ExecRequest) -> Result<Running> {
     })
 }
 
-fn copy_winsize(from: RawFd, to: RawFd) {
+/// Gives terminal `to` the size of terminal `from` (a no-op when `from` is not one).
+pub fn copy_winsize(from: RawFd, to: RawFd) {
     // SAFETY: winsize is plain old data; the ioctls read and write one struct.
     unsafe {
         let mut ws: libc::winsize = std::mem::zeroed();
