@@ -147,3 +147,28 @@ fn missing_command_fails_create_with_the_reason() {
     );
     assert!(env.runtime.observe().unwrap().is_empty());
 }
+
+/// `privileged = true` gets the host's device nodes, with their numbers and owners, as Docker's
+/// `--privileged` does; a default container has only its own few.
+#[test]
+fn privileged_sees_the_hosts_devices() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new("pdev");
+    let host = std::fs::metadata("/dev/loop-control").expect("a loop-control node on this host");
+    let script = "ls -ln /dev/loop-control 2>&1; echo end";
+    let mut p = env.config("priv", script);
+    p.security.privileged = true;
+    env.runtime.create(&p).unwrap();
+    assert_eq!(env.wait_exit(&p).code, Some(0));
+    let out = env.stdout(&p);
+    let want = format!("{}, {}", libc::major(host.rdev()), libc::minor(host.rdev()));
+    assert!(
+        out[0].starts_with('c') && out[0].contains(&want),
+        "privileged: {out:?} (host {want})"
+    );
+    let d = env.config("plain", script);
+    env.runtime.create(&d).unwrap();
+    assert_eq!(env.wait_exit(&d).code, Some(0));
+    let out = env.stdout(&d);
+    assert!(out[0].contains("No such file"), "default: {out:?}");
+}

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::mount::{MsFlags, mount};
 use rustix::fs::{FileType, Mode};
@@ -196,6 +196,10 @@ pub fn setup(root: &File, cfg: &ContainerConfig) -> io::Result<()> {
         )?;
     }
 
+    if privileged {
+        host_devices(root)?;
+    }
+
     if !privileged {
         for p in MASKED_PATHS {
             mask(root, p)?;
@@ -314,6 +318,63 @@ fn setup_dev(root: &File) -> io::Result<()> {
         ("stderr", "/proc/self/fd/2"),
     ] {
         rustix::fs::symlinkat(target, &dev, link).map_err(|e| ctx(&format!("/dev/{link}"), e))?;
+    }
+    Ok(())
+}
+
+/// Dirs of the host's /dev whose nodes a privileged container does not get: its own pts,
+/// shm and mqueue stand there, and the rest are runtime bookkeeping (as Docker skips them).
+const HOST_DEV_SKIP: &[&str] = &["pts", "shm", "mqueue", "fd", ".lxc", ".lxd-mounts", ".udev"];
+
+/// `privileged = true`: every device node of the host's /dev (still visible: the root is not
+/// pivoted yet), with its owner and mode, as Docker's `--privileged` gives; nodes the
+/// container's own /dev already has stay as they are.
+fn host_devices(root: &File) -> io::Result<()> {
+    let mut stack = vec![PathBuf::from("/dev")];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let path = e.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                let name = e.file_name();
+                if !(dir == Path::new("/dev") && HOST_DEV_SKIP.iter().any(|s| name == *s)) {
+                    stack.push(path);
+                }
+                continue;
+            }
+            let kind = if ft.is_char_device() {
+                FileType::CharacterDevice
+            } else if ft.is_block_device() {
+                FileType::BlockDevice
+            } else {
+                continue;
+            };
+            // The console is the container's own business.
+            if path == Path::new("/dev/console") {
+                continue;
+            }
+            let target = path.to_string_lossy();
+            if open_in_root(root, &target, Create::Nothing).is_ok() {
+                continue;
+            }
+            mknod_in_root(root, &target, kind, meta.mode() & 0o7777, meta.rdev())?;
+            let fd = open_in_root(root, &target, Create::Nothing)?;
+            // An O_PATH fd: chown through AT_EMPTY_PATH.
+            rustix::fs::chownat(
+                &fd,
+                "",
+                Some(rustix::fs::Uid::from_raw(meta.uid())),
+                Some(rustix::fs::Gid::from_raw(meta.gid())),
+                rustix::fs::AtFlags::EMPTY_PATH,
+            )
+            .map_err(|e| ctx(&format!("chown {target}"), e))?;
+        }
     }
     Ok(())
 }
