@@ -131,3 +131,56 @@ fn archives_dropped_in_the_import_dir_run_without_a_registry() {
         "{text}"
     );
 }
+
+/// Resyncs running while containers are made (a SIGHUP storm asks for one after another) must
+/// not take a new container's network for an orphan: every published port keeps answering.
+#[test]
+fn containers_made_during_resyncs_keep_their_network() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if !require_root() {
+        return;
+    }
+    let image = web_image("up\n");
+    let opts = AgentOptions {
+        resync_interval: Some("1h".into()),
+        ..AgentOptions::default()
+    };
+    let mut a = TestAgent::new("rs", &opts);
+    a.start(&opts);
+    let pid = a.pid().unwrap() as i32;
+    let stop = Arc::new(AtomicBool::new(false));
+    let storm = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                // SAFETY: kill(2) on the agent we started.
+                unsafe { libc::kill(pid, libc::SIGHUP) };
+                std::thread::sleep(Duration::from_millis(15));
+            }
+        })
+    };
+    let ports: Vec<u16> = (0..12).map(|_| free_port()).collect();
+    for (i, port) in ports.iter().enumerate() {
+        a.write_spec(
+            &format!("w{i}"),
+            &format!("image = \"{image}\"\nports = [\"{port}:80\"]\n"),
+        );
+    }
+    for i in 0..ports.len() {
+        a.wait_running(&format!("w{i}"));
+    }
+    stop.store(true, Ordering::Relaxed);
+    storm.join().unwrap();
+    for port in &ports {
+        let url = format!("http://127.0.0.1:{port}/");
+        wait_until(Duration::from_secs(10), &format!("{url} answering"), || {
+            http_get(&url).as_deref() == Some("up\n")
+        });
+    }
+    let log = a.log();
+    assert!(
+        !log.contains("was gone and is made again"),
+        "a resync took a new container's network:\n{log}"
+    );
+}

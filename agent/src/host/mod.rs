@@ -499,10 +499,13 @@ impl Backend for Host {
     }
 
     fn resync(&self, keep: &Keep) -> Result<(), ActionError> {
-        self.sweep();
-        let notes = self
-            .network
-            .reconcile(&self.expected_networks(&keep.containers));
+        // The whole resync judges what exists by the records as they are now, with no create
+        // or removal half done: `keep` was taken before this ran, and a container made since
+        // would otherwise look like an orphan to the network's repair.
+        let _no_creates = self.making.write().unwrap_or_else(|p| p.into_inner());
+        self.sweep_locked();
+        let live: Vec<_> = self.known().into_iter().collect();
+        let notes = self.network.reconcile(&self.expected_networks(&live));
         match notes {
             Ok(notes) => {
                 for n in notes {

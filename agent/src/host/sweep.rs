@@ -127,6 +127,11 @@ impl Host {
     /// Removes every runtime orphan and the network's. Keeps going past failures.
     pub(super) fn sweep(&self) -> Vec<Orphan> {
         let _no_creates = self.making.write().unwrap_or_else(|p| p.into_inner());
+        self.sweep_locked()
+    }
+
+    /// [`Self::sweep`] for a caller that holds `making` exclusively.
+    pub(super) fn sweep_locked(&self) -> Vec<Orphan> {
         self.finish_removals();
         let orphans = self.find_orphans();
         for o in &orphans {
