@@ -50,8 +50,9 @@ pub struct Host {
     drift: Mutex<Option<Watcher>>,
     /// Serialises rewrites of the containers' /etc/hosts files.
     hosts: Mutex<()>,
-    /// Shared by creates, exclusive for the sweep: a sweep lists records before kernel objects,
-    /// so a create that wrote its record and made its objects in between would look orphaned.
+    /// Shared by the actions that make or unmake kernel objects (create, start, stop, remove),
+    /// exclusive for the resync: it lists records before objects and judges ports by what runs,
+    /// so an action between the two would look like an orphan or a stale port.
     making: std::sync::RwLock<()>,
     /// The config file the agent read, passed on to `berth exec` for health checks.
     config_path: Option<std::path::PathBuf>,
@@ -375,6 +376,7 @@ impl Backend for Host {
     }
 
     fn start(&self, name: &str, id: &IncarnationId, crash_streak: u32) -> Result<(), ActionError> {
+        let _making = self.making.read().unwrap_or_else(|p| p.into_inner());
         let mut rec = self.record(name, id)?;
         let cfg = self.runtime.read_config(name, id).map_err(transient)?;
         if rec.network == NetworkMode::Bridge {
@@ -405,6 +407,7 @@ impl Backend for Host {
     }
 
     fn stop(&self, name: &str, id: &IncarnationId, failed: bool) -> Result<(), ActionError> {
+        let _making = self.making.read().unwrap_or_else(|p| p.into_inner());
         let mut rec = self.record(name, id)?;
         rec.stopped_by_us = !failed;
         self.save(&rec, name)?;
