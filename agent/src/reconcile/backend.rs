@@ -96,7 +96,8 @@ pub trait Backend: Send + Sync + 'static {
     fn watch(&self, tx: mpsc::UnboundedSender<Notice>);
 
     /// Periodic repair: restore drifted network pieces, remove orphans of this instance,
-    /// collect unused images.
+    /// collect unused images. Which containers exist it judges from its own records at that
+    /// moment, not from the caller's earlier observation.
     fn resync(&self, keep: &Keep) -> Result<(), ActionError>;
 
     /// Problems of the host that containers suffer from (another firewall dropping the bridge's
@@ -182,11 +183,6 @@ impl Keep {
             .collect();
         digests.extend(observed.updates.values().filter_map(|h| h.previous.clone()));
         Keep {
-            containers: observed
-                .containers
-                .iter()
-                .map(|(n, o)| (n.clone(), o.id.clone()))
-                .collect(),
             images: specs().map(|s| s.image.clone()).collect(),
             digests,
             volumes: specs()
@@ -203,8 +199,6 @@ impl Keep {
 /// What a resync must leave alone.
 #[derive(Debug, Clone, Default)]
 pub struct Keep {
-    /// Every container that should keep its kernel objects.
-    pub containers: Vec<(String, IncarnationId)>,
     /// Images the specs name.
     pub images: Vec<ImageSource>,
     /// Image digests to keep: what containers run and what they would roll back to.
