@@ -10,17 +10,7 @@ use std::path::Path;
 /// Not for files bind-mounted into a running container (their inode must stay): see
 /// [`rewrite_in_place`].
 pub fn atomic_write(path: &Path, data: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::other("path has no parent"))?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::other("path has no file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let (dir, tmp) = temp_beside(path)?;
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
@@ -45,6 +35,16 @@ pub fn atomic_write(path: &Path, data: &[u8]) -> io::Result<()> {
 /// restarted from scratch) and that sits on the path from a spec to a running container,
 /// where each fsync costs milliseconds.
 pub fn atomic_replace(path: &Path, data: &[u8]) -> io::Result<()> {
+    let (_, tmp) = temp_beside(path)?;
+    let result = std::fs::write(&tmp, data).and_then(|_| fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// The dir of `path` and a temp name beside it (hidden, this process's).
+fn temp_beside(path: &Path) -> io::Result<(&Path, std::path::PathBuf)> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::other("path has no parent"))?;
@@ -56,11 +56,7 @@ pub fn atomic_replace(path: &Path, data: &[u8]) -> io::Result<()> {
         name.to_string_lossy(),
         std::process::id()
     ));
-    let result = std::fs::write(&tmp, data).and_then(|_| fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    Ok((dir, tmp))
 }
 
 /// Serialises `value` as pretty JSON and writes it with [`atomic_write`].

@@ -169,22 +169,35 @@ async fn events(State(s): State<ApiState>, Query(q): Query<EventsQuery>) -> Resp
     ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
 }
 
-async fn plan(State(s): State<ApiState>) -> Response {
+/// Sends the loop a request made around a reply channel, and waits for the reply (at most
+/// `bound`); the error is the response to give when the loop is gone or silent.
+async fn ask<T>(
+    s: &ApiState,
+    request: impl FnOnce(oneshot::Sender<T>) -> ApiRequest,
+    bound: Option<Duration>,
+) -> Result<T, Response> {
     let (reply, rx) = oneshot::channel();
-    if s.requests.send(ApiRequest::Plan { reply }).await.is_err() {
-        return (
+    if s.requests.send(request(reply)).await.is_err() {
+        return Err((
             StatusCode::SERVICE_UNAVAILABLE,
             "the agent is shutting down",
         )
-            .into_response();
+            .into_response());
     }
-    match rx.await {
+    let answer = match bound {
+        Some(b) => tokio::time::timeout(b, rx).await.ok(),
+        None => Some(rx.await),
+    };
+    match answer {
+        Some(Ok(v)) => Ok(v),
+        _ => Err((StatusCode::SERVICE_UNAVAILABLE, "the agent did not answer").into_response()),
+    }
+}
+
+async fn plan(State(s): State<ApiState>) -> Response {
+    match ask(&s, |reply| ApiRequest::Plan { reply }, None).await {
         Ok(p) => axum::Json(p).into_response(),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the agent is shutting down",
-        )
-            .into_response(),
+        Err(r) => r,
     }
 }
 
@@ -192,24 +205,18 @@ async fn apply(
     State(s): State<ApiState>,
     axum::Json(options): axum::Json<ApplyOptions>,
 ) -> Response {
-    let (reply, rx) = oneshot::channel();
-    let limit = options.timeout_ms.map(Duration::from_millis);
-    if s.requests
-        .send(ApiRequest::Apply { options, reply })
-        .await
-        .is_err()
-    {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the agent is shutting down",
-        )
-            .into_response();
-    }
     // The loop answers by the deadline itself; this bound only guards against a lost reply.
+    let limit = options.timeout_ms.map(Duration::from_millis);
     let guard = limit.unwrap_or(Duration::from_secs(3600)) + Duration::from_secs(30);
-    match tokio::time::timeout(guard, rx).await {
-        Ok(Ok(r)) => axum::Json(r).into_response(),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "the agent did not answer").into_response(),
+    match ask(
+        &s,
+        |reply| ApiRequest::Apply { options, reply },
+        Some(guard),
+    )
+    .await
+    {
+        Ok(r) => axum::Json(r).into_response(),
+        Err(r) => r,
     }
 }
 
@@ -220,23 +227,15 @@ pub struct PruneOptions {
 }
 
 async fn prune(State(s): State<ApiState>, axum::Json(o): axum::Json<PruneOptions>) -> Response {
-    let (reply, rx) = oneshot::channel();
-    let req = ApiRequest::Prune {
+    let request = |reply| ApiRequest::Prune {
         volumes: o.volumes,
         dry_run: o.dry_run,
         reply,
     };
-    if s.requests.send(req).await.is_err() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the agent is shutting down",
-        )
-            .into_response();
-    }
-    match rx.await {
+    match ask(&s, request, None).await {
         Ok(Ok(r)) => axum::Json(r).into_response(),
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the agent did not answer").into_response(),
+        Err(r) => r,
     }
 }
 
@@ -244,22 +243,10 @@ async fn image_op(
     State(s): State<ApiState>,
     axum::Json(op): axum::Json<crate::reconcile::backend::ImageOp>,
 ) -> Response {
-    let (reply, rx) = oneshot::channel();
-    if s.requests
-        .send(ApiRequest::Image { op, reply })
-        .await
-        .is_err()
-    {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the agent is shutting down",
-        )
-            .into_response();
-    }
-    match rx.await {
+    match ask(&s, |reply| ApiRequest::Image { op, reply }, None).await {
         Ok(Ok(v)) => axum::Json(v).into_response(),
         Ok(Err(e)) => (StatusCode::UNPROCESSABLE_ENTITY, e).into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the agent did not answer").into_response(),
+        Err(r) => r,
     }
 }
 
