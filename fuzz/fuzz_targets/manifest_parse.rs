@@ -3,7 +3,7 @@
 //! platform selection over an accepted index picks an entry that exists.
 #![no_main]
 
-use berth_agent::registry::manifest::{Compression, Manifest};
+use berth_agent::registry::manifest::{Compression, Descriptor, Manifest};
 use berth_agent::registry::platform::{self, Platform};
 use libfuzzer_sys::fuzz_target;
 
@@ -37,12 +37,7 @@ fuzz_target!(|data: &[u8]| {
             let offered: Vec<Platform> = idx
                 .manifests
                 .iter()
-                .map(|d| {
-                    d.platform
-                        .as_ref()
-                        .map(|p| p.platform())
-                        .unwrap_or_else(|| Platform::new("unknown", "unknown", None))
-                })
+                .map(Descriptor::platform_or_unknown)
                 .collect();
             for want in [
                 Platform::host(),

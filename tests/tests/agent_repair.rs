@@ -15,19 +15,24 @@ fn nft_table(instance: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// An agent with no periodic resync during a test: the repairs are the ones SIGHUP asks for.
+fn agent_resyncing_on_sighup_only(prefix: &str) -> TestAgent {
+    let opts = AgentOptions {
+        resync_interval: Some("1h".into()),
+        ..AgentOptions::default()
+    };
+    let mut a = TestAgent::new(prefix, &opts);
+    a.start(&opts);
+    a
+}
+
 #[test]
 fn flushed_table_and_deleted_veth_come_back() {
     if !require_root() {
         return;
     }
     let image = web_image("up\n");
-    // No periodic resync during the test: the repair below is the one SIGHUP asks for.
-    let opts = AgentOptions {
-        resync_interval: Some("1h".into()),
-        ..AgentOptions::default()
-    };
-    let mut a = TestAgent::new("dr", &opts);
-    a.start(&opts);
+    let a = agent_resyncing_on_sighup_only("dr");
     let port = free_port();
     a.write_spec(
         "web",
@@ -142,12 +147,7 @@ fn containers_made_during_resyncs_keep_their_network() {
         return;
     }
     let image = web_image("up\n");
-    let opts = AgentOptions {
-        resync_interval: Some("1h".into()),
-        ..AgentOptions::default()
-    };
-    let mut a = TestAgent::new("rs", &opts);
-    a.start(&opts);
+    let a = agent_resyncing_on_sighup_only("rs");
     let pid = a.pid().unwrap() as i32;
     let stop = Arc::new(AtomicBool::new(false));
     let storm = {

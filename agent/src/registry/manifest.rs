@@ -41,6 +41,17 @@ pub struct DescriptorPlatform {
     pub variant: Option<String>,
 }
 
+impl Descriptor {
+    /// The platform an index entry is for; `unknown/unknown` when it says none (attestations,
+    /// old lists), which no host selects.
+    pub fn platform_or_unknown(&self) -> Platform {
+        self.platform
+            .as_ref()
+            .map(|p| p.platform())
+            .unwrap_or_else(|| Platform::new("unknown", "unknown", None))
+    }
+}
+
 impl DescriptorPlatform {
     pub fn platform(&self) -> Platform {
         Platform::new(&self.os, &self.architecture, self.variant.as_deref())

@@ -603,12 +603,9 @@ fn select_platform<'m>(
         .iter()
         .map(|d| d.platform.as_ref().map(|p| p.platform()))
         .collect();
-    let candidates: Vec<Platform> = offered
+    let candidates: Vec<Platform> = entries
         .iter()
-        .map(|p| {
-            p.clone()
-                .unwrap_or_else(|| Platform::new("unknown", "unknown", None))
-        })
+        .map(crate::registry::manifest::Descriptor::platform_or_unknown)
         .collect();
     match platform::select(want, &candidates) {
         Some(i) => Ok(&entries[i]),

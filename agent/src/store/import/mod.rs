@@ -174,12 +174,7 @@ impl Store {
                         let offered: Vec<Platform> = idx
                             .manifests
                             .iter()
-                            .map(|d| {
-                                d.platform
-                                    .as_ref()
-                                    .map(|p| p.platform())
-                                    .unwrap_or_else(|| Platform::new("unknown", "unknown", None))
-                            })
+                            .map(Descriptor::platform_or_unknown)
                             .collect();
                         let Some(i) = platform::select(&host, &offered) else {
                             tracing::info!(archive = %shown, digest = %desc.digest, "no manifest for this platform; skipped");
