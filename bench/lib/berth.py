@@ -82,14 +82,15 @@ class Agent:
         self.ctx = ctx
         self.binary = ctx.berth
         require(self.binary, "agent")
-        # 1-12 of a-z0-9-: "b" + run tag (5) + label (<= 6).
-        self.instance = f"b{ctx.tag}{label}"[:12]
+        # 1-12 of a-z0-9-: "bt" (the suite's objects, judged by the leak check) + run tag (5)
+        # + label (<= 5).
+        self.instance = f"bt{ctx.tag}{label}"[:12]
         self.root = ctx.mkdir(f"agent-{label}")
         self.specs_dir = self.root / "specs"
         self.state_dir = self.root / "state"
         self.run_dir = Path(kernel_run_dir(self.instance))
         self.specs_dir.mkdir(exist_ok=True)
-        self.bridge = f"bb{self.instance}"[:15]
+        self.bridge = self.instance
         self.subnet = kernel.free_subnet()
         self.socket = self.run_dir / "berth.sock"
         self.config = self.root / "berth.toml"
@@ -331,4 +332,4 @@ def brief(left):
 def kernel_run_dir(instance):
     """The agent's run dir on /run (a tmpfs, like /run/berth), unique to the instance."""
     import tempfile
-    return tempfile.mkdtemp(prefix=f"bench-{instance}-", dir="/run")
+    return tempfile.mkdtemp(prefix=f"berth-bench-{instance}-", dir="/run")

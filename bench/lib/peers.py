@@ -81,9 +81,9 @@ class Podman:
         self.base = ["podman", "--root", str(self.root), "--runroot", str(self.runroot),
                      "--tmpdir", str(self.runroot / "tmp"), "--network-config-dir", str(self.netdir),
                      "--storage-driver", "overlay", "--cgroup-manager", "cgroupfs", "--events-backend", "none"]
-        self.cgroup_parent = f"bench-{tag}-podman"
+        self.cgroup_parent = f"btp{tag}-podman"
         self.network = f"bench-{tag}"
-        self.bridge = f"bp{tag}"
+        self.bridge = f"btp{tag}"
         self.subnet = kernel.free_subnet()
         self.names = set()
         cleanup.push(f"podman storage {self.root}", self.destroy)
@@ -155,7 +155,7 @@ class Runc:
         self.scratch.mkdir(parents=True, exist_ok=True)
         self.state = run_dir(f"bench-{tag}-runc-")
         self.rootfs = Path(rootfs)
-        self.cgroup_parent = f"bench-{tag}-runc"
+        self.cgroup_parent = f"btr{tag}-runc"
         self.base = ["runc", "--root", str(self.state)]
         self.template = self._template()
         cleanup.push(f"runc state {self.state}", self.destroy)

@@ -38,8 +38,8 @@ def run(ctx, quick):
     pm, rc = ctx.podman(), ctx.runc()
 
     # berth's run dir on a tmpfs, as /run is; runc and podman keep their state under /run too.
-    instance = f"b{ctx.tag}st"
-    run_dir = Path(tempfile.mkdtemp(prefix=f"bench-{instance}-", dir="/run"))
+    instance = f"bt{ctx.tag}st"
+    run_dir = Path(tempfile.mkdtemp(prefix=f"berth-bench-{instance}-", dir="/run"))
     state_dir = ctx.mkdir("berth-state")
 
     def clean():

@@ -46,7 +46,7 @@ impl TestAgent {
         let run_dir = root.path().join("run");
         std::fs::create_dir_all(&specs_dir).unwrap();
         let subnet = free_subnet();
-        let bridge = format!("bb{}", &instance[..instance.len().min(12)]);
+        let bridge = instance.clone();
         let config_path = root.path().join("berth.toml");
         let resync = opts.resync_interval.clone().unwrap_or_else(|| "30s".into());
         let config = format!(

@@ -20,15 +20,7 @@ pub fn require_root() {
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
 }
 
-pub fn unique_instance(prefix: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}{:x}{n:x}", std::process::id() & 0xffff)
-        .chars()
-        .take(12)
-        .collect()
-}
+pub use berth_e2e::unique_instance;
 
 /// A busybox-static image as two layers: busybox with its applet links, then /etc files.
 pub fn busybox_layers(dir: &Path) -> Vec<PathBuf> {
