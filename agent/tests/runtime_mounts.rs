@@ -206,3 +206,44 @@ fn shims_and_containers_live_under_the_instance_not_the_caller() {
         memory_cgroup(std::process::id() as i32)
     );
 }
+
+/// An image entry where a passed-through device goes, a symlink to a host file (absolute, or
+/// relative and climbing out of the root), must never let the mode change reach that file:
+/// the node is made in the link's place (the link replaced, as a mount covers what is there),
+/// and the mode is set on the node just made, seen through an fd that does not follow links.
+#[test]
+fn a_device_path_that_is_an_image_symlink_never_reaches_the_host() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new("devlink");
+    let sentinel = env.dir.path().join("sentinel");
+    std::fs::write(&sentinel, "host secret\n").unwrap();
+    std::fs::set_permissions(&sentinel, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let layer = env.dir.path().join("layer-links");
+    std::fs::create_dir_all(layer.join("opt/app")).unwrap();
+    std::os::unix::fs::symlink(&sentinel, layer.join("opt/app/abs")).unwrap();
+    let climb = "../".repeat(40);
+    let rel = format!(
+        "{climb}{}",
+        sentinel.display().to_string().trim_start_matches('/')
+    );
+    std::os::unix::fs::symlink(&rel, layer.join("opt/app/rel")).unwrap();
+    for link in ["abs", "rel"] {
+        let mut c = env.config(link, &format!("ls -l /opt/app/{link} | cut -c1"));
+        c.layers.push(layer.clone());
+        c.devices = vec![DeviceSpec {
+            host: "/dev/zero".into(),
+            container: format!("/opt/app/{link}").into(),
+            permissions: "rw".into(),
+        }];
+        let started = env.runtime.create(&c);
+        let mode = std::fs::metadata(&sentinel).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(
+            mode, 0o600,
+            "{link}: the host file's mode changed through the image's symlink ({started:?})"
+        );
+        started.unwrap();
+        env.wait_exit(&c);
+        assert_eq!(env.stdout(&c), ["c"], "{link}: {:?}", env.stderr(&c));
+    }
+    assert_eq!(std::fs::read_to_string(&sentinel).unwrap(), "host secret\n");
+}

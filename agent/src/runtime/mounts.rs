@@ -379,6 +379,10 @@ fn host_devices(root: &File) -> io::Result<()> {
     Ok(())
 }
 
+/// Makes device node `path` inside the root. Whatever the image has there (a file, or a symlink
+/// that would lead the mode change anywhere, the host included, since this runs before
+/// pivot_root) is replaced, as a mount covers what it lands on; a directory is an error. The
+/// mode is set through an O_PATH|O_NOFOLLOW fd that fstat shows is the node just made.
 fn mknod_in_root(root: &File, path: &str, kind: FileType, perm: u32, dev: u64) -> io::Result<()> {
     let rel = super::rootfs::relative(path);
     let parent = rel
@@ -395,17 +399,34 @@ fn mknod_in_root(root: &File, path: &str, kind: FileType, perm: u32, dev: u64) -
         rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    match rustix::fs::mknodat(dir.as_fd(), name, kind, Mode::from_bits_truncate(perm), dev) {
+    let mode = Mode::from_bits_truncate(perm);
+    let mknod = || rustix::fs::mknodat(dir.as_fd(), name, kind, mode, dev);
+    match mknod() {
         Ok(()) => {}
-        Err(rustix::io::Errno::EXIST) => {}
+        Err(rustix::io::Errno::EXIST) => {
+            rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::empty())
+                .map_err(|e| ctx(&format!("replace {path} with the device"), e))?;
+            mknod().map_err(|e| ctx(&format!("mknod {path}"), e))?;
+        }
         Err(e) => return Err(ctx(&format!("mknod {path}"), e)),
     }
-    // mknod honours the umask; the mode must be exact.
-    rustix::fs::chmodat(
+    let node = rustix::fs::openat(
         &dir,
         name,
-        Mode::from_bits_truncate(perm),
-        rustix::fs::AtFlags::empty(),
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| ctx(&format!("open {path}"), e))?;
+    let st = rustix::fs::fstat(&node)?;
+    if FileType::from_raw_mode(st.st_mode) != kind || st.st_rdev != dev {
+        return Err(io::Error::other(format!(
+            "{path} is not the device node just made"
+        )));
+    }
+    // mknod honours the umask; the mode must be exact. The magic link names this very inode.
+    std::fs::set_permissions(
+        fd_path(&node),
+        std::os::unix::fs::PermissionsExt::from_mode(perm),
     )
     .map_err(|e| ctx(&format!("chmod {path}"), e))
 }
