@@ -692,3 +692,54 @@ fn exec_tty_opens_the_terminal_inside_the_container() {
     assert!(text.contains("/dev/pts/"), "{text:?}");
     let _ = c;
 }
+
+/// CVE-2024-21626's shape: the container turns its working directory into a symlink to
+/// /proc/self/fd/7, and `berth exec` is run by a caller that leaks a host directory as fd 7.
+/// The exec must refuse to start rather than run in the host's directory (the launch's own
+/// getcwd check is tested on its own in `runtime::launch`).
+#[test]
+fn exec_refuses_a_working_directory_outside_the_container() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    if !require_root() {
+        return;
+    }
+    let w = World::new("clicwd");
+    let secret_dir = w.dir.path().join("hostdir");
+    std::fs::create_dir(&secret_dir).unwrap();
+    std::fs::write(secret_dir.join("secret"), "host-only\n").unwrap();
+    w.start(
+        "box",
+        "cd / && rmdir /w && ln -s /proc/self/fd/7 /w && echo ready && exec sleep 1000",
+        |c| c.process.cwd = "/w".into(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !stdout(&w.berth(&["logs", "box"]).output().unwrap()).contains("ready") {
+        assert!(Instant::now() < deadline, "the container did not get ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let dir = std::fs::File::open(&secret_dir).unwrap();
+    let raw = dir.as_raw_fd();
+    let mut cmd = w.berth(&["exec", "box", "--", "sh", "-c", "pwd; cat secret"]);
+    // SAFETY: dup2 and fcntl between fork and exec, in the child only.
+    unsafe {
+        cmd.pre_exec(move || {
+            // (When `raw` is 7 already, dup2 does nothing: clear close-on-exec by hand.)
+            if libc::dup2(raw, 7) < 0 || libc::fcntl(7, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = cmd.output().unwrap();
+    let out = stdout(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    eprintln!("stdout: {out}\nstderr: {err}");
+    assert!(
+        !out.contains("host-only"),
+        "the exec read a host file: {out}"
+    );
+    // Refused before the payload ran: the leaked fd is gone before the helper enters the
+    // container (and a directory outside the root would fail the getcwd check).
+    assert_eq!(o.status.code(), Some(125), "{err}");
+}

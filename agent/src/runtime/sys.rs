@@ -294,6 +294,57 @@ pub fn mark(label: &str) {
 mod tests {
     use super::*;
 
+    /// On a kernel without close_range (before 5.9) or its CLOEXEC flag (5.11), emulated by a
+    /// seccomp filter answering ENOSYS, every fd is still marked.
+    #[test]
+    fn cloexec_without_close_range() {
+        use crate::runtime::seccomp::{RET_ALLOW, SockFilter, load, ret_errno};
+        let prog = [
+            SockFilter {
+                code: 0x20,
+                jt: 0,
+                jf: 0,
+                k: 0,
+            },
+            SockFilter {
+                code: 0x15,
+                jt: 0,
+                jf: 1,
+                k: libc::SYS_close_range as u32,
+            },
+            SockFilter {
+                code: 0x06,
+                jt: 0,
+                jf: 0,
+                k: ret_errno(libc::ENOSYS),
+            },
+            SockFilter {
+                code: 0x06,
+                jt: 0,
+                jf: 0,
+                k: RET_ALLOW,
+            },
+        ];
+        // SAFETY: the child makes syscalls and reads /proc, then _exits without unwinding.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: as above.
+            unsafe {
+                libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+                let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+                let denied =
+                    load(&prog).is_ok() && libc::syscall(libc::SYS_close_range, 3, u32::MAX, 4) < 0;
+                let marked = cloexec_from(3).is_ok()
+                    && libc::fcntl(fd, libc::F_GETFD) & libc::FD_CLOEXEC != 0;
+                libc::_exit(if denied && marked { 0 } else { 1 });
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    }
+
     #[test]
     fn stat_with_hostile_names() {
         let line = "42 (a) b (c)) S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 98765 100 1";
