@@ -348,20 +348,30 @@ pub fn spawn(target: &ExecTarget, req: &ExecRequest) -> Result<Running> {
         unsafe { libc::_exit(e.exit_code()) };
     }
     drop((theirs, err_w));
-    // SAFETY: pidfd_open of our own child, which cannot be reaped before we wait for it.
-    let pidfd = sys::pidfd_open(pid).doing("pidfd_open")?;
+    let abandon = |e: RuntimeError| {
+        // SAFETY: kill and waitpid on our own child; its PDEATHSIG-bound child dies with it.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        let _ = cgroup.kill_all(std::time::Duration::from_secs(5));
+        let _ = cgroup.remove(std::time::Duration::from_secs(1));
+        e
+    };
+    let pidfd = sys::pidfd_open(pid).doing("pidfd_open").map_err(abandon)?;
     let io = match ours {
         Pipes::Io(io) => Some(io),
-        Pipes::Socket(sock) => match recv_fd(&sock).doing("receive the terminal")? {
-            Some(master) if is_ptmx(&master) => Some(ExecIo::Terminal { master }),
-            Some(_) => {
-                return Err(RuntimeError::sys(
+        Pipes::Socket(sock) => match recv_fd(&sock) {
+            Ok(Some(master)) if is_ptmx(&master) => Some(ExecIo::Terminal { master }),
+            Ok(Some(_)) => {
+                return Err(abandon(RuntimeError::sys(
                     "receive the terminal",
                     std::io::Error::other("not a devpts terminal"),
-                ));
+                )));
             }
             // The helper failed before: its error comes with `finish`.
-            None => None,
+            Ok(None) => None,
+            Err(e) => return Err(abandon(RuntimeError::sys("receive the terminal", e))),
         },
     };
     Ok(Running {
