@@ -402,6 +402,7 @@ mod tests {
         assert_eq!(numbers::number("chown32"), None);
     }
 
+    #[cfg(target_arch = "x86_64")]
     #[test]
     fn what_docker_does_not_list_is_denied() {
         let p = default_filter(default_caps());
@@ -431,6 +432,7 @@ mod tests {
         assert_eq!(verdict(&p, 1000, 0), ret_errno(libc::ENOSYS));
     }
 
+    #[cfg(target_arch = "x86_64")]
     fn libc_nr(name: &str) -> Nr {
         match name {
             "kexec_load" => libc::SYS_kexec_load,
