@@ -157,8 +157,7 @@ pub fn relay(running: &mut Running, interactive: bool, deadline: Option<Instant>
                 libc::POLLIN,
             ));
         }
-        let (i_exit, i_sig, i_in, i_sink) =
-            (outs.len(), outs.len() + 1, outs.len() + 2, outs.len() + 3);
+        let (i_exit, i_sig, i_in) = (outs.len(), outs.len() + 1, outs.len() + 2);
         pfds.push(pfd(
             if exited_at.is_none() {
                 running.exit_fd().as_raw_fd()
@@ -249,9 +248,10 @@ pub fn relay(running: &mut Running, interactive: bool, deadline: Option<Instant>
                 }
             }
         }
-        if (pfds[i_sink].revents != 0 || !pending.is_empty())
+        // Whatever is pending is offered at once (the fd is non-blocking); POLLOUT above wakes
+        // the loop when a full pipe or terminal takes more.
+        if !pending.is_empty()
             && let Some(s) = &sink
-            && !pending.is_empty()
         {
             // SAFETY: writes from a live buffer.
             let w = unsafe { libc::write(s.as_raw_fd(), pending.as_ptr().cast(), pending.len()) };
