@@ -251,3 +251,94 @@ fn start_then_kill_starts_the_new_one_before_the_old_one_goes() {
         !std::path::Path::new(&format!("/proc/{old_pid}")).exists()
     });
 }
+
+/// A check that never ends (its process keeps the output pipes open): at its timeout every
+/// process of it is killed, the container turns unhealthy, and later checks still run.
+#[test]
+fn a_hanging_health_check_is_killed_and_later_checks_run() {
+    if !require_root() {
+        return;
+    }
+    let image = sleeper_image();
+    let a = agent("hh");
+    a.write_spec(
+        "hang",
+        &format!(
+            "image = \"{image}\"\n[health]\ncommand = \"echo run >> /tmp/checks; sleep 1000 & exec sleep 1000\"\n\
+             interval = \"1s\"\ntimeout = \"1s\"\nretries = 1\n"
+        ),
+    );
+    a.wait_running("hang");
+    a.wait_status("hang", "unhealthy", Duration::from_secs(30), |s| {
+        s["health"] == "unhealthy"
+    });
+    let exec = |cmd: &str| {
+        let o = a.berth(&["exec", "hang", "--", "sh", "-c", cmd]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    // Later checks run: the count keeps growing.
+    let runs = || exec("cat /tmp/checks").lines().count();
+    let first = runs();
+    wait_until(Duration::from_secs(30), "more checks", || {
+        runs() >= first + 2
+    });
+    // And the killed ones leave nothing behind: at most the running check's two sleeps.
+    let sleeps = exec("ps -o args | grep -c '^sleep 1000' || true");
+    let n: usize = sleeps.trim().parse().unwrap();
+    assert!(n <= 2, "{n} check processes left running");
+}
+
+/// CVE-2019-5736 through a health check: the image's check is a `#!/proc/self/exe` script and
+/// the image ships its own ELF interpreter, which reports what the check's process runs from.
+/// It must be a sealed copy, never the host's berth binary.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_health_check_never_runs_the_host_binary_in_the_container() {
+    use berth_e2e::probe::{ELF_INTERPRETER, build_fake_interp, host_binaries, interp_exe};
+    if !require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let interp = dir.path().join("interp");
+    build_fake_interp(&interp);
+    let image = berth_e2e::fixtures::busybox_image(
+        "hx",
+        SLEEP,
+        &[
+            (ELF_INTERPRETER, &std::fs::read(&interp).unwrap()),
+            ("evil", b"#!/proc/self/exe\n"),
+        ],
+    );
+    let a = agent("hx");
+    a.write_spec(
+        "box",
+        &format!("image = \"{image}\"\n[health]\ncommand = [\"/evil\"]\ninterval = \"1s\"\n"),
+    );
+    a.wait_running("box");
+    let out = a.berth(&[
+        "exec",
+        "box",
+        "--",
+        "chmod",
+        "755",
+        "/evil",
+        "/lib64/ld-linux-x86-64.so.2",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut seen = None;
+    wait_until(Duration::from_secs(30), "a check through /evil", || {
+        let o = a.berth(&["exec", "box", "--", "cat", "/tmp/interp.out"]);
+        seen = interp_exe(&String::from_utf8_lossy(&o.stdout));
+        seen.is_some()
+    });
+    let got = seen.unwrap();
+    assert!(
+        !host_binaries().contains(&got),
+        "the health check ran the host's binary {got:?} in the container"
+    );
+}
