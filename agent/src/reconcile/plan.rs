@@ -513,15 +513,39 @@ impl Planner<'_> {
         digest: &str,
         replacing: Option<&ObservedContainer>,
     ) {
-        // An image update (same spec, new digest) is verified and can be rolled back.
-        let update = match self.observed.updates.get(name) {
-            Some(h) if h.last_hash.as_deref() == Some(&d.hash) => match &h.last_digest {
-                Some(from) if from != digest => UpdateMark::Update { from: from.clone() },
-                _ => UpdateMark::None,
-            },
-            _ => UpdateMark::None,
+        self.create_with(
+            name,
+            d,
+            digest,
+            self.update_mark(name, d, digest),
+            replacing,
+        );
+    }
+
+    /// What a creation from the tag's `digest` means for the update history. A new digest of
+    /// the same image is an update, verified and rolled back if it fails, whether or not an
+    /// edit came with it; so is a digest still under verification made anew by an edit (its
+    /// verification starts over rather than ending unjudged).
+    fn update_mark(&self, name: &str, d: &DesiredSpec, digest: &str) -> UpdateMark {
+        let Some(h) = self.observed.updates.get(name) else {
+            return UpdateMark::None;
         };
-        self.create_with(name, d, digest, update, replacing);
+        if let Some(v) = &h.verifying
+            && v.digest == digest
+            && let Some(from) = h.previous.as_ref().filter(|p| *p != digest)
+        {
+            return UpdateMark::Update { from: from.clone() };
+        }
+        match &h.last_digest {
+            Some(from)
+                if from != digest
+                    && (h.last_hash.as_deref() == Some(&d.hash)
+                        || self.in_store(&d.spec.image, from)) =>
+            {
+                UpdateMark::Update { from: from.clone() }
+            }
+            _ => UpdateMark::None,
+        }
     }
 
     /// A creation whose meaning for the update history is decided by the caller.

@@ -910,3 +910,30 @@ mod props {
         }
     }
 }
+
+#[test]
+fn an_edit_never_ends_a_verification_unjudged_nor_takes_a_new_digest_unverified() {
+    let s = spec();
+    let mut edited = s.clone();
+    edited.env.insert("ADDED".into(), "1".into());
+    // b is being verified when the spec is edited: the new incarnation (b, edited) is
+    // verified from the start, with a still the one to roll back to.
+    let mut o = world(&s, "sha256:b", "sha256:b", Some("sha256:b"), Millis(0));
+    verifying(&mut o, 0);
+    let p = plan_with(&desired(&edited), &o, &ctx(1000));
+    assert_eq!(kinds(&p), ["remove", "create"], "{p:?}");
+    assert!(
+        matches!(&p.actions[1], Action::Create { image_digest, update: UpdateMark::Update { from }, .. }
+            if image_digest == "sha256:b" && from == "sha256:a"),
+        "{p:?}"
+    );
+    // An edit that comes with a new digest of the same image (downloaded): an update too.
+    let mut o = world(&s, "sha256:a", "sha256:b", Some("sha256:b"), Millis(0));
+    o.images.insert(pinned_img("sha256:a"), "sha256:a".into());
+    let p = plan_with(&desired(&edited), &o, &ctx(1000));
+    assert!(
+        matches!(&p.actions[1], Action::Create { image_digest, update: UpdateMark::Update { from }, .. }
+            if image_digest == "sha256:b" && from == "sha256:a"),
+        "{p:?}"
+    );
+}
