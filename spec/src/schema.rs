@@ -31,6 +31,9 @@ struct SpecFile {
     workdir: Option<String>,
     /// `uid[:gid]` or a user name from the image's /etc/passwd.
     user: Option<UserValue>,
+    /// Supplementary groups beyond the user's own (Docker's `--group-add`): group names from
+    /// the image's /etc/group, or gids.
+    group_add: Option<Vec<UserValue>>,
     /// The container's host name. Default: the container's name.
     hostname: Option<String>,
     /// Labels kept on the container.
