@@ -79,6 +79,90 @@ fn a_moved_tag_is_followed_and_a_bad_release_rolled_back() {
     );
 }
 
+/// The sequence: a followed tag rolled back from a crashing release, then the spec
+/// edited. The edit is made on the last good digest, never on the rejected one (which would
+/// crash-loop), and status says why; the next release is taken as usual.
+#[test]
+fn an_edit_after_a_rollback_runs_the_last_good_digest() {
+    if !require_root() {
+        return;
+    }
+    let reg = TestRegistry::plain();
+    let repo = unique_repo("rbe");
+    let good = push_busybox(&reg, &repo, "stable", SLEEP, &[("v", b"1")]);
+    let mut a = agent("re");
+    let spec = |extra: &str| {
+        format!(
+            "image = \"{}/{repo}:stable\"\npull = \"always\"\n{extra}[update]\nverify = \"4s\"\n",
+            reg.addr
+        )
+    };
+    a.write_spec("app", &spec(""));
+    let s = a.wait_running("app");
+    assert_eq!(s["digest"], good.as_str());
+
+    let bad = push_busybox(&reg, &repo, "stable", "exit 3", &[("v", b"2")]);
+    apply(&a);
+    let s = a.wait_status("app", "rolled back", Duration::from_secs(60), |s| {
+        s["digest"] == good.as_str()
+            && s["status"] == "running"
+            && s["rejected_digests"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|d| d == bad.as_str()))
+    });
+    let rolled_back_id = s["id"].clone();
+
+    // The edit: a new incarnation, from the good digest, that stays up.
+    a.write_spec("app", &spec("env = { ADDED = \"1\" }\n"));
+    let s = a.wait_status(
+        "app",
+        "recreated by the edit",
+        Duration::from_secs(60),
+        |s| s["id"] != rolled_back_id && s["status"] == "running",
+    );
+    assert_eq!(
+        s["digest"],
+        good.as_str(),
+        "made from the last good digest: {s}"
+    );
+    let why = s["reason"].as_str().unwrap_or("");
+    assert!(
+        why.contains(bad.as_str()) && why.contains("rolled back"),
+        "status says why: {s}"
+    );
+    let out = a.berth(&["exec", "app", "--", "sh", "-c", "echo $ADDED; cat /v"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1\n1",
+        "the edit applied, on the good image: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // It stays up past the verification time: no crash loop, no flapping.
+    let id = s["id"].clone();
+    std::thread::sleep(Duration::from_secs(5));
+    apply(&a);
+    let s = a.status_of("app").unwrap();
+    assert_eq!(s["id"], id, "{s}");
+    assert_eq!(s["restarts"], 0, "{s}");
+    assert_eq!(s["digest"], good.as_str(), "{s}");
+
+    // An agent restart (kill -9), then another edit: still the good one.
+    a.kill9();
+    a.start(&AgentOptions::default());
+    a.write_spec("app", &spec("env = { ADDED = \"2\" }\n"));
+    let s = a.wait_status("app", "edited again", Duration::from_secs(60), |s| {
+        s["id"] != id && s["status"] == "running"
+    });
+    assert_eq!(s["digest"], good.as_str(), "{s}");
+
+    // The next release is taken (and verified) as usual.
+    let fixed = push_busybox(&reg, &repo, "stable", SLEEP, &[("v", b"3")]);
+    apply(&a);
+    a.wait_status("app", "updated to the fix", Duration::from_secs(60), |s| {
+        s["digest"] == fixed.as_str() && s["status"] == "running"
+    });
+}
+
 #[test]
 fn a_lock_file_holds_an_update_until_removed() {
     if !require_root() {

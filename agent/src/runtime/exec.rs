@@ -283,6 +283,7 @@ pub fn spawn(target: &ExecTarget, req: &ExecRequest) -> Result<Running> {
         env: merged_env(&target.config.process.env, &req.env),
         cwd: target.config.process.cwd.clone(),
         user: target.config.process.user.clone(),
+        group_add: target.config.process.group_add.clone(),
     };
     if process.args.is_empty() {
         return Err(RuntimeError::Invalid {

@@ -72,10 +72,10 @@ pub struct Prepared {
 
 /// Resolves everything that needs the container's files, while still root.
 pub fn prepare(p: &ProcessSpec, security: &Security) -> Result<Prepared, LaunchError> {
-    let passwd_text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let group_text = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    let creds =
-        passwd::resolve(p.user.as_ref(), &passwd_text, &group_text).map_err(LaunchError::Setup)?;
+    let passwd_text = passwd::read_etc_file("/etc/passwd").map_err(LaunchError::Setup)?;
+    let group_text = passwd::read_etc_file("/etc/group").map_err(LaunchError::Setup)?;
+    let creds = passwd::resolve(p.user.as_ref(), &p.group_add, &passwd_text, &group_text)
+        .map_err(LaunchError::Setup)?;
     let sets = caps::compute(security, creds.uid)
         .map_err(LaunchError::Setup)?
         .within(caps::own_bounding());
