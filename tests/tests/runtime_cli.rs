@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use berth_agent::layout::Layout;
 use berth_agent::names::{IncarnationId, Names};
+use berth_agent::runtime::rootfs::LowerDirs;
 use berth_agent::runtime::{CgroupMode, ContainerConfig, Runtime, RuntimeConfig};
 use berth_e2e::{berth_bin, require_root, unique_instance};
 
@@ -48,6 +49,7 @@ impl World {
             names: Names::new(&instance),
             cgroups: CgroupMode::detect(),
             shim_path: berth_bin().with_file_name("berth-shim"),
+            lower_dirs: LowerDirs::detect(),
         });
         let layers = vec![busybox_layer(&dir.path().join("image"))];
         World {

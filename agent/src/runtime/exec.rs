@@ -249,6 +249,9 @@ fn enter_and_exec(
     let setup =
         |what: &str| LaunchError::Setup(format!("{what}: {}", std::io::Error::last_os_error()));
     sys::reset_signals();
+    if super::oom::set_own_score(super::oom::CONTAINER_SCORE).is_err() {
+        return setup("reset oom_score_adj");
+    }
     for p in procs {
         // SAFETY: open/write/close on a C path we own; "0" means the calling process.
         unsafe {
