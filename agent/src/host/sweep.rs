@@ -253,6 +253,7 @@ impl Host {
                     name: name.clone(),
                     id: id.clone(),
                     mode: ExpectedMode::Bridge { ip: rec.ip?, ports },
+                    made_this_boot: rec.boot_id == record::boot_id(),
                 })
             })
             .collect()
