@@ -5,6 +5,7 @@
 //! |---|---|
 //! | incarnation id | 12 random hex digits, recorded in the container dir |
 //! | cgroup | `<instance>/<name>-<id>` under each v1 hierarchy, or under the v2 root |
+//! | scope unit (systemd hosts) | `berth-<instance>_<name>-<id>.scope` in berth.slice |
 //! | veth, host side | `bth` + 4 hex of sha256(instance) + the id's first 8 hex (15 chars) |
 //! | netns | `<run_dir>/netns/<name>-<id>` |
 //! | nftables table | `inet <instance>` |
