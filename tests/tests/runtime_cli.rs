@@ -416,3 +416,27 @@ fn exec_tty_follows_a_resize() {
     );
     assert!(child.wait().unwrap().success());
 }
+
+/// `berth exec` run by something with another OOM score (the agent's health checks run at its
+/// -500): the process inside starts at 0, as the container's own processes do.
+#[test]
+fn exec_starts_at_oom_score_zero() {
+    if !require_root() {
+        return;
+    }
+    let w = World::new("clio");
+    w.start("box", "exec sleep 1000", |_| {});
+    // Raised, not lowered: this machine's root lacks CAP_SYS_RESOURCE (the VM suite checks -500).
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg("echo 500 > /proc/self/oom_score_adj && exec \"$@\"")
+        .arg("sh")
+        .arg(berth_bin())
+        .arg("--config")
+        .arg(&w.config)
+        .args(["exec", "box", "--", "cat", "/proc/self/oom_score_adj"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(stdout(&o).trim(), "0");
+}
