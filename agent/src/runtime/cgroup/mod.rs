@@ -107,6 +107,11 @@ impl Cgroup {
         &self.rel
     }
 
+    /// The cgroup `name` below this one (limits and device rules of this one still apply).
+    pub fn child(&self, name: &str) -> Cgroup {
+        Cgroup::new(&self.mode, &format!("{}/{name}", self.rel))
+    }
+
     /// The directories that make up this cgroup (one per v1 controller, one for v2).
     pub fn dirs(&self) -> Vec<PathBuf> {
         match &self.mode {
@@ -145,6 +150,28 @@ impl Cgroup {
         }
     }
 
+    /// Makes this cgroup without enabling any controller for it: for a group below a cgroup
+    /// that holds processes (an exec's, below its container's), whose parent cannot give
+    /// controllers to children on v2 (no internal processes). Its processes are charged to the
+    /// nearest ancestor with the controller, which is the container's cgroup.
+    pub fn create_without_controllers(&self) -> Result<()> {
+        match &self.mode {
+            CgroupMode::V1 { root } => v1::create(root, &self.rel),
+            CgroupMode::V2 { root } | CgroupMode::Systemd { root, .. } => {
+                let d = root.join(&self.rel);
+                match std::fs::create_dir(&d) {
+                    Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                        Err(RuntimeError::Cgroup {
+                            path: d,
+                            reason: format!("cannot create: {e}"),
+                        })
+                    }
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+
     pub fn apply(&self, r: &Resources) -> Result<()> {
         match &self.mode {
             CgroupMode::V1 { root } => v1::apply(root, &self.rel, r),
@@ -173,18 +200,22 @@ impl Cgroup {
         Ok(())
     }
 
-    /// On v1, the union over every hierarchy: a process caught while joining them (its
-    /// creator killed half way) may be in some and not in others.
+    /// Every process of the cgroup and of its descendants (an exec's own cgroup sits below
+    /// its container's). On v1, the union over every hierarchy: a process caught while
+    /// joining them (its creator killed half way) may be in some and not in others.
     pub fn pids(&self) -> Vec<i32> {
-        match &self.mode {
-            CgroupMode::V1 { .. } => {
-                let mut all: Vec<i32> = self.dirs().iter().flat_map(|d| read_pids(d)).collect();
-                all.sort_unstable();
-                all.dedup();
-                all
-            }
-            CgroupMode::V2 { .. } | CgroupMode::Systemd { .. } => read_pids(&self.procs_dir()),
-        }
+        let dirs = match &self.mode {
+            CgroupMode::V1 { .. } => self.dirs(),
+            CgroupMode::V2 { .. } | CgroupMode::Systemd { .. } => vec![self.procs_dir()],
+        };
+        let mut all: Vec<i32> = dirs
+            .iter()
+            .flat_map(|d| subtree(d))
+            .flat_map(|d| read_pids(&d))
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all
     }
 
     pub fn freeze(&self, timeout: Duration) -> Result<()> {
@@ -252,13 +283,33 @@ impl Cgroup {
         }
     }
 
-    /// Removes the cgroup dirs (retrying while the last processes leave); missing is fine.
+    /// Removes the cgroup dirs, descendants first (retrying while the last processes leave);
+    /// missing is fine.
     pub fn remove(&self, timeout: Duration) -> Result<()> {
         for d in self.dirs() {
-            remove_dir(&d, timeout)?;
+            for sub in subtree(&d).into_iter().rev() {
+                remove_dir(&sub, timeout)?;
+            }
         }
         Ok(())
     }
+}
+
+/// `dir` and every cgroup below it, parents before children.
+fn subtree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        if let Ok(rd) = std::fs::read_dir(&out[i]) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    out.push(e.path());
+                }
+            }
+        }
+        i += 1;
+    }
+    out
 }
 
 pub(crate) fn remove_dir(d: &Path, timeout: Duration) -> Result<()> {
