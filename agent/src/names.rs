@@ -5,6 +5,7 @@
 //! |---|---|
 //! | incarnation id | 12 random hex digits, recorded in the container dir |
 //! | cgroup | `<instance>/<name>-<id>` under each v1 hierarchy, or under the v2 root |
+//! | scope unit (systemd hosts) | `berth-<instance>_<name>-<id>.scope` in berth.slice |
 //! | veth, host side | `bth` + 4 hex of sha256(instance) + the id's first 8 hex (15 chars) |
 //! | netns | `<run_dir>/netns/<name>-<id>` |
 //! | nftables table | `inet <instance>` |
@@ -100,6 +101,26 @@ impl Names {
         format!("{}/{}", self.instance, Self::container_key(name, id))
     }
 
+    /// The transient scope unit of a container on a systemd host:
+    /// `berth-<instance>_<name>-<id>.scope` (an instance has no `_`, so the first one ends it).
+    pub fn scope_unit(&self, name: &str, id: &IncarnationId) -> String {
+        format!(
+            "berth-{}_{}.scope",
+            self.instance,
+            Self::container_key(name, id)
+        )
+    }
+
+    /// The `<name>-<id>` key of one of this instance's scope units; `None` for anything else.
+    pub fn parse_scope_unit<'a>(&self, unit: &'a str) -> Option<&'a str> {
+        let key = unit
+            .strip_prefix("berth-")?
+            .strip_prefix(self.instance.as_str())?
+            .strip_prefix('_')?
+            .strip_suffix(".scope")?;
+        Self::parse_container_key(key).map(|_| key)
+    }
+
     /// The directory under each hierarchy that holds this instance's cgroups.
     pub fn cgroup_parent(&self) -> &str {
         &self.instance
@@ -174,6 +195,13 @@ mod tests {
         );
         assert_eq!(Names::new("t").parse_link_alias(&alias), None);
         assert_eq!(n.cgroup("web-1", &id), "t1/web-1-0123456789ab");
+        let unit = n.scope_unit("web-1", &id);
+        assert_eq!(unit, "berth-t1_web-1-0123456789ab.scope");
+        assert_eq!(n.parse_scope_unit(&unit), Some("web-1-0123456789ab"));
+        // Another instance whose name starts the same is not ours.
+        assert_eq!(Names::new("t").parse_scope_unit(&unit), None);
+        assert_eq!(n.parse_scope_unit("berth-t1_web.scope"), None);
+        assert_eq!(Names::new("t1-web").parse_scope_unit(&unit), None);
     }
 
     #[test]

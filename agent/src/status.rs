@@ -24,6 +24,10 @@ pub struct ContainerStatus {
     pub health: Option<String>,
     /// The last error: an invalid spec, a failed pull or start.
     pub error: Option<String>,
+    /// Its last run ended by the kernel's OOM killer (at its memory limit), as Docker's
+    /// `State.OOMKilled`.
+    #[serde(default)]
+    pub oom_killed: bool,
     /// RFC 3339 time of the last status change.
     pub since: Option<String>,
     /// The incarnation id, when a container exists.

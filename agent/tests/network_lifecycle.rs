@@ -110,6 +110,7 @@ fn a_deleted_veth_lease_or_bridge_comes_back_with_reconcile() {
             ip: a.ip,
             ports: ports.clone(),
         },
+        made_this_boot: true,
     }];
     let notes = lab.net.reconcile(&expected).unwrap();
     assert!(notes.is_empty(), "{notes:?}");

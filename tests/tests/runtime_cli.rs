@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use berth_agent::layout::Layout;
 use berth_agent::names::{IncarnationId, Names};
+use berth_agent::runtime::rootfs::LowerDirs;
 use berth_agent::runtime::{CgroupMode, ContainerConfig, Runtime, RuntimeConfig};
 use berth_e2e::probe::{ELF_INTERPRETER, build_c, build_fake_interp, host_binaries, interp_exe};
 use berth_e2e::{berth_bin, require_root, unique_instance};
@@ -49,6 +50,7 @@ impl World {
             names: Names::new(&instance),
             cgroups: CgroupMode::detect(),
             shim_path: berth_bin().with_file_name("berth-shim"),
+            lower_dirs: LowerDirs::detect(),
         });
         let layers = vec![busybox_layer(&dir.path().join("image"))];
         World {
@@ -414,6 +416,30 @@ fn exec_tty_follows_a_resize() {
         "the resize did not reach it: {out:?}"
     );
     assert!(child.wait().unwrap().success());
+}
+
+/// `berth exec` run by something with another OOM score (the agent's health checks run at its
+/// -500): the process inside starts at 0, as the container's own processes do.
+#[test]
+fn exec_starts_at_oom_score_zero() {
+    if !require_root() {
+        return;
+    }
+    let w = World::new("clio");
+    w.start("box", "exec sleep 1000", |_| {});
+    // Raised, not lowered: this machine's root lacks CAP_SYS_RESOURCE (the VM suite checks -500).
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg("echo 500 > /proc/self/oom_score_adj && exec \"$@\"")
+        .arg("sh")
+        .arg(berth_bin())
+        .arg("--config")
+        .arg(&w.config)
+        .args(["exec", "box", "--", "cat", "/proc/self/oom_score_adj"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(stdout(&o).trim(), "0");
 }
 
 /// A layer with the exec probe at /exec_probe and, as an attacker's image would ship them, a

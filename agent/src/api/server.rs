@@ -279,6 +279,7 @@ mod tests {
             restarts: 0,
             health: None,
             error: None,
+            oom_killed: false,
             since: None,
             id: None,
             previous_digest: None,

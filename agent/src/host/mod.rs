@@ -492,9 +492,13 @@ impl Backend for Host {
             return;
         };
         *self.exits.lock().expect("exits lock") = Some((handle, tx));
+        let this_boot = record::boot_id();
         for name in Record::names(&self.layout) {
+            // A record of another boot is history: its processes died with that boot, and
+            // the container is started (and watched) anew if its spec wants it.
             if let Ok(Some(rec)) = Record::load(&self.layout, &name)
                 && rec.phase == Phase::Created
+                && rec.boot_id == this_boot
             {
                 self.watch_exit(&name, &rec.id);
             }

@@ -97,6 +97,22 @@ impl Host {
                 tracing::warn!(container = name, "incarnation {} has no bundle", rec.id);
                 return None;
             }
+            // The last run, in an earlier boot, ran to completion (it ended on its own, not
+            // stopped by berth or the shutdown): the planner judges it by its restart policy,
+            // so a `restart = "never"` job that finished stays finished across a reboot.
+            _ if !this_boot => match self.runtime.completed_run(name, &rec.id) {
+                Some(e) => {
+                    let exit = Exit {
+                        code: exit_code(&e),
+                        oom: e.oom,
+                        // Long ago on this boot's clock: no backoff is owed for it.
+                        at: Millis(0),
+                        requested: rec.stopped_by_us,
+                    };
+                    (RunState::Exited(exit), None, Some(e.finished_at))
+                }
+                None => (RunState::Created, None, None),
+            },
             // No run in this boot: ready to start.
             _ => (RunState::Created, None, None),
         };

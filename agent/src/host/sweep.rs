@@ -111,13 +111,13 @@ impl Host {
                 }
             }
         }
-        for cg in self.cgroup_keys() {
-            if let Some((name, id)) = Names::parse_container_key(&cg)
+        for (key, cg) in self.runtime.container_cgroups() {
+            if let Some((name, id)) = Names::parse_container_key(&key)
                 && !known.contains(&(name.to_string(), id))
             {
                 out.push(Orphan {
                     kind: "cgroup",
-                    what: format!("{}/{cg}", self.config.instance),
+                    what: cg.rel().to_string(),
                 });
             }
         }
@@ -224,21 +224,6 @@ impl Host {
             .collect()
     }
 
-    /// `<name>-<id>` leaves under this instance's cgroup parent, in any hierarchy.
-    fn cgroup_keys(&self) -> BTreeSet<String> {
-        let parent = Cgroup::new(&self.runtime.config().cgroups, &self.config.instance);
-        let mut keys = BTreeSet::new();
-        for dir in parent.dirs() {
-            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                let key = e.file_name().to_string_lossy().into_owned();
-                if e.path().is_dir() && Names::parse_container_key(&key).is_some() {
-                    keys.insert(key);
-                }
-            }
-        }
-        keys
-    }
-
     /// What each live container's network should be, for the network's repair.
     pub(super) fn expected_networks(&self, live: &[(String, IncarnationId)]) -> Vec<ExpectedNet> {
         live.iter()
@@ -268,6 +253,7 @@ impl Host {
                     name: name.clone(),
                     id: id.clone(),
                     mode: ExpectedMode::Bridge { ip: rec.ip?, ports },
+                    made_this_boot: rec.boot_id == record::boot_id(),
                 })
             })
             .collect()

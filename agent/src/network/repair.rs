@@ -46,6 +46,9 @@ pub struct ExpectedNet {
     pub name: String,
     pub id: IncarnationId,
     pub mode: ExpectedMode,
+    /// Its netns existed in this boot, so a missing one is drift worth a note; a container
+    /// that last ran in an earlier boot lost it with that boot.
+    pub made_this_boot: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -275,7 +278,7 @@ impl Network {
         let mut desired = Vec::new();
         for e in expected {
             let path = self.layout.netns(&e.name, &e.id);
-            if !netns::is_mounted(&path) {
+            if !netns::is_mounted(&path) && e.made_this_boot {
                 notes.push(format!(
                     "netns of container {} was gone and is made again; restart the container",
                     e.name

@@ -58,6 +58,7 @@ pub fn report(
                 restarts: 0,
                 health: None,
                 error: entry.error.clone(),
+                oom_killed: false,
                 since: None,
                 id: None,
                 previous_digest: None,
@@ -67,15 +68,17 @@ pub fn report(
         };
         let spec = &d.spec;
         let waiting = plan.waiting.get(name);
+        let last_exit = match obs.map(|o| o.run) {
+            Some(RunState::Exited(e)) => Some(e),
+            _ => None,
+        };
         let (mut status, mut reason) = match obs.map(|o| o.run) {
             Some(RunState::Running) => (Status::Running, None),
             Some(RunState::Paused) => (Status::Paused, None),
             Some(RunState::Exited(_)) if spec.state == DesiredState::Stopped => {
                 (Status::Stopped, None)
             }
-            Some(RunState::Exited(e)) => {
-                (Status::Exited, Some(format!("exited with code {}", e.code)))
-            }
+            Some(RunState::Exited(e)) => (Status::Exited, Some(exit_reason(&e))),
             Some(RunState::Created) if spec.state == DesiredState::Stopped => {
                 (Status::Stopped, None)
             }
@@ -87,7 +90,10 @@ pub fn report(
         match waiting {
             Some(w @ Waiting::Backoff { .. }) if obs.is_some() => {
                 status = Status::Restarting;
-                reason = Some(w.to_string());
+                reason = Some(match last_exit {
+                    Some(e) if e.oom => format!("{w} (out of memory)"),
+                    _ => w.to_string(),
+                });
             }
             Some(Waiting::Backoff { .. }) => {
                 status = Status::Waiting;
@@ -139,10 +145,7 @@ pub fn report(
         if let Some(f) = failure {
             error.get_or_insert_with(|| f.error.clone());
         }
-        let exit_code = match obs.map(|o| o.run) {
-            Some(RunState::Exited(e)) => Some(e.code),
-            _ => None,
-        };
+        let exit_code = last_exit.map(|e| e.code);
         let health = match obs.map(|o| o.health) {
             Some(HealthState::Starting) => Some("starting".to_string()),
             Some(HealthState::Healthy) => Some("healthy".to_string()),
@@ -166,6 +169,7 @@ pub fn report(
             restarts: obs.map_or(0, |o| o.restarts),
             health,
             error,
+            oom_killed: last_exit.is_some_and(|e| e.oom),
             since: obs.and_then(|o| o.info.since.clone()),
             id: obs.map(|o| o.id.to_string()),
             previous_digest: observed.updates.get(name).and_then(|h| h.previous.clone()),
@@ -179,6 +183,18 @@ pub fn report(
     out.extend(removing(desired, observed, plan, in_flight));
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+/// Why a container is not running any more: its code, and the OOM killer when it fired.
+fn exit_reason(e: &Exit) -> String {
+    if e.oom {
+        format!(
+            "out of memory: killed at its memory limit (exit code {})",
+            e.code
+        )
+    } else {
+        format!("exited with code {}", e.code)
+    }
 }
 
 /// Containers whose spec file was deleted, until their removal has finished: a payload that
@@ -216,6 +232,7 @@ fn removing(
                 restarts: o.restarts,
                 health: None,
                 error: None,
+                oom_killed: matches!(o.run, RunState::Exited(e) if e.oom),
                 since: o.info.since.clone(),
                 id: Some(o.id.to_string()),
                 previous_digest: None,
@@ -259,6 +276,75 @@ pub fn stuck(s: &ContainerStatus) -> bool {
 mod tests {
     use super::*;
     use crate::names::IncarnationId;
+    use berth_spec::{ContainerSpec, ImageSource};
+
+    fn exited(oom: bool) -> (Desired, Observed) {
+        let mut s = ContainerSpec::with_defaults(
+            "job",
+            ImageSource::parse("127.0.0.1:5000/job:1").unwrap(),
+        );
+        s.restart = berth_spec::model::RestartPolicy::Never;
+        let o = ObservedContainer {
+            id: IncarnationId::random(),
+            spec_hash: berth_spec::spec_hash(&s),
+            image_digest: "sha256:a".into(),
+            run: RunState::Exited(Exit {
+                code: 137,
+                oom,
+                at: Millis(1000),
+                requested: false,
+            }),
+            restarts: 0,
+            crash_streak: 0,
+            started_at: Some(Millis(0)),
+            start_failure: None,
+            health: HealthState::None,
+            resources: s.resources,
+            info: ContainerInfo::default(),
+            image_health: None,
+        };
+        let mut observed = Observed::default();
+        observed.containers.insert("job".into(), o);
+        let desired = Desired {
+            specs: [(
+                "job".to_string(),
+                DesiredEntry {
+                    spec: Some(DesiredSpec::new(s)),
+                    error: None,
+                },
+            )]
+            .into(),
+            trustworthy: true,
+        };
+        (desired, observed)
+    }
+
+    fn one(oom: bool) -> ContainerStatus {
+        let (d, o) = exited(oom);
+        let plan = super::super::plan::plan(&d, &o, Millis(5000));
+        report(&d, &o, &plan, &BTreeMap::new()).remove(0)
+    }
+
+    #[test]
+    fn an_oom_kill_is_named_in_the_reason_and_the_field() {
+        let s = one(true);
+        assert_eq!(s.status, Status::Exited);
+        assert_eq!(s.exit_code, Some(137));
+        assert!(s.oom_killed);
+        assert!(
+            s.reason.as_deref().unwrap().contains("out of memory"),
+            "{s:?}"
+        );
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["oom_killed"], true);
+    }
+
+    #[test]
+    fn a_plain_kill_is_not_an_oom() {
+        let s = one(false);
+        assert!(!s.oom_killed);
+        assert_eq!(s.reason.as_deref(), Some("exited with code 137"));
+    }
 
     fn gone_spec_world() -> (Desired, Observed) {
         let desired = Desired {

@@ -311,6 +311,16 @@ impl Bundle {
     pub fn log_file(&self) -> PathBuf {
         self.logs().join("container.log")
     }
+    /// The last run's exit record, kept with the bundle (the shim's own copy under the run dir
+    /// goes with a reboot): what says, at the next boot, that the run had ended on its own.
+    pub fn last_exit(&self) -> PathBuf {
+        self.dir.join("exit.json")
+    }
+    /// Present when berth asked the last run to stop (a stop, `--stop-all` at shutdown): that
+    /// run did not end on its own.
+    pub fn stop_requested(&self) -> PathBuf {
+        self.dir.join("stop-requested")
+    }
 }
 
 #[cfg(test)]

@@ -11,8 +11,9 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
 use super::config::{Bundle, ContainerConfig, NetNs};
 use super::launch::{self, LaunchError};
-use super::rootfs::{Create, mount_overlay, open_in_root};
-use super::{init, mounts, sys};
+use super::mounts::CgroupView;
+use super::rootfs::{Create, LowerDirs, mount_overlay, open_in_root};
+use super::{init, mounts, oom, sys};
 
 /// The fds the child needs, opened by the shim before clone.
 pub struct ChildFds {
@@ -28,9 +29,16 @@ pub struct ChildFds {
 
 pub const NOFILE_WANTED: u64 = 1 << 20;
 
+/// What the agent decided about this host's kernel, once, for every container.
+#[derive(Debug, Clone)]
+pub struct HostKernel {
+    pub lower_dirs: LowerDirs,
+    pub cgroup: CgroupView,
+}
+
 /// Builds the container and execs its payload; on failure reports over the error pipe and exits.
-pub fn child_main(cfg: &ContainerConfig, bundle: &Bundle, fds: ChildFds) -> ! {
-    let err = match build(cfg, bundle, &fds) {
+pub fn child_main(cfg: &ContainerConfig, bundle: &Bundle, host: &HostKernel, fds: ChildFds) -> ! {
+    let err = match build(cfg, bundle, host, &fds) {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -50,9 +58,14 @@ fn nix_step<T>(what: &str, r: nix::Result<T>) -> Result<T, LaunchError> {
 fn build(
     cfg: &ContainerConfig,
     bundle: &Bundle,
+    host: &HostKernel,
     fds: &ChildFds,
 ) -> Result<Infallible, LaunchError> {
     sys::reset_signals();
+    step(
+        "reset oom_score_adj",
+        oom::set_own_score(oom::CONTAINER_SCORE),
+    )?;
     let mut b = [0u8; 1];
     // SAFETY: reads one byte into a live buffer.
     if unsafe { libc::read(fds.go.as_raw_fd(), b.as_mut_ptr().cast(), 1) } != 1 {
@@ -89,7 +102,13 @@ fn build(
     let rootfs = bundle.rootfs();
     step(
         "mount overlay rootfs",
-        mount_overlay(&cfg.layers, &bundle.upper(), &bundle.work(), &rootfs),
+        mount_overlay(
+            &cfg.layers,
+            &bundle.upper(),
+            &bundle.work(),
+            &rootfs,
+            host.lower_dirs,
+        ),
     )?;
     sys::mark("child-overlay");
     let root = step("open rootfs", File::open(&rootfs))?;
@@ -130,6 +149,10 @@ fn build(
     nix_step(
         "unshare cgroup namespace",
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP),
+    )?;
+    step(
+        "mount /sys/fs/cgroup",
+        mounts::mount_cgroup(&host.cgroup, cfg.security.privileged),
     )?;
     step("set RLIMIT_NOFILE", set_nofile())?;
     let prepared = launch::prepare(&cfg.process, &cfg.security)?;

@@ -297,7 +297,7 @@ pub fn spawn(target: &ExecTarget, req: &ExecRequest) -> Result<Running> {
     let cgroup = target
         .cgroup
         .child(&format!("exec-{}", hex::encode(suffix)));
-    cgroup.create()?;
+    cgroup.create_without_controllers()?;
     let procs: Vec<std::ffi::CString> = cgroup
         .dirs()
         .iter()
@@ -416,6 +416,9 @@ fn enter_and_exec(
     let setup =
         |what: &str| LaunchError::Setup(format!("{what}: {}", std::io::Error::last_os_error()));
     sys::reset_signals();
+    if super::oom::set_own_score(super::oom::CONTAINER_SCORE).is_err() {
+        return setup("reset oom_score_adj");
+    }
     // SAFETY: prctl with integer arguments only. Not dumpable: no process of the container
     // may open this one's /proc/<pid>/{exe,fd,mem} while it holds host privileges and fds;
     // and the helpers die with `berth exec`, so a killed client leaves nothing behind.

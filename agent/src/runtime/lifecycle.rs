@@ -16,6 +16,7 @@ use berth_spec::model::Resources;
 use super::cgroup::{Cgroup, CgroupMode};
 use super::config::{Bundle, ContainerConfig, STATE_VERSION};
 use super::error::{IoContext, Result, RuntimeError};
+use super::rootfs::LowerDirs;
 use super::state::{ExitRecord, Report, ShimDir, ShimRequest, ShimState, write_json_volatile};
 use super::sys;
 use crate::fsutil;
@@ -32,16 +33,19 @@ pub struct RuntimeConfig {
     pub cgroups: CgroupMode,
     /// The `berth-shim` binary.
     pub shim_path: PathBuf,
+    /// How overlayfs takes the layers on this kernel.
+    pub lower_dirs: LowerDirs,
 }
 
 impl RuntimeConfig {
-    /// Detected cgroup mode, shim beside the current executable.
+    /// Detected cgroup mode and overlayfs options, shim beside the current executable.
     pub fn new(layout: Layout, names: Names) -> Self {
         RuntimeConfig {
             layout,
             names,
             cgroups: CgroupMode::detect(),
             shim_path: default_shim_path(),
+            lower_dirs: LowerDirs::detect(),
         }
     }
 }
@@ -149,7 +153,68 @@ impl Runtime {
     }
 
     pub fn cgroup(&self, name: &str, id: &IncarnationId) -> Cgroup {
-        Cgroup::new(&self.cfg.cgroups, &self.cfg.names.cgroup(name, id))
+        Cgroup::new(&self.cfg.cgroups, &self.cgroup_rel(name, id))
+    }
+
+    /// A container's cgroup below the hierarchies' root: `<instance>/<name>-<id>`, or on a
+    /// systemd host `<slice>/<its scope>/container`.
+    fn cgroup_rel(&self, name: &str, id: &IncarnationId) -> String {
+        match &self.cfg.cgroups {
+            CgroupMode::Systemd { slice, .. } => {
+                format!("{slice}/{}/container", self.cfg.names.scope_unit(name, id))
+            }
+            _ => self.cfg.names.cgroup(name, id),
+        }
+    }
+
+    /// Where a container's shim lives: the instance's `_shims`, or on a systemd host its
+    /// scope's `supervisor` leaf.
+    fn shim_cgroup_rel(&self, name: &str, id: &IncarnationId) -> String {
+        match &self.cfg.cgroups {
+            CgroupMode::Systemd { slice, .. } => {
+                format!("{slice}/{}/supervisor", self.cfg.names.scope_unit(name, id))
+            }
+            _ => format!("{}/{SHIMS_CGROUP}", self.cfg.names.cgroup_parent()),
+        }
+    }
+
+    /// Every container cgroup of this instance that exists, by `<name>-<id>` key.
+    pub fn container_cgroups(&self) -> Vec<(String, Cgroup)> {
+        let mut out = Vec::new();
+        match &self.cfg.cgroups {
+            CgroupMode::Systemd { root, slice } => {
+                for e in std::fs::read_dir(root.join(slice))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    let unit = e.file_name().to_string_lossy().into_owned();
+                    if let Some(key) = self.cfg.names.parse_scope_unit(&unit)
+                        && e.path().join("container").is_dir()
+                    {
+                        let rel = format!("{slice}/{unit}/container");
+                        out.push((key.to_string(), Cgroup::new(&self.cfg.cgroups, &rel)));
+                    }
+                }
+            }
+            _ => {
+                let parent = Cgroup::new(&self.cfg.cgroups, self.cfg.names.cgroup_parent());
+                for dir in parent.dirs() {
+                    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                        let key = e.file_name().to_string_lossy().into_owned();
+                        if e.path().is_dir()
+                            && Names::parse_container_key(&key).is_some()
+                            && !out.iter().any(|(k, _)| *k == key)
+                        {
+                            let rel = format!("{}/{key}", self.cfg.names.cgroup_parent());
+                            out.push((key, Cgroup::new(&self.cfg.cgroups, &rel)));
+                        }
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     /// Creates and starts incarnation `cfg.id` of `cfg.name`; returns once the payload has been
@@ -182,6 +247,9 @@ impl Runtime {
             std::fs::create_dir_all(&d).at(&d)?;
         }
         write_json_volatile(&bundle.config(), cfg)?;
+        for f in [bundle.last_exit(), bundle.stop_requested()] {
+            fsutil::remove_file_if_exists(&f).at(&f)?;
+        }
         std::fs::create_dir_all(&shim.dir).at(&shim.dir)?;
         for f in [shim.state(), shim.exit()] {
             fsutil::remove_file_if_exists(&f).at(&f)?;
@@ -192,13 +260,37 @@ impl Runtime {
                 version: STATE_VERSION,
                 bundle: bundle.dir.clone(),
                 cgroup_mode: self.cfg.cgroups.clone(),
-                cgroup: self.cfg.names.cgroup(name, id),
-                shim_cgroup: format!("{}/{SHIMS_CGROUP}", self.cfg.names.cgroup_parent()),
+                cgroup: self.cgroup_rel(name, id),
+                shim_cgroup: self.shim_cgroup_rel(name, id),
+                lower_dirs: self.cfg.lower_dirs,
             },
         )?;
         let log = std::fs::File::create(shim.log()).at(shim.log())?;
         sys::mark("runtime-spawn");
-        let mut child = Command::new(&self.cfg.shim_path)
+        let mut command = match &self.cfg.cgroups {
+            // A scope of its own per container (systemd's delegation contract: berth writes
+            // only below a unit delegated to it). systemd-run registers the scope with its own
+            // pid and then execs the shim, which thus starts inside it.
+            CgroupMode::Systemd { slice, .. } => {
+                let mut c = Command::new(super::cgroup::SYSTEMD_RUN);
+                c.args(["--scope", "--quiet", "--collect", "--slice", slice])
+                    .arg(format!("--unit={}", self.cfg.names.scope_unit(name, id)))
+                    .arg(format!(
+                        "--description=berth container {name} ({})",
+                        self.cfg.names.instance()
+                    ))
+                    .args(["--property=Delegate=yes", "--property=TasksMax=infinity"])
+                    .arg(format!(
+                        "--property=Before={}",
+                        super::cgroup::SHUTDOWN_UNIT
+                    ))
+                    .arg("--")
+                    .arg(&self.cfg.shim_path);
+                c
+            }
+            _ => Command::new(&self.cfg.shim_path),
+        };
+        let mut child = command
             .arg("start")
             .arg(&shim.dir)
             .stdin(Stdio::null())
@@ -380,6 +472,8 @@ impl Runtime {
                 .unwrap_or(libc::SIGTERM),
         };
         let cg = self.cgroup(name, id);
+        let marker = self.bundle(name, id).stop_requested();
+        std::fs::write(&marker, b"").at(&marker)?;
         if let Ok(fd) = sys::pidfd_open(st.pid)
             && sys::alive(st.pid, st.pid_start)
         {
@@ -434,6 +528,16 @@ impl Runtime {
         Ok(())
     }
 
+    /// How the last run of an incarnation ended when it ended on its own (not stopped by
+    /// berth), from the bundle: it survives a reboot, unlike the shim's files.
+    pub fn completed_run(&self, name: &str, id: &IncarnationId) -> Option<ExitRecord> {
+        let bundle = self.bundle(name, id);
+        if bundle.stop_requested().exists() {
+            return None;
+        }
+        fsutil::read_json(&bundle.last_exit()).ok().flatten()
+    }
+
     /// The config of an incarnation as the shim read it.
     pub fn read_config(&self, name: &str, id: &IncarnationId) -> Result<ContainerConfig> {
         let p = self.bundle(name, id).config();
@@ -448,6 +552,10 @@ impl Runtime {
     /// Removes this instance's empty cgroup parents (`<instance>/_shims`, `<instance>`); busy
     /// ones stay.
     pub fn prune_cgroups(&self) {
+        if let CgroupMode::Systemd { .. } = self.cfg.cgroups {
+            // systemd removes a scope once its last process is gone.
+            return;
+        }
         let parent = self.cfg.names.cgroup_parent();
         for rel in [format!("{parent}/{SHIMS_CGROUP}"), parent.to_string()] {
             for d in Cgroup::new(&self.cfg.cgroups, &rel).dirs() {

@@ -35,6 +35,7 @@ pub mod lifecycle;
 pub mod logread;
 pub mod logs;
 pub mod mounts;
+pub mod oom;
 pub mod passwd;
 pub mod ports;
 pub mod process;

@@ -547,3 +547,74 @@ fn mknod_in_root(root: &File, path: &str, kind: FileType, perm: u32, dev: u64) -
     )
     .map_err(|e| ctx(&format!("chmod {path}"), e))
 }
+
+/// What of the cgroup tree a container sees at /sys/fs/cgroup (see [`mount_cgroup`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CgroupView {
+    /// One cgroup2 mount.
+    Unified,
+    /// These v1 hierarchies, each named by its controller set (`cpu,cpuacct`).
+    Legacy(Vec<String>),
+}
+
+/// Mounts the container's own cgroup at /sys/fs/cgroup (read-only unless `writable`, as Docker
+/// gives privileged containers), so that runtimes can read their limits. Called after
+/// pivot_root from inside the container's cgroup namespace: each cgroup mount is rooted at the
+/// container's cgroup, and nothing of the host's tree above it is reachable. v1 gets a small
+/// tmpfs with one mount per hierarchy the container was placed in, and a link per co-mounted
+/// controller as the host has them (`cpu -> cpu,cpuacct`).
+pub fn mount_cgroup(view: &CgroupView, writable: bool) -> io::Result<()> {
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let ro = if writable {
+        MsFlags::empty()
+    } else {
+        MsFlags::MS_RDONLY
+    };
+    let top = Path::new("/sys/fs/cgroup");
+    match view {
+        CgroupView::Unified => mount(
+            Some("cgroup2"),
+            top,
+            Some("cgroup2"),
+            flags | ro,
+            None::<&str>,
+        )
+        .map_err(|e| ctx("mount cgroup2 at /sys/fs/cgroup", e)),
+        CgroupView::Legacy(hierarchies) => {
+            mount(
+                Some("tmpfs"),
+                top,
+                Some("tmpfs"),
+                flags,
+                Some("mode=755,size=64k"),
+            )
+            .map_err(|e| ctx("mount tmpfs at /sys/fs/cgroup", e))?;
+            for h in hierarchies {
+                let dir = top.join(h);
+                std::fs::create_dir(&dir).map_err(|e| ctx(&format!("mkdir {h}"), e))?;
+                mount(
+                    Some("cgroup"),
+                    &dir,
+                    Some("cgroup"),
+                    flags | ro,
+                    Some(h.as_str()),
+                )
+                .map_err(|e| ctx(&format!("mount cgroup {h}"), e))?;
+                if h.contains(',') {
+                    for c in h.split(',') {
+                        std::os::unix::fs::symlink(h, top.join(c))
+                            .map_err(|e| ctx(&format!("link {c}"), e))?;
+                    }
+                }
+            }
+            mount(
+                None::<&str>,
+                top,
+                None::<&str>,
+                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | flags | ro,
+                None::<&str>,
+            )
+            .map_err(|e| ctx("remount /sys/fs/cgroup", e))
+        }
+    }
+}

@@ -11,23 +11,53 @@ use rustix::mount::{
     FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create,
     fsconfig_set_string, fsmount, fsopen, move_mount,
 };
+use serde::{Deserialize, Serialize};
 
-/// Mounts an overlay of `layers` (bottom first) with `upper`/`work` at `target`.
-///
-/// Uses the new mount API's `lowerdir+`, one layer per call, so no option string can outgrow a
-/// page however many layers there are; kernels before 6.8 get the classic string, with paths
-/// made relative to the layers' common parent when the absolute ones would not fit.
+/// How this kernel's overlayfs takes its lower layers, decided once per agent and handed to
+/// every shim (a failed attempt costs a syscall and a kernel log line per start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LowerDirs {
+    /// `lowerdir+`, one layer per fsconfig call (Linux 6.8 and later): no length limit.
+    #[default]
+    Append,
+    /// One classic `lowerdir=a:b:c` option string, which must fit in a page.
+    OptionString,
+}
+
+impl LowerDirs {
+    /// From the running kernel's release.
+    pub fn detect() -> Self {
+        Self::for_release(&rustix::system::uname().release().to_string_lossy())
+    }
+
+    /// `lowerdir+` came with Linux 6.8.
+    pub fn for_release(release: &str) -> Self {
+        let mut parts = release
+            .split(|c: char| !c.is_ascii_digit())
+            .map(|p| p.parse::<u32>().unwrap_or(0));
+        let major = parts.next().unwrap_or(0);
+        let minor = parts.next().unwrap_or(0);
+        if (major, minor) >= (6, 8) {
+            LowerDirs::Append
+        } else {
+            LowerDirs::OptionString
+        }
+    }
+}
+
+/// Mounts an overlay of `layers` (bottom first) with `upper`/`work` at `target`, passing the
+/// layers as `how` says.
 pub fn mount_overlay(
     layers: &[PathBuf],
     upper: &Path,
     work: &Path,
     target: &Path,
+    how: LowerDirs,
 ) -> io::Result<()> {
-    match mount_overlay_fsconfig(layers, upper, work, target) {
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            mount_overlay_legacy(layers, upper, work, target)
-        }
-        r => r,
+    match how {
+        LowerDirs::Append => mount_overlay_fsconfig(layers, upper, work, target),
+        LowerDirs::OptionString => mount_overlay_legacy(layers, upper, work, target),
     }
 }
 
@@ -59,48 +89,54 @@ fn mount_overlay_fsconfig(
     Ok(())
 }
 
+/// The largest option string mount(2) takes: one page.
+const PAGE: usize = 4096;
+
+/// The classic option string. When the absolute layer paths would not fit in a page, each
+/// layer is opened and named by its fd number relative to /proc/self/fd (the cwd while
+/// mounting): a few bytes a layer, so even Docker's 127-layer images fit.
 fn mount_overlay_legacy(
     layers: &[PathBuf],
     upper: &Path,
     work: &Path,
     target: &Path,
 ) -> io::Result<()> {
-    let join = |ls: Vec<String>| ls.join(":");
+    let options = |lower: Vec<String>| {
+        format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.join(":"),
+            upper.display(),
+            work.display()
+        )
+    };
     let abs: Vec<String> = layers
         .iter()
         .rev()
         .map(|l| l.display().to_string())
         .collect();
-    let mut data = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        join(abs),
-        upper.display(),
-        work.display()
-    );
-    let page = 4096;
+    let mut data = options(abs);
+    let mut held = Vec::new();
     let mut old_cwd = None;
-    if data.len() >= page {
-        let parent = layers[0].parent().unwrap_or(Path::new("/"));
-        if layers.iter().all(|l| l.parent() == Some(parent)) {
-            old_cwd = Some(std::env::current_dir()?);
-            std::env::set_current_dir(parent)?;
-            let rel: Vec<String> = layers
-                .iter()
-                .rev()
-                .map(|l| {
-                    l.file_name()
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                        .into_owned()
-                })
-                .collect();
-            data = format!(
-                "lowerdir={},upperdir={},workdir={}",
-                join(rel),
-                upper.display(),
-                work.display()
-            );
+    if data.len() >= PAGE {
+        let mut names = Vec::new();
+        for l in layers.iter().rev() {
+            let fd = rustix::fs::open(
+                l,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            names.push(fd.as_raw_fd().to_string());
+            held.push(fd);
         }
+        data = options(names);
+        if data.len() >= PAGE {
+            return Err(io::Error::other(format!(
+                "{} layers do not fit in one overlay option string",
+                layers.len()
+            )));
+        }
+        old_cwd = Some(std::env::current_dir()?);
+        std::env::set_current_dir("/proc/self/fd")?;
     }
     let r = nix::mount::mount(
         Some("overlay"),
@@ -110,6 +146,7 @@ fn mount_overlay_legacy(
         Some(data.as_str()),
     )
     .map_err(io::Error::from);
+    drop(held);
     if let Some(cwd) = old_cwd {
         std::env::set_current_dir(cwd)?;
     }
@@ -237,6 +274,25 @@ pub fn fd_path(fd: &impl AsRawFd) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lowerdir_append_from_6_8() {
+        assert_eq!(
+            LowerDirs::for_release("6.1.0-57-amd64"),
+            LowerDirs::OptionString
+        );
+        assert_eq!(
+            LowerDirs::for_release("5.15.0-91-generic"),
+            LowerDirs::OptionString
+        );
+        assert_eq!(LowerDirs::for_release("6.7.12"), LowerDirs::OptionString);
+        assert_eq!(LowerDirs::for_release("6.8.0"), LowerDirs::Append);
+        assert_eq!(
+            LowerDirs::for_release("6.18.44-fc-v1098"),
+            LowerDirs::Append
+        );
+        assert_eq!(LowerDirs::for_release("7.0"), LowerDirs::Append);
+    }
 
     #[test]
     fn relative_never_climbs() {

@@ -13,9 +13,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::cgroup::{Cgroup, DevicePolicy};
+use super::cgroup::{Cgroup, CgroupMode, DevicePolicy};
 use super::config::{Bundle, ContainerConfig, MountSource, NetNs, STATE_VERSION};
-use super::container::{ChildFds, child_main};
+use super::container::{ChildFds, HostKernel, child_main};
 use super::devices::{DevKind, DeviceRule, parse_access};
 use super::logs::{LineSplitter, LogWriter, Stream};
 use super::state::{ExitRecord, Report, ShimDir, ShimState, write_json, write_json_volatile};
@@ -70,6 +70,16 @@ fn start(dir: &Path) -> i32 {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
+    if let CgroupMode::Systemd { root, .. } = &req.cgroup_mode {
+        // systemd-run started us in our scope's own cgroup, and a cgroup holding processes
+        // cannot hand controllers to its children: the supervisor moves into its leaf first.
+        let leaf = root.join(&req.shim_cgroup);
+        let entered = std::fs::create_dir_all(&leaf)
+            .and_then(|()| std::fs::write(leaf.join("cgroup.procs"), "0"));
+        if let Err(e) = entered {
+            return fail(format!("{}: {e}", leaf.display()));
+        }
+    }
     // The container's cgroup is made before any migration starts: a migration holds the cgroup
     // mutex through its RCU grace period, which would stall every mkdir and write here.
     let cg = Cgroup::new(&req.cgroup_mode, &req.cgroup);
@@ -109,7 +119,11 @@ fn start(dir: &Path) -> i32 {
         libc::signal(libc::SIGTERM, libc::SIG_IGN);
     }
     let _ = std::env::set_current_dir("/");
-    match supervise(&shim, &bundle, &cfg, &cg, held_ports) {
+    let host = HostKernel {
+        lower_dirs: req.lower_dirs,
+        cgroup: req.cgroup_mode.view(),
+    };
+    match supervise(&shim, &bundle, &cfg, &host, &cg, held_ports) {
         Ok(code) => code,
         Err(msg) => {
             let _ = cg.kill_all(Duration::from_secs(5));
@@ -160,6 +174,7 @@ fn supervise(
     shim: &ShimDir,
     bundle: &Bundle,
     cfg: &ContainerConfig,
+    host: &HostKernel,
     cg: &Cgroup,
     held_ports: Vec<OwnedFd>,
 ) -> Result<i32, String> {
@@ -209,6 +224,7 @@ fn supervise(
             child_main(
                 cfg,
                 bundle,
+                host,
                 ChildFds {
                     go: go_r,
                     error: fail_w,
@@ -290,6 +306,10 @@ fn supervise(
         started_at,
         finished_at,
     };
+    // The bundle's copy first: the run dir's is what tells the agent the run is over.
+    if let Err(e) = write_json(&bundle.last_exit(), &exit) {
+        eprintln!("berth-shim: {e}");
+    }
     write_json(&shim.exit(), &exit).map_err(|e| e.to_string())?;
     Ok(0)
 }

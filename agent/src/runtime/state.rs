@@ -26,6 +26,9 @@ pub struct ShimRequest {
     pub cgroup: String,
     /// Where the shim itself lives, outside the agent's cgroup.
     pub shim_cgroup: String,
+    /// How this kernel's overlayfs takes the layers (decided once by the agent).
+    #[serde(default)]
+    pub lower_dirs: super::rootfs::LowerDirs,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

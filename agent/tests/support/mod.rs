@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use berth_agent::layout::Layout;
 use berth_agent::names::{IncarnationId, Names};
 use berth_agent::runtime::logs::{Stream, files_oldest_first, join_partials, parse_record};
+use berth_agent::runtime::rootfs::LowerDirs;
 use berth_agent::runtime::{CgroupMode, ContainerConfig, Runtime, RuntimeConfig, Status};
 
 pub fn require_root() {
@@ -93,6 +94,7 @@ impl Env {
             names: names.clone(),
             cgroups,
             shim_path: PathBuf::from(env!("CARGO_BIN_EXE_berth-shim")),
+            lower_dirs: LowerDirs::detect(),
         });
         Env {
             dir,

@@ -2,7 +2,10 @@
 //! an injectable root, so that tests can point the v2 driver at a fixture tree.
 //!
 //! The mode is detected at run time ([`CgroupMode::detect`]): a cgroup2 mount at /sys/fs/cgroup
-//! means v2, anything else means v1 controllers under `/sys/fs/cgroup/<controller>`.
+//! means v2, anything else means v1 controllers under `/sys/fs/cgroup/<controller>`. On v2 with
+//! systemd as PID 1 the tree above berth's cgroups is systemd's: each container then gets a
+//! transient scope unit of its own (see [`CgroupMode::Systemd`]) and berth writes only inside
+//! that scope, as systemd's delegation contract asks.
 
 mod v1;
 mod v2;
@@ -21,21 +24,57 @@ use super::error::{Result, RuntimeError};
 pub enum CgroupMode {
     /// One hierarchy per controller, each at `root/<controller>`.
     V1 { root: PathBuf },
-    /// The unified hierarchy mounted at `root`.
+    /// The unified hierarchy mounted at `root`, no systemd: `<instance>/...` below the root.
     V2 { root: PathBuf },
+    /// The unified hierarchy on a host run by systemd. Each container's shim is started by
+    /// `systemd-run --scope` in a scope unit of its own in `slice`, with `Delegate=yes`; the
+    /// scope's subtree is berth's: the shim lives in `<scope>/supervisor`, the container in
+    /// `<scope>/container`. `systemd-cgls`, `systemctl status <slice>` and a `MemoryMax=` on the
+    /// slice cover every container.
+    Systemd { root: PathBuf, slice: String },
 }
+
+/// The slice berth's scopes go to (systemd/berth.slice).
+pub const SLICE: &str = "berth.slice";
+
+/// The unit that stops containers at shutdown: every scope is ordered before it, so that at
+/// shutdown its `--stop-all` (each container's own stop signal and timeout) runs before
+/// systemd stops the scopes.
+pub const SHUTDOWN_UNIT: &str = "berth-shutdown.service";
+
+/// systemd-run, where Debian and Ubuntu put it.
+pub const SYSTEMD_RUN: &str = "/usr/bin/systemd-run";
 
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
 impl CgroupMode {
-    /// v2 when /sys/fs/cgroup is a cgroup2 mount, else v1.
+    /// v2 when /sys/fs/cgroup is a cgroup2 mount (under systemd when it is PID 1), else v1.
     pub fn detect() -> Self {
         let root = PathBuf::from("/sys/fs/cgroup");
         // f_type's integer type differs between architectures.
         #[allow(clippy::unnecessary_cast)]
         match rustix::fs::statfs(&root) {
-            Ok(s) if s.f_type as i64 == CGROUP2_SUPER_MAGIC => CgroupMode::V2 { root },
+            Ok(s) if s.f_type as i64 == CGROUP2_SUPER_MAGIC => {
+                // sd_booted(): systemd is PID 1 when this dir exists.
+                if Path::new("/run/systemd/system").is_dir() && Path::new(SYSTEMD_RUN).exists() {
+                    CgroupMode::Systemd {
+                        root,
+                        slice: SLICE.into(),
+                    }
+                } else {
+                    CgroupMode::V2 { root }
+                }
+            }
             _ => CgroupMode::V1 { root },
+        }
+    }
+
+    /// What a container sees at /sys/fs/cgroup: its own cgroup and nothing above it.
+    pub fn view(&self) -> crate::runtime::mounts::CgroupView {
+        use crate::runtime::mounts::CgroupView;
+        match self {
+            CgroupMode::V1 { root } => CgroupView::Legacy(v1::mount_names(root)),
+            CgroupMode::V2 { .. } | CgroupMode::Systemd { .. } => CgroupView::Unified,
         }
     }
 }
@@ -80,7 +119,9 @@ impl Cgroup {
                 .into_iter()
                 .map(|h| h.join(&self.rel))
                 .collect(),
-            CgroupMode::V2 { root } => vec![root.join(&self.rel)],
+            CgroupMode::V2 { root } | CgroupMode::Systemd { root, .. } => {
+                vec![root.join(&self.rel)]
+            }
         }
     }
 
@@ -88,7 +129,7 @@ impl Cgroup {
     fn procs_dir(&self) -> PathBuf {
         match &self.mode {
             CgroupMode::V1 { root } => v1::freezer_dir(root).join(&self.rel),
-            CgroupMode::V2 { root } => root.join(&self.rel),
+            CgroupMode::V2 { root } | CgroupMode::Systemd { root, .. } => root.join(&self.rel),
         }
     }
 
@@ -101,13 +142,42 @@ impl Cgroup {
         match &self.mode {
             CgroupMode::V1 { root } => v1::create(root, &self.rel),
             CgroupMode::V2 { root } => v2::create(root, &self.rel),
+            // systemd made the scope; controllers are enabled from the scope down only.
+            CgroupMode::Systemd { root, .. } => match self.rel.rsplit_once('/') {
+                Some((scope, leaf)) => v2::create(&root.join(scope), leaf),
+                None => v2::create(root, &self.rel),
+            },
+        }
+    }
+
+    /// Makes this cgroup without enabling any controller for it: for a group below a cgroup
+    /// that holds processes (an exec's, below its container's), whose parent cannot give
+    /// controllers to children on v2 (no internal processes). Its processes are charged to the
+    /// nearest ancestor with the controller, which is the container's cgroup.
+    pub fn create_without_controllers(&self) -> Result<()> {
+        match &self.mode {
+            CgroupMode::V1 { root } => v1::create(root, &self.rel),
+            CgroupMode::V2 { root } | CgroupMode::Systemd { root, .. } => {
+                let d = root.join(&self.rel);
+                match std::fs::create_dir(&d) {
+                    Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                        Err(RuntimeError::Cgroup {
+                            path: d,
+                            reason: format!("cannot create: {e}"),
+                        })
+                    }
+                    _ => Ok(()),
+                }
+            }
         }
     }
 
     pub fn apply(&self, r: &Resources) -> Result<()> {
         match &self.mode {
             CgroupMode::V1 { root } => v1::apply(root, &self.rel, r),
-            CgroupMode::V2 { root } => v2::apply(&root.join(&self.rel), r),
+            CgroupMode::V2 { root } | CgroupMode::Systemd { root, .. } => {
+                v2::apply(&root.join(&self.rel), r)
+            }
         }
     }
 
@@ -116,7 +186,9 @@ impl Cgroup {
             CgroupMode::V1 { root } => {
                 v1::set_devices(&v1::devices_dir(root).join(&self.rel), policy)
             }
-            CgroupMode::V2 { root } => v2::set_devices(&root.join(&self.rel), policy),
+            CgroupMode::V2 { root } | CgroupMode::Systemd { root, .. } => {
+                v2::set_devices(&root.join(&self.rel), policy)
+            }
         }
     }
 
@@ -134,7 +206,7 @@ impl Cgroup {
     pub fn pids(&self) -> Vec<i32> {
         let dirs = match &self.mode {
             CgroupMode::V1 { .. } => self.dirs(),
-            CgroupMode::V2 { .. } => vec![self.procs_dir()],
+            CgroupMode::V2 { .. } | CgroupMode::Systemd { .. } => vec![self.procs_dir()],
         };
         let mut all: Vec<i32> = dirs
             .iter()
@@ -149,21 +221,27 @@ impl Cgroup {
     pub fn freeze(&self, timeout: Duration) -> Result<()> {
         match &self.mode {
             CgroupMode::V1 { root } => v1::freeze(&v1::freezer_dir(root).join(&self.rel), timeout),
-            CgroupMode::V2 { root } => v2::freeze(&root.join(&self.rel), true, timeout),
+            CgroupMode::V2 { root } | CgroupMode::Systemd { root, .. } => {
+                v2::freeze(&root.join(&self.rel), true, timeout)
+            }
         }
     }
 
     pub fn thaw(&self, timeout: Duration) -> Result<()> {
         match &self.mode {
             CgroupMode::V1 { root } => v1::thaw(&v1::freezer_dir(root).join(&self.rel), timeout),
-            CgroupMode::V2 { root } => v2::freeze(&root.join(&self.rel), false, timeout),
+            CgroupMode::V2 { root } | CgroupMode::Systemd { root, .. } => {
+                v2::freeze(&root.join(&self.rel), false, timeout)
+            }
         }
     }
 
     pub fn is_frozen(&self) -> bool {
         match &self.mode {
             CgroupMode::V1 { root } => v1::is_frozen(&v1::freezer_dir(root).join(&self.rel)),
-            CgroupMode::V2 { root } => v2::is_frozen(&root.join(&self.rel)),
+            CgroupMode::V2 { root } | CgroupMode::Systemd { root, .. } => {
+                v2::is_frozen(&root.join(&self.rel))
+            }
         }
     }
 
@@ -174,7 +252,9 @@ impl Cgroup {
             return Ok(());
         }
         let killed = match &self.mode {
-            CgroupMode::V2 { root } => v2::kill(&root.join(&self.rel))?,
+            CgroupMode::V2 { root } | CgroupMode::Systemd { root, .. } => {
+                v2::kill(&root.join(&self.rel))?
+            }
             CgroupMode::V1 { .. } => false,
         };
         if !killed {
@@ -197,7 +277,9 @@ impl Cgroup {
     pub fn oom_kills(&self) -> u64 {
         match &self.mode {
             CgroupMode::V1 { root } => v1::oom_kills(&root.join("memory").join(&self.rel)),
-            CgroupMode::V2 { root } => v2::oom_kills(&root.join(&self.rel)),
+            CgroupMode::V2 { root } | CgroupMode::Systemd { root, .. } => {
+                v2::oom_kills(&root.join(&self.rel))
+            }
         }
     }
 

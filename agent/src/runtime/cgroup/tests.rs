@@ -184,3 +184,33 @@ fn v2_freeze_kill_remove_for_real_in_unified() {
     cg.create().unwrap();
     exercise(&cg);
 }
+
+/// Under systemd berth writes only inside its scope: controllers are enabled in the scope's
+/// subtree, never in the slice's or the root's (systemd's, by the delegation contract).
+#[test]
+fn systemd_mode_enables_controllers_from_the_scope_down_only() {
+    let root = fixture_v2();
+    let scope = root
+        .path()
+        .join("berth.slice/berth-i_web-0123456789ab.scope");
+    std::fs::create_dir_all(&scope).unwrap();
+    for d in [root.path().join("berth.slice"), scope.clone()] {
+        std::fs::write(d.join("cgroup.controllers"), "cpu io memory pids\n").unwrap();
+        std::fs::write(d.join("cgroup.subtree_control"), "").unwrap();
+    }
+    let mode = CgroupMode::Systemd {
+        root: root.path().to_path_buf(),
+        slice: "berth.slice".into(),
+    };
+    let cg = Cgroup::new(
+        &mode,
+        "berth.slice/berth-i_web-0123456789ab.scope/container",
+    );
+    cg.create().unwrap();
+    assert!(scope.join("container").is_dir());
+    let read = |p: &Path| std::fs::read_to_string(p.join("cgroup.subtree_control")).unwrap();
+    assert_eq!(read(&scope), "+memory +cpu +pids");
+    assert_eq!(read(&root.path().join("berth.slice")), "");
+    assert_eq!(read(root.path()), "");
+    assert_eq!(cg.dirs(), vec![scope.join("container")]);
+}

@@ -21,6 +21,23 @@ pub(super) fn hierarchies(root: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The hierarchies a container's cgroup spans, by the controller set each is mounted with
+/// (`cpu,cpuacct` where `cpu` is a link to a co-mounted hierarchy), each once.
+pub(super) fn mount_names(root: &Path) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for h in hierarchies(root) {
+        let name = std::fs::read_link(&h)
+            .ok()
+            .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .or_else(|| h.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_default();
+        if !name.is_empty() && !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
+}
+
 pub(super) fn freezer_dir(root: &Path) -> PathBuf {
     root.join("freezer")
 }
