@@ -81,8 +81,11 @@ pub async fn serve(
     state: ApiState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Bound inside a dir only root can enter (made so here, through one fd, before the bind):
+    // the socket is never reachable by anyone else, not even for the instant between bind,
+    // whose mode follows the umask, and the chmod below.
     if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir)?;
+        crate::fsutil::ensure_private_dir(dir)?;
     }
     // The lock on the state dir guarantees no other agent of ours is alive: a socket file
     // still here is stale.

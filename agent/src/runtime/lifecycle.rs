@@ -7,6 +7,7 @@
 
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -173,16 +174,14 @@ impl Runtime {
             });
         }
         let bundle = self.bundle(name, id);
-        for d in [
-            bundle.upper(),
-            bundle.work(),
-            bundle.rootfs(),
-            bundle.logs(),
-        ] {
+        // The bundle is root's (0700: config.json holds the environment, upper/ what container
+        // root made, logs/ the output); upper keeps the usual 0755, being the container's `/`.
+        fsutil::create_private_dir_all(&bundle.logs()).at(bundle.logs())?;
+        for d in [bundle.upper(), bundle.work(), bundle.rootfs()] {
             std::fs::create_dir_all(&d).at(&d)?;
         }
         write_json_volatile(&bundle.config(), cfg)?;
-        std::fs::create_dir_all(&shim.dir).at(&shim.dir)?;
+        fsutil::create_private_dir_all(&shim.dir).at(&shim.dir)?;
         for f in [shim.state(), shim.exit()] {
             fsutil::remove_file_if_exists(&f).at(&f)?;
         }
@@ -196,7 +195,13 @@ impl Runtime {
                 shim_cgroup: format!("{}/{SHIMS_CGROUP}", self.cfg.names.cgroup_parent()),
             },
         )?;
-        let log = std::fs::File::create(shim.log()).at(shim.log())?;
+        let log = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(fsutil::PRIVATE_FILE)
+            .open(shim.log())
+            .at(shim.log())?;
         sys::mark("runtime-spawn");
         let mut child = Command::new(&self.cfg.shim_path)
             .arg("start")

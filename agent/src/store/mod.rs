@@ -94,7 +94,9 @@ impl Store {
     pub fn open(layout: &Layout, limits: &ImagesConfig) -> Result<Store, StoreError> {
         let store = Store::open_read_only(layout, limits);
         for d in [layout.blobs_dir(), layout.layers_dir()] {
-            fs::create_dir_all(&d).map_err(|e| StoreError::io(&d, e))?;
+            // Layer roots (with whatever devices and setuid files an image ships) sit in 0700
+            // dirs: nobody but root ever reaches into one.
+            fsutil::create_private_dir_all(&d).map_err(|e| StoreError::io(&d, e))?;
         }
         store
             .inner

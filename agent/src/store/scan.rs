@@ -56,7 +56,7 @@ pub fn scan_import_dir(store: &Store, dir: &Path) -> Result<Vec<ImportOutcome>, 
         .collect();
     paths.sort();
     let seen_dir = store.layout().images_dir().join("imported");
-    fs::create_dir_all(&seen_dir).map_err(|e| StoreError::io(&seen_dir, e))?;
+    fsutil::create_private_dir_all(&seen_dir).map_err(|e| StoreError::io(&seen_dir, e))?;
     let mut out = Vec::new();
     for path in paths {
         let Ok(md) = fs::metadata(&path) else {
