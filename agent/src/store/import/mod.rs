@@ -5,6 +5,8 @@
 //! Records are keyed by the archive (`oci-archive:/abs/path`, `oci:/abs/dir[:tag]`) and by any
 //! image name the archive carries (`RepoTags`, `io.containerd.image.name`, a full reference in
 //! `org.opencontainers.image.ref.name`), so a spec naming `busybox:1.36` finds an imported copy.
+//! A name with a digest (`app@sha256:…`) is never taken from an archive: the archive's own
+//! content has its own digest, and a claimed one would re-point a digest-pinned spec at it.
 
 pub mod archive;
 
@@ -214,8 +216,8 @@ impl Store {
                 .flatten()
                 .filter(|n| n.contains('/') || n.contains(':'))
             {
-                if let Ok(r) = ImageReference::parse(name) {
-                    keys.push(r.to_string());
+                if let Some(r) = archive_name(name, shown) {
+                    keys.push(r);
                 }
             }
             keys.dedup();
@@ -323,8 +325,8 @@ impl Store {
                 keys.push(format!("oci-archive:{}", abs.display()));
             }
             for t in e.repo_tags.unwrap_or_default() {
-                if let Ok(r) = ImageReference::parse(&t) {
-                    keys.push(r.to_string());
+                if let Some(r) = archive_name(&t, shown) {
+                    keys.push(r);
                 }
             }
             out.push(Found {
@@ -474,6 +476,17 @@ impl Store {
             .map_err(|e| StoreError::io(&dest, e))?;
         Ok(size)
     }
+}
+
+/// An image name an archive carries, as a record key; `None` for one that is not a reference
+/// or that names a digest (only the registry, fetching by digest, can vouch for one).
+fn archive_name(name: &str, shown: &str) -> Option<String> {
+    let r = ImageReference::parse(name).ok()?;
+    if r.digest.is_some() {
+        tracing::warn!(archive = %shown, name = %name, "ignoring an image name with a digest in the archive");
+        return None;
+    }
+    Some(r.to_string())
 }
 
 fn read_json_file(ar: &Archive, name: &str, shown: &str) -> Result<Vec<u8>, StoreError> {
