@@ -463,6 +463,8 @@ impl Store {
             size: l.size,
             diff_id: &l.diff_id,
             max_unpacked: self.inner.limits.max_layer_size,
+            max_entries: self.inner.limits.max_layer_entries,
+            min_free: self.inner.limits.min_free,
         };
         // One byte more than the descriptor allows, so an oversized file is caught.
         self.unpack_layer_from(&spec, src.take(l.size + 1), &meter, &dest)?;
