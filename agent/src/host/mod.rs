@@ -559,7 +559,17 @@ impl Backend for Host {
     }
 
     fn scan_imports(&self) -> Vec<String> {
-        match crate::store::scan_import_dir(&self.store, &self.config.images_dir) {
+        let owners = match crate::source::perms::TrustedOwners::resolve(&self.config.trusted_owners)
+        {
+            Ok(o) => o,
+            Err(e) => {
+                return vec![format!(
+                    "cannot scan {}: {e}",
+                    self.config.images_dir.display()
+                )];
+            }
+        };
+        match crate::store::scan_import_dir(&self.store, &self.config.images_dir, &owners) {
             Ok(outcomes) => outcomes
                 .into_iter()
                 .map(|o| match o.result {

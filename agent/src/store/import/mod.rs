@@ -101,19 +101,37 @@ impl Store {
     ) -> Result<Vec<ImageRecord>, StoreError> {
         let shown = path.display().to_string();
         let abs = std::path::absolute(path).map_err(|e| StoreError::io(path, e))?;
+        let ar = Archive::open(&abs, &self.scratch()).map_err(|e| StoreError::Invalid {
+            image: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        self.import_archive(&ar, &abs, only_tag)
+    }
+
+    /// Where compressed archives are inflated, and the space to keep.
+    pub(crate) fn scratch(&self) -> archive::Scratch {
+        archive::Scratch {
+            dir: self.inner.layout.blobs_dir(),
+            min_free: self.inner.limits.min_free,
+        }
+    }
+
+    /// Imports an open archive (`abs`: its path, for record keys and messages).
+    pub(crate) fn import_archive(
+        &self,
+        ar: &Archive,
+        abs: &Path,
+        only_tag: Option<&str>,
+    ) -> Result<Vec<ImageRecord>, StoreError> {
+        let shown = abs.display().to_string();
         let invalid = |reason: String| StoreError::Invalid {
             image: shown.clone(),
             reason,
         };
-        let scratch = archive::Scratch {
-            dir: &self.inner.layout.blobs_dir(),
-            min_free: self.inner.limits.min_free,
-        };
-        let ar = Archive::open(&abs, &scratch).map_err(|e| invalid(e.to_string()))?;
         let found = if ar.exists("oci-layout") && ar.exists("index.json") {
-            self.find_oci(&ar, &abs, only_tag, &shown)?
+            self.find_oci(ar, abs, only_tag, &shown)?
         } else if ar.exists("manifest.json") {
-            self.find_docker_save(&ar, &abs, &shown)?
+            self.find_docker_save(ar, abs, &shown)?
         } else {
             return Err(invalid(
                 "neither an OCI image layout (oci-layout, index.json) nor a docker save archive (manifest.json)".into(),
@@ -127,7 +145,7 @@ impl Store {
         }
         let mut out = Vec::new();
         for f in found {
-            out.extend(self.import_one(&ar, &shown, f)?);
+            out.extend(self.import_one(ar, &shown, f)?);
         }
         Ok(out)
     }
@@ -155,7 +173,7 @@ impl Store {
                 });
             }
         };
-        let is_dir = matches!(ar, Archive::Dir(_));
+        let is_dir = ar.is_dir();
         let host = Platform::host();
         let mut out: Vec<Found> = Vec::new();
         for desc in &index.manifests {
