@@ -62,12 +62,12 @@ pub fn run(config: Option<&Path>, args: &StatusArgs) -> ExitCode {
         }
     }
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&statuses).expect("statuses serialise")
         );
     } else {
-        print!("{}", render::status_table(&statuses));
+        out!("{}", render::status_table(&statuses));
     }
     ExitCode::from(exit::SUCCESS)
 }
