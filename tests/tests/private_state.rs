@@ -322,3 +322,39 @@ fn api_socket_is_never_reachable_by_others() {
         got[0].2
     );
 }
+
+/// The API serves root alone, judged on the peer's credentials: a process that is not root
+/// but passes every mode check (CAP_DAC_OVERRIDE, as backup and monitoring agents have) gets
+/// a 403 and nothing of the agent's, while root's CLI is served as before.
+#[test]
+fn api_answers_root_only_even_past_the_sockets_mode() {
+    if !berth_e2e::require_root() {
+        return;
+    }
+    let opts = AgentOptions::default();
+    let mut agent = TestAgent::new("sp", &opts);
+    agent.start(&opts);
+    let sock = agent.run_dir.join("berth.sock");
+    for path in ["/v1/ping", "/v1/containers", "/metrics"] {
+        let req = format!("GET {path} HTTP/1.1\r\nhost: berth\r\nconnection: close\r\n\r\n");
+        let reply = berth_e2e::outsider::ask_past_modes(&sock, req.as_bytes())
+            .unwrap_or_else(|errno| panic!("the probe could not connect (errno {errno}): the test proves nothing"));
+        let text = String::from_utf8_lossy(&reply);
+        assert!(
+            text.starts_with("HTTP/1.1 403"),
+            "a non-root peer asking {path} got: {text:?}"
+        );
+        assert!(
+            !text.contains("berth_") && !text.contains("\r\n\r\nok"),
+            "a non-root peer read the agent's answer to {path}: {text:?}"
+        );
+    }
+    let out = agent.berth(&["status", "--json"]);
+    assert!(out.status.success(), "root's CLI: {out:?}");
+    assert!(
+        agent.log().contains("its peer is not root"),
+        "the refusal is not logged:\n{}",
+        agent.log()
+    );
+    agent.teardown().unwrap();
+}
