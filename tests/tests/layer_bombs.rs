@@ -4,12 +4,20 @@
 //! whole) are refused at 1 MiB; 40,000 directories with 4 KiB paths (whose times were all
 //! remembered by path) unpack within a bounded bookkeeping budget.
 //!
+//! Image archives (`berth image import`) are hostile input as well: the same PAX header in the
+//! archive's own tar is refused at 1 MiB, and an archive of 70,000 empty entries (each one a
+//! name in the index) at 65,536 entries.
+//!
+//! Image configs too: one of 16 MiB is refused at 4 MiB before it is read, and one of just under
+//! 4 MiB made of empty strings (each `"",` a 24-byte String once parsed) at 16,384 items.
+//!
 //! A child's peak RSS (`ru_maxrss`) starts from its parent's at the exec, so everything large
 //! this test makes is made before the first measurement, and no pull's output is kept whole:
 //! each measurement carries the same offset. The state dir is a tmpfs, so 40,000 directories
 //! cost no disk time.
 
-use std::io::Read;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use berth_e2e::berth_env::BerthEnv;
@@ -184,6 +192,175 @@ fn header_and_directory_bombs_stay_within_bounded_memory() {
             }
         } else if run.code != 0 {
             failed.push(format!("{name}: failed: {}", run.stderr));
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+/// Writes a gzip OCI layout tar of a one-file image to `path`, `before` writing whatever
+/// hostile entries come first (streamed, never held whole).
+fn write_archive(path: &Path, before: impl FnOnce(&mut dyn Write)) -> PathBuf {
+    let img = ImageBuilder::new()
+        .layer(&[Entry::file("hello", b"hi")], Compression::Gzip)
+        .build();
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": img.media_type, "digest": img.digest(), "size": img.manifest.len()}],
+    }))
+    .unwrap();
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        (
+            "oci-layout".into(),
+            br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+        ),
+        ("index.json".into(), index),
+        (
+            format!("blobs/sha256/{}", &img.digest()[7..]),
+            img.manifest.clone(),
+        ),
+        (
+            format!("blobs/sha256/{}", &img.config_digest()[7..]),
+            img.config.clone(),
+        ),
+    ];
+    for l in &img.layers {
+        files.push((format!("blobs/sha256/{}", &l.digest[7..]), l.bytes.clone()));
+    }
+    let mut gz = flate2::write::GzEncoder::new(
+        std::io::BufWriter::new(std::fs::File::create(path).unwrap()),
+        flate2::Compression::fast(),
+    );
+    before(&mut gz);
+    for (name, data) in &files {
+        raw_header(&mut gz, tar::EntryType::Regular, name, data.len() as u64, 0o644);
+        gz.write_all(data).unwrap();
+        pad(&mut gz, data.len() as u64);
+    }
+    gz.write_all(&[0u8; 1024]).unwrap();
+    gz.finish().unwrap().flush().unwrap();
+    path.to_path_buf()
+}
+
+#[test]
+fn archive_bombs_stay_within_bounded_memory() {
+    let env = BerthEnv::new("[images]\nmin_free = 0\n");
+    let _disk = Tmpfs::mount(&env.state_dir, 1 << 30);
+    let work = tempfile::tempdir().unwrap();
+    let honest = write_archive(&work.path().join("honest.tar.gz"), |_| {});
+    let pax = write_archive(&work.path().join("pax.tar.gz"), |out| {
+        let size = 256u64 << 20;
+        raw_header(out, tar::EntryType::XHeader, "PaxHeaders/victim", size, 0o644);
+        fill(out, b'a', size);
+        pad(out, size);
+        raw_header(out, tar::EntryType::Regular, "victim", 0, 0o644);
+    });
+    let many = write_archive(&work.path().join("many.tar.gz"), |out| {
+        for i in 0..70_000 {
+            raw_header(out, tar::EntryType::Regular, &format!("junk/{i:08}"), 0, 0o644);
+        }
+    });
+    let base = measured(&env, &["image", "import", honest.to_str().unwrap()]);
+    assert_eq!(base.code, 0, "{}", base.stderr);
+    eprintln!("honest import: {} KiB peak", base.max_rss_kib);
+
+    let mut failed = Vec::new();
+    for (name, path, why) in [
+        ("256 MiB PAX header", &pax, "take more than 1048576 bytes"),
+        ("70,000 entries", &many, "more than 65536 entries"),
+    ] {
+        let run = measured(&env, &["image", "import", path.to_str().unwrap()]);
+        eprintln!(
+            "{name}: exit {}, {} KiB peak: {}",
+            run.code,
+            run.max_rss_kib,
+            run.stderr.trim()
+        );
+        if run.max_rss_kib > base.max_rss_kib + HEADROOM_KIB {
+            failed.push(format!(
+                "{name}: peak RSS {} KiB, an honest import's {} KiB",
+                run.max_rss_kib, base.max_rss_kib
+            ));
+        }
+        let last = run.stderr.lines().last().unwrap_or_default();
+        if run.code != 1 || !last.contains(path.to_str().unwrap()) || !last.contains(why) {
+            failed.push(format!("{name}: not refused clearly: {}", run.stderr));
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+/// An image of one small layer whose config's `Env` is `n` empty strings.
+fn push_config_bomb(proxy: &FaultProxy, n: usize) -> (String, usize) {
+    let layer = Blob::layer(&[Entry::file("x", b"x")], Compression::Gzip, false);
+    let mut config = format!(
+        r#"{{"architecture":"{}","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}},"config":{{"Env":["#,
+        berth_e2e::image::host_arch(),
+        layer.diff_id
+    );
+    config.reserve(n * 3);
+    for i in 0..n {
+        config.push_str(if i == 0 { r#""""# } else { r#","""# });
+    }
+    config.push_str("]}}");
+    let config = config.into_bytes();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": berth_e2e::image::sha256(&config), "size": config.len()},
+        "layers": [{"mediaType": layer.media_type, "digest": layer.digest, "size": layer.bytes.len()}],
+    }))
+    .unwrap();
+    let size = config.len();
+    let img = berth_e2e::image::Image {
+        layers: vec![layer],
+        config,
+        manifest,
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+    };
+    let repo = unique_repo("cfgbomb");
+    TestRegistry::plain().push_image(&repo, "v1", &img);
+    (format!("{}/{repo}:v1", proxy.addr), size)
+}
+
+#[test]
+fn config_bombs_stay_within_bounded_memory() {
+    let reg = TestRegistry::plain();
+    let proxy = FaultProxy::start(&reg.addr);
+    let env = BerthEnv::new(&format!(
+        "[registries.\"{}\"]\ninsecure = true\n[images]\nmin_free = 0\n",
+        proxy.addr
+    ));
+    let _disk = Tmpfs::mount(&env.state_dir, 256 << 20);
+    let (honest, _) = push_config_bomb(&proxy, 10);
+    let (big, big_size) = push_config_bomb(&proxy, (16 << 20) / 3 - 100);
+    let (dense, dense_size) = push_config_bomb(&proxy, (4 << 20) / 3 - 100);
+    assert!(big_size > 4 << 20 && big_size < 16 << 20 && dense_size < 4 << 20);
+    let base = measured(&env, &["pull", &honest]);
+    assert_eq!(base.code, 0, "{}", base.stderr);
+    eprintln!("honest pull: {} KiB peak", base.max_rss_kib);
+
+    let mut failed = Vec::new();
+    for (name, reference, why) in [
+        ("16 MiB config", &big, "larger than the 4194304-byte limit"),
+        ("4 MiB of empty strings", &dense, "more than 16384 items"),
+    ] {
+        let run = measured(&env, &["pull", reference]);
+        eprintln!(
+            "{name}: exit {}, {} KiB peak: {}",
+            run.code,
+            run.max_rss_kib,
+            run.stderr.trim()
+        );
+        if run.max_rss_kib > base.max_rss_kib + HEADROOM_KIB {
+            failed.push(format!(
+                "{name}: peak RSS {} KiB, an honest pull's {} KiB",
+                run.max_rss_kib, base.max_rss_kib
+            ));
+        }
+        let last = run.stderr.lines().last().unwrap_or_default();
+        if run.code != 1 || !last.contains(reference.as_str()) || !last.contains(why) {
+            failed.push(format!("{name}: not refused clearly: {}", run.stderr));
         }
     }
     assert!(failed.is_empty(), "{}", failed.join("\n"));

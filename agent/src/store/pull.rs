@@ -23,8 +23,9 @@ use super::layer::{self, LayerSpec, Meter};
 use super::partial::{PartialSource, Tee, prepare_partial};
 use super::{Store, digest_hex};
 
-/// The largest image config berth reads.
-const MAX_CONFIG_SIZE: u64 = 16 << 20;
+/// The largest image config berth reads: 4 MiB, as containers/image (podman, skopeo); honest
+/// configs are kilobytes. Its lists are bounded too (see `image_config`).
+pub(crate) const MAX_CONFIG_SIZE: u64 = 4 << 20;
 
 #[derive(Debug, Clone)]
 pub struct PullOptions {

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use crate::source::perms::TrustedOwners;
+use crate::store::unpack::MAX_HEADER_BYTES;
+use crate::store::unpack::budget::Budgeted;
 
 /// An archive's files by relative path (`index.json`, `blobs/sha256/<hex>`).
 pub enum Archive {
@@ -40,6 +42,15 @@ pub struct Scratch {
     pub dir: PathBuf,
     pub min_free: u64,
 }
+
+/// The most entries an archive may have: `docker save` writes about four per layer and an OCI
+/// layout one per blob, so an honest archive of `max_layers` layers has a few hundred; each
+/// entry costs the index memory, so millions of empty ones would grow it without bound.
+pub const MAX_ARCHIVE_ENTRIES: u64 = 65_536;
+
+/// Names longer than this are never looked up (blob paths are under 100 bytes), so not kept:
+/// the index holds at most [`MAX_ARCHIVE_ENTRIES`] names (and link targets) of this size.
+const MAX_KEPT_NAME: usize = 1024;
 
 /// How often inflating looks at the free space left.
 const SPACE_CHECK_EVERY: u64 = 64 << 20;
@@ -114,27 +125,45 @@ impl Archive {
         };
         let mut files = HashMap::new();
         let mut links = Vec::new();
-        let mut tar = tar::Archive::new(f);
-        for entry in tar.entries()? {
-            let entry = entry?;
-            let Some(name) = std::str::from_utf8(&entry.path_bytes())
-                .ok()
-                .and_then(clean)
-            else {
-                continue;
-            };
-            match entry.header().entry_type() {
-                tar::EntryType::Regular | tar::EntryType::Continuous => {
-                    files.insert(name, (entry.raw_file_position(), entry.size()));
-                }
-                // Old `docker save` links repeated layers to their first copy.
-                tar::EntryType::Symlink | tar::EntryType::Link => {
-                    if let Some(target) = entry.link_name_bytes() {
-                        links.push((name, String::from_utf8_lossy(&target).into_owned()));
-                    }
-                }
-                _ => {}
+        // The index is built from hostile input too (an archive is an image): its headers are
+        // read under the unpacker's budget, its entries counted, long names not kept.
+        let (budgeted, budget) = Budgeted::new(f);
+        let mut tar = tar::Archive::new(budgeted);
+        let mut entries = tar.entries()?;
+        let mut count = 0u64;
+        loop {
+            let next = budget.during_headers(MAX_HEADER_BYTES, || entries.next());
+            let Some(entry) = next else { break };
+            let mut entry = entry.map_err(|e| io::Error::other(budget.explain(e).to_string()))?;
+            count += 1;
+            if count > MAX_ARCHIVE_ENTRIES {
+                return Err(io::Error::other(format!(
+                    "more than {MAX_ARCHIVE_ENTRIES} entries, far beyond any image archive"
+                )));
             }
+            let name = std::str::from_utf8(&entry.path_bytes())
+                .ok()
+                .filter(|n| n.len() <= MAX_KEPT_NAME)
+                .and_then(clean);
+            if let Some(name) = name {
+                match entry.header().entry_type() {
+                    tar::EntryType::Regular | tar::EntryType::Continuous => {
+                        files.insert(name, (entry.raw_file_position(), entry.size()));
+                    }
+                    // Old `docker save` links repeated layers to their first copy.
+                    tar::EntryType::Symlink | tar::EntryType::Link => {
+                        if let Some(target) = entry
+                            .link_name_bytes()
+                            .filter(|t| t.len() <= MAX_KEPT_NAME)
+                        {
+                            links.push((name, String::from_utf8_lossy(&target).into_owned()));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            // The data is skipped here, outside the header budget.
+            io::copy(&mut entry, &mut io::sink())?;
         }
         for (name, target) in links {
             let base = match name.rsplit_once('/') {

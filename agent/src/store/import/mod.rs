@@ -30,7 +30,8 @@ use super::pull::check_digest;
 use super::{Store, digest_hex};
 use archive::Archive;
 
-const MAX_JSON: u64 = 16 << 20;
+/// The largest JSON file read from an archive (index, manifests, configs): a config's limit.
+const MAX_JSON: u64 = super::pull::MAX_CONFIG_SIZE;
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const CONTAINERD_NAME: &str = "io.containerd.image.name";
 

@@ -17,7 +17,7 @@
 //! - [`space`]: the free space and inode reserve, re-checked while the layer grows.
 
 pub mod apply;
-mod budget;
+pub(crate) mod budget;
 pub mod path;
 pub mod root;
 pub mod space;
