@@ -1,8 +1,105 @@
-//! Crash-safe file writes: every state file berth keeps is written here.
+//! Crash-safe file writes: every state file berth keeps is written here, private to root.
+//!
+//! State is root's alone (docs/SECURITY.md): records carry environments, bundles carry what
+//! container root made, layers carry whatever an image shipped (device nodes, setuid files).
+//! Every file written here is 0600 and every dir made here 0700, whatever the umask.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+
+/// The mode of every state file berth writes.
+pub const PRIVATE_FILE: u32 = 0o600;
+/// The mode of every dir berth makes under its state and run dirs.
+pub const PRIVATE_DIR: u32 = 0o700;
+
+/// Opens `path` for writing as a new private file (truncating a leftover of the same name and
+/// making it private too: a temp name may be left by a crashed process of the same pid).
+fn create_private(path: &Path) -> io::Result<File> {
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(PRIVATE_FILE)
+        .open(path)?;
+    f.set_permissions(fs::Permissions::from_mode(PRIVATE_FILE))?;
+    Ok(f)
+}
+
+/// Opens (creating, 0600) a file to append to: logs, partial downloads.
+pub fn open_private_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(PRIVATE_FILE)
+        .open(path)
+}
+
+/// Creates `path` and any missing parent as 0700 dirs. Existing dirs are left as they are
+/// (see [`ensure_private_dir`] for the ones whose mode berth owns).
+pub fn create_private_dir_all(path: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR)
+        .create(path)
+}
+
+/// Makes `path` a dir only root reaches: created 0700 if missing; if it exists, it must be a
+/// dir owned by us (root), and its mode loses every group and other bit. The checks and the
+/// chmod go through one fd, so what is judged is what is changed. Whether it had to be
+/// tightened (an existing dir others could enter).
+pub fn ensure_private_dir(path: &Path) -> io::Result<bool> {
+    create_private_dir_all(path)?;
+    let dir = File::open(path)?;
+    let meta = dir.metadata()?;
+    if !meta.is_dir() {
+        return Err(io::Error::other(format!(
+            "{} is not a directory",
+            path.display()
+        )));
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(io::Error::other(format!(
+            "{} is owned by uid {}, not by uid {me} (berth): whoever owns it controls berth's state; chown it to root",
+            path.display(),
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        dir.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7700))?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Takes group and other bits off an existing file or dir of berth's (not following a
+/// symlink); a missing one is fine. For what an older berth wrote world-readable. One owned by
+/// anyone else was not made by berth: refused.
+pub fn make_private(path: &Path) -> io::Result<()> {
+    let m = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if m.file_type().is_symlink() {
+        return Ok(());
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if m.uid() != me {
+        return Err(io::Error::other(format!(
+            "owned by uid {}, not by uid {me} (berth): not berth's; remove it",
+            m.uid()
+        )));
+    }
+    if m.mode() & 0o077 != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(m.mode() & 0o7700))?;
+    }
+    Ok(())
+}
 
 /// Writes `data` to `path` so that after a crash at any instant the file holds either its old
 /// contents or the new ones: write a temp file beside it, fsync, rename over, fsync the dir.
@@ -12,11 +109,7 @@ use std::path::Path;
 pub fn atomic_write(path: &Path, data: &[u8]) -> io::Result<()> {
     let (dir, tmp) = temp_beside(path)?;
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
+        let mut f = create_private(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -36,7 +129,9 @@ pub fn atomic_write(path: &Path, data: &[u8]) -> io::Result<()> {
 /// where each fsync costs milliseconds.
 pub fn atomic_replace(path: &Path, data: &[u8]) -> io::Result<()> {
     let (_, tmp) = temp_beside(path)?;
-    let result = std::fs::write(&tmp, data).and_then(|_| fs::rename(&tmp, path));
+    let result = create_private(&tmp)
+        .and_then(|mut f| f.write_all(data))
+        .and_then(|_| fs::rename(&tmp, path));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
@@ -98,12 +193,14 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Opti
 }
 
 /// Rewrites a file keeping its inode, for files bind-mounted into running containers
-/// (/etc/hosts): a rename would leave the container looking at the old inode.
+/// (/etc/hosts): a rename would leave the container looking at the old inode. These are 0644:
+/// a container's non-root user reads them (through the bind, never through the state dir).
 pub fn rewrite_in_place(path: &Path, data: &[u8]) -> io::Result<()> {
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o644)
         .open(path)?;
     f.write_all(data)?;
     f.set_len(data.len() as u64)?;
@@ -146,8 +243,57 @@ mod tests {
     }
 
     #[test]
+    fn state_files_and_dirs_are_private_whatever_the_umask() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        // A leftover temp of a crashed process with this pid, world-readable.
+        let (_, tmp) = temp_beside(&p).unwrap();
+        fs::write(&tmp, b"old").unwrap();
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o666)).unwrap();
+        atomic_write(&p, b"one").unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+        let q = dir.path().join("spec.json");
+        atomic_replace(&q, b"two").unwrap();
+        assert_eq!(fs::metadata(&q).unwrap().mode() & 0o777, 0o600);
+        let log = dir.path().join("a.log");
+        drop(open_private_append(&log).unwrap());
+        assert_eq!(fs::metadata(&log).unwrap().mode() & 0o777, 0o600);
+
+        let d = dir.path().join("a/b/c");
+        create_private_dir_all(&d).unwrap();
+        for x in ["a", "a/b", "a/b/c"] {
+            let m = fs::metadata(dir.path().join(x)).unwrap().mode();
+            assert_eq!(m & 0o777, 0o700, "{x}");
+        }
+        // An existing world-readable dir is tightened.
+        let open = dir.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(ensure_private_dir(&open).unwrap());
+        assert!(!ensure_private_dir(&open).unwrap());
+        assert_eq!(fs::metadata(&open).unwrap().mode() & 0o7777, 0o700);
+        fs::set_permissions(&log, fs::Permissions::from_mode(0o644)).unwrap();
+        make_private(&log).unwrap();
+        assert_eq!(fs::metadata(&log).unwrap().mode() & 0o777, 0o600);
+        make_private(&dir.path().join("missing")).unwrap();
+    }
+
+    #[test]
+    fn a_private_dir_owned_by_someone_else_is_refused() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let theirs = dir.path().join("theirs");
+        fs::create_dir(&theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
+        let e = ensure_private_dir(&theirs).unwrap_err().to_string();
+        assert!(e.contains("owned by uid 65534"), "{e}");
+    }
+
+    #[test]
     fn rewrite_in_place_keeps_inode() {
-        use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("hosts");
         fs::write(&p, b"a long first version\n").unwrap();

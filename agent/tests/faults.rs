@@ -331,6 +331,59 @@ fn mirrors_are_tried_before_the_origin() {
     assert!(s.proxy.stats().count_for(&s.img.layers[1].digest) == 1);
 }
 
+/// A mirror is not trusted with digests (issue 13's threat model): one that answers a
+/// digest-pinned manifest with another image's manifest (whose blobs it really has) never gets
+/// that image into the store or run; the pull ends in a digest error or with the pinned image.
+#[test]
+fn a_mirror_cannot_substitute_a_digest_pinned_image() {
+    let reg = TestRegistry::plain();
+    let repo = unique_repo("mirror-lie");
+    let img = image();
+    let other = ImageBuilder::new()
+        .layer(&[Entry::file("evil", b"evil")], Compression::Gzip)
+        .build();
+    reg.push_image(&repo, "v1", &img);
+    reg.push_image(&repo, "other", &other);
+    let origin = FaultProxy::start(&reg.addr);
+    let mirror = FaultProxy::start(&reg.addr);
+    mirror.add(
+        &format!("/manifests/{}", img.digest()),
+        Fault::Replace(other.manifest.clone()),
+        usize::MAX,
+    );
+    let (o, m) = (origin.addr.clone(), mirror.addr.clone());
+    let client = client_with(|set| {
+        insecure(set, &m);
+        set.registries.insert(
+            o.clone(),
+            RegistryConfig {
+                insecure: true,
+                mirrors: vec![m.clone()],
+                ca_file: None,
+            },
+        );
+    });
+    let r: ImageReference = format!("{o}/{repo}@{}", img.digest()).parse().unwrap();
+    let t = store();
+    let got = t
+        .store
+        .pull(&client, &r, &PullOptions::default(), &no_progress);
+    assert!(
+        mirror.stats().count_for(&img.digest()) >= 1,
+        "the mirror was never asked: the test proves nothing"
+    );
+    match &got {
+        Ok(resolved) => assert_eq!(resolved.manifest_digest, img.digest()),
+        Err(e) => assert!(e.to_string().contains("digest"), "{e}"),
+    }
+    for rec in t.store.list().unwrap() {
+        assert_ne!(rec.manifest_digest, other.digest(), "the mirror's image got in");
+    }
+    if let Some(found) = t.store.resolve(&ImageSource::Registry(r.clone())).unwrap() {
+        assert_eq!(found.manifest_digest, img.digest());
+    }
+}
+
 #[test]
 fn concurrent_pulls_share_one_download() {
     let s = setup(Duration::from_secs(10));

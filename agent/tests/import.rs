@@ -5,6 +5,7 @@ mod common;
 
 use std::process::Command;
 
+use berth_agent::source::perms::TrustedOwners;
 use berth_agent::store::{PIN_IMPORT, PullOptions, StoreError, no_progress};
 use berth_e2e::image::{Compression, Entry, ImageBuilder, sha256, tar_bytes};
 use berth_e2e::registry::{TestRegistry, unique_repo};
@@ -267,7 +268,8 @@ fn import_dir_scan_imports_once_and_reports() {
     std::fs::write(drop_dir.join("junk.tar"), b"not an archive").unwrap();
 
     let t = store();
-    let out = berth_agent::store::scan_import_dir(&t.store, &drop_dir).unwrap();
+    let owners = TrustedOwners::resolve(&[]).unwrap();
+    let out = berth_agent::store::scan_import_dir(&t.store, &drop_dir, &owners).unwrap();
     assert_eq!(out.len(), 2);
     let hello = out.iter().find(|o| o.path.ends_with("hello.tar")).unwrap();
     assert!(
@@ -287,8 +289,149 @@ fn import_dir_scan_imports_once_and_reports() {
     assert!(rec.pins.contains(PIN_IMPORT));
     // Nothing new: nothing done.
     assert!(
-        berth_agent::store::scan_import_dir(&t.store, &drop_dir)
+        berth_agent::store::scan_import_dir(&t.store, &drop_dir, &owners)
             .unwrap()
             .is_empty()
     );
+}
+
+/// An OCI layout of a one-file image, as a tar.
+fn small_oci_tar(name: &str) -> Vec<u8> {
+    let img = ImageBuilder::new()
+        .layer(&[Entry::file("hello", name.as_bytes())], Compression::Gzip)
+        .build();
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": img.media_type, "digest": img.digest(), "size": img.manifest.len(),
+                       "annotations": {"org.opencontainers.image.ref.name": format!("registry.test/{name}:1")}}],
+    }))
+    .unwrap();
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        (
+            "oci-layout".into(),
+            br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+        ),
+        ("index.json".into(), index),
+        (
+            format!("blobs/sha256/{}", &img.digest()[7..]),
+            img.manifest.clone(),
+        ),
+        (
+            format!("blobs/sha256/{}", &img.config_digest()[7..]),
+            img.config.clone(),
+        ),
+    ];
+    for l in &img.layers {
+        files.push((format!("blobs/sha256/{}", &l.digest[7..]), l.bytes.clone()));
+    }
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in &files {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, data.as_slice()).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// The watched import dir gets the spec dir's owner policy (issue 13): archives owned by an
+/// untrusted user, writable by others, reached through a symlink, or not files at all are
+/// refused (judged on the fd read); a layout dir's files are judged one by one; and a dir
+/// whose way from `/` others can write is not scanned at all.
+#[test]
+fn the_import_dir_follows_the_spec_dirs_owner_policy() {
+    if !berth_e2e::require_root() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let chmod = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    let work = tempfile::tempdir().unwrap();
+    let drop_dir = work.path().join("drop");
+    std::fs::create_dir(&drop_dir).unwrap();
+    chmod(&drop_dir, 0o755);
+    let put = |name: &str, mode: u32, uid: u32| {
+        let p = drop_dir.join(format!("{name}.tar"));
+        std::fs::write(&p, small_oci_tar(name)).unwrap();
+        chmod(&p, mode);
+        std::os::unix::fs::chown(&p, Some(uid), None).unwrap();
+        p
+    };
+    put("good", 0o644, 0);
+    put("nobody", 0o644, 65534);
+    put("open", 0o666, 0);
+    let elsewhere = work.path().join("elsewhere.tar");
+    std::fs::write(&elsewhere, small_oci_tar("linked")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, drop_dir.join("linked.tar")).unwrap();
+    let fifo = std::ffi::CString::new(
+        drop_dir
+            .join("fifo.tar")
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .unwrap();
+    // SAFETY: a C string we own.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    // A layout dir, one of whose blobs belongs to nobody.
+    let layout = drop_dir.join("layout");
+    std::fs::create_dir(&layout).unwrap();
+    chmod(&layout, 0o755);
+    let tar_bytes_ = small_oci_tar("layout");
+    tar::Archive::new(tar_bytes_.as_slice())
+        .unpack(&layout)
+        .unwrap();
+    let blob = std::fs::read_dir(layout.join("blobs/sha256"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::os::unix::fs::chown(&blob, Some(65534), None).unwrap();
+
+    let t = store();
+    let owners = TrustedOwners::resolve(&[]).unwrap();
+    let out = berth_agent::store::scan_import_dir(&t.store, &drop_dir, &owners).unwrap();
+    let result = |name: &str| {
+        out.iter()
+            .find(|o| o.path.file_name().unwrap() == name)
+            .unwrap_or_else(|| panic!("{name} not reported: {out:?}"))
+            .result
+            .clone()
+    };
+    assert_eq!(
+        result("good.tar").unwrap(),
+        vec![
+            format!("oci-archive:{}", drop_dir.join("good.tar").display()),
+            "registry.test/good:1".to_string()
+        ]
+    );
+    for (name, why) in [
+        ("nobody.tar", "uid 65534"),
+        ("open.tar", "writable by group or others"),
+        ("linked.tar", "a symlink"),
+        ("fifo.tar", "not a regular file"),
+        ("layout", "uid 65534"),
+    ] {
+        let e = result(name).expect_err(name);
+        assert!(e.contains(why), "{name}: {e}");
+    }
+    let refs: Vec<String> = t
+        .store
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.reference)
+        .collect();
+    assert!(
+        refs.iter().all(|r| r.contains("good")),
+        "an untrusted archive was imported: {refs:?}"
+    );
+
+    // A dir above the import dir that others can write: nothing in it is scanned.
+    chmod(work.path(), 0o777);
+    let err = berth_agent::store::scan_import_dir(&t.store, &drop_dir, &owners).unwrap_err();
+    assert!(err.to_string().contains("refused"), "{err}");
+    chmod(work.path(), 0o700);
 }

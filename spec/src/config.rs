@@ -133,6 +133,8 @@ pub struct ImagesConfig {
     pub max_layers: u32,
     /// Uncompressed bytes per layer.
     pub max_layer_size: u64,
+    /// Tar entries per layer (files, dirs, links, whiteouts, headers of every kind).
+    pub max_layer_entries: u64,
     /// The longest a registry may take to answer a request (headers), and to send a whole
     /// manifest, config or token.
     #[serde(with = "crate::units::duration_serde")]
@@ -152,6 +154,7 @@ impl Default for ImagesConfig {
             max_manifest_size: 4 << 20,
             max_layers: 128,
             max_layer_size: 16 << 30,
+            max_layer_entries: 1_000_000,
             http_timeout: Duration::from_secs(60),
             stall_timeout: Duration::from_secs(30),
         }

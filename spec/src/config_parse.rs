@@ -37,6 +37,7 @@ pub const IMAGES_KEYS: &[&str] = &[
     "max_manifest_size",
     "max_layers",
     "max_layer_size",
+    "max_layer_entries",
     "http_timeout",
     "stall_timeout",
 ];
@@ -293,6 +294,9 @@ fn images(cx: &mut Cx<'_>, n: &Node, key: &str) -> Option<ImagesConfig> {
         cx.int(v, k, 1, 10_000).map(|n| n as u32)
     });
     let max_layer_size = opt(cx, t, key, "max_layer_size", positive_size);
+    let max_layer_entries = opt(cx, t, key, "max_layer_entries", |cx, v, k| {
+        cx.int(v, k, 1, 1_000_000_000).map(|n| n as u64)
+    });
     let http_timeout = opt(cx, t, key, "http_timeout", interval);
     let stall_timeout = opt(cx, t, key, "stall_timeout", interval);
     Some(ImagesConfig {
@@ -302,6 +306,7 @@ fn images(cx: &mut Cx<'_>, n: &Node, key: &str) -> Option<ImagesConfig> {
         max_manifest_size: max_manifest_size.ok()?.unwrap_or(d.max_manifest_size),
         max_layers: max_layers.ok()?.unwrap_or(d.max_layers),
         max_layer_size: max_layer_size.ok()?.unwrap_or(d.max_layer_size),
+        max_layer_entries: max_layer_entries.ok()?.unwrap_or(d.max_layer_entries),
         http_timeout: http_timeout.ok()?.unwrap_or(d.http_timeout),
         stall_timeout: stall_timeout.ok()?.unwrap_or(d.stall_timeout),
     })
@@ -355,6 +360,7 @@ gc_grace = "2h"
 max_manifest_size = "8MiB"
 max_layers = 64
 max_layer_size = "4GiB"
+max_layer_entries = 5000
 http_timeout = "20s"
 stall_timeout = "10s"
 [logging]
@@ -369,6 +375,7 @@ max_files = 2
         assert!(c.registries["127.0.0.1:5000"].insecure);
         assert_eq!(c.images.max_disk, Some(20 << 30));
         assert_eq!(c.images.max_layers, 64);
+        assert_eq!(c.images.max_layer_entries, 5000);
         assert_eq!(c.images.http_timeout, Duration::from_secs(20));
         assert_eq!(c.images.stall_timeout, Duration::from_secs(10));
         assert_eq!(c.logging.max_files, 2);

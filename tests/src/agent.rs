@@ -31,6 +31,8 @@ pub struct AgentOptions {
     pub resync_interval: Option<String>,
     /// Environment for the agent process (e.g. crash points).
     pub env: Vec<(String, String)>,
+    /// The agent's umask (the harness's own when `None`).
+    pub umask: Option<u32>,
 }
 
 impl TestAgent {
@@ -87,6 +89,16 @@ impl TestAgent {
             .stderr(Stdio::from(log));
         for (k, v) in &opts.env {
             cmd.env(k, v);
+        }
+        if let Some(mask) = opts.umask {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: umask is async-signal-safe and touches no memory.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::umask(mask);
+                    Ok(())
+                });
+            }
         }
         self.child = Some(cmd.spawn().expect("spawn berth agent"));
         let sock = self.run_dir.join("berth.sock");

@@ -489,3 +489,88 @@ pub fn busybox_rootfs() -> Vec<Entry> {
     }
     entries
 }
+
+/// A gzip layer written as a stream of raw tar bytes, never held uncompressed: for hostile
+/// layers too large to build in memory (header bombs). `write` gets a sink for the tar; the
+/// end-of-archive blocks are added after it.
+pub fn streamed_layer(write: impl FnOnce(&mut dyn Write)) -> Blob {
+    struct Sink {
+        gz: flate2::write::GzEncoder<Vec<u8>>,
+        diff: Sha256,
+    }
+    impl Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.diff.update(b);
+            self.gz.write_all(b)?;
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut sink = Sink {
+        gz: flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()),
+        diff: Sha256::new(),
+    };
+    write(&mut sink);
+    sink.write_all(&[0u8; 1024]).unwrap();
+    let bytes = sink.gz.finish().unwrap();
+    Blob {
+        media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+        digest: sha256(&bytes),
+        diff_id: format!("sha256:{}", hex::encode(sink.diff.finalize())),
+        bytes,
+    }
+}
+
+/// Writes one raw tar header (GNU format) of `kind` for `name` (at most 99 bytes) announcing
+/// `size` bytes of data; the caller writes the data, then [`pad`].
+pub fn raw_header(out: &mut dyn Write, kind: tar::EntryType, name: &str, size: u64, mode: u32) {
+    let mut h = tar::Header::new_gnu();
+    set_raw_name(&mut h, name);
+    h.set_entry_type(kind);
+    h.set_size(size);
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(MTIME);
+    h.set_cksum();
+    out.write_all(h.as_bytes()).unwrap();
+}
+
+/// Zero padding after `size` bytes of entry data, up to the next 512-byte block.
+pub fn pad(out: &mut dyn Write, size: u64) {
+    let rem = (size % 512) as usize;
+    if rem != 0 {
+        out.write_all(&vec![0u8; 512 - rem]).unwrap();
+    }
+}
+
+/// Writes `n` bytes of `byte`, in chunks.
+pub fn fill(out: &mut dyn Write, byte: u8, n: u64) {
+    let chunk = vec![byte; 1 << 20];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(chunk.len() as u64) as usize;
+        out.write_all(&chunk[..k]).unwrap();
+        left -= k as u64;
+    }
+}
+
+/// An entry whose path may be longer than a header holds: a GNU long-name record first.
+pub fn long_entry(out: &mut dyn Write, kind: tar::EntryType, path: &str, mode: u32) {
+    if path.len() > 99 {
+        let len = path.len() as u64 + 1;
+        raw_header(
+            out,
+            tar::EntryType::GNULongName,
+            "././@LongLink",
+            len,
+            0o644,
+        );
+        out.write_all(path.as_bytes()).unwrap();
+        out.write_all(&[0]).unwrap();
+        pad(out, len);
+    }
+    raw_header(out, kind, &path[..path.len().min(99)], 0, mode);
+}

@@ -19,8 +19,17 @@ fn c(p: &Path) -> CString {
 impl Tmpfs {
     /// Mounts a tmpfs of `size` bytes at `path` (created if missing).
     pub fn mount(path: &Path, size: u64) -> Tmpfs {
+        Self::mount_opts(path, &format!("size={size},mode=0755"))
+    }
+
+    /// Mounts a tmpfs of `size` bytes and at most `inodes` inodes at `path`.
+    pub fn mount_with_inodes(path: &Path, size: u64, inodes: u64) -> Tmpfs {
+        Self::mount_opts(path, &format!("size={size},nr_inodes={inodes},mode=0755"))
+    }
+
+    fn mount_opts(path: &Path, opts: &str) -> Tmpfs {
         std::fs::create_dir_all(path).unwrap();
-        let opts = CString::new(format!("size={size},mode=0755")).unwrap();
+        let opts = CString::new(opts).unwrap();
         // SAFETY: valid C strings; mounting on a dir the test made.
         let rc = unsafe {
             libc::mount(
@@ -90,6 +99,11 @@ impl Tmpfs {
     pub fn free(&self) -> u64 {
         let st = rustix::fs::statvfs(&self.path).unwrap();
         st.f_bavail * st.f_frsize
+    }
+
+    /// Free inodes left.
+    pub fn free_inodes(&self) -> u64 {
+        rustix::fs::statvfs(&self.path).unwrap().f_favail
     }
 }
 

@@ -1,4 +1,5 @@
-//! The agent's API: HTTP/JSON on a unix socket that only root can open (mode 0600).
+//! The agent's API: HTTP/JSON on a unix socket that only root can open (mode 0600, inside the
+//! 0700 run dir), and that serves only a peer the kernel says is root ([`RootPeers`]).
 //!
 //! It serves whatever the reconciler last published (a watch channel of statuses, the event
 //! log, metrics) and forwards `plan` and `apply` requests to the loop; it never touches
@@ -81,17 +82,66 @@ pub async fn serve(
     state: ApiState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Bound inside a dir only root can enter (made so here, through one fd, before the bind):
+    // the socket is never reachable by anyone else, not even for the instant between bind,
+    // whose mode follows the umask, and the chmod below.
     if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir)?;
+        crate::fsutil::ensure_private_dir(dir)?;
     }
     // The lock on the state dir guarantees no other agent of ours is alive: a socket file
     // still here is stale.
     crate::fsutil::remove_file_if_exists(socket)?;
     let listener = UnixListener::bind(socket)?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+    let listener = RootPeers {
+        inner: listener,
+        uid: rustix::process::geteuid().as_raw(),
+    };
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// The API's listener: a connection is served only when the kernel's credentials of its peer
+/// (SO_PEERCRED, taken at connect) name the agent's own uid, root. The socket's mode and dir
+/// keep everyone else out already; this still holds where they do not: a process that is not
+/// root but has CAP_DAC_OVERRIDE (a backup or monitoring agent), a socket bind-mounted
+/// elsewhere, a run dir an admin opened up. A refused peer gets a 403 it can show, then EOF.
+struct RootPeers {
+    inner: UnixListener,
+    uid: u32,
+}
+
+/// What a refused peer reads.
+const NOT_ROOT_REPLY: &[u8] = b"HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\n\
+    content-length: 32\r\nconnection: close\r\n\r\nthe berth API answers root only\n";
+
+impl axum::serve::Listener for RootPeers {
+    type Io = tokio::net::UnixStream;
+    type Addr = tokio::net::unix::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+            match stream.peer_cred() {
+                Ok(c) if c.uid() == self.uid => return (stream, addr),
+                Ok(c) => {
+                    tracing::warn!(
+                        uid = c.uid(),
+                        pid = c.pid().unwrap_or(0),
+                        "refused an API connection: its peer is not root"
+                    );
+                    // Never waits: a fresh socket's buffer takes the reply, or it is lost.
+                    let _ = stream.try_write(NOT_ROOT_REPLY);
+                }
+                Err(e) => tracing::warn!("refused an API connection whose peer is unknown: {e}"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
 }
 
 /// Serves only `/metrics` on a TCP address (`metrics_listen`), for Prometheus.

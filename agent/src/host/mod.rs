@@ -76,7 +76,12 @@ impl Host {
     /// Opens everything for `config`. The caller holds the state dir lock. Call it on a thread
     /// in the host's network namespace (any thread of the agent is).
     pub fn open(config: &Config, metrics: Option<Arc<Metrics>>) -> Result<Host, HostError> {
-        let store = Store::open(&Layout::new(config), &config.images)?;
+        let layout = Layout::new(config);
+        // Private before anything is written under it (and an older install tightened).
+        layout
+            .secure()
+            .map_err(|e| HostError::Store(crate::store::StoreError::io(&layout.state_dir, e)))?;
+        let store = Store::open(&layout, &config.images)?;
         Self::with_store(config, store, metrics)
     }
 
@@ -558,7 +563,17 @@ impl Backend for Host {
     }
 
     fn scan_imports(&self) -> Vec<String> {
-        match crate::store::scan_import_dir(&self.store, &self.config.images_dir) {
+        let owners = match crate::source::perms::TrustedOwners::resolve(&self.config.trusted_owners)
+        {
+            Ok(o) => o,
+            Err(e) => {
+                return vec![format!(
+                    "cannot scan {}: {e}",
+                    self.config.images_dir.display()
+                )];
+            }
+        };
+        match crate::store::scan_import_dir(&self.store, &self.config.images_dir, &owners) {
             Ok(outcomes) => outcomes
                 .into_iter()
                 .map(|o| match o.result {

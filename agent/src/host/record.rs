@@ -76,7 +76,7 @@ impl Record {
     /// Durably: the record once the incarnation runs (off the start's critical path).
     pub fn save(&self, layout: &Layout, name: &str) -> std::io::Result<()> {
         let dir = layout.container_dir(name);
-        std::fs::create_dir_all(&dir)?;
+        fsutil::create_private_dir_all(&dir)?;
         fsutil::atomic_write_json(&dir.join(FILE), self)
     }
 
@@ -85,7 +85,7 @@ impl Record {
     /// an orphan by name, which the sweep removes.
     pub fn save_volatile(&self, layout: &Layout, name: &str) -> std::io::Result<()> {
         let dir = layout.container_dir(name);
-        std::fs::create_dir_all(&dir)?;
+        fsutil::create_private_dir_all(&dir)?;
         let mut data = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         data.push(b'\n');
         fsutil::atomic_replace(&dir.join(FILE), &data)
@@ -136,7 +136,7 @@ pub fn load_update(layout: &Layout, name: &str) -> UpdateState {
 
 pub fn save_update(layout: &Layout, name: &str, st: &UpdateState) -> std::io::Result<()> {
     let dir = layout.container_dir(name);
-    std::fs::create_dir_all(&dir)?;
+    fsutil::create_private_dir_all(&dir)?;
     fsutil::atomic_write_json(&dir.join(UPDATE_FILE), st)
 }
 

@@ -118,9 +118,11 @@ pub fn read_host_resolv() -> String {
         .unwrap_or_default()
 }
 
-/// Writes `hosts`, `resolv.conf` and `hostname` into `dir` (created if needed), in place.
+/// Writes `hosts`, `resolv.conf` and `hostname` into `dir` (created if needed, 0700: the
+/// files are 0644 for the container's users, who reach them only through their bind mounts),
+/// in place.
 pub fn write_container_files(dir: &Path, c: &ContainerNames<'_>) -> io::Result<ContainerFiles> {
-    std::fs::create_dir_all(dir)?;
+    crate::fsutil::create_private_dir_all(dir)?;
     let files = ContainerFiles {
         hosts: dir.join("hosts"),
         resolv_conf: dir.join("resolv.conf"),

@@ -89,7 +89,8 @@ impl Ipam {
             state: Mutex::new(State::default()),
         };
         for dir in [&ipam.leases_dir, &ipam.ports_dir, &ipam.hints_dir] {
-            fs::create_dir_all(dir).map_err(|e| NetError::io("create", dir, e))?;
+            crate::fsutil::create_private_dir_all(dir)
+                .map_err(|e| NetError::io("create", dir, e))?;
         }
         ipam.reload()?;
         Ok(ipam)
@@ -444,7 +445,18 @@ fn replace_file(path: &Path, data: &[u8]) -> io::Result<()> {
         name.to_string_lossy(),
         std::process::id()
     ));
-    let result = fs::write(&tmp, data).and_then(|()| fs::rename(&tmp, path));
+    let result = {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(crate::fsutil::PRIVATE_FILE)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(data))
+            .and_then(|()| fs::rename(&tmp, path))
+    };
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }

@@ -9,6 +9,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
@@ -53,12 +54,13 @@ where
         return Ok(false);
     }
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)?;
+        crate::fsutil::create_private_dir_all(dir)?;
     }
     OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(crate::fsutil::PRIVATE_FILE)
         .open(path)?;
     std::thread::scope(|s| {
         s.spawn(|| -> io::Result<()> {

@@ -115,7 +115,7 @@ impl LastValid {
         let dir = self.dir.join(name);
         // Not fsynced: it sits on the path from a spec to its running container; a power
         // loss can only cost the newest version (the file is re-read valid in the usual case).
-        let result = std::fs::create_dir_all(&dir).and_then(|_| {
+        let result = fsutil::create_private_dir_all(&dir).and_then(|_| {
             let data = serde_json::to_vec_pretty(spec).map_err(std::io::Error::other)?;
             fsutil::atomic_replace(&dir.join("spec.json"), &data)
         });

@@ -7,6 +7,7 @@
 
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -238,19 +239,17 @@ impl Runtime {
             });
         }
         let bundle = self.bundle(name, id);
-        for d in [
-            bundle.upper(),
-            bundle.work(),
-            bundle.rootfs(),
-            bundle.logs(),
-        ] {
+        // The bundle is root's (0700: config.json holds the environment, upper/ what container
+        // root made, logs/ the output); upper keeps the usual 0755, being the container's `/`.
+        fsutil::create_private_dir_all(&bundle.logs()).at(bundle.logs())?;
+        for d in [bundle.upper(), bundle.work(), bundle.rootfs()] {
             std::fs::create_dir_all(&d).at(&d)?;
         }
         write_json_volatile(&bundle.config(), cfg)?;
         for f in [bundle.last_exit(), bundle.stop_requested()] {
             fsutil::remove_file_if_exists(&f).at(&f)?;
         }
-        std::fs::create_dir_all(&shim.dir).at(&shim.dir)?;
+        fsutil::create_private_dir_all(&shim.dir).at(&shim.dir)?;
         for f in [shim.state(), shim.exit()] {
             fsutil::remove_file_if_exists(&f).at(&f)?;
         }
@@ -265,7 +264,13 @@ impl Runtime {
                 lower_dirs: self.cfg.lower_dirs,
             },
         )?;
-        let log = std::fs::File::create(shim.log()).at(shim.log())?;
+        let log = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(fsutil::PRIVATE_FILE)
+            .open(shim.log())
+            .at(shim.log())?;
         sys::mark("runtime-spawn");
         let mut command = match &self.cfg.cgroups {
             // A scope of its own per container (systemd's delegation contract: berth writes

@@ -3,7 +3,7 @@
 //!
 //! The writer runs in the shim; the reader serves `berth logs` straight from the files.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -46,7 +46,7 @@ pub struct LogWriter {
 impl LogWriter {
     /// Opens (appending to) `path`.
     pub fn open(path: &Path, limits: Logging) -> io::Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file = crate::fsutil::open_private_append(path)?;
         let size = file.metadata()?.len();
         Ok(LogWriter {
             path: path.to_path_buf(),
@@ -90,10 +90,7 @@ impl LogWriter {
                 }
             }
             std::fs::rename(&self.path, rotated(&self.path, 1))?;
-            self.file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)?;
+            self.file = crate::fsutil::open_private_append(&self.path)?;
         } else {
             self.file.set_len(0)?;
         }

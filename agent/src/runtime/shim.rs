@@ -186,6 +186,12 @@ fn supervise(
 
     for m in &cfg.mounts {
         if let MountSource::Volume(dir) = &m.source {
+            // `volumes/` is root's (0700); the volume itself is the container's (0755, as
+            // before), reached only through its bind mount.
+            if let Some(parent) = dir.parent() {
+                crate::fsutil::create_private_dir_all(parent)
+                    .map_err(|e| format!("volume {}: {e}", dir.display()))?;
+            }
             std::fs::create_dir_all(dir).map_err(|e| format!("volume {}: {e}", dir.display()))?;
         }
     }

@@ -153,10 +153,7 @@ pub fn write_json_volatile<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     let mut data = serde_json::to_vec_pretty(v)
         .map_err(|e| RuntimeError::io(path, std::io::Error::other(e)))?;
     data.push(b'\n');
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
-    std::fs::write(&tmp, &data).at(&tmp)?;
-    std::fs::rename(&tmp, path).at(path)
+    fsutil::atomic_replace(path, &data).at(path)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The spec dir as the agent's [`SpecSource`]: load, apply the ownership policy, attribute
 //! set-level problems to the files they concern, and notice files that may be half-written.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -73,8 +73,9 @@ impl SpecSource for DirSource {
                 };
             }
         };
-        // A dir others can write lets them add a privileged container: trust nothing in it.
-        if let Err(e) = self.trusted.check(&self.dir) {
+        // A dir others can write lets them add a privileged container, and a dir above it
+        // that others can write lets them swap it: trust nothing in it.
+        if let Err(e) = self.trusted.check_dir_chain(&self.dir) {
             return Scan {
                 error: Some(e),
                 ..Scan::default()
@@ -87,21 +88,38 @@ impl SpecSource for DirSource {
             }
         }
         let mut scan = Scan::default();
-        let mut checked_dirs: BTreeSet<PathBuf> = BTreeSet::new();
+        // The way to each file, walked once per scan: by its dir, or (for a symlink) by itself.
+        let mut chains: BTreeMap<PathBuf, Result<(), String>> = BTreeMap::new();
         for (name, result) in set.specs {
             let entry = match result {
                 Ok(parsed) => {
                     let mut refused = Vec::new();
                     for f in &parsed.files {
-                        if let Err(e) = self.trusted.check(f) {
-                            refused.push(e);
+                        // The file that was read, as its own fd described it.
+                        let Some(st) = set.read.get(f) else {
+                            refused
+                                .push(format!("{}: refused: not read by the loader", f.display()));
+                            continue;
+                        };
+                        if let Err(why) = self.trusted.check_mode(st.uid, st.mode) {
+                            refused.push(format!("{}: refused: {why}", f.display()));
                         }
-                        if let Some(parent) = f.parent()
-                            && parent != self.dir
-                            && checked_dirs.insert(parent.to_path_buf())
-                            && let Err(e) = self.trusted.check(parent)
+                        let parent = f.parent().unwrap_or(Path::new("/"));
+                        let chain = if st.symlink {
+                            chains
+                                .entry(f.clone())
+                                .or_insert_with(|| self.trusted.check_file_chain(f))
+                        } else if parent == self.dir {
+                            continue;
+                        } else {
+                            chains
+                                .entry(parent.to_path_buf())
+                                .or_insert_with(|| self.trusted.check_dir_chain(parent))
+                        };
+                        if let Err(e) = chain
+                            && !refused.contains(e)
                         {
-                            refused.push(e);
+                            refused.push(e.clone());
                         }
                     }
                     if let Some(p) = set_problems.remove(&name) {

@@ -89,6 +89,19 @@ pub enum DirError {
     Unreadable { path: PathBuf, source: io::Error },
 }
 
+/// What `fstat` said of a file on the fd it was read from: what an owner policy judges, since
+/// the path may lead elsewhere by the time anyone looks again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadStat {
+    pub uid: u32,
+    pub mode: u32,
+    /// The path named was a symlink (the file read is its target).
+    pub symlink: bool,
+}
+
+/// Every file read for specs, by the path it was named by.
+pub type ReadStats = BTreeMap<PathBuf, ReadStat>;
+
 /// Everything read from one spec dir.
 #[derive(Debug)]
 pub struct LoadedSet {
@@ -96,6 +109,8 @@ pub struct LoadedSet {
     pub dir: PathBuf,
     /// Every container name with a `<name>.toml` entry, valid or not.
     pub specs: BTreeMap<String, Result<ParsedSpec, SpecError>>,
+    /// Each file the valid specs were read from (base, drop-ins, env files), as it was read.
+    pub read: ReadStats,
     /// Problems across specs: a host port published twice, a `depends_on` naming a container
     /// without a file, a dependency cycle. The specs involved are valid on their own.
     pub set_diagnostics: Vec<Diagnostic>,
@@ -116,14 +131,16 @@ pub fn load_dir(dir: &Path) -> Result<LoadedSet, DirError> {
 /// [`load_dir`] with the host's defaults for keys a spec leaves out (from the agent config).
 pub fn load_dir_with(dir: &Path, defaults: &SpecDefaults) -> Result<LoadedSet, DirError> {
     let root = dir_root(dir)?;
+    let mut read = ReadStats::new();
     let specs = spec_names(dir)?
         .into_iter()
         .map(|name| {
-            let r = load_spec(&root, dir, &name, defaults);
+            let (r, stats) = load_spec(&root, dir, &name, defaults);
+            read.extend(stats);
             (name, r)
         })
         .collect();
-    Ok(finish(dir, specs))
+    Ok(finish(dir, specs, read))
 }
 
 /// The container names of a spec dir: every `<name>.toml` that is not hidden or a leftover.
@@ -187,12 +204,17 @@ pub struct LoadCache {
     specs: BTreeMap<String, Cached>,
 }
 
-/// A valid spec and the stamps of the files (and drop-in dir) it was read from.
-type Cached = (Vec<(PathBuf, Option<Stamp>)>, ParsedSpec);
+/// A valid spec, the stamps of the files (and drop-in dir) it was read from, and their
+/// owners and modes as read. A change of owner or mode changes the ctime, so the stamp.
+type Cached = (
+    Vec<(PathBuf, Option<Stamp>)>,
+    ParsedSpec,
+    Vec<(PathBuf, ReadStat)>,
+);
 
 impl LoadCache {
-    fn fresh(&self, dir: &Path, name: &str) -> Option<ParsedSpec> {
-        let (stamps, parsed) = self.specs.get(name)?;
+    fn fresh(&self, dir: &Path, name: &str) -> Option<(ParsedSpec, Vec<(PathBuf, ReadStat)>)> {
+        let (stamps, parsed, read) = self.specs.get(name)?;
         // Racy stamps, as git calls them: file times are coarse (a jiffy) and inode numbers
         // are reused, so a file rewritten twice within a tick can keep its whole stamp. Only a
         // stamp older than that says the file is the one read.
@@ -209,10 +231,16 @@ impl LoadCache {
         let dropin_dir = dir.join(format!("{name}.toml.d"));
         let unchanged = stamps.iter().all(|(p, st)| stamp(p) == *st)
             && stamps.iter().any(|(p, _)| *p == dropin_dir) == dropin_dir.exists();
-        unchanged.then(|| parsed.clone())
+        unchanged.then(|| (parsed.clone(), read.clone()))
     }
 
-    fn remember(&mut self, dir: &Path, name: &str, parsed: &ParsedSpec) {
+    fn remember(
+        &mut self,
+        dir: &Path,
+        name: &str,
+        parsed: &ParsedSpec,
+        read: Vec<(PathBuf, ReadStat)>,
+    ) {
         let dropin_dir = dir.join(format!("{name}.toml.d"));
         let mut paths: Vec<PathBuf> = parsed.files.clone();
         if dropin_dir.exists() {
@@ -223,7 +251,7 @@ impl LoadCache {
             (p, st)
         });
         self.specs
-            .insert(name.to_string(), (stamps.collect(), parsed.clone()));
+            .insert(name.to_string(), (stamps.collect(), parsed.clone(), read));
     }
 }
 
@@ -237,24 +265,29 @@ pub fn load_dir_cached(
     let root = dir_root(dir)?;
     let names = spec_names(dir)?;
     let mut specs = BTreeMap::new();
+    let mut read = ReadStats::new();
     for name in names {
         let result = match cache.fresh(dir, &name) {
-            Some(parsed) => Ok(parsed),
+            Some((parsed, stats)) => {
+                read.extend(stats);
+                Ok(parsed)
+            }
             None => {
-                let r = load_spec(&root, dir, &name, defaults);
+                let (r, stats) = load_spec(&root, dir, &name, defaults);
                 match &r {
-                    Ok(parsed) => cache.remember(dir, &name, parsed),
+                    Ok(parsed) => cache.remember(dir, &name, parsed, stats.clone()),
                     Err(_) => {
                         cache.specs.remove(&name);
                     }
                 }
+                read.extend(stats);
                 r
             }
         };
         specs.insert(name, result);
     }
     cache.specs.retain(|n, _| specs.contains_key(n));
-    Ok(finish(dir, specs))
+    Ok(finish(dir, specs, read))
 }
 
 /// Loads one container's spec from `dir`: `<name>.toml`, its drop-ins, its env files.
@@ -264,14 +297,19 @@ pub fn load_one(
     defaults: &SpecDefaults,
 ) -> Result<Result<ParsedSpec, SpecError>, DirError> {
     let root = dir_root(dir)?;
-    Ok(load_spec(&root, dir, name, defaults))
+    Ok(load_spec(&root, dir, name, defaults).0)
 }
 
-fn finish(dir: &Path, specs: BTreeMap<String, Result<ParsedSpec, SpecError>>) -> LoadedSet {
+fn finish(
+    dir: &Path,
+    specs: BTreeMap<String, Result<ParsedSpec, SpecError>>,
+    read: ReadStats,
+) -> LoadedSet {
     let set_diagnostics = check_set(&specs);
     LoadedSet {
         dir: dir.to_path_buf(),
         specs,
+        read,
         set_diagnostics,
     }
 }
@@ -313,39 +351,50 @@ fn ignored(file_name: &str) -> bool {
             .any(|s| file_name.ends_with(s))
 }
 
+/// One container's spec, and each file read for it with what its fd's fstat said.
 fn load_spec(
     root: &Path,
     dir: &Path,
     name: &str,
     defaults: &SpecDefaults,
-) -> Result<ParsedSpec, SpecError> {
+) -> (Result<ParsedSpec, SpecError>, Vec<(PathBuf, ReadStat)>) {
     let base = dir.join(format!("{name}.toml"));
     let mut errors = Vec::new();
     let mut files = Vec::new();
-    match read_text(root, &base) {
-        Ok(text) => files.push(SourceFile::new(&base, text)),
+    let mut stats = Vec::new();
+    match read_text_stat(root, &base) {
+        Ok((text, st)) => {
+            stats.push((base.clone(), st));
+            files.push(SourceFile::new(&base, text));
+        }
         Err(e) => errors.push(e),
     }
     for path in dropins(root, &dir.join(format!("{name}.toml.d")), &mut errors) {
-        match read_text(root, &path) {
-            Ok(text) => files.push(SourceFile::new(path, text)),
+        match read_text_stat(root, &path) {
+            Ok((text, st)) => {
+                stats.push((path.clone(), st));
+                files.push(SourceFile::new(path, text));
+            }
             Err(e) => errors.push(e),
         }
     }
     if !errors.is_empty() {
-        return Err(SpecError::Files(errors));
+        return (Err(SpecError::Files(errors)), stats);
     }
-    let mut read_env = |p: &Path| {
-        read_text(root, p).map_err(|e| match e {
-            FileError::Read { source, .. } => source.to_string(),
-            other => {
-                let line = other.to_string();
-                let prefix = format!("{}: ", other.path().display());
-                line.strip_prefix(&prefix).unwrap_or(&line).to_string()
-            }
-        })
+    let mut read_env = |p: &Path| match read_text_stat(root, p) {
+        Ok((text, st)) => {
+            stats.push((p.to_path_buf(), st));
+            Ok(text)
+        }
+        Err(FileError::Read { source, .. }) => Err(source.to_string()),
+        Err(other) => {
+            let line = other.to_string();
+            let prefix = format!("{}: ", other.path().display());
+            Err(line.strip_prefix(&prefix).unwrap_or(&line).to_string())
+        }
     };
-    parse_spec_with(name, &files, &mut read_env, defaults).map_err(SpecError::Invalid)
+    let parsed = parse_spec_with(name, &files, &mut read_env, defaults).map_err(SpecError::Invalid);
+    (parsed, stats)
 }
 
 /// The drop-in files of a `<name>.toml.d`, in lexical order; none if it does not exist.
@@ -442,11 +491,21 @@ fn lexical_normalise(p: &Path) -> PathBuf {
 
 /// Reads a file as text with the loader's rules (see the module comment).
 pub fn read_text(root: &Path, path: &Path) -> Result<String, FileError> {
+    read_text_stat(root, path).map(|(text, _)| text)
+}
+
+/// [`read_text`], with the owner and mode of the file read, from its own fd.
+pub fn read_text_stat(root: &Path, path: &Path) -> Result<(String, ReadStat), FileError> {
+    use std::os::unix::fs::MetadataExt;
     confine(root, path)?;
     let err = |source| FileError::Read {
         path: path.to_path_buf(),
         source,
     };
+    let symlink = fs::symlink_metadata(path)
+        .map_err(err)?
+        .file_type()
+        .is_symlink();
     // Look before opening: opening a device node can have side effects.
     let meta = fs::metadata(path).map_err(err)?;
     check_type(path, &meta)?;
@@ -476,9 +535,15 @@ pub fn read_text(root: &Path, path: &Path) -> Result<String, FileError> {
             max: MAX_FILE_SIZE,
         });
     }
-    String::from_utf8(bytes).map_err(|_| FileError::NotUtf8 {
+    let stat = ReadStat {
+        uid: meta.uid(),
+        mode: meta.mode(),
+        symlink,
+    };
+    let text = String::from_utf8(bytes).map_err(|_| FileError::NotUtf8 {
         path: path.to_path_buf(),
-    })
+    })?;
+    Ok((text, stat))
 }
 
 fn check_type(path: &Path, meta: &fs::Metadata) -> Result<(), FileError> {

@@ -68,6 +68,13 @@ pub enum StoreError {
         available: u64,
         min_free: u64,
     },
+    /// A layer grew past the free space (or inodes) `[images] min_free` keeps.
+    #[error("{image}: layer {blob}: {reserve}")]
+    Reserve {
+        image: String,
+        blob: String,
+        reserve: super::unpack::space::Reserve,
+    },
     #[error("{image}: layer {blob}: {source}")]
     Unpack {
         image: String,

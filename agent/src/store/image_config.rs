@@ -9,6 +9,12 @@ use serde::Deserialize;
 use crate::image::{ImageConfig, ImageHealthcheck};
 use crate::registry::Platform;
 
+/// The most items berth takes from one list or map of a config (env, entrypoint, cmd, ports,
+/// labels, a health check's test, diff ids). The bytes are bounded by the fetch (4 MiB), but
+/// serde would turn each 3-byte `"",` into a 24-byte String in a Vec that doubles as it grows:
+/// a 4 MiB config of empty strings would take ten times that. Honest images have tens.
+pub const MAX_CONFIG_ITEMS: usize = 16_384;
+
 #[derive(Deserialize)]
 struct Raw {
     #[serde(default)]
@@ -28,31 +34,32 @@ struct Raw {
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
 struct RawConfig {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded::list")]
     env: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded::list")]
     entrypoint: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded::list")]
     cmd: Option<Vec<String>>,
     #[serde(default)]
     working_dir: Option<String>,
     #[serde(default)]
     user: Option<String>,
-    #[serde(default)]
-    exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
+    /// Only the keys count (the values are `{}`).
+    #[serde(default, deserialize_with = "bounded::keys")]
+    exposed_ports: Option<Vec<String>>,
     #[serde(default)]
     stop_signal: Option<String>,
     #[serde(default)]
     healthcheck: Option<RawHealthcheck>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded::map")]
     labels: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct RawHealthcheck {
-    #[serde(default)]
-    test: Vec<String>,
+    #[serde(default, deserialize_with = "bounded::list")]
+    test: Option<Vec<String>>,
     /// Nanoseconds, as Docker writes them.
     #[serde(default)]
     interval: Option<u64>,
@@ -68,7 +75,8 @@ struct RawHealthcheck {
 struct RawRootfs {
     #[serde(rename = "type", default)]
     kind: String,
-    diff_ids: Vec<String>,
+    #[serde(deserialize_with = "bounded::list")]
+    diff_ids: Option<Vec<String>>,
 }
 
 /// A parsed config blob.
@@ -90,7 +98,8 @@ pub fn parse(bytes: &[u8]) -> Result<ParsedConfig, String> {
             crate::registry::manifest::clip(&raw.rootfs.kind)
         ));
     }
-    for d in &raw.rootfs.diff_ids {
+    let diff_ids = raw.rootfs.diff_ids.unwrap_or_default();
+    for d in &diff_ids {
         berth_spec::reference::validate_digest(d)
             .map_err(|e| format!("diff id: {}", crate::registry::manifest::clip(&e)))?;
     }
@@ -107,13 +116,10 @@ pub fn parse(bytes: &[u8]) -> Result<ParsedConfig, String> {
         cmd: c.cmd,
         working_dir: c.working_dir.filter(|w| !w.is_empty()),
         user: c.user.filter(|u| !u.is_empty()),
-        exposed_ports: c
-            .exposed_ports
-            .map(|p| p.into_keys().collect())
-            .unwrap_or_default(),
+        exposed_ports: c.exposed_ports.unwrap_or_default(),
         stop_signal: c.stop_signal.filter(|s| !s.is_empty()),
         healthcheck: c.healthcheck.map(|h| ImageHealthcheck {
-            test: h.test,
+            test: h.test.unwrap_or_default(),
             interval: nanos(h.interval),
             timeout: nanos(h.timeout),
             start_period: nanos(h.start_period),
@@ -133,10 +139,95 @@ pub fn parse(bytes: &[u8]) -> Result<ParsedConfig, String> {
         .map(|d| d.as_secs());
     Ok(ParsedConfig {
         config,
-        diff_ids: raw.rootfs.diff_ids,
+        diff_ids,
         platform,
         created,
     })
+}
+
+/// Lists and maps of at most [`MAX_CONFIG_ITEMS`], refused as soon as one has more (serde has
+/// no such limit of its own).
+mod bounded {
+    use std::collections::BTreeMap;
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::Deserializer;
+    use serde::de::{Error, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+    use super::MAX_CONFIG_ITEMS;
+
+    fn too_many<E: Error>() -> E {
+        E::custom(format!(
+            "a list or map with more than {MAX_CONFIG_ITEMS} items"
+        ))
+    }
+
+    /// `null` or a list of strings.
+    pub fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Option<Vec<String>>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of strings or null")
+            }
+            fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    if out.len() == MAX_CONFIG_ITEMS {
+                        return Err(too_many());
+                    }
+                    out.push(s);
+                }
+                Ok(Some(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+
+    /// `null` or a map whose keys are kept (sorted, once each) and values ignored.
+    pub fn keys<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+        Ok(entries::<D, IgnoredAny>(d)?.map(|m| m.into_keys().collect()))
+    }
+
+    /// `null` or a map of strings to strings.
+    pub fn map<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+        entries::<D, String>(d)
+    }
+
+    fn entries<'de, D: Deserializer<'de>, T: serde::Deserialize<'de>>(
+        d: D,
+    ) -> Result<Option<BTreeMap<String, T>>, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Option<BTreeMap<String, T>>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map or null")
+            }
+            fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                let mut out = BTreeMap::new();
+                let mut seen = 0usize;
+                while let Some((k, v)) = m.next_entry::<String, T>()? {
+                    // Counted as read: repeated keys take parsing time too.
+                    seen += 1;
+                    if seen > MAX_CONFIG_ITEMS {
+                        return Err(too_many());
+                    }
+                    out.insert(k, v);
+                }
+                Ok(Some(out))
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
 }
 
 #[cfg(test)]
@@ -185,6 +276,50 @@ mod tests {
         assert_eq!(h.timeout, None);
         assert_eq!(h.retries, Some(3));
         assert_eq!(c.variant.as_deref(), Some("v8"));
+    }
+
+    /// Every list and map of a config stops at MAX_CONFIG_ITEMS (issue 13: a 4 MiB config of
+    /// empty strings would otherwise take ten times its size in memory).
+    #[test]
+    fn lists_and_maps_are_bounded() {
+        let cfg = |field: &str, n: usize| {
+            let body = match field {
+                "ExposedPorts" | "Labels" => format!(
+                    "{{{}}}",
+                    (0..n)
+                        .map(|i| format!(r#""{i}":"""#))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                _ => format!("[{}]", vec![r#""""#; n].join(",")),
+            };
+            let inner = if field == "Test" {
+                format!(r#""Healthcheck":{{"Test":{body}}}"#)
+            } else {
+                format!(r#""{field}":{body}"#)
+            };
+            let j = format!(
+                r#"{{"architecture":"amd64","os":"linux","config":{{{inner}}},"rootfs":{{"type":"layers","diff_ids":[]}}}}"#
+            );
+            parse(j.as_bytes())
+        };
+        for field in ["Env", "Entrypoint", "Cmd", "Test", "ExposedPorts", "Labels"] {
+            let ok = cfg(field, MAX_CONFIG_ITEMS);
+            assert!(ok.is_ok(), "{field}: {ok:?}");
+            let err = cfg(field, MAX_CONFIG_ITEMS + 1).unwrap_err();
+            assert!(err.contains("more than 16384 items"), "{field}: {err}");
+        }
+        let diffs = format!(
+            r#"{{"rootfs":{{"type":"layers","diff_ids":[{}]}}}}"#,
+            vec![format!(r#""{D}""#); MAX_CONFIG_ITEMS + 1].join(",")
+        );
+        assert!(parse(diffs.as_bytes()).unwrap_err().contains("more than 16384 items"));
+        // null is none, as before.
+        let p = parse(
+            br#"{"config":{"Env":null,"Cmd":null,"Labels":null,"ExposedPorts":null},"rootfs":{"type":"layers","diff_ids":[]}}"#,
+        )
+        .unwrap();
+        assert!(p.config.env.is_empty() && p.config.cmd.is_none());
     }
 
     #[test]

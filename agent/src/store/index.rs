@@ -80,8 +80,8 @@ impl Index {
     }
 
     pub fn create_dirs(&self) -> io::Result<()> {
-        std::fs::create_dir_all(&self.refs)?;
-        std::fs::create_dir_all(&self.layers)
+        fsutil::create_private_dir_all(&self.refs)?;
+        fsutil::create_private_dir_all(&self.layers)
     }
 
     pub fn record_path(&self, reference: &str) -> PathBuf {

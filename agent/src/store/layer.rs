@@ -28,6 +28,20 @@ pub struct LayerSpec<'a> {
     pub diff_id: &'a str,
     /// `[images] max_layer_size`: uncompressed bytes.
     pub max_unpacked: u64,
+    /// `[images] max_layer_entries`.
+    pub max_entries: u64,
+    /// `[images] min_free`: kept free (and the same share of inodes) while unpacking.
+    pub min_free: u64,
+}
+
+impl LayerSpec<'_> {
+    fn limits(&self) -> unpack::Limits {
+        unpack::Limits {
+            max_entries: self.max_entries,
+            max_file_bytes: self.max_unpacked,
+            min_free: self.min_free,
+        }
+    }
 }
 
 /// Counters and hashes shared by the two ends of the pipeline (one thread, so cells).
@@ -172,7 +186,7 @@ pub fn unpack_stream<R: Read>(
                 m: meter,
                 limit: spec.max_unpacked,
             };
-            let (_, mut rest) = unpack::unpack(tmp, diff)?;
+            let (_, mut rest) = unpack::unpack_with(tmp, diff, &spec.limits())?;
             // The diff id covers the whole stream, padding after the tar's end included.
             io::copy(&mut rest, &mut io::sink())?;
             Ok(())
@@ -285,13 +299,45 @@ fn source_failure(spec: &LayerSpec<'_>, e: io::Error) -> StoreError {
 }
 
 fn layer_failure(spec: &LayerSpec<'_>, meter: &Meter<'_>, e: UnpackError) -> StoreError {
+    let limit = |what: String, limit: u64, setting: &'static str| StoreError::Limit {
+        image: spec.image.to_string(),
+        what,
+        limit,
+        setting,
+    };
     if meter.over_limit.get() {
-        return StoreError::Limit {
-            image: spec.image.to_string(),
-            what: format!("layer {} uncompressed", spec.digest),
-            limit: spec.max_unpacked,
-            setting: "max_layer_size",
-        };
+        return limit(
+            format!("layer {} uncompressed", spec.digest),
+            spec.max_unpacked,
+            "max_layer_size",
+        );
+    }
+    match e {
+        UnpackError::TooManyEntries { limit: n } => {
+            return limit(
+                format!("the number of tar entries in layer {}", spec.digest),
+                n,
+                "max_layer_entries",
+            );
+        }
+        UnpackError::TooLarge { limit: n } => {
+            return limit(
+                format!(
+                    "layer {} unpacked (file contents, sparse holes included)",
+                    spec.digest
+                ),
+                n,
+                "max_layer_size",
+            );
+        }
+        UnpackError::Reserve(reserve) => {
+            return StoreError::Reserve {
+                image: spec.image.to_string(),
+                blob: spec.digest.to_string(),
+                reserve,
+            };
+        }
+        _ => {}
     }
     StoreError::Unpack {
         image: spec.image.to_string(),

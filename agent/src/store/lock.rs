@@ -2,6 +2,7 @@
 //! command. Readers (`berth images`) do not take it: records are replaced atomically.
 
 use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use rustix::fs::FlockOperation;
@@ -31,12 +32,13 @@ impl StateLock {
 
     fn take(layout: &Layout, op: FlockOperation) -> Result<StateLock, StoreError> {
         let path = layout.lock_file();
-        std::fs::create_dir_all(&layout.state_dir)
+        crate::fsutil::create_private_dir_all(&layout.state_dir)
             .map_err(|e| StoreError::io(&layout.state_dir, e))?;
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(crate::fsutil::PRIVATE_FILE)
             .open(&path)
             .map_err(|e| StoreError::io(&path, e))?;
         match rustix::fs::flock(&file, op) {

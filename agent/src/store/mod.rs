@@ -94,7 +94,9 @@ impl Store {
     pub fn open(layout: &Layout, limits: &ImagesConfig) -> Result<Store, StoreError> {
         let store = Store::open_read_only(layout, limits);
         for d in [layout.blobs_dir(), layout.layers_dir()] {
-            fs::create_dir_all(&d).map_err(|e| StoreError::io(&d, e))?;
+            // Layer roots (with whatever devices and setuid files an image ships) sit in 0700
+            // dirs: nobody but root ever reaches into one.
+            fsutil::create_private_dir_all(&d).map_err(|e| StoreError::io(&d, e))?;
         }
         store
             .inner
@@ -195,15 +197,31 @@ impl Store {
     }
 
     /// The record for a source: by its exact reference, else (for a reference pinned by
-    /// digest) any record of the same repository with that digest.
+    /// digest) any record of the same repository with that digest. A digest reference only
+    /// ever resolves to that digest: a record found under its key that names other content
+    /// (an older berth's import of an archive claiming the name, a hand-made file) is ignored.
     pub fn record(&self, source: &ImageSource) -> Result<Option<ImageRecord>, StoreError> {
         let key = source.to_string();
         let idx = &self.inner.index;
+        let pinned = match source {
+            ImageSource::Registry(r) => r.digest.as_deref(),
+            _ => None,
+        };
+        let is_pinned = |rec: &ImageRecord, d: &str| rec.digest == d || rec.manifest_digest == d;
         if let Some(r) = idx
             .get(&key)
             .map_err(|e| StoreError::io(idx.record_path(&key), e))?
         {
-            return Ok(Some(r));
+            match pinned {
+                Some(d) if !is_pinned(&r, d) => {
+                    tracing::warn!(
+                        image = %key,
+                        recorded = %r.manifest_digest,
+                        "ignoring an image record whose content is not the digest its reference pins"
+                    );
+                }
+                _ => return Ok(Some(r)),
+            }
         }
         if let ImageSource::Registry(r) = source
             && let Some(d) = &r.digest
@@ -211,7 +229,7 @@ impl Store {
             let name = r.name();
             let all = self.list()?;
             return Ok(all.into_iter().find(|rec| {
-                (rec.digest == *d || rec.manifest_digest == *d)
+                is_pinned(rec, d)
                     && berth_spec::ImageReference::parse(&rec.reference)
                         .map(|x| x.name() == name)
                         .unwrap_or(false)

@@ -2,14 +2,14 @@
 //! `blobs/sha256/<hex>.partial`, replayed on the next try, then continued from the network
 //! with an HTTP Range.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::path::Path;
 
 /// Makes the partial file valid to resume from and returns its length: created when absent,
 /// emptied when longer than the blob can be.
 pub(crate) fn prepare_partial(path: &Path, size: u64) -> io::Result<u64> {
-    let f = OpenOptions::new().create(true).append(true).open(path)?;
+    let f = crate::fsutil::open_private_append(path)?;
     let len = f.metadata()?.len();
     if len > size {
         f.set_len(0)?;

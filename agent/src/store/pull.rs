@@ -23,8 +23,9 @@ use super::layer::{self, LayerSpec, Meter};
 use super::partial::{PartialSource, Tee, prepare_partial};
 use super::{Store, digest_hex};
 
-/// The largest image config berth reads.
-const MAX_CONFIG_SIZE: u64 = 16 << 20;
+/// The largest image config berth reads: 4 MiB, as containers/image (podman, skopeo); honest
+/// configs are kilobytes. Its lists are bounded too (see `image_config`).
+pub(crate) const MAX_CONFIG_SIZE: u64 = 4 << 20;
 
 #[derive(Debug, Clone)]
 pub struct PullOptions {
@@ -497,6 +498,8 @@ impl Store {
             size: l.size,
             diff_id: &l.diff_id,
             max_unpacked: self.inner.limits.max_layer_size,
+            max_entries: self.inner.limits.max_layer_entries,
+            min_free: self.inner.limits.min_free,
         };
         let hook = |e: &RegistryError, attempt: u32, wait: Duration| {
             progress(&PullEvent::Retry {
@@ -573,7 +576,12 @@ impl Store {
         }
     }
 
-    /// Unpacks a verified stream into a temp dir and renames it to `dest`.
+    /// Unpacks a stream into a quarantine dir (`.tmp-*`, inside the 0700 layers dir) and
+    /// renames it to `dest` only once the blob's size and digest and the diff id matched: a
+    /// layer that fails them is removed, and nothing reads a quarantine dir. Unpacking while
+    /// the bytes stream in, rather than after a verified download, saves writing and reading
+    /// every layer twice; the tar is hostile either way (a registry's manifest vouches for
+    /// nothing), so it is bounded either way (see `unpack`).
     pub(crate) fn unpack_layer_from<R: Read>(
         &self,
         spec: &LayerSpec<'_>,
@@ -586,8 +594,12 @@ impl Store {
         let tmp = layer::temp_dir(&layers_dir, hex).map_err(|e| StoreError::io(&layers_dir, e))?;
         let result = layer::unpack_stream(spec, source, &tmp, meter)
             .and_then(|()| layer::commit(&tmp, dest).map_err(|e| StoreError::io(dest, e)));
-        if result.is_err() {
-            let _ = layer::remove_tree(&tmp);
+        if result.is_err()
+            && let Err(e) = layer::remove_tree(&tmp)
+        {
+            // Never used (only a rename after verification makes a layer), and removed at the
+            // next open of the store.
+            tracing::warn!(path = %tmp.display(), "cannot remove a refused layer's quarantine: {e}");
         }
         result
     }

@@ -5,6 +5,8 @@
 //! Records are keyed by the archive (`oci-archive:/abs/path`, `oci:/abs/dir[:tag]`) and by any
 //! image name the archive carries (`RepoTags`, `io.containerd.image.name`, a full reference in
 //! `org.opencontainers.image.ref.name`), so a spec naming `busybox:1.36` finds an imported copy.
+//! A name with a digest (`app@sha256:…`) is never taken from an archive: the archive's own
+//! content has its own digest, and a claimed one would re-point a digest-pinned spec at it.
 
 pub mod archive;
 
@@ -28,7 +30,8 @@ use super::pull::check_digest;
 use super::{Store, digest_hex};
 use archive::Archive;
 
-const MAX_JSON: u64 = 16 << 20;
+/// The largest JSON file read from an archive (index, manifests, configs): a config's limit.
+const MAX_JSON: u64 = super::pull::MAX_CONFIG_SIZE;
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const CONTAINERD_NAME: &str = "io.containerd.image.name";
 
@@ -99,19 +102,37 @@ impl Store {
     ) -> Result<Vec<ImageRecord>, StoreError> {
         let shown = path.display().to_string();
         let abs = std::path::absolute(path).map_err(|e| StoreError::io(path, e))?;
+        let ar = Archive::open(&abs, &self.scratch()).map_err(|e| StoreError::Invalid {
+            image: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        self.import_archive(&ar, &abs, only_tag)
+    }
+
+    /// Where compressed archives are inflated, and the space to keep.
+    pub(crate) fn scratch(&self) -> archive::Scratch {
+        archive::Scratch {
+            dir: self.inner.layout.blobs_dir(),
+            min_free: self.inner.limits.min_free,
+        }
+    }
+
+    /// Imports an open archive (`abs`: its path, for record keys and messages).
+    pub(crate) fn import_archive(
+        &self,
+        ar: &Archive,
+        abs: &Path,
+        only_tag: Option<&str>,
+    ) -> Result<Vec<ImageRecord>, StoreError> {
+        let shown = abs.display().to_string();
         let invalid = |reason: String| StoreError::Invalid {
             image: shown.clone(),
             reason,
         };
-        let scratch = archive::Scratch {
-            dir: &self.inner.layout.blobs_dir(),
-            min_free: self.inner.limits.min_free,
-        };
-        let ar = Archive::open(&abs, &scratch).map_err(|e| invalid(e.to_string()))?;
         let found = if ar.exists("oci-layout") && ar.exists("index.json") {
-            self.find_oci(&ar, &abs, only_tag, &shown)?
+            self.find_oci(ar, abs, only_tag, &shown)?
         } else if ar.exists("manifest.json") {
-            self.find_docker_save(&ar, &abs, &shown)?
+            self.find_docker_save(ar, abs, &shown)?
         } else {
             return Err(invalid(
                 "neither an OCI image layout (oci-layout, index.json) nor a docker save archive (manifest.json)".into(),
@@ -125,7 +146,7 @@ impl Store {
         }
         let mut out = Vec::new();
         for f in found {
-            out.extend(self.import_one(&ar, &shown, f)?);
+            out.extend(self.import_one(ar, &shown, f)?);
         }
         Ok(out)
     }
@@ -153,7 +174,7 @@ impl Store {
                 });
             }
         };
-        let is_dir = matches!(ar, Archive::Dir(_));
+        let is_dir = ar.is_dir();
         let host = Platform::host();
         let mut out: Vec<Found> = Vec::new();
         for desc in &index.manifests {
@@ -214,8 +235,8 @@ impl Store {
                 .flatten()
                 .filter(|n| n.contains('/') || n.contains(':'))
             {
-                if let Ok(r) = ImageReference::parse(name) {
-                    keys.push(r.to_string());
+                if let Some(r) = archive_name(name, shown) {
+                    keys.push(r);
                 }
             }
             keys.dedup();
@@ -323,8 +344,8 @@ impl Store {
                 keys.push(format!("oci-archive:{}", abs.display()));
             }
             for t in e.repo_tags.unwrap_or_default() {
-                if let Ok(r) = ImageReference::parse(&t) {
-                    keys.push(r.to_string());
+                if let Some(r) = archive_name(&t, shown) {
+                    keys.push(r);
                 }
             }
             out.push(Found {
@@ -461,6 +482,8 @@ impl Store {
             size: l.size,
             diff_id: &l.diff_id,
             max_unpacked: self.inner.limits.max_layer_size,
+            max_entries: self.inner.limits.max_layer_entries,
+            min_free: self.inner.limits.min_free,
         };
         // One byte more than the descriptor allows, so an oversized file is caught.
         self.unpack_layer_from(&spec, src.take(l.size + 1), &meter, &dest)?;
@@ -474,6 +497,17 @@ impl Store {
             .map_err(|e| StoreError::io(&dest, e))?;
         Ok(size)
     }
+}
+
+/// An image name an archive carries, as a record key; `None` for one that is not a reference
+/// or that names a digest (only the registry, fetching by digest, can vouch for one).
+fn archive_name(name: &str, shown: &str) -> Option<String> {
+    let r = ImageReference::parse(name).ok()?;
+    if r.digest.is_some() {
+        tracing::warn!(archive = %shown, name = %name, "ignoring an image name with a digest in the archive");
+        return None;
+    }
+    Some(r.to_string())
 }
 
 fn read_json_file(ar: &Archive, name: &str, shown: &str) -> Result<Vec<u8>, StoreError> {

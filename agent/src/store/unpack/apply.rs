@@ -9,9 +9,34 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid, XattrFlags};
 use tar::EntryType;
 
-use super::UnpackError;
 use super::path::{EntryPath, NameKind, classify, join};
 use super::root::{LayerRoot, existing, os, remove_all};
+use super::space::Guard;
+use super::{Limits, UnpackError};
+
+/// The most memory kept for directory times (paths as keys). A layer with more directories
+/// than fit keeps the unpack time on the rest: times only, nothing a container runs on.
+const MAX_DIR_TIMES_BYTES: usize = 16 << 20;
+/// What one remembered directory costs besides its path (the map's slot, the time).
+const DIR_TIME_OVERHEAD: usize = 64;
+
+/// Why applying an entry stopped: a limit of the whole layer, or this entry's own failure.
+enum Stop {
+    Limit(UnpackError),
+    Io(io::Error),
+}
+
+impl From<io::Error> for Stop {
+    fn from(e: io::Error) -> Self {
+        Stop::Io(e)
+    }
+}
+
+impl From<rustix::io::Errno> for Stop {
+    fn from(e: rustix::io::Errno) -> Self {
+        Stop::Io(e.into())
+    }
+}
 
 /// Owner, mode, times and xattrs of an entry, with PAX overrides applied.
 #[derive(Debug, Clone)]
@@ -27,27 +52,50 @@ struct Meta {
 pub struct Unpacker {
     pub root: LayerRoot,
     /// Directory times, set once every entry is written (creating a file changes its dir's
-    /// mtime). Keyed by path so the last entry wins.
+    /// mtime). Keyed by path so the last entry wins; at most [`MAX_DIR_TIMES_BYTES`].
     dir_times: HashMap<Vec<u8>, Timespec>,
+    dir_times_bytes: usize,
     buf: Vec<u8>,
+    /// Every entry seen, of any type.
     pub entries: u64,
+    /// Bytes written into files so far.
+    written: u64,
+    limits: Limits,
+    space: Guard,
     euid: u32,
     egid: u32,
 }
 
 impl Unpacker {
     pub fn new(root: LayerRoot) -> Self {
+        Self::with_limits(root, Limits::default())
+    }
+
+    pub fn with_limits(root: LayerRoot, limits: Limits) -> Self {
         Unpacker {
             root,
             dir_times: HashMap::new(),
+            dir_times_bytes: 0,
             buf: vec![0; 256 << 10],
             entries: 0,
+            written: 0,
+            limits,
+            space: Guard::new(limits.min_free),
             euid: rustix::process::geteuid().as_raw(),
             egid: rustix::process::getegid().as_raw(),
         }
     }
 
     pub fn apply<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), UnpackError> {
+        if self.entries >= self.limits.max_entries {
+            return Err(UnpackError::TooManyEntries {
+                limit: self.limits.max_entries,
+            });
+        }
+        self.entries += 1;
+        self.space
+            .entry(self.root.fd())?
+            .map_err(UnpackError::Reserve)?;
         let raw = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw).into_owned();
         let fail = |reason: String| UnpackError::Entry {
@@ -66,9 +114,33 @@ impl Unpacker {
             return Ok(());
         }
         let meta = meta(entry).map_err(|e| fail(e.to_string()))?;
-        self.entries += 1;
         self.apply_entry(entry, &path, kind, &meta)
-            .map_err(|e| fail(e.to_string()))
+            .map_err(|e| match e {
+                Stop::Limit(e) => e,
+                Stop::Io(e) => fail(e.to_string()),
+            })
+    }
+
+    /// Remembers a directory's time for [`Self::finish`], within the memory budget.
+    fn remember_dir_time(&mut self, path: Vec<u8>, mtime: Timespec) {
+        if let Some(t) = self.dir_times.get_mut(&path) {
+            *t = mtime;
+            return;
+        }
+        let cost = path.len() + DIR_TIME_OVERHEAD;
+        if self.dir_times_bytes + cost > MAX_DIR_TIMES_BYTES {
+            if self.dir_times_bytes <= MAX_DIR_TIMES_BYTES {
+                tracing::warn!(
+                    "a layer with more directories than {} MiB of bookkeeping: the rest keep the unpack time as mtime",
+                    MAX_DIR_TIMES_BYTES >> 20
+                );
+                // Warned once.
+                self.dir_times_bytes = MAX_DIR_TIMES_BYTES + 1;
+            }
+            return;
+        }
+        self.dir_times_bytes += cost;
+        self.dir_times.insert(path, mtime);
     }
 
     fn apply_entry<R: Read>(
@@ -77,15 +149,15 @@ impl Unpacker {
         path: &EntryPath,
         kind: EntryType,
         meta: &Meta,
-    ) -> io::Result<()> {
+    ) -> Result<(), Stop> {
         let Some(name) = &path.name else {
             // `./`: the layer root's own metadata.
             if kind != EntryType::Directory {
-                return Err(io::Error::other("the root entry is not a directory"));
+                return Err(io::Error::other("the root entry is not a directory").into());
             }
             let fd = self.root.resolve_dir(b"")?;
             set_owner_mode_xattrs(&fd, meta)?;
-            self.dir_times.insert(Vec::new(), meta.mtime);
+            self.remember_dir_time(Vec::new(), meta.mtime);
             return Ok(());
         };
         match classify(name) {
@@ -147,7 +219,7 @@ impl Unpacker {
                     Mode::empty(),
                 )?;
                 set_owner_mode_xattrs(&fd, meta)?;
-                self.dir_times.insert(path.full_bytes(), meta.mtime);
+                self.remember_dir_time(path.full_bytes(), meta.mtime);
             }
             EntryType::Symlink => {
                 let target = entry
@@ -171,7 +243,7 @@ impl Unpacker {
                 let target = EntryPath::parse(&raw)
                     .map_err(|e| io::Error::other(format!("hardlink target refused: {e}")))?;
                 let Some(tname) = &target.name else {
-                    return Err(io::Error::other("hardlink to the layer root"));
+                    return Err(io::Error::other("hardlink to the layer root").into());
                 };
                 // The target resolves inside this layer's root, so it can only be a file this
                 // layer made: never one outside it.
@@ -186,10 +258,11 @@ impl Unpacker {
                         return Err(io::Error::other(format!(
                             "hardlink target /{} is not in this layer",
                             String::from_utf8_lossy(&raw)
-                        )));
+                        ))
+                        .into());
                     }
                     Some(FileType::Directory) => {
-                        return Err(io::Error::other("hardlink to a directory"));
+                        return Err(io::Error::other("hardlink to a directory").into());
                     }
                     Some(_) => {}
                 }
@@ -243,7 +316,7 @@ impl Unpacker {
         path: &EntryPath,
         name: &[u8],
         meta: &Meta,
-    ) -> io::Result<()> {
+    ) -> Result<(), Stop> {
         let create = |dir: BorrowedFd<'_>| {
             rustix::fs::openat(
                 dir,
@@ -265,7 +338,7 @@ impl Unpacker {
             Err(e) => return Err(e.into()),
         };
         let mut file = File::from(fd);
-        copy(entry, &mut file, &mut self.buf)?;
+        self.copy(entry, &mut file)?;
         let fd = OwnedFd::from(file);
         // A new file belongs to us and our group, unless its dir is setgid.
         let chown = meta.uid != self.euid || meta.gid != self.egid || self.root.parent_is_setgid();
@@ -296,17 +369,27 @@ impl Unpacker {
     }
 }
 
-fn copy<R: Read>(from: &mut R, to: &mut File, buf: &mut [u8]) -> io::Result<u64> {
-    let mut total = 0;
-    loop {
-        let n = match from.read(buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        to.write_all(&buf[..n])?;
-        total += n as u64;
+impl Unpacker {
+    /// A file's contents, counted against the layer's byte limit and the space reserve.
+    fn copy<R: Read>(&mut self, from: &mut R, to: &mut File) -> Result<(), Stop> {
+        loop {
+            let n = match from.read(&mut self.buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            self.written += n as u64;
+            if self.written > self.limits.max_file_bytes {
+                return Err(Stop::Limit(UnpackError::TooLarge {
+                    limit: self.limits.max_file_bytes,
+                }));
+            }
+            self.space
+                .wrote(n as u64, self.root.fd())?
+                .map_err(|r| Stop::Limit(UnpackError::Reserve(r)))?;
+            to.write_all(&self.buf[..n])?;
+        }
     }
 }
 
