@@ -13,9 +13,12 @@ use berth_e2e::{require_root, unique_instance};
 
 fn leak_check(args: &[&str]) -> (i32, String) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("setup/leak-check");
-    let out = Command::new(script).args(args).output().expect("run leak-check");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let out = Command::new(script)
+        .args(args)
+        .output()
+        .expect("run leak-check");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), text)
 }
 
@@ -65,7 +68,11 @@ fn peers_objects_never_fail_it_and_berths_do() {
     let ours = unique_instance("lk");
     let mut made = Made::default();
     // A peer's cgroups, as podman makes them in every hierarchy, and one of ours.
-    for h in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup/pids", "/sys/fs/cgroup"] {
+    for h in [
+        "/sys/fs/cgroup/unified",
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup",
+    ] {
         let h = Path::new(h);
         if !h.join("cgroup.procs").exists() {
             continue;
@@ -94,7 +101,11 @@ fn peers_objects_never_fail_it_and_berths_do() {
     assert_eq!(code, 1, "our cgroup and table must be reported:\n{text}");
     assert!(text.contains(&format!("nft table inet {ours}")), "{text}");
     assert!(text.contains(&format!("/{ours}\n")), "{text}");
-    for peer_object in [peer.as_str(), peer_table.as_str(), peer_mount.to_str().unwrap()] {
+    for peer_object in [
+        peer.as_str(),
+        peer_table.as_str(),
+        peer_mount.to_str().unwrap(),
+    ] {
         assert!(
             !text.contains(peer_object),
             "a peer's object {peer_object} was judged:\n{text}"
