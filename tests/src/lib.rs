@@ -7,8 +7,10 @@
 //! - [`tree`]: snapshots of root filesystems, overlay stacking, umoci as the reference unpacker.
 //! - [`berth_env`]: a state dir and config for running `berth` against the test registries.
 //! - [`tmpfs`]: a size-limited tmpfs over a state dir (disk-full faults).
+//! - [`gitrepo`]: a spec repository served by `git daemon`, with signed and unsigned commits.
 
 pub mod berth_env;
+pub mod gitrepo;
 pub mod image;
 pub mod proxy;
 pub mod registry;

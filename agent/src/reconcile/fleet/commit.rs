@@ -32,6 +32,13 @@ impl CommitId {
     }
 }
 
+impl std::str::FromStr for CommitId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        CommitId::parse(s)
+    }
+}
+
 impl TryFrom<String> for CommitId {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
