@@ -519,7 +519,8 @@ fn kill_group(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// git's complaint, trimmed to what says why (its `fatal:`/`error:` lines).
+/// git's complaint, trimmed to what says why: from its first `fatal:`/`error:` line on (the
+/// reason often follows on the next line), three lines at most.
 fn summarise(stderr: &[u8], status: std::process::ExitStatus) -> String {
     let text = String::from_utf8_lossy(stderr);
     let lines: Vec<&str> = text
@@ -527,15 +528,13 @@ fn summarise(stderr: &[u8], status: std::process::ExitStatus) -> String {
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
-    let key: Vec<&str> = lines
+    let from = lines
         .iter()
-        .copied()
-        .filter(|l| l.starts_with("fatal:") || l.starts_with("error:"))
-        .collect();
-    let pick = if key.is_empty() { lines } else { key };
-    match pick.as_slice() {
+        .position(|l| l.starts_with("fatal:") || l.starts_with("error:"))
+        .unwrap_or(lines.len().saturating_sub(3));
+    match &lines[from..] {
         [] => format!("exit {status}"),
-        some => some[some.len().saturating_sub(3)..].join("; "),
+        some => some[..some.len().min(3)].join(" "),
     }
 }
 
