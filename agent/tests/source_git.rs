@@ -9,7 +9,7 @@ use berth_agent::events::EventLog;
 use berth_agent::metrics::Metrics;
 use berth_agent::reconcile::fleet::Reason;
 use berth_agent::source::git::{GitSource, Outcome, clock_now};
-use berth_e2e::gitrepo::{GitDaemon, Sign, SigningKey, SpecRepo};
+use berth_e2e::gitrepo::{GitDaemon, GitHttps, Sign, SigningKey, SpecRepo, SshServer};
 use berth_spec::config::SourceConfig;
 use berth_spec::{Config, HostFacts};
 
@@ -585,4 +585,104 @@ fn a_rollout_applies_the_tip_on_the_hosts_its_bucket_names() {
     f.repo.push(false);
     let (reason, commit, _) = refused(sources[0].0.sync(clock_now()));
     assert_eq!((reason, commit.as_str()), (Reason::BadRollout, c5.as_str()));
+}
+
+/// https with a token from a file, a private CA, and git-http-backend behind basic auth: the
+/// token reaches the server (and only as a header); a wrong token or an untrusted certificate
+/// fails the fetch and changes nothing.
+#[test]
+fn https_with_a_token_file_and_a_private_ca() {
+    let mut f = Fixture::new();
+    f.repo.write("web.toml", "image = \"busybox\"\n");
+    let c1 = f.signed("web");
+    f.repo.push(false);
+    let server = GitHttps::start(
+        f.repo.bare.parent().unwrap(),
+        f.dir.path(),
+        "fleet",
+        "t0ken",
+    );
+    let token = f.dir.path().join("token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    let url = server.url("fleet.git");
+    let (mut src, config, _) = f.source_with("h1", |s| {
+        s.git = Some(url.clone());
+        s.token_file = Some(token.clone());
+        s.username = "fleet".into();
+        s.ca_file = Some(server.ca.clone());
+    });
+    assert_eq!(src.sync(clock_now()), Outcome::Applied(c1.parse().unwrap()));
+    assert_eq!(applied_tree(&config).as_deref(), Some(c1.as_str()));
+    let log = server.requests();
+    assert!(
+        log.contains("ok GET /fleet.git/info/refs?service=git-upload-pack"),
+        "{log}"
+    );
+    assert!(!log.contains("denied"), "{log}");
+    // A rotated token that the server does not know: 401, nothing changes.
+    std::fs::write(&token, "wrong\n").unwrap();
+    f.repo.write("db.toml", "image = \"busybox\"\n");
+    f.signed("db");
+    f.repo.push(false);
+    match src.sync(clock_now()) {
+        Outcome::Failed(e) => assert!(e.contains("git fetch failed"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(server.requests().contains("denied GET"));
+    assert_eq!(applied_tree(&config).as_deref(), Some(c1.as_str()));
+    // Without the CA, the server's certificate is not trusted.
+    std::fs::write(&token, "t0ken\n").unwrap();
+    let (mut other, _, _) = f.source_with("h2", |s| {
+        s.git = Some(url.clone());
+        s.token_file = Some(token.clone());
+        s.username = "fleet".into();
+    });
+    match other.sync(clock_now()) {
+        Outcome::Failed(e) => assert!(e.to_lowercase().contains("certificate"), "{e}"),
+        o => panic!("{o:?}"),
+    }
+}
+
+/// ssh with a key file and known_hosts only (no ssh config, agent or prompt), against sshd on
+/// 127.0.0.1; paths with spaces and quotes survive the command line git hands to sh. An
+/// unknown host key fails the fetch.
+#[test]
+fn ssh_with_a_key_file_and_known_hosts() {
+    // sshd lets the test's key in as the user it runs as: root, which it must be.
+    if !berth_e2e::require_root() {
+        return;
+    }
+    let mut f = Fixture::new();
+    f.repo.write("web.toml", "image = \"busybox\"\n");
+    let c1 = f.signed("web");
+    f.repo.push(false);
+    let odd = f.dir.path().join("it's a dir");
+    std::fs::create_dir(&odd).unwrap();
+    let client = SigningKey::new(&odd, "deploy key");
+    let server = SshServer::start(f.dir.path(), &client);
+    let known = odd.join("known hosts");
+    std::fs::write(&known, &server.known_host).unwrap();
+    let url = server.url(&f.repo.bare);
+    let (mut src, config, _) = f.source_with("h1", |s| {
+        s.git = Some(url.clone());
+        s.ssh_key_file = Some(client.private.clone());
+        s.known_hosts = Some(known.clone());
+    });
+    assert_eq!(src.sync(clock_now()), Outcome::Applied(c1.parse().unwrap()));
+    assert_eq!(applied_tree(&config).as_deref(), Some(c1.as_str()));
+    // Another host key for that address: refused by ssh, nothing changes.
+    let other = SigningKey::new(f.dir.path(), "other-host");
+    std::fs::write(
+        &known,
+        format!("[127.0.0.1]:{} {}\n", server.port, other.public),
+    )
+    .unwrap();
+    f.repo.write("db.toml", "image = \"busybox\"\n");
+    f.signed("db");
+    f.repo.push(false);
+    match src.sync(clock_now()) {
+        Outcome::Failed(e) => assert!(e.contains("Host key verification failed"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(applied_tree(&config).as_deref(), Some(c1.as_str()));
 }

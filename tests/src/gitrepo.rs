@@ -397,3 +397,172 @@ impl GitDaemon {
         w
     }
 }
+
+/// Debian's git-http-backend behind HTTPS with basic auth (tests/setup/git_https.py), on
+/// 127.0.0.1, with its own self-signed certificate.
+pub struct GitHttps {
+    child: Child,
+    pub port: u16,
+    /// The certificate clients must trust (PEM).
+    pub ca: PathBuf,
+    /// One line per request: `ok|denied METHOD PATH`.
+    pub log: PathBuf,
+}
+
+impl GitHttps {
+    pub fn start(root: &Path, dir: &Path, user: &str, token: &str) -> GitHttps {
+        let (cert, key) = (dir.join("https-cert.pem"), dir.join("https-key.pem"));
+        let out = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args([
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port_file = dir.join("https-port");
+        let log = dir.join("https.log");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("setup/git_https.py");
+        let mut c = Command::new("python3");
+        c.arg(script)
+            .arg(&port_file)
+            .arg(root)
+            .arg(&cert)
+            .arg(&key)
+            .arg(user)
+            .arg(token)
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("https.err")).unwrap());
+        std::os::unix::process::CommandExt::process_group(&mut c, 0);
+        let mut child = c.spawn().expect("python3");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let port = loop {
+            if let Ok(p) = std::fs::read_to_string(&port_file) {
+                break p.trim().parse().unwrap();
+            }
+            if let Ok(Some(s)) = child.try_wait() {
+                panic!("git_https.py exited: {s}");
+            }
+            assert!(Instant::now() < deadline, "git_https.py did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        GitHttps {
+            child,
+            port,
+            ca: cert,
+            log,
+        }
+    }
+
+    pub fn url(&self, name: &str) -> String {
+        format!("https://127.0.0.1:{}/{name}", self.port)
+    }
+
+    pub fn requests(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for GitHttps {
+    fn drop(&mut self) {
+        kill_group(&mut self.child);
+    }
+}
+
+/// Debian's sshd on 127.0.0.1 (its own host key, config and port), letting one key in as the
+/// current user: git over `ssh://` runs `git-upload-pack` through it.
+pub struct SshServer {
+    child: Child,
+    pub port: u16,
+    /// A known_hosts line for this server.
+    pub known_host: String,
+}
+
+impl SshServer {
+    pub fn start(dir: &Path, client: &SigningKey) -> SshServer {
+        let host_key = dir.join("ssh_host_ed25519_key");
+        let out = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&host_key)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let authorized = dir.join("authorized_keys");
+        std::fs::write(&authorized, format!("{}\n", client.public)).unwrap();
+        // sshd's privilege separation dir (the package makes it only when its service starts).
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        for _ in 0..20 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let config = dir.join(format!("sshd-{port}.conf"));
+            std::fs::write(
+                &config,
+                format!(
+                    "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\n\
+                     AuthorizedKeysFile {}\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n\
+                     KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPubkeyAuthentication yes\n",
+                    host_key.display(),
+                    dir.join(format!("sshd-{port}.pid")).display(),
+                    authorized.display()
+                ),
+            )
+            .unwrap();
+            let mut c = Command::new("/usr/sbin/sshd");
+            c.args(["-D", "-e", "-f"])
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.join(format!("sshd-{port}.log"))).unwrap());
+            std::os::unix::process::CommandExt::process_group(&mut c, 0);
+            let mut child = c.spawn().expect("sshd (Debian package openssh-server)");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    let public = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
+                    let key: Vec<&str> = public.split_whitespace().take(2).collect();
+                    return SshServer {
+                        child,
+                        port,
+                        known_host: format!("[127.0.0.1]:{port} {}\n", key.join(" ")),
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            kill_group(&mut child);
+        }
+        panic!("sshd did not start");
+    }
+
+    /// `ssh://` URL of a repository by its absolute path.
+    pub fn url(&self, repo: &Path) -> String {
+        let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+        format!("ssh://{user}@127.0.0.1:{}{}", self.port, repo.display())
+    }
+}
+
+impl Drop for SshServer {
+    fn drop(&mut self) {
+        kill_group(&mut self.child);
+    }
+}

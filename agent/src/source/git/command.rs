@@ -469,22 +469,26 @@ pub const BUNDLE_REF: &str = "refs/berth/bundle";
 pub const VERIFIED_REF: &str = "refs/berth/verified";
 pub const APPLIED_REF: &str = "refs/berth/applied";
 
-/// `ssh` with nothing from any ssh config: this key, these host keys, no prompts.
+/// `ssh` with nothing from any ssh config: this key, these host keys, no prompts. git hands
+/// the string to sh; ssh then reads `-o` values with its own quoting (and splits a known hosts
+/// value at spaces), so that path is quoted for ssh first, then for sh.
 fn ssh_command(r: &Remote) -> String {
-    let q = |p: &Option<PathBuf>| {
-        shell_quote(
-            &p.as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-        )
+    let path = |p: &Option<PathBuf>| {
+        p.as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
     };
+    let for_ssh = |s: String| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
     format!(
-        "{SSH_BIN} -F /dev/null -o BatchMode=yes -o IdentitiesOnly=yes -o IdentityFile={} \
-         -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes \
+        "{SSH_BIN} -F /dev/null -o BatchMode=yes -o IdentitiesOnly=yes -o IdentityAgent=none -i {} \
+         -o {} -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes \
          -o UpdateHostKeys=no -o ControlMaster=no -o ConnectTimeout=30 -o ServerAliveInterval=15 \
          -o ServerAliveCountMax=4",
-        q(&r.ssh_key_file),
-        q(&r.known_hosts)
+        shell_quote(&path(&r.ssh_key_file)),
+        shell_quote(&format!(
+            "UserKnownHostsFile={}",
+            for_ssh(path(&r.known_hosts))
+        ))
     )
 }
 
@@ -528,10 +532,17 @@ fn summarise(stderr: &[u8], status: std::process::ExitStatus) -> String {
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
+    // What ssh or a helper said comes on the line before git's own `fatal:`.
     let from = lines
         .iter()
         .position(|l| l.starts_with("fatal:") || l.starts_with("error:"))
-        .unwrap_or(lines.len().saturating_sub(3));
+        .map_or(lines.len().saturating_sub(3), |i| {
+            if i > 0 && !lines[i - 1].starts_with("remote:") {
+                i - 1
+            } else {
+                i
+            }
+        });
     match &lines[from..] {
         [] => format!("exit {status}"),
         some => some[..some.len().min(3)].join(" "),
