@@ -496,8 +496,10 @@ fn an_idle_poll_is_one_ref_advertisement() {
     f.repo.write("web.toml", "image = \"busybox\"\n");
     f.signed("v1");
     f.repo.push(false);
-    let (mut src, _, _) = f.source("h1");
+    let (mut src, config, _) = f.source("h1");
     assert!(matches!(src.sync(clock_now()), Outcome::Applied(_)));
+    let state = config.state_dir.join("source/state.json");
+    let written = std::fs::metadata(&state).unwrap().modified().unwrap();
     let before = f.daemon.work();
     let connections = f.daemon.connections();
     assert_eq!(
@@ -520,6 +522,8 @@ fn an_idle_poll_is_one_ref_advertisement() {
         (after.lines_out - before.lines_out) / 5
     );
     assert!(per_poll < 2048, "{per_poll} bytes for an idle poll");
+    // Nor does an idle poll write to the host's disk.
+    assert_eq!(std::fs::metadata(&state).unwrap().modified().unwrap(), written);
 }
 
 /// A rollout picks the hosts the bucket names; halting puts them back on `from`.

@@ -223,6 +223,39 @@ fn an_agent_follows_signed_commits_and_refuses_the_rest() {
     }
 }
 
+/// Unattended provisioning: `berth apply --once --wait` on first boot, before any agent runs,
+/// fetches and verifies the repository and converges on it; the agent then adopts it all.
+#[test]
+fn first_boot_apply_once_fetches_the_repository() {
+    if !require_root() {
+        return;
+    }
+    let image = sleeper_image();
+    let keys = Keys::new();
+    let mut repo = SpecRepo::new("specs");
+    let daemon = GitDaemon::start(repo.bare.parent().unwrap(), keys.dir.path());
+    repo.write("web.toml", &sleeper(&image, ""));
+    let c1 = repo.commit("web", Sign::With(&keys.alice));
+    repo.push(false);
+    let opts = AgentOptions {
+        extra_config: format!(
+            "[source]\ngit = {:?}\npath = \"specs\"\nallowed_signers = {:?}\n",
+            daemon.url("fleet.git"),
+            keys.signers()
+        ),
+        ..AgentOptions::default()
+    };
+    let mut a = TestAgent::new("fo", &opts);
+    let out = a.berth(&["apply", "--once", "--wait", "--timeout", "60s"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(a.status_of("web").unwrap()["status"], "running");
+    assert_eq!(applied(&a).as_deref(), Some(c1.as_str()));
+    let id = a.status_of("web").unwrap()["id"].clone();
+    a.start(&opts);
+    let adopted = a.wait_running("web");
+    assert_eq!(adopted["id"], id, "the agent adopts what apply made");
+}
+
 #[test]
 fn an_offline_agent_takes_signed_bundles() {
     if !require_root() {

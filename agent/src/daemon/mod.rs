@@ -215,6 +215,7 @@ impl Reconciler {
                 if let Some(g) = &self.git_source {
                     // The swap it may bring wakes the loop through the spec watcher.
                     g.fetch_soon();
+                    g.scan_imports();
                 }
                 self.rescan();
                 self.recheck_now();

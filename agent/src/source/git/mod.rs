@@ -130,6 +130,9 @@ pub struct GitSource {
     judged: Option<(CommitId, [u8; 32])>,
     /// The applied commit is checked against the disk and the rollout once after start.
     checked_since_start: bool,
+    /// What `state.json` holds, to write it only when more than fetch times changed (an idle
+    /// poll a minute must not wear an edge device's flash).
+    saved: SourceState,
 }
 
 impl GitSource {
@@ -160,7 +163,7 @@ impl GitSource {
             }
         };
         let git = Git::new(&dirs.repo(), &dirs.home());
-        let src = GitSource {
+        let mut src = GitSource {
             config: sc,
             specs_dir: config.specs_dir.clone(),
             host,
@@ -171,7 +174,9 @@ impl GitSource {
             metrics,
             judged: None,
             checked_since_start: false,
+            saved: SourceState::default(),
         };
+        src.saved = src.state.clone();
         src.metrics.set_source(&src.state);
         Ok(src)
     }
@@ -775,9 +780,18 @@ impl GitSource {
         Ok((Some(signers), digest))
     }
 
-    fn save(&self) {
-        if let Err(e) = crate::fsutil::atomic_write_json(&self.dirs.state(), &self.state) {
-            tracing::warn!("cannot save the source state: {e}");
+    fn save(&mut self) {
+        let times_only = SourceState {
+            last_fetch: self.saved.last_fetch.clone(),
+            last_success: self.saved.last_success.clone(),
+            ..self.state.clone()
+        } == self.saved;
+        if times_only {
+            return;
+        }
+        match crate::fsutil::atomic_write_json(&self.dirs.state(), &self.state) {
+            Ok(()) => self.saved = self.state.clone(),
+            Err(e) => tracing::warn!("cannot save the source state: {e}"),
         }
     }
 }
