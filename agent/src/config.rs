@@ -35,7 +35,7 @@ pub fn config_path(explicit: Option<&Path>) -> (PathBuf, bool) {
 /// Loads the config named by `explicit`, the environment or the default path.
 pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
     let (path, required) = config_path(explicit);
-    let text = match std::fs::read_to_string(&path) {
+    let text = match read_text(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
             return Ok(Config::default());
@@ -48,6 +48,34 @@ pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
     })?;
     config.source = Some(path);
     Ok(config)
+}
+
+/// The most of a config read: any real one is a few KiB.
+const MAX_CONFIG: u64 = 1 << 20;
+
+/// The config's text: a regular file (a FIFO would hang every command, a device never end) of
+/// at most [`MAX_CONFIG`], in UTF-8.
+fn read_text(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        // Opening a FIFO must not wait for a writer; the type is checked next.
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CONFIG {
+        return Err(std::io::Error::other(format!(
+            "larger than {} MiB",
+            MAX_CONFIG >> 20
+        )));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
 }
 
 fn render(diags: &[Diagnostic]) -> String {

@@ -59,6 +59,23 @@ fn temp_beside(path: &Path) -> io::Result<(&Path, std::path::PathBuf)> {
     Ok((dir, tmp))
 }
 
+/// Removes the temp files that writes of another process left in `dir` (a kill -9 between a
+/// temp file and its rename): one agent per state dir, so another pid's temp is never in use.
+pub fn remove_stale_temps(dir: &Path) {
+    let ours = format!(".tmp{}", std::process::id());
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let is_temp = name.starts_with('.')
+            && name
+                .rsplit_once(".tmp")
+                .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+        if is_temp && !name.ends_with(&ours) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Serialises `value` as pretty JSON and writes it with [`atomic_write`].
 pub fn atomic_write_json<T: serde::Serialize>(path: &Path, value: &T) -> io::Result<()> {
     let mut data = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;

@@ -9,7 +9,8 @@ use crate::reconcile::fleet::{CommitId, Reason};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContainerStatus {
     pub name: String,
-    /// `running`, `paused` or `stopped`, as the spec asks.
+    /// `running`, `paused` or `stopped`, as the spec asks; `removed` once its spec file is
+    /// deleted (shown until the removal has finished).
     pub desired: String,
     pub status: Status,
     /// Why it is in that status: waiting for a dependency, backing off, held by a lock, ...
@@ -49,6 +50,9 @@ pub enum Status {
     Exited,
     Restarting,
     Failed,
+    /// Its spec file was deleted and its removal (stop, then everything it owns) has not
+    /// finished: its process and ports may still be there.
+    Removing,
 }
 
 impl Status {
@@ -63,6 +67,7 @@ impl Status {
             Status::Exited => "exited",
             Status::Restarting => "restarting",
             Status::Failed => "failed",
+            Status::Removing => "removing",
         }
     }
 }

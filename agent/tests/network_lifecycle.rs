@@ -185,13 +185,13 @@ fn orphans_are_swept_and_another_instance_is_never_touched() {
     let lab = Lab::new(24);
     lab.net.ensure_host().unwrap();
     // A second instance on the same host, with its own bridge, subnet and table.
-    let other_names = Names::new("btu24");
+    let other_names = Names::new("u24");
     let other_layout = berth_agent::layout::Layout {
         state_dir: lab.dir.path().join("state2"),
         run_dir: lab.dir.path().join("run2"),
     };
     let other_config = berth_spec::config::NetworkConfig {
-        bridge: "btub24".into(),
+        bridge: "ub24".into(),
         subnet: "10.222.24.0/24".into(),
     };
     let host = std::fs::File::open(&lab.host_ns).unwrap();
@@ -305,7 +305,7 @@ fn addresses_and_ports_are_checked_with_errors_that_say_why() {
 
     // A subnet that another interface's network sits in is refused at ensure_host.
     let bad = berth_spec::config::NetworkConfig {
-        bridge: "btxb25".into(),
+        bridge: "xb25".into(),
         subnet: "10.221.0.0/16".into(),
     };
     let host = std::fs::File::open(&lab.host_ns).unwrap();
@@ -314,7 +314,7 @@ fn addresses_and_ports_are_checked_with_errors_that_say_why() {
         state_dir: dir.path().join("s"),
         run_dir: dir.path().join("r"),
     };
-    let net = netns::in_netns(&host, || Network::new(Names::new("btx25"), &bad, &layout))
+    let net = netns::in_netns(&host, || Network::new(Names::new("x25"), &bad, &layout))
         .unwrap()
         .unwrap();
     let e = net.ensure_host().unwrap_err();

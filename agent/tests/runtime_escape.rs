@@ -94,8 +94,22 @@ fn absent_here(line: &str) -> bool {
         "sysrq" => missing("/proc/sysrq-trigger"),
         "init_module" => missing("/proc/modules"),
         "kexec_load" => missing("/sys/kernel/kexec_loaded"),
+        "unlisted_syscall" => !kernel_at_least(6, 10),
         _ => false,
     }
+}
+
+/// Whether the running kernel is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = nix::sys::utsname::uname().unwrap();
+    let mut parts = release
+        .release()
+        .to_str()
+        .unwrap_or("0.0")
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (a, b) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (a, b) >= (major, minor)
 }
 
 /// Whether an attempt was stopped, from the probe's result code.
@@ -133,6 +147,7 @@ const ATTEMPTS: &[&str] = &[
     "bpf",
     "open_by_handle_at",
     "clone_newns",
+    "unlisted_syscall",
 ];
 
 fn report(title: &str, results: &BTreeMap<String, i32>) -> Vec<String> {

@@ -172,3 +172,44 @@ fn privileged_sees_the_hosts_devices() {
     let out = env.stdout(&d);
     assert!(out[0].contains("No such file"), "default: {out:?}");
 }
+
+/// The init reaper never execs, so close-on-exec does nothing for it: it must hold no fd but
+/// stdio (not the shim's host-port sockets, log file or pipes), and the container's processes
+/// cannot open its /proc entries.
+#[test]
+fn the_init_reaper_holds_nothing_of_the_hosts() {
+    use berth_agent::runtime::HostPort;
+    let env = Env::new("reapfd");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut c = env.config(
+        "reap",
+        "readlink /proc/1/fd/1 >/dev/null 2>&1 && echo fds-open || echo fds-closed; \
+         readlink /proc/1/exe >/dev/null 2>&1 && echo exe-open || echo exe-closed; sleep 1000",
+    );
+    c.init = true;
+    c.host_ports = vec![HostPort {
+        ip: Some("127.0.0.1".parse().unwrap()),
+        port,
+        protocol: berth_spec::model::Protocol::Tcp,
+    }];
+    let started = env.runtime.create(&c).unwrap();
+    env.wait_line(&c, "exe-closed");
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", started.pid))
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let link = std::fs::read_link(e.path()).unwrap_or_default();
+            format!("{} -> {}", e.file_name().to_string_lossy(), link.display())
+        })
+        .collect();
+    let extra: Vec<&String> = fds
+        .iter()
+        .filter(|f| !["0 ", "1 ", "2 "].iter().any(|p| f.starts_with(p)))
+        .collect();
+    assert!(extra.is_empty(), "the reaper holds {extra:?}");
+    assert_eq!(env.stdout(&c), ["fds-closed", "exe-closed"]);
+}

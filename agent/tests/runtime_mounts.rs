@@ -206,3 +206,171 @@ fn shims_and_containers_live_under_the_instance_not_the_caller() {
         memory_cgroup(std::process::id() as i32)
     );
 }
+
+/// An image entry where a passed-through device goes, a symlink to a host file (absolute, or
+/// relative and climbing out of the root), must never let the mode change reach that file:
+/// the node is made in the link's place (the link replaced, as a mount covers what is there),
+/// and the mode is set on the node just made, seen through an fd that does not follow links.
+#[test]
+fn a_device_path_that_is_an_image_symlink_never_reaches_the_host() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new("devlink");
+    let sentinel = env.dir.path().join("sentinel");
+    std::fs::write(&sentinel, "host secret\n").unwrap();
+    std::fs::set_permissions(&sentinel, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let layer = env.dir.path().join("layer-links");
+    std::fs::create_dir_all(layer.join("opt/app")).unwrap();
+    std::os::unix::fs::symlink(&sentinel, layer.join("opt/app/abs")).unwrap();
+    let climb = "../".repeat(40);
+    let rel = format!(
+        "{climb}{}",
+        sentinel.display().to_string().trim_start_matches('/')
+    );
+    std::os::unix::fs::symlink(&rel, layer.join("opt/app/rel")).unwrap();
+    for link in ["abs", "rel"] {
+        let mut c = env.config(link, &format!("ls -l /opt/app/{link} | cut -c1"));
+        c.layers.push(layer.clone());
+        c.devices = vec![DeviceSpec {
+            host: "/dev/zero".into(),
+            container: format!("/opt/app/{link}").into(),
+            permissions: "rw".into(),
+        }];
+        let started = env.runtime.create(&c);
+        let mode = std::fs::metadata(&sentinel).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(
+            mode, 0o600,
+            "{link}: the host file's mode changed through the image's symlink ({started:?})"
+        );
+        started.unwrap();
+        env.wait_exit(&c);
+        assert_eq!(env.stdout(&c), ["c"], "{link}: {:?}", env.stderr(&c));
+    }
+    assert_eq!(std::fs::read_to_string(&sentinel).unwrap(), "host secret\n");
+}
+
+fn etc_files(env: &Env) -> EtcFiles {
+    let f = |name: &str, text: &str| {
+        let p = env.dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        Some(p)
+    };
+    EtcFiles {
+        hostname: f("hostname", "box\n"),
+        hosts: f("hosts", "127.0.0.1 localhost\n"),
+        resolv_conf: f("resolv.conf", "nameserver 10.0.0.1\n"),
+    }
+}
+
+/// The /etc files are the host's files bound in: a container that could write them could fill
+/// the host's disk or rewrite what the agent keeps. They are bound read-only.
+#[test]
+fn etc_files_are_read_only_in_the_container() {
+    let env = Env::new("etcro");
+    let mut c = env.config(
+        "etcro",
+        "for f in hosts hostname resolv.conf; do \
+           (echo x >> /etc/$f) 2>/dev/null && echo $f-written || echo $f-refused; done",
+    );
+    c.etc = etc_files(&env);
+    env.runtime.create(&c).unwrap();
+    assert_eq!(env.wait_exit(&c).code, Some(0));
+    assert_eq!(
+        env.stdout(&c),
+        ["hosts-refused", "hostname-refused", "resolv.conf-refused"]
+    );
+    let hosts = std::fs::read_to_string(c.etc.hosts.as_ref().unwrap()).unwrap();
+    assert_eq!(hosts, "127.0.0.1 localhost\n");
+}
+
+/// An image whose /etc/resolv.conf is a dangling symlink (systemd-resolved's stub, say) still
+/// starts: the link is followed inside the root and its target made there, as runc does; an
+/// absolute target never lands on the host.
+#[test]
+fn a_dangling_resolv_conf_symlink_is_resolved_inside_the_root() {
+    let env = Env::new("resolv");
+    let host_dir = format!("/berth-resolv-test-{}", std::process::id());
+    let layer = env.dir.path().join("layer-resolv");
+    std::fs::create_dir_all(layer.join("etc")).unwrap();
+    std::os::unix::fs::symlink(
+        format!("{host_dir}/stub-resolv.conf"),
+        layer.join("etc/resolv.conf"),
+    )
+    .unwrap();
+    let mut c = env.config(
+        "resolv",
+        &format!("cat /etc/resolv.conf; cat {host_dir}/stub-resolv.conf"),
+    );
+    c.layers.push(layer);
+    c.etc = etc_files(&env);
+    let started = env.runtime.create(&c);
+    assert!(
+        !std::path::Path::new(&host_dir).exists(),
+        "the link's target was made on the host"
+    );
+    started.unwrap();
+    assert_eq!(env.wait_exit(&c).code, Some(0), "{:?}", env.stderr(&c));
+    assert_eq!(
+        env.stdout(&c),
+        ["nameserver 10.0.0.1", "nameserver 10.0.0.1"]
+    );
+}
+
+/// Masks bind the host's own /dev/null (checked to be c 1:3), never whatever the container's
+/// tree has at /dev/null (CVE-2025-31133): here a spec mount put a file there.
+#[test]
+fn masks_use_the_hosts_dev_null() {
+    let env = Env::new("masknull");
+    let fake = env.dir.path().join("not-null");
+    std::fs::write(&fake, "not-null-contents\n").unwrap();
+    let mut c = env.config("masknull", "cat /proc/keys /proc/timer_list; echo end");
+    c.mounts.push(MountSpec {
+        source: MountSource::Bind(fake),
+        target: "/dev/null".into(),
+        read_only: true,
+    });
+    env.runtime.create(&c).unwrap();
+    assert_eq!(env.wait_exit(&c).code, Some(0), "{:?}", env.stderr(&c));
+    assert_eq!(env.stdout(&c), ["end"]);
+}
+
+/// Unmounts a test's host mount on drop, whatever the test did.
+struct HostMount(PathBuf);
+
+impl Drop for HostMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// A read-only bind is read-only all the way down: a mount below the source (here a tmpfs) is
+/// not left writable, and the bind is made and set read-only through one fd (open_tree +
+/// mount_setattr), never looked up again by path.
+#[test]
+fn read_only_binds_are_read_only_below_too() {
+    let env = Env::new("rorec");
+    let src = env.dir.path().join("data");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &src.join("sub"),
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .unwrap();
+    let _guard = HostMount(src.join("sub"));
+    let mut c = env.config(
+        "rorec",
+        "touch /data/top 2>/dev/null && echo top-written || echo top-refused; \
+         touch /data/sub/x 2>/dev/null && echo sub-written || echo sub-refused",
+    );
+    c.mounts.push(MountSpec {
+        source: MountSource::Bind(src.clone()),
+        target: "/data".into(),
+        read_only: true,
+    });
+    env.runtime.create(&c).unwrap();
+    assert_eq!(env.wait_exit(&c).code, Some(0), "{:?}", env.stderr(&c));
+    assert_eq!(env.stdout(&c), ["top-refused", "sub-refused"]);
+    assert!(!src.join("sub/x").exists());
+}

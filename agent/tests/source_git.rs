@@ -560,6 +560,24 @@ fn a_rollout_applies_the_tip_on_the_hosts_its_bucket_names() {
             i32::from(want == &c2)
         )));
     }
+    // Widen to 80%: every host in at 50% stays in (on the new tip), more join.
+    f.repo.write(
+        "rollout.toml",
+        &format!("id = \"web-2\"\nfrom = \"{c1}\"\npercent = 80\n"),
+    );
+    let c3 = f.signed("v2 to most of the fleet");
+    f.repo.push(false);
+    let mut joined = 0;
+    for (h, (src, config, _)) in hosts.iter().zip(sources.iter_mut()) {
+        let was_in = src.state().rollout.as_ref().unwrap().included;
+        let _ = src.sync(clock_now());
+        let now_in = src.state().rollout.as_ref().unwrap().included;
+        assert!(now_in || !was_in, "{h} left the rollout when it widened");
+        joined += usize::from(now_in && !was_in);
+        let want = if now_in { &c3 } else { &c1 };
+        assert_eq!(applied_tree(config).as_deref(), Some(want.as_str()), "{h}");
+    }
+    assert!(joined > 0, "widening to 80% took in no new host");
     // Halt: percent 0 sends everyone back to v1.
     f.repo.write(
         "rollout.toml",

@@ -118,6 +118,39 @@ A target is "met" or "MISSED" with the reason, from this run's figures.
 """
 
 
+def runs(results):
+    """The runs the report's figures come from, newest first: (when, run tag, berth commit,
+    mode, scenarios). `bench/run --only` keeps the other scenarios' figures from earlier runs."""
+    by_run = {}
+    for key in results["order"]:
+        sc = results["scenarios"].get(key)
+        if sc is None:
+            continue
+        mode = f"{'quick' if sc.get('quick') else 'full'}, {sc.get('profile', '?')} build"
+        k = (sc.get("when") or "?", sc.get("run"), sc.get("commit"), mode)
+        by_run.setdefault(k, []).append(key)
+    return [(*k, v) for k, v in sorted(by_run.items(), key=lambda kv: kv[0][0], reverse=True)]
+
+
+def _run_name(run, commit):
+    """`run <tag>, berth <commit>`; runs before bench/run recorded them have neither."""
+    name = f"run `{run}`" if run else "a run whose tag was not recorded"
+    return f"{name}, berth `{commit}`" if commit else name
+
+
+def _run_of(sc):
+    return _run_name(sc.get("run"), sc.get("commit"))
+
+
+def headlines(results):
+    """The figures a user meets, one line each: the metrics a scenario marks `headline`."""
+    out = []
+    for key in results["order"]:
+        sc = results["scenarios"].get(key) or {}
+        out += [(key, sc, m) for m in sc.get("metrics", []) if m.get("headline")]
+    return out
+
+
 def render(results, chart=None):
     m = results["machine"]
     lines = [
@@ -136,6 +169,26 @@ def render(results, chart=None):
     ]
     for name, version in sorted(results.get("versions", {}).items()):
         lines.append(f"- {name}: {version}")
+    lines += ["", "Which run each figure comes from (`bench/run --only` refreshes some scenarios and",
+              "keeps the others' figures from their last run; each section names its run too):", ""]
+    for when, tag, commit, mode, keys in runs(results):
+        lines.append(f"- {when}, {_run_name(tag, commit)}, {mode}: "
+                     + ", ".join(f"`{k}`" for k in keys))
+    heads = headlines(results)
+    if heads:
+        lines += ["", "## Headline figures", "",
+                  "What a user meets, in the condition they meet it in (each scenario's section has",
+                  "the other conditions, e.g. starts back to back).", "",
+                  "| scenario | metric | berth | peer | berth/peer | target | result | from |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for key, sc, metric in heads:
+            t = metric.get("target") or {}
+            peer = metric.get("peer_name") or "-"
+            if metric.get("peer"):
+                peer += f": {_cell(metric['peer'], metric)}"
+            lines.append(f"| `{key}` | {metric['name']} | {_cell(metric['berth'], metric)} | {peer} "
+                         f"| {_ratio_cell(metric)} | {t.get('text', '')} | {metric.get('verdict') or ''} "
+                         f"| {sc.get('when') or '?'} ({_run_of(sc)}) |")
     lines += ["", "## Reading the tables", "", PREAMBLE]
     if chart:
         lines += [f"![berth/peer per metric]({chart})", ""]
@@ -162,7 +215,8 @@ def render(results, chart=None):
         lines += [f"## {sc['title']} (`{key}`)", "", sc["description"], ""]
         when = sc.get("when")
         if when:
-            lines += [f"Measured {when}{' (quick mode)' if sc.get('quick') else ''}, berth {sc.get('profile', '?')} build.", ""]
+            lines += [f"Measured {when}{' (quick mode)' if sc.get('quick') else ''} in {_run_of(sc)}, "
+                      f"{sc.get('profile', '?')} build.", ""]
         if sc.get("error"):
             lines += ["**Did not run:**", "", "```", sc["error"].strip(), "```", ""]
         if sc.get("metrics"):

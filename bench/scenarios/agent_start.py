@@ -16,11 +16,12 @@ the bench holds, then execs `sleep`); the image is in berth's store and podman's
 to the same marker: `podman run -d` (runc runtime, its own bridge network, same image pulled
 from the same registry) and `runc create` + `runc start` of a bundle of the same rootfs (no
 network: compared with berth's `network = "none"`). Every start is followed by an untimed
-removal (berth: spec deleted, until nothing of it is left); the contenders run back to back,
-their order rotating every round. On this VM a start after the machine sat idle costs ~10 ms
-more for every tool (joining a cgroup waits for an RCU grace period, which an idle tickless
-guest completes only at a later tick): the "after 200 ms idle" rows measure berth and the
-floor that way, in the same rounds. The runtime-level comparison
+removal (berth: spec deleted, until nothing of it is left); the contenders' order rotates every
+round. Two conditions, in the same rounds: **after 200 ms idle** (the headline: a spec is almost
+always written to a machine that sat idle, and on this VM such a start costs ~10 ms more for
+every tool, because joining a cgroup waits for an RCU grace period that an idle tickless guest
+completes only at a later tick) and **back to back** (each start right after the previous
+contender's, the machine busy). The target is judged in both. The runtime-level comparison
 (`Runtime::create` alone, against runc, podman and the C floor) is the `start` scenario.
 The C floor (`bench/floor.c`: namespaces, overlayfs, pivot_root, /proc, 3 cgroups, exec and
 nothing else, timed by itself to its exec) runs in the same rounds. Targets (issues 6 and 8):
@@ -29,6 +30,20 @@ without network, within 3x of the C floor and faster than runc.
 """
 
 PEER_VERSIONS = {}
+
+# How long the machine sits idle before each start of the headline condition.
+IDLE = 0.2
+
+TARGET = {"text": "median < 20 ms and >= 15x faster than podman (berth/peer <= 0.067)",
+          "max": 0.020, "ratio_max": 1 / 15}
+IF_MISSED = ("Where the time goes (agent log and shim timing): ~0.9 ms from the rename to the "
+             "create (inotify, rescan, plan), ~1.4 ms network attach, ~4.3 ms runtime create "
+             "(shim exec ~0.8, cgroups and the RCU grace period of joining them ~1.2, clone, "
+             "overlay, mounts, pivot_root), the payload's exec; after idle, ~10 ms more for the "
+             "grace period an idle tickless guest completes only at a later tick (the C floor "
+             "pays it too). The C floor of the runtime part alone is 2-5 ms here (back to back); podman "
+             "with its bridge takes ~110 ms here back to back, not the 350 ms the target was set "
+             "against.")
 
 
 def run(ctx, quick):
@@ -79,7 +94,7 @@ def run(ctx, quick):
 
     def idle(fn):
         def once():
-            time.sleep(0.2)
+            time.sleep(IDLE)
             return fn()
         return once
 
@@ -93,30 +108,32 @@ def run(ctx, quick):
         "podman_none": podman(False),
         "floor": floor_once,
         "berth_idle": idle(berth("bridge")),
+        "podman_idle": idle(podman(True)),
         "floor_idle": idle(floor_once),
     }, rounds, warmup=1)
     note = f"{len(s['berth_bridge'])} samples each; p99 is the nearest-rank percentile (the maximum below 100 samples)"
     return [
-        {"name": "spec written -> payload running, with network", "unit": "s",
+        {"name": "spec written -> payload running, with network, after 200 ms idle", "unit": "s",
+         "headline": True,
+         "berth": s["berth_idle"], "peer": s["podman_idle"],
+         "peer_name": "podman run -d (bridge), after 200 ms idle",
+         "target": TARGET, "if_missed": IF_MISSED},
+        {"name": "spec written -> payload running, with network, after 200 ms idle (p99)", "unit": "s",
+         "stat": "p99", "berth": s["berth_idle"], "peer": s["podman_idle"],
+         "peer_name": "podman run -d (bridge), after 200 ms idle", "note": note},
+        {"name": "spec written -> payload running, with network, back to back", "unit": "s",
          "berth": s["berth_bridge"], "peer": s["podman_bridge"], "peer_name": "podman run -d (bridge)",
-         "target": {"text": "median < 20 ms and >= 15x faster than podman (berth/peer <= 0.067)",
-                    "max": 0.020, "ratio_max": 1 / 15},
-         "if_missed": "Where the time goes (agent log and shim timing): ~0.9 ms from the rename to the "
-                      "create (inotify, rescan, plan), ~1.4 ms network attach, ~4.3 ms runtime create "
-                      "(shim exec ~0.8, cgroups and the RCU grace period of joining them ~1.2, clone, "
-                      "overlay, mounts, pivot_root), the payload's exec; the C floor of the runtime part "
-                      "alone is 2-5 ms here. podman with its bridge takes ~110 ms on this machine, not the "
-                      "350 ms the target was set against (against that, berth is ~40x faster)"},
-        {"name": "spec written -> payload running, with network (p99)", "unit": "s", "stat": "p99",
-         "berth": s["berth_bridge"], "peer": s["podman_bridge"], "peer_name": "podman run -d (bridge)",
-         "note": note},
-        {"name": "spec written -> payload running, no network", "unit": "s",
+         "target": TARGET, "if_missed": IF_MISSED},
+        {"name": "spec written -> payload running, with network, back to back (p99)", "unit": "s",
+         "stat": "p99", "berth": s["berth_bridge"], "peer": s["podman_bridge"],
+         "peer_name": "podman run -d (bridge)", "note": note},
+        {"name": "spec written -> payload running, no network, back to back", "unit": "s",
          "berth": s["berth_none"], "peer": s["floor"], "peer_name": "C floor (bench/floor.c, to its exec)",
          "target": {"text": "within 3x of the floor (berth/peer <= 3)", "ratio_max": 3.0}},
-        {"name": "spec written -> payload running, no network", "unit": "s",
+        {"name": "spec written -> payload running, no network, back to back", "unit": "s",
          "berth": s["berth_none"], "peer": s["runc"], "peer_name": "runc create + start",
          "target": {"text": "faster than runc (berth/peer < 1)", "ratio_max": 1.0}},
-        {"name": "spec written -> payload running, no network", "unit": "s",
+        {"name": "spec written -> payload running, no network, back to back", "unit": "s",
          "berth": s["berth_none"], "peer": s["podman_none"], "peer_name": "podman run -d --network none"},
         {"name": "spec written -> payload running, with network, after 200 ms idle", "unit": "s",
          "berth": s["berth_idle"], "peer": s["floor_idle"], "peer_name": "C floor, after 200 ms idle"},

@@ -92,6 +92,32 @@ class Rendering(unittest.TestCase):
         self.assertIn("0.05 (20x faster)", md)
         self.assertIn("1.25 (1.25x more)", md)
 
+    def test_headlines_come_first_and_every_figure_names_its_run(self):
+        res = self.results()
+        res["scenarios"]["a"].update({"when": "2026-01-02 03:04 UTC", "run": "r2", "commit": "c2",
+                                      "quick": False, "profile": "release"})
+        res["scenarios"]["b"].update({"when": "2026-01-01 00:00 UTC", "run": "r1", "commit": "c1",
+                                      "quick": False, "profile": "release"})
+        idle = metric([0.018], [0.120], target={"text": "15x", "ratio_max": 1 / 15})
+        idle.update({"name": "after idle", "headline": True, "peer_name": "podman, after idle"})
+        res["scenarios"]["a"]["metrics"].insert(1, idle)
+        md = report.render(res)
+        # The headline section sits above the targets, with both figures, the ratio and the run.
+        head = md.index("## Headline figures")
+        self.assertLess(head, md.index("## Targets"))
+        row = next(line for line in md.splitlines() if line.startswith("| `a` | after idle |"))
+        self.assertIn("18 ms", row)
+        self.assertIn("podman, after idle: 120 ms", row)
+        self.assertIn("0.15 (6.67x faster)", row)
+        self.assertIn("MISSED", row)
+        self.assertIn("run `r2`, berth `c2`", row)
+        # Only marked metrics are headlines.
+        self.assertEqual(md[head:md.index("## Reading")].count("| `a` |"), 1)
+        # Every run is listed with the scenarios it gave, and each section names its own.
+        self.assertIn("- 2026-01-02 03:04 UTC, run `r2`, berth `c2`, full, release build: `a`", md)
+        self.assertIn("- 2026-01-01 00:00 UTC, run `r1`, berth `c1`, full, release build: `b`", md)
+        self.assertIn("Measured 2026-01-02 03:04 UTC in run `r2`, berth `c2`, release build.", md)
+
     def test_chart_has_one_bar_per_ratio(self):
         res = self.results()
         res["scenarios"]["a"]["metrics"].append(metric([3.0], [2.0]))

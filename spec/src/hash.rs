@@ -17,6 +17,9 @@ struct Shape<'a> {
     command: &'a Option<Vec<String>>,
     env: &'a std::collections::BTreeMap<String, String>,
     user: &'a Option<User>,
+    // Left out when empty, so that specs written before the key keep their hash.
+    #[serde(skip_serializing_if = "<[UserId]>::is_empty")]
+    group_add: &'a [UserId],
     workdir: &'a Option<String>,
     hostname: &'a Option<String>,
     mounts: &'a [Mount],
@@ -37,6 +40,7 @@ pub fn spec_hash(spec: &ContainerSpec) -> String {
         command: &spec.command,
         env: &spec.env,
         user: &spec.user,
+        group_add: &spec.group_add,
         workdir: &spec.workdir,
         hostname: &spec.hostname,
         mounts: &spec.mounts,

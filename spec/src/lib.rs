@@ -48,5 +48,5 @@ pub use parse::{
 };
 pub use reference::{ImageReference, ImageSource};
 pub use render::render_toml;
-pub use schema::spec_schema_json;
+pub use schema::{config_schema_json, spec_schema_json};
 pub use set::check_set;

@@ -30,6 +30,10 @@ pub struct ContainerSpec {
     pub env_files: Vec<PathBuf>,
     pub workdir: Option<String>,
     pub user: Option<User>,
+    /// Supplementary groups beyond the user's own (Docker's `--group-add`): names resolved in
+    /// the image's /etc/group, or gids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_add: Vec<UserId>,
     pub hostname: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub restart: RestartPolicy,
@@ -70,6 +74,7 @@ impl ContainerSpec {
             env_files: Vec::new(),
             workdir: None,
             user: None,
+            group_add: Vec::new(),
             hostname: None,
             labels: BTreeMap::new(),
             restart: RestartPolicy::Always,

@@ -26,6 +26,7 @@ pub const TOP_KEYS: &[&str] = &[
     "env_files",
     "workdir",
     "user",
+    "group_add",
     "hostname",
     "labels",
     "restart",
@@ -229,6 +230,29 @@ fn decode(
             .map_err(|e| cx.error(v.span, k, e))
             .ok()
     });
+    let group_add = opt(cx, t, "", "group_add", |cx, v, k| {
+        let items = cx.array(v, k)?;
+        let mut out = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let k = index(k, i);
+            let g = match &item.kind {
+                Kind::Int(Ok(n)) => u32::try_from(*n)
+                    .map(UserId::Id)
+                    .map_err(|_| format!("group id {n} is out of range")),
+                Kind::Str(s) => values::parse_group(s),
+                _ => Err("expected a group name or a gid".to_string()),
+            };
+            match g {
+                Ok(g) => out.push(g),
+                Err(e) => {
+                    cx.error(item.span, &k, e);
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    });
     let hostname = opt(cx, t, "", "hostname", |cx, v, k| {
         let s = cx.str(v, k)?;
         values::validate_hostname(s)
@@ -410,6 +434,7 @@ fn decode(
         env_files: env_files.iter().map(|(p, _)| p.clone()).collect(),
         workdir: workdir.ok()?,
         user: user.ok()?,
+        group_add: group_add.ok()?.unwrap_or_default(),
         hostname: hostname.ok()?,
         labels: labels.ok()?.unwrap_or_default(),
         restart: restart.ok()?.unwrap_or(defaults.restart),

@@ -61,6 +61,17 @@ pub fn to_table(spec: &ContainerSpec) -> Table {
     if let Some(u) = &spec.user {
         t.insert("user".into(), s(values::format_user(u)));
     }
+    if !spec.group_add.is_empty() {
+        t.insert(
+            "group_add".into(),
+            Value::Array(
+                spec.group_add
+                    .iter()
+                    .map(|g| s(values::format_group(g)))
+                    .collect(),
+            ),
+        );
+    }
     if let Some(h) = &spec.hostname {
         t.insert("hostname".into(), s(h.as_str()));
     }

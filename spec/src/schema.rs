@@ -31,6 +31,9 @@ struct SpecFile {
     workdir: Option<String>,
     /// `uid[:gid]` or a user name from the image's /etc/passwd.
     user: Option<UserValue>,
+    /// Supplementary groups beyond the user's own (Docker's `--group-add`): group names from
+    /// the image's /etc/group, or gids.
+    group_add: Option<Vec<UserValue>>,
     /// The container's host name. Default: the container's name.
     hostname: Option<String>,
     /// Labels kept on the container.
@@ -355,11 +358,110 @@ struct LoggingTable {
     max_files: Option<u32>,
 }
 
+/// The agent config (`/etc/berth/berth.toml`). Every key is optional.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "berth agent config")]
+struct ConfigFile {
+    /// Prefix of every kernel object this agent owns: 1-12 of `a-z0-9-`, starting with a
+    /// letter. Default `berth`.
+    instance: Option<String>,
+    /// The spec directory (absolute). Default `/etc/berth/specs`.
+    specs_dir: Option<String>,
+    /// Images, layers, container dirs, volumes (absolute). Default `/var/lib/berth`.
+    state_dir: Option<String>,
+    /// Socket, shim state, netns mounts (absolute). Default `/run/berth`.
+    run_dir: Option<String>,
+    /// Image archives dropped here are imported and pinned (absolute). Default
+    /// `/var/lib/berth/import`.
+    images_dir: Option<String>,
+    /// Full comparison of desired and observed state, at least 1s. Default `30s`.
+    resync_interval: Option<DurationStr>,
+    /// How often `pull = "always"` tags are re-resolved, at least 1s. Default `1h`.
+    update_interval: Option<DurationStr>,
+    /// Besides root, who may own spec files: user names or uids.
+    trusted_owners: Option<Vec<String>>,
+    /// Registry credentials in Docker's config.json format (absolute path).
+    auth_file: Option<String>,
+    /// Prometheus metrics endpoint, `"127.0.0.1:9100"`. Default: off.
+    metrics_listen: Option<String>,
+    network: Option<NetworkTable>,
+    /// Per registry, keyed by `"host[:port]"`.
+    registries: Option<BTreeMap<String, RegistryTable>>,
+    images: Option<ImagesTable>,
+    /// Default container log limits (a spec's `[logging]` wins).
+    logging: Option<LoggingTable>,
+    /// The agent's own logs. Default `auto`: text on a terminal, JSON otherwise.
+    log_format: Option<LogFormat>,
+    /// `error`, `warn`, `info`, `debug`, `trace`, `off`, or a filter such as
+    /// `"berth=debug,info"`. Default `info`.
+    log_level: Option<String>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct NetworkTable {
+    /// The bridge's name, at most 15 characters. Default `berth0`.
+    bridge: Option<String>,
+    /// IPv4 CIDR, prefix 8-30, host bits zero. Default `10.213.0.0/16`.
+    subnet: Option<String>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct RegistryTable {
+    /// Plain HTTP and no certificate checks, for this registry only. Default false.
+    insecure: Option<bool>,
+    /// `host[:port]` mirrors, tried in order before the origin.
+    mirrors: Option<Vec<String>>,
+    /// Extra PEM roots for this registry (absolute path).
+    ca_file: Option<String>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ImagesTable {
+    /// Bytes the store may use; least recently used images are pruned past it.
+    max_disk: Option<Size>,
+    /// Free space to keep on the state dir's filesystem. Default `512MiB`.
+    min_free: Option<Size>,
+    /// How long an unreferenced image stays. Default `1d`.
+    gc_grace: Option<DurationStr>,
+    /// Larger manifests are refused. Default `4MiB`.
+    max_manifest_size: Option<Size>,
+    /// 1-10000. Default 128.
+    max_layers: Option<u32>,
+    /// Uncompressed, per layer. Default `16GiB`.
+    max_layer_size: Option<Size>,
+    /// The longest a registry may take to answer, at least 1s. Default `60s`.
+    http_timeout: Option<DurationStr>,
+    /// A download silent (or under 1 KiB/s) this long is cut and resumed, at least 1s.
+    /// Default `30s`.
+    stall_timeout: Option<DurationStr>,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+enum LogFormat {
+    Auto,
+    Text,
+    Json,
+}
+
 /// The spec file's JSON Schema (draft-07, which taplo reads), as pretty JSON with a newline.
 pub fn spec_schema_json() -> String {
+    schema_json::<SpecFile>()
+}
+
+/// The agent config's JSON Schema, as [`spec_schema_json`].
+pub fn config_schema_json() -> String {
+    schema_json::<ConfigFile>()
+}
+
+fn schema_json<T: JsonSchema>() -> String {
     let schema = schemars::generate::SchemaSettings::draft07()
         .into_generator()
-        .into_root_schema_for::<SpecFile>();
+        .into_root_schema_for::<T>();
     let mut value = schema.to_value();
     strip_null(&mut value);
     let mut s = serde_json::to_string_pretty(&value).expect("schema serialises");
@@ -440,6 +542,32 @@ mod tests {
         }
         assert_eq!(s["additionalProperties"], Value::Bool(false));
         assert!(!spec_schema_json().contains("\"null\""));
+    }
+
+    #[test]
+    fn config_schema_keys_match_the_parser() {
+        let s: Value = serde_json::from_str(&config_schema_json()).unwrap();
+        assert_eq!(props(&s, None), sorted(crate::config_parse::CONFIG_KEYS));
+        use crate::config_parse::{IMAGES_KEYS, NETWORK_KEYS, REGISTRY_KEYS};
+        for (def, keys) in [
+            ("NetworkTable", NETWORK_KEYS),
+            ("RegistryTable", REGISTRY_KEYS),
+            ("ImagesTable", IMAGES_KEYS),
+            ("LoggingTable", crate::sections::LOGGING_KEYS),
+        ] {
+            assert_eq!(props(&s, Some(def)), sorted(keys), "{def}");
+        }
+        assert_eq!(s["additionalProperties"], Value::Bool(false));
+        assert!(!config_schema_json().contains("\"null\""));
+    }
+
+    #[test]
+    fn shipped_config_schema_is_current() {
+        assert_eq!(
+            include_str!("../berth-config.schema.json"),
+            config_schema_json(),
+            "regenerate with `berth schema --config > spec/berth-config.schema.json`"
+        );
     }
 
     /// The shipped file is what `berth schema` prints (regenerate it with that command).

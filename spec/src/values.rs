@@ -37,6 +37,23 @@ pub fn parse_user(s: &str) -> Result<User, String> {
     })
 }
 
+/// A `group_add` entry: a group name, or a gid written as a string.
+pub fn parse_group(s: &str) -> Result<UserId, String> {
+    match parse_user(s) {
+        Ok(User { user, group: None }) => Ok(user),
+        _ => Err(format!(
+            "invalid group {s:?}: expected a gid or a group name (letters, digits, '_', '-', '.')"
+        )),
+    }
+}
+
+pub fn format_group(g: &UserId) -> String {
+    match g {
+        UserId::Id(n) => n.to_string(),
+        UserId::Name(s) => s.clone(),
+    }
+}
+
 pub fn format_user(u: &User) -> String {
     let one = |id: &UserId| match id {
         UserId::Id(n) => n.to_string(),

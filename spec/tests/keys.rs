@@ -301,6 +301,41 @@ fn workdir_user_hostname() {
 }
 
 #[test]
+fn group_add_names_and_gids() {
+    let s = ok("group_add = [\"audio\", 44, \"1000\"]\n");
+    assert_eq!(
+        s.group_add,
+        [
+            UserId::Name("audio".into()),
+            UserId::Id(44),
+            UserId::Id(1000)
+        ]
+    );
+    assert!(ok("").group_add.is_empty());
+    one_err("group_add = [\"a b\"]\n", "invalid group");
+    one_err("group_add = [\"app:audio\"]\n", "invalid group");
+    one_err("group_add = [-1]\n", "out of range");
+    one_err("group_add = [4294967296]\n", "out of range");
+    one_err("group_add = [true]\n", "a group name or a gid");
+    one_err("group_add = \"audio\"\n", "an array");
+    // Positions point at the entry.
+    let e = errs("group_add = [\"ok\", \"b@d\"]\n");
+    assert!(
+        e[0].starts_with("web.toml:2:20: error: group_add[1]"),
+        "{e:?}"
+    );
+    // Specs without it keep their recreate hash.
+    assert_eq!(
+        berth_spec::spec_hash(&ok("")),
+        berth_spec::spec_hash(&ContainerSpec::with_defaults("web", ok("").image))
+    );
+    assert_ne!(
+        berth_spec::spec_hash(&ok("group_add = [44]\n")),
+        berth_spec::spec_hash(&ok(""))
+    );
+}
+
+#[test]
 fn stop_signal_and_timeout() {
     let s = ok("stop_signal = \"quit\"\nstop_timeout = \"1m30s\"\n");
     assert_eq!(s.stop_signal.as_deref(), Some("SIGQUIT"));

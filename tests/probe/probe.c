@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/io.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
@@ -93,6 +94,11 @@ static int do_unshare_user(void) { return unshare(CLONE_NEWUSER) < 0 ? errno : 0
 static int do_unshare_ns(void) { return unshare(CLONE_NEWNS) < 0 ? errno : 0; }
 static int do_unshare_net(void) { return unshare(CLONE_NEWNET) < 0 ? errno : 0; }
 static int do_unshare_cgroup(void) { return unshare(CLONE_NEWCGROUP) < 0 ? errno : 0; }
+/* mseal (6.10), newer than Docker's profile: an allow list refuses a syscall it does not name. */
+static int do_unlisted(void) {
+    void *m = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return syscall(462, m, 4096, 0) < 0 ? errno : 0;
+}
 static int do_clone3(void) {
     /* An empty clone_args of the smallest size: glibc falls back to clone on ENOSYS. */
     unsigned long long args[8] = {0};
@@ -167,6 +173,9 @@ int main(int argc, char **argv) {
     open_write("write_proc_irq", "/proc/irq/default_smp_affinity");
     open_write("write_uevent_helper", "/sys/kernel/uevent_helper");
     open_write("write_sys_lo_mtu", "/sys/class/net/lo/mtu");
+    /* The agent's /etc files, bound from the host. */
+    open_write("write_etc_hosts", "/etc/hosts");
+    open_write("write_etc_resolv_conf", "/etc/resolv.conf");
     /* Devices. */
     read_file("open_dev_kmsg", "/dev/kmsg");
     if (mknod("/tmp/mem", S_IFCHR | 0600, makedev(1, 1)) < 0) printf("try mknod_mem %d\n", errno);
@@ -183,6 +192,7 @@ int main(int argc, char **argv) {
     in_child("unshare_net", do_unshare_net);
     in_child("unshare_cgroup", do_unshare_cgroup);
     in_child("clone3", do_clone3);
+    in_child("unlisted_syscall", do_unlisted);
     try("sethostname", sethostname("probe", 5));
     try("setdomainname", setdomainname("probe", 5));
     try("reboot_cad_off", syscall(SYS_reboot, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2, LINUX_REBOOT_CMD_CAD_OFF, NULL));

@@ -8,10 +8,14 @@
 //! - [`berth_env`]: a state dir and config for running `berth` against the test registries.
 //! - [`tmpfs`]: a size-limited tmpfs over a state dir (disk-full faults).
 //! - [`gitrepo`]: a spec repository served by `git daemon`, with signed and unsigned commits.
+//! - [`probe`]: the C probes tests run inside containers.
+//! - [`podman`]: the peer, for tests that match its behaviour.
 
 pub mod berth_env;
 pub mod gitrepo;
 pub mod image;
+pub mod podman;
+pub mod probe;
 pub mod proxy;
 pub mod registry;
 pub mod tmpfs;

@@ -94,6 +94,41 @@ fn spec(image: &str, v: u32) -> String {
     format!("image = \"{image}\"\nenv = {{ V = \"{v}\" }}\nstop_timeout = \"2s\"\n")
 }
 
+/// A kill -9 in the middle of an atomic write leaves its temp file beside the state file
+/// (`.spec.json.tmp<pid>`); a removal then cut short between its record and its dir left a dir
+/// the next agent could not remove (it held the temp), so doctor found it until the next resync.
+#[test]
+fn a_removal_cut_short_beside_a_stale_temp_file_leaves_nothing() {
+    if !require_root() {
+        return;
+    }
+    let image = sleeper_image();
+    let plain = AgentOptions::default();
+    let mut a = TestAgent::new("tmp", &plain);
+    a.start(&plain);
+    a.write_spec("victim", &spec(&image, 1));
+    a.wait_running("victim");
+    a.kill9();
+    // What a write killed between its temp file and its rename leaves (another pid's).
+    let dir = a.state_dir.join("containers/victim");
+    std::fs::write(dir.join(".spec.json.tmp4194304"), b"{").unwrap();
+    let armed = AgentOptions {
+        env: vec![("BERTH_CRASH_AT".into(), "remove.record".into())],
+        ..plain.clone()
+    };
+    a.start(&armed);
+    a.remove_spec("victim");
+    wait_until(
+        Duration::from_secs(60),
+        "the agent to die at remove.record",
+        || !a.is_alive(),
+    );
+    a.start(&plain);
+    wait_converged(&a, &BTreeMap::new());
+    assert_no_leaks(&a, 0);
+    assert!(!dir.exists(), "the container's dir is still there");
+}
+
 #[test]
 fn named_crash_points_recover() {
     if !require_root() {

@@ -79,6 +79,90 @@ fn a_moved_tag_is_followed_and_a_bad_release_rolled_back() {
     );
 }
 
+/// The issue's sequence: a followed tag rolled back from a crashing release, then the spec
+/// edited. The edit is made on the last good digest, never on the rejected one (which would
+/// crash-loop), and status says why; the next release is taken as usual.
+#[test]
+fn an_edit_after_a_rollback_runs_the_last_good_digest() {
+    if !require_root() {
+        return;
+    }
+    let reg = TestRegistry::plain();
+    let repo = unique_repo("rbe");
+    let good = push_busybox(&reg, &repo, "stable", SLEEP, &[("v", b"1")]);
+    let mut a = agent("re");
+    let spec = |extra: &str| {
+        format!(
+            "image = \"{}/{repo}:stable\"\npull = \"always\"\n{extra}[update]\nverify = \"4s\"\n",
+            reg.addr
+        )
+    };
+    a.write_spec("app", &spec(""));
+    let s = a.wait_running("app");
+    assert_eq!(s["digest"], good.as_str());
+
+    let bad = push_busybox(&reg, &repo, "stable", "exit 3", &[("v", b"2")]);
+    apply(&a);
+    let s = a.wait_status("app", "rolled back", Duration::from_secs(60), |s| {
+        s["digest"] == good.as_str()
+            && s["status"] == "running"
+            && s["rejected_digests"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|d| d == bad.as_str()))
+    });
+    let rolled_back_id = s["id"].clone();
+
+    // The edit: a new incarnation, from the good digest, that stays up.
+    a.write_spec("app", &spec("env = { ADDED = \"1\" }\n"));
+    let s = a.wait_status(
+        "app",
+        "recreated by the edit",
+        Duration::from_secs(60),
+        |s| s["id"] != rolled_back_id && s["status"] == "running",
+    );
+    assert_eq!(
+        s["digest"],
+        good.as_str(),
+        "made from the last good digest: {s}"
+    );
+    let why = s["reason"].as_str().unwrap_or("");
+    assert!(
+        why.contains(bad.as_str()) && why.contains("rolled back"),
+        "status says why: {s}"
+    );
+    let out = a.berth(&["exec", "app", "--", "sh", "-c", "echo $ADDED; cat /v"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1\n1",
+        "the edit applied, on the good image: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // It stays up past the verification time: no crash loop, no flapping.
+    let id = s["id"].clone();
+    std::thread::sleep(Duration::from_secs(5));
+    apply(&a);
+    let s = a.status_of("app").unwrap();
+    assert_eq!(s["id"], id, "{s}");
+    assert_eq!(s["restarts"], 0, "{s}");
+    assert_eq!(s["digest"], good.as_str(), "{s}");
+
+    // An agent restart (kill -9), then another edit: still the good one.
+    a.kill9();
+    a.start(&AgentOptions::default());
+    a.write_spec("app", &spec("env = { ADDED = \"2\" }\n"));
+    let s = a.wait_status("app", "edited again", Duration::from_secs(60), |s| {
+        s["id"] != id && s["status"] == "running"
+    });
+    assert_eq!(s["digest"], good.as_str(), "{s}");
+
+    // The next release is taken (and verified) as usual.
+    let fixed = push_busybox(&reg, &repo, "stable", SLEEP, &[("v", b"3")]);
+    apply(&a);
+    a.wait_status("app", "updated to the fix", Duration::from_secs(60), |s| {
+        s["digest"] == fixed.as_str() && s["status"] == "running"
+    });
+}
+
 #[test]
 fn a_lock_file_holds_an_update_until_removed() {
     if !require_root() {
@@ -250,4 +334,95 @@ fn start_then_kill_starts_the_new_one_before_the_old_one_goes() {
     wait_until(Duration::from_secs(10), "the old container gone", || {
         !std::path::Path::new(&format!("/proc/{old_pid}")).exists()
     });
+}
+
+/// A check that never ends (its process keeps the output pipes open): at its timeout every
+/// process of it is killed, the container turns unhealthy, and later checks still run.
+#[test]
+fn a_hanging_health_check_is_killed_and_later_checks_run() {
+    if !require_root() {
+        return;
+    }
+    let image = sleeper_image();
+    let a = agent("hh");
+    a.write_spec(
+        "hang",
+        &format!(
+            "image = \"{image}\"\n[health]\ncommand = \"echo run >> /tmp/checks; sleep 1000 & exec sleep 1000\"\n\
+             interval = \"1s\"\ntimeout = \"1s\"\nretries = 1\n"
+        ),
+    );
+    a.wait_running("hang");
+    a.wait_status("hang", "unhealthy", Duration::from_secs(30), |s| {
+        s["health"] == "unhealthy"
+    });
+    let exec = |cmd: &str| {
+        let o = a.berth(&["exec", "hang", "--", "sh", "-c", cmd]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    // Later checks run: the count keeps growing.
+    let runs = || exec("cat /tmp/checks").lines().count();
+    let first = runs();
+    wait_until(Duration::from_secs(30), "more checks", || {
+        runs() >= first + 2
+    });
+    // And the killed ones leave nothing behind: at most the running check's two sleeps.
+    let sleeps = exec("ps -o args | grep -c '^sleep 1000' || true");
+    let n: usize = sleeps.trim().parse().unwrap();
+    assert!(n <= 2, "{n} check processes left running");
+}
+
+/// CVE-2019-5736 through a health check: the image's check is a `#!/proc/self/exe` script and
+/// the image ships its own ELF interpreter, which reports what the check's process runs from.
+/// It must be a sealed copy, never the host's berth binary.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_health_check_never_runs_the_host_binary_in_the_container() {
+    use berth_e2e::probe::{ELF_INTERPRETER, build_fake_interp, host_binaries, interp_exe};
+    if !require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let interp = dir.path().join("interp");
+    build_fake_interp(&interp);
+    let image = berth_e2e::fixtures::busybox_image(
+        "hx",
+        SLEEP,
+        &[
+            (ELF_INTERPRETER, &std::fs::read(&interp).unwrap()),
+            ("evil", b"#!/proc/self/exe\n"),
+        ],
+    );
+    let a = agent("hx");
+    a.write_spec(
+        "box",
+        &format!("image = \"{image}\"\n[health]\ncommand = [\"/evil\"]\ninterval = \"1s\"\n"),
+    );
+    a.wait_running("box");
+    let out = a.berth(&[
+        "exec",
+        "box",
+        "--",
+        "chmod",
+        "755",
+        "/evil",
+        "/lib64/ld-linux-x86-64.so.2",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut seen = None;
+    wait_until(Duration::from_secs(30), "a check through /evil", || {
+        let o = a.berth(&["exec", "box", "--", "cat", "/tmp/interp.out"]);
+        seen = interp_exe(&String::from_utf8_lossy(&o.stdout));
+        seen.is_some()
+    });
+    let got = seen.unwrap();
+    assert!(
+        !host_binaries().contains(&got),
+        "the health check ran the host's binary {got:?} in the container"
+    );
 }

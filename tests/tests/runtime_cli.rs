@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use berth_agent::layout::Layout;
 use berth_agent::names::{IncarnationId, Names};
 use berth_agent::runtime::{CgroupMode, ContainerConfig, Runtime, RuntimeConfig};
+use berth_e2e::probe::{ELF_INTERPRETER, build_c, build_fake_interp, host_binaries, interp_exe};
 use berth_e2e::{berth_bin, require_root, unique_instance};
 
 struct World {
@@ -413,4 +414,332 @@ fn exec_tty_follows_a_resize() {
         "the resize did not reach it: {out:?}"
     );
     assert!(child.wait().unwrap().success());
+}
+
+/// A layer with the exec probe at /exec_probe and, as an attacker's image would ship them, a
+/// `#!/proc/self/exe` script at /evil and its own ELF interpreter at the path the host's
+/// binaries name (which reports what /proc/self/exe is).
+fn probe_layer(dir: &Path) -> PathBuf {
+    let layer = dir.join("layer-probe");
+    build_c(
+        "exec_probe.c",
+        &layer.join("exec_probe"),
+        &["-static", "-O2"],
+    );
+    build_fake_interp(&layer.join(ELF_INTERPRETER));
+    std::fs::write(layer.join("evil"), "#!/proc/self/exe\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(layer.join("evil"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    layer
+}
+
+/// A pseudo-terminal the test owns: (master, slave).
+fn test_pty() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let (mut m, mut s) = (-1, -1);
+    // SAFETY: openpty writes two fds into our integers.
+    let opened = unsafe {
+        libc::openpty(
+            &mut m,
+            &mut s,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(opened, 0);
+    // SAFETY: both fds were just opened for us.
+    unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(m),
+            std::os::fd::OwnedFd::from_raw_fd(s),
+        )
+    }
+}
+
+/// Runs `cmd` with the pty's slave as its stdio and controlling terminal (in a session of its
+/// own, as a login shell would be); returns everything that reached the master by its exit.
+fn run_on_pty(mut cmd: Command) -> (std::process::ExitStatus, String) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let (master, slave) = test_pty();
+    cmd.stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave));
+    // SAFETY: setsid and TIOCSCTTY between fork and exec touch only this child.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(cmd);
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let mut pfd = libc::pollfd {
+            fd: master.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd.
+        if unsafe { libc::poll(&mut pfd, 1, 50) } > 0 {
+            let mut buf = [0u8; 4096];
+            // SAFETY: reads into a live buffer of that size.
+            let n = unsafe { libc::read(master.as_raw_fd(), buf.as_mut_ptr().cast(), 4096) };
+            if n > 0 {
+                out.extend_from_slice(&buf[..n as usize]);
+                continue;
+            }
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            // What the kernel still holds for the master.
+            let mut pfd = libc::pollfd {
+                fd: master.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: as above.
+            while unsafe { libc::poll(&mut pfd, 1, 200) } > 0 {
+                let mut buf = [0u8; 4096];
+                // SAFETY: as above.
+                let n = unsafe { libc::read(master.as_raw_fd(), buf.as_mut_ptr().cast(), 4096) };
+                if n <= 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n as usize]);
+            }
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{cmd_out}",
+            cmd_out = String::from_utf8_lossy(&out)
+        );
+    };
+    (status, String::from_utf8_lossy(&out).replace('\r', ""))
+}
+
+/// `berth exec` (no -t) run from an admin's terminal: the process gets pipes (or /dev/null),
+/// a session of its own, no controlling terminal, cannot push input into the admin's terminal
+/// with TIOCSTI, and nothing reaches that terminal but what `berth exec` relays.
+#[test]
+fn exec_never_hands_the_callers_terminal_to_the_container() {
+    if !require_root() {
+        return;
+    }
+    let w = World::new("clis");
+    let probe = probe_layer(w.dir.path());
+    w.start("box", "exec sleep 1000", |c| c.layers.push(probe));
+    let (status, out) = run_on_pty(w.berth(&["exec", "box", "--", "/exec_probe", "stdio"]));
+    eprintln!("{out}");
+    assert!(status.success(), "{out}");
+    let facts: std::collections::BTreeMap<&str, &str> =
+        out.lines().filter_map(|l| l.split_once(' ')).collect();
+    for fd in ["fd0", "fd1", "fd2"] {
+        assert!(
+            matches!(facts.get(fd), Some(&"pipe") | Some(&"null")),
+            "{fd} is {:?}: the caller's terminal reached the container\n{out}",
+            facts.get(fd)
+        );
+    }
+    assert_eq!(facts.get("session"), Some(&"own"), "{out}");
+    assert_eq!(facts.get("tty_nr"), Some(&"0"), "{out}");
+    for k in [
+        "tiocsti_fd0",
+        "tiocsti_fd1",
+        "tiocsti_fd2",
+        "tiocsti_devtty",
+    ] {
+        assert_ne!(facts.get(k), Some(&"0"), "{k} injected input\n{out}");
+        assert!(facts.contains_key(k), "{k} missing\n{out}");
+    }
+    assert!(
+        !out.contains("Zq9"),
+        "injected input reached the caller's terminal: {out:?}"
+    );
+}
+
+/// The CVE-2019-5736 shape: the target is `#!/proc/self/exe`, so the exec'd program is
+/// whatever the exec helper runs from, and the image's own ELF interpreter takes that process
+/// over. It must find a sealed copy, never the host's berth binary.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn exec_of_a_proc_self_exe_target_never_reaches_the_host_binary() {
+    if !require_root() {
+        return;
+    }
+    let w = World::new("clix");
+    let probe = probe_layer(w.dir.path());
+    w.start("box", "exec sleep 1000", |c| c.layers.push(probe));
+    let o = w.run(&["exec", "box", "--", "/evil"]);
+    let text = stdout(&o);
+    let got = interp_exe(&text)
+        .unwrap_or_else(|| panic!("the image's interpreter did not run: {text:?}"));
+    assert!(
+        !host_binaries().contains(&got),
+        "the container's process ran from the host's binary {got:?}: {text}"
+    );
+}
+
+/// A container process scanning every /proc/<pid>/exe while execs come and go (and with the
+/// init reaper as pid 1, a fork of the shim for the container's life) never finds a host
+/// binary.
+#[test]
+fn a_racing_opener_never_finds_the_host_binaries() {
+    if !require_root() {
+        return;
+    }
+    let w = World::new("clir");
+    let probe = probe_layer(w.dir.path());
+    let mut args = vec!["/exec_probe".to_string(), "race".into()];
+    for (d, i) in host_binaries() {
+        args.push(d.to_string());
+        args.push(i.to_string());
+    }
+    let c = w.start("box", "unused", |c| {
+        c.layers.push(probe);
+        c.process.args = args;
+        c.init = true;
+    });
+    let log = || {
+        let o = w.run(&["logs", "box"]);
+        stdout(&o)
+    };
+    let seen = |l: &str| {
+        l.lines()
+            .filter_map(|x| x.strip_prefix("seen "))
+            .filter_map(|n| n.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !log().contains("seen ") {
+        assert!(Instant::now() < deadline, "the scan never ran: {}", log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for _ in 0..60 {
+        let o = w
+            .berth(&["exec", "box", "--", "sleep", "0.02"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let text = log();
+    let hits: Vec<&str> = text.lines().filter(|l| l.starts_with("HIT")).collect();
+    assert!(
+        hits.is_empty(),
+        "a container process reached a host binary: {hits:?}"
+    );
+    // The scan could see the exec'd processes, so it would have seen a helper.
+    assert!(seen(&text) > 0, "{text}");
+    let _ = c;
+}
+
+/// `berth exec -t` opens its terminal inside the container's mount namespace: pid 1 chrooted
+/// into a dir whose dev/pts/ptmx is a symlink to a host file must not make berth open that
+/// file, and the exec still gets a terminal from the container's devpts.
+#[test]
+fn exec_tty_opens_the_terminal_inside_the_container() {
+    if !require_root() {
+        return;
+    }
+    let w = World::new("clip");
+    let sentinel = w.dir.path().join("sentinel");
+    std::fs::write(&sentinel, "host\n").unwrap();
+    let script = format!(
+        "mkdir -p /jail/dev/pts /jail/bin && cp /bin/busybox /jail/bin/ && \
+         ln -s {} /jail/dev/pts/ptmx && echo ready && exec chroot /jail /bin/busybox sleep 1000",
+        sentinel.display()
+    );
+    let c = w.start("box", &script, |_| {});
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !stdout(&w.berth(&["logs", "box"]).output().unwrap()).contains("ready") {
+        assert!(Instant::now() < deadline, "the container did not get ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: inotify_init1 takes flags only.
+    let ino = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
+    assert!(ino >= 0);
+    let path = std::ffi::CString::new(sentinel.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C path.
+    let wd = unsafe { libc::inotify_add_watch(ino, path.as_ptr(), libc::IN_OPEN) };
+    assert!(wd >= 0);
+    let o = w.run(&[
+        "exec",
+        "-t",
+        "box",
+        "--",
+        "sh",
+        "-c",
+        "test -t 0 && echo is-a-tty; tty",
+    ]);
+    let mut buf = [0u8; 256];
+    // SAFETY: reads into a live buffer of that size (non-blocking).
+    let n = unsafe { libc::read(ino, buf.as_mut_ptr().cast(), buf.len()) };
+    // SAFETY: closing our own fd.
+    unsafe { libc::close(ino) };
+    assert!(
+        n <= 0,
+        "berth opened the host file the container's symlink named"
+    );
+    let text = stdout(&o);
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("is-a-tty"), "{text:?}");
+    assert!(text.contains("/dev/pts/"), "{text:?}");
+    let _ = c;
+}
+
+/// CVE-2024-21626's shape: the container turns its working directory into a symlink to
+/// /proc/self/fd/7, and `berth exec` is run by a caller that leaks a host directory as fd 7.
+/// The exec must refuse to start rather than run in the host's directory (the launch's own
+/// getcwd check is tested on its own in `runtime::launch`).
+#[test]
+fn exec_refuses_a_working_directory_outside_the_container() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    if !require_root() {
+        return;
+    }
+    let w = World::new("clicwd");
+    let secret_dir = w.dir.path().join("hostdir");
+    std::fs::create_dir(&secret_dir).unwrap();
+    std::fs::write(secret_dir.join("secret"), "host-only\n").unwrap();
+    w.start(
+        "box",
+        "cd / && rmdir /w && ln -s /proc/self/fd/7 /w && echo ready && exec sleep 1000",
+        |c| c.process.cwd = "/w".into(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !stdout(&w.berth(&["logs", "box"]).output().unwrap()).contains("ready") {
+        assert!(Instant::now() < deadline, "the container did not get ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let dir = std::fs::File::open(&secret_dir).unwrap();
+    let raw = dir.as_raw_fd();
+    let mut cmd = w.berth(&["exec", "box", "--", "sh", "-c", "pwd; cat secret"]);
+    // SAFETY: dup2 and fcntl between fork and exec, in the child only.
+    unsafe {
+        cmd.pre_exec(move || {
+            // (When `raw` is 7 already, dup2 does nothing: clear close-on-exec by hand.)
+            if libc::dup2(raw, 7) < 0 || libc::fcntl(7, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = cmd.output().unwrap();
+    let out = stdout(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    eprintln!("stdout: {out}\nstderr: {err}");
+    assert!(
+        !out.contains("host-only"),
+        "the exec read a host file: {out}"
+    );
+    // Refused before the payload ran: the leaked fd is gone before the helper enters the
+    // container (and a directory outside the root would fail the getcwd check).
+    assert_eq!(o.status.code(), Some(125), "{err}");
 }

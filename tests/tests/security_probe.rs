@@ -245,11 +245,21 @@ fn blocked(line: &str, rc: i32) -> bool {
 }
 
 /// Lines the privileged run is not expected to flip, and why.
-const NOT_FLIPPED_BY_PRIVILEGED: &[(&str, &str)] = &[(
-    "open_dev_kmsg",
-    "berth's privileged containers may use every device (device cgroup) but get no host \
+const NOT_FLIPPED_BY_PRIVILEGED: &[(&str, &str)] = &[
+    (
+        "write_etc_hosts",
+        "the /etc files are the agent's host files, bound read-only for every container",
+    ),
+    (
+        "write_etc_resolv_conf",
+        "the /etc files are the agent's host files, bound read-only for every container",
+    ),
+    (
+        "open_dev_kmsg",
+        "berth's privileged containers may use every device (device cgroup) but get no host \
      device nodes in /dev, unlike podman's",
-)];
+    ),
+];
 
 fn caps(p: &Probe, k: &str) -> u64 {
     u64::from_str_radix(&p.values[k], 16).unwrap()

@@ -430,4 +430,83 @@ fn rollout_files_are_checked_as_rollouts() {
         e.contains("percent: expected a number from 0 to 100"),
         "{e}"
     );
+
+#[test]
+fn the_agent_config_alone_is_checked_with_every_error_positioned() {
+    let t = tempfile::tempdir().unwrap();
+    let bad = write(
+        t.path(),
+        "berth.toml",
+        "instanse = \"x\"\nresync_interval = \"0s\"\n[network]\nsubnet = \"10.0.0.1/8\"\n[images]\nmax_layers = 0\n",
+    );
+    let f = bad.display();
+    let o = berth(&["validate", "--config", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    for line in [
+        format!("{f}:1:1: error: instanse: unknown key (did you mean \"instance\"?)"),
+        format!("{f}:2:19: error: resync_interval: must be at least 1s"),
+        format!("{f}:4:10: error: network.subnet: invalid subnet \"10.0.0.1/8\""),
+        format!("{f}:6:14: error: images.max_layers: 0 is out of range"),
+    ] {
+        assert!(err.contains(&line), "{line:?} missing from:\n{err}");
+    }
+    assert!(err.contains("failed: config: 4 problems"), "{err}");
+    // As JSON, for tools.
+    let o = berth(&["validate", "--json", "--config", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["config_valid"], false);
+    assert_eq!(v["diagnostics"].as_array().unwrap().len(), 4);
+    assert_eq!(v["diagnostics"][1]["line"], 2);
+    assert_eq!(v["diagnostics"][1]["column"], 19);
+    // A valid one; the shipped example too.
+    let good = write(t.path(), "good.toml", "instance = \"edge\"\n");
+    let o = berth(&["validate", "--config", good.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("ok: config valid"), "{}", stderr(&o));
+    let example = repo().join("examples/berth.toml");
+    let o = berth(&["validate", "--config", example.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // What can't be read is named; a FIFO is refused rather than waited on.
+    let fifo = t.path().join("fifo.toml");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let o = berth(&["validate", "--config", fifo.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("fifo.toml: error: cannot read config")
+            && stderr(&o).contains("not a regular file"),
+        "{}",
+        stderr(&o)
+    );
+    // `--config` needs its path everywhere but `schema`.
+    let o = berth(&["validate", "--config"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
+fn schema_config_prints_the_agent_config_schema() {
+    let o = berth(&["schema", "--config"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let shipped = fs::read_to_string(repo().join("spec/berth-config.schema.json")).unwrap();
+    assert_eq!(
+        stdout(&o),
+        shipped,
+        "run `berth schema --config > spec/berth-config.schema.json`"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["title"], "berth agent config");
+    assert!(v["properties"]["images"].is_object());
+    // With a path, --config is the usual global option: the spec schema.
+    let o = berth(&["schema", "--config", "/nonexistent/berth.toml"]);
+    assert_eq!(o.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["title"], "berth container spec");
 }

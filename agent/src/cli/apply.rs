@@ -96,12 +96,12 @@ pub fn run(config: Option<&Path>, args: &ApplyArgs) -> ExitCode {
         Err(e) => return fail(&e),
     };
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&result).expect("result serialises")
         );
     } else {
-        print!("{}", render::status_table(&result.containers));
+        out!("{}", render::status_table(&result.containers));
     }
     for p in &result.problems {
         eprintln!("berth: {p}");

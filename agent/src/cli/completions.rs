@@ -15,6 +15,8 @@ pub struct CompletionsArgs {
 
 pub fn run(args: &CompletionsArgs) -> ExitCode {
     let mut cmd = Cli::command();
-    clap_complete::generate(args.shell, &mut cmd, "berth", &mut std::io::stdout());
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut cmd, "berth", &mut script);
+    super::out::bytes(&script);
     ExitCode::from(exit::SUCCESS)
 }

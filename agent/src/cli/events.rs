@@ -36,9 +36,9 @@ pub fn run(config: Option<&Path>, args: &EventsArgs) -> ExitCode {
         agent
             .stream_lines(uri, |line| {
                 if args.json {
-                    println!("{line}");
+                    outln!("{line}");
                 } else if let Ok(ev) = serde_json::from_str::<EventRecord>(line) {
-                    println!("{}", render::event_line(&ev));
+                    outln!("{}", render::event_line(&ev));
                 }
                 true
             })

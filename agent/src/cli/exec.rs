@@ -1,14 +1,20 @@
-//! `berth exec NAME [-i] [-t] -- CMD...`: runs a process in a running container and exits with
-//! its code; 125 when berth itself fails, 126 when the command cannot run, 127 when not found.
+//! `berth exec NAME [-i] [-t] [--timeout D] -- CMD...`: runs a process in a running container
+//! and exits with its code; 125 when berth itself fails, 126 when the command cannot run, 127
+//! when not found, 124 when `--timeout` passed (everything the process started is killed),
+//! 128 + N when `berth exec` got signal N (likewise).
+//!
+//! The process never gets the caller's fds or terminal: its stdio are pipes relayed here, or a
+//! terminal from the container's own devpts with `-t` (see `runtime::exec`).
 
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use crate::runtime::exec::{ExecRequest, copy_winsize, spawn};
-use crate::runtime::sys;
+use crate::runtime::exec::{ExecRequest, spawn};
+use crate::runtime::exec_relay::{Ended, relay};
+use crate::runtime::exeseal;
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
@@ -23,12 +29,16 @@ pub struct ExecArgs {
     /// Extra environment, KEY=value (repeatable)
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// Kill the process and everything it started after this long (e.g. "30s"); exit 124
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
     /// The command and its arguments
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
 
 const BERTH_FAILED: u8 = 125;
+pub const TIMED_OUT: u8 = 124;
 
 fn failed(msg: &str) -> ExitCode {
     eprintln!("berth exec: {msg}");
@@ -36,6 +46,12 @@ fn failed(msg: &str) -> ExitCode {
 }
 
 pub fn run(config: Option<&Path>, args: &ExecArgs) -> ExitCode {
+    // First, while single-threaded: the helpers that enter the container are forks of this
+    // process, and must never be forks of the host's binary (CVE-2019-5736).
+    if let Err(e) = exeseal::ensure_sealed() {
+        return failed(&format!("cannot run from a sealed copy of berth: {e}"));
+    }
+    let deadline = args.timeout.map(|t| Instant::now() + t);
     let rt = match super::runtime_for(config) {
         Ok(rt) => rt,
         Err(e) => return failed(&e),
@@ -59,11 +75,23 @@ pub fn run(config: Option<&Path>, args: &ExecArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return failed(&e.to_string()),
     };
-    if let Some(master) = running.master.take() {
-        let _raw = RawMode::enter(0);
-        relay(&master, args.interactive);
+    let ended = {
+        let _raw = args.tty.then(|| RawMode::enter(0));
+        relay(&mut running, args.interactive, deadline)
+    };
+    let result = running.finish();
+    match ended {
+        Ended::TimedOut => {
+            eprintln!(
+                "berth exec: timed out after {}: killed its processes",
+                humantime::format_duration(args.timeout.unwrap_or_default())
+            );
+            return ExitCode::from(TIMED_OUT);
+        }
+        Ended::Signalled(sig) => return ExitCode::from((128 + sig) as u8),
+        Ended::Exited => {}
     }
-    match running.wait() {
+    match result {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             eprintln!("berth exec: {}", e.message());
@@ -99,80 +127,6 @@ impl Drop for RawMode {
         if let Some(t) = &self.0 {
             // SAFETY: restores the saved settings of fd 0.
             unsafe { libc::tcsetattr(0, libc::TCSANOW, t) };
-        }
-    }
-}
-
-/// A signalfd for SIGWINCH (blocked for normal delivery): the caller's terminal was resized.
-fn winch_fd() -> Option<OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: sigset manipulation on a struct we own; exec's relay runs on the only thread.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGWINCH);
-        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
-            return None;
-        }
-        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
-        (fd >= 0).then(|| OwnedFd::from_raw_fd(fd))
-    }
-}
-
-/// Copies stdin to the terminal and the terminal to stdout until the process side closes;
-/// passes the caller's terminal size on whenever it changes.
-fn relay(master: &OwnedFd, interactive: bool) {
-    let mut buf = [0u8; 8192];
-    let mut stdin_open = interactive;
-    let winch = winch_fd();
-    loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: master.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: if stdin_open { 0 } else { -1 },
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: winch.as_ref().map_or(-1, |w| w.as_raw_fd()),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: a live array of three pollfds.
-        if unsafe { libc::poll(fds.as_mut_ptr(), 3, -1) } < 0 {
-            continue;
-        }
-        if let Some(w) = winch.as_ref().filter(|_| fds[2].revents != 0) {
-            let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
-            // SAFETY: drains one siginfo into a live buffer of its size.
-            while unsafe { libc::read(w.as_raw_fd(), info.as_mut_ptr().cast(), info.len()) } > 0 {}
-            copy_winsize(0, master.as_raw_fd());
-        }
-        if fds[0].revents != 0 {
-            // SAFETY: reads into a live buffer.
-            let n = unsafe { libc::read(master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
-                return; // EIO: every slave fd is closed, the process is gone
-            }
-            if sys::write_all(1, &buf[..n as usize]).is_err() {
-                return;
-            }
-        }
-        if fds[1].revents != 0 {
-            // SAFETY: reads into a live buffer.
-            let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
-                stdin_open = false;
-                // End of input: send the terminal's EOF character.
-                let _ = sys::write_all(master.as_raw_fd(), &[4]);
-            } else if sys::write_all(master.as_raw_fd(), &buf[..n as usize]).is_err() {
-                return;
-            }
         }
     }
 }

@@ -47,10 +47,10 @@ pub fn run(config: Option<&Path>, args: &ImportArgs) -> ExitCode {
         }
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&records).expect("json"));
+        outln!("{}", serde_json::to_string_pretty(&records).expect("json"));
     } else {
         for r in &records {
-            println!("{}: imported {}", r.reference, r.digest);
+            outln!("{}: imported {}", r.reference, r.digest);
         }
     }
     ExitCode::from(exit::SUCCESS)

@@ -59,7 +59,7 @@ pub fn run(config: Option<&Path>, args: &PinArgs, pin: bool) -> ExitCode {
     match result {
         Ok(r) => {
             let pins: Vec<&str> = r.pins.iter().map(String::as_str).collect();
-            println!(
+            outln!(
                 "{}: pins: {}",
                 r.reference,
                 if pins.is_empty() {

@@ -27,7 +27,7 @@ pub fn run(config: Option<&Path>, args: &ImagesArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&records).expect("json"));
+        outln!("{}", serde_json::to_string_pretty(&records).expect("json"));
         return ExitCode::from(exit::SUCCESS);
     }
     let now = now_secs();
@@ -64,7 +64,7 @@ pub fn run(config: Option<&Path>, args: &ImagesArgs) -> ExitCode {
             .enumerate()
             .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        outln!("{}", line.join("  ").trim_end());
     }
     ExitCode::from(exit::SUCCESS)
 }

@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::source::dir::DirSource;
 use crate::source::perms::TrustedOwners;
 use crate::source::watch::SpecWatcher;
+use crate::store::error::StoreError;
 use crate::store::lock::StateLock;
 
 /// What acting on this host needs, with the lock held for as long as it lives.
@@ -39,8 +40,12 @@ impl Local {
         loop {
             match StateLock::try_acquire(&Layout::new(config)) {
                 Ok(lock) => return Self::with_lock(config, lock),
-                Err(e) if Instant::now() >= deadline => return Err(e.to_string()),
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                // Only a holder is worth waiting for; a lock that can't be opened at all (not
+                // root) never will be.
+                Err(StoreError::Locked { .. }) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err(e) => return Err(e.to_string()),
             }
         }
     }
@@ -105,10 +110,12 @@ pub async fn agent_or_local(config: &Config) -> Result<Target, String> {
         if let Some(c) = agent(config).await {
             return Ok(Target::Agent(c));
         }
-        match Local::open(config) {
-            Ok(l) => return Ok(Target::Local(l)),
-            Err(e) if Instant::now() >= deadline => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        match StateLock::try_acquire(&Layout::new(config)) {
+            Ok(lock) => return Local::with_lock(config, lock).map(Target::Local),
+            Err(StoreError::Locked { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => return Err(e.to_string()),
         }
     }
 }

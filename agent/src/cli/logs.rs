@@ -50,7 +50,10 @@ fn print(r: &Record, timestamps: bool) -> std::io::Result<()> {
     line.extend_from_slice(&r.message);
     line.push(b'\n');
     match r.stream {
-        Stream::Stdout => std::io::stdout().lock().write_all(&line),
+        Stream::Stdout => {
+            super::out::bytes(&line);
+            Ok(())
+        }
         Stream::Stderr => std::io::stderr().lock().write_all(&line),
     }
 }
@@ -62,13 +65,34 @@ pub fn run(config: Option<&Path>, args: &LogsArgs) -> ExitCode {
     };
     match logs(&rt, args) {
         Ok(()) => ExitCode::from(exit::SUCCESS),
-        // A closed pipe (`berth logs x | head`) is a normal end.
-        Err(e) if e.contains("Broken pipe") => ExitCode::from(exit::SUCCESS),
-        Err(e) => super::fail(&e),
+        // A closed pipe (`berth logs x 2>&1 | head`) is a normal end.
+        Err(LogsError::Closed) => ExitCode::from(exit::SUCCESS),
+        Err(LogsError::Other(e)) => super::fail(&e),
     }
 }
 
-fn logs(rt: &Runtime, args: &LogsArgs) -> Result<(), String> {
+enum LogsError {
+    /// The reader went away.
+    Closed,
+    Other(String),
+}
+
+impl From<String> for LogsError {
+    fn from(e: String) -> Self {
+        LogsError::Other(e)
+    }
+}
+
+impl From<std::io::Error> for LogsError {
+    fn from(e: std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::BrokenPipe => LogsError::Closed,
+            _ => LogsError::Other(e.to_string()),
+        }
+    }
+}
+
+fn logs(rt: &Runtime, args: &LogsArgs) -> Result<(), LogsError> {
     let id = rt
         .current(&args.name)
         .map_err(|e| e.to_string())?
@@ -85,7 +109,7 @@ fn logs(rt: &Runtime, args: &LogsArgs) -> Result<(), String> {
         since,
     };
     for r in read(&log, &q).map_err(|e| format!("{}: {e}", log.display()))? {
-        print(&r, args.timestamps).map_err(|e| e.to_string())?;
+        print(&r, args.timestamps)?;
     }
     if !args.follow {
         return Ok(());
@@ -102,7 +126,7 @@ fn logs(rt: &Runtime, args: &LogsArgs) -> Result<(), String> {
             || !running(),
             Duration::from_millis(100),
         )
-        .map_err(|e| e.to_string())
+        .map_err(LogsError::from)
 }
 
 #[cfg(test)]

@@ -5,6 +5,20 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// `println!` for commands: see [`out`].
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::out::line(format_args!($($arg)*))
+    };
+}
+
+/// `print!` for commands: see [`out`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::out::text(&format!($($arg)*))
+    };
+}
+
 pub mod agent;
 pub mod apply;
 pub mod completions;
@@ -16,6 +30,7 @@ pub mod image_pin;
 pub mod images;
 pub mod local;
 pub mod logs;
+pub mod out;
 pub mod plan;
 pub mod prune;
 pub mod pull;
@@ -42,8 +57,20 @@ pub mod exit {
     about = "Keeps this host's containers matching a directory of TOML specs"
 )]
 pub struct Cli {
-    /// The agent config [default: $BERTH_CONFIG, else /etc/berth/berth.toml]
-    #[arg(long, global = true, value_name = "PATH")]
+    /// The agent config [default: $BERTH_CONFIG, else /etc/berth/berth.toml]. Without a
+    /// path, only for `schema`: print the agent config's schema
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        num_args = 0..=1,
+        default_missing_value = "",
+        // (clap's path parser refuses the empty value that marks "no path")
+        value_parser = clap::builder::TypedValueParser::map(
+            clap::builder::OsStringValueParser::new(),
+            PathBuf::from
+        )
+    )]
     pub config: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -66,7 +93,7 @@ pub enum Command {
     Doctor(doctor::DoctorArgs),
     /// Check spec files or directories without touching the host (for CI)
     Validate(validate::ValidateArgs),
-    /// Print the JSON Schema of spec files (for editors)
+    /// Print the JSON Schema of spec files, or with --config of the agent config (for editors)
     Schema(schema::SchemaArgs),
     /// Print a shell completion script
     Completions(completions::CompletionsArgs),
@@ -128,6 +155,14 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    let bare_config = cli
+        .config
+        .as_ref()
+        .is_some_and(|p| p.as_os_str().is_empty());
+    if bare_config && !matches!(cli.command, Command::Schema(_)) {
+        eprintln!("berth: --config needs a path (only `berth schema --config` takes none)");
+        return ExitCode::from(exit::USAGE);
+    }
     match &cli.command {
         Command::Agent(a) => agent::run(cli.config.as_deref(), a),
         Command::Apply(a) => apply::run(cli.config.as_deref(), a),
@@ -136,7 +171,7 @@ pub fn main() -> ExitCode {
         Command::Events(a) => events::run(cli.config.as_deref(), a),
         Command::Doctor(a) => doctor::run(cli.config.as_deref(), a),
         Command::Validate(args) => validate::run(args, cli.config.as_deref()),
-        Command::Schema(args) => schema::run(args),
+        Command::Schema(args) => schema::run(args, bare_config),
         Command::Completions(args) => completions::run(args),
         Command::Version(args) => version::run(args),
         Command::Logs(args) => logs::run(cli.config.as_deref(), args),

@@ -44,14 +44,14 @@ pub fn run(config: Option<&Path>, args: &PlanArgs) -> ExitCode {
     });
     match result {
         Ok(p) if args.json => {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&p).expect("plan serialises")
             );
             ExitCode::from(exit::SUCCESS)
         }
         Ok(p) => {
-            print!("{}", render::plan_diff(&p));
+            out!("{}", render::plan_diff(&p));
             ExitCode::from(exit::SUCCESS)
         }
         Err(e) => fail(&e),

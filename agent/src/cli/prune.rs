@@ -65,7 +65,7 @@ pub fn run(config: Option<&Path>, args: &PruneArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&report).expect("report serialises")
         );
@@ -77,12 +77,12 @@ pub fn run(config: Option<&Path>, args: &PruneArgs) -> ExitCode {
         "removed"
     };
     for i in &report.images {
-        println!("{verb} image {i}");
+        outln!("{verb} image {i}");
     }
     for v in &report.volumes {
-        println!("{verb} volume {v}");
+        outln!("{verb} volume {v}");
     }
-    println!(
+    outln!(
         "{verb} {} images, {} layers, {} blobs ({}), {} volumes",
         report.images.len(),
         report.layers,

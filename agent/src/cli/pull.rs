@@ -68,11 +68,11 @@ pub fn run(config: Option<&Path>, args: &PullArgs) -> ExitCode {
     if let Some(result) = super::local::image_op_via_agent(&cfg, &op) {
         return match result {
             Ok(v) if args.json => {
-                println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+                outln!("{}", serde_json::to_string_pretty(&v).expect("json"));
                 ExitCode::from(exit::SUCCESS)
             }
             Ok(v) => {
-                println!(
+                outln!(
                     "{reference}: pulled {}",
                     v["image"]["digest"].as_str().unwrap_or("?")
                 );
@@ -111,9 +111,9 @@ pub fn run(config: Option<&Path>, args: &PullArgs) -> ExitCode {
                     "image": image,
                     "record": record,
                 });
-                println!("{}", serde_json::to_string_pretty(&out).expect("json"));
+                outln!("{}", serde_json::to_string_pretty(&out).expect("json"));
             } else {
-                println!("{reference}: pulled {}", image.digest);
+                outln!("{reference}: pulled {}", image.digest);
             }
             ExitCode::from(exit::SUCCESS)
         }

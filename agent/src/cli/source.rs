@@ -66,12 +66,12 @@ fn show(cfg: &berth_spec::Config, json: bool) -> ExitCode {
         Err(e) => return fail(&e),
     };
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&status).expect("status serialises")
         );
     } else {
-        print!("{}", super::render::source_details(&status));
+        out!("{}", super::render::source_details(&status));
     }
     ExitCode::from(exit::SUCCESS)
 }
@@ -121,12 +121,12 @@ fn import(cfg: &berth_spec::Config, a: &ImportArgs) -> ExitCode {
         Err(e) => return fail(&e),
     };
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&r).expect("result serialises")
         );
     } else {
-        println!("{}: {}", r.bundle, r.message);
+        outln!("{}: {}", r.bundle, r.message);
     }
     let ok = matches!(r.outcome.as_str(), "applied" | "up-to-date");
     ExitCode::from(if ok { exit::SUCCESS } else { exit::FAILURE })

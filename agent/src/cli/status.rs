@@ -65,15 +65,15 @@ pub fn run(config: Option<&Path>, args: &StatusArgs) -> ExitCode {
         && cfg.git_source.is_some()
         && let Some(s) = source_status(&cfg)
     {
-        print!("{}", render::source_header(&s));
+        out!("{}", render::source_header(&s));
     }
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&statuses).expect("statuses serialise")
         );
     } else {
-        print!("{}", render::status_table(&statuses));
+        out!("{}", render::status_table(&statuses));
     }
     ExitCode::from(exit::SUCCESS)
 }

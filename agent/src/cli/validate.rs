@@ -5,9 +5,9 @@
 //! with its drop-ins and env files, and against the other specs of its directory (so a
 //! `depends_on` naming a sibling is fine), but only its own problems are reported.
 //!
-//! With an explicit `--config`, the agent config is validated too, and its `[logging]` fills
-//! the specs' defaults (what `--show` prints). Without one, no config is read: the files alone
-//! are judged.
+//! With an explicit `--config FILE`, the agent config is validated too (alone, when no spec
+//! path is given), every problem with its position, and its `[logging]` fills the specs'
+//! defaults (what `--show` prints). Without one, no config is read: the files alone are judged.
 //!
 //! `rollout.toml` at the root of a directory is a source repository's rollout, checked as one.
 //! `--host-labels` (and `--host-id`) judge `[match]` for a host: what it would run, what not and
@@ -28,8 +28,9 @@ use crate::source::load::{self, FileError, SpecError};
 
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
-    /// Spec files (`<name>.toml`) or spec directories
-    #[arg(required = true, value_name = "PATH")]
+    /// Spec files (`<name>.toml`) or spec directories; none with `--config FILE`: check the
+    /// agent config alone
+    #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// Print each valid spec as berth reads it: drop-ins merged, defaults filled
     #[arg(long)]
@@ -66,33 +67,65 @@ struct Report {
     path_errors: Vec<String>,
 }
 
-pub fn run(args: &ValidateArgs, config: Option<&Path>) -> ExitCode {
-    let mut defaults = SpecDefaults::default();
-    let mut config_problems = Vec::new();
-    if let Some(path) = config {
-        match crate::config::load(Some(path)) {
-            Ok(c) => defaults.logging = c.logging,
-            Err(ConfigError::Invalid { diagnostics, .. }) => config_problems = diagnostics,
-            Err(e) => {
-                eprintln!("{}: error: {e}", path.display());
-                return ExitCode::from(exit::FAILURE);
-            }
+/// The agent config's outcome, when one was named.
+enum ConfigCheck {
+    Valid,
+    /// Its problems, each with file, line and column.
+    Invalid(Vec<Diagnostic>),
+    /// It could not be read at all.
+    Unreadable(String),
+}
+
+impl ConfigCheck {
+    fn problems(&self) -> usize {
+        match self {
+            ConfigCheck::Valid => 0,
+            ConfigCheck::Invalid(d) => d.len(),
+            ConfigCheck::Unreadable(_) => 1,
         }
     }
+}
+
+pub fn run(args: &ValidateArgs, config: Option<&Path>) -> ExitCode {
+    if args.paths.is_empty() && config.is_none() {
+        eprintln!(
+            "berth validate: nothing to check: give spec files or directories, or --config FILE"
+        );
+        return ExitCode::from(exit::USAGE);
+    }
+    let mut defaults = SpecDefaults::default();
+    let config_check = config.map(|path| match crate::config::load(Some(path)) {
+        Ok(c) => {
+            defaults.logging = c.logging;
+            ConfigCheck::Valid
+        }
+        Err(ConfigError::Invalid { diagnostics, .. }) => ConfigCheck::Invalid(diagnostics),
+        Err(e) => ConfigCheck::Unreadable(format!("{}: error: {e}", path.display())),
+    });
     let host =
         (args.host_labels.is_some() || args.host_id.is_some()).then(|| berth_spec::HostFacts {
             host_id: args.host_id.clone(),
             labels: args.host_labels.clone().unwrap_or_default(),
         });
-    let mut report = check(&args.paths, &defaults, host.as_ref());
-    report.diagnostics.splice(0..0, config_problems);
+    let mut report = if args.paths.is_empty() {
+        Report::default()
+    } else {
+        check(&args.paths, &defaults, host.as_ref())
+    };
+    match &config_check {
+        Some(ConfigCheck::Invalid(d)) => {
+            report.diagnostics.splice(0..0, d.iter().cloned());
+        }
+        Some(ConfigCheck::Unreadable(e)) => report.path_errors.insert(0, e.clone()),
+        Some(ConfigCheck::Valid) | None => {}
+    }
     let ok = report.path_errors.is_empty()
         && report.diagnostics.is_empty()
         && report.specs.iter().all(|c| c.result.is_ok());
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
     if args.json {
-        let _ = writeln!(out, "{}", to_json(&report, ok, args.show));
+        let mut v = to_json(&report, ok, args.show);
+        v["config_valid"] = json!(config_check.as_ref().map(|c| c.problems() == 0));
+        outln!("{v}");
     } else {
         let stderr = std::io::stderr();
         let mut err = stderr.lock();
@@ -114,8 +147,7 @@ pub fn run(args: &ValidateArgs, config: Option<&Path>) -> ExitCode {
                 if let Ok(p) = &c.result {
                     let files: Vec<String> =
                         p.files.iter().map(|f| f.display().to_string()).collect();
-                    let _ = writeln!(
-                        out,
+                    outln!(
                         "# {} (from {})\n# hash {}\n{}",
                         c.name,
                         files.join(", "),
@@ -132,8 +164,7 @@ pub fn run(args: &ValidateArgs, config: Option<&Path>) -> ExitCode {
                 .filter(|c| c.result.is_ok())
                 .map(|c| c.name.as_str())
                 .collect();
-            let _ = writeln!(
-                out,
+            outln!(
                 "runs here: {}",
                 if runs.is_empty() {
                     "nothing".to_string()
@@ -142,16 +173,33 @@ pub fn run(args: &ValidateArgs, config: Option<&Path>) -> ExitCode {
                 }
             );
             for (name, why) in &report.not_here {
-                let _ = writeln!(out, "not here: {name}: {why}");
+                outln!("not here: {name}: {why}");
             }
         }
         let valid =
             report.specs.iter().filter(|c| c.result.is_ok()).count() + report.not_here.len();
-        let summary = format!(
-            "{valid} of {} specs valid, {} set problems",
-            report.specs.len() + report.not_here.len(),
-            report.diagnostics.len()
-        );
+        let config_part = match &config_check {
+            None => String::new(),
+            Some(ConfigCheck::Valid) => "config valid".to_string(),
+            Some(c) => format!("config: {} problems", c.problems()),
+        };
+        let summary = if args.paths.is_empty() {
+            config_part
+        } else {
+            let config_diags = match &config_check {
+                Some(ConfigCheck::Invalid(d)) => d.len(),
+                _ => 0,
+            };
+            let mut s = format!(
+                "{valid} of {} specs valid, {} set problems",
+                report.specs.len() + report.not_here.len(),
+                report.diagnostics.len() - config_diags
+            );
+            if !config_part.is_empty() {
+                s = format!("{s}, {config_part}");
+            }
+            s
+        };
         if ok {
             let _ = writeln!(err, "ok: {summary}");
         } else {

@@ -19,9 +19,9 @@ pub fn run(args: &VersionArgs) -> ExitCode {
             "arch": std::env::consts::ARCH,
             "os": std::env::consts::OS,
         });
-        println!("{v}");
+        outln!("{v}");
     } else {
-        println!("berth {version}");
+        outln!("berth {version}");
     }
     ExitCode::from(exit::SUCCESS)
 }

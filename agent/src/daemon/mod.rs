@@ -490,9 +490,11 @@ impl Reconciler {
             self.last_valid.forget(&name);
             let dir = self.layout.containers_dir().join(&name);
             // With neither a spec nor a container, its update history goes too (a removal
-            // interrupted between its record and its dir leaves both). Anything else in the dir
+            // interrupted between its record and its dir leaves both), and the temp files of
+            // writes a kill cut short. Anything else in the dir
             // (an orphan bundle) is the sweep's to judge.
             let _ = crate::fsutil::remove_file_if_exists(&dir.join("update.json"));
+            crate::fsutil::remove_stale_temps(&dir);
             let _ = std::fs::remove_dir(&dir);
         }
     }

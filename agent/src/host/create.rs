@@ -52,19 +52,10 @@ impl Host {
         {
             return Ok(img);
         }
-        if let berth_spec::ImageSource::Registry(r) = &spec.image {
-            let pinned = berth_spec::ImageReference {
-                tag: None,
-                digest: Some(digest.to_string()),
-                ..r.clone()
-            };
-            if let Some(img) = self
-                .store
-                .resolve(&berth_spec::ImageSource::Registry(pinned))
-                .map_err(transient)?
-            {
-                return Ok(img);
-            }
+        if let Some(pinned) = crate::reconcile::plan::pinned(&spec.image, digest)
+            && let Some(img) = self.store.resolve(&pinned).map_err(transient)?
+        {
+            return Ok(img);
         }
         Err(ActionError::transient(format!(
             "image {} ({digest}) is not in the store",

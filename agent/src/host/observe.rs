@@ -118,6 +118,7 @@ impl Host {
             resources,
             image_health: rec.image_health.clone(),
             info: ContainerInfo {
+                image: Some(rec.image.clone()),
                 pid,
                 ip: rec.ip,
                 ports: rec.ports.iter().map(port_text).collect(),

@@ -215,7 +215,11 @@ pub enum Hold {
     /// The new digest is younger than `min_age`.
     TooNew { digest: String },
     /// The tag points to a digest that failed its verification; waiting for the tag to move.
-    Rejected { digest: String },
+    /// `keeping`: the digest containers are made from meanwhile (`None`: none known good).
+    Rejected {
+        digest: String,
+        keeping: Option<String>,
+    },
 }
 
 impl fmt::Display for Waiting {
@@ -261,9 +265,20 @@ impl fmt::Display for Hold {
             }
             Hold::ClockUnsynced => write!(f, "waiting for a synchronised clock"),
             Hold::TooNew { digest } => write!(f, "{digest} is younger than min_age"),
-            Hold::Rejected { digest } => {
-                write!(f, "{digest} was rolled back; waiting for the tag to move")
-            }
+            Hold::Rejected {
+                digest,
+                keeping: Some(k),
+            } => write!(
+                f,
+                "{digest} was rolled back; running {k} until the tag moves"
+            ),
+            Hold::Rejected {
+                digest,
+                keeping: None,
+            } => write!(
+                f,
+                "{digest} was rolled back and no earlier image is in the store; waiting for the tag to move"
+            ),
         }
     }
 }

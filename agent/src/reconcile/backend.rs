@@ -181,7 +181,15 @@ impl Keep {
             .values()
             .map(|o| o.image_digest.clone())
             .collect();
-        digests.extend(observed.updates.values().filter_map(|h| h.previous.clone()));
+        // What they would roll back to, and what a lost incarnation is made again from while
+        // its tag names a rejected or held digest.
+        digests.extend(
+            observed
+                .updates
+                .values()
+                .flat_map(|h| [h.previous.clone(), h.last_digest.clone()])
+                .flatten(),
+        );
         Keep {
             images: specs().map(|s| s.image.clone()).collect(),
             digests,
@@ -205,4 +213,27 @@ pub struct Keep {
     pub digests: Vec<String>,
     /// Named volumes the specs mount.
     pub volumes: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::model::UpdateState;
+
+    #[test]
+    fn keep_protects_what_a_container_would_be_made_from_again() {
+        let mut observed = Observed::default();
+        observed.updates.insert(
+            "app".into(),
+            UpdateState {
+                last_digest: Some("sha256:last".into()),
+                previous: Some("sha256:previous".into()),
+                ..UpdateState::default()
+            },
+        );
+        // No container runs: its incarnation was lost, a replacement is due.
+        let keep = Keep::of(&super::super::model::Desired::default(), &observed);
+        assert!(keep.digests.contains(&"sha256:last".to_string()));
+        assert!(keep.digests.contains(&"sha256:previous".to_string()));
+    }
 }

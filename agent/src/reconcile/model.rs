@@ -144,6 +144,8 @@ pub struct ObservedContainer {
 /// What `berth status` shows about a container beyond its run state.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ContainerInfo {
+    /// The image reference it was made from (shown once its spec is gone).
+    pub image: Option<String>,
     pub pid: Option<i32>,
     pub ip: Option<std::net::IpAddr>,
     /// `8080:80/tcp`, as published.

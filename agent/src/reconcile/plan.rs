@@ -114,15 +114,10 @@ impl Planner<'_> {
         }
         let local = self.observed.images.get(&spec.image);
         let remote = self.remote_update(spec, local);
-        let want_process = spec.state != DesiredState::Stopped;
         let history = self.observed.updates.get(name);
 
         let Some(o) = obs else {
-            match (remote, local) {
-                (Some(_), _) | (None, None) => self.need_image(name, spec),
-                (None, Some(digest)) if want_process => self.create(name, d, digest, None),
-                (None, Some(_)) => {}
-            }
+            self.create_missing(name, d, local, remote, history);
             return;
         };
 
@@ -131,25 +126,162 @@ impl Planner<'_> {
         }
         let image_moved = local.is_some_and(|digest| *digest != o.image_digest);
         let spec_changed = o.spec_hash != d.hash;
-        let rejected =
-            local.filter(|d| image_moved && history.is_some_and(|h| h.rejected.contains(*d)));
-        // (Unless the registry already moved the tag on: then that digest is the update.)
-        if let (false, Some(digest), None) = (spec_changed, rejected, &remote) {
-            // The tag still points at a digest that failed: stay on what runs.
+        if image_moved
+            && remote.is_none()
+            && let Some(l) = local
+            && history.is_some_and(|h| h.rejected.contains(l))
+        {
+            // The tag still points at a digest that failed (unless the registry already moved
+            // it on: then that digest is the update). The circuit breaker holds for every
+            // recreation: an edit is made on what runs now, never on the rejected digest.
+            let keep = self.good_digest(spec, Some(o), history);
             self.wait(
                 name,
                 Waiting::Held(Hold::Rejected {
-                    digest: digest.clone(),
+                    digest: l.clone(),
+                    keeping: keep.clone(),
                 }),
             );
-            self.converge_existing(name, spec, o);
+            match keep {
+                Some(k) if spec_changed => {
+                    self.recreate(name, d, o, local, None, Change::SpecOnKept(k));
+                }
+                _ => self.converge_existing(name, spec, o),
+            }
             return;
         }
-        if spec_changed || image_moved || remote.is_some() {
-            self.recreate(name, d, o, local, remote, spec_changed);
+        let change = match (spec_changed, image_moved || remote.is_some()) {
+            (true, _) => Change::Spec,
+            (false, true) => Change::Image,
+            (false, false) => return self.converge_existing(name, spec, o),
+        };
+        self.recreate(name, d, o, local, remote, change);
+    }
+
+    /// A container with a spec but no incarnation: a first creation, or a replacement for one
+    /// that is gone (a lost bundle, a failed creation, an agent restart between the removal
+    /// and the creation of a recreate). A replacement is not an update: it never takes a
+    /// rejected digest, nor one an update hold (lock, window, min_age) keeps back.
+    fn create_missing(
+        &mut self,
+        name: &str,
+        d: &DesiredSpec,
+        local: Option<&String>,
+        remote: Option<String>,
+        history: Option<&UpdateState>,
+    ) {
+        let spec = &d.spec;
+        let want_process = spec.state != DesiredState::Stopped;
+        if let Some(h) = history
+            && let Some(v) = &h.verifying
+            && local == Some(&v.digest)
+            && h.last_hash.as_deref() == Some(d.hash.as_str())
+            && let Some(previous) = h.previous.as_ref().filter(|p| **p != v.digest)
+            && spec.update.rollback
+            && want_process
+        {
+            // An update under verification whose container is gone did not pass: it went
+            // away, or an agent restart cut its rollback short between removal and creation.
+            self.create_as(
+                name,
+                d,
+                previous,
+                UpdateMark::Rollback {
+                    rejected: v.digest.clone(),
+                },
+            );
             return;
         }
-        self.converge_existing(name, spec, o);
+        if let Some((instead, why)) = self.instead_of_tag(spec, local, remote.as_ref(), history) {
+            self.wait(name, Waiting::Held(why));
+            if let Some(digest) = instead
+                && want_process
+            {
+                self.create_as(name, d, &digest, UpdateMark::None);
+            }
+            return;
+        }
+        match (remote, local) {
+            (Some(_), _) | (None, None) => self.need_image(name, spec),
+            (None, Some(digest)) if want_process => self.create(name, d, digest, None),
+            (None, Some(_)) => {}
+        }
+    }
+
+    /// Why a new incarnation of a container that has none may not run the digest its tag
+    /// names now, and what it runs instead (`None`: nothing known good, so nothing).
+    fn instead_of_tag(
+        &self,
+        spec: &ContainerSpec,
+        local: Option<&String>,
+        remote: Option<&String>,
+        history: Option<&UpdateState>,
+    ) -> Option<(Option<String>, Hold)> {
+        let h = history?;
+        if remote.is_none()
+            && let Some(l) = local
+            && h.rejected.contains(l)
+        {
+            let keep = self.good_digest(spec, None, history);
+            return Some((
+                keep.clone(),
+                Hold::Rejected {
+                    digest: l.clone(),
+                    keeping: keep,
+                },
+            ));
+        }
+        // An update from the last digest this container ran to the tag's new one waits for
+        // whatever holds updates; the replacement runs the last one meanwhile.
+        let new = remote.or(local)?;
+        let last = h
+            .last_digest
+            .as_ref()
+            .filter(|l| *l != new && !h.rejected.contains(*l))?;
+        if !self.in_store(&spec.image, last) {
+            // Not an image of this reference (the spec names another one now): no update.
+            return None;
+        }
+        let held = update::hold(spec, self.observed, self.ctx).or_else(|| {
+            update::too_new(spec, new, self.created(spec, new), self.observed, self.ctx)
+        });
+        held.map(|why| (Some(last.clone()), why))
+    }
+
+    /// The digest to run while the tag names a rejected one: what runs now, else the last one
+    /// created, else the one before the last update; the first not rejected and in the store.
+    fn good_digest(
+        &self,
+        spec: &ContainerSpec,
+        running: Option<&ObservedContainer>,
+        history: Option<&UpdateState>,
+    ) -> Option<String> {
+        let h = history?;
+        [
+            running.map(|o| &o.image_digest),
+            h.last_digest.as_ref(),
+            h.previous.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|d| !h.rejected.contains(*d) && self.in_store(&spec.image, d))
+        .cloned()
+    }
+
+    /// Whether the store holds `digest` as an image of `image`: under its tag, or kept by its
+    /// digest since the tag moved.
+    fn in_store(&self, image: &ImageSource, digest: &str) -> bool {
+        let under = |src: &ImageSource| self.observed.images.get(src).is_some_and(|d| d == digest);
+        under(image) || pinned(image, digest).is_some_and(|p| under(&p))
+    }
+
+    /// The registry's created time of `digest`, when the last check of the tag returned it.
+    fn created(&self, spec: &ContainerSpec, digest: &str) -> Option<u64> {
+        self.observed
+            .remote
+            .get(&spec.image)
+            .filter(|r| r.digest == digest)
+            .and_then(|r| r.created)
     }
 
     /// For `pull = "always"`: the digest the registry says the tag points to, when it differs
@@ -185,9 +317,13 @@ impl Planner<'_> {
         o: &ObservedContainer,
         local: Option<&String>,
         remote: Option<String>,
-        spec_changed: bool,
+        change: Change,
     ) {
         let spec = &d.spec;
+        let keep = match &change {
+            Change::SpecOnKept(k) => Some(k),
+            Change::Spec | Change::Image => None,
+        };
         if let Some(h) = update::hold(spec, self.observed, self.ctx) {
             // Lock files are looked at every pass: come back soon to see it gone.
             let again = if matches!(h, Hold::Lock(_)) {
@@ -200,25 +336,32 @@ impl Planner<'_> {
             self.converge_existing(name, spec, o);
             return;
         }
-        // The digest we would move to, and whether it is old enough.
-        let target = remote.clone().or_else(|| local.cloned());
-        if !spec_changed && let Some(t) = &target {
-            let created = self
-                .observed
-                .remote
-                .get(&spec.image)
-                .filter(|r| r.digest == *t)
-                .and_then(|r| r.created);
-            if let Some(h) = update::too_new(spec, t, created, self.observed, self.ctx) {
-                self.wait(name, Waiting::Held(h));
-                self.out.wake(self.ctx.now.plus(RECHECK_HOLD));
+        // The digest we would move to, and whether it must be downloaded first.
+        let (mut target, mut fetch) = match keep {
+            Some(k) => (Some(k.clone()), false),
+            None => (remote.clone().or_else(|| local.cloned()), remote.is_some()),
+        };
+        // (A spec edit that names another image is not an update of the one that runs.)
+        let same_image = change == Change::Image || self.in_store(&spec.image, &o.image_digest);
+        if keep.is_none()
+            && same_image
+            && let Some(t) = target.clone().filter(|t| *t != o.image_digest)
+            && let Some(h) =
+                update::too_new(spec, &t, self.created(spec, &t), self.observed, self.ctx)
+        {
+            self.wait(name, Waiting::Held(h));
+            self.out.wake(self.ctx.now.plus(RECHECK_HOLD));
+            if change == Change::Image {
                 self.converge_existing(name, spec, o);
                 return;
             }
+            // The edit goes ahead on the image that runs now; the young digest waits.
+            target = Some(o.image_digest.clone());
+            fetch = false;
         }
         let strategy = effective_strategy(spec);
         let kill_first = strategy == UpdateStrategy::KillThenDownload;
-        let ready = remote.is_none() && local.is_some();
+        let ready = !fetch && target.is_some();
         if !ready && !kill_first {
             // The old container serves while the new image downloads.
             self.need_image(name, spec);
@@ -226,9 +369,10 @@ impl Planner<'_> {
             return;
         }
         let want_process = spec.state != DesiredState::Stopped;
-        match (ready, local) {
+        let tagged = target.as_ref() == local;
+        match (ready, target) {
             (true, Some(digest)) if want_process && strategy == UpdateStrategy::StartThenKill => {
-                self.create(name, d, digest, Some(o));
+                self.create_from(name, d, &digest, tagged, Some(o));
             }
             (true, Some(digest)) => {
                 self.push(Action::Remove {
@@ -237,7 +381,7 @@ impl Planner<'_> {
                     why: RemoveReason::Recreate,
                 });
                 if want_process {
-                    self.create(name, d, digest, None);
+                    self.create_from(name, d, &digest, tagged, None);
                 }
             }
             _ => {
@@ -249,6 +393,23 @@ impl Planner<'_> {
                 });
                 self.need_image(name, spec);
             }
+        }
+    }
+
+    /// A creation from the tag's digest (an update when it moved), or from a digest kept in
+    /// the store instead of it (never an update).
+    fn create_from(
+        &mut self,
+        name: &str,
+        d: &DesiredSpec,
+        digest: &str,
+        tagged: bool,
+        replacing: Option<&ObservedContainer>,
+    ) {
+        if tagged {
+            self.create(name, d, digest, replacing);
+        } else {
+            self.create_with(name, d, digest, UpdateMark::None, replacing);
         }
     }
 
@@ -352,6 +513,54 @@ impl Planner<'_> {
         digest: &str,
         replacing: Option<&ObservedContainer>,
     ) {
+        self.create_with(
+            name,
+            d,
+            digest,
+            self.update_mark(name, d, digest),
+            replacing,
+        );
+    }
+
+    /// What a creation from the tag's `digest` means for the update history. A new digest of
+    /// the same image is an update, verified and rolled back if it fails, whether or not an
+    /// edit came with it; so is a digest still under verification made anew by an edit (its
+    /// verification starts over rather than ending unjudged).
+    fn update_mark(&self, name: &str, d: &DesiredSpec, digest: &str) -> UpdateMark {
+        let Some(h) = self.observed.updates.get(name) else {
+            return UpdateMark::None;
+        };
+        if let Some(v) = &h.verifying
+            && v.digest == digest
+            && let Some(from) = h.previous.as_ref().filter(|p| *p != digest)
+        {
+            return UpdateMark::Update { from: from.clone() };
+        }
+        match &h.last_digest {
+            Some(from)
+                if from != digest
+                    && (h.last_hash.as_deref() == Some(&d.hash)
+                        || self.in_store(&d.spec.image, from)) =>
+            {
+                UpdateMark::Update { from: from.clone() }
+            }
+            _ => UpdateMark::None,
+        }
+    }
+
+    /// A creation whose meaning for the update history is decided by the caller.
+    fn create_as(&mut self, name: &str, d: &DesiredSpec, digest: &str, update: UpdateMark) {
+        self.create_with(name, d, digest, update, None);
+    }
+
+    fn create_with(
+        &mut self,
+        name: &str,
+        d: &DesiredSpec,
+        digest: &str,
+        update: UpdateMark,
+        replacing: Option<&ObservedContainer>,
+    ) {
         if let Some(f) = self.observed.create_failures.get(name) {
             let until = f.at.plus(backoff::delay(f.count.saturating_sub(1)));
             if self.ctx.now < until {
@@ -364,14 +573,6 @@ impl Planner<'_> {
             self.wait(name, w);
             return;
         }
-        // An image update (same spec, new digest) is verified and can be rolled back.
-        let update = match self.observed.updates.get(name) {
-            Some(h) if h.last_hash.as_deref() == Some(&d.hash) => match &h.last_digest {
-                Some(from) if from != digest => UpdateMark::Update { from: from.clone() },
-                _ => UpdateMark::None,
-            },
-            _ => UpdateMark::None,
-        };
         self.push(Action::Create {
             name: name.into(),
             spec: Box::new(d.spec.clone()),
@@ -480,6 +681,29 @@ impl Planner<'_> {
             crash_streak,
         });
     }
+}
+
+/// Why a container is recreated: an image update may be held back or too young; a spec edit
+/// goes ahead on the image that runs when only the image is held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Change {
+    Spec,
+    /// A spec edit while the tag names a rejected digest: made from this one, in the store.
+    SpecOnKept(String),
+    Image,
+}
+
+/// `image` pinned to `digest` (`repo@digest`): how the store keeps an image its tag moved
+/// away from.
+pub fn pinned(image: &ImageSource, digest: &str) -> Option<ImageSource> {
+    let ImageSource::Registry(r) = image else {
+        return None;
+    };
+    Some(ImageSource::Registry(berth_spec::ImageReference {
+        tag: None,
+        digest: Some(digest.to_string()),
+        ..r.clone()
+    }))
 }
 
 /// start-then-kill needs two incarnations side by side: not possible while a host port or an

@@ -337,11 +337,9 @@ fn a_crash_during_verification_rolls_back_and_the_digest_is_not_retried() {
         .insert("sha256:b".into());
     let p = plan_with(&desired(&s), &after, &ctx(7000));
     assert!(p.actions.is_empty(), "{p:?}");
-    assert_eq!(
-        p.waiting["app"],
-        Waiting::Held(Hold::Rejected {
-            digest: "sha256:b".into()
-        })
+    assert!(
+        matches!(&p.waiting["app"], Waiting::Held(Hold::Rejected { digest, .. }) if digest == "sha256:b"),
+        "{p:?}"
     );
     // The tag moves once more: that digest is tried.
     after.remote.insert(
@@ -423,4 +421,519 @@ fn unhealthy_containers_restart_when_asked() {
     );
     s.health.on_unhealthy = OnUnhealthy::None;
     assert!(plan_with(&desired(&s), &o, &ctx(0)).actions.is_empty());
+}
+
+// ---- the circuit breaker holds for every recreation ---------------------------------------
+//
+// After a rollback the tag still names the rejected digest C in the store, the good digest B
+// is kept there as `repo@B`, and the container runs B. Whatever recreates the container next
+// (an edit, a changed env file, a lost incarnation, an agent restart, `apply --force`) makes it
+// from B, and its status says why; C is taken only once the tag moves on.
+
+const GOOD: &str = "sha256:bbbb";
+const BAD: &str = "sha256:cccc";
+
+fn pinned_img(digest: &str) -> ImageSource {
+    ImageSource::Registry(berth_spec::ImageReference {
+        registry: "127.0.0.1:5000".into(),
+        repository: "app".into(),
+        tag: None,
+        digest: Some(digest.into()),
+    })
+}
+
+#[test]
+fn a_kept_image_is_found_under_the_reference_the_store_gives_it() {
+    // The store keeps the image a tag moved away from as `<name>@<digest>`.
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let kept = ImageSource::parse(&format!("127.0.0.1:5000/app@{digest}")).unwrap();
+    assert_eq!(pinned(&img(), &digest), Some(kept));
+}
+
+/// The world right after a rollback from BAD to GOOD; `remote`: what the last check said.
+fn rolled_back(s: &ContainerSpec, remote: Option<&str>) -> Observed {
+    let mut o = world(s, GOOD, BAD, remote, Millis(0));
+    o.images.insert(pinned_img(GOOD), GOOD.into());
+    let h = o.updates.get_mut("app").unwrap();
+    h.previous = Some(GOOD.into());
+    h.last_digest = Some(GOOD.into());
+    h.rejected.insert(BAD.into());
+    o
+}
+
+/// The plan makes `app` from GOOD (never BAD), pulls nothing, and says why.
+fn assert_made_from_good(p: &Plan) {
+    let creates: Vec<(&String, &UpdateMark)> = p
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Create {
+                image_digest,
+                update,
+                ..
+            } => Some((image_digest, update)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(creates.len(), 1, "one creation: {p:?}");
+    assert_eq!(creates[0].0, GOOD, "made from the last good digest: {p:?}");
+    assert_eq!(creates[0].1, &UpdateMark::None, "not an update to verify");
+    assert!(
+        p.actions.iter().all(|a| a.kind() != "pull"),
+        "the rejected tag is not pulled again: {p:?}"
+    );
+    assert!(
+        matches!(&p.waiting["app"], Waiting::Held(Hold::Rejected { digest, .. }) if digest == BAD),
+        "status says why: {:?}",
+        p.waiting.get("app")
+    );
+    let why = p.waiting["app"].to_string();
+    assert!(
+        why.contains(BAD) && why.contains("rolled back") && why.contains(GOOD),
+        "{why}"
+    );
+}
+
+#[test]
+fn a_spec_edit_after_a_rollback_recreates_from_the_last_good_digest() {
+    let s = spec();
+    let mut edited = s.clone();
+    edited.env.insert("ADDED".into(), "1".into());
+    for remote in [None, Some(BAD)] {
+        let p = plan_with(&desired(&edited), &rolled_back(&s, remote), &ctx(10_000));
+        let mut k = kinds(&p);
+        k.retain(|k| k != "check");
+        assert_eq!(k, ["remove", "create"], "{p:?}");
+        assert_made_from_good(&p);
+    }
+    // With start-then-kill the new incarnation (from GOOD) starts beside the old one.
+    let mut overlap = edited.clone();
+    overlap.update.strategy = UpdateStrategy::StartThenKill;
+    let p = plan_with(
+        &desired(&overlap),
+        &rolled_back(&s, Some(BAD)),
+        &ctx(10_000),
+    );
+    assert_eq!(kinds(&p), ["create"], "{p:?}");
+    assert_made_from_good(&p);
+    // kill-then-download: nothing to download, GOOD is in the store.
+    let mut kill_first = edited.clone();
+    kill_first.update.strategy = UpdateStrategy::KillThenDownload;
+    let p = plan_with(
+        &desired(&kill_first),
+        &rolled_back(&s, Some(BAD)),
+        &ctx(10_000),
+    );
+    assert_eq!(kinds(&p), ["remove", "create"], "{p:?}");
+    assert_made_from_good(&p);
+}
+
+#[test]
+fn a_config_change_after_a_rollback_recreates_from_the_last_good_digest() {
+    // What reaches the spec from other files (an env file, a drop-in) changes its shape as
+    // an edit does.
+    let s = spec();
+    let mut from_files = s.clone();
+    from_files.env.insert("FROM_ENV_FILE".into(), "2".into());
+    from_files.labels.insert("from.drop-in".into(), "x".into());
+    from_files.command = Some(vec!["serve".into(), "--v2".into()]);
+    let p = plan_with(
+        &desired(&from_files),
+        &rolled_back(&s, Some(BAD)),
+        &ctx(10_000),
+    );
+    assert_made_from_good(&p);
+}
+
+#[test]
+fn a_crash_replacement_after_a_rollback_is_made_from_the_last_good_digest() {
+    let s = spec();
+    // The incarnation is gone (its bundle went, or a creation failed): a new one replaces it.
+    let mut o = rolled_back(&s, Some(BAD));
+    o.containers.clear();
+    let p = plan_with(&desired(&s), &o, &ctx(10_000));
+    assert_eq!(kinds(&p), ["create"], "{p:?}");
+    assert_made_from_good(&p);
+    // After a failed creation, once its backoff is over: still GOOD.
+    o.create_failures.insert(
+        "app".into(),
+        Failure {
+            count: 1,
+            at: Millis(9_000),
+            error: "boom".into(),
+            transient: true,
+        },
+    );
+    let p = plan_with(&desired(&s), &o, &ctx(9_500));
+    assert!(p.actions.is_empty(), "{p:?}");
+    let p = plan_with(&desired(&s), &o, &ctx(20_000));
+    assert_made_from_good(&p);
+    // A crashed container that is still there restarts as it is (same incarnation, GOOD).
+    let mut crashed = rolled_back(&s, Some(BAD));
+    crashed.containers.get_mut("app").unwrap().run = RunState::Exited(Exit {
+        code: 1,
+        oom: false,
+        at: Millis(1000),
+        requested: false,
+    });
+    assert_eq!(
+        kinds(&plan_with(&desired(&s), &crashed, &ctx(10_000))),
+        ["start"]
+    );
+}
+
+#[test]
+fn an_agent_restart_after_a_rollback_keeps_the_last_good_digest() {
+    let s = spec();
+    // A fresh agent knows no remote answer yet: it checks, and recreates nothing.
+    let mut o = rolled_back(&s, None);
+    o.remote.clear();
+    let p = plan_with(&desired(&s), &o, &ctx(10_000));
+    assert_eq!(kinds(&p), ["check"], "{p:?}");
+    // After a reboot the record is there but has not run in this boot: started as it is.
+    o.containers.get_mut("app").unwrap().run = RunState::Created;
+    assert_eq!(
+        kinds(&plan_with(&desired(&s), &o, &ctx(10_000))),
+        ["check", "start"]
+    );
+    // Killed in the middle of the rollback, after the removal and before the creation: the
+    // history still says BAD is being verified, and BAD's container is gone. The rollback is
+    // finished (BAD rejected), never BAD made again unverified.
+    let mut mid = world(&s, GOOD, BAD, None, Millis(0));
+    mid.containers.clear();
+    mid.images.insert(pinned_img(GOOD), GOOD.into());
+    let h = mid.updates.get_mut("app").unwrap();
+    h.previous = Some(GOOD.into());
+    h.last_digest = Some(BAD.into());
+    h.verifying = Some(Verifying {
+        digest: BAD.into(),
+        since: Millis(0),
+        boot_id: String::new(),
+    });
+    let p = plan_with(&desired(&s), &mid, &ctx(10_000));
+    let create = p
+        .actions
+        .iter()
+        .find(|a| a.kind() == "create")
+        .unwrap_or_else(|| panic!("{p:?}"));
+    match create {
+        Action::Create {
+            image_digest,
+            update,
+            ..
+        } => {
+            assert_eq!(image_digest, GOOD);
+            assert_eq!(
+                update,
+                &UpdateMark::Rollback {
+                    rejected: BAD.into()
+                }
+            );
+        }
+        a => panic!("{a:?}"),
+    }
+}
+
+#[test]
+fn apply_force_after_a_rollback_never_takes_the_rejected_digest() {
+    let mut s = spec();
+    s.update.lock = Some(PathBuf::from("/data/updating"));
+    let forced = Ctx {
+        force: true,
+        ..ctx(10_000)
+    };
+    // Forced, the lock present, nothing edited: it stays as it is.
+    let mut o = rolled_back(&s, Some(BAD));
+    o.locks.insert("/data/updating".into());
+    let p = plan_with(&desired(&s), &o, &forced);
+    assert!(p.actions.is_empty(), "{p:?}");
+    assert!(matches!(
+        p.waiting["app"],
+        Waiting::Held(Hold::Rejected { .. })
+    ));
+    // Forced with an edit: the lock is overridden for the edit, not the circuit breaker.
+    let mut edited = s.clone();
+    edited.env.insert("ADDED".into(), "1".into());
+    let p = plan_with(&desired(&edited), &o, &forced);
+    assert_made_from_good(&p);
+    // Forced with the container gone: GOOD.
+    o.containers.clear();
+    assert_made_from_good(&plan_with(&desired(&s), &o, &forced));
+}
+
+#[test]
+fn a_new_digest_after_a_rollback_is_still_taken_as_an_update() {
+    let s = spec();
+    let mut edited = s.clone();
+    edited.env.insert("ADDED".into(), "1".into());
+    // The registry moved the tag on: that is the update, edit or not.
+    let o = rolled_back(&s, Some("sha256:dddd"));
+    assert_eq!(
+        kinds(&plan_with(&desired(&edited), &o, &ctx(10_000))),
+        ["pull"]
+    );
+    let mut gone = o.clone();
+    gone.containers.clear();
+    assert_eq!(
+        kinds(&plan_with(&desired(&s), &gone, &ctx(10_000))),
+        ["pull"]
+    );
+}
+
+// ---- a hold on an update is not bypassed by a recreation for another reason ---------------
+
+/// `app` ran `sha256:a` (kept in the store), the registry offers `sha256:b`; the container is
+/// gone and must be replaced.
+fn lost_with_an_update_offered(s: &ContainerSpec, local_moved: bool) -> Observed {
+    let local = if local_moved { "sha256:b" } else { "sha256:a" };
+    let mut o = world(s, "sha256:a", local, Some("sha256:b"), Millis(0));
+    o.images.insert(pinned_img("sha256:a"), "sha256:a".into());
+    o.containers.clear();
+    o
+}
+
+fn assert_replaced_from_a(p: &Plan) {
+    let creates: Vec<&String> = p
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Create { image_digest, .. } => Some(image_digest),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(creates, ["sha256:a"], "replaced from what it ran: {p:?}");
+    assert!(
+        p.actions.iter().all(|a| a.kind() != "pull"),
+        "the held update is not pulled for it: {p:?}"
+    );
+    assert!(matches!(p.waiting["app"], Waiting::Held(_)), "{p:?}");
+}
+
+#[test]
+fn a_replacement_never_takes_an_update_a_lock_holds() {
+    let mut s = spec();
+    s.update.lock = Some(PathBuf::from("/data/updating"));
+    for local_moved in [false, true] {
+        let mut o = lost_with_an_update_offered(&s, local_moved);
+        o.locks.insert("/data/updating".into());
+        let p = plan_with(&desired(&s), &o, &ctx(0));
+        assert_replaced_from_a(&p);
+        assert_eq!(
+            p.waiting["app"],
+            Waiting::Held(Hold::Lock("/data/updating".into()))
+        );
+        // The lock gone: the replacement is the update.
+        o.locks.clear();
+        let p = plan_with(&desired(&s), &o, &ctx(0));
+        assert!(
+            p.actions.iter().any(|a| a.kind() == "pull")
+                || p.actions.iter().any(
+                    |a| matches!(a, Action::Create { image_digest, .. } if image_digest == "sha256:b")
+                ),
+            "{p:?}"
+        );
+    }
+}
+
+#[test]
+fn a_replacement_never_takes_an_update_the_window_holds() {
+    let mut s = spec();
+    s.update.window = Some(Window {
+        start_minute: 2 * 60,
+        end_minute: 4 * 60,
+    });
+    for local_moved in [false, true] {
+        let o = lost_with_an_update_offered(&s, local_moved);
+        // ctx() is at noon: outside the window.
+        let p = plan_with(&desired(&s), &o, &ctx(0));
+        assert_replaced_from_a(&p);
+        assert!(matches!(
+            p.waiting["app"],
+            Waiting::Held(Hold::Window { .. })
+        ));
+        // No synchronised clock: the window can't be told; the replacement runs what it ran.
+        assert_replaced_from_a(&plan_with(&desired(&s), &o, &Ctx::at(Millis(0))));
+    }
+}
+
+#[test]
+fn a_replacement_or_an_edit_never_takes_a_digest_younger_than_min_age() {
+    let mut s = spec();
+    s.update.min_age = Some(Duration::from_secs(3600));
+    let young = |o: &mut Observed| {
+        o.remote.get_mut(&img()).unwrap().created = Some(2_000_000_000 - 60);
+    };
+    for local_moved in [false, true] {
+        let mut o = lost_with_an_update_offered(&s, local_moved);
+        young(&mut o);
+        let p = plan_with(&desired(&s), &o, &ctx(0));
+        assert_replaced_from_a(&p);
+        assert!(matches!(
+            p.waiting["app"],
+            Waiting::Held(Hold::TooNew { .. })
+        ));
+    }
+    // An edit of a running container goes ahead on the image it runs; the young digest waits.
+    let mut o = world(&s, "sha256:a", "sha256:a", Some("sha256:b"), Millis(0));
+    young(&mut o);
+    let mut edited = s.clone();
+    edited.env.insert("ADDED".into(), "1".into());
+    let p = plan_with(&desired(&edited), &o, &ctx(0));
+    assert_eq!(kinds(&p), ["remove", "create"], "{p:?}");
+    assert_replaced_from_a(&p);
+    // Old enough: the edit and the update go together.
+    o.remote.get_mut(&img()).unwrap().created = Some(2_000_000_000 - 7200);
+    assert_eq!(kinds(&plan_with(&desired(&edited), &o, &ctx(0))), ["pull"]);
+}
+
+#[test]
+fn an_edit_naming_another_image_is_not_held_as_an_update() {
+    let mut s = spec();
+    s.update.min_age = Some(Duration::from_secs(3600));
+    let o = world(&s, "sha256:a", "sha256:a", None, Millis(0));
+    let mut other = s.clone();
+    other.pull = PullPolicy::Missing;
+    other.image = ImageSource::parse("127.0.0.1:5000/other:1").unwrap();
+    let mut o = o;
+    o.images.insert(other.image.clone(), "sha256:e".into());
+    let p = plan_with(&desired(&other), &o, &ctx(0));
+    assert_eq!(kinds(&p), ["remove", "create"], "{p:?}");
+}
+
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Every way a container may be found when a pass runs.
+    fn arb_run() -> impl Strategy<Value = Option<RunState>> {
+        prop_oneof![
+            Just(None),
+            Just(Some(RunState::Running)),
+            Just(Some(RunState::Created)),
+            Just(Some(RunState::Paused)),
+            (any::<bool>(), 0..3i32).prop_map(|(requested, code)| Some(RunState::Exited(Exit {
+                code,
+                oom: false,
+                at: Millis(1000),
+                requested,
+            }))),
+        ]
+    }
+
+    fn arb_strategy() -> impl Strategy<Value = UpdateStrategy> {
+        prop_oneof![
+            Just(UpdateStrategy::DownloadThenKill),
+            Just(UpdateStrategy::KillThenDownload),
+            Just(UpdateStrategy::StartThenKill),
+        ]
+    }
+
+    proptest! {
+        /// While the tag names a rejected digest, no pass of any kind makes a container from
+        /// it or pulls the tag for it: edits, lost incarnations, restarts, locks, `--force`.
+        #[test]
+        fn the_circuit_breaker_holds_for_every_recreation(
+            edited in any::<bool>(),
+            run in arb_run(),
+            remote_known in any::<bool>(),
+            force in any::<bool>(),
+            locked in any::<bool>(),
+            strategy in arb_strategy(),
+            stopped in any::<bool>(),
+        ) {
+            let mut s = spec();
+            s.update.lock = Some(PathBuf::from("/data/updating"));
+            s.update.strategy = strategy;
+            let mut o = rolled_back(&s, remote_known.then_some(BAD));
+            if locked {
+                o.locks.insert("/data/updating".into());
+            }
+            match run {
+                None => { o.containers.clear(); }
+                Some(r) => o.containers.get_mut("app").unwrap().run = r,
+            }
+            let mut want = s.clone();
+            if edited {
+                want.env.insert("ADDED".into(), "1".into());
+            }
+            if stopped {
+                want.state = DesiredState::Stopped;
+            }
+            let c = Ctx { force, ..ctx(100_000) };
+            let p = plan_with(&desired(&want), &o, &c);
+            for a in &p.actions {
+                prop_assert!(
+                    !matches!(a, Action::Create { image_digest, .. } if image_digest == BAD),
+                    "{p:?}"
+                );
+                prop_assert!(a.kind() != "pull", "{p:?}");
+            }
+        }
+
+        /// While a lock or the window holds an update, no replacement or edit runs the new
+        /// digest.
+        #[test]
+        fn a_held_update_is_never_taken_by_another_recreation(
+            edited in any::<bool>(),
+            run in arb_run(),
+            local_moved in any::<bool>(),
+            by_lock in any::<bool>(),
+            strategy in arb_strategy(),
+        ) {
+            let mut s = spec();
+            s.update.strategy = strategy;
+            if by_lock {
+                s.update.lock = Some(PathBuf::from("/data/updating"));
+            } else {
+                s.update.window = Some(Window { start_minute: 120, end_minute: 240 });
+            }
+            let mut o = lost_with_an_update_offered(&s, local_moved);
+            o.containers.insert("app".into(), running(&s, "sha256:a"));
+            o.locks.insert("/data/updating".into());
+            match run {
+                None => { o.containers.clear(); }
+                Some(r) => o.containers.get_mut("app").unwrap().run = r,
+            }
+            let mut want = s.clone();
+            if edited {
+                want.env.insert("ADDED".into(), "1".into());
+            }
+            let p = plan_with(&desired(&want), &o, &ctx(100_000));
+            for a in &p.actions {
+                prop_assert!(
+                    !matches!(a, Action::Create { image_digest, .. } if image_digest == "sha256:b"),
+                    "{p:?}"
+                );
+                prop_assert!(a.kind() != "pull", "{p:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn an_edit_never_ends_a_verification_unjudged_nor_takes_a_new_digest_unverified() {
+    let s = spec();
+    let mut edited = s.clone();
+    edited.env.insert("ADDED".into(), "1".into());
+    // b is being verified when the spec is edited: the new incarnation (b, edited) is
+    // verified from the start, with a still the one to roll back to.
+    let mut o = world(&s, "sha256:b", "sha256:b", Some("sha256:b"), Millis(0));
+    verifying(&mut o, 0);
+    let p = plan_with(&desired(&edited), &o, &ctx(1000));
+    assert_eq!(kinds(&p), ["remove", "create"], "{p:?}");
+    assert!(
+        matches!(&p.actions[1], Action::Create { image_digest, update: UpdateMark::Update { from }, .. }
+            if image_digest == "sha256:b" && from == "sha256:a"),
+        "{p:?}"
+    );
+    // An edit that comes with a new digest of the same image (downloaded): an update too.
+    let mut o = world(&s, "sha256:a", "sha256:b", Some("sha256:b"), Millis(0));
+    o.images.insert(pinned_img("sha256:a"), "sha256:a".into());
+    let p = plan_with(&desired(&edited), &o, &ctx(1000));
+    assert!(
+        matches!(&p.actions[1], Action::Create { image_digest, update: UpdateMark::Update { from }, .. }
+            if image_digest == "sha256:b" && from == "sha256:a"),
+        "{p:?}"
+    );
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use berth_spec::model::DesiredState;
 
 use super::model::*;
-use super::plan::{Plan, Waiting};
+use super::plan::{Action, Plan, RemoveReason, Waiting};
 use crate::status::{ContainerStatus, Status};
 
 /// What the executor is doing for a container right now.
@@ -176,7 +176,53 @@ pub fn report(
                 .unwrap_or_default(),
         });
     }
+    out.extend(removing(desired, observed, plan, in_flight));
+    out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+/// Containers whose spec file was deleted, until their removal has finished: a payload that
+/// ignores its stop signal keeps its process and ports for its whole stop timeout, and status
+/// must not call it gone meanwhile.
+fn removing(
+    desired: &Desired,
+    observed: &Observed,
+    plan: &Plan,
+    in_flight: &BTreeMap<String, InFlight>,
+) -> Vec<ContainerStatus> {
+    let pruned = |name: &str| {
+        plan.actions.iter().any(
+            |a| matches!(a, Action::Remove { name: n, why: RemoveReason::Pruned, .. } if n == name),
+        )
+    };
+    observed
+        .containers
+        .iter()
+        .filter(|(name, _)| !desired.specs.contains_key(*name))
+        .filter(|(name, _)| in_flight.get(*name) == Some(&InFlight::Removing) || pruned(name))
+        .map(|(name, o)| {
+            let live = matches!(o.run, RunState::Running | RunState::Paused);
+            ContainerStatus {
+                name: name.clone(),
+                desired: "removed".into(),
+                status: Status::Removing,
+                reason: Some("spec file deleted".into()),
+                pid: o.info.pid.filter(|_| live),
+                exit_code: None,
+                image: o.info.image.clone().unwrap_or_default(),
+                digest: Some(o.image_digest.clone()),
+                ip: o.info.ip.map(|ip| ip.to_string()),
+                ports: o.info.ports.clone(),
+                restarts: o.restarts,
+                health: None,
+                error: None,
+                since: o.info.since.clone(),
+                id: Some(o.id.to_string()),
+                previous_digest: None,
+                rejected_digests: Vec::new(),
+            }
+        })
+        .collect()
 }
 
 pub fn desired_str(s: DesiredState) -> &'static str {
@@ -196,6 +242,8 @@ pub fn settled(s: &ContainerStatus) -> bool {
                 || (s.status == Status::Exited && s.exit_code == Some(0))
         }
         "paused" => s.status == Status::Paused,
+        // Settled once it is gone from the list.
+        "removed" => false,
         _ => s.status == Status::Stopped,
     };
     state_ok && s.error.is_none()
@@ -205,4 +253,66 @@ pub fn settled(s: &ContainerStatus) -> bool {
 /// retried, an exited container that won't restart, an invalid spec).
 pub fn stuck(s: &ContainerStatus) -> bool {
     s.status == Status::Failed || (s.status == Status::Exited && s.exit_code != Some(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::IncarnationId;
+
+    fn gone_spec_world() -> (Desired, Observed) {
+        let desired = Desired {
+            trustworthy: true,
+            ..Desired::default()
+        };
+        let mut observed = Observed::default();
+        observed.containers.insert(
+            "web".into(),
+            ObservedContainer {
+                id: IncarnationId::parse("0123456789ab").unwrap(),
+                spec_hash: "h".into(),
+                image_digest: "sha256:d".into(),
+                run: RunState::Running,
+                restarts: 0,
+                crash_streak: 0,
+                started_at: None,
+                start_failure: None,
+                health: HealthState::None,
+                resources: Default::default(),
+                info: ContainerInfo {
+                    image: Some("docker.io/library/nginx:1.27".into()),
+                    pid: Some(42),
+                    ports: vec!["8080:80/tcp".into()],
+                    ..ContainerInfo::default()
+                },
+                image_health: None,
+            },
+        );
+        (desired, observed)
+    }
+
+    #[test]
+    fn a_deleted_spec_shows_removing_until_its_container_is_gone() {
+        let (desired, observed) = gone_spec_world();
+        let plan = super::super::plan::plan(&desired, &observed, Millis(0));
+        let s = report(&desired, &observed, &plan, &BTreeMap::new());
+        assert_eq!(s.len(), 1, "{s:?}");
+        assert_eq!(s[0].status, Status::Removing);
+        assert_eq!(s[0].desired, "removed");
+        assert_eq!(s[0].pid, Some(42), "its process is still there");
+        assert_eq!(s[0].ports, ["8080:80/tcp"]);
+        assert_eq!(s[0].image, "docker.io/library/nginx:1.27");
+        assert!(!settled(&s[0]) && !stuck(&s[0]));
+        // While the removal runs (the loop no longer plans it): still removing.
+        let in_flight = BTreeMap::from([("web".to_string(), InFlight::Removing)]);
+        let s = report(&desired, &observed, &Plan::default(), &in_flight);
+        assert_eq!(s[0].status, Status::Removing);
+        // Gone from the observation: gone from the list.
+        let s = report(&desired, &Observed::default(), &Plan::default(), &in_flight);
+        assert!(s.is_empty());
+        // An unreadable spec dir prunes nothing, so nothing is being removed.
+        let untrusted = Desired::default();
+        let plan = super::super::plan::plan(&untrusted, &observed, Millis(0));
+        assert!(report(&untrusted, &observed, &plan, &BTreeMap::new()).is_empty());
+    }
 }

@@ -215,6 +215,7 @@ impl ContainerConfig {
                 env: vec![format!("PATH={}", super::process::DEFAULT_PATH)],
                 cwd: "/".into(),
                 user: None,
+                group_add: Vec::new(),
             },
             hostname: name.to_string(),
             mounts: Vec::new(),

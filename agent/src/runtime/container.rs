@@ -139,7 +139,7 @@ fn build(
     if cfg.init {
         init::become_reaper(&fds.error)?;
     }
-    sys::cloexec_from(3);
+    step("mark fds close-on-exec", sys::cloexec_from(3))?;
     sys::mark("child-exec");
     Err(prepared.exec())
 }

@@ -1,12 +1,20 @@
-//! `exec`: a new process inside a running container, in its namespaces and cgroup, with its
-//! user, capabilities and seccomp filter, optionally on a terminal from the container's own
-//! devpts (so `tty` inside prints a path that exists there).
+//! `exec`: a new process inside a running container, in its namespaces, with its user,
+//! capabilities and seccomp filter.
+//!
+//! Nothing of the caller's reaches the container: the process gets pipes that `berth exec`
+//! relays (as Docker and podman do), or a terminal opened inside the container's mount
+//! namespace (its own devpts, resolved without following links) whose master comes back over
+//! a socket (runc's console socket); it starts a session of its own, so the caller's terminal
+//! is never its controlling one; every inherited fd is closed at exec. The helpers that join
+//! the container run from a sealed copy of the binary (`exeseal`, done by `berth exec` at
+//! start) and are not dumpable, so no container process can open their /proc entries. Each
+//! exec gets a cgroup of its own below the container's, so that a timeout or a signal to
+//! `berth exec` kills everything it started.
 //!
 //! Forks: call it from a single-threaded process (the `berth exec` command), never from the
 //! agent's tokio workers.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::PathBuf;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::cgroup::Cgroup;
 use super::config::ContainerConfig;
@@ -23,7 +31,7 @@ pub struct ExecRequest {
     pub args: Vec<String>,
     /// `KEY=value` added to (and overriding) the container's env.
     pub env: Vec<String>,
-    /// Keep the caller's stdin (else /dev/null).
+    /// Relay the caller's stdin (else the process reads EOF).
     pub interactive: bool,
     /// Allocate a terminal from the container's devpts.
     pub tty: bool,
@@ -34,7 +42,6 @@ pub struct ExecRequest {
 pub struct ExecTarget {
     pid: i32,
     ns: Vec<(libc::c_int, OwnedFd)>,
-    root: PathBuf,
     cgroup: Cgroup,
     config: ContainerConfig,
 }
@@ -80,7 +87,6 @@ impl Runtime {
         Ok(ExecTarget {
             pid,
             ns,
-            root: PathBuf::from(format!("/proc/{pid}/root")),
             cgroup: self.cgroup(name, id),
             config: self.read_config(name, id)?,
         })
@@ -97,23 +103,49 @@ fn merged_env(base: &[String], extra: &[String]) -> Vec<String> {
     env
 }
 
-/// A terminal pair from the container's devpts: (master, slave).
-fn container_pty(root: &std::path::Path) -> Result<(OwnedFd, OwnedFd)> {
-    let ptmx = root.join("dev/pts/ptmx");
-    let master: OwnedFd = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags_noctty()
-        .open(&ptmx)
-        .at(&ptmx)?
-        .into();
+const DEVPTS_SUPER_MAGIC: i64 = 0x1cd1;
+
+/// Whether `fd` is a pty master of a devpts instance (what `/dev/pts/ptmx` opens).
+fn is_ptmx(fd: &impl AsFd) -> bool {
+    // f_type's integer type differs between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    let devpts = rustix::fs::fstatfs(fd).is_ok_and(|s| s.f_type as i64 == DEVPTS_SUPER_MAGIC);
+    let ptmx = rustix::fs::fstat(fd).is_ok_and(|st| {
+        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::CharacterDevice
+            && rustix::fs::major(st.st_rdev) == 5
+            && rustix::fs::minor(st.st_rdev) == 2
+    });
+    devpts && ptmx
+}
+
+/// A terminal pair from the devpts of the mount namespace this process is in (the
+/// container's, after setns): (master, slave). The path is resolved inside that root without
+/// following any symlink, and what opens must be a devpts ptmx, so a container cannot point
+/// berth at anything else.
+fn container_pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let root = rustix::fs::open(
+        "/",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let master = rustix::fs::openat2(
+        &root,
+        "dev/pts/ptmx",
+        OFlags::RDWR | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )?;
+    if !is_ptmx(&master) {
+        return Err(std::io::Error::other(
+            "the container's /dev/pts/ptmx is not a devpts terminal multiplexer",
+        ));
+    }
+    rustix::fs::fcntl_setfl(&master, OFlags::RDWR)?;
     let mut unlock: libc::c_int = 0;
     // SAFETY: TIOCSPTLCK reads one int.
     if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &mut unlock) } < 0 {
-        return Err(RuntimeError::sys(
-            "unlock pty",
-            std::io::Error::last_os_error(),
-        ));
+        return Err(std::io::Error::last_os_error());
     }
     // SAFETY: TIOCGPTPEER opens the slave of this master and returns a new fd.
     let slave = unsafe {
@@ -124,40 +156,102 @@ fn container_pty(root: &std::path::Path) -> Result<(OwnedFd, OwnedFd)> {
         )
     };
     if slave < 0 {
-        return Err(RuntimeError::sys(
-            "open pty slave",
-            std::io::Error::last_os_error(),
-        ));
+        return Err(std::io::Error::last_os_error());
     }
     // SAFETY: a fresh fd we own.
     Ok((master, unsafe { OwnedFd::from_raw_fd(slave) }))
 }
 
-trait NoCtty {
-    fn custom_flags_noctty(&mut self) -> &mut Self;
-}
-impl NoCtty for std::fs::OpenOptions {
-    fn custom_flags_noctty(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        self.custom_flags(libc::O_NOCTTY)
-    }
+/// Sends `fd` over the unix socket `sock`.
+fn send_fd(sock: &OwnedFd, fd: &OwnedFd) -> std::io::Result<()> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    let fds = [fd.as_fd()];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    control.push(SendAncillaryMessage::ScmRights(&fds));
+    rustix::net::sendmsg(
+        sock,
+        &[std::io::IoSlice::new(b"m")],
+        &mut control,
+        SendFlags::empty(),
+    )?;
+    Ok(())
 }
 
-/// A started exec: the caller relays the terminal (if any), then calls [`Running::wait`].
+/// Receives one fd from `sock`; `None` when the other side closed without sending.
+fn recv_fd(sock: &OwnedFd) -> std::io::Result<Option<OwnedFd>> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut byte = [0u8; 1];
+    let r = rustix::net::recvmsg(
+        sock,
+        &mut [std::io::IoSliceMut::new(&mut byte)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )?;
+    if r.bytes == 0 {
+        return Ok(None);
+    }
+    for msg in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(mut fds) = msg
+            && let Some(fd) = fds.next()
+        {
+            return Ok(Some(fd));
+        }
+    }
+    Ok(None)
+}
+
+/// How the exec'd process's stdio reaches the caller: never the caller's own fds.
+#[derive(Debug)]
+pub enum ExecIo {
+    /// Three pipes: stdin's write end (`None` without `-i`: the process reads EOF), stdout's
+    /// and stderr's read ends.
+    Pipes {
+        stdin: Option<OwnedFd>,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
+    /// The master of a terminal from the container's own devpts.
+    Terminal { master: OwnedFd },
+}
+
+/// A started exec: the caller relays [`Running::io`] (see `exec_relay`), then [`Running::finish`].
 #[derive(Debug)]
 pub struct Running {
-    child: i32,
+    /// The helper outside the container's pid namespace; it exits with the process's status.
+    helper: i32,
+    pidfd: OwnedFd,
     error: OwnedFd,
-    /// The terminal's master side, when a tty was asked for.
-    pub master: Option<OwnedFd>,
+    /// The exec's own cgroup, below the container's: everything the process starts is in it.
+    cgroup: Cgroup,
+    pub io: Option<ExecIo>,
 }
 
 impl Running {
-    /// Waits for the process; its exit code (128 + signal when killed), or the launch error.
-    pub fn wait(self) -> std::result::Result<i32, LaunchError> {
+    /// Readable once the process has exited.
+    pub fn exit_fd(&self) -> &OwnedFd {
+        &self.pidfd
+    }
+
+    /// SIGKILLs every process of this exec (nothing it forked escapes its cgroup).
+    pub fn kill_all(&self) {
+        if let Err(e) = self.cgroup.kill_all(std::time::Duration::from_secs(10)) {
+            eprintln!("berth exec: {e}");
+        }
+    }
+
+    /// Reaps the helper: the process's exit code (128 + signal when killed), or the launch
+    /// error. The exec's cgroup goes once nothing of it is left running (a process it started
+    /// in the background keeps it, as it keeps running).
+    pub fn finish(self) -> std::result::Result<i32, LaunchError> {
         let mut status = 0;
         // SAFETY: waits for our own child.
-        unsafe { libc::waitpid(self.child, &mut status, 0) };
+        unsafe { libc::waitpid(self.helper, &mut status, 0) };
+        if self.cgroup.pids().is_empty() {
+            let _ = self.cgroup.remove(std::time::Duration::from_secs(1));
+        }
         let msg = sys::read_to_end(&self.error).unwrap_or_default();
         if !msg.is_empty() {
             return Err(LaunchError::decode(&String::from_utf8_lossy(&msg)));
@@ -170,13 +264,26 @@ impl Running {
     }
 }
 
-/// Starts `req` in `target`.
+/// The fds the helper hands the process as 0, 1 and 2 (or the socket to send a terminal over).
+enum ChildIo {
+    Pipes {
+        stdin: OwnedFd,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
+    Terminal {
+        sock: OwnedFd,
+    },
+}
+
+/// Starts `req` in `target`, in a cgroup of its own below the container's.
 pub fn spawn(target: &ExecTarget, req: &ExecRequest) -> Result<Running> {
     let process = ProcessSpec {
         args: req.args.clone(),
         env: merged_env(&target.config.process.env, &req.env),
         cwd: target.config.process.cwd.clone(),
         user: target.config.process.user.clone(),
+        group_add: target.config.process.group_add.clone(),
     };
     if process.args.is_empty() {
         return Err(RuntimeError::Invalid {
@@ -184,46 +291,104 @@ pub fn spawn(target: &ExecTarget, req: &ExecRequest) -> Result<Running> {
             reason: "no command to exec".into(),
         });
     }
-    let pty = if req.tty {
-        Some(container_pty(&target.root)?)
-    } else {
-        None
-    };
-    if let Some((master, _)) = &pty {
-        copy_winsize(0, master.as_raw_fd());
-    }
-    let (err_r, err_w) = sys::pipe().doing("pipe")?;
-    let procs: Vec<std::ffi::CString> = target
+    let mut suffix = [0u8; 4];
+    getrandom::fill(&mut suffix)
+        .map_err(|e| RuntimeError::sys("random", std::io::Error::other(e.to_string())))?;
+    let cgroup = target
         .cgroup
+        .child(&format!("exec-{}", hex::encode(suffix)));
+    cgroup.create()?;
+    let procs: Vec<std::ffi::CString> = cgroup
         .dirs()
         .iter()
         .map(|d| sys::path_cstr(&d.join("cgroup.procs")))
         .collect::<std::io::Result<_>>()
         .doing("cgroup path")?;
+    let (ours, theirs) = if req.tty {
+        let (a, b) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::SEQPACKET,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(|e| RuntimeError::sys("socketpair", e.into()))?;
+        (Pipes::Socket(a), ChildIo::Terminal { sock: b })
+    } else {
+        let (in_r, in_w) = sys::pipe().doing("pipe")?;
+        let (out_r, out_w) = sys::pipe().doing("pipe")?;
+        let (err_r, err_w) = sys::pipe().doing("pipe")?;
+        (
+            Pipes::Io(ExecIo::Pipes {
+                stdin: req.interactive.then_some(in_w),
+                stdout: out_r,
+                stderr: err_r,
+            }),
+            ChildIo::Pipes {
+                stdin: in_r,
+                stdout: out_w,
+                stderr: err_w,
+            },
+        )
+    };
+    let (err_r, err_w) = sys::pipe().doing("pipe")?;
+    // SAFETY: getpid has no preconditions.
+    let client = unsafe { libc::getpid() };
     // SAFETY: the caller is single-threaded (see the module doc).
     let pid = unsafe { libc::fork() };
     if pid < 0 {
+        let _ = cgroup.remove(std::time::Duration::from_secs(1));
         return Err(RuntimeError::sys("fork", std::io::Error::last_os_error()));
     }
     if pid == 0 {
-        let e = enter_and_exec(
-            target,
-            &process,
-            req,
-            &procs,
-            pty.as_ref().map(|p| &p.1),
-            &err_w,
-        );
+        // The caller's ends stay with the caller: a helper holding stdin's write end would
+        // keep the process from ever reading EOF.
+        drop((ours, err_r));
+        let e = enter_and_exec(target, &process, client, &procs, theirs, &err_w);
         let _ = sys::write_all(err_w.as_raw_fd(), e.encode().as_bytes());
         // SAFETY: ends the forked child without running the parent's exit handlers.
         unsafe { libc::_exit(e.exit_code()) };
     }
-    drop(err_w);
+    drop((theirs, err_w));
+    let abandon = |e: RuntimeError| {
+        // SAFETY: kill and waitpid on our own child; its PDEATHSIG-bound child dies with it.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        let _ = cgroup.kill_all(std::time::Duration::from_secs(5));
+        let _ = cgroup.remove(std::time::Duration::from_secs(1));
+        e
+    };
+    let pidfd = sys::pidfd_open(pid).doing("pidfd_open").map_err(abandon)?;
+    let io = match ours {
+        Pipes::Io(io) => Some(io),
+        Pipes::Socket(sock) => match recv_fd(&sock) {
+            Ok(Some(master)) if is_ptmx(&master) => Some(ExecIo::Terminal { master }),
+            Ok(Some(_)) => {
+                return Err(abandon(RuntimeError::sys(
+                    "receive the terminal",
+                    std::io::Error::other("not a devpts terminal"),
+                )));
+            }
+            // The helper failed before: its error comes with `finish`.
+            Ok(None) => None,
+            Err(e) => return Err(abandon(RuntimeError::sys("receive the terminal", e))),
+        },
+    };
     Ok(Running {
-        child: pid,
+        helper: pid,
+        pidfd,
         error: err_r,
-        master: pty.map(|(m, _)| m),
+        cgroup,
+        io,
     })
+}
+
+/// The caller's side before it knows which: the relayed stdio, or the socket a terminal
+/// comes over.
+enum Pipes {
+    Io(ExecIo),
+    Socket(OwnedFd),
 }
 
 /// Gives terminal `to` the size of terminal `from` (a no-op when `from` is not one).
@@ -237,24 +402,44 @@ pub fn copy_winsize(from: RawFd, to: RawFd) {
     }
 }
 
-/// In the forked child: join the cgroup and namespaces, fork into the pid namespace, exec.
+/// In the forked helper: join the exec's cgroup and the container's namespaces, fork into
+/// the pid namespace; the grandchild starts a session of its own, takes its stdio (or a
+/// terminal it opens in the container) and execs.
 fn enter_and_exec(
     target: &ExecTarget,
     process: &ProcessSpec,
-    req: &ExecRequest,
+    client: i32,
     procs: &[std::ffi::CString],
-    slave: Option<&OwnedFd>,
+    io: ChildIo,
     err_w: &OwnedFd,
 ) -> LaunchError {
     let setup =
         |what: &str| LaunchError::Setup(format!("{what}: {}", std::io::Error::last_os_error()));
     sys::reset_signals();
+    // SAFETY: prctl with integer arguments only. Not dumpable: no process of the container
+    // may open this one's /proc/<pid>/{exe,fd,mem} while it holds host privileges and fds;
+    // and the helpers die with `berth exec`, so a killed client leaves nothing behind.
+    unsafe {
+        if libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) != 0
+            || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0
+        {
+            return setup("prctl");
+        }
+        if libc::getppid() != client {
+            return LaunchError::Setup("berth exec went away".into());
+        }
+    }
+    // Whatever the caller left open without close-on-exec stays out of the container. Done
+    // here, while /proc is still the host's.
+    if let Err(e) = sys::cloexec_from(3) {
+        return LaunchError::Setup(format!("mark fds close-on-exec: {e}"));
+    }
     for p in procs {
         // SAFETY: open/write/close on a C path we own; "0" means the calling process.
         unsafe {
             let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
             if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                return setup("join the container's cgroup");
+                return setup("join the exec's cgroup");
             }
             libc::close(fd);
         }
@@ -272,7 +457,10 @@ fn enter_and_exec(
         return setup("fork");
     }
     if child > 0 {
-        // SAFETY: closing our copy so the parent sees EOF once the grandchild execs.
+        // Only the grandchild keeps the process's ends and the error pipe, so the caller sees
+        // EOF once it (and whatever it started) is done with them.
+        drop(io);
+        // SAFETY: closing our copy of the error pipe; the OwnedFd is never used again here.
         unsafe { libc::close(err_w.as_raw_fd()) };
         let mut status = 0;
         // SAFETY: waits for our own child.
@@ -285,32 +473,59 @@ fn enter_and_exec(
         // SAFETY: ends this intermediate process.
         unsafe { libc::_exit(code) };
     }
-    match slave {
-        Some(s) => {
-            // SAFETY: a new session with the slave as controlling terminal, on fds we hold.
-            unsafe {
-                libc::setsid();
-                libc::ioctl(s.as_raw_fd(), libc::TIOCSCTTY, 0);
+    // SAFETY: prctl with integer arguments only. The parent is outside this pid namespace, so
+    // getppid says 0 while it lives (the container's init adopts us if it died first).
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+            return setup("prctl");
+        }
+        if libc::getppid() != 0 {
+            return LaunchError::Setup("berth exec went away".into());
+        }
+    }
+    // A session of its own: the caller's terminal is never this process's controlling one.
+    // SAFETY: setsid takes no arguments; a fresh child is never a group leader.
+    if unsafe { libc::setsid() } < 0 {
+        return setup("setsid");
+    }
+    match io {
+        ChildIo::Terminal { sock } => {
+            let (master, slave) = match container_pty() {
+                Ok(p) => p,
+                Err(e) => return LaunchError::Setup(format!("open a terminal: {e}")),
+            };
+            if let Err(e) = send_fd(&sock, &master) {
+                return LaunchError::Setup(format!("pass the terminal back: {e}"));
+            }
+            drop((master, sock));
+            // SAFETY: the slave becomes our controlling terminal (we lead a new session).
+            if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
+                return setup("set the controlling terminal");
             }
             for fd in 0..3 {
-                if sys::dup2(s.as_raw_fd(), fd).is_err() {
+                if sys::dup2(slave.as_raw_fd(), fd).is_err() {
                     return setup("dup2 tty");
                 }
             }
         }
-        None if !req.interactive => {
-            if let Ok(null) = std::fs::File::open("/dev/null") {
-                let _ = sys::dup2(null.as_raw_fd(), 0);
+        ChildIo::Pipes {
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            for (from, to) in [(&stdin, 0), (&stdout, 1), (&stderr, 2)] {
+                if sys::dup2(from.as_raw_fd(), to).is_err() {
+                    return setup("dup2 stdio");
+                }
             }
         }
-        None => {}
     }
     let _ = target.pid;
     match launch::prepare(process, &target.config.security) {
-        Ok(p) => {
-            sys::cloexec_from(3);
-            p.exec()
-        }
+        Ok(p) => match sys::cloexec_from(3) {
+            Ok(()) => p.exec(),
+            Err(e) => LaunchError::Setup(format!("mark fds close-on-exec: {e}")),
+        },
         Err(e) => e,
     }
 }

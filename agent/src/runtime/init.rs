@@ -2,7 +2,7 @@
 //! signals it receives to it, reaps every zombie reparented to it, and exits with the payload's
 //! status (128 + signal when the payload was killed), as tini does.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use super::launch::LaunchError;
@@ -32,9 +32,21 @@ pub fn become_reaper(error_pipe: &OwnedFd) -> Result<(), LaunchError> {
         return Ok(());
     }
     CHILD.store(pid, Ordering::Relaxed);
-    // The payload's exec closes its copy of the error pipe; ours must not keep it open.
-    // SAFETY: closing an fd this process owns; the OwnedFd is never used again here.
-    unsafe { libc::close(error_pipe.as_raw_fd()) };
+    let _ = error_pipe;
+    // The reaper never execs, so close-on-exec does nothing for it: it closes every fd but
+    // stdio itself (the error pipe, the shim's held host ports, its log and netns fds...).
+    // Not dumpable: the container's processes cannot open its /proc/1/{exe,fd,mem}.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if let Err(e) = super::sys::close_from(3) {
+        // SAFETY: stops the payload we just forked; the reaper cannot run safely.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+        eprintln!("berth init: close inherited fds: {e}");
+        // SAFETY: ends pid 1; the kernel then kills the rest of the namespace.
+        unsafe { libc::_exit(125) };
+    }
     for sig in 1..32 {
         if matches!(sig, libc::SIGKILL | libc::SIGSTOP | libc::SIGCHLD) {
             continue;

@@ -72,10 +72,10 @@ pub struct Prepared {
 
 /// Resolves everything that needs the container's files, while still root.
 pub fn prepare(p: &ProcessSpec, security: &Security) -> Result<Prepared, LaunchError> {
-    let passwd_text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let group_text = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    let creds =
-        passwd::resolve(p.user.as_ref(), &passwd_text, &group_text).map_err(LaunchError::Setup)?;
+    let passwd_text = passwd::read_etc_file("/etc/passwd").map_err(LaunchError::Setup)?;
+    let group_text = passwd::read_etc_file("/etc/group").map_err(LaunchError::Setup)?;
+    let creds = passwd::resolve(p.user.as_ref(), &p.group_add, &passwd_text, &group_text)
+        .map_err(LaunchError::Setup)?;
     let sets = caps::compute(security, creds.uid)
         .map_err(LaunchError::Setup)?
         .within(caps::own_bounding());
@@ -167,6 +167,7 @@ impl Prepared {
             }
         }
         std::env::set_current_dir(&self.cwd).map_err(setup(&format!("chdir {}", self.cwd)))?;
+        cwd_inside_root(&self.cwd)?;
         let path = find_program(&self.program, &path_var)?;
         let c_path = super::sys::path_cstr(&path).map_err(setup("program path"))?;
         let mut argv: Vec<*const libc::c_char> = self.argv.iter().map(|a| a.as_ptr()).collect();
@@ -188,6 +189,27 @@ impl Prepared {
             _ => LaunchError::Setup(msg),
         })
     }
+}
+
+/// The working directory just entered must be inside the process's root: a path through a
+/// symlink to a magic link (`/proc/self/fd/N` of an fd inherited from the host) would leave
+/// the payload standing in a host directory (CVE-2024-21626). The kernel's getcwd says
+/// "(unreachable)/..." (or ENOENT) for a directory outside the root.
+pub fn cwd_inside_root(cwd: &str) -> Result<(), LaunchError> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: getcwd writes at most `buf.len()` bytes into a live buffer.
+    let r = unsafe { libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) };
+    if r < 0 {
+        return Err(setup(&format!("working directory {cwd}"))(
+            io::Error::last_os_error(),
+        ));
+    }
+    if buf.first() != Some(&b'/') {
+        return Err(LaunchError::Setup(format!(
+            "working directory {cwd} is outside the container"
+        )));
+    }
+    Ok(())
 }
 
 /// Finds `program` on `path_var` as execvp would; a name with a slash is taken as is.
@@ -232,6 +254,37 @@ mod tests {
         ] {
             assert_eq!(LaunchError::decode(&e.encode()), e);
         }
+    }
+
+    #[test]
+    fn a_working_directory_outside_the_root_is_refused() {
+        use crate::runtime::sys;
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let inner = d.path().join("root");
+        std::fs::create_dir(&inner).unwrap();
+        let outer = sys::path_cstr(d.path()).unwrap();
+        let inner = sys::path_cstr(&inner).unwrap();
+        // SAFETY: the child only makes syscalls on data prepared before the fork, then _exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: as above.
+            unsafe {
+                let fd = libc::open(outer.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY);
+                let inside = libc::chroot(inner.as_ptr()) == 0
+                    && libc::chdir(c"/".as_ptr()) == 0
+                    && cwd_inside_root("/").is_ok();
+                let outside = libc::fchdir(fd) == 0 && cwd_inside_root("/w").is_err();
+                libc::_exit(if inside && outside { 0 } else { 1 });
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
     }
 
     #[test]

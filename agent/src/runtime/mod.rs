@@ -27,6 +27,8 @@ pub mod container;
 pub mod devices;
 pub mod error;
 pub mod exec;
+pub mod exec_relay;
+pub mod exeseal;
 pub mod init;
 pub mod launch;
 pub mod lifecycle;

@@ -3,12 +3,13 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MsFlags, mount};
 use rustix::fs::{FileType, Mode};
+use rustix::mount::{MoveMountFlags, OpenTreeFlags};
 
 use super::config::{ContainerConfig, MountSource};
 use super::rootfs::{Create, fd_path, open_in_root};
@@ -69,17 +70,149 @@ fn mount_at(
         .map_err(|e| ctx(&format!("mount {target}"), e))
 }
 
-/// Remounts the bind mount at `target` read-only (keeping the flags the kernel locks).
-fn remount_ro(root: &File, target: &str, extra: MsFlags) -> io::Result<()> {
+/// `struct mount_attr` of mount_setattr(2), which no crate wraps.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+
+/// What a bind mount is made of: a host path (the spec's, the agent's files), or an fd
+/// already resolved.
+enum BindSource<'a> {
+    Path(&'a Path),
+    Fd(&'a OwnedFd),
+}
+
+/// Binds `source` (with the mounts below it) onto `target` in the root, then sets `attrs`
+/// (`MOUNT_ATTR_*`) on the whole tree before it is attached: the target is resolved once, the
+/// new tree is one fd from open_tree to move_mount, and nothing is looked up again by path
+/// (an old remount by path could be aimed elsewhere in between). Kernels before 5.12 (no
+/// mount_setattr) get the classic bind and remount, with its weaker guarantees.
+fn bind(
+    root: &File,
+    target: &str,
+    create: Create,
+    source: BindSource<'_>,
+    attrs: u64,
+) -> io::Result<()> {
+    let dest =
+        open_in_root(root, target, create).map_err(|e| ctx(&format!("mountpoint {target}"), e))?;
+    let flags = OpenTreeFlags::OPEN_TREE_CLONE
+        | OpenTreeFlags::OPEN_TREE_CLOEXEC
+        | OpenTreeFlags::AT_RECURSIVE;
+    let tree = match source {
+        BindSource::Path(p) => rustix::mount::open_tree(rustix::fs::CWD, p, flags),
+        BindSource::Fd(fd) => {
+            rustix::mount::open_tree(fd, "", flags | OpenTreeFlags::AT_EMPTY_PATH)
+        }
+    };
+    let tree = match tree {
+        Ok(t) => t,
+        Err(rustix::io::Errno::NOSYS) => return bind_legacy(root, target, source, attrs),
+        Err(e) => return Err(ctx(&format!("bind {target}"), e)),
+    };
+    if attrs != 0 {
+        let attr = MountAttr {
+            attr_set: attrs,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        // SAFETY: mount_setattr reads one struct of the size passed, alive for the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                tree.as_raw_fd(),
+                c"".as_ptr(),
+                (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        if r != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENOSYS) {
+                return bind_legacy(root, target, source, attrs);
+            }
+            return Err(ctx(&format!("make {target} read-only"), e));
+        }
+    }
+    rustix::mount::move_mount(
+        &tree,
+        "",
+        &dest,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .map_err(|e| ctx(&format!("mount {target}"), e))
+}
+
+/// [`bind`] before mount_setattr: bind, then remount the top mount by path.
+fn bind_legacy(root: &File, target: &str, source: BindSource<'_>, attrs: u64) -> io::Result<()> {
+    let dest = open_in_root(root, target, Create::Nothing)?;
+    let src = match source {
+        BindSource::Path(p) => p.to_path_buf(),
+        BindSource::Fd(fd) => fd_path(fd),
+    };
+    mount(
+        Some(&src),
+        &fd_path(&dest),
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| ctx(&format!("bind {target}"), e))?;
+    if attrs & MOUNT_ATTR_RDONLY == 0 {
+        return Ok(());
+    }
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    for (a, f) in [
+        (MOUNT_ATTR_NOSUID, MsFlags::MS_NOSUID),
+        (MOUNT_ATTR_NODEV, MsFlags::MS_NODEV),
+        (MOUNT_ATTR_NOEXEC, MsFlags::MS_NOEXEC),
+    ] {
+        if attrs & a != 0 {
+            flags |= f;
+        }
+    }
     let fd = open_in_root(root, target, Create::Nothing)?;
     mount(
         None::<&str>,
         &fd_path(&fd),
         None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | extra,
+        flags,
         None::<&str>,
     )
     .map_err(|e| ctx(&format!("remount {target} read-only"), e))
+}
+
+/// The host's /dev/null, opened before pivot_root and checked to be the null device: what
+/// masks bind over files (never the container's own /dev/null, CVE-2025-31133).
+fn host_null() -> io::Result<OwnedFd> {
+    let fd = rustix::fs::open(
+        "/dev/null",
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| ctx("the host's /dev/null", e))?;
+    let st = rustix::fs::fstat(&fd)?;
+    let is_null = FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice
+        && rustix::fs::major(st.st_rdev) == 1
+        && rustix::fs::minor(st.st_rdev) == 3;
+    if !is_null {
+        return Err(io::Error::other(
+            "the host's /dev/null is not the null device (c 1:3)",
+        ));
+    }
+    Ok(fd)
 }
 
 /// Mounts everything under the root `root` (open as a directory).
@@ -117,14 +250,13 @@ pub fn setup(root: &File, cfg: &ContainerConfig) -> io::Result<()> {
         ("/etc/resolv.conf", &cfg.etc.resolv_conf),
     ] {
         if let Some(host) = host {
-            mount_at(
+            // Read-only: these are the agent's files on the host's disk.
+            bind(
                 root,
                 file,
                 Create::File,
-                Some(host),
-                None,
-                MsFlags::MS_BIND,
-                None,
+                BindSource::Path(host),
+                MOUNT_ATTR_RDONLY,
             )?;
         }
     }
@@ -139,18 +271,8 @@ pub fn setup(root: &File, cfg: &ContainerConfig) -> io::Result<()> {
                 } else {
                     Create::File
                 };
-                mount_at(
-                    root,
-                    &m.target,
-                    create,
-                    Some(src),
-                    None,
-                    MsFlags::MS_BIND | MsFlags::MS_REC,
-                    None,
-                )?;
-                if m.read_only {
-                    remount_ro(root, &m.target, MsFlags::empty())?;
-                }
+                let attrs = if m.read_only { MOUNT_ATTR_RDONLY } else { 0 };
+                bind(root, &m.target, create, BindSource::Path(src), attrs)?;
             }
             MountSource::Tmpfs { size } => {
                 let data = match size {
@@ -201,23 +323,19 @@ pub fn setup(root: &File, cfg: &ContainerConfig) -> io::Result<()> {
     }
 
     if !privileged {
+        let null = host_null()?;
         for p in MASKED_PATHS {
-            mask(root, p)?;
+            mask(root, p, &null)?;
         }
         for p in READONLY_PATHS {
             match open_in_root(root, p, Create::Nothing) {
-                Ok(fd) => {
-                    let path = fd_path(&fd);
-                    mount(
-                        Some(&path),
-                        &path,
-                        None::<&str>,
-                        MsFlags::MS_BIND | MsFlags::MS_REC,
-                        None::<&str>,
-                    )
-                    .map_err(|e| ctx(&format!("bind {p}"), e))?;
-                    remount_ro(root, p, nosuid_nodev_noexec)?;
-                }
+                Ok(fd) => bind(
+                    root,
+                    p,
+                    Create::Nothing,
+                    BindSource::Fd(&fd),
+                    MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+                )?,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(ctx(p, e)),
             }
@@ -226,7 +344,7 @@ pub fn setup(root: &File, cfg: &ContainerConfig) -> io::Result<()> {
     Ok(())
 }
 
-fn mask(root: &File, p: &str) -> io::Result<()> {
+fn mask(root: &File, p: &str, null: &OwnedFd) -> io::Result<()> {
     let fd = match open_in_root(root, p, Create::Nothing) {
         Ok(fd) => fd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -244,9 +362,8 @@ fn mask(root: &File, p: &str) -> io::Result<()> {
             Some("size=0"),
         )
     } else {
-        let null = open_in_root(root, "/dev/null", Create::Nothing)?;
         mount(
-            Some(&fd_path(&null)),
+            Some(&fd_path(null)),
             &target,
             None::<&str>,
             MsFlags::MS_BIND,
@@ -379,6 +496,10 @@ fn host_devices(root: &File) -> io::Result<()> {
     Ok(())
 }
 
+/// Makes device node `path` inside the root. Whatever the image has there (a file, or a symlink
+/// that would lead the mode change anywhere, the host included, since this runs before
+/// pivot_root) is replaced, as a mount covers what it lands on; a directory is an error. The
+/// mode is set through an O_PATH|O_NOFOLLOW fd that fstat shows is the node just made.
 fn mknod_in_root(root: &File, path: &str, kind: FileType, perm: u32, dev: u64) -> io::Result<()> {
     let rel = super::rootfs::relative(path);
     let parent = rel
@@ -395,17 +516,34 @@ fn mknod_in_root(root: &File, path: &str, kind: FileType, perm: u32, dev: u64) -
         rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    match rustix::fs::mknodat(dir.as_fd(), name, kind, Mode::from_bits_truncate(perm), dev) {
+    let mode = Mode::from_bits_truncate(perm);
+    let mknod = || rustix::fs::mknodat(dir.as_fd(), name, kind, mode, dev);
+    match mknod() {
         Ok(()) => {}
-        Err(rustix::io::Errno::EXIST) => {}
+        Err(rustix::io::Errno::EXIST) => {
+            rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::empty())
+                .map_err(|e| ctx(&format!("replace {path} with the device"), e))?;
+            mknod().map_err(|e| ctx(&format!("mknod {path}"), e))?;
+        }
         Err(e) => return Err(ctx(&format!("mknod {path}"), e)),
     }
-    // mknod honours the umask; the mode must be exact.
-    rustix::fs::chmodat(
+    let node = rustix::fs::openat(
         &dir,
         name,
-        Mode::from_bits_truncate(perm),
-        rustix::fs::AtFlags::empty(),
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| ctx(&format!("open {path}"), e))?;
+    let st = rustix::fs::fstat(&node)?;
+    if FileType::from_raw_mode(st.st_mode) != kind || st.st_rdev != dev {
+        return Err(io::Error::other(format!(
+            "{path} is not the device node just made"
+        )));
+    }
+    // mknod honours the umask; the mode must be exact. The magic link names this very inode.
+    std::fs::set_permissions(
+        fd_path(&node),
+        std::os::unix::fs::PermissionsExt::from_mode(perm),
     )
     .map_err(|e| ctx(&format!("chmod {path}"), e))
 }

@@ -17,6 +17,9 @@ pub struct ProcessSpec {
     pub cwd: String,
     /// `None`: root.
     pub user: Option<User>,
+    /// Supplementary groups beyond the user's own (the spec's `group_add`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_add: Vec<UserId>,
 }
 
 /// Entrypoint+Cmd as Docker combines them, env merged (spec wins, PATH defaulted), the spec's
@@ -67,6 +70,7 @@ pub fn resolve_process(spec: &ContainerSpec, image: &ImageConfig) -> ProcessSpec
         env,
         cwd,
         user,
+        group_add: spec.group_add.clone(),
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
@@ -125,9 +126,10 @@ pub enum Create {
 
 /// Opens `path` (absolute, as the container sees it) inside `root` as an O_PATH fd, creating
 /// missing directories (and the last component as `create` says) on the way. Symlinks resolve
-/// as if `root` were `/`.
+/// as if `root` were `/`, dangling ones included: what they name is made inside the root (an
+/// image's `/etc/resolv.conf -> /run/systemd/resolve/stub-resolv.conf`), as runc does.
 pub fn open_in_root(root: &impl AsFd, path: &str, create: Create) -> io::Result<OwnedFd> {
-    let rel = relative(path);
+    let mut rel = relative(path);
     let how = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
     let open = |p: &Path| {
         rustix::fs::openat2(root, p, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), how)
@@ -138,47 +140,75 @@ pub fn open_in_root(root: &impl AsFd, path: &str, create: Create) -> io::Result<
         Err(e) if e.kind() == io::ErrorKind::NotFound && create != Create::Nothing => {}
         Err(e) => return Err(e),
     }
-    let mut cur = PathBuf::new();
-    let parts: Vec<_> = rel.components().collect();
-    for (i, c) in parts.iter().enumerate() {
-        let last = i + 1 == parts.len();
-        let parent = if cur.as_os_str().is_empty() {
-            open(Path::new("."))?
-        } else {
-            open(&cur)?
-        };
-        cur.push(c);
-        match open(&cur) {
-            Ok(_) => continue,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        // The parent was resolved inside the root, so creating by name under it stays inside.
-        let dir = rustix::fs::openat(
-            &parent,
-            ".",
-            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        let name = c.as_os_str();
-        if last && create == Create::File {
-            match rustix::fs::openat(
-                &dir,
-                name,
-                OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-                Mode::from_bits_truncate(0o644),
-            ) {
-                Ok(_) | Err(rustix::io::Errno::EXIST) => {}
-                Err(e) => return Err(e.into()),
+    // Each dangling symlink met restarts the walk on the path it names; as many as the
+    // kernel would follow.
+    let mut hops = 0;
+    'walk: loop {
+        let mut cur = PathBuf::new();
+        let parts: Vec<_> = rel.components().collect();
+        for (i, c) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            let parent = if cur.as_os_str().is_empty() {
+                open(Path::new("."))?
+            } else {
+                open(&cur)?
+            };
+            let here = cur.clone();
+            cur.push(c);
+            match open(&cur) {
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
             }
-        } else {
-            match rustix::fs::mkdirat(&dir, name, Mode::from_bits_truncate(0o755)) {
-                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                Err(e) => return Err(e.into()),
+            // The parent was resolved inside the root, so creating by name under it stays inside.
+            let dir = rustix::fs::openat(
+                &parent,
+                ".",
+                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            let name = c.as_os_str();
+            if let Ok(target) = rustix::fs::readlinkat(&dir, name, Vec::new()) {
+                hops += 1;
+                if hops > 40 {
+                    return Err(io::Error::from_raw_os_error(libc::ELOOP));
+                }
+                let target = Path::new(std::ffi::OsStr::from_bytes(target.as_bytes()));
+                let mut next = if target.is_absolute() {
+                    PathBuf::from("/")
+                } else {
+                    Path::new("/").join(&here)
+                };
+                next.push(target);
+                for rest in &parts[i + 1..] {
+                    next.push(rest);
+                }
+                rel = relative(&next.to_string_lossy());
+                continue 'walk;
+            }
+            if last && create == Create::File {
+                match rustix::fs::openat(
+                    &dir,
+                    name,
+                    OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::WRONLY
+                        | OFlags::CLOEXEC
+                        | OFlags::NOFOLLOW,
+                    Mode::from_bits_truncate(0o644),
+                ) {
+                    Ok(_) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            } else {
+                match rustix::fs::mkdirat(&dir, name, Mode::from_bits_truncate(0o755)) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
+        return open(&rel);
     }
-    open(&rel)
 }
 
 /// `/a/../b/./c` as a relative path without `..` escaping (`..` at the top stays at the top).
@@ -230,5 +260,25 @@ mod tests {
         open_in_root(&rfd, "/dots/x", Create::File).unwrap();
         assert!(root.join("x").is_file());
         assert!(open_in_root(&rfd, "/missing", Create::Nothing).is_err());
+    }
+
+    #[test]
+    fn dangling_symlinks_are_made_inside_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        let outside = d.path().join("outside");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::os::unix::fs::symlink(outside.join("f"), root.join("etc/abs")).unwrap();
+        std::os::unix::fs::symlink("../../../run/x/f", root.join("etc/rel")).unwrap();
+        std::os::unix::fs::symlink("loop", root.join("etc/loop")).unwrap();
+        let rfd = std::fs::File::open(&root).unwrap();
+        open_in_root(&rfd, "/etc/abs", Create::File).unwrap();
+        let inside = root.join(outside.strip_prefix("/").unwrap()).join("f");
+        assert!(inside.is_file(), "{}", inside.display());
+        assert!(!outside.exists());
+        open_in_root(&rfd, "/etc/rel", Create::File).unwrap();
+        assert!(root.join("run/x/f").is_file());
+        let e = open_in_root(&rfd, "/etc/loop", Create::File).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP));
     }
 }

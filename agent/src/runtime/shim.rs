@@ -49,6 +49,11 @@ fn fail(msg: String) -> i32 {
 
 fn start(dir: &Path) -> i32 {
     sys::mark("shim-start");
+    // The container's init is a clone of this process until it execs the payload, and with
+    // `init = true` its reaper stays one for good: never a clone of the host's binary.
+    if let Err(e) = super::exeseal::ensure_sealed() {
+        return fail(format!("cannot run from a sealed copy of berth-shim: {e}"));
+    }
     let shim = ShimDir::new(dir);
     let req = match shim.read_request() {
         Ok(Some(r)) => r,

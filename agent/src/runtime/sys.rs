@@ -95,11 +95,61 @@ pub fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Marks every fd from `first` up close-on-exec.
-pub fn cloexec_from(first: u32) {
+/// Marks every fd from `first` up close-on-exec: close_range where the kernel has it (5.11+),
+/// else each fd /proc/self/fd lists.
+pub fn cloexec_from(first: u32) -> io::Result<()> {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 4;
     // SAFETY: close_range with CLOEXEC only sets flags.
-    unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if !matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL)) {
+        return Err(e);
+    }
+    cloexec_from_procfs(first)
+}
+
+/// Closes every fd from `first` up: close_range where the kernel has it (5.9+), else each fd
+/// /proc/self/fd lists.
+pub fn close_from(first: u32) -> io::Result<()> {
+    // SAFETY: close_range closes fds this process owns; nothing uses them afterwards.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if !matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL)) {
+        return Err(e);
+    }
+    let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd: &RawFd| *fd >= first as RawFd)
+        .collect();
+    for fd in fds {
+        // SAFETY: closing an fd by number; the listing's own fd (already closed) gives EBADF.
+        unsafe { libc::close(fd) };
+    }
+    Ok(())
+}
+
+/// [`cloexec_from`] for kernels without close_range (or its CLOEXEC flag, 5.11).
+pub fn cloexec_from_procfs(first: u32) -> io::Result<()> {
+    // Collected first: the listing's own fd is among them while it is open.
+    let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd: &RawFd| *fd >= first as RawFd)
+        .collect();
+    for fd in fds {
+        // SAFETY: fcntl on an integer; an fd closed since the listing gives EBADF.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        // SAFETY: as above.
+        if flags >= 0 && unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// `(start time in clock ticks since boot, state char)` of a process, from `/proc/<pid>/stat`.
@@ -243,6 +293,57 @@ pub fn mark(label: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// On a kernel without close_range (before 5.9) or its CLOEXEC flag (5.11), emulated by a
+    /// seccomp filter answering ENOSYS, every fd is still marked.
+    #[test]
+    fn cloexec_without_close_range() {
+        use crate::runtime::seccomp::{RET_ALLOW, SockFilter, load, ret_errno};
+        let prog = [
+            SockFilter {
+                code: 0x20,
+                jt: 0,
+                jf: 0,
+                k: 0,
+            },
+            SockFilter {
+                code: 0x15,
+                jt: 0,
+                jf: 1,
+                k: libc::SYS_close_range as u32,
+            },
+            SockFilter {
+                code: 0x06,
+                jt: 0,
+                jf: 0,
+                k: ret_errno(libc::ENOSYS),
+            },
+            SockFilter {
+                code: 0x06,
+                jt: 0,
+                jf: 0,
+                k: RET_ALLOW,
+            },
+        ];
+        // SAFETY: the child makes syscalls and reads /proc, then _exits without unwinding.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: as above.
+            unsafe {
+                libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+                let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+                let denied =
+                    load(&prog).is_ok() && libc::syscall(libc::SYS_close_range, 3, u32::MAX, 4) < 0;
+                let marked = cloexec_from(3).is_ok()
+                    && libc::fcntl(fd, libc::F_GETFD) & libc::FD_CLOEXEC != 0;
+                libc::_exit(if denied && marked { 0 } else { 1 });
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    }
 
     #[test]
     fn stat_with_hostile_names() {

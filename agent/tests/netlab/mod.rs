@@ -60,9 +60,9 @@ impl Lab {
         for ns in [&host_ns, &other_ns] {
             netns::create(ns, || Ok(())).expect("create lab netns");
         }
-        let names = Names::new(&format!("btl{k}"));
+        let names = Names::new(&format!("t{k}"));
         let config = NetworkConfig {
-            bridge: format!("btlb{k}"),
+            bridge: format!("tb{k}"),
             subnet: format!("10.220.{k}.0/24"),
         };
         let ns = File::open(&host_ns).unwrap();

@@ -174,7 +174,25 @@ impl Drop for Env {
                 eprintln!("cleanup of {}: {e}", c.name);
             }
         }
-        rt.prune_cgroups();
+        // A shim that reported a failed create may still be leaving `<instance>/_shims` (its
+        // stdout closes before it leaves its cgroup): wait for it rather than leak the dirs.
+        let instance = berth_agent::runtime::cgroup::Cgroup::new(
+            &rt.config().cgroups,
+            self.names.cgroup_parent(),
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            rt.prune_cgroups();
+            let left: Vec<_> = instance.dirs().into_iter().filter(|d| d.exists()).collect();
+            if left.is_empty() {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                eprintln!("cleanup: cgroups still there: {left:?}");
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 

@@ -68,6 +68,11 @@ impl Cgroup {
         &self.rel
     }
 
+    /// The cgroup `name` below this one (limits and device rules of this one still apply).
+    pub fn child(&self, name: &str) -> Cgroup {
+        Cgroup::new(&self.mode, &format!("{}/{name}", self.rel))
+    }
+
     /// The directories that make up this cgroup (one per v1 controller, one for v2).
     pub fn dirs(&self) -> Vec<PathBuf> {
         match &self.mode {
@@ -123,18 +128,22 @@ impl Cgroup {
         Ok(())
     }
 
-    /// On v1, the union over every hierarchy: a process caught while joining them (its
-    /// creator killed half way) may be in some and not in others.
+    /// Every process of the cgroup and of its descendants (an exec's own cgroup sits below
+    /// its container's). On v1, the union over every hierarchy: a process caught while
+    /// joining them (its creator killed half way) may be in some and not in others.
     pub fn pids(&self) -> Vec<i32> {
-        match &self.mode {
-            CgroupMode::V1 { .. } => {
-                let mut all: Vec<i32> = self.dirs().iter().flat_map(|d| read_pids(d)).collect();
-                all.sort_unstable();
-                all.dedup();
-                all
-            }
-            CgroupMode::V2 { .. } => read_pids(&self.procs_dir()),
-        }
+        let dirs = match &self.mode {
+            CgroupMode::V1 { .. } => self.dirs(),
+            CgroupMode::V2 { .. } => vec![self.procs_dir()],
+        };
+        let mut all: Vec<i32> = dirs
+            .iter()
+            .flat_map(|d| subtree(d))
+            .flat_map(|d| read_pids(&d))
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all
     }
 
     pub fn freeze(&self, timeout: Duration) -> Result<()> {
@@ -192,13 +201,33 @@ impl Cgroup {
         }
     }
 
-    /// Removes the cgroup dirs (retrying while the last processes leave); missing is fine.
+    /// Removes the cgroup dirs, descendants first (retrying while the last processes leave);
+    /// missing is fine.
     pub fn remove(&self, timeout: Duration) -> Result<()> {
         for d in self.dirs() {
-            remove_dir(&d, timeout)?;
+            for sub in subtree(&d).into_iter().rev() {
+                remove_dir(&sub, timeout)?;
+            }
         }
         Ok(())
     }
+}
+
+/// `dir` and every cgroup below it, parents before children.
+fn subtree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        if let Ok(rd) = std::fs::read_dir(&out[i]) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    out.push(e.path());
+                }
+            }
+        }
+        i += 1;
+    }
+    out
 }
 
 pub(crate) fn remove_dir(d: &Path, timeout: Duration) -> Result<()> {
