@@ -523,7 +523,10 @@ fn an_idle_poll_is_one_ref_advertisement() {
     );
     assert!(per_poll < 2048, "{per_poll} bytes for an idle poll");
     // Nor does an idle poll write to the host's disk.
-    assert_eq!(std::fs::metadata(&state).unwrap().modified().unwrap(), written);
+    assert_eq!(
+        std::fs::metadata(&state).unwrap().modified().unwrap(),
+        written
+    );
 }
 
 /// A rollout picks the hosts the bucket names; halting puts them back on `from`.

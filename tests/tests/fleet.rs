@@ -247,7 +247,11 @@ fn first_boot_apply_once_fetches_the_repository() {
     };
     let mut a = TestAgent::new("fo", &opts);
     let out = a.berth(&["apply", "--once", "--wait", "--timeout", "60s"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(a.status_of("web").unwrap()["status"], "running");
     assert_eq!(applied(&a).as_deref(), Some(c1.as_str()));
     let id = a.status_of("web").unwrap()["id"].clone();

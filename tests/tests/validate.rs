@@ -430,6 +430,7 @@ fn rollout_files_are_checked_as_rollouts() {
         e.contains("percent: expected a number from 0 to 100"),
         "{e}"
     );
+}
 
 #[test]
 fn the_agent_config_alone_is_checked_with_every_error_positioned() {
