@@ -85,3 +85,20 @@ fn render(diags: &[Diagnostic]) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// Where the host id comes from when the config does not set `host_id`.
+pub const MACHINE_ID: &str = "/etc/machine-id";
+
+/// This host's id and labels: `host_id`, else `/etc/machine-id` (`None` when unreadable).
+pub fn host_facts(config: &berth_spec::Config) -> berth_spec::HostFacts {
+    let host_id = config.host_id.clone().or_else(|| {
+        std::fs::read_to_string(MACHINE_ID)
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| berth_spec::matching::validate_host_id(s).is_ok())
+    });
+    berth_spec::HostFacts {
+        host_id,
+        labels: config.labels.clone(),
+    }
+}

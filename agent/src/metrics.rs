@@ -17,6 +17,21 @@ pub struct ResultLabel {
     pub result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommitLabel {
+    pub commit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutLabel {
+    pub id: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub passes: Counter,
@@ -25,6 +40,12 @@ pub struct Metrics {
     pub restarts: Counter,
     pub pulls: Family<ResultLabel, Counter>,
     pub pull_bytes: Counter,
+    /// 1 for the commit whose specs this host runs (one series at a time).
+    pub source_commit: Family<CommitLabel, Gauge>,
+    pub source_fetch_failures: Counter,
+    pub source_refused: Family<ReasonLabel, Counter>,
+    /// 1 when this host is in the rollout the tip carries, 0 when out; no series without one.
+    pub rollout_in: Family<RolloutLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -63,6 +84,30 @@ impl Metrics {
             "Bytes downloaded from registries",
             pull_bytes.clone(),
         );
+        let source_commit = Family::<CommitLabel, Gauge>::default();
+        registry.register(
+            "source_commit_info",
+            "The spec repository commit this host runs (value 1)",
+            source_commit.clone(),
+        );
+        let source_fetch_failures = Counter::default();
+        registry.register(
+            "source_fetch_failures",
+            "Fetches of the spec repository that failed",
+            source_fetch_failures.clone(),
+        );
+        let source_refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "source_refused",
+            "Spec repository tips refused, by reason",
+            source_refused.clone(),
+        );
+        let rollout_in = Family::<RolloutLabel, Gauge>::default();
+        registry.register(
+            "rollout_in",
+            "Whether this host is in the staged rollout (1) or applies its from commit (0)",
+            rollout_in.clone(),
+        );
         Metrics {
             registry,
             passes,
@@ -71,6 +116,28 @@ impl Metrics {
             restarts,
             pulls,
             pull_bytes,
+            source_commit,
+            source_fetch_failures,
+            source_refused,
+            rollout_in,
+        }
+    }
+
+    /// Publishes the source's state: the applied commit and the rollout placement.
+    pub fn set_source(&self, status: &crate::status::SourceState) {
+        self.source_commit.clear();
+        if let Some(a) = &status.applied {
+            self.source_commit
+                .get_or_create(&CommitLabel {
+                    commit: a.commit.to_string(),
+                })
+                .set(1);
+        }
+        self.rollout_in.clear();
+        if let Some(r) = &status.rollout {
+            self.rollout_in
+                .get_or_create(&RolloutLabel { id: r.id.clone() })
+                .set(i64::from(r.included));
         }
     }
 

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::reconcile::fleet::{CommitId, Reason};
+
 /// One container as `berth status` reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContainerStatus {
@@ -153,4 +155,100 @@ pub struct PruneReport {
     /// Bytes freed.
     pub freed: u64,
     pub volumes: Vec<String>,
+}
+
+/// `berth source --json`, the API's `/v1/source`, and the header of `berth status`: where
+/// specs come from and which commit this host runs. What a reporter (metrics, MQTT) reads about
+/// the source is here.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SourceStatus {
+    /// The remote URL; `None` for bundles only.
+    pub remote: Option<String>,
+    pub branch: String,
+    /// The spec path inside the repository (empty: its root).
+    pub path: String,
+    pub host_id: Option<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Things to know about this setup (allow_unsigned, no host id).
+    pub warnings: Vec<String>,
+    #[serde(flatten)]
+    pub state: SourceState,
+}
+
+/// What the source remembers across restarts (`<state_dir>/source/state.json`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SourceState {
+    /// The commit whose specs this host runs.
+    pub applied: Option<AppliedCommit>,
+    /// The commit applied before it (its tree is kept).
+    pub previous: Option<CommitId>,
+    /// The last verified tip: the end of the fast-forward chain (what hosts in a rollout run).
+    pub verified: Option<CommitId>,
+    /// The tip last seen at the remote or in a bundle (it may be refused).
+    pub tip: Option<CommitId>,
+    /// The rollout the verified tip carries, and where this host stands in it.
+    pub rollout: Option<RolloutView>,
+    /// RFC 3339 times of the last fetch tried and the last that reached the remote.
+    pub last_fetch: Option<String>,
+    pub last_success: Option<String>,
+    /// The last fetch or import problem (cleared by a fetch that works).
+    pub last_error: Option<String>,
+    /// Fetches failed in a row (retries back off).
+    pub fetch_failures: u32,
+    /// Tips refused, newest first (at most 20).
+    pub refused: Vec<RefusedTip>,
+}
+
+/// The commit a host runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedCommit {
+    pub commit: CommitId,
+    pub subject: String,
+    pub author: String,
+    /// Who signed it (the principal allowed_signers matched, and the key); `None` for a pinned
+    /// or unsigned commit.
+    pub signer: Option<crate::reconcile::fleet::signature::Signer>,
+    /// RFC 3339.
+    pub applied_at: String,
+}
+
+/// A host's place in a staged rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutView {
+    pub id: String,
+    pub from: CommitId,
+    /// `10%`, `2.5%`.
+    pub percent: String,
+    /// This host's bucket, 0-9999 (`None` without a host id).
+    pub bucket: Option<u16>,
+    /// Whether this host is in (applies the tip) or out (applies `from`).
+    #[serde(rename = "in")]
+    pub included: bool,
+    /// The commit that makes this host apply.
+    pub applies: CommitId,
+}
+
+/// A tip that was not applied, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedTip {
+    pub tip: CommitId,
+    /// The commit at fault (the tip itself, or one between the last verified commit and it).
+    pub commit: CommitId,
+    pub reason: Reason,
+    pub detail: String,
+    /// `fetch`, or `bundle <file>`.
+    pub via: String,
+    /// RFC 3339.
+    pub time: String,
+}
+
+/// What `berth source import` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportResult {
+    pub bundle: String,
+    pub tip: Option<CommitId>,
+    /// `applied`, `up-to-date`, `refused` or `failed`.
+    pub outcome: String,
+    pub message: String,
 }

@@ -43,6 +43,13 @@ pub struct Config {
     pub logging: Logging,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// This host's id for `[match] hosts` and rollout buckets; `None`: `/etc/machine-id`.
+    pub host_id: Option<String>,
+    /// This host's labels, for `[match] labels`.
+    pub labels: BTreeMap<String, String>,
+    /// `[source]`: specs from a signed git repository (berth then owns `specs_dir`).
+    #[serde(rename = "source")]
+    pub git_source: Option<SourceConfig>,
     /// The file this config was read from (`None`: built-in defaults). Not a key.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -85,7 +92,102 @@ impl Default for Config {
             logging: Logging::default(),
             log_format: LogFormat::Auto,
             log_level: "info".into(),
+            host_id: None,
+            labels: BTreeMap::new(),
+            git_source: None,
             source: None,
+        }
+    }
+}
+
+/// `[source]`: where specs come from when they come from a git repository, and what makes a
+/// commit trusted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SourceConfig {
+    /// `https://`, `http://`, `ssh://`, `git://` or `file://` URL; `None`: bundles only
+    /// (`berth source import`, the import dir).
+    pub git: Option<String>,
+    pub branch: String,
+    /// The repository subdir holding spec files, `a/b` form; empty: the root.
+    pub path: String,
+    #[serde(with = "crate::units::duration_serde")]
+    pub interval: Duration,
+    /// ssh-keygen's ALLOWED SIGNERS format; required unless `allow_unsigned`.
+    pub allowed_signers: Option<PathBuf>,
+    /// A commit trusted without a signature on the first run (a full commit id).
+    pub trust_on_first_use: Option<String>,
+    /// Take commits without verifying them (status shows it as a warning).
+    pub allow_unsigned: bool,
+    /// A file holding an access token for `https://` (sent as HTTP Basic auth).
+    pub token_file: Option<PathBuf>,
+    /// The user name sent with the token.
+    pub username: String,
+    /// The private key for `ssh://`.
+    pub ssh_key_file: Option<PathBuf>,
+    /// The server's host keys for `ssh://` (OpenSSH known_hosts format).
+    pub known_hosts: Option<PathBuf>,
+    /// Extra PEM roots for `https://`.
+    pub ca_file: Option<PathBuf>,
+    /// The longest one fetch may take.
+    #[serde(with = "crate::units::duration_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig {
+            git: None,
+            branch: "main".into(),
+            path: String::new(),
+            interval: Duration::from_secs(60),
+            allowed_signers: None,
+            trust_on_first_use: None,
+            allow_unsigned: false,
+            token_file: None,
+            username: "x-access-token".into(),
+            ssh_key_file: None,
+            known_hosts: None,
+            ca_file: None,
+            timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The transports `[source] git` may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GitScheme {
+    Https,
+    Http,
+    Ssh,
+    Git,
+    File,
+}
+
+impl GitScheme {
+    /// The scheme of a URL berth accepts, as git's `protocol.<name>.allow` names it.
+    pub fn of(url: &str) -> Option<GitScheme> {
+        let (scheme, rest) = url.split_once("://")?;
+        if rest.is_empty() {
+            return None;
+        }
+        Some(match scheme {
+            "https" => GitScheme::Https,
+            "http" => GitScheme::Http,
+            "ssh" => GitScheme::Ssh,
+            "git" => GitScheme::Git,
+            "file" => GitScheme::File,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GitScheme::Https => "https",
+            GitScheme::Http => "http",
+            GitScheme::Ssh => "ssh",
+            GitScheme::Git => "git",
+            GitScheme::File => "file",
         }
     }
 }

@@ -27,6 +27,24 @@ pub const CONFIG_KEYS: &[&str] = &[
     "logging",
     "log_format",
     "log_level",
+    "host_id",
+    "labels",
+    "source",
+];
+pub const SOURCE_KEYS: &[&str] = &[
+    "git",
+    "branch",
+    "path",
+    "interval",
+    "allowed_signers",
+    "trust_on_first_use",
+    "allow_unsigned",
+    "token_file",
+    "username",
+    "ssh_key_file",
+    "known_hosts",
+    "ca_file",
+    "timeout",
 ];
 pub const NETWORK_KEYS: &[&str] = &["bridge", "subnet"];
 pub const REGISTRY_KEYS: &[&str] = &["insecure", "mirrors", "ca_file"];
@@ -168,6 +186,15 @@ fn decode(cx: &mut Cx<'_>, root: &Node) -> Option<Config> {
         );
         None
     });
+    let host_id = opt(cx, t, "", "host_id", |cx, v, k| {
+        let s = cx.str(v, k)?;
+        crate::matching::validate_host_id(s)
+            .map(|()| s.to_string())
+            .map_err(|e| cx.error(v.span, k, e))
+            .ok()
+    });
+    let labels = opt(cx, t, "", "labels", host_labels);
+    let git_source = opt(cx, t, "", "source", source);
     Some(Config {
         instance: instance.ok()?.unwrap_or(d.instance),
         specs_dir: specs_dir.ok()?.unwrap_or(d.specs_dir),
@@ -185,8 +212,195 @@ fn decode(cx: &mut Cx<'_>, root: &Node) -> Option<Config> {
         logging: logging.ok()?.unwrap_or(d.logging),
         log_format: log_format.ok()?.unwrap_or(d.log_format),
         log_level: log_level.ok()?.unwrap_or(d.log_level),
+        host_id: host_id.ok()?,
+        labels: labels.ok()?.unwrap_or_default(),
+        git_source: git_source.ok()?,
         source: None,
     })
+}
+
+fn host_labels(
+    cx: &mut Cx<'_>,
+    n: &Node,
+    key: &str,
+) -> Option<std::collections::BTreeMap<String, String>> {
+    let labels = cx.string_map(n, key, crate::matching::validate_label_name)?;
+    let mut ok = true;
+    if let crate::tree::Kind::Table(t) = &n.kind {
+        for (name, value) in &labels {
+            if let Err(e) = crate::matching::validate_label_value(value) {
+                let span = t.entries.get(name).map_or(n.span, |e| e.value.span);
+                cx.error(span, &join(key, name), e);
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(labels)
+}
+
+/// A git ref name as `git check-ref-format --branch` would take it, minus the rare corners.
+fn valid_branch(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with(['-', '/', '.'])
+        && !s.ends_with(['/', '.'])
+        && !s.ends_with(".lock")
+        && !s.contains("..")
+        && !s.contains("//")
+        && !s.contains("@{")
+        && !s.contains("/.")
+        && s.chars()
+            .all(|c| !c.is_control() && !c.is_whitespace() && !"~^:?*[\\".contains(c))
+}
+
+/// `specs`, `./fleet/specs/` -> `fleet/specs`; `""`, `"."` -> the root.
+pub fn normalise_repo_path(s: &str) -> Result<String, String> {
+    if s.starts_with('/') {
+        return Err(format!("{s:?} must be relative to the repository's root"));
+    }
+    let mut parts = Vec::new();
+    for c in s.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => return Err(format!("{s:?} must not leave the repository (\"..\")")),
+            ".git" => return Err(format!("{s:?} must not name a .git dir")),
+            c if c.chars().any(char::is_control) => {
+                return Err(format!("{s:?} has a control character"));
+            }
+            c => parts.push(c),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+fn source(cx: &mut Cx<'_>, n: &Node, key: &str) -> Option<SourceConfig> {
+    let t = cx.table(n, key, SOURCE_KEYS)?;
+    let d = SourceConfig::default();
+    let git = opt(cx, t, key, "git", |cx, v, k| {
+        let s = cx.text(v, k)?;
+        if GitScheme::of(s).is_none() || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            cx.error(
+                v.span,
+                k,
+                format!("{s:?} is not a https://, http://, ssh://, git:// or file:// URL"),
+            );
+            return None;
+        }
+        Some(s.to_string())
+    });
+    let branch = opt(cx, t, key, "branch", |cx, v, k| {
+        let s = cx.text(v, k)?;
+        let s = s.strip_prefix("refs/heads/").unwrap_or(s);
+        if !valid_branch(s) {
+            cx.error(v.span, k, format!("{s:?} is not a valid branch name"));
+            return None;
+        }
+        Some(s.to_string())
+    });
+    let path = opt(cx, t, key, "path", |cx, v, k| {
+        let s = cx.str(v, k)?;
+        normalise_repo_path(s)
+            .map_err(|e| cx.error(v.span, k, e))
+            .ok()
+    });
+    let poll = opt(cx, t, key, "interval", interval);
+    let allowed_signers = opt(cx, t, key, "allowed_signers", abs_path);
+    let tofu = opt(cx, t, key, "trust_on_first_use", |cx, v, k| {
+        let s = cx.str(v, k)?;
+        if !crate::rollout::is_full_commit_id(s) {
+            cx.error(
+                v.span,
+                k,
+                format!("{s:?} is not a full commit id (40 lower-case hex digits)"),
+            );
+            return None;
+        }
+        Some(s.to_string())
+    });
+    let allow_unsigned = opt(cx, t, key, "allow_unsigned", |cx, v, k| cx.bool(v, k));
+    let token_file = opt(cx, t, key, "token_file", abs_path);
+    let username = opt(cx, t, key, "username", |cx, v, k| {
+        let s = cx.text(v, k)?;
+        if s.contains(':') || s.chars().any(char::is_control) {
+            cx.error(v.span, k, "must not contain ':' or control characters");
+            return None;
+        }
+        Some(s.to_string())
+    });
+    let ssh_key_file = opt(cx, t, key, "ssh_key_file", abs_path);
+    let known_hosts = opt(cx, t, key, "known_hosts", abs_path);
+    let ca_file = opt(cx, t, key, "ca_file", abs_path);
+    let timeout = opt(cx, t, key, "timeout", interval);
+    let c = SourceConfig {
+        git: git.ok()?,
+        branch: branch.ok()?.unwrap_or(d.branch),
+        path: path.ok()?.unwrap_or(d.path),
+        interval: poll.ok()?.unwrap_or(d.interval),
+        allowed_signers: allowed_signers.ok()?,
+        trust_on_first_use: tofu.ok()?,
+        allow_unsigned: allow_unsigned.ok()?.unwrap_or(d.allow_unsigned),
+        token_file: token_file.ok()?,
+        username: username.ok()?.unwrap_or(d.username),
+        ssh_key_file: ssh_key_file.ok()?,
+        known_hosts: known_hosts.ok()?,
+        ca_file: ca_file.ok()?,
+        timeout: timeout.ok()?.unwrap_or(d.timeout),
+    };
+    // Checks across keys: each reported at the key that does not fit.
+    let at = |k: &str| t.entries.get(k).map_or(n.span, |e| e.key_span);
+    let mut ok = true;
+    let mut bad = |cx: &mut Cx<'_>, k: &str, msg: String| {
+        cx.error(at(k), &join(key, k), msg);
+        ok = false;
+    };
+    match (c.allow_unsigned, &c.allowed_signers) {
+        (false, None) => bad(
+            cx,
+            "allowed_signers",
+            "missing: every commit must be signed by a key listed there (or set allow_unsigned = true)".into(),
+        ),
+        (true, Some(_)) => bad(
+            cx,
+            "allow_unsigned",
+            "contradicts allowed_signers: with allow_unsigned = true no signature is checked".into(),
+        ),
+        _ => {}
+    }
+    if c.allow_unsigned && c.trust_on_first_use.is_some() {
+        bad(
+            cx,
+            "trust_on_first_use",
+            "has no use with allow_unsigned = true".into(),
+        );
+    }
+    let scheme = c.git.as_deref().and_then(GitScheme::of);
+    let needs = |k: &str, ok_for: &[GitScheme]| {
+        t.get(k).is_some() && !scheme.is_some_and(|s| ok_for.contains(&s))
+    };
+    if needs("token_file", &[GitScheme::Https]) {
+        bad(
+            cx,
+            "token_file",
+            "a token is only sent to an https:// remote".into(),
+        );
+    }
+    if needs("username", &[GitScheme::Https]) {
+        bad(
+            cx,
+            "username",
+            "only used with token_file for https://".into(),
+        );
+    }
+    if needs("ca_file", &[GitScheme::Https]) {
+        bad(cx, "ca_file", "only used for an https:// remote".into());
+    }
+    for k in ["ssh_key_file", "known_hosts"] {
+        if needs(k, &[GitScheme::Ssh]) {
+            bad(cx, k, "only used for an ssh:// remote".into());
+        } else if scheme == Some(GitScheme::Ssh) && t.get(k).is_none() {
+            bad(cx, k, "missing: an ssh:// remote needs it".into());
+        }
+    }
+    ok.then_some(c)
 }
 
 fn network(cx: &mut Cx<'_>, n: &Node, key: &str) -> Option<NetworkConfig> {
@@ -421,6 +635,148 @@ max_files = 2
             e.iter()
                 .any(|e| e.contains("registries.\"ok.io\".foo: unknown key"))
         );
+    }
+
+    #[test]
+    fn source_labels_and_host_id() {
+        let c = parse(
+            Path::new("b.toml"),
+            r#"
+host_id = "edge-0042"
+[labels]
+site = "berlin"
+role = "kiosk"
+[source]
+git = "https://git.example.com/fleet.git"
+branch = "refs/heads/prod"
+path = "./fleet//specs/"
+interval = "30s"
+allowed_signers = "/etc/berth/allowed_signers"
+trust_on_first_use = "9c1e0e4a5b6c7d8e9f00112233445566778899aa"
+token_file = "/etc/berth/token"
+username = "deploy"
+ca_file = "/etc/ssl/ca.pem"
+timeout = "2m"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.host_id.as_deref(), Some("edge-0042"));
+        assert_eq!(c.labels["site"], "berlin");
+        let s = c.git_source.unwrap();
+        assert_eq!(s.branch, "prod");
+        assert_eq!(s.path, "fleet/specs");
+        assert_eq!(s.interval, Duration::from_secs(30));
+        assert_eq!(s.timeout, Duration::from_secs(120));
+        assert_eq!(s.username, "deploy");
+
+        let d = parse(
+            Path::new("b.toml"),
+            "[source]\ngit = \"git://127.0.0.1/x\"\nallow_unsigned = true\n",
+        )
+        .unwrap()
+        .git_source
+        .unwrap();
+        assert_eq!(d.branch, "main");
+        assert_eq!(d.path, "");
+        assert_eq!(d.interval, Duration::from_secs(60));
+        // Bundles only: no remote at all.
+        assert!(
+            parse(
+                Path::new("b.toml"),
+                "[source]\nallowed_signers = \"/etc/s\"\n"
+            )
+            .unwrap()
+            .git_source
+            .unwrap()
+            .git
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn source_errors_name_the_key() {
+        let e = errs(
+            "host_id = \"a b\"\n[labels]\n\"bad name\" = \"x\"\nok = \"a,b\"\n[source]\ngit = \"ext::sh -c x\"\nbranch = \"a..b\"\npath = \"../x\"\ntrust_on_first_use = \"abc\"\n",
+        );
+        assert!(
+            e.iter().any(|l| l.contains("host_id: invalid host id")),
+            "{e:#?}"
+        );
+        assert!(
+            e.iter()
+                .any(|l| l.contains("labels.bad name: invalid label name")),
+            "{e:#?}"
+        );
+        assert!(
+            e.iter()
+                .any(|l| l.contains("labels.ok: invalid label value")),
+            "{e:#?}"
+        );
+        assert!(
+            e.iter()
+                .any(|l| l.contains("source.git: \"ext::sh -c x\" is not a https://"))
+        );
+        assert!(
+            e.iter()
+                .any(|l| l.contains("source.branch: \"a..b\" is not a valid branch"))
+        );
+        assert!(
+            e.iter()
+                .any(|l| l.contains("source.path: \"../x\" must not leave"))
+        );
+        assert!(
+            e.iter()
+                .any(|l| l.contains("source.trust_on_first_use: \"abc\" is not a full commit id"))
+        );
+
+        let e = errs("[source]\ngit = \"http://h/x\"\ntoken_file = \"/t\"\n");
+        assert!(
+            e.iter()
+                .any(|l| l.contains("source.allowed_signers: missing")),
+            "{e:#?}"
+        );
+        assert!(
+            e.iter()
+                .any(|l| l.contains("source.token_file: a token is only sent to an https://")),
+            "{e:#?}"
+        );
+        let e = errs(
+            "[source]\ngit = \"ssh://git@h/x\"\nallowed_signers = \"/s\"\nssh_key_file = \"/k\"\n",
+        );
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert!(e[0].contains("source.known_hosts: missing: an ssh:// remote needs it"));
+        let e = errs(
+            "[source]\ngit = \"git://h/x\"\nallowed_signers = \"/s\"\nallow_unsigned = true\nknown_hosts = \"/k\"\n",
+        );
+        assert!(
+            e.iter()
+                .any(|l| l.contains("source.allow_unsigned: contradicts")),
+            "{e:#?}"
+        );
+        assert!(
+            e.iter()
+                .any(|l| l.contains("source.known_hosts: only used for an ssh://")),
+            "{e:#?}"
+        );
+    }
+
+    #[test]
+    fn repo_paths() {
+        assert_eq!(normalise_repo_path("").unwrap(), "");
+        assert_eq!(normalise_repo_path(".").unwrap(), "");
+        assert_eq!(normalise_repo_path("a/./b/").unwrap(), "a/b");
+        for bad in ["/abs", "a/../b", "..", "x/.git", ".git"] {
+            assert!(normalise_repo_path(bad).is_err(), "{bad}");
+        }
+        for ok in ["main", "release/1.2", "feature-x"] {
+            assert!(valid_branch(ok), "{ok}");
+        }
+        for bad in [
+            "", "-x", "a b", "a..b", "a/", "x.lock", "a:b", "a~1", "/a", "a//b", ".a", "a/.b",
+            "a@{1}",
+        ] {
+            assert!(!valid_branch(bad), "{bad}");
+        }
     }
 
     #[test]

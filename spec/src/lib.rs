@@ -21,6 +21,7 @@ mod decode;
 pub mod diag;
 pub mod envfile;
 pub mod hash;
+pub mod matching;
 pub mod model;
 mod mounts;
 pub mod names;
@@ -28,6 +29,7 @@ pub mod parse;
 mod ports;
 pub mod reference;
 pub mod render;
+pub mod rollout;
 pub mod schema;
 mod sections;
 pub mod set;
@@ -39,6 +41,7 @@ pub use config::Config;
 pub use config_parse::check_subnet;
 pub use diag::{Diagnostic, SourceFile};
 pub use hash::spec_hash;
+pub use matching::{HostFacts, HostMatch};
 pub use model::ContainerSpec;
 pub use parse::{
     Location, ParsedSpec, ReadEnvFile, SpecDefaults, parse_spec, parse_spec_str, parse_spec_with,

@@ -55,6 +55,10 @@ pub struct ContainerSpec {
     pub ip: Option<IpAddr>,
     pub security: Security,
     pub logging: Logging,
+    /// `[match]`: which hosts run it (not part of the recreate hash: a host either runs the
+    /// spec or does not have it).
+    #[serde(default, rename = "match")]
+    pub host_match: crate::matching::HostMatch,
 }
 
 impl ContainerSpec {
@@ -89,6 +93,7 @@ impl ContainerSpec {
             ip: None,
             security: Security::default(),
             logging: Logging::default(),
+            host_match: crate::matching::HostMatch::default(),
         }
     }
 }

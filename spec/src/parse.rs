@@ -45,6 +45,7 @@ pub const TOP_KEYS: &[&str] = &[
     "ip",
     "security",
     "logging",
+    "match",
 ];
 
 /// Reads an env file for the parser (the caller does the I/O): the text, or why not.
@@ -344,6 +345,9 @@ fn decode(
     let logging = opt(cx, t, "", "logging", |cx, v, k| {
         sections::logging(cx, v, k, host.logging)
     });
+    let host_match = opt(cx, t, "", "match", |cx, v, _| {
+        crate::matching::decode(cx, v)
+    });
 
     // Checks across keys of this one file.
     let net = network.ok().flatten().unwrap_or(NetworkMode::Bridge);
@@ -449,6 +453,7 @@ fn decode(
         ip: ip.ok()?,
         security: security.ok()?.unwrap_or(defaults.security),
         logging: logging.ok()?.unwrap_or(host.logging),
+        host_match: host_match.ok()?.unwrap_or_default(),
     };
     Some(ParsedSpec {
         port_places: ports.iter().map(|(_, s)| location(cx, *s)).collect(),

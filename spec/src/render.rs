@@ -123,6 +123,28 @@ pub fn to_table(spec: &ContainerSpec) -> Table {
     t.insert("health".into(), Value::Table(health(&spec.health)));
     t.insert("security".into(), Value::Table(security(&spec.security)));
     t.insert("logging".into(), Value::Table(logging(&spec.logging)));
+    if !spec.host_match.is_everywhere() {
+        t.insert("match".into(), Value::Table(host_match(&spec.host_match)));
+    }
+    t
+}
+
+fn host_match(m: &crate::matching::HostMatch) -> Table {
+    let mut t = Table::new();
+    if !m.labels.is_empty() {
+        let mut labels = Table::new();
+        for (name, values) in &m.labels {
+            let v = match values.as_slice() {
+                [one] => s(one.as_str()),
+                many => strings(many),
+            };
+            labels.insert(name.clone(), v);
+        }
+        t.insert("labels".into(), Value::Table(labels));
+    }
+    if let Some(hosts) = &m.hosts {
+        t.insert("hosts".into(), strings(hosts));
+    }
     t
 }
 

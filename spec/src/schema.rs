@@ -69,6 +69,27 @@ struct SpecFile {
     ip: Option<String>,
     security: Option<SecurityTable>,
     logging: Option<LoggingTable>,
+    /// Which hosts run this spec (by the agent config's `host_id` and `[labels]`); without it,
+    /// every host does.
+    #[serde(rename = "match")]
+    host_match: Option<MatchTable>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct MatchTable {
+    /// Label name to a value, or a list of values any of which matches. Every name listed must
+    /// match: `{ role = "kiosk", site = ["berlin", "paris"] }`.
+    labels: Option<BTreeMap<String, LabelValues>>,
+    /// Host ids (`host_id`, else /etc/machine-id), any of which matches.
+    hosts: Option<Vec<String>>,
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum LabelValues {
+    One(String),
+    Any(Vec<String>),
 }
 
 #[derive(JsonSchema)]
@@ -515,6 +536,7 @@ mod tests {
             ("PortTable", ports::KEYS),
             ("MountTable", mounts::MOUNT_KEYS),
             ("DeviceTable", mounts::DEVICE_KEYS),
+            ("MatchTable", crate::matching::MATCH_KEYS),
         ] {
             assert_eq!(props(&s, Some(def)), sorted(keys), "{def}");
         }

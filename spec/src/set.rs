@@ -47,7 +47,12 @@ fn port_conflicts(valid: &BTreeMap<&str, &ParsedSpec>, diags: &mut Vec<Diagnosti
         for (j, &(name, i)) in entries.iter().enumerate() {
             let m = valid[name].spec.ports[i];
             let earlier = entries[..j].iter().find(|&&(other, k)| {
-                other != name && ports::ips_overlap(m.host_ip, valid[other].spec.ports[k].host_ip)
+                other != name
+                    && ports::ips_overlap(m.host_ip, valid[other].spec.ports[k].host_ip)
+                    && valid[name]
+                        .spec
+                        .host_match
+                        .may_share_host(&valid[other].spec.host_match)
             });
             if let Some(&(other, k)) = earlier {
                 let o = &valid[other];

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use berth_spec::model::*;
-use berth_spec::{ContainerSpec, ImageSource, parse_spec_str, render_toml, spec_hash};
+use berth_spec::{
+    ContainerSpec, HostFacts, HostMatch, ImageSource, parse_spec_str, render_toml, spec_hash,
+};
 use proptest::prelude::*;
 
 fn image() -> impl Strategy<Value = ImageSource> {
@@ -220,6 +222,53 @@ fn update() -> impl Strategy<Value = UpdatePolicy> {
         )
 }
 
+fn label_name() -> impl Strategy<Value = String> {
+    prop::sample::select(vec!["role", "site", "zone", "topology.example.com/rack"])
+        .prop_map(String::from)
+}
+
+fn label_value() -> impl Strategy<Value = String> {
+    prop::sample::select(vec!["kiosk", "till", "berlin", "paris", "a-1", "a b"])
+        .prop_map(String::from)
+}
+
+fn host_id() -> impl Strategy<Value = String> {
+    prop::sample::select(vec![
+        "edge-1",
+        "edge-2",
+        "edge-3",
+        "0123456789abcdef0123456789abcdef",
+    ])
+    .prop_map(String::from)
+}
+
+/// A `[match]` as the parser normalises it: value lists and host lists sorted, no duplicates.
+fn host_match() -> impl Strategy<Value = HostMatch> {
+    (
+        prop::collection::btree_map(
+            label_name(),
+            prop::collection::btree_set(label_value(), 1..3),
+            0..3,
+        ),
+        prop::option::of(prop::collection::btree_set(host_id(), 1..3)),
+    )
+        .prop_map(|(labels, hosts)| HostMatch {
+            labels: labels
+                .into_iter()
+                .map(|(k, v)| (k, v.into_iter().collect()))
+                .collect(),
+            hosts: hosts.map(|h| h.into_iter().collect()),
+        })
+}
+
+fn host_facts() -> impl Strategy<Value = HostFacts> {
+    (
+        prop::option::of(host_id()),
+        prop::collection::btree_map(label_name(), label_value(), 0..4),
+    )
+        .prop_map(|(host_id, labels)| HostFacts { host_id, labels })
+}
+
 prop_compose! {
     fn spec()(
         image in image(),
@@ -245,6 +294,7 @@ prop_compose! {
         security in security(),
         logging in (4096u64..1 << 30, 0u32..100),
         update in update(),
+        host_match in host_match(),
     ) -> ContainerSpec {
         let network = [NetworkMode::Bridge, NetworkMode::Host, NetworkMode::None][network as usize];
         let bridge = network == NetworkMode::Bridge;
@@ -284,6 +334,7 @@ prop_compose! {
             ip: if bridge { ip.map(|i| i.parse().unwrap()) } else { None },
             security,
             logging: Logging { max_size: logging.0, max_files: logging.1 },
+            host_match,
         }
     }
 }
@@ -293,6 +344,29 @@ fn reparse(spec: &ContainerSpec) -> ContainerSpec {
     match parse_spec_str(&spec.name, Path::new("app.toml"), &text) {
         Ok(p) => p.spec,
         Err(d) => panic!("rendered spec does not parse:\n{text}\n{d:#?}"),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// `[match]` means: the host id is listed (when hosts are), and every label name listed is
+    /// set on the host to one of its values.
+    #[test]
+    fn match_is_its_definition(m in host_match(), h in host_facts()) {
+        let by_definition = m.hosts.as_ref().is_none_or(|hs| h.host_id.as_ref().is_some_and(|id| hs.contains(id)))
+            && m.labels.iter().all(|(k, vs)| h.labels.get(k).is_some_and(|v| vs.contains(v)));
+        prop_assert_eq!(m.matches(&h), by_definition);
+        prop_assert_eq!(m.mismatch(&h).is_none(), by_definition);
+    }
+
+    /// Whenever one host runs both specs, the set checks must treat them as neighbours.
+    #[test]
+    fn may_share_host_is_never_wrong(a in host_match(), b in host_match(), h in host_facts()) {
+        if a.matches(&h) && b.matches(&h) {
+            prop_assert!(a.may_share_host(&b) && b.may_share_host(&a));
+        }
+        prop_assert_eq!(a.may_share_host(&b), b.may_share_host(&a));
     }
 }
 

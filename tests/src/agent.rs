@@ -20,6 +20,9 @@ pub struct TestAgent {
     pub bridge: String,
     /// The /24 this agent's containers get addresses from.
     pub subnet: String,
+    /// The config without `extra_config`: what the teardown converges with (a `[source]`
+    /// would fetch the specs back).
+    base_config: String,
     child: Option<Child>,
 }
 
@@ -51,18 +54,26 @@ impl TestAgent {
         let bridge = instance.clone();
         let config_path = root.path().join("berth.toml");
         let resync = opts.resync_interval.clone().unwrap_or_else(|| "30s".into());
-        let config = format!(
-            "instance = {instance:?}\nspecs_dir = {specs:?}\nstate_dir = {state:?}\nrun_dir = {run:?}\n\
-             images_dir = {images:?}\nresync_interval = {resync:?}\nlog_format = \"text\"\nlog_level = \"debug,ureq=info,ureq_proto=info,rustls=info\"\n\
-             {registries}\n[network]\nbridge = {bridge:?}\nsubnet = {subnet:?}\n{extra}\n",
-            specs = specs_dir,
-            state = state_dir,
-            run = run_dir,
-            images = root.path().join("import"),
-            registries = registry_config(),
-            extra = opts.extra_config,
-        );
-        std::fs::write(&config_path, config).unwrap();
+        // Top-level keys of extra_config come before the tables.
+        let (extra_top, extra_tables) = match opts.extra_config.find("\n[") {
+            _ if opts.extra_config.starts_with('[') => ("", opts.extra_config.as_str()),
+            Some(i) => opts.extra_config.split_at(i + 1),
+            None => (opts.extra_config.as_str(), ""),
+        };
+        let config = |top: &str, tables: &str| {
+            format!(
+                "instance = {instance:?}\nspecs_dir = {specs:?}\nstate_dir = {state:?}\nrun_dir = {run:?}\n\
+                 images_dir = {images:?}\nresync_interval = {resync:?}\nlog_format = \"text\"\nlog_level = \"debug,ureq=info,ureq_proto=info,rustls=info\"\n\
+                 {top}\n{registries}\n[network]\nbridge = {bridge:?}\nsubnet = {subnet:?}\n{tables}\n",
+                specs = specs_dir,
+                state = state_dir,
+                run = run_dir,
+                images = root.path().join("import"),
+                registries = registry_config(),
+            )
+        };
+        let base_config = config("", "");
+        std::fs::write(&config_path, config(extra_top, extra_tables)).unwrap();
         TestAgent {
             instance,
             root,
@@ -72,6 +83,7 @@ impl TestAgent {
             run_dir,
             bridge,
             subnet,
+            base_config,
             child: None,
         }
     }
@@ -182,6 +194,28 @@ impl TestAgent {
         std::fs::remove_file(self.specs_dir.join(format!("{name}.toml"))).unwrap();
     }
 
+    /// The agent's Prometheus metrics, read from its socket.
+    pub fn metrics(&self) -> String {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "5", "--unix-socket"])
+            .arg(self.run_dir.join("berth.sock"))
+            .arg("http://berth/metrics")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `berth source --json` (with a `[source]`), as parsed JSON.
+    pub fn source(&self) -> Value {
+        let out = self.berth(&["source", "--json"]);
+        assert!(
+            out.status.success(),
+            "source failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     /// `berth status --json`, as parsed JSON objects.
     pub fn status(&self) -> Vec<Value> {
         let out = self.berth(&["status", "--json"]);
@@ -233,6 +267,14 @@ impl TestAgent {
     /// Removes every container (no specs, converge), stops the agent, and checks with
     /// `berth doctor` that nothing of this instance is left.
     pub fn teardown(&mut self) -> Result<(), String> {
+        self.stop();
+        // A spec repository's agent: its specs_dir is a link to the applied commit's tree.
+        // Converge on an empty dir and the config without the source.
+        if std::fs::symlink_metadata(&self.specs_dir).is_ok_and(|m| m.file_type().is_symlink()) {
+            let _ = std::fs::remove_file(&self.specs_dir);
+            let _ = std::fs::create_dir(&self.specs_dir);
+        }
+        let _ = std::fs::write(&self.config_path, &self.base_config);
         for e in std::fs::read_dir(&self.specs_dir)
             .into_iter()
             .flatten()
@@ -245,7 +287,6 @@ impl TestAgent {
                 let _ = std::fs::remove_file(&p);
             }
         }
-        self.stop();
         let out = self.berth(&["apply", "--once", "--wait", "--timeout", "60s"]);
         let mut problems = String::new();
         if !out.status.success() {

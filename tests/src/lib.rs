@@ -8,10 +8,12 @@
 //! - [`berth_env`]: a state dir and config for running `berth` against the test registries.
 //! - [`tmpfs`]: a size-limited tmpfs over a state dir (disk-full faults).
 //! - [`outsider`]: what a local user who is not root reaches (uid 65534 probes).
+//! - [`gitrepo`]: a spec repository served by `git daemon`, with signed and unsigned commits.
 //! - [`probe`]: the C probes tests run inside containers.
 //! - [`podman`]: the peer, for tests that match its behaviour.
 
 pub mod berth_env;
+pub mod gitrepo;
 pub mod image;
 pub mod outsider;
 pub mod podman;

@@ -304,6 +304,134 @@ fn an_explicit_config_is_validated_and_fills_defaults() {
     );
 }
 
+/// `[match]` is checked; specs no host runs together may share a port; `--host-labels` shows
+/// what one host would run, and judges the set as that host would.
+#[test]
+fn match_and_host_labels() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    write(
+        d,
+        "kiosk.toml",
+        "image = \"busybox\"\nports = [\"8080:80\"]\n[match]\nlabels = { role = \"kiosk\", site = [\"berlin\", \"paris\"] }\n",
+    );
+    write(
+        d,
+        "till.toml",
+        "image = \"busybox\"\nports = [\"8080:80\"]\n[match]\nlabels = { role = \"till\" }\n",
+    );
+    write(
+        d,
+        "pinned.toml",
+        "image = \"busybox\"\n[match]\nhosts = [\"edge-0042\"]\n",
+    );
+    write(d, "base.toml", "image = \"busybox\"\n");
+    let dir = d.to_str().unwrap();
+    let o = berth(&["validate", dir]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    let o = berth(&["validate", "--host-labels", "role=kiosk,site=berlin", dir]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("runs here: base, kiosk\n"), "{out}");
+    assert!(
+        out.contains("not here: pinned: this host has no host id"),
+        "{out}"
+    );
+    assert!(
+        out.contains("not here: till: label role=kiosk is not \"till\""),
+        "{out}"
+    );
+    let o = berth(&[
+        "validate",
+        "--host-labels",
+        "role=till",
+        "--host-id",
+        "edge-0042",
+        "--json",
+        dir,
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let runs: Vec<&str> = v["specs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(runs, vec!["base", "pinned", "till"]);
+    assert!(
+        v["not_here"]["kiosk"]
+            .as_str()
+            .unwrap()
+            .contains("label role=till")
+    );
+
+    // Two specs that can meet on one host may not share a port.
+    write(
+        d,
+        "kiosk2.toml",
+        "image = \"busybox\"\nports = [\"8080:80\"]\n[match]\nlabels = { site = \"berlin\" }\n",
+    );
+    let o = berth(&["validate", dir]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("host port 8080/tcp"), "{}", stderr(&o));
+    // For a host in rome, kiosk2 is not there: no conflict.
+    let o = berth(&["validate", "--host-labels", "role=kiosk,site=rome", dir]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    // A bad [match], and bad --host-labels.
+    let bad = tempfile::tempdir().unwrap();
+    let f = write(
+        bad.path(),
+        "x.toml",
+        "image = \"busybox\"\n[match]\nlabels = { \"a b\" = \"x\", role = [] }\nhosts = []\nwho = 1\n",
+    );
+    let o = berth(&["validate", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    for want in [
+        "match.labels.a b: invalid label name",
+        "match.labels.role: an empty list matches no host",
+        "match.hosts: an empty list matches no host",
+        "match.who: unknown key",
+    ] {
+        assert!(e.contains(want), "{want:?} not in {e}");
+    }
+    let o = berth(&["validate", "--host-labels", "role", dir]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+/// A repository's `rollout.toml` is read as the rollout, not as a container.
+#[test]
+fn rollout_files_are_checked_as_rollouts() {
+    let t = tempfile::tempdir().unwrap();
+    write(t.path(), "web.toml", "image = \"busybox\"\n");
+    let r = write(
+        t.path(),
+        "rollout.toml",
+        "id = \"web-2\"\nfrom = \"9c1e0e4a5b6c7d8e9f00112233445566778899aa\"\npercent = 10\n",
+    );
+    let o = berth(&["validate", t.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("ok: 1 of 1 specs valid"),
+        "{}",
+        stderr(&o)
+    );
+    fs::write(&r, "id = \"web-2\"\nfrom = \"HEAD~1\"\npercent = 110\n").unwrap();
+    let o = berth(&["validate", t.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("rollout.toml:2:8: error: from: \"HEAD~1\" is not a full commit id"),
+        "{e}"
+    );
+    assert!(
+        e.contains("percent: expected a number from 0 to 100"),
+        "{e}"
+    );
+}
+
 #[test]
 fn the_agent_config_alone_is_checked_with_every_error_positioned() {
     let t = tempfile::tempdir().unwrap();

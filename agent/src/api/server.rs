@@ -59,6 +59,8 @@ pub struct ApiState {
     pub events: Arc<EventLog>,
     pub metrics: Arc<Metrics>,
     pub requests: mpsc::Sender<ApiRequest>,
+    /// The spec repository, when the config has a `[source]`.
+    pub source: Option<crate::source::git::service::SourceHandle>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -72,6 +74,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/prune", post(prune))
         .route("/v1/images", post(image_op))
         .route("/metrics", get(metrics))
+        .route("/v1/source", get(source_status))
+        .route("/v1/source/import", post(source_import))
         .with_state(state)
 }
 
@@ -300,6 +304,39 @@ async fn image_op(
     }
 }
 
+fn no_source() -> Response {
+    (StatusCode::NOT_FOUND, "the agent config has no [source]").into_response()
+}
+
+async fn source_status(State(s): State<ApiState>) -> Response {
+    match &s.source {
+        Some(g) => axum::Json(g.status.borrow().as_ref().clone()).into_response(),
+        None => no_source(),
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+pub struct ImportRequest {
+    /// An absolute path the agent can read.
+    pub bundle: std::path::PathBuf,
+}
+
+async fn source_import(
+    State(s): State<ApiState>,
+    axum::Json(req): axum::Json<ImportRequest>,
+) -> Response {
+    let Some(g) = &s.source else {
+        return no_source();
+    };
+    if !req.bundle.is_absolute() {
+        return (StatusCode::BAD_REQUEST, "the bundle path must be absolute").into_response();
+    }
+    match g.import(req.bundle).await {
+        Some(r) => axum::Json(r).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "the source is not running").into_response(),
+    }
+}
+
 async fn metrics(State(s): State<ApiState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -358,6 +395,7 @@ mod tests {
             events: events.clone(),
             metrics,
             requests,
+            source: None,
         };
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let server = tokio::spawn({

@@ -60,13 +60,25 @@ pub fn run(config: Option<&Path>, args: &AgentArgs) -> ExitCode {
             }
         };
         let backend: Arc<dyn Backend> = local.host.clone();
+        let git_source = match &cfg.git_source {
+            Some(_) => Some(crate::source::git::GitSource::open(
+                &cfg,
+                crate::config::host_facts(&cfg),
+                Arc::new(crate::events::EventLog::default()),
+                local.metrics.clone(),
+            )?),
+            None => None,
+        };
         crate::daemon::run_agent(
             cfg.clone(),
             backend,
-            Box::new(source),
+            crate::daemon::Inputs {
+                specs: Box::new(source),
+                specs_changed: wake_rx,
+                imports_changed: import_rx,
+                repo: git_source,
+            },
             local.metrics.clone(),
-            wake_rx,
-            import_rx,
             shutdown,
         )
         .await

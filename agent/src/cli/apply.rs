@@ -58,6 +58,27 @@ pub fn run(config: Option<&Path>, args: &ApplyArgs) -> ExitCode {
             }
             local::Target::Local(l) => l,
         };
+        if cfg.git_source.is_some() {
+            // Provisioning without an agent: fetch and apply the repository first.
+            let (c, metrics) = (cfg.clone(), local.metrics.clone());
+            let lines = tokio::task::spawn_blocking(move || {
+                let mut src = crate::source::git::GitSource::open(
+                    &c,
+                    crate::config::host_facts(&c),
+                    Arc::new(crate::events::EventLog::default()),
+                    metrics,
+                )?;
+                Ok::<_, String>(crate::source::git::service::sync_once(
+                    &mut src,
+                    &c.images_dir,
+                ))
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+            for l in lines {
+                eprintln!("berth: {l}");
+            }
+        }
         let source = local::source(&cfg, None)?;
         let backend: Arc<dyn Backend> = local.host.clone();
         crate::daemon::run_once(

@@ -70,7 +70,8 @@ pub fn source(config: &Config, wake: Option<mpsc::Sender<()>>) -> Result<DirSour
     let defaults = SpecDefaults {
         logging: config.logging,
     };
-    let src = DirSource::new(&config.specs_dir, defaults, trusted, SETTLE);
+    let src = DirSource::new(&config.specs_dir, defaults, trusted, SETTLE)
+        .for_host(crate::config::host_facts(config));
     match wake {
         Some(tx) => {
             let w = SpecWatcher::new(&config.specs_dir, tx)

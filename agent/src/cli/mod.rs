@@ -36,6 +36,7 @@ pub mod prune;
 pub mod pull;
 pub mod render;
 pub mod schema;
+pub mod source;
 pub mod status;
 pub mod store_ctx;
 pub mod validate;
@@ -111,6 +112,8 @@ pub enum Command {
     Logs(logs::LogsArgs),
     /// Run a command in a running container
     Exec(exec::ExecArgs),
+    /// Show the spec repository ([source]): the applied commit, rollout, errors; import bundles
+    Source(source::SourceArgs),
 }
 
 /// A runtime over the dirs of the agent config at `config` (or the default one).
@@ -179,5 +182,6 @@ pub fn main() -> ExitCode {
         Command::Image(ImageCommand::Pin(a)) => image_pin::run(cli.config.as_deref(), a, true),
         Command::Image(ImageCommand::Unpin(a)) => image_pin::run(cli.config.as_deref(), a, false),
         Command::Prune(a) => prune::run(cli.config.as_deref(), a),
+        Command::Source(a) => source::run(cli.config.as_deref(), a),
     }
 }

@@ -1,7 +1,7 @@
 //! Plain-text tables and plan diffs for the read commands (their `--json` twins print the
 //! same data as JSON).
 
-use crate::status::{ContainerStatus, EventRecord, PlanView};
+use crate::status::{ContainerStatus, EventRecord, PlanView, SourceStatus};
 
 /// Columns padded to their widest cell, two spaces apart, as `docker ps` prints them.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -60,6 +60,146 @@ pub fn status_table(statuses: &[ContainerStatus]) -> String {
         ],
         &rows,
     )
+}
+
+/// The lines `berth status` prints above its table when specs come from a repository.
+pub fn source_header(s: &SourceStatus) -> String {
+    let mut out = format!("source: {}", remote_of(s));
+    match &s.state.applied {
+        Some(a) => {
+            out += &format!(" @ {} {:?}", a.commit.short(), a.subject);
+            if let Some(sig) = &a.signer {
+                out += &format!(" signed by {}", sig.principal);
+            }
+        }
+        None => out += " (nothing applied yet)",
+    }
+    if let Some(r) = &s.state.rollout {
+        let side = if r.included {
+            "in"
+        } else {
+            "out, on its from commit"
+        };
+        out += &format!("; rollout {} at {}: {side}", r.id, r.percent);
+    }
+    out.push('\n');
+    if let Some(t) = &s.state.refused.first()
+        && s.state.tip.as_ref() == Some(&t.tip)
+    {
+        out += &format!(
+            "source refused {}: {}: commit {} {}\n",
+            t.tip.short(),
+            t.reason,
+            t.commit.short(),
+            t.detail
+        );
+    }
+    if let Some(e) = &s.state.last_error {
+        out += &format!("source error: {}\n", first_line(e));
+    }
+    for w in &s.warnings {
+        out += &format!("source warning: {w}\n");
+    }
+    out
+}
+
+fn remote_of(s: &SourceStatus) -> String {
+    let path = if s.path.is_empty() {
+        String::new()
+    } else {
+        format!(":{}", s.path)
+    };
+    match &s.remote {
+        Some(r) => format!("{r} {}{path}", s.branch),
+        None => format!("bundles of {}{path}", s.branch),
+    }
+}
+
+/// `berth source`.
+pub fn source_details(s: &SourceStatus) -> String {
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out += &format!("{k:<10}{v}\n");
+    line("remote:", remote_of(s));
+    let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    line(
+        "host:",
+        format!(
+            "{}{}",
+            s.host_id.as_deref().unwrap_or("(no host id)"),
+            if labels.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", labels.join(", "))
+            }
+        ),
+    );
+    match &s.state.applied {
+        Some(a) => {
+            let signer = a
+                .signer
+                .as_ref()
+                .map(|g| format!(", signed by {} ({})", g.principal, g.fingerprint))
+                .unwrap_or_else(|| ", not signature-checked".into());
+            line(
+                "applied:",
+                format!(
+                    "{} {:?} by {}{signer}, at {}",
+                    a.commit, a.subject, a.author, a.applied_at
+                ),
+            );
+        }
+        None => line("applied:", "nothing yet".into()),
+    }
+    let opt = |c: &Option<crate::reconcile::fleet::CommitId>| {
+        c.as_ref().map_or("-".to_string(), |c| c.to_string())
+    };
+    line("verified:", opt(&s.state.verified));
+    line("tip:", opt(&s.state.tip));
+    if let Some(r) = &s.state.rollout {
+        let bucket = r
+            .bucket
+            .map_or("no bucket".to_string(), |b| format!("bucket {b}"));
+        let side = if r.included { "in" } else { "out" };
+        line(
+            "rollout:",
+            format!(
+                "{} at {}, from {}: {bucket}, {side}, applies {}",
+                r.id, r.percent, r.from, r.applies
+            ),
+        );
+    }
+    line(
+        "fetched:",
+        format!(
+            "{} (last success: {})",
+            s.state.last_fetch.as_deref().unwrap_or("never"),
+            s.state.last_success.as_deref().unwrap_or("never")
+        ),
+    );
+    if let Some(e) = &s.state.last_error {
+        line(
+            "error:",
+            format!("{e} ({} failed fetches in a row)", s.state.fetch_failures),
+        );
+    }
+    for w in &s.warnings {
+        line("warning:", w.clone());
+    }
+    if !s.state.refused.is_empty() {
+        line("refused:", String::new());
+        for r in &s.state.refused {
+            out += &format!(
+                "  {} {} ({}): {}: commit {} {}\n",
+                r.time,
+                r.tip.short(),
+                r.via,
+                r.reason,
+                r.commit.short(),
+                r.detail
+            );
+        }
+    }
+    out
 }
 
 fn first_line(s: &str) -> String {

@@ -61,6 +61,12 @@ pub fn run(config: Option<&Path>, args: &StatusArgs) -> ExitCode {
             return fail(&format!("no container named {name:?}"));
         }
     }
+    if !args.json
+        && cfg.git_source.is_some()
+        && let Some(s) = source_status(&cfg)
+    {
+        out!("{}", render::source_header(&s));
+    }
     if args.json {
         outln!(
             "{}",
@@ -70,4 +76,15 @@ pub fn run(config: Option<&Path>, args: &StatusArgs) -> ExitCode {
         out!("{}", render::status_table(&statuses));
     }
     ExitCode::from(exit::SUCCESS)
+}
+
+/// The source's status: the agent's, else what the state dir holds.
+fn source_status(cfg: &berth_spec::Config) -> Option<crate::status::SourceStatus> {
+    let rt = local::tokio();
+    rt.block_on(async {
+        match local::agent(cfg).await {
+            Some(a) => a.get_json("/v1/source").await.ok(),
+            None => crate::source::git::read_status(cfg, &crate::config::host_facts(cfg)),
+        }
+    })
 }

@@ -8,6 +8,11 @@
 //! With an explicit `--config FILE`, the agent config is validated too (alone, when no spec
 //! path is given), every problem with its position, and its `[logging]` fills the specs'
 //! defaults (what `--show` prints). Without one, no config is read: the files alone are judged.
+//!
+//! `rollout.toml` at the root of a directory is a source repository's rollout, checked as one.
+//! `--host-labels` (and `--host-id`) judge `[match]` for a host: what it would run, what not and
+//! why, and the checks across specs among those it runs. Without them, specs whose `[match]`
+//! can never meet on one host are not held against each other (a port used by both).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -33,6 +38,17 @@ pub struct ValidateArgs {
     /// Machine-readable output on stdout (diagnostics, and the specs with --show)
     #[arg(long)]
     pub json: bool,
+    /// Judge `[match]` for a host with these labels (`role=kiosk,site=berlin`): list what it
+    /// would run
+    #[arg(long, value_name = "NAME=VALUE,...", value_parser = berth_spec::matching::parse_label_pairs)]
+    pub host_labels: Option<std::collections::BTreeMap<String, String>>,
+    /// Judge `[match] hosts` for a host with this id (with or without --host-labels)
+    #[arg(long, value_name = "ID", value_parser = parse_host_id)]
+    pub host_id: Option<String>,
+}
+
+fn parse_host_id(s: &str) -> Result<String, String> {
+    berth_spec::matching::validate_host_id(s).map(|()| s.to_string())
 }
 
 /// One container's outcome.
@@ -44,6 +60,8 @@ struct Checked {
 #[derive(Default)]
 struct Report {
     specs: Vec<Checked>,
+    /// With a host: specs its `[match]` leaves out, and why.
+    not_here: BTreeMap<String, String>,
     /// Set-level diagnostics, and problems with the paths themselves.
     diagnostics: Vec<Diagnostic>,
     path_errors: Vec<String>,
@@ -84,10 +102,15 @@ pub fn run(args: &ValidateArgs, config: Option<&Path>) -> ExitCode {
         Err(ConfigError::Invalid { diagnostics, .. }) => ConfigCheck::Invalid(diagnostics),
         Err(e) => ConfigCheck::Unreadable(format!("{}: error: {e}", path.display())),
     });
+    let host =
+        (args.host_labels.is_some() || args.host_id.is_some()).then(|| berth_spec::HostFacts {
+            host_id: args.host_id.clone(),
+            labels: args.host_labels.clone().unwrap_or_default(),
+        });
     let mut report = if args.paths.is_empty() {
         Report::default()
     } else {
-        check(&args.paths, &defaults)
+        check(&args.paths, &defaults, host.as_ref())
     };
     match &config_check {
         Some(ConfigCheck::Invalid(d)) => {
@@ -134,7 +157,27 @@ pub fn run(args: &ValidateArgs, config: Option<&Path>) -> ExitCode {
                 }
             }
         }
-        let valid = report.specs.iter().filter(|c| c.result.is_ok()).count();
+        if host.is_some() {
+            let runs: Vec<&str> = report
+                .specs
+                .iter()
+                .filter(|c| c.result.is_ok())
+                .map(|c| c.name.as_str())
+                .collect();
+            outln!(
+                "runs here: {}",
+                if runs.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    runs.join(", ")
+                }
+            );
+            for (name, why) in &report.not_here {
+                outln!("not here: {name}: {why}");
+            }
+        }
+        let valid =
+            report.specs.iter().filter(|c| c.result.is_ok()).count() + report.not_here.len();
         let config_part = match &config_check {
             None => String::new(),
             Some(ConfigCheck::Valid) => "config valid".to_string(),
@@ -149,7 +192,7 @@ pub fn run(args: &ValidateArgs, config: Option<&Path>) -> ExitCode {
             };
             let mut s = format!(
                 "{valid} of {} specs valid, {} set problems",
-                report.specs.len(),
+                report.specs.len() + report.not_here.len(),
                 report.diagnostics.len() - config_diags
             );
             if !config_part.is_empty() {
@@ -166,13 +209,17 @@ pub fn run(args: &ValidateArgs, config: Option<&Path>) -> ExitCode {
     ExitCode::from(if ok { exit::SUCCESS } else { exit::FAILURE })
 }
 
-fn check(paths: &[PathBuf], defaults: &SpecDefaults) -> Report {
+fn check(
+    paths: &[PathBuf],
+    defaults: &SpecDefaults,
+    host: Option<&berth_spec::HostFacts>,
+) -> Report {
     let mut report = Report::default();
     // Files are grouped by directory so each directory is read once, however many are named.
     let mut files_by_dir: BTreeMap<PathBuf, BTreeSet<String>> = BTreeMap::new();
     for path in paths {
         match std::fs::metadata(path) {
-            Ok(m) if m.is_dir() => check_dir(path, defaults, &mut report),
+            Ok(m) if m.is_dir() => check_dir(path, defaults, host, &mut report),
             Ok(_) => match spec_of_file(path) {
                 Some((dir, name)) => {
                     files_by_dir.entry(dir).or_default().insert(name);
@@ -188,9 +235,38 @@ fn check(paths: &[PathBuf], defaults: &SpecDefaults) -> Report {
         }
     }
     for (dir, names) in files_by_dir {
-        check_files(&dir, &names, defaults, &mut report);
+        check_files(&dir, &names, defaults, host, &mut report);
     }
     report
+}
+
+/// Loads a dir as the agent would (for a host, when one is given), with `rollout.toml` at its
+/// root read as a rollout.
+fn load_for(
+    dir: &Path,
+    defaults: &SpecDefaults,
+    host: Option<&berth_spec::HostFacts>,
+    report: &mut Report,
+) -> Result<load::LoadedSet, load::DirError> {
+    let mut set = match host {
+        Some(h) => load::load_dir_for(dir, defaults, h)?,
+        None => load::load_dir_with(dir, defaults)?,
+    };
+    let rollout = dir.join(berth_spec::rollout::ROLLOUT_FILE);
+    if rollout.is_file() {
+        set.specs.remove("rollout");
+        set.not_here.remove("rollout");
+        let root = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        match load::read_text(&root, &rollout) {
+            Ok(text) => {
+                if let Err(d) = berth_spec::rollout::parse_rollout(&rollout, &text) {
+                    report.diagnostics.extend(d);
+                }
+            }
+            Err(e) => report.path_errors.push(load::file_error_line(&e)),
+        }
+    }
+    Ok(set)
 }
 
 /// The (directory, container name) a file belongs to: `d/web.toml` and
@@ -215,16 +291,22 @@ fn spec_of_file(path: &Path) -> Option<(PathBuf, String)> {
     Some((parent.to_path_buf(), name.to_string()))
 }
 
-fn check_dir(dir: &Path, defaults: &SpecDefaults, report: &mut Report) {
-    match load::load_dir_with(dir, defaults) {
+fn check_dir(
+    dir: &Path,
+    defaults: &SpecDefaults,
+    host: Option<&berth_spec::HostFacts>,
+    report: &mut Report,
+) {
+    match load_for(dir, defaults, host, report) {
         Ok(set) => {
-            if set.specs.is_empty() {
+            if set.specs.is_empty() && set.not_here.is_empty() {
                 report.path_errors.push(format!(
                     "{}: error: no spec files (*.toml) in this directory",
                     dir.display()
                 ));
             }
             report.diagnostics.extend(set.set_diagnostics);
+            report.not_here.extend(set.not_here);
             report.specs.extend(
                 set.specs
                     .into_iter()
@@ -237,8 +319,14 @@ fn check_dir(dir: &Path, defaults: &SpecDefaults, report: &mut Report) {
     }
 }
 
-fn check_files(dir: &Path, names: &BTreeSet<String>, defaults: &SpecDefaults, report: &mut Report) {
-    let mut set = match load::load_dir_with(dir, defaults) {
+fn check_files(
+    dir: &Path,
+    names: &BTreeSet<String>,
+    defaults: &SpecDefaults,
+    host: Option<&berth_spec::HostFacts>,
+    report: &mut Report,
+) {
+    let mut set = match load_for(dir, defaults, host, report) {
         Ok(set) => set,
         Err(e) => {
             report
@@ -248,6 +336,13 @@ fn check_files(dir: &Path, names: &BTreeSet<String>, defaults: &SpecDefaults, re
         }
     };
     for name in names {
+        if let Some(why) = set.not_here.remove(name) {
+            report.not_here.insert(name.clone(), why);
+            continue;
+        }
+        if name == "rollout" && dir.join(berth_spec::rollout::ROLLOUT_FILE).is_file() {
+            continue; // Checked as the rollout by load_for.
+        }
         // A named file the directory scan skips (a hidden one) is still checked alone.
         let result = match set.specs.remove(name) {
             Some(r) => r,
@@ -316,7 +411,7 @@ fn to_json(report: &Report, ok: bool, show: bool) -> Value {
             |e| json!({ "file": null, "line": null, "column": null, "key": "", "message": e }),
         ),
     );
-    json!({ "valid": ok, "specs": specs, "diagnostics": diagnostics })
+    json!({ "valid": ok, "specs": specs, "diagnostics": diagnostics, "not_here": report.not_here })
 }
 
 #[cfg(test)]

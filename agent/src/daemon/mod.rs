@@ -77,6 +77,11 @@ pub enum Event {
     Api(ApiRequest),
     /// SIGHUP: rescan and re-check everything now.
     Hangup,
+    /// `berth apply` after the spec repository was fetched (with a `[source]`).
+    ApplyFetched {
+        options: crate::api::server::ApplyOptions,
+        reply: tokio::sync::oneshot::Sender<ApplyResult>,
+    },
     Shutdown,
 }
 
@@ -112,6 +117,8 @@ pub struct Reconciler {
     jitter_seed: u64,
     /// Host problems containers on the bridge suffer from, shown on their status.
     warnings: Vec<String>,
+    /// The spec repository (`[source]`): fetched at once on SIGHUP and `berth apply`.
+    pub git_source: Option<crate::source::git::service::SourceHandle>,
 }
 
 impl Reconciler {
@@ -159,6 +166,7 @@ impl Reconciler {
             health_wake: None,
             checks_in_flight: BTreeSet::new(),
             warnings,
+            git_source: None,
             jitter_seed: {
                 let mut b = [0u8; 8];
                 let _ = getrandom::fill(&mut b);
@@ -204,6 +212,11 @@ impl Reconciler {
                 true
             }
             Event::Hangup => {
+                if let Some(g) = &self.git_source {
+                    // The swap it may bring wakes the loop through the spec watcher.
+                    g.fetch_soon();
+                    g.scan_imports();
+                }
                 self.rescan();
                 self.recheck_now();
                 self.start_resync();
@@ -260,6 +273,9 @@ impl Reconciler {
                 false
             }
             Event::ImportsChanged => {
+                if let Some(g) = &self.git_source {
+                    g.scan_imports();
+                }
                 self.start_import_scan();
                 false
             }
@@ -308,7 +324,18 @@ impl Reconciler {
                 });
                 false
             }
-            Event::Api(ApiRequest::Apply { options, reply }) => {
+            Event::Api(ApiRequest::Apply { options, reply }) if self.git_source.is_some() => {
+                // Fetch first, so that the answer covers what the remote holds now.
+                let done = self.git_source.as_ref().expect("checked").fetch_now();
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let _ = done.await;
+                    let _ = tx.send(Event::ApplyFetched { options, reply });
+                });
+                false
+            }
+            Event::Api(ApiRequest::Apply { options, reply })
+            | Event::ApplyFetched { options, reply } => {
                 self.rescan();
                 self.recheck_now();
                 // Answer from a fresh look at the host, not from what the loop last heard
@@ -594,7 +621,7 @@ pub fn plan_view(p: &Plan) -> PlanView {
     }
 }
 
-pub use run::{run_agent, run_once};
+pub use run::{Inputs, run_agent, run_once};
 
 #[cfg(test)]
 mod tests;

@@ -13,24 +13,44 @@ use crate::reconcile::backend::Backend;
 use crate::reconcile::desired::SpecSource;
 use crate::status::ApplyResult;
 
+/// Where the agent's specs come from, and what says they (or the import dir) changed.
+pub struct Inputs {
+    pub specs: Box<dyn SpecSource>,
+    pub specs_changed: mpsc::Receiver<()>,
+    pub imports_changed: mpsc::Receiver<()>,
+    /// `[source]`: the spec repository, started with the loop (it writes `specs_dir`).
+    pub repo: Option<crate::source::git::GitSource>,
+}
+
 /// What `berth agent` runs until `shutdown` resolves.
 pub async fn run_agent(
     config: Config,
     backend: Arc<dyn Backend>,
-    source: Box<dyn SpecSource>,
+    inputs: Inputs,
     metrics: Arc<Metrics>,
-    mut specs_changed: mpsc::Receiver<()>,
-    mut imports_changed: mpsc::Receiver<()>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let Inputs {
+        specs: source,
+        mut specs_changed,
+        mut imports_changed,
+        repo: git_source,
+    } = inputs;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut r = Reconciler::start(config, backend, source, metrics, tx.clone()).await?;
+    r.git_source = git_source.map(|g| {
+        crate::source::git::service::spawn(
+            g.with_events(r.events.clone()),
+            r.config.images_dir.clone(),
+        )
+    });
     let (req_tx, mut req_rx) = mpsc::channel(16);
     let api_state = crate::api::server::ApiState {
         statuses: r.statuses(),
         events: r.events.clone(),
         metrics: r.metrics.clone(),
         requests: req_tx,
+        source: r.git_source.clone(),
     };
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let socket = r.layout.socket();

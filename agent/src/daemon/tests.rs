@@ -456,10 +456,13 @@ async fn agent_follows_specs_and_restarts_exited_containers() {
     let agent = tokio::spawn(run_agent(
         cfg,
         Arc::new(fake.clone()),
-        Box::new(source.clone()),
+        super::Inputs {
+            specs: Box::new(source.clone()),
+            specs_changed: specs_rx,
+            imports_changed: imports_rx,
+            repo: None,
+        },
         Arc::new(Metrics::new()),
-        specs_rx,
-        imports_rx,
         async move {
             let _ = stop_rx.await;
         },

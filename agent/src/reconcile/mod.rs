@@ -4,11 +4,14 @@
 //!   container's last valid spec remembered.
 //! - [`plan`]: the policy, a pure function; [`backoff`]: its delays; [`report`]: statuses.
 //! - [`backend`]: the narrow trait the executor drives (store, runtime, network).
+//! - [`fleet`]: trust in a spec repository (signatures, fast-forward, rollouts), for
+//!   `source::git`.
 
 pub mod action;
 pub mod backend;
 pub mod backoff;
 pub mod desired;
+pub mod fleet;
 pub mod health;
 pub mod model;
 pub mod plan;

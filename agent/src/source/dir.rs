@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use berth_spec::SpecDefaults;
+use berth_spec::{HostFacts, SpecDefaults};
 
 use super::load::{self, SpecError};
 use super::perms::TrustedOwners;
@@ -15,6 +15,8 @@ use crate::reconcile::desired::{Scan, SpecSource};
 pub struct DirSource {
     dir: PathBuf,
     defaults: SpecDefaults,
+    /// This host's id and labels: specs whose `[match]` leaves it out are absent here.
+    host: Option<HostFacts>,
     trusted: TrustedOwners,
     settle: Duration,
     watcher: Option<SpecWatcher>,
@@ -31,11 +33,18 @@ impl DirSource {
         DirSource {
             dir: dir.to_path_buf(),
             defaults,
+            host: None,
             trusted,
             settle,
             watcher: None,
             cache: load::LoadCache::default(),
         }
+    }
+
+    /// Judges `[match]` for this host.
+    pub fn for_host(mut self, host: HostFacts) -> Self {
+        self.host = Some(host);
+        self
     }
 
     /// Keeps `watcher`'s inotify watches following the dir (created late, swapped) at every
@@ -64,7 +73,12 @@ impl SpecSource for DirSource {
         if let Some(w) = &mut self.watcher {
             w.refresh();
         }
-        let set = match load::load_dir_cached(&self.dir, &self.defaults, &mut self.cache) {
+        let set = match load::load_dir_cached_for(
+            &self.dir,
+            &self.defaults,
+            &mut self.cache,
+            self.host.as_ref(),
+        ) {
             Ok(set) => set,
             Err(e) => {
                 return Scan {

@@ -18,7 +18,9 @@ use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use berth_spec::{Diagnostic, ParsedSpec, SourceFile, SpecDefaults, check_set, parse_spec_with};
+use berth_spec::{
+    Diagnostic, HostFacts, ParsedSpec, SourceFile, SpecDefaults, check_set, parse_spec_with,
+};
 
 /// Largest spec, drop-in or env file read.
 pub const MAX_FILE_SIZE: u64 = 1 << 20;
@@ -114,6 +116,9 @@ pub struct LoadedSet {
     /// Problems across specs: a host port published twice, a `depends_on` naming a container
     /// without a file, a dependency cycle. The specs involved are valid on their own.
     pub set_diagnostics: Vec<Diagnostic>,
+    /// Valid specs whose `[match]` leaves this host out, with why: absent here (not in
+    /// `specs`, so a running one is pruned as if its file were deleted).
+    pub not_here: BTreeMap<String, String>,
 }
 
 impl LoadedSet {
@@ -262,6 +267,17 @@ pub fn load_dir_cached(
     defaults: &SpecDefaults,
     cache: &mut LoadCache,
 ) -> Result<LoadedSet, DirError> {
+    load_dir_cached_for(dir, defaults, cache, None)
+}
+
+/// [`load_dir_cached`] for a host: specs whose `[match]` leaves it out are set aside (in
+/// `not_here`) before the checks across specs, which judge only what runs here.
+pub fn load_dir_cached_for(
+    dir: &Path,
+    defaults: &SpecDefaults,
+    cache: &mut LoadCache,
+    host: Option<&HostFacts>,
+) -> Result<LoadedSet, DirError> {
     let root = dir_root(dir)?;
     let names = spec_names(dir)?;
     let mut specs = BTreeMap::new();
@@ -287,7 +303,7 @@ pub fn load_dir_cached(
         specs.insert(name, result);
     }
     cache.specs.retain(|n, _| specs.contains_key(n));
-    Ok(finish(dir, specs, read))
+    Ok(finish_for(dir, specs, read, host))
 }
 
 /// Loads one container's spec from `dir`: `<name>.toml`, its drop-ins, its env files.
@@ -305,13 +321,55 @@ fn finish(
     specs: BTreeMap<String, Result<ParsedSpec, SpecError>>,
     read: ReadStats,
 ) -> LoadedSet {
+    finish_for(dir, specs, read, None)
+}
+
+fn finish_for(
+    dir: &Path,
+    mut specs: BTreeMap<String, Result<ParsedSpec, SpecError>>,
+    read: ReadStats,
+    host: Option<&HostFacts>,
+) -> LoadedSet {
+    let mut not_here = BTreeMap::new();
+    if let Some(host) = host {
+        specs.retain(|name, r| match r {
+            Ok(p) => match p.spec.host_match.mismatch(host) {
+                Some(why) => {
+                    not_here.insert(name.clone(), why);
+                    false
+                }
+                None => true,
+            },
+            Err(_) => true,
+        });
+    }
     let set_diagnostics = check_set(&specs);
     LoadedSet {
         dir: dir.to_path_buf(),
         specs,
         read,
         set_diagnostics,
+        not_here,
     }
+}
+
+/// Reads a dir for a host, as [`load_dir_with`] does, with `[match]` applied.
+pub fn load_dir_for(
+    dir: &Path,
+    defaults: &SpecDefaults,
+    host: &HostFacts,
+) -> Result<LoadedSet, DirError> {
+    let root = dir_root(dir)?;
+    let mut read = ReadStats::new();
+    let specs = spec_names(dir)?
+        .into_iter()
+        .map(|name| {
+            let (r, stats) = load_spec(&root, dir, &name, defaults);
+            read.extend(stats);
+            (name, r)
+        })
+        .collect();
+    Ok(finish_for(dir, specs, read, Some(host)))
 }
 
 /// The canonical spec dir: symlinks inside it must resolve under this.

@@ -70,6 +70,8 @@ pub fn scan_import_dir(
         .flatten()
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .map(|e| e.path())
+        // Spec repository bundles share the dir: `[source]` imports those.
+        .filter(|p| !crate::source::git::is_bundle(p))
         .collect();
     paths.sort();
     let seen_dir = store.layout().images_dir().join("imported");
