@@ -203,7 +203,10 @@ fn ten_thousand_specs_are_held_once_and_statuses_are_streamed() {
     });
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        assert!(std::time::Instant::now() < deadline, "the server never came up");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never came up"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     // Warm up (the runtime's and the connection's buffers), then measure one response.

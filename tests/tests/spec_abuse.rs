@@ -245,7 +245,11 @@ fn ten_thousand_specs() {
         let rows: Vec<&str> = table.lines().collect();
         assert_eq!(rows.len(), N + 1, "a header and one row per spec");
         assert!(rows[0].starts_with("NAME"), "{}", rows[0]);
-        assert!(rows[N].starts_with(&format!("s{:05}", N - 1)), "{}", rows[N]);
+        assert!(
+            rows[N].starts_with(&format!("s{:05}", N - 1)),
+            "{}",
+            rows[N]
+        );
         for i in 0..N {
             agent.remove_spec(&format!("s{i:05}"));
         }

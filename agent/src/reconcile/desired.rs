@@ -233,6 +233,28 @@ mod tests {
     }
 
     #[test]
+    fn a_spec_read_again_is_held_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut scan = Scan::default();
+        scan.specs.insert("web".into(), Ok(spec("web", "1").into()));
+        LastValid::load(&layout(dir.path())).desired(&scan);
+        // A fresh agent holds the copy it read from spec.json until the source reads the same
+        // spec: then the source's allocation is the only one, in the last valid specs and in
+        // the desired set alike.
+        let mut lv = LastValid::load(&layout(dir.path()));
+        let read: Arc<ContainerSpec> = Arc::new(spec("web", "1"));
+        scan.specs.insert("web".into(), Ok(read.clone()));
+        let d = lv.desired(&scan);
+        assert!(Arc::ptr_eq(&lv.specs["web"].spec, &read));
+        assert!(Arc::ptr_eq(
+            &d.specs["web"].spec.as_ref().unwrap().spec,
+            &read
+        ));
+        // Here, in the scan, in the last valid specs, in the desired set: no other copy.
+        assert_eq!(Arc::strong_count(&read), 4);
+    }
+
+    #[test]
     fn changed_spec_is_persisted() {
         let dir = tempfile::tempdir().unwrap();
         let mut lv = LastValid::load(&layout(dir.path()));
