@@ -62,7 +62,9 @@ pub struct Location {
 /// A valid spec and where its parts came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParsedSpec {
-    pub spec: ContainerSpec,
+    /// Shared, not copied: the agent's source cache, last valid specs, desired set and plan
+    /// all hold this one allocation.
+    pub spec: std::sync::Arc<ContainerSpec>,
     /// Every file read for it: the base, its drop-ins, then env files, as the caller named them.
     pub files: Vec<PathBuf>,
     /// One per `spec.ports` entry.
@@ -458,7 +460,7 @@ fn decode(
     Some(ParsedSpec {
         port_places: ports.iter().map(|(_, s)| location(cx, *s)).collect(),
         dependency_places: depends_on.iter().map(|(_, s)| location(cx, *s)).collect(),
-        spec,
+        spec: spec.into(),
         files,
     })
 }

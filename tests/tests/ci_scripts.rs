@@ -54,8 +54,14 @@ fn fuzz_ci_fails_when_a_target_crashes() {
     }
     let (code, text) = fuzz_ci_with_run_status(77);
     assert_ne!(code, 0, "a crashing target passed fuzz/ci:\n{text}");
-    assert!(text.contains("target_a"), "the failure names the target:\n{text}");
-    assert!(text.contains("exit 77"), "the failure gives the status:\n{text}");
+    assert!(
+        text.contains("target_a"),
+        "the failure names the target:\n{text}"
+    );
+    assert!(
+        text.contains("exit 77"),
+        "the failure gives the status:\n{text}"
+    );
 }
 
 #[test]

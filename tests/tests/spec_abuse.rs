@@ -236,6 +236,20 @@ fn ten_thousand_specs() {
         let out = agent.berth(&["status", "--json"]);
         assert!(out.status.success());
         let status_time = t.elapsed();
+        // The agent streams the list; both CLI forms read it whole.
+        let listed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(listed.len(), N);
+        let table = agent.berth(&["status"]);
+        assert!(table.status.success());
+        let table = String::from_utf8(table.stdout).unwrap();
+        let rows: Vec<&str> = table.lines().collect();
+        assert_eq!(rows.len(), N + 1, "a header and one row per spec");
+        assert!(rows[0].starts_with("NAME"), "{}", rows[0]);
+        assert!(
+            rows[N].starts_with(&format!("s{:05}", N - 1)),
+            "{}",
+            rows[N]
+        );
         for i in 0..N {
             agent.remove_spec(&format!("s{i:05}"));
         }

@@ -20,6 +20,7 @@ use serde::Deserialize;
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::stream;
 use crate::events::EventLog;
 use crate::metrics::Metrics;
 use crate::status::{ApplyResult, ContainerStatus, PlanView, PruneReport};
@@ -171,8 +172,10 @@ pub async fn serve_metrics(addr: std::net::SocketAddr, metrics: Arc<Metrics>) {
     }
 }
 
-async fn list(State(s): State<ApiState>) -> axum::Json<Vec<ContainerStatus>> {
-    axum::Json(s.statuses.borrow().as_ref().clone())
+/// The published list itself (shared, not copied), written as it is serialised.
+async fn list(State(s): State<ApiState>) -> Response {
+    let all = s.statuses.borrow().clone();
+    stream::json_shared(all)
 }
 
 async fn one(State(s): State<ApiState>, UrlPath(name): UrlPath<String>) -> Response {
@@ -196,22 +199,17 @@ struct EventsQuery {
 
 async fn events(State(s): State<ApiState>, Query(q): Query<EventsQuery>) -> Response {
     let (past, rx) = s.events.subscribe();
-    let mut head = Vec::new();
-    for ev in past {
-        head.extend_from_slice(&serde_json::to_vec(&ev).expect("event serialises"));
-        head.push(b'\n');
-    }
     if !q.follow {
-        return ([(header::CONTENT_TYPE, "application/x-ndjson")], head).into_response();
+        return stream::ndjson(past);
     }
-    let first = futures_util::stream::once(async move { Ok::<_, std::io::Error>(head) });
+    let first = stream::chunks(move |w| stream::ndjson_lines(w, past));
     let live = futures_util::stream::unfold(rx, |mut rx| async move {
         loop {
             match rx.recv().await {
                 Ok(ev) => {
                     let mut line = serde_json::to_vec(&ev).expect("event serialises");
                     line.push(b'\n');
-                    return Some((Ok(line), rx));
+                    return Some((Ok(axum::body::Bytes::from(line)), rx));
                 }
                 // A slow reader missed some: go on with the newest.
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
@@ -250,7 +248,7 @@ async fn ask<T>(
 
 async fn plan(State(s): State<ApiState>) -> Response {
     match ask(&s, |reply| ApiRequest::Plan { reply }, None).await {
-        Ok(p) => axum::Json(p).into_response(),
+        Ok(p) => stream::json(p),
         Err(r) => r,
     }
 }
@@ -269,7 +267,7 @@ async fn apply(
     )
     .await
     {
-        Ok(r) => axum::Json(r).into_response(),
+        Ok(r) => stream::json(r),
         Err(r) => r,
     }
 }

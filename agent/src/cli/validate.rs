@@ -389,7 +389,7 @@ fn to_json(report: &Report, ok: bool, show: bool) -> Value {
                 entry["files"] = json!(p.files);
                 entry["hash"] = json!(spec_hash(&p.spec));
                 if show {
-                    entry["spec"] = serde_json::to_value(&p.spec).expect("spec serialises");
+                    entry["spec"] = serde_json::to_value(&*p.spec).expect("spec serialises");
                 }
             }
             Err(SpecError::Invalid(diags)) => diagnostics.extend(diags.iter().map(diagnostic_json)),

@@ -274,7 +274,10 @@ struct Source(Arc<Mutex<Scan>>);
 impl Source {
     fn set(&self, specs: Vec<ContainerSpec>) {
         let mut s = self.0.lock().unwrap();
-        s.specs = specs.into_iter().map(|s| (s.name.clone(), Ok(s))).collect();
+        s.specs = specs
+            .into_iter()
+            .map(|s| (s.name.clone(), Ok(Arc::new(s))))
+            .collect();
     }
 }
 

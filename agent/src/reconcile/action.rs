@@ -24,7 +24,7 @@ pub enum Action {
     /// Make a new incarnation (rootfs, network, cgroup) and start it.
     Create {
         name: String,
-        spec: Box<ContainerSpec>,
+        spec: std::sync::Arc<ContainerSpec>,
         hash: String,
         image_digest: String,
         /// What this creation means for the container's update history.

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use berth_spec::ContainerSpec;
 
@@ -16,8 +17,9 @@ use crate::layout::Layout;
 pub struct Scan {
     /// Set when the source as a whole could not be read (dir missing or unreadable).
     pub error: Option<String>,
-    /// Every spec file by container name: its normalised spec, or why it was refused.
-    pub specs: BTreeMap<String, Result<ContainerSpec, String>>,
+    /// Every spec file by container name: its normalised spec (shared with the source's cache,
+    /// never copied), or why it was refused.
+    pub specs: BTreeMap<String, Result<Arc<ContainerSpec>, String>>,
     /// A refused file changed moments ago and may be half-written: scan again shortly.
     pub unsettled: bool,
 }
@@ -44,7 +46,7 @@ impl LastValid {
                 let name = e.file_name().to_string_lossy().into_owned();
                 match fsutil::read_json::<ContainerSpec>(&e.path().join("spec.json")) {
                     Ok(Some(spec)) if spec.name == name => {
-                        specs.insert(name, DesiredSpec::new(spec));
+                        specs.insert(name, DesiredSpec::new(Arc::new(spec)));
                     }
                     Ok(_) => {}
                     Err(e) => {
@@ -77,8 +79,15 @@ impl LastValid {
         for (name, result) in &scan.specs {
             let entry = match result {
                 Ok(spec) => {
-                    if self.specs.get(name).is_none_or(|old| old.spec != *spec) {
-                        self.persist(name, spec);
+                    match self.specs.get_mut(name) {
+                        // The same spec read again: hold the scan's allocation, not a second
+                        // one (a spec read back from spec.json at startup is one).
+                        Some(old) if *old.spec == **spec => {
+                            if !Arc::ptr_eq(&old.spec, spec) {
+                                old.spec = spec.clone();
+                            }
+                        }
+                        _ => self.persist(name, spec),
                     }
                     DesiredEntry {
                         spec: Some(self.specs[name].clone()),
@@ -106,7 +115,7 @@ impl LastValid {
         out
     }
 
-    fn persist(&mut self, name: &str, spec: &ContainerSpec) {
+    fn persist(&mut self, name: &str, spec: &Arc<ContainerSpec>) {
         if !self.persist {
             self.specs
                 .insert(name.to_string(), DesiredSpec::new(spec.clone()));
@@ -116,7 +125,7 @@ impl LastValid {
         // Not fsynced: it sits on the path from a spec to its running container; a power
         // loss can only cost the newest version (the file is re-read valid in the usual case).
         let result = fsutil::create_private_dir_all(&dir).and_then(|_| {
-            let data = serde_json::to_vec_pretty(spec).map_err(std::io::Error::other)?;
+            let data = serde_json::to_vec_pretty(&**spec).map_err(std::io::Error::other)?;
             fsutil::atomic_replace(&dir.join("spec.json"), &data)
         });
         if let Err(e) = result {
@@ -177,17 +186,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut lv = LastValid::load(&layout(dir.path()));
         let mut scan = Scan::default();
-        scan.specs.insert("web".into(), Ok(spec("web", "1")));
+        scan.specs.insert("web".into(), Ok(spec("web", "1").into()));
         let d = lv.desired(&scan);
         assert!(d.trustworthy);
-        assert_eq!(d.specs["web"].spec.as_ref().unwrap().spec, spec("web", "1"));
+        assert_eq!(
+            *d.specs["web"].spec.as_ref().unwrap().spec,
+            spec("web", "1")
+        );
 
         // A fresh agent reads it back from disk.
         let mut lv = LastValid::load(&layout(dir.path()));
         scan.specs
             .insert("web".into(), Err("web.toml:1:1: bad".into()));
         let d = lv.desired(&scan);
-        assert_eq!(d.specs["web"].spec.as_ref().unwrap().spec, spec("web", "1"));
+        assert_eq!(
+            *d.specs["web"].spec.as_ref().unwrap().spec,
+            spec("web", "1")
+        );
         assert_eq!(d.specs["web"].error.as_deref(), Some("web.toml:1:1: bad"));
 
         // Never valid: no spec, only the error.
@@ -200,7 +215,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut lv = LastValid::load(&layout(dir.path()));
         let mut scan = Scan::default();
-        scan.specs.insert("web".into(), Ok(spec("web", "1")));
+        scan.specs.insert("web".into(), Ok(spec("web", "1").into()));
         lv.desired(&scan);
         let d = lv.desired(&Scan {
             error: Some("specs dir missing".into()),
@@ -218,15 +233,37 @@ mod tests {
     }
 
     #[test]
+    fn a_spec_read_again_is_held_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut scan = Scan::default();
+        scan.specs.insert("web".into(), Ok(spec("web", "1").into()));
+        LastValid::load(&layout(dir.path())).desired(&scan);
+        // A fresh agent holds the copy it read from spec.json until the source reads the same
+        // spec: then the source's allocation is the only one, in the last valid specs and in
+        // the desired set alike.
+        let mut lv = LastValid::load(&layout(dir.path()));
+        let read: Arc<ContainerSpec> = Arc::new(spec("web", "1"));
+        scan.specs.insert("web".into(), Ok(read.clone()));
+        let d = lv.desired(&scan);
+        assert!(Arc::ptr_eq(&lv.specs["web"].spec, &read));
+        assert!(Arc::ptr_eq(
+            &d.specs["web"].spec.as_ref().unwrap().spec,
+            &read
+        ));
+        // Here, in the scan, in the last valid specs, in the desired set: no other copy.
+        assert_eq!(Arc::strong_count(&read), 4);
+    }
+
+    #[test]
     fn changed_spec_is_persisted() {
         let dir = tempfile::tempdir().unwrap();
         let mut lv = LastValid::load(&layout(dir.path()));
         let mut scan = Scan::default();
-        scan.specs.insert("web".into(), Ok(spec("web", "1")));
+        scan.specs.insert("web".into(), Ok(spec("web", "1").into()));
         lv.desired(&scan);
-        scan.specs.insert("web".into(), Ok(spec("web", "2")));
+        scan.specs.insert("web".into(), Ok(spec("web", "2").into()));
         lv.desired(&scan);
         let lv = LastValid::load(&layout(dir.path()));
-        assert_eq!(lv.specs["web"].spec, spec("web", "2"));
+        assert_eq!(*lv.specs["web"].spec, spec("web", "2"));
     }
 }

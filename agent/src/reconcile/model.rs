@@ -52,12 +52,15 @@ pub struct DesiredEntry {
 
 #[derive(Debug, Clone)]
 pub struct DesiredSpec {
-    pub spec: ContainerSpec,
+    /// The one copy of the spec: shared with the spec source's cache, the last valid specs and
+    /// the plan's actions.
+    pub spec: std::sync::Arc<ContainerSpec>,
     pub hash: String,
 }
 
 impl DesiredSpec {
-    pub fn new(spec: ContainerSpec) -> Self {
+    pub fn new(spec: impl Into<std::sync::Arc<ContainerSpec>>) -> Self {
+        let spec = spec.into();
         let hash = berth_spec::spec_hash(&spec);
         DesiredSpec { spec, hash }
     }

@@ -449,7 +449,7 @@ impl Planner<'_> {
                     });
                     self.push(Action::Create {
                         name: name.into(),
-                        spec: Box::new(spec.clone()),
+                        spec: spec.clone(),
                         hash: d.hash.clone(),
                         image_digest: previous.clone(),
                         update: UpdateMark::Rollback {
@@ -575,7 +575,7 @@ impl Planner<'_> {
         }
         self.push(Action::Create {
             name: name.into(),
-            spec: Box::new(d.spec.clone()),
+            spec: d.spec.clone(),
             hash: d.hash.clone(),
             image_digest: digest.into(),
             update,
