@@ -155,7 +155,10 @@ impl Names {
 /// 4 hex digits of sha256(`<instance>/<network>`).
 fn network_tag(instance: &str, network: &str) -> String {
     use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(format!("{instance}/{network}").as_bytes()))[..4].to_string()
+    hex::encode(sha2::Sha256::digest(
+        format!("{instance}/{network}").as_bytes(),
+    ))[..4]
+        .to_string()
 }
 
 /// The bridge of a named network whose config does not name one: `<instance>-<network>` when

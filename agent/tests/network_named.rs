@@ -42,11 +42,9 @@ fn config(lab: &Lab) -> Config {
 
 fn open_in_lab(lab: &Lab, def: &NetDef) -> Network {
     let host = File::open(&lab.host_ns).unwrap();
-    netns::in_netns(&host, || {
-        Network::open(lab.names.clone(), def, &lab.layout)
-    })
-    .unwrap()
-    .unwrap_or_else(|e| panic!("open network {}: {e}", def.name))
+    netns::in_netns(&host, || Network::open(lab.names.clone(), def, &lab.layout))
+        .unwrap()
+        .unwrap_or_else(|e| panic!("open network {}: {e}", def.name))
 }
 
 #[test]
@@ -79,7 +77,10 @@ fn named_networks_isolate_stacks_with_real_traffic() {
         .unwrap();
     let secret = vault.attach("secret", secret_id, None).unwrap();
     assert!(db.ip.to_string().starts_with("10.223.41."), "{db:?}");
-    assert!(secret.ip.to_string().starts_with("10.224.41."), "{secret:?}");
+    assert!(
+        secret.ip.to_string().starts_with("10.224.41."),
+        "{secret:?}"
+    );
     assert_eq!(api0.netns, api1.netns);
 
     let ns = |name: &str, id: &IncarnationId| lab.container_ns(name, id);
@@ -96,14 +97,20 @@ fn named_networks_isolate_stacks_with_real_traffic() {
         "-o",
         "addr",
     ]);
-    assert!(inside.contains(&format!("eth1    inet {}/24", api1.ip)), "{inside}");
+    assert!(
+        inside.contains(&format!("eth1    inet {}/24", api1.ip)),
+        "{inside}"
+    );
     let routes = lab.host(&[
         "nsenter",
         &format!("--net={}", api_ns.display()),
         "ip",
         "route",
     ]);
-    assert!(routes.contains("default via 10.220.41.1 dev eth0"), "{routes}");
+    assert!(
+        routes.contains("default via 10.220.41.1 dev eth0"),
+        "{routes}"
+    );
     assert!(!routes.contains("default via 10.223"), "{routes}");
 
     lab.serve_http(&db_ns, "db");
@@ -137,11 +144,19 @@ fn named_networks_isolate_stacks_with_real_traffic() {
     let out = |ns: &std::path::Path| {
         lab.try_in(
             ns,
-            &["socat", "-T2", "-", &format!("TCP:{other}:7000,connect-timeout=2")],
+            &[
+                "socat",
+                "-T2",
+                "-",
+                &format!("TCP:{other}:7000,connect-timeout=2"),
+            ],
         )
     };
     let (ok, seen) = out(&db_ns);
-    assert!(ok && seen.contains(&format!("peer={}", lab.host_addr())), "{seen}");
+    assert!(
+        ok && seen.contains(&format!("peer={}", lab.host_addr())),
+        "{seen}"
+    );
     let (ok, seen) = out(&secret_ns);
     assert!(!ok && !seen.contains("peer="), "{seen}");
     let vault_rules = lab.host(&["nft", "list", "table", "inet", "t41-vault"]);
@@ -201,13 +216,18 @@ fn a_network_dropped_from_the_config_goes_once_no_container_uses_it() {
 
     // The config dropped backend, but db still holds an address on it: kept, and said so.
     let notes = retire();
-    assert!(notes.iter().any(|n| n.contains("kept while db")), "{notes:?}");
+    assert!(
+        notes.iter().any(|n| n.contains("kept while db")),
+        "{notes:?}"
+    );
     assert!(has(&["ip", "-o", "link"], "t42-backend"));
 
     backend.detach("db", &id).unwrap();
     let notes = retire();
     assert!(
-        notes.iter().any(|n| n.contains("removed bridge t42-backend")),
+        notes
+            .iter()
+            .any(|n| n.contains("removed bridge t42-backend")),
         "{notes:?}"
     );
     assert!(!has(&["ip", "-o", "link"], "t42-backend"));

@@ -355,11 +355,7 @@ fn named_network(cx: &mut Cx<'_>, n: &Node, key: &str) -> Option<NamedNetworkCon
         masquerade6: masquerade6.ok()?.unwrap_or(d.masquerade6),
     };
     if c.subnet.is_none() && c.subnet6.is_none() {
-        cx.error(
-            n.span,
-            key,
-            "a network needs a subnet, a subnet6, or both",
-        );
+        cx.error(n.span, key, "a network needs a subnet, a subnet6, or both");
         return None;
     }
     Some(c)
@@ -423,7 +419,10 @@ pub fn check_subnet6(s: &str) -> Result<(Ipv6Addr, u8), String> {
         ));
     }
     let first = ip.segments()[0];
-    if first & 0xffc0 == 0xfe80 || first & 0xff00 == 0xff00 || ip.is_loopback() || ip.is_unspecified()
+    if first & 0xffc0 == 0xfe80
+        || first & 0xff00 == 0xff00
+        || ip.is_loopback()
+        || ip.is_unspecified()
         || ip.to_ipv4_mapped().is_some()
     {
         return Err(format!(

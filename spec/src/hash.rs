@@ -54,7 +54,9 @@ pub fn spec_hash(spec: &ContainerSpec) -> String {
         devices: &spec.devices,
         ports: &spec.ports,
         network: &spec.network,
-        ip: legacy.then(|| spec.networks[0].ip.map(std::net::IpAddr::V4)).flatten(),
+        ip: legacy
+            .then(|| spec.networks[0].ip.map(std::net::IpAddr::V4))
+            .flatten(),
         networks: (!legacy && !spec.networks.is_empty()).then_some(spec.networks.as_slice()),
         security: &spec.security,
         labels: &spec.labels,

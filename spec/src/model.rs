@@ -53,7 +53,8 @@ pub struct ContainerSpec {
     pub health: Health,
     pub network: NetworkMode,
     /// With `network = "bridge"`: the networks it joins, in order (at least one; the first
-    /// that is not internal holds the default route). Empty in the other modes.
+    /// that is not internal holds the default route and the published ports). Empty in the
+    /// other modes.
     pub networks: Vec<NetworkJoin>,
     pub security: Security,
     pub logging: Logging,

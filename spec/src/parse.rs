@@ -327,7 +327,9 @@ fn decode(
         sections::resources(cx, v)
     });
     let health = opt(cx, t, "", "health", |cx, v, _| sections::health(cx, v));
-    let network = opt(cx, t, "", "network", |cx, v, k| network_mode(cx, v, k, name));
+    let network = opt(cx, t, "", "network", |cx, v, k| {
+        network_mode(cx, v, k, name)
+    });
     let networks = opt(cx, t, "", "networks", |cx, v, k| {
         network_list(cx, v, k, host.networks.as_ref())
     });
@@ -337,7 +339,11 @@ fn decode(
     });
 
     // Checks across keys of this one file.
-    let net = network.clone().ok().flatten().unwrap_or(NetworkMode::Bridge);
+    let net = network
+        .clone()
+        .ok()
+        .flatten()
+        .unwrap_or(NetworkMode::Bridge);
     let names: Vec<String> = match (&net, &networks) {
         (NetworkMode::Bridge, Ok(Some(list))) => list.iter().map(|(n, _)| n.clone()).collect(),
         (NetworkMode::Bridge, _) => vec![crate::config::DEFAULT_NETWORK.to_string()],
@@ -380,7 +386,9 @@ fn decode(
     }
     if let (Some(known), Ok(Some(ips))) = (host.networks.as_ref(), &ip) {
         for (network, addr, span) in ips {
-            let Some(k) = known.get(network) else { continue };
+            let Some(k) = known.get(network) else {
+                continue;
+            };
             let (has, family) = match addr {
                 IpAddr::V4(_) => (k.ipv4, "IPv4 subnet (subnet)"),
                 IpAddr::V6(_) => (k.ipv6, "IPv6 subnet (subnet6)"),
@@ -410,11 +418,9 @@ fn decode(
             }
         }
     }
-    if let (Some(known), Ok(Some(list)), Some(e)) = (
-        host.networks.as_ref(),
-        &ports,
-        t.entries.get("ports"),
-    ) && !list.is_empty()
+    if let (Some(known), Ok(Some(list)), Some(e)) =
+        (host.networks.as_ref(), &ports, t.entries.get("ports"))
+        && !list.is_empty()
         && net == NetworkMode::Bridge
     {
         publish_targets(cx, e.key_span, list, &names, known);
@@ -531,7 +537,11 @@ fn network_mode(cx: &mut Cx<'_>, v: &Node, k: &str, own: &str) -> Option<Network
             return None;
         }
         if of == own {
-            cx.error(v.span, k, "a container cannot join its own network namespace");
+            cx.error(
+                v.span,
+                k,
+                "a container cannot join its own network namespace",
+            );
             return None;
         }
         return Some(NetworkMode::Container(of.to_string()));
@@ -616,7 +626,11 @@ fn static_ips(
                     || ip.is_loopback()
                     || matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80) =>
             {
-                cx.error(n.span, k, format!("{s} is not a unicast address for a container"));
+                cx.error(
+                    n.span,
+                    k,
+                    format!("{s} is not a unicast address for a container"),
+                );
                 None
             }
             Ok(ip) => Some(ip),
@@ -680,7 +694,9 @@ fn static_ips(
                     continue;
                 }
                 match family(cx, &e.value, &nk) {
-                    Some(list) => out.extend(list.into_iter().map(|(ip, s)| (network.clone(), ip, s))),
+                    Some(list) => {
+                        out.extend(list.into_iter().map(|(ip, s)| (network.clone(), ip, s)))
+                    }
                     None => ok = false,
                 }
             }

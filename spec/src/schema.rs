@@ -67,7 +67,7 @@ struct SpecFile {
     /// `container:<name>` (that container's network namespace). Default `bridge`.
     network: Option<Network>,
     /// The networks the container joins, declared in the agent config (`default` is
-    /// `[network]`); the first that is not internal holds the default route. Default
+    /// `[network]`); the first that is not internal holds the default route and the published ports. Default
     /// `["default"]`.
     networks: Option<Vec<String>>,
     /// Static addresses: one (or one IPv4 and one IPv6) on the first network, or a table of

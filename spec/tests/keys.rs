@@ -738,7 +738,9 @@ fn ip() {
 
 #[test]
 fn networks_and_addresses_per_network() {
-    let s = ok("networks = [\"backend\", \"default\"]\nip = { default = \"10.213.0.7\", backend = [\"10.214.1.5\", \"fd00:b::5\"] }\n");
+    let s = ok(
+        "networks = [\"backend\", \"default\"]\nip = { default = \"10.213.0.7\", backend = [\"10.214.1.5\", \"fd00:b::5\"] }\n",
+    );
     assert_eq!(
         s.networks,
         vec![
@@ -797,26 +799,24 @@ fn networks_checked_against_the_config() {
     };
     let parse = |text: &str| {
         let files = [SourceFile::new("web.toml", text)];
-        berth_spec::parse_spec_with(
-            "web",
-            &files,
-            &mut |_: &Path| Err("none".into()),
-            &host,
-        )
-        .map(|p| p.spec)
-        .map_err(|d| {
-            d.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
+        berth_spec::parse_spec_with("web", &files, &mut |_: &Path| Err("none".into()), &host)
+            .map(|p| p.spec)
+            .map_err(|d| {
+                d.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
     };
     assert!(parse(&format!("{IMG}networks = [\"backend\"]\n")).is_ok());
     let e = parse(&format!("{IMG}networks = [\"bakcend\"]\n")).unwrap_err();
     assert!(e.contains("did you mean \"backend\""), "{e}");
     let e = parse(&format!("{IMG}ip = \"fd00::5\"\n")).unwrap_err();
     assert!(e.contains("has no IPv6 subnet"), "{e}");
-    let e = parse(&format!("{IMG}networks = [\"vault\"]\nports = [\"80:80\"]\n")).unwrap_err();
+    let e = parse(&format!(
+        "{IMG}networks = [\"vault\"]\nports = [\"80:80\"]\n"
+    ))
+    .unwrap_err();
     assert!(e.contains("internal"), "{e}");
     let e = parse(&format!("{IMG}ports = [\"[::1]:80:80\"]\n")).unwrap_err();
     assert!(e.contains("[::1]"), "{e}");

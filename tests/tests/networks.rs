@@ -54,7 +54,10 @@ fn named_networks_isolate_stacks_through_the_agent() {
     let db_ip = ip_of(&a, "db");
     let web_ip = ip_of(&a, "web");
     let backend_prefix = backend.trim_end_matches("0/24");
-    assert!(db_ip.starts_with(backend_prefix), "{db_ip} not in {backend}");
+    assert!(
+        db_ip.starts_with(backend_prefix),
+        "{db_ip} not in {backend}"
+    );
 
     // api is on both: it reaches db and web by name.
     wait_until(Duration::from_secs(10), "api reaches db by name", || {
@@ -67,7 +70,10 @@ fn named_networks_isolate_stacks_through_the_agent() {
     assert_eq!(fetch(&a, "db", &format!("http://{web_ip}/")), None);
     let hosts = a.berth(&["exec", "db", "--", "cat", "/etc/hosts"]);
     let hosts = String::from_utf8_lossy(&hosts.stdout).into_owned();
-    assert!(hosts.contains("\tapi") && !hosts.contains("\tweb"), "{hosts}");
+    assert!(
+        hosts.contains("\tapi") && !hosts.contains("\tweb"),
+        "{hosts}"
+    );
 
     // Each network's kernel objects are named from the instance.
     let bridge = berth_agent::names::network_bridge(&a.instance, "backend");
@@ -98,7 +104,6 @@ fn named_networks_isolate_stacks_through_the_agent() {
     assert!(!tables.status.success(), "table {table} left");
 }
 
-
 #[test]
 fn a_sidecar_joins_its_containers_netns_and_follows_it_when_remade() {
     if !require_root() {
@@ -113,7 +118,10 @@ fn a_sidecar_joins_its_containers_netns_and_follows_it_when_remade() {
         "side",
         &format!("image = \"{sleeper}\"\nnetwork = \"container:app\"\n"),
     );
-    a.write_spec("app", &format!("image = \"{web}\"\nenv = {{ V = \"1\" }}\n"));
+    a.write_spec(
+        "app",
+        &format!("image = \"{web}\"\nenv = {{ V = \"1\" }}\n"),
+    );
     let app = a.wait_running("app");
     let side = a.wait_running("side");
     // One netns: the sidecar reaches app's server on loopback, and has app's address.
@@ -124,13 +132,19 @@ fn a_sidecar_joins_its_containers_netns_and_follows_it_when_remade() {
     assert_eq!(side["ip"], app["ip"], "{side} {app}");
 
     // app made again (an env change): the sidecar follows it into the new netns.
-    a.write_spec("app", &format!("image = \"{web}\"\nenv = {{ V = \"2\" }}\n"));
+    a.write_spec(
+        "app",
+        &format!("image = \"{web}\"\nenv = {{ V = \"2\" }}\n"),
+    );
     a.wait_status("app", "recreated", Duration::from_secs(60), |s| {
         s["status"] == "running" && s["id"] != app["id"]
     });
-    a.wait_status("side", "recreated into app's new netns", Duration::from_secs(60), |s| {
-        s["status"] == "running" && s["id"] != side["id"]
-    });
+    a.wait_status(
+        "side",
+        "recreated into app's new netns",
+        Duration::from_secs(60),
+        |s| s["status"] == "running" && s["id"] != side["id"],
+    );
     wait_until(Duration::from_secs(10), "sidecar reaches app again", || {
         fetch(&a, "side", "http://127.0.0.1/").as_deref() == Some("app\n")
     });

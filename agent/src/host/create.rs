@@ -149,6 +149,7 @@ impl Host {
                 // The leases name the incarnation, so a crash from here on finds the addresses
                 // through them: the record learns them with the final save.
                 let mut netns = None;
+                let primary = self.primary(spec.networks.iter().map(|j| j.name.as_str()));
                 for (i, join) in spec.networks.iter().enumerate() {
                     let net = self.net(&join.name).ok_or_else(|| {
                         ActionError::permanent(format!(
@@ -163,10 +164,12 @@ impl Host {
                         )));
                     }
                     let att = net
-                        .attach_as(name, &id, join.ip.map(IpAddr::V4), &Join::nth(i))
+                        .attach_as(name, &id, join.ip.map(IpAddr::V4), &Join::of(i, primary))
                         .map_err(transient)?;
                     rec.networks.push((join.name.clone(), att.ip));
-                    rec.ip.get_or_insert(att.ip);
+                    if i == primary {
+                        rec.ip = Some(att.ip);
+                    }
                     netns.get_or_insert(att.netns);
                 }
                 netns
@@ -229,4 +232,3 @@ impl Host {
         Ok(())
     }
 }
-

@@ -147,6 +147,18 @@ impl Host {
         self.networks().find(|n| n.name() == name)
     }
 
+    /// Which of a container's networks holds its default route and published ports: the
+    /// first that is not internal (else the first).
+    pub(crate) fn primary<'a>(&self, networks: impl IntoIterator<Item = &'a str>) -> usize {
+        networks
+            .into_iter()
+            .position(|n| {
+                self.net(n)
+                    .is_some_and(|n| n.egress() == crate::network::Egress::Masquerade)
+            })
+            .unwrap_or(0)
+    }
+
     /// The names a container finds in its /etc/hosts: every other container on any of its
     /// networks, at its address there (the first network's, for one on several).
     fn peers_of(&self, name: &str, rec: &Record) -> Vec<files::HostEntry> {
@@ -271,9 +283,10 @@ impl Host {
     }
 
     fn publish(&self, name: &str, id: &IncarnationId, rec: &Record) -> Result<(), ActionError> {
-        // Ports go to the address on the first network.
-        let first = rec.joined().into_iter().next();
-        match (first, rec.ip) {
+        // Ports go to the address on its primary network, which `ip` holds.
+        let joined = rec.joined();
+        let primary = self.primary(joined.iter().map(|(n, _)| n.as_str()));
+        match (joined.into_iter().nth(primary), rec.ip) {
             (Some((net, _)), Some(ip)) if !rec.ports.is_empty() => self
                 .net(&net)
                 .ok_or_else(|| transient(format!("network {net:?} is not in the agent config")))?
@@ -380,9 +393,8 @@ impl Host {
 impl Backend for Host {
     fn startup(&self) -> Result<(), ActionError> {
         for net in self.networks() {
-            net.ensure_host().map_err(|e| {
-                ActionError::permanent(format!("network {:?}: {e}", net.name()))
-            })?;
+            net.ensure_host()
+                .map_err(|e| ActionError::permanent(format!("network {:?}: {e}", net.name())))?;
         }
         self.retire_removed_networks();
         // Nothing here stops the agent from starting: what cannot be cleaned up now (a
@@ -482,10 +494,12 @@ impl Backend for Host {
         let mut rec = self.record(name, id)?;
         let cfg = self.runtime.read_config(name, id).map_err(transient)?;
         // After a reboot the netns and veths are gone; attach makes what is missing.
-        for (i, (net, ip)) in rec.joined().into_iter().enumerate() {
+        let joined = rec.joined();
+        let primary = self.primary(joined.iter().map(|(n, _)| n.as_str()));
+        for (i, (net, ip)) in joined.into_iter().enumerate() {
             self.net(&net)
                 .ok_or_else(|| transient(format!("network {net:?} is not in the agent config")))?
-                .attach_as(name, id, ip, &Join::nth(i))
+                .attach_as(name, id, ip, &Join::of(i, primary))
                 .map_err(transient)?;
         }
         // Clear the last run (keeping its upper dir: a restart keeps the filesystem).

@@ -138,7 +138,10 @@ impl Host {
         };
         match Record::load(&self.layout, of) {
             Ok(Some(target)) if target.id == *joined => rec.spec_hash.clone(),
-            _ => format!("{} (in the netns of {of} {joined}, which is gone)", rec.spec_hash),
+            _ => format!(
+                "{} (in the netns of {of} {joined}, which is gone)",
+                rec.spec_hash
+            ),
         }
     }
 }

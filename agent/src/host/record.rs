@@ -41,7 +41,8 @@ pub struct Record {
     pub image: String,
     pub image_digest: String,
     pub network: NetworkMode,
-    /// The address on its first network (the one its ports are published on).
+    /// The address on its primary network: the first that is not internal, which holds its
+    /// default route and published ports (see `Host::primary`).
     pub ip: Option<IpAddr>,
     /// `network = "bridge"`: every network it joined, in order (`eth0`, `eth1`, ...), with its
     /// address there. Empty in a record from before named networks: the default network at

@@ -259,6 +259,7 @@ impl Host {
                 }
                 let joined = rec.joined();
                 let index = joined.iter().position(|(n, _)| n == net)?;
+                let primary = self.primary(joined.iter().map(|(n, _)| n.as_str()));
                 let ip = joined[index].1?;
                 let running = matches!(
                     self.runtime
@@ -269,8 +270,8 @@ impl Host {
                     Some(crate::runtime::Status::Running | crate::runtime::Status::Paused)
                 );
                 // A stopped container keeps its address but not its ports.
-                // Its ports are published on its first network only.
-                let ports = if running && !rec.stopped_by_us && index == 0 {
+                // Its ports are published on its primary network only.
+                let ports = if running && !rec.stopped_by_us && index == primary {
                     rec.ports.clone()
                 } else {
                     Vec::new()
@@ -281,7 +282,7 @@ impl Host {
                     mode: ExpectedMode::Bridge {
                         ip,
                         ports,
-                        join: Join::nth(index),
+                        join: Join::of(index, primary),
                     },
                 })
             })

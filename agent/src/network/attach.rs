@@ -44,9 +44,18 @@ pub enum Route {
 impl Join {
     /// The container's `n`-th network (from 0): `eth<n>`, the default route on the first.
     pub fn nth(n: usize) -> Join {
+        Self::of(n, 0)
+    }
+
+    /// The `n`-th of a container's networks whose `primary`-th holds the default route.
+    pub fn of(n: usize, primary: usize) -> Join {
         Join {
             ifname: format!("eth{n}"),
-            route: if n == 0 { Route::Default } else { Route::Subnet },
+            route: if n == primary {
+                Route::Default
+            } else {
+                Route::Subnet
+            },
         }
     }
 }

@@ -49,12 +49,12 @@ use berth_spec::config::{Config, DEFAULT_NETWORK, NetworkConfig};
 use berth_spec::model::{PortMapping, Protocol};
 
 pub use attach::{Attachment, Join, Route};
-pub use nft::ruleset::Egress;
 pub use error::{NetError, TeardownErrors};
 pub use files::HostEntry;
 pub use ipam::Subnet;
 pub use leases::{Ipam, Lease};
 pub use nft::elements::PortElement;
+pub use nft::ruleset::Egress;
 pub use nft::watch::{Drift, Watcher};
 pub use repair::{ExpectedMode, ExpectedNet, NetObserved, OwnedLink, TableState};
 
@@ -194,7 +194,11 @@ impl NetDef {
         if defs.len() > 1 {
             let bridges: Vec<String> = defs.iter().map(|d| d.bridge.clone()).collect();
             for d in &mut defs {
-                d.isolate_from = bridges.iter().filter(|b| **b != d.bridge).cloned().collect();
+                d.isolate_from = bridges
+                    .iter()
+                    .filter(|b| **b != d.bridge)
+                    .cloned()
+                    .collect();
             }
         }
         Ok(defs)
@@ -322,6 +326,10 @@ impl Network {
     /// `default`, or the name of `[networks.<name>]`.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    pub fn egress(&self) -> Egress {
+        self.ruleset.egress
     }
 
     pub fn subnet(&self) -> &Subnet {
@@ -738,7 +746,10 @@ mod tests {
             },
         );
         let err = NetDef::from_config(&c).unwrap_err().to_string();
-        assert!(err.contains("\"backend\" and \"other\" would share bridge btabc-backend"), "{err}");
+        assert!(
+            err.contains("\"backend\" and \"other\" would share bridge btabc-backend"),
+            "{err}"
+        );
         c.networks.remove("other");
         // IPv6 is refused, naming the network, until it is wired.
         c.networks.insert(

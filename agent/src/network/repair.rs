@@ -208,8 +208,7 @@ impl Network {
         known: &[(String, IncarnationId)],
         live: &[(String, IncarnationId)],
     ) -> Result<(), TeardownErrors> {
-        let live: BTreeSet<(String, IncarnationId)> =
-            known.iter().chain(live).cloned().collect();
+        let live: BTreeSet<(String, IncarnationId)> = known.iter().chain(live).cloned().collect();
         let known: BTreeSet<(String, IncarnationId)> = known.iter().cloned().collect();
         let known_ids: BTreeSet<&IncarnationId> = known.iter().map(|(_, id)| id).collect();
         let mut errors = Vec::new();

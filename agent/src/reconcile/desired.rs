@@ -134,11 +134,7 @@ impl LastValid {
             .map(|(n, d)| {
                 (
                     n.clone(),
-                    d.spec
-                        .dependencies()
-                        .into_iter()
-                        .map(|x| x.name)
-                        .collect(),
+                    d.spec.dependencies().into_iter().map(|x| x.name).collect(),
                 )
             })
             .collect()

@@ -131,14 +131,14 @@ impl ContainerConfig {
         let netns = match &spec.network {
             NetworkMode::Host => NetNs::Host,
             NetworkMode::None => NetNs::None,
-            NetworkMode::Bridge | NetworkMode::Container(_) => NetNs::Path(
-                placement.netns.ok_or_else(|| {
+            NetworkMode::Bridge | NetworkMode::Container(_) => {
+                NetNs::Path(placement.netns.ok_or_else(|| {
                     format!(
                         "network = \"{}\" needs a network namespace path",
                         spec.network.spec_word()
                     )
-                })?,
-            ),
+                })?)
+            }
         };
         let stop_signal = match spec
             .stop_signal
