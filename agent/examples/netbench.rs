@@ -75,6 +75,7 @@ fn network(dir: &Path) -> (Network, Names) {
     let config = NetworkConfig {
         bridge: "bb0".into(),
         subnet: "10.230.0.0/20".into(),
+        ..Default::default()
     };
     let net = Network::new(names.clone(), &config, &layout).unwrap();
     net.ensure_host().unwrap();

@@ -8,7 +8,9 @@
 //! | scope unit (systemd hosts) | `berth-<instance>_<name>-<id>.scope` in berth.slice |
 //! | veth, host side | `bth` + 4 hex of sha256(instance) + the id's first 8 hex (15 chars) |
 //! | netns | `<run_dir>/netns/<name>-<id>` |
-//! | nftables table | `inet <instance>` |
+//! | nftables table | `inet <instance>` (the default network), `inet <instance>-<network>` |
+//! | named network's bridge | `<instance>-<network>`, or when longer than 14 bytes the first 9 of the instance, `-` and 4 hex of sha256(`<instance>/<network>`) |
+//! | named network's veths | `bth` + 4 hex of sha256(`<instance>/<network>`) + the id's first 8 hex |
 //! | link alias (IFLA_IFALIAS) | `berth:<instance>:<name>:<id>` |
 //!
 //! Interface names are limited to 15 bytes, too short for the instance itself: the veth name
@@ -69,6 +71,8 @@ impl fmt::Display for IncarnationId {
 pub struct Names {
     instance: String,
     tag: String,
+    /// `<instance>` for the default network, `<instance>-<network>` for a named one.
+    table: String,
 }
 
 impl Names {
@@ -78,6 +82,18 @@ impl Names {
         Names {
             instance: instance.to_string(),
             tag,
+            table: instance.to_string(),
+        }
+    }
+
+    /// The names of a named network's objects (`[networks.<network>]`): its veths carry a tag of
+    /// instance and network, so each network's sweep sees only its own, and its table is
+    /// `<instance>-<network>`. Container keys, aliases and cgroups stay the instance's.
+    pub fn for_network(&self, network: &str) -> Names {
+        Names {
+            instance: self.instance.clone(),
+            tag: network_tag(&self.instance, network),
+            table: format!("{}-{network}", self.instance),
         }
     }
 
@@ -153,8 +169,30 @@ impl Names {
 
     /// The nftables table (family inet) this instance owns.
     pub fn nft_table(&self) -> &str {
-        &self.instance
+        &self.table
     }
+}
+
+/// 4 hex digits of sha256(`<instance>/<network>`).
+fn network_tag(instance: &str, network: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(
+        format!("{instance}/{network}").as_bytes(),
+    ))[..4]
+        .to_string()
+}
+
+/// The bridge of a named network whose config does not name one: `<instance>-<network>` when
+/// that fits in 14 bytes, else the first 9 bytes of the instance, `-` and a 4-hex tag of both.
+/// Never 15 bytes, so never the shape of a veth ([`Names::is_own_veth`]); always starting with
+/// the instance (or its first 9 bytes), so the leak check and `berth doctor` attribute it.
+pub fn network_bridge(instance: &str, network: &str) -> String {
+    let plain = format!("{instance}-{network}");
+    if plain.len() <= 14 {
+        return plain;
+    }
+    let head = &instance[..instance.len().min(9)];
+    format!("{head}-{}", network_tag(instance, network))
 }
 
 /// Checks an instance name: it prefixes kernel object names, so it is short and plain. The
@@ -202,6 +240,61 @@ mod tests {
         assert_eq!(Names::new("t").parse_scope_unit(&unit), None);
         assert_eq!(n.parse_scope_unit("berth-t1_web.scope"), None);
         assert_eq!(Names::new("t1-web").parse_scope_unit(&unit), None);
+    }
+
+    #[test]
+    fn network_names_are_their_own() {
+        let n = Names::new("berth");
+        let b = n.for_network("backend");
+        assert_eq!(b.nft_table(), "berth-backend");
+        assert_eq!(n.nft_table(), "berth");
+        let id = IncarnationId::random();
+        assert!(b.is_own_veth(&b.veth(&id)));
+        assert!(!n.is_own_veth(&b.veth(&id)));
+        assert!(!b.is_own_veth(&n.veth(&id)));
+        assert_eq!(b.link_alias("web", &id), n.link_alias("web", &id));
+        assert_eq!(network_bridge("berth", "backend"), "berth-backend");
+        assert_eq!(network_bridge("btnet1a2b3c4", "backend").len(), 14);
+    }
+
+    proptest::proptest! {
+        /// Every derived bridge is a valid interface name that starts with the instance (or
+        /// its first 9 bytes), is never shaped like a veth, and differs between networks.
+        #[test]
+        fn derived_bridges(
+            instance in "[a-z][a-z0-9-]{0,11}",
+            a in "[a-z][a-z0-9-]{0,31}",
+            b in "[a-z][a-z0-9-]{0,31}",
+        ) {
+            let x = network_bridge(&instance, &a);
+            proptest::prop_assert!(!x.is_empty() && x.len() <= 14, "{}", x);
+            proptest::prop_assert!(x.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-'));
+            proptest::prop_assert!(x.starts_with(&instance[..instance.len().min(9)]));
+            proptest::prop_assert!(!Names::new(&instance).is_own_veth(&x));
+            proptest::prop_assert!(!Names::new(&instance).for_network(&a).is_own_veth(&x));
+            if a != b {
+                // Plain names differ by construction; a hashed one may meet another (1 in
+                // 65536, or a network named like the tag): the agent refuses that at start
+                // (network::NetDef::from_config).
+                let y = network_bridge(&instance, &b);
+                if x == format!("{instance}-{a}") && y == format!("{instance}-{b}") {
+                    proptest::prop_assert_ne!(&x, &y);
+                }
+            }
+        }
+
+        /// A network's veths and tables never collide with the default network's.
+        #[test]
+        fn network_veths_are_apart(instance in "[a-z][a-z0-9-]{0,11}", net in "[a-z][a-z0-9-]{0,31}") {
+            let d = Names::new(&instance);
+            let n = d.for_network(&net);
+            proptest::prop_assert_ne!(d.nft_table(), n.nft_table());
+            let id = IncarnationId::parse("0123456789ab").unwrap();
+            // The tags are 4 hex digits of different inputs: equal only by a hash collision.
+            if d.veth(&id) != n.veth(&id) {
+                proptest::prop_assert!(!d.is_own_veth(&n.veth(&id)));
+            }
+        }
     }
 
     #[test]

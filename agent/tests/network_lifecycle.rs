@@ -109,19 +109,20 @@ fn a_deleted_veth_lease_or_bridge_comes_back_with_reconcile() {
         mode: ExpectedMode::Bridge {
             ip: a.ip,
             ports: ports.clone(),
+            join: berth_agent::network::Join::nth(0),
         },
         made_this_boot: true,
     }];
-    let notes = lab.net.reconcile(&expected).unwrap();
+    let notes = lab.net.reconcile(&expected, &[]).unwrap();
     assert!(notes.is_empty(), "{notes:?}");
     assert!(lab.reaches(&other_ns, &url, "hello"), "not repaired");
     assert_eq!(lab.net.ipam().lease_of("web", &id).unwrap().ports, ports);
     // A second pass finds nothing to do.
-    assert!(lab.net.reconcile(&expected).unwrap().is_empty());
+    assert!(lab.net.reconcile(&expected, &[]).unwrap().is_empty());
     // Even the bridge, deleted by hand, comes back with its container on it.
     lab.host(&["ip", "link", "del", &lab.config.bridge]);
     assert!(lab.curl(&other_ns, &url).is_none());
-    lab.net.reconcile(&expected).unwrap();
+    lab.net.reconcile(&expected, &[]).unwrap();
     assert!(lab.reaches(&other_ns, &url, "hello"), "bridge not repaired");
     let observed = lab.net.observe().unwrap();
     assert_eq!(observed.table, TableState::Intact);
@@ -194,6 +195,7 @@ fn orphans_are_swept_and_another_instance_is_never_touched() {
     let other_config = berth_spec::config::NetworkConfig {
         bridge: "ub24".into(),
         subnet: "10.222.24.0/24".into(),
+        ..Default::default()
     };
     let host = std::fs::File::open(&lab.host_ns).unwrap();
     let other: Network = netns::in_netns(&host, || {
@@ -308,6 +310,7 @@ fn addresses_and_ports_are_checked_with_errors_that_say_why() {
     let bad = berth_spec::config::NetworkConfig {
         bridge: "xb25".into(),
         subnet: "10.221.0.0/16".into(),
+        ..Default::default()
     };
     let host = std::fs::File::open(&lab.host_ns).unwrap();
     let dir = tempfile::tempdir().unwrap();

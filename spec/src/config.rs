@@ -35,7 +35,10 @@ pub struct Config {
     /// Docker's config.json format.
     pub auth_file: Option<PathBuf>,
     pub metrics_listen: Option<SocketAddr>,
+    /// The default network (`[network]`), called `default` in specs.
     pub network: NetworkConfig,
+    /// Named networks (`[networks.<name>]`), each a bridge of its own.
+    pub networks: BTreeMap<String, NamedNetworkConfig>,
     /// Keyed by `host[:port]`.
     pub registries: BTreeMap<String, RegistryConfig>,
     pub images: ImagesConfig,
@@ -87,6 +90,7 @@ impl Default for Config {
             auth_file: None,
             metrics_listen: None,
             network: NetworkConfig::default(),
+            networks: BTreeMap::new(),
             registries: BTreeMap::new(),
             images: ImagesConfig::default(),
             logging: Logging::default(),
@@ -192,6 +196,9 @@ impl GitScheme {
     }
 }
 
+/// The name specs give the network of `[network]`.
+pub const DEFAULT_NETWORK: &str = "default";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NetworkConfig {
@@ -199,6 +206,13 @@ pub struct NetworkConfig {
     /// IPv4 CIDR; the first host address is the gateway. The default avoids Docker's
     /// 172.17.0.0/16 (and its 172.16/12, 192.168/16 pools) and podman's 10.88.0.0/16.
     pub subnet: String,
+    /// IPv6 CIDR: the network is dual-stack; the first host address is the gateway.
+    pub subnet6: Option<String>,
+    /// No route out (no masquerade, forwarding off the bridge dropped) and no published ports.
+    pub internal: bool,
+    /// Masquerade IPv6 leaving the host (NAT66). Off: containers' own addresses go out, for a
+    /// prefix routed to the host.
+    pub masquerade6: bool,
 }
 
 impl Default for NetworkConfig {
@@ -206,6 +220,91 @@ impl Default for NetworkConfig {
         NetworkConfig {
             bridge: "berth0".into(),
             subnet: "10.213.0.0/16".into(),
+            subnet6: None,
+            internal: false,
+            masquerade6: true,
+        }
+    }
+}
+
+/// `[networks.<name>]`: a network of its own. At least one of `subnet` and `subnet6`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NamedNetworkConfig {
+    /// The bridge's name; by default derived from the instance and the network's name.
+    pub bridge: Option<String>,
+    pub subnet: Option<String>,
+    pub subnet6: Option<String>,
+    pub internal: bool,
+    pub masquerade6: bool,
+}
+
+impl Default for NamedNetworkConfig {
+    fn default() -> Self {
+        NamedNetworkConfig {
+            bridge: None,
+            subnet: None,
+            subnet6: None,
+            internal: false,
+            masquerade6: true,
+        }
+    }
+}
+
+/// One network as the config declares it, the default one included (see [`Config::network_defs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkDecl {
+    pub name: String,
+    /// `None`: derived from the instance (see the agent's names).
+    pub bridge: Option<String>,
+    pub subnet: Option<String>,
+    pub subnet6: Option<String>,
+    pub internal: bool,
+    pub masquerade6: bool,
+}
+
+impl Config {
+    /// Every network, the default one first, then the named ones by name.
+    pub fn network_defs(&self) -> Vec<NetworkDecl> {
+        let n = &self.network;
+        let mut out = vec![NetworkDecl {
+            name: DEFAULT_NETWORK.to_string(),
+            bridge: Some(n.bridge.clone()),
+            subnet: Some(n.subnet.clone()),
+            subnet6: n.subnet6.clone(),
+            internal: n.internal,
+            masquerade6: n.masquerade6,
+        }];
+        out.extend(self.networks.iter().map(|(name, n)| NetworkDecl {
+            name: name.clone(),
+            bridge: n.bridge.clone(),
+            subnet: n.subnet.clone(),
+            subnet6: n.subnet6.clone(),
+            internal: n.internal,
+            masquerade6: n.masquerade6,
+        }));
+        out
+    }
+
+    /// What specs are checked against: the config's logging defaults and its networks.
+    pub fn spec_defaults(&self) -> crate::parse::SpecDefaults {
+        crate::parse::SpecDefaults {
+            logging: self.logging,
+            networks: Some(
+                self.network_defs()
+                    .into_iter()
+                    .map(|d| {
+                        (
+                            d.name,
+                            crate::parse::KnownNetwork {
+                                ipv4: d.subnet.is_some(),
+                                ipv6: d.subnet6.is_some(),
+                                internal: d.internal,
+                            },
+                        )
+                    })
+                    .collect(),
+            ),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Strict reading of the agent config, with the same diagnostics as spec files.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "auth_file",
     "metrics_listen",
     "network",
+    "networks",
     "registries",
     "images",
     "logging",
@@ -46,7 +47,8 @@ pub const SOURCE_KEYS: &[&str] = &[
     "ca_file",
     "timeout",
 ];
-pub const NETWORK_KEYS: &[&str] = &["bridge", "subnet"];
+pub const NETWORK_KEYS: &[&str] = &["bridge", "subnet", "subnet6", "internal", "masquerade6"];
+pub const NAMED_NETWORK_KEYS: &[&str] = NETWORK_KEYS;
 pub const REGISTRY_KEYS: &[&str] = &["insecure", "mirrors", "ca_file"];
 pub const IMAGES_KEYS: &[&str] = &[
     "max_disk",
@@ -124,6 +126,7 @@ fn decode(cx: &mut Cx<'_>, root: &Node) -> Option<Config> {
             .ok()
     });
     let network = opt(cx, t, "", "network", network);
+    let networks = opt(cx, t, "", "networks", named_networks);
     let registries = opt(cx, t, "", "registries", |cx, v, k| {
         let Some(crate::tree::Kind::Table(rt)) = Some(&v.kind) else {
             cx.error(
@@ -195,7 +198,7 @@ fn decode(cx: &mut Cx<'_>, root: &Node) -> Option<Config> {
     });
     let labels = opt(cx, t, "", "labels", host_labels);
     let git_source = opt(cx, t, "", "source", source);
-    Some(Config {
+    let config = Config {
         instance: instance.ok()?.unwrap_or(d.instance),
         specs_dir: specs_dir.ok()?.unwrap_or(d.specs_dir),
         state_dir: state_dir.ok()?.unwrap_or(d.state_dir),
@@ -207,6 +210,7 @@ fn decode(cx: &mut Cx<'_>, root: &Node) -> Option<Config> {
         auth_file: auth_file.ok()?,
         metrics_listen: metrics_listen.ok()?,
         network: network.ok()?.unwrap_or(d.network),
+        networks: networks.ok()?.unwrap_or_default(),
         registries: registries.ok()?.unwrap_or(d.registries),
         images: images.ok()?.unwrap_or(d.images),
         logging: logging.ok()?.unwrap_or(d.logging),
@@ -216,7 +220,176 @@ fn decode(cx: &mut Cx<'_>, root: &Node) -> Option<Config> {
         labels: labels.ok()?.unwrap_or_default(),
         git_source: git_source.ok()?,
         source: None,
-    })
+    };
+    networks_apart(cx, t, &config);
+    Some(config)
+}
+
+/// Two networks may share neither a bridge nor an address.
+fn networks_apart(cx: &mut Cx<'_>, root: &Table, config: &Config) {
+    let defs = config.network_defs();
+    // Where each network's keys are, to point at the later of two that clash.
+    let span_of = |name: &str, key: &str| -> Option<crate::tree::Span> {
+        let table = if name == DEFAULT_NETWORK {
+            root.get("network")
+        } else {
+            root.get("networks").and_then(|n| match &n.kind {
+                crate::tree::Kind::Table(t) => t.get(name),
+                _ => None,
+            })
+        }?;
+        match &table.kind {
+            crate::tree::Kind::Table(t) => t.entries.get(key).map(|e| e.key_span),
+            _ => Some(table.span),
+        }
+    };
+    let key_of = |name: &str, key: &str| {
+        if name == DEFAULT_NETWORK {
+            format!("network.{key}")
+        } else {
+            format!("networks.{name}.{key}")
+        }
+    };
+    for (i, b) in defs.iter().enumerate() {
+        for a in &defs[..i] {
+            if let (Some(x), Some(y)) = (&a.bridge, &b.bridge)
+                && x == y
+                && let Some(span) = span_of(&b.name, "bridge")
+            {
+                cx.error(
+                    span,
+                    &key_of(&b.name, "bridge"),
+                    format!("bridge {y:?} is already network {:?}'s", a.name),
+                );
+            }
+            for key in ["subnet", "subnet6"] {
+                let pick = |d: &NetworkDecl| {
+                    if key == "subnet" {
+                        d.subnet.clone()
+                    } else {
+                        d.subnet6.clone()
+                    }
+                };
+                if let (Some(x), Some(y)) = (pick(a), pick(b))
+                    && cidrs_overlap(&x, &y)
+                    && let Some(span) = span_of(&b.name, key)
+                {
+                    cx.error(
+                        span,
+                        &key_of(&b.name, key),
+                        format!("{y} overlaps network {:?}'s {x}", a.name),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Whether two valid CIDRs of the same family share an address.
+fn cidrs_overlap(a: &str, b: &str) -> bool {
+    let parse = |s: &str| -> Option<(u128, u8, u8)> {
+        let (ip, len) = s.split_once('/')?;
+        let len: u8 = len.parse().ok()?;
+        match ip.parse::<std::net::IpAddr>().ok()? {
+            std::net::IpAddr::V4(v4) => Some((u32::from(v4) as u128, len, 32)),
+            std::net::IpAddr::V6(v6) => Some((u128::from(v6), len, 128)),
+        }
+    };
+    let (Some((x, lx, bx)), Some((y, ly, by))) = (parse(a), parse(b)) else {
+        return false;
+    };
+    if bx != by {
+        return false;
+    }
+    let len = lx.min(ly) as u32;
+    let shift = bx as u32 - len;
+    let mask = if len == 0 {
+        0
+    } else {
+        (u128::MAX >> (128 - bx as u32)) >> shift << shift
+    };
+    x & mask == y & mask
+}
+
+fn named_networks(
+    cx: &mut Cx<'_>,
+    n: &Node,
+    key: &str,
+) -> Option<std::collections::BTreeMap<String, NamedNetworkConfig>> {
+    let crate::tree::Kind::Table(t) = &n.kind else {
+        cx.error(n.span, key, "expected a table of networks keyed by name");
+        return None;
+    };
+    let mut out = std::collections::BTreeMap::new();
+    let mut ok = true;
+    for (name, e) in &t.entries {
+        let nk = join(key, name);
+        if let Err(why) = crate::names::validate_network_name(name) {
+            cx.error(e.key_span, &nk, why);
+            ok = false;
+            continue;
+        }
+        match named_network(cx, &e.value, &nk) {
+            Some(c) => {
+                out.insert(name.clone(), c);
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+fn bridge_name(cx: &mut Cx<'_>, v: &Node, k: &str) -> Option<String> {
+    let s = cx.text(v, k)?;
+    let ok = !s.is_empty()
+        && s.len() <= 15
+        && s != "."
+        && s != ".."
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+    if !ok {
+        cx.error(
+            v.span,
+            k,
+            format!("invalid interface name {s:?}: 1-15 characters, no '/', ':' or whitespace"),
+        );
+        return None;
+    }
+    Some(s.to_string())
+}
+
+fn subnet4(cx: &mut Cx<'_>, v: &Node, k: &str) -> Option<String> {
+    let s = cx.str(v, k)?;
+    check_subnet(s).map_err(|e| cx.error(v.span, k, e)).ok()?;
+    Some(s.to_string())
+}
+
+fn subnet6(cx: &mut Cx<'_>, v: &Node, k: &str) -> Option<String> {
+    let s = cx.str(v, k)?;
+    check_subnet6(s).map_err(|e| cx.error(v.span, k, e)).ok()?;
+    Some(s.to_string())
+}
+
+fn named_network(cx: &mut Cx<'_>, n: &Node, key: &str) -> Option<NamedNetworkConfig> {
+    let t: &Table = cx.table(n, key, NAMED_NETWORK_KEYS)?;
+    let d = NamedNetworkConfig::default();
+    let bridge = opt(cx, t, key, "bridge", bridge_name);
+    let subnet = opt(cx, t, key, "subnet", subnet4);
+    let subnet6 = opt(cx, t, key, "subnet6", subnet6);
+    let internal = opt(cx, t, key, "internal", |cx, v, k| cx.bool(v, k));
+    let masquerade6 = opt(cx, t, key, "masquerade6", |cx, v, k| cx.bool(v, k));
+    let c = NamedNetworkConfig {
+        bridge: bridge.ok()?,
+        subnet: subnet.ok()?,
+        subnet6: subnet6.ok()?,
+        internal: internal.ok()?.unwrap_or(d.internal),
+        masquerade6: masquerade6.ok()?.unwrap_or(d.masquerade6),
+    };
+    if c.subnet.is_none() && c.subnet6.is_none() {
+        cx.error(n.span, key, "a network needs a subnet, a subnet6, or both");
+        return None;
+    }
+    Some(c)
 }
 
 fn host_labels(
@@ -406,33 +579,17 @@ fn source(cx: &mut Cx<'_>, n: &Node, key: &str) -> Option<SourceConfig> {
 fn network(cx: &mut Cx<'_>, n: &Node, key: &str) -> Option<NetworkConfig> {
     let t: &Table = cx.table(n, key, NETWORK_KEYS)?;
     let d = NetworkConfig::default();
-    let bridge = opt(cx, t, key, "bridge", |cx, v, k| {
-        let s = cx.text(v, k)?;
-        let ok = s.len() <= 15
-            && s != "."
-            && s != ".."
-            && s.bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
-        if !ok {
-            cx.error(
-                v.span,
-                k,
-                format!(
-                    "invalid interface name {s:?}: at most 15 characters, no '/', ':' or whitespace"
-                ),
-            );
-            return None;
-        }
-        Some(s.to_string())
-    });
-    let subnet = opt(cx, t, key, "subnet", |cx, v, k| {
-        let s = cx.str(v, k)?;
-        check_subnet(s).map_err(|e| cx.error(v.span, k, e)).ok()?;
-        Some(s.to_string())
-    });
+    let bridge = opt(cx, t, key, "bridge", bridge_name);
+    let subnet = opt(cx, t, key, "subnet", subnet4);
+    let subnet6 = opt(cx, t, key, "subnet6", subnet6);
+    let internal = opt(cx, t, key, "internal", |cx, v, k| cx.bool(v, k));
+    let masquerade6 = opt(cx, t, key, "masquerade6", |cx, v, k| cx.bool(v, k));
     Some(NetworkConfig {
         bridge: bridge.ok()?.unwrap_or(d.bridge),
         subnet: subnet.ok()?.unwrap_or(d.subnet),
+        subnet6: subnet6.ok()?,
+        internal: internal.ok()?.unwrap_or(d.internal),
+        masquerade6: masquerade6.ok()?.unwrap_or(d.masquerade6),
     })
 }
 
@@ -452,6 +609,39 @@ pub fn check_subnet(s: &str) -> Result<(Ipv4Addr, u8), String> {
         let net = Ipv4Addr::from(u32::from(ip) & mask);
         return Err(format!(
             "invalid subnet {s:?}: host bits set (did you mean \"{net}/{len}\"?)"
+        ));
+    }
+    Ok((ip, len))
+}
+
+/// An IPv6 network in CIDR form for containers: host bits zero, a prefix of 48 to 124 bits,
+/// and not a link-local, multicast, loopback or IPv4-mapped range.
+pub fn check_subnet6(s: &str) -> Result<(Ipv6Addr, u8), String> {
+    let bad = || format!("invalid subnet6 {s:?}: expected IPv6 CIDR such as \"fd00:b::/64\"");
+    let (ip, len) = s.split_once('/').ok_or_else(bad)?;
+    let ip: Ipv6Addr = ip.parse().map_err(|_| bad())?;
+    let len: u8 = len.parse().map_err(|_| bad())?;
+    if !(48..=124).contains(&len) {
+        return Err(format!(
+            "invalid subnet6 {s:?}: prefix length must be 48 to 124"
+        ));
+    }
+    let mask = u128::MAX << (128 - len);
+    if u128::from(ip) & !mask != 0 {
+        let net = Ipv6Addr::from(u128::from(ip) & mask);
+        return Err(format!(
+            "invalid subnet6 {s:?}: host bits set (did you mean \"{net}/{len}\"?)"
+        ));
+    }
+    let first = ip.segments()[0];
+    if first & 0xffc0 == 0xfe80
+        || first & 0xff00 == 0xff00
+        || ip.is_loopback()
+        || ip.is_unspecified()
+        || ip.to_ipv4_mapped().is_some()
+    {
+        return Err(format!(
+            "invalid subnet6 {s:?}: link-local, multicast, loopback and IPv4-mapped ranges cannot hold containers"
         ));
     }
     Ok((ip, len))

@@ -25,8 +25,13 @@ struct Shape<'a> {
     mounts: &'a [Mount],
     devices: &'a [Device],
     ports: &'a [PortMapping],
-    network: NetworkMode,
-    ip: &'a Option<std::net::IpAddr>,
+    network: &'a NetworkMode,
+    /// A static address on the default network alone, as specs wrote it before `networks`.
+    ip: Option<std::net::IpAddr>,
+    // Left out for the default network alone, so that specs written before the key keep
+    // their hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    networks: Option<&'a [NetworkJoin]>,
     security: &'a Security,
     labels: &'a std::collections::BTreeMap<String, String>,
     init: bool,
@@ -34,6 +39,8 @@ struct Shape<'a> {
 
 /// `sha256:<hex>` of the canonical form of the container-shaping fields.
 pub fn spec_hash(spec: &ContainerSpec) -> String {
+    let legacy = matches!(spec.networks.as_slice(),
+        [only] if only.name == crate::config::DEFAULT_NETWORK && only.ip6.is_none());
     let shape = Shape {
         image: &spec.image,
         entrypoint: &spec.entrypoint,
@@ -46,8 +53,11 @@ pub fn spec_hash(spec: &ContainerSpec) -> String {
         mounts: &spec.mounts,
         devices: &spec.devices,
         ports: &spec.ports,
-        network: spec.network,
-        ip: &spec.ip,
+        network: &spec.network,
+        ip: legacy
+            .then(|| spec.networks[0].ip.map(std::net::IpAddr::V4))
+            .flatten(),
+        networks: (!legacy && !spec.networks.is_empty()).then_some(spec.networks.as_slice()),
         security: &spec.security,
         labels: &spec.labels,
         init: spec.init,

@@ -44,7 +44,8 @@ pub use hash::spec_hash;
 pub use matching::{HostFacts, HostMatch};
 pub use model::ContainerSpec;
 pub use parse::{
-    Location, ParsedSpec, ReadEnvFile, SpecDefaults, parse_spec, parse_spec_str, parse_spec_with,
+    KnownNetwork, Location, ParsedSpec, ReadEnvFile, SpecDefaults, parse_spec, parse_spec_str,
+    parse_spec_with,
 };
 pub use reference::{ImageReference, ImageSource};
 pub use render::render_toml;

@@ -5,7 +5,7 @@
 //! (and equal hashes, see [`crate::hash`]).
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -52,7 +52,10 @@ pub struct ContainerSpec {
     pub resources: Resources,
     pub health: Health,
     pub network: NetworkMode,
-    pub ip: Option<IpAddr>,
+    /// With `network = "bridge"`: the networks it joins, in order (at least one; the first
+    /// that is not internal holds the default route and the published ports). Empty in the
+    /// other modes.
+    pub networks: Vec<NetworkJoin>,
     pub security: Security,
     pub logging: Logging,
     /// `[match]`: which hosts run it (not part of the recreate hash: a host either runs the
@@ -90,11 +93,35 @@ impl ContainerSpec {
             resources: Resources::default(),
             health: Health::default(),
             network: NetworkMode::Bridge,
-            ip: None,
+            networks: vec![NetworkJoin::named(crate::config::DEFAULT_NETWORK)],
             security: Security::default(),
             logging: Logging::default(),
             host_match: crate::matching::HostMatch::default(),
         }
+    }
+}
+
+impl ContainerSpec {
+    /// `depends_on`, plus the container whose network it joins (`network = "container:x"`
+    /// starts after x), unless listed already.
+    pub fn dependencies(&self) -> Vec<Dependency> {
+        let mut deps = self.depends_on.clone();
+        if let NetworkMode::Container(of) = &self.network
+            && !deps.iter().any(|d| &d.name == of)
+        {
+            deps.push(Dependency {
+                name: of.clone(),
+                condition: DependencyCondition::Started,
+            });
+        }
+        deps
+    }
+
+    /// Whether any network address is asked for by hand.
+    pub fn has_static_address(&self) -> bool {
+        self.networks
+            .iter()
+            .any(|n| n.ip.is_some() || n.ip6.is_some())
     }
 }
 
@@ -325,12 +352,56 @@ pub enum OnUnhealthy {
     None,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NetworkMode {
+    /// On one or more of berth's networks (see [`ContainerSpec::networks`]).
     Bridge,
     Host,
     None,
+    /// `container:<name>`: in that container's network namespace (a sidecar).
+    Container(String),
+}
+
+impl NetworkMode {
+    /// As a spec writes it: `bridge`, `host`, `none`, `container:<name>`.
+    pub fn spec_word(&self) -> String {
+        match self {
+            NetworkMode::Bridge => "bridge".into(),
+            NetworkMode::Host => "host".into(),
+            NetworkMode::None => "none".into(),
+            NetworkMode::Container(c) => format!("container:{c}"),
+        }
+    }
+}
+
+/// One network a container joins, with the addresses it asks for (else IPAM picks).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NetworkJoin {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
+}
+
+impl NetworkJoin {
+    pub fn named(name: &str) -> Self {
+        NetworkJoin {
+            name: name.to_string(),
+            ip: None,
+            ip6: None,
+        }
+    }
+
+    /// The static addresses, IPv4 first.
+    pub fn static_addresses(&self) -> Vec<IpAddr> {
+        self.ip
+            .map(IpAddr::V4)
+            .into_iter()
+            .chain(self.ip6.map(IpAddr::V6))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

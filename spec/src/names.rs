@@ -37,6 +37,27 @@ pub fn validate_instance(instance: &str) -> Result<(), String> {
     }
 }
 
+/// A network's name: what specs list in `networks` and what the network's kernel objects are
+/// attributed to. `default` is the name of `[network]`.
+pub fn validate_network_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name.as_bytes()[0].is_ascii_lowercase()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.ends_with('-');
+    if !ok {
+        return Err(format!(
+            "invalid network name {name:?}: 1-32 characters of a-z, 0-9 and '-', starting with a letter, not ending with '-'"
+        ));
+    }
+    if name == crate::config::DEFAULT_NETWORK {
+        return Err("\"default\" is the name of [network]; choose another name".to_string());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,6 +69,16 @@ mod tests {
         }
         for bad in ["", "Web", "-a", "a-", "a_b", "a.b", &"a".repeat(64)] {
             assert!(validate_container_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn network_names() {
+        for ok in ["backend", "b2", "front-end"] {
+            assert!(validate_network_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "Back", "1net", "a_b", "a-", "default", &"a".repeat(33)] {
+            assert!(validate_network_name(bad).is_err(), "{bad}");
         }
     }
 

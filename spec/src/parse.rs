@@ -42,6 +42,7 @@ pub const TOP_KEYS: &[&str] = &[
     "resources",
     "health",
     "network",
+    "networks",
     "ip",
     "security",
     "logging",
@@ -71,13 +72,28 @@ pub struct ParsedSpec {
     pub(crate) port_places: Vec<Location>,
     /// One per `spec.depends_on` entry.
     pub(crate) dependency_places: Vec<Location>,
+    /// Where `network` is set, when it is.
+    pub(crate) network_place: Option<Location>,
+    /// Every static address, with where it is written.
+    pub(crate) ip_places: Vec<(IpAddr, Location)>,
 }
 
-/// Defaults a host may set for keys a spec leaves out (from the agent config).
+/// Defaults a host may set for keys a spec leaves out, and what specs are checked against
+/// (from the agent config: see [`crate::Config::spec_defaults`]).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SpecDefaults {
     /// The agent config's `[logging]`: container log limits unless a spec says otherwise.
     pub logging: Logging,
+    /// The networks the config declares, by name; `None`: not known (names are not checked).
+    pub networks: Option<BTreeMap<String, KnownNetwork>>,
+}
+
+/// What a spec's checks need to know of a declared network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnownNetwork {
+    pub ipv4: bool,
+    pub ipv6: bool,
+    pub internal: bool,
 }
 
 /// Parses one container from its files: `files[0]` is `<name>.toml`, the rest its drop-ins in
@@ -315,33 +331,10 @@ fn decode(
     });
     let health = opt(cx, t, "", "health", |cx, v, _| sections::health(cx, v));
     let network = opt(cx, t, "", "network", |cx, v, k| {
-        cx.choice(
-            v,
-            k,
-            &[
-                ("bridge", NetworkMode::Bridge),
-                ("host", NetworkMode::Host),
-                ("none", NetworkMode::None),
-            ],
-        )
+        network_mode(cx, v, k, name)
     });
-    let ip = opt(cx, t, "", "ip", |cx, v, k| {
-        let s = cx.str(v, k)?;
-        match s.parse::<IpAddr>() {
-            Ok(ip) if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() => {
-                cx.error(
-                    v.span,
-                    k,
-                    format!("{s} is not a unicast address for a container"),
-                );
-                None
-            }
-            Ok(ip) => Some(ip),
-            Err(_) => {
-                cx.error(v.span, k, format!("{s:?} is not an IP address"));
-                None
-            }
-        }
+    let networks = opt(cx, t, "", "networks", |cx, v, k| {
+        network_list(cx, v, k, host.networks.as_ref())
     });
     let security = opt(cx, t, "", "security", |cx, v, _| sections::security(cx, v));
     let logging = opt(cx, t, "", "logging", |cx, v, k| {
@@ -352,13 +345,19 @@ fn decode(
     });
 
     // Checks across keys of this one file.
-    let net = network.ok().flatten().unwrap_or(NetworkMode::Bridge);
+    let net = network
+        .clone()
+        .ok()
+        .flatten()
+        .unwrap_or(NetworkMode::Bridge);
+    let names: Vec<String> = match (&net, &networks) {
+        (NetworkMode::Bridge, Ok(Some(list))) => list.iter().map(|(n, _)| n.clone()).collect(),
+        (NetworkMode::Bridge, _) => vec![crate::config::DEFAULT_NETWORK.to_string()],
+        _ => Vec::new(),
+    };
+    let ip = opt(cx, t, "", "ip", |cx, v, k| static_ips(cx, v, k, &names));
     if net != NetworkMode::Bridge {
-        let word = if net == NetworkMode::Host {
-            "host"
-        } else {
-            "none"
-        };
+        let word = net.spec_word();
         if let Some(e) = t
             .entries
             .get("ports")
@@ -370,13 +369,67 @@ fn decode(
                 format!("ports cannot be published with network = \"{word}\""),
             );
         }
-        if let Some(e) = t.entries.get("ip") {
-            cx.error(
-                e.key_span,
-                "ip",
-                format!("a static ip needs network = \"bridge\", not {word:?}"),
-            );
+        for key in ["ip", "networks"] {
+            if let Some(e) = t.entries.get(key) {
+                cx.error(
+                    e.key_span,
+                    key,
+                    format!("{key} needs network = \"bridge\", not {word:?}"),
+                );
+            }
         }
+    }
+    let mut joins: Vec<NetworkJoin> = names.iter().map(|n| NetworkJoin::named(n)).collect();
+    if let Ok(Some(ips)) = &ip {
+        for (network, addr, _) in ips {
+            if let Some(j) = joins.iter_mut().find(|j| &j.name == network) {
+                match addr {
+                    IpAddr::V4(a) => j.ip = Some(*a),
+                    IpAddr::V6(a) => j.ip6 = Some(*a),
+                }
+            }
+        }
+    }
+    if let (Some(known), Ok(Some(ips))) = (host.networks.as_ref(), &ip) {
+        for (network, addr, span) in ips {
+            let Some(k) = known.get(network) else {
+                continue;
+            };
+            let (has, family) = match addr {
+                IpAddr::V4(_) => (k.ipv4, "IPv4 subnet (subnet)"),
+                IpAddr::V6(_) => (k.ipv6, "IPv6 subnet (subnet6)"),
+            };
+            if !has {
+                cx.error(
+                    *span,
+                    "ip",
+                    format!("{addr}: network {network:?} has no {family}"),
+                );
+            }
+        }
+    }
+    if let Ok(Some(list)) = &ports {
+        for (p, span) in list {
+            if matches!(p.host_ip, Some(IpAddr::V6(a)) if a.is_loopback()) {
+                cx.error(
+                    *span,
+                    "ports",
+                    format!(
+                        "{}: the kernel cannot forward [::1] to a container (IPv6 has no \
+                         route_localnet: a reply to ::1 arriving on the bridge is dropped); \
+                         publish on 127.0.0.1 or on the host's addresses",
+                        ports::format(p)
+                    ),
+                );
+            }
+        }
+    }
+    if let (Some(known), Ok(Some(list)), Some(e)) =
+        (host.networks.as_ref(), &ports, t.entries.get("ports"))
+        && !list.is_empty()
+        && net == NetworkMode::Bridge
+    {
+        publish_targets(cx, e.key_span, list, &names, known);
     }
     let ports = ports.ok()?.unwrap_or_default();
     let ports = check_ports(cx, ports)?;
@@ -425,6 +478,8 @@ fn decode(
     }
 
     let depends_on = depends_on.ok()?.unwrap_or_default();
+    network.ok()?;
+    networks.ok()?;
     let defaults = ContainerSpec::with_defaults(name, image.clone()?);
     let spec = ContainerSpec {
         name: name.to_string(),
@@ -451,18 +506,267 @@ fn decode(
         devices,
         resources: resources.ok()?.unwrap_or(defaults.resources),
         health: health.ok()?.unwrap_or(defaults.health),
-        network: network.ok()?.unwrap_or(defaults.network),
-        ip: ip.ok()?,
+        network: net,
+        networks: joins,
         security: security.ok()?.unwrap_or(defaults.security),
         logging: logging.ok()?.unwrap_or(host.logging),
         host_match: host_match.ok()?.unwrap_or_default(),
     };
+    let network_place = t.entries.get("network").map(|e| location(cx, e.key_span));
+    let ip_places = ip
+        .ok()?
+        .unwrap_or_default()
+        .iter()
+        .map(|(_, a, s)| (*a, location(cx, *s)))
+        .collect();
     Some(ParsedSpec {
+        network_place,
+        ip_places,
         port_places: ports.iter().map(|(_, s)| location(cx, *s)).collect(),
         dependency_places: depends_on.iter().map(|(_, s)| location(cx, *s)).collect(),
         spec: spec.into(),
         files,
     })
+}
+
+/// `bridge`, `host`, `none` or `container:<name>`.
+fn network_mode(cx: &mut Cx<'_>, v: &Node, k: &str, own: &str) -> Option<NetworkMode> {
+    let s = cx.str(v, k)?;
+    match s {
+        "bridge" => return Some(NetworkMode::Bridge),
+        "host" => return Some(NetworkMode::Host),
+        "none" => return Some(NetworkMode::None),
+        _ => {}
+    }
+    if let Some(of) = s.strip_prefix("container:") {
+        if let Err(e) = crate::names::validate_container_name(of) {
+            cx.error(v.span, k, e);
+            return None;
+        }
+        if of == own {
+            cx.error(
+                v.span,
+                k,
+                "a container cannot join its own network namespace",
+            );
+            return None;
+        }
+        return Some(NetworkMode::Container(of.to_string()));
+    }
+    let hint = diag::did_you_mean(s, &["bridge", "host", "none"])
+        .map(|m| format!(" (did you mean {m:?}?)"))
+        .unwrap_or_default();
+    cx.error(
+        v.span,
+        k,
+        format!("unknown network mode {s:?}{hint}: expected \"bridge\", \"host\", \"none\" or \"container:<name>\""),
+    );
+    None
+}
+
+/// `networks`: names of declared networks, at least one, each once; in the order given.
+fn network_list(
+    cx: &mut Cx<'_>,
+    v: &Node,
+    k: &str,
+    known: Option<&BTreeMap<String, KnownNetwork>>,
+) -> Option<Vec<(String, Span)>> {
+    let items = cx.array(v, k)?;
+    if items.is_empty() {
+        cx.error(
+            v.span,
+            k,
+            "at least one network (for none at all: network = \"none\")",
+        );
+        return None;
+    }
+    let mut out: Vec<(String, Span)> = Vec::new();
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let ik = index(k, i);
+        let Some(name) = cx.str(item, &ik) else {
+            ok = false;
+            continue;
+        };
+        if out.iter().any(|(n, _)| n == name) {
+            cx.error(item.span, &ik, format!("network {name:?} is listed twice"));
+            ok = false;
+            continue;
+        }
+        if let Some(known) = known
+            && !known.contains_key(name)
+        {
+            let names: Vec<&str> = known.keys().map(String::as_str).collect();
+            let hint = diag::did_you_mean(name, &names)
+                .map(|m| format!(" (did you mean {m:?}?)"))
+                .unwrap_or_default();
+            cx.error(
+                item.span,
+                &ik,
+                format!(
+                    "unknown network {name:?}{hint}: the agent config declares {}",
+                    names.join(", ")
+                ),
+            );
+            ok = false;
+            continue;
+        }
+        out.push((name.to_string(), item.span));
+    }
+    ok.then_some(out)
+}
+
+/// `ip`: an address or a list of them (one per family) on the first network, or a table of
+/// them by network. Returns (network, address, where).
+fn static_ips(
+    cx: &mut Cx<'_>,
+    v: &Node,
+    k: &str,
+    networks: &[String],
+) -> Option<Vec<(String, IpAddr, Span)>> {
+    let one = |cx: &mut Cx<'_>, n: &Node, k: &str| -> Option<IpAddr> {
+        let s = cx.str(n, k)?;
+        match s.parse::<IpAddr>() {
+            Ok(ip)
+                if ip.is_unspecified()
+                    || ip.is_multicast()
+                    || ip.is_loopback()
+                    || matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80) =>
+            {
+                cx.error(
+                    n.span,
+                    k,
+                    format!("{s} is not a unicast address for a container"),
+                );
+                None
+            }
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                cx.error(n.span, k, format!("{s:?} is not an IP address"));
+                None
+            }
+        }
+    };
+    // One or two addresses, at most one of each family.
+    let family = |cx: &mut Cx<'_>, n: &Node, k: &str| -> Option<Vec<(IpAddr, Span)>> {
+        let list: Vec<(IpAddr, Span)> = match &n.kind {
+            Kind::Array(items) => {
+                let mut out = Vec::new();
+                let mut ok = true;
+                for (i, item) in items.iter().enumerate() {
+                    match one(cx, item, &index(k, i)) {
+                        Some(ip) => out.push((ip, item.span)),
+                        None => ok = false,
+                    }
+                }
+                if !ok {
+                    return None;
+                }
+                out
+            }
+            _ => vec![(one(cx, n, k)?, n.span)],
+        };
+        let v4 = list.iter().filter(|(ip, _)| ip.is_ipv4()).count();
+        if list.is_empty() || v4 > 1 || list.len() - v4 > 1 {
+            cx.error(
+                n.span,
+                k,
+                "expected one address, or two: one IPv4 and one IPv6",
+            );
+            return None;
+        }
+        Some(list)
+    };
+    let Some(first) = networks.first() else {
+        // No bridge networks: the mode's own check reports `ip`.
+        return Some(Vec::new());
+    };
+    match &v.kind {
+        Kind::Table(t) => {
+            let mut out = Vec::new();
+            let mut ok = true;
+            for (network, e) in &t.entries {
+                let nk = crate::decode::join(k, network);
+                if !networks.contains(network) {
+                    let names: Vec<&str> = networks.iter().map(String::as_str).collect();
+                    cx.error(
+                        e.key_span,
+                        &nk,
+                        format!(
+                            "{network:?} is not one of this container's networks ({})",
+                            names.join(", ")
+                        ),
+                    );
+                    ok = false;
+                    continue;
+                }
+                match family(cx, &e.value, &nk) {
+                    Some(list) => {
+                        out.extend(list.into_iter().map(|(ip, s)| (network.clone(), ip, s)))
+                    }
+                    None => ok = false,
+                }
+            }
+            ok.then_some(out)
+        }
+        _ => Some(
+            family(cx, v, k)?
+                .into_iter()
+                .map(|(ip, s)| (first.clone(), ip, s))
+                .collect(),
+        ),
+    }
+}
+
+/// Published ports go to the container's address on the first network of each family that is
+/// not internal: there must be one for every port, and `::1` cannot be a target at all.
+fn publish_targets(
+    cx: &mut Cx<'_>,
+    at: Span,
+    ports: &[(PortMapping, Span)],
+    networks: &[String],
+    known: &BTreeMap<String, KnownNetwork>,
+) {
+    let routed = |v6: bool| {
+        networks.iter().any(|n| {
+            known
+                .get(n)
+                .is_some_and(|k| !k.internal && if v6 { k.ipv6 } else { k.ipv4 })
+        })
+    };
+    let (v4, v6) = (routed(false), routed(true));
+    if !v4 && !v6 {
+        cx.error(
+            at,
+            "ports",
+            format!(
+                "ports cannot be published: every network of this container ({}) is internal or unknown",
+                networks.join(", ")
+            ),
+        );
+        return;
+    }
+    for (p, span) in ports {
+        match p.host_ip {
+            Some(IpAddr::V4(a)) if !a.is_unspecified() && !v4 => cx.error(
+                *span,
+                "ports",
+                format!(
+                    "{}: no network of this container has IPv4 outside an internal network",
+                    ports::format(p)
+                ),
+            ),
+            Some(IpAddr::V6(a)) if !a.is_unspecified() && !v6 => cx.error(
+                *span,
+                "ports",
+                format!(
+                    "{}: no network of this container has IPv6 outside an internal network",
+                    ports::format(p)
+                ),
+            ),
+            _ => {}
+        }
+    }
 }
 
 /// Sorts the mappings and refuses two that would take the same host port.

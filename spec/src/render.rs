@@ -114,9 +114,32 @@ pub fn to_table(spec: &ContainerSpec) -> Table {
                 .collect(),
         ),
     );
-    t.insert("network".into(), word(&spec.network));
-    if let Some(ip) = spec.ip {
-        t.insert("ip".into(), s(ip.to_string()));
+    t.insert("network".into(), s(spec.network.spec_word()));
+    if !spec.networks.is_empty() {
+        t.insert(
+            "networks".into(),
+            Value::Array(spec.networks.iter().map(|n| s(n.name.as_str())).collect()),
+        );
+    }
+    if spec.has_static_address() {
+        let mut ips = Table::new();
+        for n in &spec.networks {
+            let addrs: Vec<Value> = n
+                .static_addresses()
+                .iter()
+                .map(|a| s(a.to_string()))
+                .collect();
+            match addrs.len() {
+                0 => {}
+                1 => {
+                    ips.insert(n.name.clone(), addrs[0].clone());
+                }
+                _ => {
+                    ips.insert(n.name.clone(), Value::Array(addrs));
+                }
+            }
+        }
+        t.insert("ip".into(), Value::Table(ips));
     }
     t.insert("update".into(), Value::Table(update(&spec.update)));
     t.insert("resources".into(), Value::Table(resources(&spec.resources)));

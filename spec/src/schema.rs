@@ -63,10 +63,16 @@ struct SpecFile {
     resources: Option<ResourcesTable>,
     /// Health check.
     health: Option<HealthTable>,
-    /// Network mode. Default `bridge`.
+    /// Network mode: `bridge` (berth's networks, see `networks`), `host`, `none`, or
+    /// `container:<name>` (that container's network namespace). Default `bridge`.
     network: Option<Network>,
-    /// A static address on the bridge.
-    ip: Option<String>,
+    /// The networks the container joins, declared in the agent config (`default` is
+    /// `[network]`); the first that is not internal holds the default route and the published ports. Default
+    /// `["default"]`.
+    networks: Option<Vec<String>>,
+    /// Static addresses: one (or one IPv4 and one IPv6) on the first network, or a table of
+    /// them by network name.
+    ip: Option<IpValue>,
     security: Option<SecurityTable>,
     logging: Option<LoggingTable>,
     /// Which hosts run this spec (by the agent config's `host_id` and `[labels]`); without it,
@@ -117,11 +123,35 @@ enum Pull {
 }
 
 #[derive(JsonSchema)]
-#[serde(rename_all = "kebab-case")]
+#[serde(untagged)]
 enum Network {
+    Mode(NetworkWord),
+    /// `container:<name>`: share that container's network namespace.
+    Container(#[schemars(regex(pattern = r"^container:[a-z0-9]([a-z0-9-]*[a-z0-9])?$"))] String),
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+enum NetworkWord {
     Bridge,
     Host,
     None,
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum IpValue {
+    One(String),
+    /// One IPv4 and one IPv6 address.
+    Two(Vec<String>),
+    ByNetwork(BTreeMap<String, IpAddresses>),
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum IpAddresses {
+    One(String),
+    Two(Vec<String>),
 }
 
 #[derive(JsonSchema)]
@@ -386,6 +416,8 @@ struct ConfigFile {
     /// Prometheus metrics endpoint, `"127.0.0.1:9100"`. Default: off.
     metrics_listen: Option<String>,
     network: Option<NetworkTable>,
+    /// Named networks, keyed by name, each a bridge of its own.
+    networks: Option<BTreeMap<String, NamedNetworkTable>>,
     /// Per registry, keyed by `"host[:port]"`.
     registries: Option<BTreeMap<String, RegistryTable>>,
     images: Option<ImagesTable>,
@@ -405,6 +437,27 @@ struct NetworkTable {
     bridge: Option<String>,
     /// IPv4 CIDR, prefix 8-30, host bits zero. Default `10.213.0.0/16`.
     subnet: Option<String>,
+    /// IPv6 CIDR, prefix 48-124, host bits zero: the network is dual-stack. Default: none.
+    subnet6: Option<String>,
+    /// No route out and no published ports. Default false.
+    internal: Option<bool>,
+    /// Masquerade IPv6 leaving the host (NAT66). Default true.
+    masquerade6: Option<bool>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct NamedNetworkTable {
+    /// The bridge's name, at most 15 characters. Default: derived from the instance.
+    bridge: Option<String>,
+    /// IPv4 CIDR, prefix 8-30, host bits zero.
+    subnet: Option<String>,
+    /// IPv6 CIDR, prefix 48-124, host bits zero.
+    subnet6: Option<String>,
+    /// No route out and no published ports. Default false.
+    internal: Option<bool>,
+    /// Masquerade IPv6 leaving the host (NAT66). Default true.
+    masquerade6: Option<bool>,
 }
 
 #[derive(JsonSchema)]
@@ -551,6 +604,7 @@ mod tests {
         use crate::config_parse::{IMAGES_KEYS, NETWORK_KEYS, REGISTRY_KEYS};
         for (def, keys) in [
             ("NetworkTable", NETWORK_KEYS),
+            ("NamedNetworkTable", crate::config_parse::NAMED_NETWORK_KEYS),
             ("RegistryTable", REGISTRY_KEYS),
             ("ImagesTable", IMAGES_KEYS),
             ("LoggingTable", crate::sections::LOGGING_KEYS),

@@ -1,5 +1,7 @@
-//! Checks across the specs of one directory: host ports published twice, `depends_on` naming a
-//! container that has no file, and dependency cycles.
+//! Checks across the specs of one directory: host ports published twice, static addresses
+//! asked for twice, `depends_on` or `network = "container:x"` naming a container that has no
+//! file (or x sharing another's network itself), and dependency cycles (a sidecar depends on
+//! the container whose network it joins).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,7 +18,9 @@ pub fn check_set<E>(specs: &BTreeMap<String, Result<ParsedSpec, E>>) -> Vec<Diag
         .collect();
     let mut diags = Vec::new();
     port_conflicts(&valid, &mut diags);
+    address_conflicts(&valid, &mut diags);
     missing_dependencies(specs, &valid, &mut diags);
+    shared_namespaces(specs, &valid, &mut diags);
     cycles(&valid, &mut diags);
     diag::sort(&mut diags);
     diags
@@ -76,6 +80,65 @@ fn port_conflicts(valid: &BTreeMap<&str, &ParsedSpec>, diags: &mut Vec<Diagnosti
     }
 }
 
+fn address_conflicts(valid: &BTreeMap<&str, &ParsedSpec>, diags: &mut Vec<Diagnostic>) {
+    let mut first: BTreeMap<std::net::IpAddr, (&str, &Location)> = BTreeMap::new();
+    for (name, p) in valid {
+        for (ip, loc) in &p.ip_places {
+            match first.get(ip) {
+                Some((other, there)) => diags.push(at(
+                    loc,
+                    "ip",
+                    format!(
+                        "address {ip} is also asked for by {other} ({}:{}:{})",
+                        there.file.display(),
+                        there.line,
+                        there.column
+                    ),
+                )),
+                None => {
+                    first.insert(*ip, (name, loc));
+                }
+            }
+        }
+    }
+}
+
+/// `network = "container:x"`: x has a spec file, and runs in a namespace of its own.
+fn shared_namespaces<E>(
+    all: &BTreeMap<String, Result<ParsedSpec, E>>,
+    valid: &BTreeMap<&str, &ParsedSpec>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    use crate::model::NetworkMode;
+    for p in valid.values() {
+        let (NetworkMode::Container(of), Some(loc)) = (&p.spec.network, &p.network_place) else {
+            continue;
+        };
+        if !all.contains_key(of) {
+            let names: Vec<&str> = all.keys().map(String::as_str).collect();
+            let hint = diag::did_you_mean(of, &names)
+                .map(|m| format!(" (did you mean {m:?}?)"))
+                .unwrap_or_default();
+            diags.push(at(
+                loc,
+                "network",
+                format!("no spec file for container {of:?}{hint}"),
+            ));
+            continue;
+        }
+        let why = match valid.get(of.as_str()).map(|o| &o.spec.network) {
+            Some(NetworkMode::Host) => format!(
+                "container {of:?} uses the host's network: write network = \"host\" instead"
+            ),
+            Some(NetworkMode::Container(root)) => format!(
+                "container {of:?} itself joins {root:?}'s network: write network = \"container:{root}\""
+            ),
+            _ => continue,
+        };
+        diags.push(at(loc, "network", why));
+    }
+}
+
 fn missing_dependencies<E>(
     all: &BTreeMap<String, Result<ParsedSpec, E>>,
     valid: &BTreeMap<&str, &ParsedSpec>,
@@ -100,14 +163,22 @@ fn missing_dependencies<E>(
 
 /// Reports each dependency cycle once per member, at that member's edge into the cycle.
 fn cycles(valid: &BTreeMap<&str, &ParsedSpec>, diags: &mut Vec<Diagnostic>) {
+    use crate::model::NetworkMode;
     let edges = |n: &str| -> Vec<&str> {
-        valid[n]
-            .spec
+        let spec = &valid[n].spec;
+        let joined = match &spec.network {
+            NetworkMode::Container(of) => Some(of.as_str()),
+            _ => None,
+        };
+        let mut e: Vec<&str> = spec
             .depends_on
             .iter()
             .map(|d| d.name.as_str())
+            .chain(joined)
             .filter(|d| valid.contains_key(d))
-            .collect()
+            .collect();
+        e.dedup();
+        e
     };
     let mut reported: BTreeSet<&str> = BTreeSet::new();
     // Iterative DFS with colours: white (absent), grey (on the stack), black (done).
@@ -136,17 +207,14 @@ fn cycles(valid: &BTreeMap<&str, &ParsedSpec>, diags: &mut Vec<Diagnostic>) {
                         }
                         let succ = cycle.get(i + 1).copied().unwrap_or(m);
                         let p = valid[member];
-                        let j = p
-                            .spec
-                            .depends_on
-                            .iter()
-                            .position(|d| d.name == succ)
-                            .expect("edge");
-                        diags.push(at(
-                            &p.dependency_places[j],
-                            "depends_on",
-                            format!("dependency cycle: {path}"),
-                        ));
+                        // The edge is a `depends_on` entry, or the network it joins.
+                        let place = match p.spec.depends_on.iter().position(|d| d.name == succ) {
+                            Some(j) => Some((&p.dependency_places[j], "depends_on")),
+                            None => p.network_place.as_ref().map(|l| (l, "network")),
+                        };
+                        if let Some((loc, key)) = place {
+                            diags.push(at(loc, key, format!("dependency cycle: {path}")));
+                        }
                     }
                 }
                 Some(m) if !black.contains(m) => {

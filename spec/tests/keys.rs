@@ -712,16 +712,114 @@ fn logging_section() {
 
 #[test]
 fn ip() {
+    let s = ok("ip = \"10.213.0.10\"\n");
     assert_eq!(
-        ok("ip = \"10.213.0.10\"\n").ip,
-        Some("10.213.0.10".parse().unwrap())
+        s.networks,
+        vec![NetworkJoin {
+            name: "default".into(),
+            ip: Some("10.213.0.10".parse().unwrap()),
+            ip6: None,
+        }]
     );
+    let s = ok("ip = [\"10.213.0.10\", \"fd00::10\"]\n");
+    assert_eq!(s.networks[0].ip6, Some("fd00::10".parse().unwrap()));
     one_err("ip = \"10.213.0\"\n", "not an IP address");
     one_err("ip = \"127.0.0.1\"\n", "not a unicast address");
+    one_err("ip = \"fe80::1\"\n", "not a unicast address");
+    one_err(
+        "ip = [\"10.0.0.2\", \"10.0.0.3\"]\n",
+        "one IPv4 and one IPv6",
+    );
     one_err(
         "network = \"host\"\nip = \"10.0.0.2\"\n",
-        "a static ip needs network = \"bridge\"",
+        "ip needs network = \"bridge\"",
     );
+}
+
+#[test]
+fn networks_and_addresses_per_network() {
+    let s = ok(
+        "networks = [\"backend\", \"default\"]\nip = { default = \"10.213.0.7\", backend = [\"10.214.1.5\", \"fd00:b::5\"] }\n",
+    );
+    assert_eq!(
+        s.networks,
+        vec![
+            NetworkJoin {
+                name: "backend".into(),
+                ip: Some("10.214.1.5".parse().unwrap()),
+                ip6: Some("fd00:b::5".parse().unwrap()),
+            },
+            NetworkJoin {
+                name: "default".into(),
+                ip: Some("10.213.0.7".parse().unwrap()),
+                ip6: None,
+            },
+        ]
+    );
+    one_err("networks = []\n", "at least one network");
+    one_err("networks = [\"a\", \"a\"]\n", "listed twice");
+    one_err(
+        "networks = [\"backend\"]\nip = { front = \"10.0.0.2\" }\n",
+        "not one of this container's networks",
+    );
+    one_err(
+        "network = \"none\"\nnetworks = [\"backend\"]\n",
+        "networks needs network = \"bridge\"",
+    );
+}
+
+#[test]
+fn container_network_mode() {
+    let s = ok("network = \"container:db\"\n");
+    assert_eq!(s.network, NetworkMode::Container("db".into()));
+    assert!(s.networks.is_empty());
+    assert!(s.dependencies().iter().any(|d| d.name == "db"));
+    one_err("network = \"container:web\"\n", "its own network namespace");
+    one_err("network = \"container:Bad Name\"\n", "");
+    one_err(
+        "network = \"container:db\"\nports = [\"80:80\"]\n",
+        "ports cannot be published with network = \"container:db\"",
+    );
+}
+
+#[test]
+fn networks_checked_against_the_config() {
+    let mut known = std::collections::BTreeMap::new();
+    let net = |ipv4, ipv6, internal| berth_spec::KnownNetwork {
+        ipv4,
+        ipv6,
+        internal,
+    };
+    known.insert("default".to_string(), net(true, false, false));
+    known.insert("backend".to_string(), net(true, true, false));
+    known.insert("vault".to_string(), net(true, false, true));
+    let host = berth_spec::SpecDefaults {
+        networks: Some(known),
+        ..Default::default()
+    };
+    let parse = |text: &str| {
+        let files = [SourceFile::new("web.toml", text)];
+        berth_spec::parse_spec_with("web", &files, &mut |_: &Path| Err("none".into()), &host)
+            .map(|p| p.spec)
+            .map_err(|d| {
+                d.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+    };
+    assert!(parse(&format!("{IMG}networks = [\"backend\"]\n")).is_ok());
+    let e = parse(&format!("{IMG}networks = [\"bakcend\"]\n")).unwrap_err();
+    assert!(e.contains("did you mean \"backend\""), "{e}");
+    let e = parse(&format!("{IMG}ip = \"fd00::5\"\n")).unwrap_err();
+    assert!(e.contains("has no IPv6 subnet"), "{e}");
+    let e = parse(&format!(
+        "{IMG}networks = [\"vault\"]\nports = [\"80:80\"]\n"
+    ))
+    .unwrap_err();
+    assert!(e.contains("internal"), "{e}");
+    let e = parse(&format!("{IMG}ports = [\"[::1]:80:80\"]\n")).unwrap_err();
+    assert!(e.contains("[::1]"), "{e}");
 }
 
 #[test]
@@ -739,6 +837,7 @@ fn host_defaults_fill_logging() {
             max_size: 1 << 20,
             max_files: 7,
         },
+        ..Default::default()
     };
     let parse = |text: &str| {
         let files = [SourceFile::new("web.toml", text)];

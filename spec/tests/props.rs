@@ -272,7 +272,9 @@ fn host_facts() -> impl Strategy<Value = HostFacts> {
 prop_compose! {
     fn spec()(
         image in image(),
-        (state, restart, pull, network) in (0..3u8, 0..3u8, 0..3u8, 0..3u8),
+        (state, restart, pull, network) in (0..3u8, 0..3u8, 0..3u8, 0..4u8),
+        nets in prop::sample::subsequence(vec!["default", "backend", "front"], 1..=3).prop_shuffle(),
+        addrs in prop::collection::vec((prop::bool::ANY, prop::option::of(prop::sample::select(vec!["fd00::5", "2001:db8::7"]))), 3),
         entrypoint in prop::option::of(prop::collection::vec(text(), 0..3)),
         command in prop::option::of(prop::collection::vec(text(), 0..3)),
         env in env_map(),
@@ -290,14 +292,37 @@ prop_compose! {
         devices in devices(),
         res in (prop::option::of(4u64 << 20..1 << 40), prop::option::of(1u32..100_000), prop::option::of(1u64..1 << 40)),
         health in health(),
-        ip in prop::option::of(prop::sample::select(vec!["10.213.0.9", "192.168.1.3", "fd00::5"])),
         security in security(),
         logging in (4096u64..1 << 30, 0u32..100),
         update in update(),
         host_match in host_match(),
     ) -> ContainerSpec {
-        let network = [NetworkMode::Bridge, NetworkMode::Host, NetworkMode::None][network as usize];
+        let network = [
+            NetworkMode::Bridge,
+            NetworkMode::Host,
+            NetworkMode::None,
+            NetworkMode::Container("db".into()),
+        ][network as usize]
+            .clone();
         let bridge = network == NetworkMode::Bridge;
+        // Each network its own addresses: one spec never asks for an address twice.
+        let networks = if bridge {
+            nets.iter()
+                .zip(&addrs)
+                .enumerate()
+                .map(|(i, (n, (v4, v6)))| NetworkJoin {
+                    name: n.to_string(),
+                    ip: v4.then(|| std::net::Ipv4Addr::new(10, 213, 0, 9 + i as u8)),
+                    ip6: v6.map(|a| a.parse::<std::net::Ipv6Addr>().unwrap()).map(|a| {
+                        let mut seg = a.segments();
+                        seg[7] += i as u16;
+                        std::net::Ipv6Addr::from(seg)
+                    }),
+                })
+                .collect()
+        } else {
+            vec![]
+        };
         ContainerSpec {
             name: "app".into(),
             image,
@@ -331,7 +356,7 @@ prop_compose! {
             resources: Resources { memory: res.0, millicpus: res.1, pids: res.2 },
             health,
             network,
-            ip: if bridge { ip.map(|i| i.parse().unwrap()) } else { None },
+            networks,
             security,
             logging: Logging { max_size: logging.0, max_files: logging.1 },
             host_match,

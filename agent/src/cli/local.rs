@@ -67,9 +67,7 @@ impl Local {
 /// is given.
 pub fn source(config: &Config, wake: Option<mpsc::Sender<()>>) -> Result<DirSource, String> {
     let trusted = TrustedOwners::resolve(&config.trusted_owners)?;
-    let defaults = SpecDefaults {
-        logging: config.logging,
-    };
+    let defaults: SpecDefaults = config.spec_defaults();
     let src = DirSource::new(&config.specs_dir, defaults, trusted, SETTLE)
         .for_host(crate::config::host_facts(config));
     match wake {

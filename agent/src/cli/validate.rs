@@ -96,7 +96,7 @@ pub fn run(args: &ValidateArgs, config: Option<&Path>) -> ExitCode {
     let mut defaults = SpecDefaults::default();
     let config_check = config.map(|path| match crate::config::load(Some(path)) {
         Ok(c) => {
-            defaults.logging = c.logging;
+            defaults = c.spec_defaults();
             ConfigCheck::Valid
         }
         Err(ConfigError::Invalid { diagnostics, .. }) => ConfigCheck::Invalid(diagnostics),

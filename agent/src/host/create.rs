@@ -2,6 +2,8 @@
 //! completely on failure. Also the update history each creation writes, and start-then-kill
 //! (a new incarnation beside the old one, which goes once the new one runs).
 
+use std::net::IpAddr;
+
 use berth_spec::ContainerSpec;
 use berth_spec::model::NetworkMode;
 
@@ -11,6 +13,7 @@ use crate::crashpoint;
 use crate::daemon::clock;
 use crate::image::ResolvedImage;
 use crate::names::IncarnationId;
+use crate::network::Join;
 use crate::network::files::{self, ContainerNames};
 use crate::reconcile::action::UpdateMark;
 use crate::reconcile::backend::{ActionError, CreateRequest};
@@ -73,8 +76,10 @@ impl Host {
             spec_hash: req.hash.to_string(),
             image: spec.image.to_string(),
             image_digest: req.image_digest.to_string(),
-            network: spec.network,
+            network: spec.network.clone(),
             ip: None,
+            networks: Vec::new(),
+            netns_of: None,
             ports: spec.ports.clone(),
             restarts: 0,
             crash_streak: 0,
@@ -139,23 +144,58 @@ impl Host {
         image: &crate::image::ResolvedImage,
     ) -> Result<(), ActionError> {
         let id = rec.id.clone();
-        let netns = match spec.network {
+        let netns = match &spec.network {
             NetworkMode::Bridge => {
-                // The lease names the incarnation, so a crash from here on finds the address
-                // through it: the record learns the ip with the final save.
-                let att = self.network.attach(name, &id, spec.ip).map_err(transient)?;
-                rec.ip = Some(att.ip);
-                Some(att.netns)
+                // The leases name the incarnation, so a crash from here on finds the addresses
+                // through them: the record learns them with the final save.
+                let mut netns = None;
+                let primary = self.primary(spec.networks.iter().map(|j| j.name.as_str()));
+                for (i, join) in spec.networks.iter().enumerate() {
+                    let net = self.net(&join.name).ok_or_else(|| {
+                        ActionError::permanent(format!(
+                            "network {:?} is not declared in the agent config",
+                            join.name
+                        ))
+                    })?;
+                    if join.ip6.is_some() {
+                        return Err(ActionError::permanent(format!(
+                            "ip on network {:?}: IPv6 addresses are not supported by this agent yet",
+                            join.name
+                        )));
+                    }
+                    let att = net
+                        .attach_as(name, &id, join.ip.map(IpAddr::V4), &Join::of(i, primary))
+                        .map_err(transient)?;
+                    rec.networks.push((join.name.clone(), att.ip));
+                    if i == primary {
+                        rec.ip = Some(att.ip);
+                    }
+                    netns.get_or_insert(att.netns);
+                }
+                netns
+            }
+            NetworkMode::Container(of) => {
+                // A sidecar: in the current incarnation of `of`, which must have a netns of
+                // its own (bridge or none) made already; the planner starts it after `of`.
+                let target = Record::load(&self.layout, of)
+                    .map_err(transient)?
+                    .filter(|r| r.phase == Phase::Created)
+                    .ok_or_else(|| transient(format!("container {of} does not exist yet")))?;
+                let path = self.layout.netns(of, &target.id);
+                if !crate::network::netns::is_mounted(&path) {
+                    return Err(transient(format!(
+                        "container {of} has no network namespace ({})",
+                        path.display()
+                    )));
+                }
+                rec.ip = target.ip;
+                rec.netns_of = Some(target.id.clone());
+                Some(path)
             }
             NetworkMode::None | NetworkMode::Host => None,
         };
         crashpoint::point("create.network");
-        let peers: Vec<_> = self
-            .network
-            .peers()
-            .into_iter()
-            .filter(|p| p.name != name)
-            .collect();
+        let peers = self.peers_of(name, rec);
         let host_resolv = files::read_host_resolv();
         let hostname = spec.hostname.as_deref().unwrap_or(name);
         let files = files::write_container_files(

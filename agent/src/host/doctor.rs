@@ -79,8 +79,10 @@ impl Host {
                 let _ = crate::fsutil::remove_dir_all_if_exists(t);
             }
             if known.is_empty() && !agent_running {
-                if let Err(e) = self.network.remove_host() {
-                    tracing::warn!("removing the bridge and table: {e}");
+                for net in self.networks() {
+                    if let Err(e) = net.remove_host() {
+                        tracing::warn!("removing the bridge and table of {:?}: {e}", net.name());
+                    }
                 }
                 self.runtime.prune_cgroups();
             }
@@ -95,16 +97,35 @@ impl Host {
         agent_running: bool,
     ) -> Vec<Finding> {
         let mut out = Vec::new();
-        let obs = match self.network.observe() {
+        for net in self.networks() {
+            out.extend(self.network_findings_of(net, known, keys, agent_running));
+        }
+        out
+    }
+
+    /// One network's findings; netns are looked at through the default network only (they
+    /// are the containers', whichever networks they join).
+    fn network_findings_of(
+        &self,
+        net: &crate::network::Network,
+        known: &BTreeSet<(String, IncarnationId)>,
+        keys: &BTreeSet<String>,
+        agent_running: bool,
+    ) -> Vec<Finding> {
+        let mut out = Vec::new();
+        let mut obs = match net.observe() {
             Ok(o) => o,
             Err(e) => {
                 out.push(Finding {
                     kind: "network".into(),
-                    what: format!("cannot observe: {e}"),
+                    what: format!("cannot observe {:?}: {e}", net.name()),
                 });
                 return out;
             }
         };
+        if !net.is_default() {
+            obs.netns.clear();
+        }
         let f = |kind: &str, what: String| Finding {
             kind: kind.into(),
             what,
@@ -146,13 +167,13 @@ impl Host {
             if obs.bridge_present {
                 out.push(f(
                     "bridge",
-                    format!("{} (no container uses it)", self.network.bridge()),
+                    format!("{} (no container uses it)", net.bridge()),
                 ));
             }
             if obs.table != TableState::Missing {
                 out.push(f(
                     "nft-table",
-                    format!("inet {} (no container uses it)", self.network.table()),
+                    format!("inet {} (no container uses it)", net.table()),
                 ));
             }
         }

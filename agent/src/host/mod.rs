@@ -26,7 +26,7 @@ use crate::layout::Layout;
 use crate::metrics::Metrics;
 use crate::names::{IncarnationId, Names};
 use crate::network::files;
-use crate::network::{Drift, Network, Watcher};
+use crate::network::{Drift, Join, NetDef, Network, Watcher};
 use crate::reconcile::backend::{
     ActionError, Backend, CreateRequest, ImageOp, Keep, Notice, RemoteImage,
 };
@@ -43,11 +43,14 @@ pub struct Host {
     store: Store,
     client: RegistryClient,
     runtime: Runtime,
+    /// The default network (`[network]`).
     network: Arc<Network>,
+    /// The named networks (`[networks.<name>]`), by name.
+    named: Vec<Arc<Network>>,
     metrics: Option<Arc<Metrics>>,
     exits: Mutex<Option<(tokio::runtime::Handle, mpsc::UnboundedSender<Notice>)>>,
-    /// The nftables drift watcher; dropping it stops its thread.
-    drift: Mutex<Option<Watcher>>,
+    /// The nftables drift watchers, one per network's table; dropping one stops its thread.
+    drift: Mutex<Vec<Watcher>>,
     /// Serialises rewrites of the containers' /etc/hosts files.
     hosts: Mutex<()>,
     /// Shared by the actions that make or unmake kernel objects (create, start, stop, remove),
@@ -101,7 +104,12 @@ impl Host {
         let names = Names::new(&config.instance);
         let settings = RegistrySettings::from_config(config)
             .map_err(|e| HostError::Credentials(e.to_string()))?;
-        let network = Network::new(names.clone(), &config.network, &layout)?;
+        let defs = NetDef::from_config(config)?;
+        let network = Network::open(names.clone(), &defs[0], &layout)?;
+        let named = defs[1..]
+            .iter()
+            .map(|d| Network::open(names.clone(), d, &layout).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
         let runtime = Runtime::new(RuntimeConfig::new(layout.clone(), names));
         Ok(Host {
             config: config.clone(),
@@ -110,9 +118,10 @@ impl Host {
             client: RegistryClient::new(settings),
             runtime,
             network: Arc::new(network),
+            named,
             metrics,
             exits: Mutex::new(None),
-            drift: Mutex::new(None),
+            drift: Mutex::new(Vec::new()),
             config_path: None,
             hosts: Mutex::new(()),
             making: std::sync::RwLock::new(()),
@@ -131,6 +140,43 @@ impl Host {
 
     pub fn network(&self) -> &Network {
         &self.network
+    }
+
+    /// Every network of the instance, the default one first.
+    pub fn networks(&self) -> impl Iterator<Item = &Arc<Network>> {
+        std::iter::once(&self.network).chain(self.named.iter())
+    }
+
+    /// The network of that name (`default` or a named one).
+    pub fn net(&self, name: &str) -> Option<&Arc<Network>> {
+        self.networks().find(|n| n.name() == name)
+    }
+
+    /// Which of a container's networks holds its default route and published ports: the
+    /// first that is not internal (else the first).
+    pub(crate) fn primary<'a>(&self, networks: impl IntoIterator<Item = &'a str>) -> usize {
+        networks
+            .into_iter()
+            .position(|n| {
+                self.net(n)
+                    .is_some_and(|n| n.egress() == crate::network::Egress::Masquerade)
+            })
+            .unwrap_or(0)
+    }
+
+    /// The names a container finds in its /etc/hosts: every other container on any of its
+    /// networks, at its address there (the first network's, for one on several).
+    fn peers_of(&self, name: &str, rec: &Record) -> Vec<files::HostEntry> {
+        let mut out: Vec<files::HostEntry> = Vec::new();
+        for (net, _) in rec.joined() {
+            let Some(net) = self.net(&net) else { continue };
+            for p in net.peers() {
+                if p.name != name && !out.iter().any(|o| o.name == p.name) {
+                    out.push(p);
+                }
+            }
+        }
+        out
     }
 
     pub fn store(&self) -> &Store {
@@ -175,7 +221,11 @@ impl Host {
         );
         keep(self.runtime.remove(name, id, false).map_err(transient));
         crashpoint::point("remove.runtime");
-        keep(self.network.detach(name, id).map_err(transient));
+        // Every network, whichever it joined: detaching from one it is not on finds nothing to
+        // do, and a record lost in a crash cannot leave a veth behind.
+        for net in self.networks() {
+            keep(net.detach(name, id).map_err(transient));
+        }
         crashpoint::point("remove.network");
         keep(
             crate::fsutil::remove_dir_all_if_exists(&record::etc_dir(&self.layout, name, id))
@@ -219,7 +269,6 @@ impl Host {
     /// Rewrites every bridge container's /etc/hosts (in place) to list the others.
     fn refresh_hosts(&self) {
         let _g = self.hosts.lock().expect("hosts lock");
-        let peers = self.network.peers();
         for name in Record::names(&self.layout) {
             let Ok(Some(rec)) = Record::load(&self.layout, &name) else {
                 continue;
@@ -231,7 +280,7 @@ impl Host {
             if !path.exists() {
                 continue;
             }
-            let others: Vec<_> = peers.iter().filter(|p| p.name != name).cloned().collect();
+            let others = self.peers_of(&name, &rec);
             if let Err(e) = files::update_hosts(&path, &name, rec.ip, &others) {
                 tracing::warn!(container = %name, "cannot update /etc/hosts: {e}");
             }
@@ -239,9 +288,13 @@ impl Host {
     }
 
     fn publish(&self, name: &str, id: &IncarnationId, rec: &Record) -> Result<(), ActionError> {
-        match (rec.network, rec.ip) {
-            (NetworkMode::Bridge, Some(ip)) if !rec.ports.is_empty() => self
-                .network
+        // Ports go to the address on its primary network, which `ip` holds.
+        let joined = rec.joined();
+        let primary = self.primary(joined.iter().map(|(n, _)| n.as_str()));
+        match (joined.into_iter().nth(primary), rec.ip) {
+            (Some((net, _)), Some(ip)) if !rec.ports.is_empty() => self
+                .net(&net)
+                .ok_or_else(|| transient(format!("network {net:?} is not in the agent config")))?
                 .publish(name, id, ip, &rec.ports)
                 .map_err(transient),
             _ => Ok(()),
@@ -283,11 +336,72 @@ impl Host {
     }
 }
 
+impl Host {
+    /// Puts a network's table back at once when another process changes it.
+    fn watch_table(&self, net: &Arc<Network>, tx: &mpsc::UnboundedSender<Notice>) {
+        let network = net.clone();
+        let notes = tx.clone();
+        match net.spawn_watcher(move |drift| {
+            let what = match &drift {
+                Drift::Changed {
+                    by_name: Some(n),
+                    by_pid,
+                    ..
+                } => format!("by {n} (pid {})", by_pid.unwrap_or(0)),
+                Drift::Changed { .. } => "by another process".to_string(),
+                Drift::Overrun => "(notifications lost)".to_string(),
+            };
+            match network.repair_rules() {
+                Ok(true) => {
+                    let _ = notes.send(Notice::Repaired(format!(
+                        "nftables table {} restored after a change {what}",
+                        network.table()
+                    )));
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!("cannot restore the nftables table: {e}"),
+            }
+        }) {
+            Ok(w) => self.drift.lock().expect("drift lock").push(w),
+            Err(e) => tracing::warn!(
+                "cannot watch the nftables table {} for changes: {e}",
+                net.table()
+            ),
+        }
+    }
+
+    /// Named networks the config dropped go once no container uses them.
+    fn retire_removed_networks(&self) {
+        let declared: Vec<&str> = self.networks().map(|n| n.name()).collect();
+        let names = Names::new(&self.config.instance);
+        for note in crate::network::retire_removed(&names, &self.layout, &declared) {
+            tracing::info!("{note}");
+        }
+    }
+
+    fn resync_rest(&self, keep: &Keep) -> Result<(), ActionError> {
+        self.retire_removed_networks();
+        self.refresh_hosts();
+        let roots = crate::store::GcRoots {
+            images: keep.images.clone(),
+            digests: keep.digests.clone(),
+            layer_dirs: self.live_layer_dirs(),
+        };
+        match self.store.gc(&roots, self.config.images.gc_grace) {
+            Ok(r) => tracing::debug!("image gc: {r:?}"),
+            Err(e) => tracing::warn!("image gc: {e}"),
+        }
+        Ok(())
+    }
+}
+
 impl Backend for Host {
     fn startup(&self) -> Result<(), ActionError> {
-        self.network
-            .ensure_host()
-            .map_err(|e| ActionError::permanent(format!("network: {e}")))?;
+        for net in self.networks() {
+            net.ensure_host()
+                .map_err(|e| ActionError::permanent(format!("network {:?}: {e}", net.name())))?;
+        }
+        self.retire_removed_networks();
         // Nothing here stops the agent from starting: what cannot be cleaned up now (a
         // cgroup still busy) is retried by every resync's sweep, and running containers need
         // their agent more than a tidy state dir.
@@ -384,9 +498,14 @@ impl Backend for Host {
         let _making = self.making.read().unwrap_or_else(|p| p.into_inner());
         let mut rec = self.record(name, id)?;
         let cfg = self.runtime.read_config(name, id).map_err(transient)?;
-        if rec.network == NetworkMode::Bridge {
-            // After a reboot the netns and veth are gone; attach makes what is missing.
-            self.network.attach(name, id, rec.ip).map_err(transient)?;
+        // After a reboot the netns and veths are gone; attach makes what is missing.
+        let joined = rec.joined();
+        let primary = self.primary(joined.iter().map(|(n, _)| n.as_str()));
+        for (i, (net, ip)) in joined.into_iter().enumerate() {
+            self.net(&net)
+                .ok_or_else(|| transient(format!("network {net:?} is not in the agent config")))?
+                .attach_as(name, id, ip, &Join::of(i, primary))
+                .map_err(transient)?;
         }
         // Clear the last run (keeping its upper dir: a restart keeps the filesystem).
         self.runtime.remove(name, id, true).map_err(transient)?;
@@ -424,7 +543,10 @@ impl Backend for Host {
         self.runtime
             .stop(name, id, None, timeout)
             .map_err(transient)?;
-        self.network.unpublish(name, id).map_err(transient)
+        for net in self.networks() {
+            net.unpublish(name, id).map_err(transient)?;
+        }
+        Ok(())
     }
 
     fn remove(&self, name: &str, id: &IncarnationId, why: RemoveReason) -> Result<(), ActionError> {
@@ -466,31 +588,8 @@ impl Backend for Host {
     fn watch(&self, tx: mpsc::UnboundedSender<Notice>) {
         // A flushed or deleted table (a firewall reload) is put back at once, not at the next
         // resync: published ports would be dark until then.
-        let network = self.network.clone();
-        let notes = tx.clone();
-        match self.network.spawn_watcher(move |drift| {
-            let what = match &drift {
-                Drift::Changed {
-                    by_name: Some(n),
-                    by_pid,
-                    ..
-                } => format!("by {n} (pid {})", by_pid.unwrap_or(0)),
-                Drift::Changed { .. } => "by another process".to_string(),
-                Drift::Overrun => "(notifications lost)".to_string(),
-            };
-            match network.repair_rules() {
-                Ok(true) => {
-                    let _ = notes.send(Notice::Repaired(format!(
-                        "nftables table {} restored after a change {what}",
-                        network.table()
-                    )));
-                }
-                Ok(false) => {}
-                Err(e) => tracing::warn!("cannot restore the nftables table: {e}"),
-            }
-        }) {
-            Ok(w) => *self.drift.lock().expect("drift lock") = Some(w),
-            Err(e) => tracing::warn!("cannot watch the nftables table for changes: {e}"),
+        for net in self.networks() {
+            self.watch_table(net, &tx);
         }
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             tracing::warn!("no async runtime: exits are noticed at the next resync");
@@ -517,26 +616,18 @@ impl Backend for Host {
         let _no_creates = self.making.write().unwrap_or_else(|p| p.into_inner());
         self.sweep_locked();
         let live: Vec<_> = self.known().into_iter().collect();
-        let notes = self.network.reconcile(&self.expected_networks(&live));
-        match notes {
-            Ok(notes) => {
-                for n in notes {
-                    tracing::warn!("network repaired: {n}");
+        for net in self.networks() {
+            let expected = self.expected_networks(net.name(), &live);
+            match net.reconcile(&expected, &live) {
+                Ok(notes) => {
+                    for n in notes {
+                        tracing::warn!("network repaired: {n}");
+                    }
                 }
+                Err(e) => tracing::warn!("network {:?} repair: {e}", net.name()),
             }
-            Err(e) => tracing::warn!("network repair: {e}"),
         }
-        self.refresh_hosts();
-        let roots = crate::store::GcRoots {
-            images: keep.images.clone(),
-            digests: keep.digests.clone(),
-            layer_dirs: self.live_layer_dirs(),
-        };
-        match self.store.gc(&roots, self.config.images.gc_grace) {
-            Ok(r) => tracing::debug!("image gc: {r:?}"),
-            Err(e) => tracing::warn!("image gc: {e}"),
-        }
-        Ok(())
+        self.resync_rest(keep)
     }
 
     fn image_op(&self, op: &ImageOp) -> Result<serde_json::Value, ActionError> {
@@ -553,13 +644,15 @@ impl Backend for Host {
     }
 
     fn warnings(&self) -> Vec<String> {
-        match self.network.check_forward_blocked() {
-            Ok(Some(msg)) => vec![msg],
-            Ok(None) => Vec::new(),
-            Err(e) => vec![format!(
-                "cannot check other firewalls for a forward drop: {e}"
-            )],
-        }
+        self.networks()
+            .filter_map(|net| match net.check_forward_blocked() {
+                Ok(msg) => msg,
+                Err(e) => Some(format!(
+                    "cannot check other firewalls for a forward drop on {}: {e}",
+                    net.bridge()
+                )),
+            })
+            .collect()
     }
 
     fn scan_imports(&self) -> Vec<String> {

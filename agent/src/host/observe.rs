@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::time::SystemTime;
 
 use berth_spec::ImageSource;
-use berth_spec::model::PortMapping;
+use berth_spec::model::{NetworkMode, PortMapping};
 
 use super::record::{self, Phase, Record};
 use super::{Host, transient};
@@ -123,7 +123,7 @@ impl Host {
             .unwrap_or_default();
         Some(ObservedContainer {
             id: rec.id.clone(),
-            spec_hash: rec.spec_hash.clone(),
+            spec_hash: self.sidecar_hash(rec),
             image_digest: rec.image_digest.clone(),
             run,
             restarts: if this_boot { rec.restarts } else { 0 },
@@ -141,6 +141,24 @@ impl Host {
                 since: since.map(rfc3339),
             },
         })
+    }
+}
+
+impl Host {
+    /// A sidecar (`network = "container:x"`) whose x has been made again sits in a namespace
+    /// nothing else uses any more: it is observed with a hash no spec has, so the planner
+    /// recreates it into x's new namespace.
+    fn sidecar_hash(&self, rec: &Record) -> String {
+        let (NetworkMode::Container(of), Some(joined)) = (&rec.network, &rec.netns_of) else {
+            return rec.spec_hash.clone();
+        };
+        match Record::load(&self.layout, of) {
+            Ok(Some(target)) if target.id == *joined => rec.spec_hash.clone(),
+            _ => format!(
+                "{} (in the netns of {of} {joined}, which is gone)",
+                rec.spec_hash
+            ),
+        }
     }
 }
 

@@ -41,7 +41,18 @@ pub struct Record {
     pub image: String,
     pub image_digest: String,
     pub network: NetworkMode,
+    /// The address on its primary network: the first that is not internal, which holds its
+    /// default route and published ports (see `Host::primary`).
     pub ip: Option<IpAddr>,
+    /// `network = "bridge"`: every network it joined, in order (`eth0`, `eth1`, ...), with its
+    /// address there. Empty in a record from before named networks: the default network at
+    /// `ip` (see [`Record::joined`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<(String, IpAddr)>,
+    /// `network = "container:x"`: the incarnation of x whose netns it joined. When x has
+    /// another incarnation, this one is observed as changed and made again in the new netns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns_of: Option<IncarnationId>,
     pub ports: Vec<PortMapping>,
     pub restarts: u32,
     pub crash_streak: u32,
@@ -57,6 +68,21 @@ pub struct Record {
 }
 
 impl Record {
+    /// The networks of a bridged incarnation in order, with the address each holds (`None`:
+    /// not leased yet); empty for the other modes.
+    pub fn joined(&self) -> Vec<(String, Option<IpAddr>)> {
+        if self.network != NetworkMode::Bridge {
+            return Vec::new();
+        }
+        if self.networks.is_empty() {
+            return vec![(berth_spec::config::DEFAULT_NETWORK.to_string(), self.ip)];
+        }
+        self.networks
+            .iter()
+            .map(|(n, ip)| (n.clone(), Some(*ip)))
+            .collect()
+    }
+
     pub fn path(layout: &Layout, name: &str) -> PathBuf {
         layout.container_dir(name).join(FILE)
     }

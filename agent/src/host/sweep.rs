@@ -11,7 +11,7 @@ use berth_spec::model::NetworkMode;
 use super::Host;
 use super::record::{self, Phase, Record};
 use crate::names::{IncarnationId, Names};
-use crate::network::{ExpectedMode, ExpectedNet};
+use crate::network::{ExpectedMode, ExpectedNet, Join};
 use crate::runtime::cgroup::Cgroup;
 
 /// One orphan, as `berth doctor` lists it.
@@ -154,8 +154,10 @@ impl Host {
             }
         }
         let known: Vec<_> = self.known().into_iter().collect();
-        if let Err(e) = self.network.sweep_orphans(&known) {
-            tracing::warn!("network orphans: {e}");
+        for net in self.networks() {
+            if let Err(e) = net.sweep_orphans(&known) {
+                tracing::warn!("network {:?} orphans: {e}", net.name());
+            }
         }
         self.runtime.prune_cgroups();
         orphans
@@ -224,8 +226,12 @@ impl Host {
             .collect()
     }
 
-    /// What each live container's network should be, for the network's repair.
-    pub(super) fn expected_networks(&self, live: &[(String, IncarnationId)]) -> Vec<ExpectedNet> {
+    /// The containers that should be on network `net`, each with its interface there.
+    pub(super) fn expected_networks(
+        &self,
+        net: &str,
+        live: &[(String, IncarnationId)],
+    ) -> Vec<ExpectedNet> {
         live.iter()
             .filter_map(|(name, id)| {
                 let rec = Record::load(&self.layout, name).ok().flatten()?;
@@ -235,6 +241,10 @@ impl Host {
                 {
                     return None;
                 }
+                let joined = rec.joined();
+                let index = joined.iter().position(|(n, _)| n == net)?;
+                let primary = self.primary(joined.iter().map(|(n, _)| n.as_str()));
+                let ip = joined[index].1?;
                 let running = matches!(
                     self.runtime
                         .inspect(name, id)
@@ -244,7 +254,8 @@ impl Host {
                     Some(crate::runtime::Status::Running | crate::runtime::Status::Paused)
                 );
                 // A stopped container keeps its address but not its ports.
-                let ports = if running && !rec.stopped_by_us {
+                // Its ports are published on its primary network only.
+                let ports = if running && !rec.stopped_by_us && index == primary {
                     rec.ports.clone()
                 } else {
                     Vec::new()
@@ -252,7 +263,11 @@ impl Host {
                 Some(ExpectedNet {
                     name: name.clone(),
                     id: id.clone(),
-                    mode: ExpectedMode::Bridge { ip: rec.ip?, ports },
+                    mode: ExpectedMode::Bridge {
+                        ip,
+                        ports,
+                        join: Join::of(index, primary),
+                    },
                     made_this_boot: rec.boot_id == record::boot_id(),
                 })
             })

@@ -21,8 +21,44 @@ pub struct Attachment {
     pub mtu: u32,
 }
 
-/// The container end of every veth.
+/// The container end of the veth of its first network.
 pub const CONTAINER_IFNAME: &str = "eth0";
+
+/// How a container's veth of one network looks inside its netns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Join {
+    /// `eth<n>` for the container's n-th network.
+    pub ifname: String,
+    pub route: Route,
+}
+
+/// Which routes a container gets through a network's interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// The default route via the network's gateway (the container's first network).
+    Default,
+    /// The network's own subnet only (the connected route its address brings).
+    Subnet,
+}
+
+impl Join {
+    /// The container's `n`-th network (from 0): `eth<n>`, the default route on the first.
+    pub fn nth(n: usize) -> Join {
+        Self::of(n, 0)
+    }
+
+    /// The `n`-th of a container's networks whose `primary`-th holds the default route.
+    pub fn of(n: usize, primary: usize) -> Join {
+        Join {
+            ifname: format!("eth{n}"),
+            route: if n == primary {
+                Route::Default
+            } else {
+                Route::Subnet
+            },
+        }
+    }
+}
 
 impl Network {
     /// Gives `name`/`id` its network on the bridge: a lease first (durable before anything uses
@@ -36,6 +72,17 @@ impl Network {
         id: &IncarnationId,
         static_ip: Option<IpAddr>,
     ) -> Result<Attachment, NetError> {
+        self.attach_as(name, id, static_ip, &Join::nth(0))
+    }
+
+    /// [`Network::attach`] for a container's `join.ifname` interface (its n-th network).
+    pub fn attach_as(
+        &self,
+        name: &str,
+        id: &IncarnationId,
+        static_ip: Option<IpAddr>,
+        join: &Join,
+    ) -> Result<Attachment, NetError> {
         let bridge = self.bridge_link()?;
         let had_lease = self.ipam.lease_of(name, id).is_some();
         let lease = self.ipam.allocate(name, id, static_ip)?;
@@ -45,7 +92,7 @@ impl Network {
                 lease.ip
             )));
         };
-        match self.wire(name, id, &bridge, ip) {
+        match self.wire(name, id, &bridge, ip, join) {
             Ok(a) => Ok(a),
             Err(e) => {
                 if !had_lease {
@@ -91,6 +138,7 @@ impl Network {
         id: &IncarnationId,
         bridge: &Link,
         ip: Ipv4Addr,
+        join: &Join,
     ) -> Result<Attachment, NetError> {
         let path = self.layout.netns(name, id);
         netns::create(&path, lo_up).map_err(|e| NetError::io("create netns", &path, e))?;
@@ -100,12 +148,18 @@ impl Network {
         let prefix_len = self.subnet.prefix_len();
         // Two rounds at most: a host end whose peer is not in this netns is made again.
         for _ in 0..2 {
-            self.ensure_host_end(name, id, bridge, &ns, ip, mtu)?;
-            let inside = netns::in_netns(&ns, || configure_inside(ip, prefix_len, gateway, mtu))
-                .and_then(|r| r)
-                .map_err(|e| {
-                    NetError::netlink("configure eth0 in", path.display().to_string(), e)
-                })?;
+            self.ensure_host_end(name, id, bridge, &ns, ip, mtu, &join.ifname)?;
+            let inside = netns::in_netns(&ns, || {
+                configure_inside(&join.ifname, ip, prefix_len, gateway, mtu, join.route)
+            })
+            .and_then(|r| r)
+            .map_err(|e| {
+                NetError::netlink(
+                    "configure interface in",
+                    format!("{} ({})", path.display(), join.ifname),
+                    e,
+                )
+            })?;
             if inside {
                 return Ok(Attachment {
                     netns: path,
@@ -123,7 +177,10 @@ impl Network {
         Err(NetError::netlink(
             "create veth into",
             path.display().to_string(),
-            io::Error::other("eth0 did not appear in the container's netns"),
+            io::Error::other(format!(
+                "{} did not appear in the container's netns",
+                join.ifname
+            )),
         ))
     }
 
@@ -137,6 +194,7 @@ impl Network {
         ns: &File,
         ip: Ipv4Addr,
         mtu: u32,
+        ifname: &str,
     ) -> Result<(), NetError> {
         use std::os::fd::AsFd;
         let veth = self.names.veth(id);
@@ -175,7 +233,7 @@ impl Network {
                     alias: &alias,
                     master: bridge.index,
                     mtu,
-                    peer_name: super::attach::CONTAINER_IFNAME,
+                    peer_name: ifname,
                     peer_mac: mac_for(ip),
                     peer_netns: ns.as_fd(),
                 })
@@ -239,11 +297,18 @@ pub(super) fn lo_up() -> io::Result<()> {
     rt.set_up(lo.index, None)
 }
 
-/// Inside the container's netns: lo and eth0 up, the address, the default route. Returns false
-/// when eth0 is missing (its host end must be made again).
-fn configure_inside(ip: Ipv4Addr, prefix_len: u8, gateway: Ipv4Addr, mtu: u32) -> io::Result<bool> {
+/// Inside the container's netns: lo and the interface up, the address, the default route when
+/// asked. Returns false when the interface is missing (its host end must be made again).
+fn configure_inside(
+    ifname: &str,
+    ip: Ipv4Addr,
+    prefix_len: u8,
+    gateway: Ipv4Addr,
+    mtu: u32,
+    route: Route,
+) -> io::Result<bool> {
     let mut rt = Rtnl::open()?;
-    let Some(eth0) = rt.link(CONTAINER_IFNAME)? else {
+    let Some(eth0) = rt.link(ifname)? else {
         return Ok(false);
     };
     if let Some(lo) = rt.link("lo")?
@@ -255,7 +320,9 @@ fn configure_inside(ip: Ipv4Addr, prefix_len: u8, gateway: Ipv4Addr, mtu: u32) -
     if !eth0.up || eth0.mtu != Some(mtu) {
         rt.set_up(eth0.index, Some(mtu))?;
     }
-    rt.add_default_route(gateway, eth0.index)?;
+    if route == Route::Default {
+        rt.add_default_route(gateway, eth0.index)?;
+    }
     Ok(true)
 }
 

@@ -19,6 +19,13 @@
 //! | veth | `bth<tag><id8>` on the bridge, alias `berth:<instance>:<name>:<id>`; `eth0` inside | [`Network::detach`] |
 //! | lease | `<state_dir>/network/leases/<ip>` (symlink to `<id>:<name>`) | [`Network::detach`] |
 //! | nft elements | in `inet <instance>` maps, comment `<name>-<id>` | [`Network::unpublish`] |
+//!
+//! A named network (`[networks.<name>]`, see [`NetDef`]) is a [`Network`] of its own: its
+//! bridge ([`crate::names::network_bridge`] unless the config names one), its subnet and leases
+//! under `<state_dir>/network/named/<name>/`, its table `inet <instance>-<name>` whose forward
+//! chain keeps the instance's other bridges out, and veths tagged with instance and network
+//! ([`Names::for_network`]). A container on several networks has one veth per network in its
+//! one netns (`eth0`, `eth1`, ...: [`Join`]); the first holds the default route.
 
 mod attach;
 pub mod error;
@@ -38,15 +45,16 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
-use berth_spec::config::NetworkConfig;
+use berth_spec::config::{Config, DEFAULT_NETWORK, NetworkConfig};
 use berth_spec::model::{PortMapping, Protocol};
 
-pub use attach::Attachment;
+pub use attach::{Attachment, Join, Route};
 pub use error::{NetError, TeardownErrors};
 pub use files::HostEntry;
 pub use ipam::Subnet;
 pub use leases::{Ipam, Lease};
 pub use nft::elements::PortElement;
+pub use nft::ruleset::Egress;
 pub use nft::watch::{Drift, Watcher};
 pub use repair::{ExpectedMode, ExpectedNet, NetObserved, OwnedLink, TableState};
 
@@ -65,8 +73,168 @@ pub const DEFAULT_MTU: u32 = 1500;
 /// [`NetError::BridgeFull`].
 pub const MAX_BRIDGE_PORTS: usize = 1023;
 
+/// `<state_dir>/network/named/<network>/network.json`: a named network's bridge and subnet.
+const KEPT_FILE: &str = "network.json";
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct KeptNetwork {
+    bridge: String,
+    subnet: String,
+}
+
+/// Removes the named networks the config no longer declares, each once no container holds a
+/// lease on it: its table, its bridge, its state dir. Returns what it did or left, for the
+/// logs. Call in the host's netns (at start and at every resync).
+pub fn retire_removed(names: &Names, layout: &Layout, declared: &[&str]) -> Vec<String> {
+    let dir = layout.network_dir().join("named");
+    let mut notes = Vec::new();
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if declared.contains(&name.as_str()) {
+            continue;
+        }
+        let kept: Option<KeptNetwork> = crate::fsutil::read_json(&entry.path().join(KEPT_FILE))
+            .ok()
+            .flatten();
+        let Some(kept) = kept else { continue };
+        let def = NetDef {
+            name: name.clone(),
+            bridge: kept.bridge,
+            subnet: kept.subnet,
+            egress: Egress::Masquerade,
+            isolate_from: Vec::new(),
+        };
+        let net = match Network::open(names.clone(), &def, layout) {
+            Ok(n) => n,
+            Err(e) => {
+                notes.push(format!("network {name:?} (removed from the config): {e}"));
+                continue;
+            }
+        };
+        let users: Vec<String> = net.ipam.leases().into_iter().map(|l| l.name).collect();
+        if !users.is_empty() {
+            notes.push(format!(
+                "network {name:?} is no longer in the config; kept while {} use it",
+                users.join(", ")
+            ));
+            continue;
+        }
+        match net.remove_host() {
+            Ok(()) => {
+                let _ = crate::fsutil::remove_dir_all_if_exists(&entry.path());
+                notes.push(format!(
+                    "network {name:?} is no longer in the config: removed bridge {} and table inet {}",
+                    net.bridge,
+                    net.table()
+                ));
+            }
+            Err(e) => notes.push(format!("network {name:?}: {e}")),
+        }
+    }
+    notes
+}
+
+/// One network of the instance as the agent builds it: the default one (`[network]`) or a named
+/// one (`[networks.<name>]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetDef {
+    /// `default` or the name in `[networks.<name>]`.
+    pub name: String,
+    pub bridge: String,
+    pub subnet: String,
+    pub egress: Egress,
+    /// The bridges of the instance's other networks, kept apart from this one. Empty for a
+    /// lone default network (its table stays as before named networks).
+    pub isolate_from: Vec<String>,
+}
+
+impl NetDef {
+    /// Every network of `config`, the default one first, with derived bridge names and each
+    /// isolated from all the others. Two networks with one bridge (a derived name meeting
+    /// another) or a network without an IPv4 subnet are refused, naming the network.
+    pub fn from_config(config: &Config) -> Result<Vec<NetDef>, NetError> {
+        let mut defs: Vec<NetDef> = Vec::new();
+        for d in config.network_defs() {
+            let bridge = d
+                .bridge
+                .clone()
+                .unwrap_or_else(|| crate::names::network_bridge(&config.instance, &d.name));
+            let subnet = d.subnet.clone().ok_or_else(|| {
+                NetError::Config(format!(
+                    "network {:?}: an IPv6-only network (subnet6 without subnet) is not supported by this agent yet",
+                    d.name
+                ))
+            })?;
+            if d.subnet6.is_some() {
+                return Err(NetError::Config(format!(
+                    "network {:?}: subnet6 (IPv6) is not supported by this agent yet",
+                    d.name
+                )));
+            }
+            if let Some(other) = defs.iter().find(|o| o.bridge == bridge) {
+                return Err(NetError::Config(format!(
+                    "networks {:?} and {:?} would share bridge {bridge}; set networks.{}.bridge",
+                    other.name, d.name, d.name
+                )));
+            }
+            defs.push(NetDef {
+                name: d.name,
+                bridge,
+                subnet,
+                egress: if d.internal {
+                    Egress::Internal
+                } else {
+                    Egress::Masquerade
+                },
+                isolate_from: Vec::new(),
+            });
+        }
+        if defs.len() > 1 {
+            let bridges: Vec<String> = defs.iter().map(|d| d.bridge.clone()).collect();
+            for d in &mut defs {
+                d.isolate_from = bridges
+                    .iter()
+                    .filter(|b| **b != d.bridge)
+                    .cloned()
+                    .collect();
+            }
+        }
+        Ok(defs)
+    }
+
+    /// The default network of `config` alone, as [`Network::new`] takes it.
+    pub fn default_of(config: &NetworkConfig) -> NetDef {
+        NetDef {
+            name: DEFAULT_NETWORK.to_string(),
+            bridge: config.bridge.clone(),
+            subnet: config.subnet.clone(),
+            egress: if config.internal {
+                Egress::Internal
+            } else {
+                Egress::Masquerade
+            },
+            isolate_from: Vec::new(),
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        self.name == DEFAULT_NETWORK
+    }
+}
+
+impl Network {
+    /// Whether this is the default network (`[network]`), which owns the containers' netns.
+    pub(crate) fn is_default(&self) -> bool {
+        self.name == DEFAULT_NETWORK
+    }
+}
+
 /// One instance's container network.
 pub struct Network {
+    /// `default` or the network's name in `[networks.<name>]`.
+    name: String,
     names: Names,
     layout: Layout,
     bridge: String,
@@ -94,8 +262,23 @@ impl Network {
     /// namespace, which becomes "the host" for everything this value does. Changes nothing in the
     /// kernel (it creates the lease directories).
     pub fn new(names: Names, config: &NetworkConfig, layout: &Layout) -> Result<Network, NetError> {
-        validate_bridge_name(&config.bridge)?;
-        let subnet = Subnet::parse(&config.subnet).map_err(NetError::Config)?;
+        Self::open(names, &NetDef::default_of(config), layout)
+    }
+
+    /// As [`Network::new`], for any network of the instance: `names` are the instance's, and a
+    /// named network's own are derived here.
+    pub fn open(names: Names, def: &NetDef, layout: &Layout) -> Result<Network, NetError> {
+        let (names, network_dir) = if def.is_default() {
+            (names, layout.network_dir())
+        } else {
+            berth_spec::names::validate_network_name(&def.name).map_err(NetError::Config)?;
+            (
+                names.for_network(&def.name),
+                layout.network_dir().join("named").join(&def.name),
+            )
+        };
+        validate_bridge_name(&def.bridge)?;
+        let subnet = Subnet::parse(&def.subnet).map_err(NetError::Config)?;
         let host_ns =
             netns::current().map_err(|e| NetError::io("open", "/proc/thread-self/ns/net", e))?;
         let rtnl = Rtnl::open().map_err(|e| NetError::netlink("open", "rtnetlink socket", e))?;
@@ -105,16 +288,29 @@ impl Network {
             table: table.clone(),
             source: e,
         })?;
-        let ipam = Ipam::open(&layout.network_dir(), subnet)?;
+        let ipam = Ipam::open(&network_dir, subnet)?;
+        if !def.is_default() {
+            // What a later agent needs to remove this network once the config drops it: its
+            // bridge may be named by hand, and its subnet opens its leases.
+            let kept = KeptNetwork {
+                bridge: def.bridge.clone(),
+                subnet: def.subnet.clone(),
+            };
+            crate::fsutil::atomic_write_json(&network_dir.join(KEPT_FILE), &kept)
+                .map_err(|e| NetError::io("write", network_dir.join(KEPT_FILE), e))?;
+        }
         Ok(Network {
             ruleset: Ruleset {
                 table,
-                bridge: config.bridge.clone(),
+                bridge: def.bridge.clone(),
                 subnet,
+                egress: def.egress,
+                isolate_from: def.isolate_from.clone(),
             },
+            name: def.name.clone(),
             names,
             layout: layout.clone(),
-            bridge: config.bridge.clone(),
+            bridge: def.bridge.clone(),
             subnet,
             host_ns,
             rtnl: Mutex::new(rtnl),
@@ -125,6 +321,15 @@ impl Network {
 
     pub fn bridge(&self) -> &str {
         &self.bridge
+    }
+
+    /// `default`, or the name of `[networks.<name>]`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn egress(&self) -> Egress {
+        self.ruleset.egress
     }
 
     pub fn subnet(&self) -> &Subnet {
@@ -499,6 +704,63 @@ mod tests {
         fn shareable<T: Send + Sync>() {}
         shareable::<Network>();
         shareable::<Watcher>();
+    }
+
+    #[test]
+    fn network_defs_from_config() {
+        use berth_spec::config::NamedNetworkConfig;
+        let mut c = Config {
+            instance: "btabc".into(),
+            ..Config::default()
+        };
+        let net = |subnet: &str| NamedNetworkConfig {
+            subnet: Some(subnet.into()),
+            ..Default::default()
+        };
+        // A lone default network: no isolation, its table as before.
+        let defs = NetDef::from_config(&c).unwrap();
+        assert_eq!(defs, vec![NetDef::default_of(&c.network)]);
+        c.networks.insert("backend".into(), net("10.1.0.0/24"));
+        c.networks.insert(
+            "vault".into(),
+            NamedNetworkConfig {
+                internal: true,
+                ..net("10.2.0.0/24")
+            },
+        );
+        let defs = NetDef::from_config(&c).unwrap();
+        let bridges: Vec<&str> = defs.iter().map(|d| d.bridge.as_str()).collect();
+        assert_eq!(bridges, ["berth0", "btabc-backend", "btabc-vault"]);
+        assert_eq!(defs[1].isolate_from, ["berth0", "btabc-vault"]);
+        assert_eq!(defs[0].isolate_from, ["btabc-backend", "btabc-vault"]);
+        assert_eq!(
+            (defs[1].egress, defs[2].egress),
+            (Egress::Masquerade, Egress::Internal)
+        );
+        // A bridge named by hand that another network derives: refused, naming both.
+        c.networks.insert(
+            "other".into(),
+            NamedNetworkConfig {
+                bridge: Some("btabc-backend".into()),
+                ..net("10.3.0.0/24")
+            },
+        );
+        let err = NetDef::from_config(&c).unwrap_err().to_string();
+        assert!(
+            err.contains("\"backend\" and \"other\" would share bridge btabc-backend"),
+            "{err}"
+        );
+        c.networks.remove("other");
+        // IPv6 is refused, naming the network, until it is wired.
+        c.networks.insert(
+            "v6only".into(),
+            NamedNetworkConfig {
+                subnet6: Some("fd00:b::/64".into()),
+                ..Default::default()
+            },
+        );
+        let err = NetDef::from_config(&c).unwrap_err().to_string();
+        assert!(err.contains("\"v6only\""), "{err}");
     }
 
     #[test]

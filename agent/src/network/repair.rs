@@ -53,8 +53,13 @@ pub struct ExpectedNet {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExpectedMode {
-    /// On the bridge at `ip`, publishing `ports` (empty while stopped).
-    Bridge { ip: IpAddr, ports: Vec<PortMapping> },
+    /// On the bridge at `ip` through interface `join`, publishing `ports` (empty while
+    /// stopped).
+    Bridge {
+        ip: IpAddr,
+        ports: Vec<PortMapping>,
+        join: super::Join,
+    },
     /// `network = "none"`: a netns with lo only.
     Isolated,
 }
@@ -195,6 +200,18 @@ impl Network {
     /// Removes this instance's links, netns, leases and elements that belong to no container in
     /// `known`. Another instance's objects are never touched. Keeps going past failures.
     pub fn sweep_orphans(&self, known: &[(String, IncarnationId)]) -> Result<(), TeardownErrors> {
+        self.sweep_orphans_keeping(known, known)
+    }
+
+    /// [`Network::sweep_orphans`] where `known` are the containers on this network and
+    /// `live` every container of the instance: a netns is a container's, not a network's, so
+    /// only the default network removes netns, and only those of no live container.
+    fn sweep_orphans_keeping(
+        &self,
+        known: &[(String, IncarnationId)],
+        live: &[(String, IncarnationId)],
+    ) -> Result<(), TeardownErrors> {
+        let live: BTreeSet<(String, IncarnationId)> = known.iter().chain(live).cloned().collect();
         let known: BTreeSet<(String, IncarnationId)> = known.iter().cloned().collect();
         let known_ids: BTreeSet<&IncarnationId> = known.iter().map(|(_, id)| id).collect();
         let mut errors = Vec::new();
@@ -215,7 +232,7 @@ impl Network {
             }
         }
         for (name, id) in &observed.netns {
-            if !known.contains(&(name.clone(), id.clone())) {
+            if self.is_default() && !live.contains(&(name.clone(), id.clone())) {
                 let path = self.layout.netns(name, id);
                 if let Err(e) = netns::remove(&path) {
                     errors.push(NetError::io("remove netns", &path, e));
@@ -254,12 +271,17 @@ impl Network {
     /// ports), then syncs the table. A netns that had to be
     /// made again is new: a container still running in the old one must be restarted, which the
     /// returned notes say. Keeps going past failures.
-    pub fn reconcile(&self, expected: &[ExpectedNet]) -> Result<Vec<String>, TeardownErrors> {
+    /// `live` are all the instance's containers, on this network or not (their netns stays).
+    pub fn reconcile(
+        &self,
+        expected: &[ExpectedNet],
+        live: &[(String, IncarnationId)],
+    ) -> Result<Vec<String>, TeardownErrors> {
         let known: Vec<(String, IncarnationId)> = expected
             .iter()
             .map(|e| (e.name.clone(), e.id.clone()))
             .collect();
-        let mut errors = match self.sweep_orphans(&known) {
+        let mut errors = match self.sweep_orphans_keeping(&known, live) {
             Ok(()) => Vec::new(),
             Err(TeardownErrors(e)) => e,
         };
@@ -286,13 +308,13 @@ impl Network {
             }
             let result = match &e.mode {
                 ExpectedMode::Isolated => self.attach_none(&e.name, &e.id).map(drop),
-                ExpectedMode::Bridge { ip, ports } => {
+                ExpectedMode::Bridge { ip, ports, join } => {
                     let owner = Names::container_key(&e.name, &e.id);
                     match el::elements_for(&owner, *ip, ports) {
                         Ok(els) => desired.extend(els),
                         Err(why) => errors.push(NetError::Ipv6Unsupported(why)),
                     }
-                    self.restore_bridge(e, *ip, ports, bridge.as_ref())
+                    self.restore_bridge(e, *ip, ports, join, bridge.as_ref())
                 }
             };
             if let Err(err) = result {
@@ -314,6 +336,7 @@ impl Network {
         e: &ExpectedNet,
         ip: IpAddr,
         ports: &[PortMapping],
+        join: &super::Join,
         bridge: Option<&super::rtnl::Link>,
     ) -> Result<(), NetError> {
         let lease = Lease {
@@ -335,6 +358,6 @@ impl Network {
         let (Some(bridge), IpAddr::V4(v4)) = (bridge, ip) else {
             return Ok(());
         };
-        self.wire(&e.name, &e.id, bridge, v4).map(drop)
+        self.wire(&e.name, &e.id, bridge, v4, join).map(drop)
     }
 }

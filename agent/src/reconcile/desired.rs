@@ -143,7 +143,7 @@ impl LastValid {
             .map(|(n, d)| {
                 (
                     n.clone(),
-                    d.spec.depends_on.iter().map(|x| x.name.clone()).collect(),
+                    d.spec.dependencies().into_iter().map(|x| x.name).collect(),
                 )
             })
             .collect()

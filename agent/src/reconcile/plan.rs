@@ -710,7 +710,7 @@ pub fn pinned(image: &ImageSource, digest: &str) -> Option<ImageSource> {
 /// exclusive mount (a bind or a volume) or a static address would be held twice.
 fn effective_strategy(spec: &ContainerSpec) -> UpdateStrategy {
     let exclusive = !spec.ports.is_empty()
-        || spec.ip.is_some()
+        || spec.has_static_address()
         || spec
             .mounts
             .iter()
@@ -723,7 +723,8 @@ fn effective_strategy(spec: &ContainerSpec) -> UpdateStrategy {
 
 /// Every `depends_on` entry has reached its condition, judged on what is observed now.
 pub fn dependencies_ready(spec: &ContainerSpec, observed: &Observed) -> Result<(), Waiting> {
-    for dep in &spec.depends_on {
+    // `network = "container:x"` waits for x as `depends_on` does.
+    for dep in &spec.dependencies() {
         let o = observed.containers.get(&dep.name);
         let ready = match (dep.condition, o) {
             (_, None) => false,

@@ -128,14 +128,17 @@ impl ContainerConfig {
         layout: &Layout,
         placement: Placement,
     ) -> Result<Self, String> {
-        let netns = match spec.network {
+        let netns = match &spec.network {
             NetworkMode::Host => NetNs::Host,
             NetworkMode::None => NetNs::None,
-            NetworkMode::Bridge => NetNs::Path(
-                placement
-                    .netns
-                    .ok_or("network = \"bridge\" needs a network namespace path")?,
-            ),
+            NetworkMode::Bridge | NetworkMode::Container(_) => {
+                NetNs::Path(placement.netns.ok_or_else(|| {
+                    format!(
+                        "network = \"{}\" needs a network namespace path",
+                        spec.network.spec_word()
+                    )
+                })?)
+            }
         };
         let stop_signal = match spec
             .stop_signal

@@ -64,6 +64,7 @@ impl Lab {
         let config = NetworkConfig {
             bridge: format!("tb{k}"),
             subnet: format!("10.220.{k}.0/24"),
+            ..Default::default()
         };
         let ns = File::open(&host_ns).unwrap();
         let net = netns::in_netns(&ns, || Network::new(names.clone(), &config, &layout))

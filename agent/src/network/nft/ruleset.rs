@@ -19,8 +19,17 @@
 //!     meta nfproto ipv4 oifname <bridge> ip saddr 127.0.0.0/8 masquerade }          # host's 127/8
 //!   chain input { type filter hook input priority filter
 //!     meta nfproto ipv4 iif != lo ip daddr 127.0.0.0/8 ct status & dnat == 0 counter drop }
+//!   # Only when the instance has named networks, or this network is internal:
+//!   chain forward { type filter hook forward priority filter
+//!     iifname <bridge> oifname <other> ct status & dnat == 0 drop   # per other bridge
+//!     iifname <other> oifname <bridge> ct status & dnat == 0 drop   # of the instance
+//!     iifname <bridge> oifname != <bridge> drop                     # internal: no way out
+//!     oifname <bridge> iifname != <bridge> drop }                   # nor in
 //! }
 //! ```
+//!
+//! An internal network has no `berth:egress` rule either. The isolation rules let DNATed
+//! traffic through: a published port stays reachable from every network, as with Docker.
 //!
 //! Every element ([`super::elements`]) carries its container (`<name>-<id>`) as a comment, and every fixed rule a
 //! `berth:` comment, so a dump tells what is missing and whose each element is. The input rule is
@@ -46,6 +55,7 @@ pub const CHAIN_PREROUTING: &str = "prerouting";
 pub const CHAIN_OUTPUT: &str = "output";
 pub const CHAIN_POSTROUTING: &str = "postrouting";
 pub const CHAIN_INPUT: &str = "input";
+pub const CHAIN_FORWARD: &str = "forward";
 
 pub const MAP_IP4: &str = "pub4_ip";
 pub const MAP_ANY4: &str = "pub4_any";
@@ -78,14 +88,32 @@ pub struct Ruleset {
     pub table: String,
     pub bridge: String,
     pub subnet: Subnet,
+    pub egress: Egress,
+    /// The instance's other networks' bridges: no new connection crosses between them.
+    pub isolate_from: Vec<String>,
+}
+
+/// Whether a network's containers may reach beyond the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Egress {
+    /// Masqueraded out through any other interface.
+    Masquerade,
+    /// `internal = true`: no forwarding to or from the bridge at all.
+    Internal,
 }
 
 impl Ruleset {
     /// The table's comment, which says which fixed part it holds.
     pub fn version_comment(&self) -> String {
-        let digest = sha2::Sha256::digest(
-            format!("{RULESET_VERSION}\n{}\n{}", self.bridge, self.subnet).as_bytes(),
-        );
+        let mut what = format!("{RULESET_VERSION}\n{}\n{}", self.bridge, self.subnet);
+        // Appended only when present, so a table from before named networks is not rebuilt.
+        if self.egress == Egress::Internal {
+            what.push_str("\ninternal");
+        }
+        for other in &self.isolate_from {
+            what.push_str(&format!("\nisolate {other}"));
+        }
+        let digest = sha2::Sha256::digest(what.as_bytes());
         format!(
             "berth ruleset v{RULESET_VERSION} {}",
             &hex::encode(digest)[..12]
@@ -168,6 +196,12 @@ impl Ruleset {
             CHAIN_INPUT,
             Some(("filter", InetHookNumber::LocalIn, PRIO_FILTER)),
         ));
+        if self.has_forward_chain() {
+            batch.push(self.chain_msg(
+                CHAIN_FORWARD,
+                Some(("filter", InetHookNumber::Forward, PRIO_FILTER)),
+            ));
+        }
         for rule in self.rules() {
             batch.push(Msg {
                 body: NfTablesMessage::NewRule(RuleMessage {
@@ -227,7 +261,90 @@ impl Ruleset {
         }
     }
 
+    /// Only a table with something to forward-filter has the chain (a lone default network's
+    /// table is as it was before named networks).
+    fn has_forward_chain(&self) -> bool {
+        self.egress == Egress::Internal || !self.isolate_from.is_empty()
+    }
+
     fn rules(&self) -> Vec<Rule> {
+        let mut rules = self.fixed_rules();
+        if self.egress == Egress::Internal {
+            rules.retain(|r| r.comment != "berth:egress");
+        }
+        rules.extend(self.forward_rules());
+        rules
+    }
+
+    fn forward_rules(&self) -> Vec<Rule> {
+        let iif = |op: Operator, name: &str| {
+            vec![
+                expr::meta(MetaKey::Iifname, REG1),
+                expr::cmp(op, REG1, &expr::ifname(name)),
+            ]
+        };
+        let oif = |op: Operator, name: &str| {
+            vec![
+                expr::meta(MetaKey::Oifname, REG1),
+                expr::cmp(op, REG1, &expr::ifname(name)),
+            ]
+        };
+        let not_dnat = || {
+            vec![
+                expr::ct_status(REG1),
+                expr::bitwise(REG1, &expr::CT_STATUS_DNAT.to_ne_bytes(), &[0; 4]),
+                expr::cmp(Operator::Equal, REG1, &[0; 4]),
+            ]
+        };
+        let cat = |parts: Vec<Vec<Expr>>| parts.into_iter().flatten().collect::<Vec<_>>();
+        let me = self.bridge.as_str();
+        let mut out = Vec::new();
+        for other in &self.isolate_from {
+            out.push(Rule {
+                chain: CHAIN_FORWARD,
+                comment: "berth:isolate-out",
+                exprs: cat(vec![
+                    iif(Operator::Equal, me),
+                    oif(Operator::Equal, other),
+                    not_dnat(),
+                    vec![expr::drop()],
+                ]),
+            });
+            out.push(Rule {
+                chain: CHAIN_FORWARD,
+                comment: "berth:isolate-in",
+                exprs: cat(vec![
+                    iif(Operator::Equal, other),
+                    oif(Operator::Equal, me),
+                    not_dnat(),
+                    vec![expr::drop()],
+                ]),
+            });
+        }
+        if self.egress == Egress::Internal {
+            out.push(Rule {
+                chain: CHAIN_FORWARD,
+                comment: "berth:internal-out",
+                exprs: cat(vec![
+                    iif(Operator::Equal, me),
+                    oif(Operator::NotEqual, me),
+                    vec![expr::drop()],
+                ]),
+            });
+            out.push(Rule {
+                chain: CHAIN_FORWARD,
+                comment: "berth:internal-in",
+                exprs: cat(vec![
+                    oif(Operator::Equal, me),
+                    iif(Operator::NotEqual, me),
+                    vec![expr::drop()],
+                ]),
+            });
+        }
+        out
+    }
+
+    fn fixed_rules(&self) -> Vec<Rule> {
         let bridge = expr::ifname(&self.bridge);
         let is_v4 = || {
             vec![
@@ -380,6 +497,8 @@ mod tests {
             table: "probe".into(),
             bridge: "br-probe".into(),
             subnet: Subnet::parse("10.210.1.0/24").unwrap(),
+            egress: Egress::Masquerade,
+            isolate_from: Vec::new(),
         }
     }
 
@@ -486,5 +605,42 @@ mod tests {
         let mut other = ruleset();
         other.subnet = Subnet::parse("10.210.2.0/24").unwrap();
         assert_ne!(other.version_comment(), ruleset().version_comment());
+    }
+
+    #[test]
+    fn a_lone_default_network_keeps_its_table() {
+        // The version of a table made before named networks, for this bridge and subnet.
+        let digest = sha2::Sha256::digest(b"1\nbr-probe\n10.210.1.0/24");
+        assert_eq!(
+            ruleset().version_comment(),
+            format!("berth ruleset v1 {}", &hex::encode(digest)[..12])
+        );
+        assert!(
+            !ruleset()
+                .expected_rules()
+                .iter()
+                .any(|(c, _)| *c == CHAIN_FORWARD)
+        );
+    }
+
+    #[test]
+    fn isolation_and_internal_rules() {
+        let mut r = ruleset();
+        r.isolate_from = vec!["br-a".into(), "br-b".into()];
+        let rules = r.expected_rules();
+        let fwd: Vec<_> = rules.iter().filter(|(c, _)| *c == CHAIN_FORWARD).collect();
+        assert_eq!(fwd.len(), 4);
+        assert_ne!(r.version_comment(), ruleset().version_comment());
+        assert!(rules.iter().any(|(_, c)| *c == "berth:egress"));
+        r.egress = Egress::Internal;
+        let rules = r.expected_rules();
+        assert!(!rules.iter().any(|(_, c)| *c == "berth:egress"));
+        assert!(rules.iter().any(|(_, c)| *c == "berth:internal-out"));
+        let batch = r.rebuild(&[]);
+        let chains = batch
+            .iter()
+            .filter(|m| matches!(m.body, NfTablesMessage::NewChain(_)))
+            .count();
+        assert_eq!(chains, 6);
     }
 }

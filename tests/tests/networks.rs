@@ -1,0 +1,152 @@
+//! Named networks through the agent, as root, against the real registry: a container on two
+//! networks reaches each by name, containers on different networks cannot reach each other in
+//! either direction, the names each sees are its networks' own, and `berth doctor --fix` on the
+//! stopped agent removes every network's bridge and table (the suite's leak check then finds
+//! nothing of the instance).
+
+use std::time::Duration;
+
+use berth_e2e::agent::{AgentOptions, TestAgent, free_subnet, wait_until};
+use berth_e2e::fixtures::web_image;
+use berth_e2e::require_root;
+
+/// `berth exec <name> -- wget` of `url` (2 s timeout): the body, or `None`.
+fn fetch(a: &TestAgent, name: &str, url: &str) -> Option<String> {
+    let out = a.berth(&["exec", name, "--", "wget", "-q", "-T", "2", "-O", "-", url]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ip_of(a: &TestAgent, name: &str) -> String {
+    let s = a.status_of(name).unwrap();
+    s["ip"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no ip in {s}"))
+        .to_string()
+}
+
+#[test]
+fn named_networks_isolate_stacks_through_the_agent() {
+    if !require_root() {
+        return;
+    }
+    let backend = free_subnet();
+    let opts = AgentOptions {
+        extra_config: format!("[networks.backend]\nsubnet = {backend:?}\n"),
+        ..Default::default()
+    };
+    let mut a = TestAgent::new("nw", &opts);
+    a.start(&opts);
+    let (web, db) = (web_image("web\n"), web_image("db\n"));
+    a.write_spec("web", &format!("image = \"{web}\"\n"));
+    a.write_spec(
+        "db",
+        &format!("image = \"{db}\"\nnetworks = [\"backend\"]\n"),
+    );
+    a.write_spec(
+        "api",
+        &format!("image = \"{web}\"\nnetworks = [\"default\", \"backend\"]\n"),
+    );
+    for n in ["web", "db", "api"] {
+        a.wait_running(n);
+    }
+    let db_ip = ip_of(&a, "db");
+    let web_ip = ip_of(&a, "web");
+    let backend_prefix = backend.trim_end_matches("0/24");
+    assert!(
+        db_ip.starts_with(backend_prefix),
+        "{db_ip} not in {backend}"
+    );
+
+    // api is on both: it reaches db and web by name.
+    wait_until(Duration::from_secs(10), "api reaches db by name", || {
+        fetch(&a, "api", "http://db/").as_deref() == Some("db\n")
+    });
+    assert_eq!(fetch(&a, "api", "http://web/").as_deref(), Some("web\n"));
+    // web and db share no network: no name, and no connection in either direction.
+    assert_eq!(fetch(&a, "web", "http://db/"), None);
+    assert_eq!(fetch(&a, "web", &format!("http://{db_ip}/")), None);
+    assert_eq!(fetch(&a, "db", &format!("http://{web_ip}/")), None);
+    let hosts = a.berth(&["exec", "db", "--", "cat", "/etc/hosts"]);
+    let hosts = String::from_utf8_lossy(&hosts.stdout).into_owned();
+    assert!(
+        hosts.contains("\tapi") && !hosts.contains("\tweb"),
+        "{hosts}"
+    );
+
+    // Each network's kernel objects are named from the instance.
+    let bridge = berth_agent::names::network_bridge(&a.instance, "backend");
+    let links = std::process::Command::new("ip")
+        .args(["-o", "link", "show", &bridge])
+        .output()
+        .unwrap();
+    assert!(links.status.success(), "no bridge {bridge}");
+    let table = format!("{}-backend", a.instance);
+    let tables = std::process::Command::new("nft")
+        .args(["list", "table", "inet", &table])
+        .output()
+        .unwrap();
+    assert!(tables.status.success(), "no table {table}");
+
+    // Teardown (TestAgent's drop) removes the containers, then doctor --fix every network's
+    // bridge and table; check here that the named ones went too.
+    a.teardown().unwrap();
+    let links = std::process::Command::new("ip")
+        .args(["-o", "link", "show", &bridge])
+        .output()
+        .unwrap();
+    assert!(!links.status.success(), "bridge {bridge} left");
+    let tables = std::process::Command::new("nft")
+        .args(["list", "table", "inet", &table])
+        .output()
+        .unwrap();
+    assert!(!tables.status.success(), "table {table} left");
+}
+
+#[test]
+fn a_sidecar_joins_its_containers_netns_and_follows_it_when_remade() {
+    if !require_root() {
+        return;
+    }
+    let opts = AgentOptions::default();
+    let mut a = TestAgent::new("sc", &opts);
+    a.start(&opts);
+    let (web, sleeper) = (web_image("app\n"), berth_e2e::fixtures::sleeper_image());
+    // The sidecar's spec comes first: it waits for app (an implied dependency).
+    a.write_spec(
+        "side",
+        &format!("image = \"{sleeper}\"\nnetwork = \"container:app\"\n"),
+    );
+    a.write_spec(
+        "app",
+        &format!("image = \"{web}\"\nenv = {{ V = \"1\" }}\n"),
+    );
+    let app = a.wait_running("app");
+    let side = a.wait_running("side");
+    // One netns: the sidecar reaches app's server on loopback, and has app's address.
+    assert_eq!(
+        fetch(&a, "side", "http://127.0.0.1/").as_deref(),
+        Some("app\n")
+    );
+    assert_eq!(side["ip"], app["ip"], "{side} {app}");
+
+    // app made again (an env change): the sidecar follows it into the new netns.
+    a.write_spec(
+        "app",
+        &format!("image = \"{web}\"\nenv = {{ V = \"2\" }}\n"),
+    );
+    a.wait_status("app", "recreated", Duration::from_secs(60), |s| {
+        s["status"] == "running" && s["id"] != app["id"]
+    });
+    a.wait_status(
+        "side",
+        "recreated into app's new netns",
+        Duration::from_secs(60),
+        |s| s["status"] == "running" && s["id"] != side["id"],
+    );
+    wait_until(Duration::from_secs(10), "sidecar reaches app again", || {
+        fetch(&a, "side", "http://127.0.0.1/").as_deref() == Some("app\n")
+    });
+    a.teardown().unwrap();
+}
