@@ -150,3 +150,23 @@ pub struct PruneReport {
     pub freed: u64,
     pub volumes: Vec<String>,
 }
+
+/// What the reporters (`/metrics`, MQTT) say about the spec source: the commit this host runs
+/// and its place in a staged rollout. `None` as a whole when the config has no `[source]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceSummary {
+    /// The full id of the commit whose specs this host runs, once one is applied.
+    pub commit: Option<String>,
+    pub rollout: Option<RolloutMembership>,
+}
+
+/// A host's place in the staged rollout its source's tip carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutMembership {
+    pub id: String,
+    /// In: this host applies the tip; out: it applies the rollout's `from` commit.
+    #[serde(rename = "in")]
+    pub included: bool,
+    /// The commit that makes this host apply.
+    pub applies: String,
+}

@@ -21,6 +21,7 @@ mod decode;
 pub mod diag;
 pub mod envfile;
 pub mod hash;
+pub mod matching;
 pub mod model;
 mod mounts;
 pub mod names;

@@ -30,7 +30,8 @@ use crate::reconcile::plan::Plan;
 use crate::reconcile::report::{self, InFlight};
 use crate::reconcile::{Desired, Observed, plan_with};
 use crate::status::{
-    ApplyResult, ContainerStatus, InProgressView, PlanView, PlannedAction, WaitingView,
+    ApplyResult, ContainerStatus, InProgressView, PlanView, PlannedAction, SourceSummary,
+    WaitingView,
 };
 
 pub use apply::Waiter;
@@ -100,6 +101,8 @@ pub struct Reconciler {
     rescan_at: Option<tokio::time::Instant>,
     tx: mpsc::UnboundedSender<Event>,
     statuses: watch::Sender<Arc<Vec<ContainerStatus>>>,
+    /// What the reporters say about the spec source (nothing without a `[source]`).
+    source_summary: watch::Sender<Option<SourceSummary>>,
     pub events: Arc<EventLog>,
     pub metrics: Arc<Metrics>,
     semaphore: Arc<Semaphore>,
@@ -150,6 +153,7 @@ impl Reconciler {
             rescan_at: None,
             tx,
             statuses,
+            source_summary: watch::channel(None).0,
             events: Arc::new(EventLog::default()),
             metrics,
             semaphore: Arc::new(Semaphore::new(MAX_PARALLEL)),
@@ -185,6 +189,17 @@ impl Reconciler {
 
     pub fn statuses(&self) -> watch::Receiver<Arc<Vec<ContainerStatus>>> {
         self.statuses.subscribe()
+    }
+
+    pub fn source_summaries(&self) -> watch::Receiver<Option<SourceSummary>> {
+        self.source_summary.subscribe()
+    }
+
+    /// The hook for the spec source: its applied commit and rollout membership, for
+    /// `/metrics` and the MQTT status. Never waits.
+    pub fn set_source_summary(&self, summary: Option<SourceSummary>) {
+        self.metrics.set_source_summary(summary.as_ref());
+        self.source_summary.send_replace(summary);
     }
 
     fn rescan(&mut self) {
@@ -436,6 +451,12 @@ impl Reconciler {
         self.plan.actions = actions;
         self.forget_deleted_specs();
         self.publish();
+        if self.desired.trustworthy {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            self.metrics.last_pass.set(now.as_secs_f64());
+        }
         self.metrics.passes.inc();
         self.metrics
             .pass_duration
@@ -493,7 +514,9 @@ impl Reconciler {
                 })
                 .inc();
         }
-        self.statuses.send_replace(Arc::new(statuses));
+        let statuses = Arc::new(statuses);
+        self.metrics.set_containers(statuses.clone());
+        self.statuses.send_replace(statuses);
     }
 
     /// When the loop should wake by itself: the earliest backoff end or settle rescan.
