@@ -1,5 +1,6 @@
 //! Prometheus metrics: what the reconciler and the reporter update, the API's `/metrics` and
-//! the `metrics_listen` TCP listener serve. Names and help texts are stable (docs/metrics.md);
+//! the `metrics_listen` TCP listener serve. Names and help texts are stable: docs/metrics.md
+//! lists every family (a test checks);
 //! every series carries this host's `host_id`, so a fleet's series stay apart whether
 //! Prometheus scrapes the hosts or they push through remote_write.
 
@@ -363,5 +364,27 @@ mod tests {
         let text = m.encode();
         assert!(!text.contains("container=\"web\""), "{text}");
         assert!(!text.contains("berth_rollout_in{"), "{text}");
+    }
+
+    /// docs/metrics.md lists every family `/metrics` can carry, and nothing else.
+    #[test]
+    fn every_family_is_documented() {
+        let labels = BTreeMap::from([("site".to_string(), "berlin".to_string())]);
+        let m = Metrics::for_host(Some("h"), &labels);
+        m.set_containers(Arc::new(vec![status("web", Status::Running, Some("healthy"))]));
+        let text = m.encode();
+        let served: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        let doc = include_str!("../../docs/metrics.md");
+        let documented: std::collections::BTreeSet<&str> = doc
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .filter(|n| n.starts_with("berth_"))
+            .collect();
+        assert_eq!(served, documented);
     }
 }
