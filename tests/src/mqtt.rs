@@ -175,6 +175,22 @@ impl Broker {
         Some(text.strip_suffix('\n').unwrap_or(&text).to_string())
     }
 
+    /// Every retained message under `filter` (wildcards allowed), as (topic, payload): what a
+    /// dashboard that subscribes to the fleet sees first.
+    pub fn retained_all(&self, filter: &str) -> Vec<(String, String)> {
+        // mosquitto_sub prints the retained messages at once, then waits for more until -W.
+        let out = Command::new("mosquitto_sub")
+            .args(self.client_args())
+            .args(["-t", filter, "--retained-only", "-v", "-W", "2"])
+            .output()
+            .expect("mosquitto_sub (Debian's mosquitto-clients)");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(t, p)| (t.to_string(), p.to_string()))
+            .collect()
+    }
+
     /// Waits until the retained message on `topic` satisfies `cond`; returns it.
     pub fn wait_retained(
         &self,

@@ -397,6 +397,19 @@ fn prometheus_scrapes_two_agents_and_the_alerts_fire() {
         "{labels:#?}"
     );
     assert_eq!(prom.query("berth_build_info").len(), 2);
+    // Every dashboard panel's query is PromQL this Prometheus runs.
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fleet/grafana-dashboard.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            prom.query(t["expr"].as_str().unwrap());
+        }
+    }
 
     let alert = |name: &str, label: &str, value: &str| {
         prom.alerts().into_iter().any(|a| {
@@ -417,4 +430,67 @@ fn prometheus_scrapes_two_agents_and_the_alerts_fire() {
         alert("BerthHostDown", "instance", &targets[0])
     });
     assert!(!alert("BerthHostDown", "instance", &targets[1]));
+}
+
+/// Twenty agents report through one broker: one subscription to `fleet/+/status` tells every
+/// host, the version it runs and its containers; `fleet/+/online` which are up.
+#[test]
+fn twenty_agents_report_through_one_broker() {
+    if !require_root() {
+        return;
+    }
+    const HOSTS: usize = 20;
+    let broker = Broker::start(BrokerAuth::Password);
+    let opts = AgentOptions {
+        extra_config: broker.report_config("fleet/{host_id}", "5m"),
+        ..Default::default()
+    };
+    let mut agents: Vec<TestAgent> = (0..HOSTS).map(|_| TestAgent::new("r20", &opts)).collect();
+    for a in &agents {
+        prepend_config(a, &format!("host_id = \"host-{}\"\n", a.instance));
+    }
+    for a in &mut agents {
+        a.start(&opts);
+    }
+    agents[0].write_spec("web", &spec(&sleeper_image()));
+    agents[0].wait_running("web");
+    let want: std::collections::BTreeSet<String> = agents
+        .iter()
+        .map(|a| format!("host-{}", a.instance))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let docs = loop {
+        let docs: Vec<Value> = broker
+            .retained_all("fleet/+/status")
+            .into_iter()
+            .filter_map(|(_, p)| serde_json::from_str(&p).ok())
+            .filter(|d: &Value| d["host_id"].as_str().is_some_and(|h| want.contains(h)))
+            .collect();
+        let web_seen = docs.iter().any(|d| {
+            d["containers"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["name"] == "web" && c["status"] == "running"))
+        });
+        if docs.len() == HOSTS && web_seen {
+            break docs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {HOSTS} hosts reported (web running: {web_seen})",
+            docs.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let versions: std::collections::BTreeSet<&str> =
+        docs.iter().filter_map(|d| d["version"].as_str()).collect();
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    let online = broker.retained_all("fleet/+/online");
+    assert_eq!(
+        online
+            .iter()
+            .filter(|(t, p)| p == "true" && want.iter().any(|h| t == &format!("fleet/{h}/online")))
+            .count(),
+        HOSTS,
+        "{online:?}"
+    );
 }
