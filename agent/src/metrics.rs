@@ -372,6 +372,41 @@ mod tests {
         let labels = BTreeMap::from([("site".to_string(), "berlin".to_string())]);
         let m = Metrics::for_host(Some("h"), &labels);
         m.set_containers(Arc::new(vec![status("web", Status::Running, Some("healthy"))]));
+        // A labelled family shows only once it has a series.
+        let web = ContainerLabel {
+            container: "web".into(),
+        };
+        m.updates.get_or_create(&web).inc();
+        m.rollbacks.get_or_create(&web).inc();
+        m.pulls
+            .get_or_create(&ResultLabel {
+                result: "ok".into(),
+            })
+            .inc();
+        m.containers
+            .get_or_create(&StateLabel {
+                state: "running".into(),
+            })
+            .set(1);
+        m.source_refused
+            .get_or_create(&ReasonLabel {
+                reason: "unsigned".into(),
+            })
+            .inc();
+        m.report
+            .published
+            .get_or_create(&KindLabel {
+                kind: "status".into(),
+            })
+            .inc();
+        m.set_source_summary(Some(&SourceSummary {
+            commit: Some("9c1e".into()),
+            rollout: Some(RolloutMembership {
+                id: "r1".into(),
+                included: true,
+                applies: "9c1e".into(),
+            }),
+        }));
         let text = m.encode();
         let served: std::collections::BTreeSet<&str> = text
             .lines()

@@ -31,10 +31,21 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS")
 }
 
-/// One sample's value from the text format (`name{labels}` exactly as printed, or a bare name).
+/// One sample's value from the text format (`name{labels}` as printed but without the
+/// `host_id` label every series carries, or a bare name).
 fn sample(metrics: &str, series: &str) -> Option<f64> {
     metrics.lines().find_map(|l| {
         let (name, value) = l.rsplit_once(' ')?;
+        let name = match name.split_once("{host_id=\"") {
+            Some((base, rest)) => {
+                let rest = &rest[rest.find('"')? + 1..];
+                match rest.strip_prefix(',') {
+                    Some(more) => format!("{base}{{{more}"),
+                    None => format!("{base}{}", rest.trim_start_matches('}')),
+                }
+            }
+            None => name.to_string(),
+        };
         (name == series).then(|| value.parse().ok())?
     })
 }
