@@ -371,7 +371,11 @@ mod tests {
     fn every_family_is_documented() {
         let labels = BTreeMap::from([("site".to_string(), "berlin".to_string())]);
         let m = Metrics::for_host(Some("h"), &labels);
-        m.set_containers(Arc::new(vec![status("web", Status::Running, Some("healthy"))]));
+        m.set_containers(Arc::new(vec![status(
+            "web",
+            Status::Running,
+            Some("healthy"),
+        )]));
         // A labelled family shows only once it has a series.
         let web = ContainerLabel {
             container: "web".into(),

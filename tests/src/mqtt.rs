@@ -142,7 +142,12 @@ impl Broker {
     /// mosquitto_sub's (and mosquitto_pub's) arguments to reach this broker.
     fn client_args(&self) -> Vec<String> {
         let d = self.dir.path();
-        let mut a = vec!["-h".into(), "127.0.0.1".into(), "-p".into(), self.port.to_string()];
+        let mut a = vec![
+            "-h".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            self.port.to_string(),
+        ];
         match self.auth {
             BrokerAuth::Password => {
                 a.extend(["-u".into(), USER.into(), "-P".into(), PASSWORD.into()]);
@@ -308,11 +313,25 @@ fn tls_files(dir: &Path) {
         );
     };
     run(&[
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=berth test CA",
-        "-keyout", "ca.key", "-out", "ca.pem",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=berth test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
     ]);
     for (name, ext) in [
-        ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        ),
         ("client", "extendedKeyUsage=clientAuth\n"),
     ] {
         let (key, csr, pem, cnf) = (
@@ -322,13 +341,34 @@ fn tls_files(dir: &Path) {
             format!("{name}.cnf"),
         );
         run(&[
-            "req", "-newkey", "rsa:2048", "-nodes", "-subj", &format!("/CN={name}"), "-keyout",
-            &key, "-out", &csr,
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
         ]);
         std::fs::write(dir.join(&cnf), format!("basicConstraints=CA:FALSE\n{ext}")).unwrap();
         run(&[
-            "x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-days", "2", "-extfile", &cnf, "-out", &pem,
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &cnf,
+            "-out",
+            &pem,
         ]);
     }
 }

@@ -103,8 +103,8 @@ impl Prometheus {
 
     /// The alerts now pending or firing: (alertname, state, labels).
     pub fn alerts(&self) -> Vec<Value> {
-        let body = http_get(&format!("http://127.0.0.1:{}/api/v1/alerts", self.port))
-            .unwrap_or_default();
+        let body =
+            http_get(&format!("http://127.0.0.1:{}/api/v1/alerts", self.port)).unwrap_or_default();
         let v: Value = serde_json::from_str(&body).unwrap_or_default();
         v["data"]["alerts"].as_array().cloned().unwrap_or_default()
     }

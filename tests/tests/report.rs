@@ -188,9 +188,11 @@ fn mqtts_client_cert_and_a_broker_outage() {
     let (passes_before, slow_before) = slow_passes(&metrics());
 
     broker.stop();
-    wait_until(Duration::from_secs(60), "the reporter to see the broker gone", || {
-        sample(&metrics(), "berth_report_connected") == Some(0.0)
-    });
+    wait_until(
+        Duration::from_secs(60),
+        "the reporter to see the broker gone",
+        || sample(&metrics(), "berth_report_connected") == Some(0.0),
+    );
     // Changes while the broker is away: one container goes, two come, one crash-loops.
     a.remove_spec("one");
     a.write_spec("two", &spec(&image));
@@ -296,7 +298,11 @@ fn example_alert_rules_pass_promtool() {
         .unwrap(),
     )
     .expect("the dashboard is JSON");
-    assert!(dashboard["panels"].as_array().is_some_and(|p| !p.is_empty()));
+    assert!(
+        dashboard["panels"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty())
+    );
 }
 
 /// Two agents scraped by a real Prometheus: one query shows both hosts' containers, promtool
@@ -386,15 +392,11 @@ fn prometheus_scrapes_two_agents_and_the_alerts_fire() {
     let prom = Prometheus::start(&targets, &[&rules_path]);
 
     // One query: every host's containers and their states.
-    let r = prom.wait_query(
-        "berth_container_state == 1",
-        Duration::from_secs(60),
-        |r| {
-            hosts.iter().all(|h| {
-                r.iter().any(|s| s["metric"]["host_id"] == h.as_str())
-            })
-        },
-    );
+    let r = prom.wait_query("berth_container_state == 1", Duration::from_secs(60), |r| {
+        hosts
+            .iter()
+            .all(|h| r.iter().any(|s| s["metric"]["host_id"] == h.as_str()))
+    });
     assert!(
         r.iter().any(|s| s["metric"]["host_id"] == hosts[0].as_str()
             && s["metric"]["container"] == "web"
@@ -403,8 +405,10 @@ fn prometheus_scrapes_two_agents_and_the_alerts_fire() {
     );
     let labels = prom.query("berth_host_labels");
     assert!(
-        labels.iter().any(|s| s["metric"]["host_id"] == hosts[1].as_str()
-            && s["metric"]["label_site"] == "paris"),
+        labels
+            .iter()
+            .any(|s| s["metric"]["host_id"] == hosts[1].as_str()
+                && s["metric"]["label_site"] == "paris"),
         "{labels:#?}"
     );
     assert_eq!(prom.query("berth_build_info").len(), 2);
@@ -478,9 +482,10 @@ fn twenty_agents_report_through_one_broker() {
             .filter(|d: &Value| d["host_id"].as_str().is_some_and(|h| want.contains(h)))
             .collect();
         let web_seen = docs.iter().any(|d| {
-            d["containers"]
-                .as_array()
-                .is_some_and(|c| c.iter().any(|c| c["name"] == "web" && c["status"] == "running"))
+            d["containers"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["name"] == "web" && c["status"] == "running")
+            })
         });
         if docs.len() == HOSTS && web_seen {
             break docs;
