@@ -40,6 +40,11 @@ impl EventLog {
         let _ = self.tx.send(ev);
     }
 
+    /// A receiver for what happens from now on (no past).
+    pub fn live(&self) -> broadcast::Receiver<EventRecord> {
+        self.tx.subscribe()
+    }
+
     /// The recent past and a receiver for what follows, with nothing lost in between.
     pub fn subscribe(&self) -> (Vec<EventRecord>, broadcast::Receiver<EventRecord>) {
         let recent = self.recent.lock().expect("event log lock");

@@ -1,4 +1,16 @@
-//! Prometheus metrics the reconciler updates and the API (and `metrics_listen`) serves.
+//! Prometheus metrics: what the reconciler and the reporter update, the API's `/metrics` and
+//! the `metrics_listen` TCP listener serve. Names and help texts are stable: docs/metrics.md
+//! lists every family (a test checks);
+//! every series carries this host's `host_id`, so a fleet's series stay apart whether
+//! Prometheus scrapes the hosts or they push through remote_write.
+
+mod containers;
+pub mod text;
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -6,6 +18,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+pub use containers::ContainerView;
+
+use crate::status::{ContainerStatus, SourceSummary};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabel {
@@ -15,6 +31,17 @@ pub struct StateLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ContainerLabel {
+    pub container: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+    pub arch: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -32,20 +59,43 @@ pub struct RolloutLabel {
     pub id: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub passes: Counter,
     pub pass_duration: Histogram,
     pub containers: Family<StateLabel, Gauge>,
-    pub restarts: Counter,
     pub pulls: Family<ResultLabel, Counter>,
     pub pull_bytes: Counter,
+    /// Unix time (seconds) of the end of the last pass planned from a complete scan.
+    pub last_pass: Gauge<f64, AtomicU64>,
+    pub updates: Family<ContainerLabel, Counter>,
+    pub rollbacks: Family<ContainerLabel, Counter>,
     /// 1 for the commit whose specs this host runs (one series at a time).
     pub source_commit: Family<CommitLabel, Gauge>,
     pub source_fetch_failures: Counter,
     pub source_refused: Family<ReasonLabel, Counter>,
     /// 1 when this host is in the rollout the tip carries, 0 when out; no series without one.
     pub rollout_in: Family<RolloutLabel, Gauge>,
+    pub report: ReportMetrics,
+    container_view: Arc<ContainerView>,
+    /// The source summary's latest value, for the MQTT reporter (the same as the series).
+    source_summary: tokio::sync::watch::Sender<Option<SourceSummary>>,
+}
+
+/// The MQTT reporter's own health.
+#[derive(Clone, Default)]
+pub struct ReportMetrics {
+    /// 1 while connected to the broker.
+    pub connected: Gauge,
+    pub connect_failures: Counter,
+    pub published: Family<KindLabel, Counter>,
+    /// Events not sent because the broker was unreachable (the status says where things are).
+    pub events_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -55,8 +105,19 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Metrics without a host id or labels (tests, in-process commands).
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("berth");
+        Self::for_host(None, &BTreeMap::new())
+    }
+
+    /// Metrics whose every series carries `host_id`, with the host's labels as
+    /// `berth_host_labels`.
+    pub fn for_host(host_id: Option<&str>, labels: &BTreeMap<String, String>) -> Self {
+        let const_labels: Vec<(Cow<'static, str>, Cow<'static, str>)> = host_id
+            .map(|h| (Cow::Borrowed("host_id"), Cow::Owned(h.to_string())))
+            .into_iter()
+            .collect();
+        let mut registry = Registry::with_prefix_and_labels("berth", const_labels.into_iter());
         let passes = Counter::default();
         registry.register("reconcile_passes", "Reconcile passes run", passes.clone());
         // 0.5 ms to ~4 s: a pass over unchanged specs is sub-millisecond, one with pulls long.
@@ -68,14 +129,14 @@ impl Metrics {
             "How long a reconcile pass took",
             pass_duration.clone(),
         );
+        let last_pass = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "last_successful_pass_timestamp_seconds",
+            "Unix time at the end of the last reconcile pass planned from a complete read of the specs",
+            last_pass.clone(),
+        );
         let containers = Family::<StateLabel, Gauge>::default();
         registry.register("containers", "Containers by status", containers.clone());
-        let restarts = Counter::default();
-        registry.register(
-            "container_restarts",
-            "Containers restarted after an exit",
-            restarts.clone(),
-        );
         let pulls = Family::<ResultLabel, Counter>::default();
         registry.register("image_pulls", "Image pulls by result", pulls.clone());
         let pull_bytes = Counter::default();
@@ -84,6 +145,26 @@ impl Metrics {
             "Bytes downloaded from registries",
             pull_bytes.clone(),
         );
+        let updates = Family::<ContainerLabel, Counter>::default();
+        registry.register(
+            "container_updates",
+            "Containers recreated on a new image digest (an update to verify)",
+            updates.clone(),
+        );
+        let rollbacks = Family::<ContainerLabel, Counter>::default();
+        registry.register(
+            "container_rollbacks",
+            "Containers rolled back to their previous image after a failed verification",
+            rollbacks.clone(),
+        );
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+                arch: std::env::consts::ARCH.into(),
+            })
+            .set(1);
+        registry.register("build_info", "The agent's version (value 1)", build);
         let source_commit = Family::<CommitLabel, Gauge>::default();
         registry.register(
             "source_commit_info",
@@ -108,51 +189,118 @@ impl Metrics {
             "Whether this host is in the staged rollout (1) or applies its from commit (0)",
             rollout_in.clone(),
         );
+        let report = ReportMetrics::default();
+        registry.register(
+            "report_connected",
+            "Whether the MQTT reporter is connected to its broker (1) or not (0)",
+            report.connected.clone(),
+        );
+        registry.register(
+            "report_connect_failures",
+            "Connections to the MQTT broker that failed or broke",
+            report.connect_failures.clone(),
+        );
+        registry.register(
+            "report_published",
+            "MQTT messages handed to the broker, by kind (online, status, event)",
+            report.published.clone(),
+        );
+        registry.register(
+            "report_events_dropped",
+            "Events not published because the MQTT broker was unreachable",
+            report.events_dropped.clone(),
+        );
+        let container_view = Arc::new(ContainerView::new(labels));
+        registry.register_collector(Box::new(container_view.clone()));
         Metrics {
             registry,
             passes,
             pass_duration,
             containers,
-            restarts,
             pulls,
             pull_bytes,
+            last_pass,
+            updates,
+            rollbacks,
             source_commit,
             source_fetch_failures,
             source_refused,
             rollout_in,
+            report,
+            container_view,
+            source_summary: tokio::sync::watch::channel(None).0,
         }
     }
 
+    /// The statuses the per-container series come from (the loop's last published ones).
+    pub fn set_containers(&self, statuses: Arc<Vec<ContainerStatus>>) {
+        self.container_view.set(statuses);
+    }
+
+    /// Publishes the spec repository's state (`[source]`): the series and the reporter's
+    /// summary.
+    pub fn set_source(&self, state: &crate::status::SourceState) {
+        self.set_source_summary(Some(&SourceSummary::of(state)));
+    }
+
+    /// The source summary as it changes (the MQTT reporter's view).
+    pub fn source_summaries(&self) -> tokio::sync::watch::Receiver<Option<SourceSummary>> {
+        self.source_summary.subscribe()
+    }
+
     /// Publishes the source's state: the applied commit and the rollout placement.
-    pub fn set_source(&self, status: &crate::status::SourceState) {
+    pub fn set_source_summary(&self, source: Option<&SourceSummary>) {
+        self.source_summary.send_replace(source.cloned());
         self.source_commit.clear();
-        if let Some(a) = &status.applied {
+        self.rollout_in.clear();
+        let Some(s) = source else { return };
+        if let Some(c) = &s.commit {
             self.source_commit
-                .get_or_create(&CommitLabel {
-                    commit: a.commit.to_string(),
-                })
+                .get_or_create(&CommitLabel { commit: c.clone() })
                 .set(1);
         }
-        self.rollout_in.clear();
-        if let Some(r) = &status.rollout {
+        if let Some(r) = &s.rollout {
             self.rollout_in
                 .get_or_create(&RolloutLabel { id: r.id.clone() })
                 .set(i64::from(r.included));
         }
     }
 
-    /// The text exposition format.
+    /// The Prometheus text format (0.0.4).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String");
-        out
+        text::from_openmetrics(&out)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::status::{RolloutMembership, Status};
+
+    fn status(name: &str, status: Status, health: Option<&str>) -> ContainerStatus {
+        ContainerStatus {
+            name: name.into(),
+            desired: "running".into(),
+            status,
+            reason: None,
+            pid: None,
+            exit_code: None,
+            image: "reg/web:1".into(),
+            digest: Some("sha256:ab".into()),
+            ip: None,
+            ports: vec![],
+            restarts: 4,
+            health: health.map(str::to_string),
+            error: None,
+            since: None,
+            id: None,
+            previous_digest: None,
+            rejected_digests: vec!["sha256:cd".into()],
+        }
+    }
 
     #[test]
     fn encodes_counters_with_prefix() {
@@ -171,6 +319,10 @@ mod tests {
         let text = m.encode();
         assert!(text.contains("berth_reconcile_passes_total 1"), "{text}");
         assert!(
+            text.contains("# TYPE berth_reconcile_passes_total counter"),
+            "{text}"
+        );
+        assert!(
             text.contains("berth_image_pulls_total{result=\"ok\"} 1"),
             "{text}"
         );
@@ -178,5 +330,115 @@ mod tests {
             text.contains("berth_containers{state=\"running\"} 3"),
             "{text}"
         );
+        assert!(!text.contains("# EOF"), "{text}");
+    }
+
+    #[test]
+    fn per_container_host_and_source_series() {
+        let labels = BTreeMap::from([
+            ("site".to_string(), "berlin".to_string()),
+            ("example.com/tier".to_string(), "edge".to_string()),
+        ]);
+        let m = Metrics::for_host(Some("edge-7"), &labels);
+        m.set_containers(Arc::new(vec![
+            status("web", Status::Running, Some("healthy")),
+            status("job", Status::Exited, None),
+        ]));
+        m.set_source_summary(Some(&SourceSummary {
+            commit: Some("9c1e".into()),
+            rollout: Some(RolloutMembership {
+                id: "r1".into(),
+                included: true,
+                applies: "9c1e".into(),
+            }),
+        }));
+        let text = m.encode();
+        for want in [
+            "berth_container_state{host_id=\"edge-7\",container=\"web\",state=\"running\"} 1",
+            "berth_container_state{host_id=\"edge-7\",container=\"web\",state=\"exited\"} 0",
+            "berth_container_state{host_id=\"edge-7\",container=\"job\",state=\"exited\"} 1",
+            "# TYPE berth_container_restarts_total counter",
+            "berth_container_restarts_total{host_id=\"edge-7\",container=\"web\"} 4",
+            "berth_container_health{host_id=\"edge-7\",container=\"web\",health=\"healthy\"} 1",
+            "berth_container_health{host_id=\"edge-7\",container=\"web\",health=\"unhealthy\"} 0",
+            "berth_container_image_info{host_id=\"edge-7\",container=\"web\",image=\"reg/web:1\",digest=\"sha256:ab\"} 1",
+            "berth_container_rejected_digests{host_id=\"edge-7\",container=\"job\"} 1",
+            "berth_host_labels{host_id=\"edge-7\",label_example_com_tier=\"edge\",label_site=\"berlin\"} 1",
+            "berth_source_commit_info{host_id=\"edge-7\",commit=\"9c1e\"} 1",
+            "berth_rollout_in{host_id=\"edge-7\",id=\"r1\"} 1",
+            "berth_build_info{host_id=\"edge-7\",version=\"",
+        ] {
+            assert!(text.contains(want), "missing {want}:\n{text}");
+        }
+        assert!(
+            !text.contains("container=\"job\",health"),
+            "no health series without a check:\n{text}"
+        );
+        m.set_containers(Arc::new(vec![]));
+        m.set_source_summary(None);
+        let text = m.encode();
+        assert!(!text.contains("container=\"web\""), "{text}");
+        assert!(!text.contains("berth_rollout_in{"), "{text}");
+    }
+
+    /// docs/metrics.md lists every family `/metrics` can carry, and nothing else.
+    #[test]
+    fn every_family_is_documented() {
+        let labels = BTreeMap::from([("site".to_string(), "berlin".to_string())]);
+        let m = Metrics::for_host(Some("h"), &labels);
+        m.set_containers(Arc::new(vec![status(
+            "web",
+            Status::Running,
+            Some("healthy"),
+        )]));
+        // A labelled family shows only once it has a series.
+        let web = ContainerLabel {
+            container: "web".into(),
+        };
+        m.updates.get_or_create(&web).inc();
+        m.rollbacks.get_or_create(&web).inc();
+        m.pulls
+            .get_or_create(&ResultLabel {
+                result: "ok".into(),
+            })
+            .inc();
+        m.containers
+            .get_or_create(&StateLabel {
+                state: "running".into(),
+            })
+            .set(1);
+        m.source_refused
+            .get_or_create(&ReasonLabel {
+                reason: "unsigned".into(),
+            })
+            .inc();
+        m.report
+            .published
+            .get_or_create(&KindLabel {
+                kind: "status".into(),
+            })
+            .inc();
+        m.set_source_summary(Some(&SourceSummary {
+            commit: Some("9c1e".into()),
+            rollout: Some(RolloutMembership {
+                id: "r1".into(),
+                included: true,
+                applies: "9c1e".into(),
+            }),
+        }));
+        let text = m.encode();
+        let served: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        let doc = include_str!("../../docs/metrics.md");
+        let documented: std::collections::BTreeSet<&str> = doc
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .filter(|n| n.starts_with("berth_"))
+            .collect();
+        assert_eq!(served, documented);
     }
 }

@@ -251,4 +251,36 @@ pub struct ImportResult {
     /// `applied`, `up-to-date`, `refused` or `failed`.
     pub outcome: String,
     pub message: String,
+/// What the reporters (`/metrics`, MQTT) say about the spec source: the commit this host runs
+/// and its place in a staged rollout. `None` as a whole when the config has no `[source]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceSummary {
+    /// The full id of the commit whose specs this host runs, once one is applied.
+    pub commit: Option<String>,
+    pub rollout: Option<RolloutMembership>,
+}
+
+impl SourceSummary {
+    /// What the reporters say of the source's remembered state.
+    pub fn of(state: &SourceState) -> SourceSummary {
+        SourceSummary {
+            commit: state.applied.as_ref().map(|a| a.commit.to_string()),
+            rollout: state.rollout.as_ref().map(|r| RolloutMembership {
+                id: r.id.clone(),
+                included: r.included,
+                applies: r.applies.to_string(),
+            }),
+        }
+    }
+}
+
+/// A host's place in the staged rollout its source's tip carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutMembership {
+    pub id: String,
+    /// In: this host applies the tip; out: it applies the rollout's `from` commit.
+    #[serde(rename = "in")]
+    pub included: bool,
+    /// The commit that makes this host apply.
+    pub applies: String,
 }

@@ -10,6 +10,7 @@ and `berth doctor --fix` at cleanup when they exist.
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -62,12 +63,14 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 def parse_metrics(text):
-    """Prometheus text format -> {"name{labels}": float} (labels as written)."""
+    """Prometheus text format -> {"name{labels}": float} (labels as written, without the
+    host_id every series of an agent carries)."""
     out = {}
     for line in text.splitlines():
         if not line or line.startswith("#"):
             continue
         key, _, value = line.rpartition(" ")
+        key = re.sub(r'host_id="[^"]*",?', "", key).replace("{}", "")
         try:
             out[key] = float(value)
         except ValueError:

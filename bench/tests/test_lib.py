@@ -135,6 +135,10 @@ class Metrics(unittest.TestCase):
                                 'berth_containers{state="running"} 3\n')
         self.assertEqual(m["berth_reconcile_passes_total"], 7)
         self.assertEqual(m['berth_containers{state="running"}'], 3)
+        m = berth.parse_metrics('berth_reconcile_passes_total{host_id="h1"} 7\n'
+                                'berth_containers{host_id="h1",state="running"} 3\n')
+        self.assertEqual(m["berth_reconcile_passes_total"], 7)
+        self.assertEqual(m['berth_containers{state="running"}'], 3)
 
 
 class Markers(unittest.TestCase):

@@ -53,6 +53,8 @@ pub struct Config {
     /// `[source]`: specs from a signed git repository (berth then owns `specs_dir`).
     #[serde(rename = "source")]
     pub git_source: Option<SourceConfig>,
+    /// `[report]`: where this host's status is pushed (an MQTT broker); `None`: nowhere.
+    pub report: Option<ReportConfig>,
     /// The file this config was read from (`None`: built-in defaults). Not a key.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -99,8 +101,173 @@ impl Default for Config {
             host_id: None,
             labels: BTreeMap::new(),
             git_source: None,
+            report: None,
             source: None,
         }
+    }
+}
+
+/// `[report]`: this host's status, pushed to an MQTT broker the operator already runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportConfig {
+    pub mqtt: MqttUrl,
+    /// The topic prefix; `{host_id}` and `{instance}` expand.
+    #[serde(default = "ReportConfig::default_topic")]
+    pub topic: String,
+    /// PEM client certificate and its key, for `mqtts://` (both or neither).
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// A file holding the password for `username` (its first line).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// PEM roots to trust for `mqtts://` instead of the system's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// A full report at least this often, changed or not.
+    #[serde(
+        with = "crate::units::duration_serde",
+        default = "ReportConfig::default_interval"
+    )]
+    pub interval: Duration,
+}
+
+impl ReportConfig {
+    pub const DEFAULT_TOPIC: &str = "berth/{host_id}";
+
+    fn default_topic() -> String {
+        Self::DEFAULT_TOPIC.into()
+    }
+
+    pub fn default_interval() -> Duration {
+        Duration::from_secs(300)
+    }
+
+    /// The topic prefix for this host, or why it cannot be one (a host id with `+`, `#` or `/`
+    /// would change which topics it names).
+    pub fn topic_prefix(&self, host_id: &str, instance: &str) -> Result<String, String> {
+        if let Some(c) = host_id.chars().find(|c| matches!(c, '+' | '#' | '/')) {
+            return Err(format!(
+                "host id {host_id:?} cannot go into an MQTT topic: it has {c:?}"
+            ));
+        }
+        Ok(self
+            .topic
+            .replace("{host_id}", host_id)
+            .replace("{instance}", instance))
+    }
+}
+
+/// `mqtt://host[:port]` (plain, port 1883) or `mqtts://host[:port]` (TLS, port 8883).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct MqttUrl {
+    pub transport: MqttTransport,
+    /// A DNS name or an IP address (IPv6 without brackets).
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MqttTransport {
+    Plain,
+    Tls,
+}
+
+impl std::str::FromStr for MqttUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<MqttUrl, String> {
+        let bad = |why: &str| format!("{s:?} is not an MQTT URL: {why}");
+        let (transport, rest) = if let Some(r) = s.strip_prefix("mqtt://") {
+            (MqttTransport::Plain, r)
+        } else if let Some(r) = s.strip_prefix("mqtts://") {
+            (MqttTransport::Tls, r)
+        } else {
+            return Err(bad("expected mqtt://host[:port] or mqtts://host[:port]"));
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains('@') {
+            return Err(bad(
+                "no credentials in the URL: set username and password_file",
+            ));
+        }
+        if rest.contains(['/', '?', '#']) {
+            return Err(bad("no path, query or fragment"));
+        }
+        let default_port = match transport {
+            MqttTransport::Plain => 1883,
+            MqttTransport::Tls => 8883,
+        };
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
+            if host.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(bad("not an IPv6 address in brackets"));
+            }
+            match after {
+                "" => (host, None),
+                p => (
+                    host,
+                    Some(p.strip_prefix(':').ok_or_else(|| bad("junk after ']'"))?),
+                ),
+            }
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (rest, None),
+            }
+        };
+        let port = match port {
+            None => default_port,
+            Some(p) => match p.parse::<u16>() {
+                Ok(n) if n > 0 => n,
+                _ => return Err(bad(&format!("invalid port {p:?}"))),
+            },
+        };
+        let host_ok = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':'));
+        if !host_ok {
+            return Err(bad("invalid host"));
+        }
+        Ok(MqttUrl {
+            transport,
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for MqttUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = match self.transport {
+            MqttTransport::Plain => "mqtt",
+            MqttTransport::Tls => "mqtts",
+        };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl TryFrom<String> for MqttUrl {
+    type Error = String;
+    fn try_from(s: String) -> Result<MqttUrl, String> {
+        s.parse()
+    }
+}
+
+impl From<MqttUrl> for String {
+    fn from(u: MqttUrl) -> String {
+        u.to_string()
     }
 }
 

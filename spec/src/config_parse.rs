@@ -31,6 +31,17 @@ pub const CONFIG_KEYS: &[&str] = &[
     "host_id",
     "labels",
     "source",
+    "report",
+];
+pub const REPORT_KEYS: &[&str] = &[
+    "mqtt",
+    "topic",
+    "client_cert",
+    "client_key",
+    "username",
+    "password_file",
+    "ca_file",
+    "interval",
 ];
 pub const SOURCE_KEYS: &[&str] = &[
     "git",
@@ -198,6 +209,7 @@ fn decode(cx: &mut Cx<'_>, root: &Node) -> Option<Config> {
     });
     let labels = opt(cx, t, "", "labels", host_labels);
     let git_source = opt(cx, t, "", "source", source);
+    let report = opt(cx, t, "", "report", report);
     let config = Config {
         instance: instance.ok()?.unwrap_or(d.instance),
         specs_dir: specs_dir.ok()?.unwrap_or(d.specs_dir),
@@ -219,6 +231,7 @@ fn decode(cx: &mut Cx<'_>, root: &Node) -> Option<Config> {
         host_id: host_id.ok()?,
         labels: labels.ok()?.unwrap_or_default(),
         git_source: git_source.ok()?,
+        report: report.ok()?,
         source: None,
     };
     networks_apart(cx, t, &config);
@@ -572,6 +585,117 @@ fn source(cx: &mut Cx<'_>, n: &Node, key: &str) -> Option<SourceConfig> {
         } else if scheme == Some(GitScheme::Ssh) && t.get(k).is_none() {
             bad(cx, k, "missing: an ssh:// remote needs it".into());
         }
+    }
+    ok.then_some(c)
+}
+
+/// A topic template: MQTT's rules for a topic name to publish to (no wildcards, no leading
+/// `$`, which brokers keep for themselves), and no placeholder but `{host_id}` and `{instance}`.
+fn topic_template(s: &str) -> Result<(), String> {
+    if s.contains(['+', '#']) {
+        return Err(format!(
+            "{s:?} has a wildcard ('+' or '#'): a topic to publish to has none"
+        ));
+    }
+    if s.starts_with('$') {
+        return Err(format!(
+            "{s:?} starts with '$', which brokers keep for themselves"
+        ));
+    }
+    if s.ends_with('/') {
+        return Err(format!(
+            "{s:?} ends with '/': it is a prefix, berth adds \"/status\" and the others"
+        ));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(format!("{s:?} has a control character"));
+    }
+    let rest = s.replace("{host_id}", "").replace("{instance}", "");
+    if rest.contains(['{', '}']) {
+        return Err(format!(
+            "{s:?} has an unknown placeholder: only {{host_id}} and {{instance}} expand"
+        ));
+    }
+    Ok(())
+}
+
+fn report(cx: &mut Cx<'_>, n: &Node, key: &str) -> Option<ReportConfig> {
+    let t = cx.table(n, key, REPORT_KEYS)?;
+    let mqtt = opt(cx, t, key, "mqtt", |cx, v, k| {
+        let s = cx.text(v, k)?;
+        s.parse::<MqttUrl>()
+            .map_err(|e| cx.error(v.span, k, e))
+            .ok()
+    });
+    let topic = opt(cx, t, key, "topic", |cx, v, k| {
+        let s = cx.text(v, k)?;
+        topic_template(s)
+            .map(|()| s.to_string())
+            .map_err(|e| cx.error(v.span, k, e))
+            .ok()
+    });
+    let client_cert = opt(cx, t, key, "client_cert", abs_path);
+    let client_key = opt(cx, t, key, "client_key", abs_path);
+    let username = opt(cx, t, key, "username", |cx, v, k| {
+        let s = cx.text(v, k)?;
+        if s.chars().any(char::is_control) {
+            cx.error(v.span, k, "must not contain control characters");
+            return None;
+        }
+        Some(s.to_string())
+    });
+    let password_file = opt(cx, t, key, "password_file", abs_path);
+    let ca_file = opt(cx, t, key, "ca_file", abs_path);
+    let every = opt(cx, t, key, "interval", interval);
+    let Some(mqtt) = mqtt.ok()? else {
+        cx.error(
+            n.span,
+            &join(key, "mqtt"),
+            "missing: the broker's URL, mqtt://host[:port] or mqtts://host[:port]",
+        );
+        return None;
+    };
+    let c = ReportConfig {
+        mqtt,
+        topic: topic
+            .ok()?
+            .unwrap_or_else(|| ReportConfig::DEFAULT_TOPIC.into()),
+        client_cert: client_cert.ok()?,
+        client_key: client_key.ok()?,
+        username: username.ok()?,
+        password_file: password_file.ok()?,
+        ca_file: ca_file.ok()?,
+        interval: every.ok()?.unwrap_or_else(ReportConfig::default_interval),
+    };
+    // Checks across keys, each reported at the key that does not fit.
+    let at = |k: &str| t.entries.get(k).map_or(n.span, |e| e.key_span);
+    let mut ok = true;
+    let mut bad = |cx: &mut Cx<'_>, k: &str, msg: &str| {
+        cx.error(at(k), &join(key, k), msg);
+        ok = false;
+    };
+    match (&c.client_cert, &c.client_key) {
+        (Some(_), None) => bad(cx, "client_key", "missing: client_cert needs its key"),
+        (None, Some(_)) => bad(
+            cx,
+            "client_cert",
+            "missing: client_key needs its certificate",
+        ),
+        _ => {}
+    }
+    if c.mqtt.transport == MqttTransport::Plain {
+        for k in ["client_cert", "client_key", "ca_file"] {
+            if t.get(k).is_some() {
+                bad(cx, k, "only used with an mqtts:// broker");
+            }
+        }
+    }
+    if c.password_file.is_some() && c.username.is_none() {
+        bad(
+            cx,
+            "username",
+            "missing: password_file is the password of username",
+        );
     }
     ok.then_some(c)
 }
@@ -966,6 +1090,113 @@ timeout = "2m"
             "a@{1}",
         ] {
             assert!(!valid_branch(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn report_host_id_and_labels() {
+        let c = parse(
+            Path::new("b.toml"),
+            r#"
+host_id = "edge-0042"
+[labels]
+site = "berlin"
+floor = 3
+[report]
+mqtt = "mqtts://broker.example.com"
+topic = "fleet/{host_id}/{instance}"
+client_cert = "/etc/berth/mqtt.crt"
+client_key = "/etc/berth/mqtt.key"
+ca_file = "/etc/berth/ca.pem"
+username = "edge"
+password_file = "/etc/berth/mqtt.pass"
+interval = "1m"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.host_id.as_deref(), Some("edge-0042"));
+        assert_eq!(c.labels["site"], "berlin");
+        assert_eq!(c.labels["floor"], "3");
+        let r = c.report.unwrap();
+        assert_eq!(r.mqtt.transport, MqttTransport::Tls);
+        assert_eq!(
+            (r.mqtt.host.as_str(), r.mqtt.port),
+            ("broker.example.com", 8883)
+        );
+        assert_eq!(r.interval, Duration::from_secs(60));
+        assert_eq!(
+            r.topic_prefix("edge-0042", "berth").unwrap(),
+            "fleet/edge-0042/berth"
+        );
+        assert!(r.topic_prefix("a/b", "berth").is_err());
+        assert!(r.topic_prefix("a+", "berth").is_err());
+
+        let d = parse(
+            Path::new("b.toml"),
+            "[report]\nmqtt = \"mqtt://[::1]:1884\"\n",
+        )
+        .unwrap()
+        .report
+        .unwrap();
+        assert_eq!(d.topic, "berth/{host_id}");
+        assert_eq!(d.interval, Duration::from_secs(300));
+        assert_eq!((d.mqtt.host.as_str(), d.mqtt.port), ("::1", 1884));
+        assert_eq!(d.mqtt.to_string(), "mqtt://[::1]:1884");
+    }
+
+    #[test]
+    fn report_errors() {
+        let e = errs(
+            "host_id = \"a b\"\n[labels]\n\"bad key\" = \"x\"\nok = \"a,b\"\n[report]\ntopic = \"x/+/{host}\"\n",
+        );
+        assert_eq!(e.len(), 5, "{e:#?}");
+        assert!(e.iter().any(|e| e.contains("host_id: invalid host id")));
+        assert!(
+            e.iter()
+                .any(|e| e.contains("invalid label name \"bad key\""))
+        );
+        assert!(
+            e.iter()
+                .any(|e| e.contains("labels.ok: invalid label value"))
+        );
+        assert!(
+            e.iter()
+                .any(|e| e.contains("report.topic:") && e.contains("wildcard"))
+        );
+        assert!(e.iter().any(|e| e.contains("report.mqtt: missing")));
+
+        let e = errs(
+            "[report]\nmqtt = \"mqtt://h\"\nclient_cert = \"/c\"\nca_file = \"/ca\"\npassword_file = \"/p\"\n",
+        );
+        assert!(
+            e.iter().any(|e| e.contains("report.client_key: missing")),
+            "{e:#?}"
+        );
+        assert!(
+            e.iter()
+                .any(|e| e.contains("report.client_cert: only used with an mqtts://"))
+        );
+        assert!(
+            e.iter()
+                .any(|e| e.contains("report.ca_file: only used with an mqtts://"))
+        );
+        assert!(e.iter().any(|e| e.contains("report.username: missing")));
+
+        for (url, why) in [
+            ("http://h", "expected mqtt://"),
+            ("mqtt://u:p@h", "no credentials"),
+            ("mqtt://h:0", "invalid port"),
+            ("mqtt://h:99999", "invalid port"),
+            ("mqtt://h/x", "no path"),
+            ("mqtt://", "invalid host"),
+            ("mqtt://[nope]:1", "IPv6"),
+        ] {
+            let e = errs(&format!("[report]\nmqtt = {url:?}\n"));
+            assert!(e.iter().any(|e| e.contains(why)), "{url}: {e:#?}");
+        }
+        for t in ["$SYS/x", "a/", "a/{nope}", "a/#"] {
+            let e = errs(&format!("[report]\nmqtt = \"mqtt://h\"\ntopic = {t:?}\n"));
+            assert!(e.iter().any(|e| e.contains("report.topic")), "{t}: {e:#?}");
         }
     }
 

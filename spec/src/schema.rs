@@ -428,6 +428,35 @@ struct ConfigFile {
     /// `error`, `warn`, `info`, `debug`, `trace`, `off`, or a filter such as
     /// `"berth=debug,info"`. Default `info`.
     log_level: Option<String>,
+    /// This host's id in a fleet (rollout buckets, `[match] hosts`, reports): 1-253
+    /// characters, no spaces. Default: the contents of `/etc/machine-id`.
+    host_id: Option<String>,
+    /// This host's labels, free-form strings (`site = "berlin"`), for `[match] labels` and
+    /// reports.
+    labels: Option<BTreeMap<String, String>>,
+    /// Push this host's status to an MQTT broker.
+    report: Option<ReportTable>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ReportTable {
+    /// The broker: `mqtt://host[:port]` (port 1883) or `mqtts://host[:port]` (TLS, 8883).
+    mqtt: String,
+    /// Topic prefix; `{host_id}` and `{instance}` expand. Default `berth/{host_id}`.
+    topic: Option<String>,
+    /// PEM client certificate for `mqtts://` (absolute path; with `client_key`).
+    client_cert: Option<String>,
+    /// The client certificate's PEM private key (absolute path).
+    client_key: Option<String>,
+    /// The MQTT user name.
+    username: Option<String>,
+    /// A file holding `username`'s password, its first line (absolute path).
+    password_file: Option<String>,
+    /// PEM roots trusted for `mqtts://` instead of the system's (absolute path).
+    ca_file: Option<String>,
+    /// A full report at least this often, at least 1s. Default `5m`.
+    interval: Option<DurationStr>,
 }
 
 #[derive(JsonSchema)]
@@ -601,8 +630,9 @@ mod tests {
     fn config_schema_keys_match_the_parser() {
         let s: Value = serde_json::from_str(&config_schema_json()).unwrap();
         assert_eq!(props(&s, None), sorted(crate::config_parse::CONFIG_KEYS));
-        use crate::config_parse::{IMAGES_KEYS, NETWORK_KEYS, REGISTRY_KEYS};
+        use crate::config_parse::{IMAGES_KEYS, NETWORK_KEYS, REGISTRY_KEYS, REPORT_KEYS};
         for (def, keys) in [
+            ("ReportTable", REPORT_KEYS),
             ("NetworkTable", NETWORK_KEYS),
             ("NamedNetworkTable", crate::config_parse::NAMED_NETWORK_KEYS),
             ("RegistryTable", REGISTRY_KEYS),

@@ -25,6 +25,9 @@ pub mod tree;
 
 pub mod agent;
 pub mod fixtures;
+/// A real MQTT broker (mosquitto) and a real Prometheus, for the fleet reporting tests.
+pub mod mqtt;
+pub mod prometheus;
 
 use std::path::PathBuf;
 

@@ -51,7 +51,8 @@ impl Local {
     }
 
     fn with_lock(config: &Config, lock: StateLock) -> Result<Local, String> {
-        let metrics = Arc::new(Metrics::new());
+        let id = crate::identity::HostIdentity::of(config);
+        let metrics = Arc::new(Metrics::for_host(id.host_id.as_deref(), &id.labels));
         let host = Host::open(config, Some(metrics.clone())).map_err(|e| e.to_string())?;
         // Health checks run `berth exec` as a child: it must read the same config.
         let host = host.with_config_path(config.source.clone());

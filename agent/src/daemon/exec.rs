@@ -168,16 +168,24 @@ impl Reconciler {
             match a {
                 Action::Create { update, .. } => {
                     self.create_failures.remove(name);
-                    let kind = if matches!(update, UpdateMark::Rollback { .. }) {
-                        "rollback"
-                    } else {
-                        "created"
+                    let label = crate::metrics::ContainerLabel {
+                        container: name.to_string(),
+                    };
+                    let kind = match update {
+                        UpdateMark::Rollback { .. } => {
+                            self.metrics.rollbacks.get_or_create(&label).inc();
+                            "rollback"
+                        }
+                        UpdateMark::Update { .. } => {
+                            self.metrics.updates.get_or_create(&label).inc();
+                            "created"
+                        }
+                        UpdateMark::None => "created",
                     };
                     self.events.emit(Some(name), kind, format!("{a}: started"));
                 }
                 Action::Start { .. } => {
                     self.start_failures.remove(name);
-                    self.metrics.restarts.inc();
                     self.events.emit(Some(name), "started", "started");
                 }
                 Action::Remove {

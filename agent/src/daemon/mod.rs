@@ -30,7 +30,8 @@ use crate::reconcile::plan::Plan;
 use crate::reconcile::report::{self, InFlight};
 use crate::reconcile::{Desired, Observed, plan_with};
 use crate::status::{
-    ApplyResult, ContainerStatus, InProgressView, PlanView, PlannedAction, WaitingView,
+    ApplyResult, ContainerStatus, InProgressView, PlanView, PlannedAction, SourceSummary,
+    WaitingView,
 };
 
 pub use apply::Waiter;
@@ -193,6 +194,16 @@ impl Reconciler {
 
     pub fn statuses(&self) -> watch::Receiver<Arc<Vec<ContainerStatus>>> {
         self.statuses.subscribe()
+    }
+
+    pub fn source_summaries(&self) -> watch::Receiver<Option<SourceSummary>> {
+        self.metrics.source_summaries()
+    }
+
+    /// The hook for the spec source: its applied commit and rollout membership, for
+    /// `/metrics` and the MQTT status. Never waits.
+    pub fn set_source_summary(&self, summary: Option<SourceSummary>) {
+        self.metrics.set_source_summary(summary.as_ref());
     }
 
     fn rescan(&mut self) {
@@ -463,6 +474,12 @@ impl Reconciler {
         self.plan.actions = actions;
         self.forget_deleted_specs();
         self.publish();
+        if self.desired.trustworthy {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            self.metrics.last_pass.set(now.as_secs_f64());
+        }
         self.metrics.passes.inc();
         self.metrics
             .pass_duration
@@ -520,7 +537,9 @@ impl Reconciler {
                 })
                 .inc();
         }
-        self.statuses.send_replace(Arc::new(statuses));
+        let statuses = Arc::new(statuses);
+        self.metrics.set_containers(statuses.clone());
+        self.statuses.send_replace(statuses);
     }
 
     /// When the loop should wake by itself: the earliest backoff end or settle rescan.

@@ -67,6 +67,7 @@ pub async fn run_agent(
         ))),
         None => None,
     };
+    let reporter = start_reporter(&r);
     r.pass();
     r.start_import_scan();
     // Specs loaded and running containers adopted: ready, without waiting for pulls.
@@ -113,12 +114,38 @@ pub async fn run_agent(
     }
     r.events
         .emit(None, "agent", "agent stopping; containers keep running");
+    if let Some(rep) = reporter {
+        rep.stop(std::time::Duration::from_secs(3)).await;
+    }
     let _ = stop_api.send(());
     let _ = api.await;
     if let Some(m) = metrics_server {
         m.abort();
     }
     Ok(())
+}
+
+/// Starts the MQTT reporter when the config has a `[report]`; a reporter that cannot start
+/// (a missing certificate, no host id for its topic) is an error event, never a stop.
+fn start_reporter(r: &Reconciler) -> Option<crate::report::Reporter> {
+    let report = r.config.report.as_ref()?;
+    let feeds = crate::report::Feeds {
+        statuses: r.statuses(),
+        events: r.events.live(),
+        source: r.source_summaries(),
+    };
+    let id = crate::identity::HostIdentity::of(&r.config);
+    match crate::report::Reporter::spawn(report, id, feeds, r.metrics.report.clone()) {
+        Ok(rep) => Some(rep),
+        Err(e) => {
+            r.events.emit(
+                None,
+                "error",
+                format!("not reporting to {}: {e}", report.mqtt),
+            );
+            None
+        }
+    }
 }
 
 /// `berth apply --once`: converge in-process (the caller holds the state lock), then report.
