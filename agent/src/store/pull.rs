@@ -36,6 +36,16 @@ pub struct PullOptions {
     pub platform: Option<Platform>,
 }
 
+impl PullOptions {
+    /// The agent's options: `[images] parallel_layers` layers at once.
+    pub fn from_config(images: &berth_spec::config::ImagesConfig) -> Self {
+        PullOptions {
+            concurrency: images.parallel_layers as usize,
+            ..PullOptions::default()
+        }
+    }
+}
+
 impl Default for PullOptions {
     fn default() -> Self {
         PullOptions {
