@@ -7,6 +7,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid, XattrFlags};
+use sha2::{Digest as _, Sha256};
 use tar::EntryType;
 
 use super::UnpackError;
@@ -31,6 +32,9 @@ pub struct Unpacker {
     dir_times: HashMap<Vec<u8>, Timespec>,
     buf: Vec<u8>,
     pub entries: u64,
+    /// Every regular file's content digest, by path (the last entry for a path wins): the
+    /// store's index of what it can reuse in a partial pull.
+    pub files: HashMap<Vec<u8>, (String, u64)>,
     euid: u32,
     egid: u32,
 }
@@ -42,6 +46,7 @@ impl Unpacker {
             dir_times: HashMap::new(),
             buf: vec![0; 256 << 10],
             entries: 0,
+            files: HashMap::new(),
             euid: rustix::process::geteuid().as_raw(),
             egid: rustix::process::getegid().as_raw(),
         }
@@ -265,7 +270,14 @@ impl Unpacker {
             Err(e) => return Err(e.into()),
         };
         let mut file = File::from(fd);
-        copy(entry, &mut file, &mut self.buf)?;
+        let mut hash = Sha256::new();
+        let size = copy(entry, &mut file, &mut self.buf, &mut hash)?;
+        let mut at = path.parent.clone();
+        at.push(name.to_vec());
+        self.files.insert(
+            join(&at),
+            (format!("sha256:{}", hex::encode(hash.finalize())), size),
+        );
         let fd = OwnedFd::from(file);
         // A new file belongs to us and our group, unless its dir is setgid.
         let chown = meta.uid != self.euid || meta.gid != self.egid || self.root.parent_is_setgid();
@@ -296,7 +308,12 @@ impl Unpacker {
     }
 }
 
-fn copy<R: Read>(from: &mut R, to: &mut File, buf: &mut [u8]) -> io::Result<u64> {
+fn copy<R: Read>(
+    from: &mut R,
+    to: &mut File,
+    buf: &mut [u8],
+    hash: &mut Sha256,
+) -> io::Result<u64> {
     let mut total = 0;
     loop {
         let n = match from.read(buf) {
@@ -306,6 +323,7 @@ fn copy<R: Read>(from: &mut R, to: &mut File, buf: &mut [u8]) -> io::Result<u64>
             Err(e) => return Err(e),
         };
         to.write_all(&buf[..n])?;
+        hash.update(&buf[..n]);
         total += n as u64;
     }
 }

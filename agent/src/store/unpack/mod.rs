@@ -22,9 +22,17 @@ pub enum UnpackError {
     Io(#[from] std::io::Error),
 }
 
+/// What an unpack made.
+#[derive(Debug, Default)]
+pub struct Unpacked {
+    pub entries: u64,
+    /// Regular files: path in the layer -> (content digest, size).
+    pub files: std::collections::HashMap<Vec<u8>, (String, u64)>,
+}
+
 /// Applies the tar stream `reader` to the empty directory `dir`. Stops at the tar's end
 /// marker; the caller drains what follows (it still counts for the diff id).
-pub fn unpack<R: Read>(dir: &Path, reader: R) -> Result<(u64, R), UnpackError> {
+pub fn unpack<R: Read>(dir: &Path, reader: R) -> Result<(Unpacked, R), UnpackError> {
     let root = root::LayerRoot::open(dir)?;
     let mut unpacker = apply::Unpacker::new(root);
     let mut archive = tar::Archive::new(reader);
@@ -33,5 +41,9 @@ pub fn unpack<R: Read>(dir: &Path, reader: R) -> Result<(u64, R), UnpackError> {
         unpacker.apply(&mut entry)?;
     }
     unpacker.finish()?;
-    Ok((unpacker.entries, archive.into_inner()))
+    let done = Unpacked {
+        entries: unpacker.entries,
+        files: std::mem::take(&mut unpacker.files),
+    };
+    Ok((done, archive.into_inner()))
 }
