@@ -95,7 +95,7 @@ impl Images {
 
     /// The layer's blob digest and size and its diff id, as the registry serves them.
     fn layer(&self, reg: &TestRegistry, tag: &str) -> (String, u64, String) {
-        let m: Value = http_json(reg, &format!("manifests/{tag}"));
+        let m: Value = http_json(reg, &format!("{}/manifests/{tag}", self.repo));
         let l = &m["layers"][0];
         assert_eq!(m["layers"].as_array().unwrap().len(), 1, "{m}");
         assert!(
@@ -106,7 +106,11 @@ impl Images {
         );
         let cfg: Value = http_json(
             reg,
-            &format!("blobs/{}", m["config"]["digest"].as_str().unwrap()),
+            &format!(
+                "{}/blobs/{}",
+                self.repo,
+                m["config"]["digest"].as_str().unwrap()
+            ),
         );
         (
             l["digest"].as_str().unwrap().to_string(),

@@ -300,7 +300,7 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        assert_eq!(parts, vec![(0, 5), (100, 125)]);
+        assert_eq!(parts, vec![(0, 5), (100, 124)]);
         let joined: Vec<u8> = got
             .iter()
             .filter(|g| g.0 >= 100)
