@@ -76,8 +76,8 @@ fn the_download_rate_holds_within_ten_percent_through_the_proxy() {
     let repo = unique_repo("rate");
     // Two incompressible layers, fetched at once: they share the one budget.
     let img = ImageBuilder::new()
-        .layer(&[Entry::file("a", &random(8 << 20))], Compression::Gzip)
-        .layer(&[Entry::file("b", &random(8 << 20))], Compression::Gzip)
+        .layer(&[Entry::file("a", &random(12 << 20))], Compression::Gzip)
+        .layer(&[Entry::file("b", &random(12 << 20))], Compression::Gzip)
         .build();
     reg.push_image(&repo, "v1", &img);
     let reference = format!("{}/{repo}:v1", proxy.addr);
@@ -90,32 +90,17 @@ fn the_download_rate_holds_within_ten_percent_through_the_proxy() {
         let st = proxy.stats();
         img.layers.iter().map(|l| st.bytes_for(&l.digest)).sum()
     };
-    let mut pull = std::process::Command::new(berth_e2e::berth_bin())
-        .arg("--config")
-        .arg(&env.config)
-        .args(["pull", "--json", &reference])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The pace in the middle of the transfer, once the socket buffers between proxy and client
-    // are full: the proxy then sends exactly as fast as berth reads.
-    wait_until(Duration::from_secs(60), "3 MiB sent", || sent() >= 3 << 20);
-    let (t0, b0) = (Instant::now(), sent());
-    wait_until(Duration::from_secs(10), "4 s of transfer", || {
-        t0.elapsed() >= Duration::from_secs(4)
-    });
-    let (t1, b1) = (Instant::now(), sent());
-    let status = pull.wait().unwrap();
+    let out = env.berth(&["pull", "--json", &reference]);
     let end = Instant::now();
-    let mut err = String::new();
-    std::io::Read::read_to_string(pull.stderr.as_mut().unwrap(), &mut err).unwrap();
-    assert!(status.success(), "{err}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stats = proxy.stats();
     let bytes: u64 = sent();
     let layers: u64 = img.layers.iter().map(|l| l.bytes.len() as u64).sum();
     assert!(bytes >= layers, "{bytes} < {layers}");
-    assert!(b1 < layers, "the window outlasted the transfer");
     // Both layers were asked for at once.
     let starts: Vec<Instant> = img
         .layers
@@ -127,21 +112,22 @@ fn the_download_rate_holds_within_ten_percent_through_the_proxy() {
         spread < Duration::from_secs(1),
         "layers one after the other: {spread:?}"
     );
-    let steady = (b1 - b0) as f64 / (t1 - t0).as_secs_f64();
-    let overall = bytes as f64 / (end - starts[0].min(starts[1])).as_secs_f64();
+    // From the first layer request to the end of the pull: the unpack's tail and the commit
+    // count against the rate, so this can only understate it (the proxy's own send times
+    // cannot be used: the socket buffers between it and berth hold megabytes).
+    let secs = (end - starts[0].min(starts[1])).as_secs_f64();
+    let measured = bytes as f64 / secs;
     eprintln!(
-        "through the proxy: {:.0} KiB/s in the middle of the transfer, {:.0} KiB/s from the first request to the end of the pull, against a limit of {} KiB/s ({:.1}%)",
-        steady / 1024.0,
-        overall / 1024.0,
+        "{bytes} bytes in {secs:.2} s through the proxy: {:.0} KiB/s against a limit of {} KiB/s ({:.1}%)",
+        measured / 1024.0,
         rate >> 10,
-        100.0 * steady / rate as f64
+        100.0 * measured / rate as f64
     );
-    let ratio = steady / rate as f64;
+    let ratio = measured / rate as f64;
     assert!(
         (0.9..=1.1).contains(&ratio),
         "rate off by more than 10%: {ratio:.3}"
     );
-    assert!(overall <= 1.1 * rate as f64, "{overall}");
 }
 
 #[test]
