@@ -511,6 +511,13 @@ pub struct ImagesConfig {
     /// this long (a slow-loris server), is cut and resumed.
     #[serde(with = "crate::units::duration_serde")]
     pub stall_timeout: Duration,
+    /// Bytes per second all of this agent's downloads share (`None`: unlimited).
+    pub max_download_rate: Option<u64>,
+    /// Layers of one image fetched at once (1 on a thin link: one layer at a time finishes).
+    pub parallel_layers: u32,
+    /// Downloads for containers that already run (updates) wait for this daily window; a first
+    /// start and crash restarts never wait.
+    pub download_window: Option<crate::model::Window>,
 }
 
 impl Default for ImagesConfig {
@@ -525,6 +532,9 @@ impl Default for ImagesConfig {
             max_layer_entries: 1_000_000,
             http_timeout: Duration::from_secs(60),
             stall_timeout: Duration::from_secs(30),
+            max_download_rate: None,
+            parallel_layers: 4,
+            download_window: None,
         }
     }
 }

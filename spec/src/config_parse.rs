@@ -71,7 +71,13 @@ pub const IMAGES_KEYS: &[&str] = &[
     "max_layer_entries",
     "http_timeout",
     "stall_timeout",
+    "max_download_rate",
+    "parallel_layers",
+    "download_window",
 ];
+
+/// The slowest `max_download_rate` berth accepts, in bytes per second.
+pub const MIN_DOWNLOAD_RATE: u64 = 16 << 10;
 
 pub(crate) fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
     let files = [SourceFile::new(path, text)];
@@ -827,6 +833,27 @@ fn images(cx: &mut Cx<'_>, n: &Node, key: &str) -> Option<ImagesConfig> {
     });
     let http_timeout = opt(cx, t, key, "http_timeout", interval);
     let stall_timeout = opt(cx, t, key, "stall_timeout", interval);
+    let max_download_rate = opt(cx, t, key, "max_download_rate", |cx, v, k| {
+        let s = cx.str(v, k)?;
+        let rate = crate::units::parse_rate(s)
+            .map_err(|e| cx.error(v.span, k, e))
+            .ok()?;
+        // The stall check cuts a download slower than 1 KiB/s, and up to 16 layers share it.
+        if rate < MIN_DOWNLOAD_RATE {
+            cx.error(v.span, k, "must be at least 16KiB/s");
+            return None;
+        }
+        Some(rate)
+    });
+    let parallel_layers = opt(cx, t, key, "parallel_layers", |cx, v, k| {
+        cx.int(v, k, 1, 16).map(|n| n as u32)
+    });
+    let download_window = opt(cx, t, key, "download_window", |cx, v, k| {
+        let s = cx.str(v, k)?;
+        crate::values::parse_window(s)
+            .map_err(|e| cx.error(v.span, k, e))
+            .ok()
+    });
     Some(ImagesConfig {
         max_disk: max_disk.ok()?,
         min_free: min_free.ok()?.unwrap_or(d.min_free),
@@ -837,6 +864,9 @@ fn images(cx: &mut Cx<'_>, n: &Node, key: &str) -> Option<ImagesConfig> {
         max_layer_entries: max_layer_entries.ok()?.unwrap_or(d.max_layer_entries),
         http_timeout: http_timeout.ok()?.unwrap_or(d.http_timeout),
         stall_timeout: stall_timeout.ok()?.unwrap_or(d.stall_timeout),
+        max_download_rate: max_download_rate.ok()?,
+        parallel_layers: parallel_layers.ok()?.unwrap_or(d.parallel_layers),
+        download_window: download_window.ok()?,
     })
 }
 
@@ -891,6 +921,9 @@ max_layer_size = "4GiB"
 max_layer_entries = 5000
 http_timeout = "20s"
 stall_timeout = "10s"
+max_download_rate = "2MiB/s"
+parallel_layers = 1
+download_window = "01:00-05:00"
 [logging]
 max_size = "1MiB"
 max_files = 2
@@ -906,6 +939,15 @@ max_files = 2
         assert_eq!(c.images.max_layer_entries, 5000);
         assert_eq!(c.images.http_timeout, Duration::from_secs(20));
         assert_eq!(c.images.stall_timeout, Duration::from_secs(10));
+        assert_eq!(c.images.max_download_rate, Some(2 << 20));
+        assert_eq!(c.images.parallel_layers, 1);
+        assert_eq!(
+            c.images.download_window,
+            Some(crate::model::Window {
+                start_minute: 60,
+                end_minute: 300
+            })
+        );
         assert_eq!(c.logging.max_files, 2);
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.trusted_owners, vec!["deploy", "1000"]);
@@ -1198,6 +1240,21 @@ interval = "1m"
             let e = errs(&format!("[report]\nmqtt = \"mqtt://h\"\ntopic = {t:?}\n"));
             assert!(e.iter().any(|e| e.contains("report.topic")), "{t}: {e:#?}");
         }
+    }
+
+    #[test]
+    fn metered_link_keys_are_checked() {
+        let e = errs(
+            "[images]\nmax_download_rate = \"2MB/s\"\nparallel_layers = 0\ndownload_window = \"1-5\"\n",
+        );
+        assert_eq!(e.len(), 3, "{e:#?}");
+        assert!(e[0].contains("images.max_download_rate") && e[0].contains("ambiguous"));
+        assert!(e[1].contains("images.parallel_layers: 0 is out of range"));
+        assert!(e[2].contains("images.download_window: invalid window"));
+        let e = errs("[images]\nmax_download_rate = \"1KiB/s\"\n");
+        assert!(e[0].contains("at least 16KiB/s"), "{e:#?}");
+        let e = errs("[images]\nmax_download_rate = \"2MiB\"\n");
+        assert!(e[0].contains("per second"), "{e:#?}");
     }
 
     #[test]

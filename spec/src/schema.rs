@@ -520,6 +520,14 @@ struct ImagesTable {
     /// A download silent (or under 1 KiB/s) this long is cut and resumed, at least 1s.
     /// Default `30s`.
     stall_timeout: Option<DurationStr>,
+    /// Bytes per second all of the agent's downloads share, at least `16KiB/s`, e.g.
+    /// `"2MiB/s"`. Default unlimited.
+    max_download_rate: Option<String>,
+    /// Layers of one image fetched at once, 1-16 (1 on a thin link). Default 4.
+    parallel_layers: Option<u32>,
+    /// Downloads of updates wait for this daily window in local time, `"01:00-05:00"`; a
+    /// first start and crash restarts never wait. Default none.
+    download_window: Option<String>,
 }
 
 #[derive(JsonSchema)]

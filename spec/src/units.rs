@@ -133,6 +133,20 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// Parses a transfer rate: a size per second, `"2MiB/s"`, `"512k/s"`, `"1000000/s"`.
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let Some(size) = s.trim().strip_suffix("/s") else {
+        return Err(format!(
+            "invalid rate {s:?}: expected a size per second such as \"2MiB/s\""
+        ));
+    };
+    let bytes = parse_size(size).map_err(|e| format!("invalid rate {s:?}: {e}"))?;
+    if bytes == 0 {
+        return Err(format!("invalid rate {s:?}: must be more than zero"));
+    }
+    Ok(bytes)
+}
+
 /// The canonical form of a size: the largest IEC unit that divides it, `256MiB`, `1536KiB`.
 pub fn format_size(bytes: u64) -> String {
     for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)] {
@@ -197,6 +211,17 @@ mod tests {
         for d in ["1m30s", "250ms", "0s", "1d2h3m4s5ms"] {
             assert_eq!(format_duration(parse_duration(d).unwrap()), d);
         }
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("2MiB/s"), Ok(2 << 20));
+        assert_eq!(parse_rate("512k/s"), Ok(512 << 10));
+        assert_eq!(parse_rate("1000/s"), Ok(1000));
+        assert!(parse_rate("2MiB").unwrap_err().contains("per second"));
+        assert!(parse_rate("0/s").is_err());
+        assert!(parse_rate("2MB/s").unwrap_err().contains("ambiguous"));
+        assert!(parse_rate("/s").is_err());
     }
 
     #[test]

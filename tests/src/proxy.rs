@@ -11,10 +11,12 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub enum Fault {
+    /// Forward untouched (spends the rule: a later rule then hits a later request).
+    Pass,
     /// Send this many body bytes, then close the connection.
     DropAfter(u64),
     /// Send this many body bytes, then go silent for the duration, then close.
@@ -56,6 +58,8 @@ pub struct Rule {
 pub struct Stats {
     /// (path, Range header, body bytes sent)
     pub requests: Vec<(String, Option<String>, u64)>,
+    /// When each request (same index) arrived, and when its last body byte went out.
+    pub times: Vec<(Instant, Option<Instant>)>,
 }
 
 impl Stats {
@@ -69,6 +73,15 @@ impl Stats {
     }
     pub fn count_for(&self, s: &str) -> usize {
         self.requests.iter().filter(|r| r.0.contains(s)).count()
+    }
+    /// When the first request whose path contains `s` arrived.
+    pub fn first_request_for(&self, s: &str) -> Option<Instant> {
+        self.requests
+            .iter()
+            .zip(&self.times)
+            .filter(|(r, _)| r.0.contains(s))
+            .map(|(_, t)| t.0)
+            .min()
     }
     pub fn ranges_for(&self, s: &str) -> Vec<String> {
         self.requests
@@ -251,9 +264,14 @@ fn serve(conn: Box<dyn Conn>, sh: &Shared) -> std::io::Result<()> {
     let slot = {
         let mut st = sh.stats.lock().unwrap();
         st.requests.push((path.clone(), range, 0));
+        st.times.push((Instant::now(), None));
         st.requests.len() - 1
     };
-    let count = |n: u64| sh.stats.lock().unwrap().requests[slot].2 += n;
+    let count = |n: u64| {
+        let mut st = sh.stats.lock().unwrap();
+        st.requests[slot].2 += n;
+        st.times[slot].1 = Some(Instant::now());
+    };
     let stopped = || sh.stop.load(Ordering::Relaxed);
     let result = answer(&mut client, sh, &head, fault, &count, &stopped);
     client.get_mut().close();

@@ -28,9 +28,9 @@ pub struct PullArgs {
     /// host's
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
-    /// Layers fetched at once
-    #[arg(long, default_value_t = 4)]
-    pub concurrency: usize,
+    /// Layers fetched at once (default: `[images] parallel_layers`)
+    #[arg(long)]
+    pub concurrency: Option<usize>,
     /// Only fetch and verify the blobs; do not unpack (pre-staging, benchmarks)
     #[arg(long, hide = true)]
     pub download_only: bool,
@@ -91,7 +91,10 @@ pub fn run(config: Option<&Path>, args: &PullArgs) -> ExitCode {
     };
     let client = RegistryClient::new(settings);
     let opts = PullOptions {
-        concurrency: args.concurrency.max(1),
+        concurrency: args
+            .concurrency
+            .unwrap_or(cfg.images.parallel_layers as usize)
+            .max(1),
         download_only: args.download_only,
         platform,
     };

@@ -36,7 +36,8 @@ fn in_flight_kind(a: &Action) -> InFlight {
 fn run(backend: &dyn Backend, a: &Action) -> Result<(), ActionError> {
     match a {
         Action::Check { image } => backend.check(image).map(|_| ()),
-        Action::Pull { image } => backend.pull(image).map(|_| ()),
+        // (Pulls are dispatched on their own, with the GC roots: see `spawn_pull`.)
+        Action::Pull { image } => backend.pull(image, None).map(|_| ()),
         Action::Create {
             name,
             spec,
@@ -148,13 +149,15 @@ impl Reconciler {
         let backend = self.backend.clone();
         let tx = self.tx.clone();
         let semaphore = self.semaphore.clone();
+        // What must survive if the store has to make room for this image.
+        let keep = self.keep();
         tokio::spawn(async move {
             let _permit = semaphore
                 .acquire_owned()
                 .await
                 .expect("semaphore never closes");
             let i = image.clone();
-            let result = tokio::task::spawn_blocking(move || backend.pull(&i))
+            let result = tokio::task::spawn_blocking(move || backend.pull(&i, Some(&keep)))
                 .await
                 .unwrap_or_else(|e| Err(ActionError::transient(format!("pull panicked: {e}"))));
             let _ = tx.send(Event::Pulled(image, result));
@@ -216,6 +219,7 @@ impl Reconciler {
                         at: clock::now(),
                         error: error.message.clone(),
                         transient: error.transient,
+                        deferred: error.deferred,
                     },
                 );
             }
@@ -264,6 +268,7 @@ impl Reconciler {
                         at: clock::now(),
                         error: e.message,
                         transient: e.transient,
+                        deferred: e.deferred,
                     },
                 );
             }

@@ -60,6 +60,7 @@ impl Reconciler {
             force: self.waiters.iter().any(|w| w.force()),
             update_interval: self.config.update_interval,
             jitter_seed: self.jitter_seed,
+            download_window: self.config.images.download_window,
         }
     }
 

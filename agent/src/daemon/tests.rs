@@ -77,7 +77,7 @@ impl Backend for Fake {
     fn observe_one(&self, name: &str) -> Option<ObservedContainer> {
         self.0.lock().unwrap().containers.get(name).cloned()
     }
-    fn pull(&self, image: &ImageSource) -> Result<String, ActionError> {
+    fn pull(&self, image: &ImageSource, _keep: Option<&Keep>) -> Result<String, ActionError> {
         let mut w = self.0.lock().unwrap();
         w.log.push(format!("pull {image}"));
         if let Some(e) = &w.fail_pull {

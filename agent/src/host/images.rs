@@ -5,10 +5,35 @@ use std::time::Duration;
 use berth_spec::ImageSource;
 
 use super::{Host, transient};
+use crate::crashpoint;
 use crate::reconcile::backend::{ActionError, ImageOp, Keep};
-use crate::store::PullOptions;
+use crate::store::{PullEvent, PullOptions};
 
 impl Host {
+    /// One pull of an image into the store (an import for on-disk sources), counted in the
+    /// metrics as its bytes arrive.
+    pub(super) fn pull_once(
+        &self,
+        image: &ImageSource,
+    ) -> Result<crate::image::ResolvedImage, crate::store::StoreError> {
+        match image {
+            ImageSource::Registry(r) => {
+                let metrics = self.metrics.clone();
+                let progress = move |e: &PullEvent<'_>| {
+                    if let PullEvent::Bytes { n, .. } = e {
+                        crashpoint::point("pull.blob");
+                        if let Some(m) = &metrics {
+                            m.pull_bytes.inc_by(*n);
+                        }
+                    }
+                };
+                let opts = PullOptions::from_config(&self.config.images);
+                self.store.pull(&self.client, r, &opts, &progress)
+            }
+            _ => self.store.import_source(image),
+        }
+    }
+
     pub(super) fn run_image_op(&self, op: &ImageOp) -> Result<serde_json::Value, ActionError> {
         let store_err = |e: crate::store::StoreError| {
             if e.is_transient() {
@@ -26,7 +51,7 @@ impl Host {
                     .pull(
                         &self.client,
                         &r,
-                        &PullOptions::default(),
+                        &PullOptions::from_config(&self.config.images),
                         &crate::store::no_progress,
                     )
                     .map_err(store_err)?;

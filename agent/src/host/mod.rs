@@ -34,7 +34,7 @@ use crate::reconcile::model::{Observed, ObservedContainer};
 use crate::reconcile::plan::RemoveReason;
 use crate::registry::{RegistryClient, RegistrySettings};
 use crate::runtime::{Runtime, RuntimeConfig};
-use crate::store::{PullEvent, PullOptions, Store};
+use crate::store::{Store, StoreError};
 use record::{Phase, Record};
 
 pub struct Host {
@@ -437,26 +437,32 @@ impl Backend for Host {
         self.observe_container(name)
     }
 
-    fn pull(&self, image: &ImageSource) -> Result<String, ActionError> {
-        let resolved = match image {
-            ImageSource::Registry(r) => {
-                let metrics = self.metrics.clone();
-                let progress = move |e: &PullEvent<'_>| {
-                    if let PullEvent::Bytes { n, .. } = e {
-                        crashpoint::point("pull.blob");
-                        if let Some(m) = &metrics {
-                            m.pull_bytes.inc_by(*n);
-                        }
-                    }
-                };
-                self.store
-                    .pull(&self.client, r, &PullOptions::default(), &progress)
+    fn pull(&self, image: &ImageSource, keep: Option<&Keep>) -> Result<String, ActionError> {
+        let mut resolved = self.pull_once(image);
+        if let (Err(StoreError::NoSpace { needed, .. }), Some(keep)) = (&resolved, keep) {
+            // Room first: images nothing needs go (grace or not) until the download fits
+            // above min_free; then one more try, which checks the space again before writing.
+            let roots = crate::store::GcRoots {
+                images: keep.images.clone(),
+                digests: keep.digests.clone(),
+                layer_dirs: self.live_layer_dirs(),
+            };
+            match self
+                .store
+                .gc_making_room(&roots, self.config.images.gc_grace, *needed)
+            {
+                Ok(r) if r.freed > 0 => {
+                    tracing::info!(image = %image, freed = r.freed, "made room for a pull");
+                    resolved = self.pull_once(image);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(image = %image, "making room for a pull: {e}"),
             }
-            _ => self.store.import_source(image),
-        };
+        }
         crashpoint::point("pull.commit");
         match resolved {
             Ok(r) => Ok(r.manifest_digest),
+            Err(e @ StoreError::NoSpace { .. }) => Err(ActionError::deferred(e.to_string())),
             Err(e) if e.is_transient() => Err(ActionError::transient(e.to_string())),
             Err(e) => Err(ActionError::permanent(e.to_string())),
         }

@@ -195,6 +195,8 @@ pub enum Waiting {
         until: Option<Millis>,
         error: String,
     },
+    /// The store cannot hold the download now, even after GC; tried again at `until`.
+    PullDeferred { until: Millis, error: String },
     /// `pull = "never"` and the image is not in the store.
     ImageMissing,
     /// An update or recreation waits (the container keeps running as it is).
@@ -210,6 +212,8 @@ pub enum Hold {
     Lock(PathBuf),
     /// Outside the maintenance window.
     Window { start_minute: u16, end_minute: u16 },
+    /// A download for a running container waits for `[images] download_window`.
+    DownloadWindow { start_minute: u16, end_minute: u16 },
     /// `window` or `min_age` need the real time, and the clock is not synchronised yet.
     ClockUnsynced,
     /// The new digest is younger than `min_age`.
@@ -240,6 +244,9 @@ impl fmt::Display for Waiting {
                 error,
             } => write!(f, "pull failed, retrying: {error}"),
             Waiting::PullFailed { until: None, error } => write!(f, "pull failed: {error}"),
+            Waiting::PullDeferred { error, .. } => {
+                write!(f, "pull deferred until the disk has room: {error}")
+            }
             Waiting::ImageMissing => write!(f, "image not in the store and pull = \"never\""),
             Waiting::Held(h) => write!(f, "update held: {h}"),
             Waiting::Verifying { .. } => write!(f, "verifying the updated image"),
@@ -263,6 +270,15 @@ impl fmt::Display for Hold {
                     hm(*end_minute)
                 )
             }
+            Hold::DownloadWindow {
+                start_minute,
+                end_minute,
+            } => write!(
+                f,
+                "the download waits for the download window {}-{}",
+                hm(*start_minute),
+                hm(*end_minute)
+            ),
             Hold::ClockUnsynced => write!(f, "waiting for a synchronised clock"),
             Hold::TooNew { digest } => write!(f, "{digest} is younger than min_age"),
             Hold::Rejected {

@@ -19,6 +19,8 @@ pub struct ActionError {
     pub message: String,
     /// Whether trying again later can help (a registry down, a port held by another process).
     pub transient: bool,
+    /// Not a failure but a wait for room: the store cannot hold the download now (after GC).
+    pub deferred: bool,
 }
 
 impl ActionError {
@@ -26,12 +28,22 @@ impl ActionError {
         ActionError {
             message: message.into(),
             transient: true,
+            deferred: false,
+        }
+    }
+    /// The download does not fit on the disk now; tried again later, never written meanwhile.
+    pub fn deferred(message: impl Into<String>) -> Self {
+        ActionError {
+            message: message.into(),
+            transient: true,
+            deferred: true,
         }
     }
     pub fn permanent(message: impl Into<String>) -> Self {
         ActionError {
             message: message.into(),
             transient: false,
+            deferred: false,
         }
     }
 }
@@ -53,7 +65,10 @@ pub trait Backend: Send + Sync + 'static {
     }
 
     /// Fetches an image (or imports an on-disk one) and returns the digest it resolves to.
-    fn pull(&self, image: &ImageSource) -> Result<String, ActionError>;
+    /// When the store cannot hold it, images `keep` does not protect are collected first
+    /// (none without `keep`); if it still does not fit, the error is
+    /// [`ActionError::deferred`] and nothing was written.
+    fn pull(&self, image: &ImageSource, keep: Option<&Keep>) -> Result<String, ActionError>;
 
     /// Asks the registry what a tag points to now, without downloading the image.
     fn check(&self, image: &ImageSource) -> Result<RemoteImage, ActionError>;

@@ -200,4 +200,6 @@ pub struct Failure {
     pub error: String,
     /// Whether retrying can help (a registry down) or not (a manifest that does not exist).
     pub transient: bool,
+    /// A pull put off until the store has room for it (not an error of the image).
+    pub deferred: bool,
 }

@@ -202,6 +202,14 @@ impl Planner<'_> {
             return;
         }
         match (remote, local) {
+            // A replacement runs what the store has; the update's download waits for the window.
+            (Some(_), Some(digest))
+                if want_process && let Some(h) = update::download_hold(self.ctx) =>
+            {
+                self.wait(name, Waiting::Held(h));
+                self.out.wake(self.ctx.now.plus(RECHECK_HOLD));
+                self.create(name, d, digest, None);
+            }
             (Some(_), _) | (None, None) => self.need_image(name, spec),
             (None, Some(digest)) if want_process => self.create(name, d, digest, None),
             (None, Some(_)) => {}
@@ -359,9 +367,16 @@ impl Planner<'_> {
             target = Some(o.image_digest.clone());
             fetch = false;
         }
+        let ready = !fetch && target.is_some();
+        if !ready && let Some(h) = update::download_hold(self.ctx) {
+            // An update's download waits for the window; what runs now keeps running.
+            self.wait(name, Waiting::Held(h));
+            self.out.wake(self.ctx.now.plus(RECHECK_HOLD));
+            self.converge_existing(name, spec, o);
+            return;
+        }
         let strategy = effective_strategy(spec);
         let kill_first = strategy == UpdateStrategy::KillThenDownload;
-        let ready = !fetch && target.is_some();
         if !ready && !kill_first {
             // The old container serves while the new image downloads.
             self.need_image(name, spec);
@@ -476,6 +491,18 @@ impl Planner<'_> {
             return;
         }
         if let Some(f) = self.observed.pull_failures.get(&spec.image) {
+            let until = f.at.plus(backoff::delay(f.count.saturating_sub(1)));
+            if f.deferred && self.ctx.now < until {
+                self.wait(
+                    name,
+                    Waiting::PullDeferred {
+                        until,
+                        error: f.error.clone(),
+                    },
+                );
+                self.out.wake(until);
+                return;
+            }
             if !f.transient {
                 self.wait(
                     name,

@@ -363,6 +363,7 @@ fn failed_start_backs_off() {
         at: Millis(100),
         error: "port in use".into(),
         transient: true,
+        deferred: false,
     });
     o.containers.insert("web".into(), c);
     let d = desired(vec![s]);
@@ -386,6 +387,7 @@ fn failed_create_backs_off() {
             at: Millis(0),
             error: "x".into(),
             transient: true,
+            deferred: false,
         },
     );
     let d = desired(vec![s]);
@@ -410,6 +412,7 @@ fn pull_failures_back_off_and_permanent_ones_wait() {
             at: Millis(0),
             error: "503".into(),
             transient: true,
+            deferred: false,
         },
     );
     let p = plan(&d, &o, Millis(1999));
@@ -423,6 +426,7 @@ fn pull_failures_back_off_and_permanent_ones_wait() {
             at: Millis(0),
             error: "no such tag".into(),
             transient: false,
+            deferred: false,
         },
     );
     let p = plan(&d, &o, Millis(1_000_000));

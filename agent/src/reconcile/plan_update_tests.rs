@@ -562,6 +562,7 @@ fn a_crash_replacement_after_a_rollback_is_made_from_the_last_good_digest() {
             at: Millis(9_000),
             error: "boom".into(),
             transient: true,
+            deferred: false,
         },
     );
     let p = plan_with(&desired(&s), &o, &ctx(9_500));
@@ -936,4 +937,178 @@ fn an_edit_never_ends_a_verification_unjudged_nor_takes_a_new_digest_unverified(
             if image_digest == "sha256:b" && from == "sha256:a"),
         "{p:?}"
     );
+}
+
+/// A context with `[images] download_window = "01:00-05:00"`, at this local time.
+fn metered(now: u64, minute: Option<u16>) -> Ctx {
+    Ctx {
+        wall: minute.map(|m| WallClock {
+            unix: 2_000_000_000,
+            minute_of_day: m,
+        }),
+        download_window: Some(Window {
+            start_minute: 60,
+            end_minute: 300,
+        }),
+        ..Ctx::at(Millis(now))
+    }
+}
+
+#[test]
+fn the_download_window_defers_update_downloads_then_lets_them_through() {
+    let s = spec();
+    let o = world(&s, "sha256:a", "sha256:a", Some("sha256:b"), Millis(0));
+    // Noon: the tag moved, but the download waits; what runs keeps running.
+    let p = plan_with(&desired(&s), &o, &metered(1000, Some(12 * 60)));
+    assert!(p.actions.is_empty(), "{p:?}");
+    assert_eq!(
+        p.waiting["app"],
+        Waiting::Held(Hold::DownloadWindow {
+            start_minute: 60,
+            end_minute: 300
+        })
+    );
+    assert!(
+        p.wake_at.is_some_and(|w| w <= Millis(1000 + 60_000)),
+        "looked at again soon: {p:?}"
+    );
+    assert_eq!(
+        p.waiting["app"].to_string(),
+        "update held: the download waits for the download window 01:00-05:00"
+    );
+    // 01:00, the window opens: the download goes, then the update as usual.
+    assert_eq!(
+        kinds(&plan_with(&desired(&s), &o, &metered(1000, Some(60)))),
+        ["pull"]
+    );
+    let done = world(&s, "sha256:a", "sha256:b", Some("sha256:b"), Millis(0));
+    assert_eq!(
+        kinds(&plan_with(
+            &desired(&s),
+            &done,
+            &metered(1000, Some(4 * 60 + 59))
+        )),
+        ["remove", "create"]
+    );
+    // Already downloaded (in the store): nothing to download, so nothing waits.
+    assert_eq!(
+        kinds(&plan_with(
+            &desired(&s),
+            &done,
+            &metered(1000, Some(12 * 60))
+        )),
+        ["remove", "create"]
+    );
+    // No synchronised clock: the window can't be told, the download waits.
+    let p = plan_with(&desired(&s), &o, &metered(1000, None));
+    assert!(p.actions.is_empty(), "{p:?}");
+    assert_eq!(p.waiting["app"], Waiting::Held(Hold::ClockUnsynced));
+}
+
+#[test]
+fn the_download_window_holds_kill_then_download_and_spec_edits_that_need_a_download() {
+    let mut s = spec();
+    s.update.strategy = UpdateStrategy::KillThenDownload;
+    let o = world(&s, "sha256:a", "sha256:a", Some("sha256:b"), Millis(0));
+    let p = plan_with(&desired(&s), &o, &metered(0, Some(12 * 60)));
+    assert!(p.actions.is_empty(), "never removed to wait: {p:?}");
+    assert_eq!(
+        kinds(&plan_with(&desired(&s), &o, &metered(0, Some(2 * 60)))),
+        ["pull", "remove"]
+    );
+    // An edit naming an image the store lacks is an update too: its download waits.
+    let s = spec();
+    let o = world(&s, "sha256:a", "sha256:a", None, Millis(0));
+    let mut edited = s.clone();
+    edited.image = ImageSource::parse("127.0.0.1:5000/app:v2").unwrap();
+    edited.pull = PullPolicy::Missing;
+    let p = plan_with(&desired(&edited), &o, &metered(0, Some(12 * 60)));
+    assert!(
+        !kinds(&p).contains(&"pull".to_string()) && !kinds(&p).contains(&"remove".to_string()),
+        "{p:?}"
+    );
+    assert!(matches!(
+        p.waiting["app"],
+        Waiting::Held(Hold::DownloadWindow { .. })
+    ));
+    assert!(
+        kinds(&plan_with(&desired(&edited), &o, &metered(0, Some(60))))
+            .contains(&"pull".to_string())
+    );
+}
+
+#[test]
+fn a_first_start_and_crash_restarts_never_wait_for_the_download_window() {
+    let s = spec();
+    // Nothing runs and nothing is in the store: pulled at once.
+    let p = plan_with(
+        &desired(&s),
+        &Observed::default(),
+        &metered(0, Some(12 * 60)),
+    );
+    assert_eq!(kinds(&p), ["check", "pull"], "{p:?}");
+    let p = plan_with(&desired(&s), &Observed::default(), &metered(0, None));
+    assert!(kinds(&p).contains(&"pull".to_string()), "{p:?}");
+    // A crash outside the window restarts at once.
+    let mut crashed = world(&s, "sha256:a", "sha256:a", Some("sha256:b"), Millis(0));
+    crashed.containers.get_mut("app").unwrap().run = RunState::Exited(Exit {
+        code: 1,
+        oom: false,
+        at: Millis(0),
+        requested: false,
+    });
+    assert_eq!(
+        kinds(&plan_with(
+            &desired(&s),
+            &crashed,
+            &metered(5000, Some(12 * 60))
+        )),
+        ["start"]
+    );
+    // A lost incarnation is made again from what the store has; the new digest waits.
+    let mut lost = world(&s, "sha256:a", "sha256:a", Some("sha256:b"), Millis(0));
+    lost.containers.clear();
+    let p = plan_with(&desired(&s), &lost, &metered(0, Some(12 * 60)));
+    assert_eq!(kinds(&p), ["create"], "{p:?}");
+    assert!(matches!(
+        &p.actions[0],
+        Action::Create { image_digest, .. } if image_digest == "sha256:a"
+    ));
+}
+
+#[test]
+fn a_pull_without_room_is_deferred_and_tried_again_later() {
+    let s = spec();
+    let mut o = world(&s, "sha256:a", "sha256:a", Some("sha256:b"), Millis(0));
+    o.pull_failures.insert(
+        img(),
+        Failure {
+            count: 1,
+            at: Millis(10_000),
+            error: "not enough disk space".into(),
+            transient: true,
+            deferred: true,
+        },
+    );
+    let p = plan_with(&desired(&s), &o, &ctx(10_500));
+    assert!(p.actions.is_empty(), "{p:?}");
+    assert!(matches!(
+        &p.waiting["app"],
+        Waiting::PullDeferred { until, .. } if *until > Millis(10_500)
+    ));
+    assert!(
+        p.waiting["app"]
+            .to_string()
+            .starts_with("pull deferred until the disk has room")
+    );
+    let again = p.wake_at.expect("a wake-up for the retry");
+    assert_eq!(kinds(&plan_with(&desired(&s), &o, &ctx(again.0))), ["pull"]);
+    // The running container is not disturbed meanwhile.
+    let report = crate::reconcile::report::report(
+        &desired(&s),
+        &o,
+        &plan_with(&desired(&s), &o, &ctx(10_500)),
+        &Default::default(),
+    );
+    assert_eq!(report[0].status, crate::status::Status::Running);
 }

@@ -112,6 +112,14 @@ pub fn report(
                 reason = Some(w.to_string());
                 error.get_or_insert_with(|| e.clone());
             }
+            // A running container keeps running; one that has none waits for the room.
+            Some(w @ Waiting::PullDeferred { error: e, .. }) => {
+                if obs.is_none() {
+                    status = Status::Waiting;
+                }
+                reason = Some(w.to_string());
+                error.get_or_insert_with(|| e.clone());
+            }
             Some(w @ Waiting::ImageMissing) => {
                 status = Status::Failed;
                 reason = Some(w.to_string());

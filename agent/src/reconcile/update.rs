@@ -4,6 +4,7 @@
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
+use berth_spec::model::Window;
 use berth_spec::{ContainerSpec, ImageSource};
 
 use super::action::Hold;
@@ -24,6 +25,8 @@ pub struct Ctx {
     /// A per-host random seed spreading re-checks over time, so a fleet does not hit its
     /// registry at once.
     pub jitter_seed: u64,
+    /// `[images] download_window`: when downloads for containers that already run may happen.
+    pub download_window: Option<Window>,
 }
 
 impl Ctx {
@@ -35,6 +38,7 @@ impl Ctx {
             force: false,
             update_interval: Duration::from_secs(3600),
             jitter_seed: 0,
+            download_window: None,
         }
     }
 }
@@ -77,19 +81,31 @@ pub fn hold(spec: &ContainerSpec, observed: &Observed, ctx: &Ctx) -> Option<Hold
     {
         return Some(Hold::Lock(lock.clone()));
     }
-    if let Some(w) = &spec.update.window {
-        match ctx.wall {
-            None => return Some(Hold::ClockUnsynced),
-            Some(wc) if !w.contains(wc.minute_of_day) => {
-                return Some(Hold::Window {
-                    start_minute: w.start_minute,
-                    end_minute: w.end_minute,
-                });
-            }
-            Some(_) => {}
-        }
+    let w = spec.update.window.as_ref()?;
+    shut(w, ctx, |start_minute, end_minute| Hold::Window {
+        start_minute,
+        end_minute,
+    })
+}
+
+/// What holds back a download for a container that already runs (an update), if anything:
+/// `[images] download_window`. A first start and crash restarts never ask.
+pub fn download_hold(ctx: &Ctx) -> Option<Hold> {
+    let w = ctx.download_window.as_ref()?;
+    shut(w, ctx, |start_minute, end_minute| Hold::DownloadWindow {
+        start_minute,
+        end_minute,
+    })
+}
+
+/// The hold of a daily window now: `outside` when the local time is not in it, and
+/// [`Hold::ClockUnsynced`] when the clock is too unsure to tell.
+fn shut(w: &Window, ctx: &Ctx, outside: impl FnOnce(u16, u16) -> Hold) -> Option<Hold> {
+    match ctx.wall {
+        None => Some(Hold::ClockUnsynced),
+        Some(wc) if !w.contains(wc.minute_of_day) => Some(outside(w.start_minute, w.end_minute)),
+        Some(_) => None,
     }
-    None
 }
 
 /// Whether `digest` is too young to take under `min_age`: its age is the registry's created

@@ -11,6 +11,7 @@ use berth_spec::ImageReference;
 
 use super::client::{RegistryClient, blob_url, check_status, header};
 use super::error::RegistryError;
+use super::rate::Throttled;
 
 /// The slowest a blob may arrive, averaged over each `stall` window: a server that trickles a
 /// byte now and then (slow-loris) never trips the per-read timeout, so the pace is checked too.
@@ -29,7 +30,7 @@ pub struct BlobReader<'h> {
     digest: String,
     size: u64,
     offset: u64,
-    body: Option<ureq::BodyReader<'static>>,
+    body: Option<Throttled<ureq::BodyReader<'static>>>,
     /// Failures since the last real progress ([`PROGRESS_RESETS_FAILURES`] bytes): progress
     /// resets the retry budget, so a flaky link that always moves forward still finishes.
     failures: u32,
@@ -171,7 +172,9 @@ impl<'h> BlobReader<'h> {
             }
             let mut body = resp.into_body().into_reader();
             if skip > 0 {
-                let copied = io::copy(&mut (&mut body).take(skip), &mut io::sink())
+                // Bytes the network carries are paid for, skipped or not.
+                let mut paid = Throttled::new(&mut body, self.client.rate_limit());
+                let copied = io::copy(&mut (&mut paid).take(skip), &mut io::sink())
                     .map_err(|e| RegistryError::io(&url, &e))?;
                 if copied != skip {
                     return Err(RegistryError::io(
@@ -199,7 +202,7 @@ impl Read for BlobReader<'_> {
             if self.body.is_none() {
                 match self.open() {
                     Ok(b) => {
-                        self.body = Some(b);
+                        self.body = Some(Throttled::new(b, self.client.rate_limit()));
                         self.window = (Instant::now(), 0);
                     }
                     Err(e) => {

@@ -18,6 +18,7 @@ use super::auth::{HostAuth, Token};
 use super::credentials::Credentials;
 use super::error::RegistryError;
 use super::manifest::ACCEPT;
+use super::rate::RateLimit;
 use super::retry::RetryPolicy;
 
 /// Docker Hub's API host: references say `docker.io`, the API lives here.
@@ -63,6 +64,8 @@ pub struct RegistrySettings {
     pub credentials: Credentials,
     pub timeouts: HttpTimeouts,
     pub retry: RetryPolicy,
+    /// `[images] max_download_rate`: bytes per second for all blob downloads together.
+    pub max_download_rate: Option<u64>,
 }
 
 impl RegistrySettings {
@@ -78,6 +81,7 @@ impl RegistrySettings {
             registries: cfg.registries.clone(),
             credentials,
             timeouts: HttpTimeouts::from_config(&cfg.images),
+            max_download_rate: cfg.images.max_download_rate,
             ..Default::default()
         })
     }
@@ -160,12 +164,15 @@ pub(super) struct Inner {
     agents: Mutex<HashMap<String, ureq::Agent>>,
     pub(super) auth: Mutex<HashMap<String, HostAuth>>,
     pub(super) tokens: Mutex<HashMap<(String, String), Token>>,
+    pub(super) rate: Option<RateLimit>,
 }
 
 impl RegistryClient {
     pub fn new(settings: RegistrySettings) -> Self {
+        let rate = settings.max_download_rate.map(RateLimit::new);
         RegistryClient {
             inner: Arc::new(Inner {
+                rate,
                 settings,
                 agents: Mutex::default(),
                 auth: Mutex::default(),
@@ -176,6 +183,11 @@ impl RegistryClient {
 
     pub fn settings(&self) -> &RegistrySettings {
         &self.inner.settings
+    }
+
+    /// The download budget every blob body is paid from, when one is configured.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        self.inner.rate.clone()
     }
 
     pub fn endpoints(&self, registry: &str) -> Vec<Endpoint> {

@@ -7,7 +7,8 @@
 //! - `auth`: answering 401s (Basic, bearer tokens); [`challenge`], [`credentials`]:
 //!   `WWW-Authenticate` parsing and Docker's `config.json`.
 //! - [`manifest`], [`platform`]: what the registry serves and which index entry fits this host.
-//! - [`retry`]: backoff with jitter.
+//! - [`retry`]: backoff with jitter; [`rate`]: `max_download_rate`, shared by every download.
+//! - [`ranges`]: many byte ranges of a blob per request (partial pulls).
 
 mod auth;
 pub mod blob;
@@ -17,6 +18,8 @@ pub mod credentials;
 pub mod error;
 pub mod manifest;
 pub mod platform;
+pub mod ranges;
+pub mod rate;
 pub mod retry;
 
 pub use blob::BlobReader;

@@ -128,6 +128,8 @@ impl StoreError {
         match self {
             StoreError::Registry { source, .. } => source.is_transient(),
             StoreError::Locked { .. } => true,
+            // Room may be made (images go, a volume shrinks): the pull waits for it.
+            StoreError::NoSpace { .. } => true,
             _ => false,
         }
     }

@@ -241,8 +241,21 @@ impl Store {
     /// midway leaves only unreferenced leftovers for the next run. The caller holds the state
     /// dir lock.
     pub fn gc(&self, roots: &GcRoots, grace: Duration) -> Result<GcReport, StoreError> {
+        self.gc_making_room(roots, grace, 0)
+    }
+
+    /// [`Store::gc`] that also makes `room` bytes above `min_free` for a download: unprotected
+    /// images go, least recently used first, until it fits (or nothing more may go).
+    pub fn gc_making_room(
+        &self,
+        roots: &GcRoots,
+        grace: Duration,
+        room: u64,
+    ) -> Result<GcReport, StoreError> {
         let _g = self.inner.records.lock().expect("records");
-        let plan = self.gc_plan(roots, grace)?;
+        let mut input = self.gc_input(roots, grace)?;
+        input.min_free = input.min_free.saturating_add(room);
+        let plan = plan(&input);
         let idx = &self.inner.index;
         for r in &plan.remove_images {
             idx.remove(r)

@@ -4,6 +4,7 @@
 //! ```text
 //! images/refs/<sha256 of the reference>.json   ImageRecord
 //! images/layers/<diffid-hex>.json              LayerRecord
+//! images/layers/<diffid-hex>.files.json        its regular files by content digest
 //! ```
 //! Records are written with `atomic_write`: a record exists only once everything it names is
 //! in place.
@@ -32,6 +33,9 @@ pub struct LayerRef {
     /// Compressed bytes.
     pub size: u64,
     pub media_type: String,
+    /// The manifest's annotations of the layer (a zstd:chunked table of contents' position).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +67,16 @@ pub struct LayerRecord {
     pub diff_id: String,
     /// Bytes of the uncompressed tar stream.
     pub size: u64,
+}
+
+/// A regular file of an unpacked layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// `sha256:` of the content.
+    pub digest: String,
+    pub size: u64,
+    /// Relative to the layer dir.
+    pub path: String,
 }
 
 #[derive(Debug, Clone)]
@@ -142,7 +156,22 @@ impl Index {
     }
 
     pub fn remove_layer(&self, diff_id: &str) -> io::Result<()> {
+        fsutil::remove_file_if_exists(&self.files_path(diff_id))?;
         fsutil::remove_file_if_exists(&self.layer_path(diff_id))
+    }
+
+    fn files_path(&self, diff_id: &str) -> PathBuf {
+        let hex = diff_id.strip_prefix("sha256:").unwrap_or(diff_id);
+        self.layers.join(format!("{hex}.files.json"))
+    }
+
+    /// The regular files of an unpacked layer, by content digest (what a partial pull reuses).
+    pub fn layer_files(&self, diff_id: &str) -> io::Result<Option<Vec<FileEntry>>> {
+        fsutil::read_json(&self.files_path(diff_id))
+    }
+
+    pub fn put_layer_files(&self, diff_id: &str, files: &[FileEntry]) -> io::Result<()> {
+        fsutil::atomic_write_json(&self.files_path(diff_id), &files)
     }
 }
 

@@ -4,6 +4,7 @@
 //! size and digest and the diff id all match.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -55,6 +56,8 @@ pub struct Meter<'a> {
     source_error: RefCell<Option<io::Error>>,
     over_limit: Cell<bool>,
     cancel: &'a AtomicBool,
+    /// The unpacked layer's regular files: path -> (content digest, size).
+    files: RefCell<HashMap<Vec<u8>, (String, u64)>>,
 }
 
 impl<'a> Meter<'a> {
@@ -67,11 +70,17 @@ impl<'a> Meter<'a> {
             source_error: RefCell::new(None),
             over_limit: Cell::new(false),
             cancel,
+            files: RefCell::default(),
         }
     }
 
     pub fn unpacked_bytes(&self) -> u64 {
         self.diff_bytes.get()
+    }
+
+    /// The regular files the unpack wrote (path -> content digest, size).
+    pub fn take_files(&self) -> HashMap<Vec<u8>, (String, u64)> {
+        self.files.take()
     }
 }
 
@@ -181,15 +190,7 @@ pub fn unpack_stream<R: Read>(
         let mut chained = io::Cursor::new(head).chain(&mut blob);
         let outcome = (|| -> Result<(), UnpackError> {
             let decoder = Decoder::new(compression, &mut chained)?;
-            let diff = DiffSide {
-                inner: decoder,
-                m: meter,
-                limit: spec.max_unpacked,
-            };
-            let (_, mut rest) = unpack::unpack_with(tmp, diff, &spec.limits())?;
-            // The diff id covers the whole stream, padding after the tar's end included.
-            io::copy(&mut rest, &mut io::sink())?;
-            Ok(())
+            untar(spec, decoder, tmp, meter)
         })();
         // Whatever happened, read the blob to its end: its size and digest decide first
         // whether the bytes were what the manifest promised.
@@ -200,6 +201,54 @@ pub fn unpack_stream<R: Read>(
     if let Err(e) = result {
         return Err(layer_failure(spec, meter, e));
     }
+    check_diff_id(spec, meter)
+}
+
+/// Unpacks an uncompressed tar stream whose only check is the diff id: a layer rebuilt by a
+/// partial pull (its blob was never fetched whole, so it has no blob digest to check).
+pub fn unpack_tar<R: Read>(
+    spec: &LayerSpec<'_>,
+    tar: R,
+    tmp: &Path,
+    meter: &Meter<'_>,
+) -> Result<(), StoreError> {
+    let mut source = BlobSide {
+        inner: tar,
+        m: meter,
+    };
+    let result = untar(spec, &mut source, tmp, meter);
+    if let Some(e) = meter.source_error.borrow_mut().take() {
+        return Err(source_failure(spec, e));
+    }
+    if meter.cancel.load(Ordering::Relaxed) {
+        return Err(StoreError::Cancelled {
+            image: spec.image.to_string(),
+        });
+    }
+    result.map_err(|e| layer_failure(spec, meter, e))?;
+    check_diff_id(spec, meter)
+}
+
+/// The uncompressed side of an unpack: counted, hashed, limited, untarred, drained.
+fn untar<R: Read>(
+    spec: &LayerSpec<'_>,
+    decoded: R,
+    tmp: &Path,
+    meter: &Meter<'_>,
+) -> Result<(), UnpackError> {
+    let diff = DiffSide {
+        inner: decoded,
+        m: meter,
+        limit: spec.max_unpacked,
+    };
+    let (done, mut rest) = unpack::unpack_with(tmp, diff, &spec.limits())?;
+    // The diff id covers the whole stream, padding after the tar's end included.
+    io::copy(&mut rest, &mut io::sink())?;
+    *meter.files.borrow_mut() = done.files;
+    Ok(())
+}
+
+fn check_diff_id(spec: &LayerSpec<'_>, meter: &Meter<'_>) -> Result<(), StoreError> {
     let diff = format!(
         "sha256:{}",
         hex::encode(meter.diff_hash.replace(Sha256::new()).finalize())

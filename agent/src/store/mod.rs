@@ -7,7 +7,7 @@
 //! <state_dir>/layers/sha256/<diffid-hex>/   unpacked layers: overlay lowerdirs
 //! <state_dir>/layers/sha256/.tmp-*          unpacks in progress (removed at open)
 //! <state_dir>/images/refs/*.json            reference -> image record (see `index`)
-//! <state_dir>/images/layers/*.json          layer sizes
+//! <state_dir>/images/layers/*.json          layer sizes; `*.files.json`: their files by digest
 //! ```
 //!
 //! Crash safety: a layer dir appears (by rename, after syncfs) only once its blob digest, size
@@ -18,13 +18,15 @@
 //!
 //! # Layout
 //! - [`pull`]: registry -> store; [`layer`]: one layer's verified stream; [`unpack`]: tar -> dir;
-//!   `partial`: resume data; `active`: what pulls in progress hold (shared downloads, GC).
+//!   `partial`: resume data; `active`: what pulls in progress hold (shared downloads, GC);
+//!   [`chunked`]: partial pulls of zstd:chunked layers, reusing files the store holds.
 //! - [`index`]: image and layer records; [`image_config`]: the config blob.
 //! - [`import`]: OCI layouts and `docker save` archives; [`scan`]: the import directory.
 //! - [`gc`]: what to delete (pure) and deleting it; [`space`]: free space.
 //! - [`lock`]: the state dir lock the CLI and agent share.
 
 mod active;
+pub mod chunked;
 pub mod error;
 pub mod gc;
 pub mod image_config;

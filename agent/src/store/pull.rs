@@ -37,6 +37,16 @@ pub struct PullOptions {
     pub platform: Option<Platform>,
 }
 
+impl PullOptions {
+    /// The agent's options: `[images] parallel_layers` layers at once.
+    pub fn from_config(images: &berth_spec::config::ImagesConfig) -> Self {
+        PullOptions {
+            concurrency: images.parallel_layers as usize,
+            ..PullOptions::default()
+        }
+    }
+}
+
 impl Default for PullOptions {
     fn default() -> Self {
         PullOptions {
@@ -326,6 +336,7 @@ impl Store {
                 diff_id: diff.clone(),
                 size: d.size,
                 media_type: d.media_type.clone(),
+                annotations: d.annotations.clone(),
             })
             .collect();
         Ok(Remote {
@@ -515,6 +526,55 @@ impl Store {
                 n,
             })
         };
+        if !opts.download_only
+            && let Some(loc) = super::chunked::toc::locate(&l.annotations, l.size)
+            // An interrupted full download resumes instead.
+            && fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) == 0
+        {
+            match loc {
+                Err(reason) => {
+                    tracing::info!(layer = %l.digest, "zstd:chunked annotations unusable, pulling whole: {reason}")
+                }
+                Ok(loc) => {
+                    progress(&PullEvent::LayerStarted {
+                        digest: &l.digest,
+                        size: l.size,
+                        resumed_from: 0,
+                    });
+                    match self.pull_partial(client, image, &spec, &loc, &dest, cancel, &on_bytes) {
+                        Ok(Some(r)) => {
+                            tracing::info!(
+                                layer = %l.digest,
+                                fetched = r.fetched,
+                                of = l.size,
+                                requests = r.requests,
+                                reused_files = r.reused_files,
+                                reused_bytes = r.reused,
+                                "partial pull"
+                            );
+                            self.inner
+                                .index
+                                .put_layer(&LayerRecord {
+                                    diff_id: l.diff_id.clone(),
+                                    size: r.size,
+                                })
+                                .map_err(|e| StoreError::io(&dest, e))?;
+                            progress(&PullEvent::LayerDone { digest: &l.digest });
+                            return Ok(r.size);
+                        }
+                        Ok(None) => {}
+                        Err(_) if cancel.load(Ordering::Relaxed) => {
+                            return Err(StoreError::Cancelled {
+                                image: name.to_string(),
+                            });
+                        }
+                        Err(e) => {
+                            tracing::warn!(layer = %l.digest, "partial pull failed, pulling the layer whole: {e}")
+                        }
+                    }
+                }
+            }
+        }
         let mut fresh_retry_done = false;
         loop {
             let resumed =
@@ -593,7 +653,7 @@ impl Store {
         let hex = digest_hex(spec.diff_id);
         let tmp = layer::temp_dir(&layers_dir, hex).map_err(|e| StoreError::io(&layers_dir, e))?;
         let result = layer::unpack_stream(spec, source, &tmp, meter)
-            .and_then(|()| layer::commit(&tmp, dest).map_err(|e| StoreError::io(dest, e)));
+            .and_then(|()| self.commit_layer(spec, &tmp, meter, dest));
         if result.is_err()
             && let Err(e) = layer::remove_tree(&tmp)
         {
@@ -602,6 +662,23 @@ impl Store {
             tracing::warn!(path = %tmp.display(), "cannot remove a refused layer's quarantine: {e}");
         }
         result
+    }
+
+    /// Puts a verified unpack in place, with the index of its files (for partial pulls).
+    pub(crate) fn commit_layer(
+        &self,
+        spec: &LayerSpec<'_>,
+        tmp: &Path,
+        meter: &Meter<'_>,
+        dest: &Path,
+    ) -> Result<(), StoreError> {
+        let files = super::chunked::file_entries(meter.take_files());
+        // The index first: a layer dir without one is only never reused, one without its dir
+        // is never looked at.
+        if let Err(e) = self.inner.index.put_layer_files(spec.diff_id, &files) {
+            tracing::warn!(layer = spec.diff_id, "cannot index the layer's files: {e}");
+        }
+        layer::commit(tmp, dest).map_err(|e| StoreError::io(dest, e))
     }
 }
 

@@ -85,6 +85,7 @@ pub fn client_with(tweak: impl FnOnce(&mut RegistrySettings)) -> RegistryClient 
             base: Duration::from_millis(50),
             max: Duration::from_millis(400),
         },
+        max_download_rate: None,
     };
     tweak(&mut s);
     RegistryClient::new(s)

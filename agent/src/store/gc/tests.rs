@@ -27,6 +27,7 @@ fn rec(name: &str, id: u32, layers: &[u32], last_used: u64, pins: &[&str]) -> Im
                 diff_id: d(*l),
                 size: 10,
                 media_type: String::new(),
+                annotations: Default::default(),
             })
             .collect(),
         config: ImageConfig::default(),

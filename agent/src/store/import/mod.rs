@@ -404,6 +404,7 @@ impl Store {
                 diff_id: diff.clone(),
                 size: d.size,
                 media_type: d.media_type.clone(),
+                annotations: Default::default(),
             })
             .collect();
         let _active = self.activate(&layers);

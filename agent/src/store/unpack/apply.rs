@@ -7,6 +7,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid, XattrFlags};
+use sha2::{Digest as _, Sha256};
 use tar::EntryType;
 
 use super::path::{EntryPath, NameKind, classify, join};
@@ -62,6 +63,9 @@ pub struct Unpacker {
     written: u64,
     limits: Limits,
     space: Guard,
+    /// Every regular file's content digest, by path (the last entry for a path wins): the
+    /// store's index of what it can reuse in a partial pull.
+    pub files: HashMap<Vec<u8>, (String, u64)>,
     euid: u32,
     egid: u32,
 }
@@ -81,6 +85,7 @@ impl Unpacker {
             written: 0,
             limits,
             space: Guard::new(limits.min_free),
+            files: HashMap::new(),
             euid: rustix::process::geteuid().as_raw(),
             egid: rustix::process::getegid().as_raw(),
         }
@@ -338,7 +343,14 @@ impl Unpacker {
             Err(e) => return Err(e.into()),
         };
         let mut file = File::from(fd);
-        self.copy(entry, &mut file)?;
+        let mut hash = Sha256::new();
+        let size = self.copy(entry, &mut file, &mut hash)?;
+        let mut at = path.parent.clone();
+        at.push(name.to_vec());
+        self.files.insert(
+            join(&at),
+            (format!("sha256:{}", hex::encode(hash.finalize())), size),
+        );
         let fd = OwnedFd::from(file);
         // A new file belongs to us and our group, unless its dir is setgid.
         let chown = meta.uid != self.euid || meta.gid != self.egid || self.root.parent_is_setgid();
@@ -370,11 +382,18 @@ impl Unpacker {
 }
 
 impl Unpacker {
-    /// A file's contents, counted against the layer's byte limit and the space reserve.
-    fn copy<R: Read>(&mut self, from: &mut R, to: &mut File) -> Result<(), Stop> {
+    /// A file's contents, counted against the layer's byte limit and the space reserve, and
+    /// hashed (the partial-pull index). Returns its size.
+    fn copy<R: Read>(
+        &mut self,
+        from: &mut R,
+        to: &mut File,
+        hash: &mut Sha256,
+    ) -> Result<u64, Stop> {
+        let mut total = 0;
         loop {
             let n = match from.read(&mut self.buf) {
-                Ok(0) => return Ok(()),
+                Ok(0) => return Ok(total),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.into()),
@@ -389,6 +408,8 @@ impl Unpacker {
                 .wrote(n as u64, self.root.fd())?
                 .map_err(|r| Stop::Limit(UnpackError::Reserve(r)))?;
             to.write_all(&self.buf[..n])?;
+            hash.update(&self.buf[..n]);
+            total += n as u64;
         }
     }
 }

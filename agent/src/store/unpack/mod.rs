@@ -72,19 +72,26 @@ impl Default for Limits {
     }
 }
 
+/// What an unpack made.
+#[derive(Debug, Default)]
+pub struct Unpacked {
+    pub entries: u64,
+    /// Regular files: path in the layer -> (content digest, size).
+    pub files: std::collections::HashMap<Vec<u8>, (String, u64)>,
+}
+
 /// Applies the tar stream `reader` to the empty directory `dir` with default [`Limits`].
-pub fn unpack<R: Read>(dir: &Path, reader: R) -> Result<(u64, R), UnpackError> {
+pub fn unpack<R: Read>(dir: &Path, reader: R) -> Result<(Unpacked, R), UnpackError> {
     unpack_with(dir, reader, &Limits::default())
 }
 
 /// Applies the tar stream `reader` to the empty directory `dir`. Stops at the tar's end
-/// marker; the caller drains what follows (it still counts for the diff id). Returns the
-/// number of entries.
+/// marker; the caller drains what follows (it still counts for the diff id).
 pub fn unpack_with<R: Read>(
     dir: &Path,
     reader: R,
     limits: &Limits,
-) -> Result<(u64, R), UnpackError> {
+) -> Result<(Unpacked, R), UnpackError> {
     let root = root::LayerRoot::open(dir)?;
     let mut unpacker = apply::Unpacker::with_limits(root, *limits);
     let (budgeted, budget) = budget::Budgeted::new(reader);
@@ -104,5 +111,9 @@ pub fn unpack_with<R: Read>(
         }
     }
     unpacker.finish()?;
-    Ok((unpacker.entries, archive.into_inner().into_inner()))
+    let done = Unpacked {
+        entries: unpacker.entries,
+        files: std::mem::take(&mut unpacker.files),
+    };
+    Ok((done, archive.into_inner().into_inner()))
 }
