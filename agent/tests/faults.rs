@@ -377,7 +377,11 @@ fn a_mirror_cannot_substitute_a_digest_pinned_image() {
         Err(e) => assert!(e.to_string().contains("digest"), "{e}"),
     }
     for rec in t.store.list().unwrap() {
-        assert_ne!(rec.manifest_digest, other.digest(), "the mirror's image got in");
+        assert_ne!(
+            rec.manifest_digest,
+            other.digest(),
+            "the mirror's image got in"
+        );
     }
     if let Some(found) = t.store.resolve(&ImageSource::Registry(r.clone())).unwrap() {
         assert_eq!(found.manifest_digest, img.digest());

@@ -287,7 +287,12 @@ pub fn ask_past_modes(path: &Path, request: &[u8]) -> Result<Vec<u8>, i32> {
             }
             libc::write(wr, [0u8, 0].as_ptr().cast(), 2);
             // A refused peer may find the socket closed before it writes: EPIPE is an answer.
-            libc::send(s, request.as_ptr().cast(), request.len(), libc::MSG_NOSIGNAL);
+            libc::send(
+                s,
+                request.as_ptr().cast(),
+                request.len(),
+                libc::MSG_NOSIGNAL,
+            );
             let mut buf = [0u8; 4096];
             let mut got = 0usize;
             while got < buf.len() {

@@ -232,7 +232,13 @@ fn write_archive(path: &Path, before: impl FnOnce(&mut dyn Write)) -> PathBuf {
     );
     before(&mut gz);
     for (name, data) in &files {
-        raw_header(&mut gz, tar::EntryType::Regular, name, data.len() as u64, 0o644);
+        raw_header(
+            &mut gz,
+            tar::EntryType::Regular,
+            name,
+            data.len() as u64,
+            0o644,
+        );
         gz.write_all(data).unwrap();
         pad(&mut gz, data.len() as u64);
     }
@@ -249,14 +255,26 @@ fn archive_bombs_stay_within_bounded_memory() {
     let honest = write_archive(&work.path().join("honest.tar.gz"), |_| {});
     let pax = write_archive(&work.path().join("pax.tar.gz"), |out| {
         let size = 256u64 << 20;
-        raw_header(out, tar::EntryType::XHeader, "PaxHeaders/victim", size, 0o644);
+        raw_header(
+            out,
+            tar::EntryType::XHeader,
+            "PaxHeaders/victim",
+            size,
+            0o644,
+        );
         fill(out, b'a', size);
         pad(out, size);
         raw_header(out, tar::EntryType::Regular, "victim", 0, 0o644);
     });
     let many = write_archive(&work.path().join("many.tar.gz"), |out| {
         for i in 0..70_000 {
-            raw_header(out, tar::EntryType::Regular, &format!("junk/{i:08}"), 0, 0o644);
+            raw_header(
+                out,
+                tar::EntryType::Regular,
+                &format!("junk/{i:08}"),
+                0,
+                0o644,
+            );
         }
     });
     let base = measured(&env, &["image", "import", honest.to_str().unwrap()]);

@@ -337,8 +337,10 @@ fn api_answers_root_only_even_past_the_sockets_mode() {
     let sock = agent.run_dir.join("berth.sock");
     for path in ["/v1/ping", "/v1/containers", "/metrics"] {
         let req = format!("GET {path} HTTP/1.1\r\nhost: berth\r\nconnection: close\r\n\r\n");
-        let reply = berth_e2e::outsider::ask_past_modes(&sock, req.as_bytes())
-            .unwrap_or_else(|errno| panic!("the probe could not connect (errno {errno}): the test proves nothing"));
+        let reply =
+            berth_e2e::outsider::ask_past_modes(&sock, req.as_bytes()).unwrap_or_else(|errno| {
+                panic!("the probe could not connect (errno {errno}): the test proves nothing")
+            });
         let text = String::from_utf8_lossy(&reply);
         assert!(
             text.starts_with("HTTP/1.1 403"),

@@ -313,7 +313,11 @@ mod tests {
             r#"{{"rootfs":{{"type":"layers","diff_ids":[{}]}}}}"#,
             vec![format!(r#""{D}""#); MAX_CONFIG_ITEMS + 1].join(",")
         );
-        assert!(parse(diffs.as_bytes()).unwrap_err().contains("more than 16384 items"));
+        assert!(
+            parse(diffs.as_bytes())
+                .unwrap_err()
+                .contains("more than 16384 items")
+        );
         // null is none, as before.
         let p = parse(
             br#"{"config":{"Env":null,"Cmd":null,"Labels":null,"ExposedPorts":null},"rootfs":{"type":"layers","diff_ids":[]}}"#,

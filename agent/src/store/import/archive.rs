@@ -152,9 +152,8 @@ impl Archive {
                     }
                     // Old `docker save` links repeated layers to their first copy.
                     tar::EntryType::Symlink | tar::EntryType::Link => {
-                        if let Some(target) = entry
-                            .link_name_bytes()
-                            .filter(|t| t.len() <= MAX_KEPT_NAME)
+                        if let Some(target) =
+                            entry.link_name_bytes().filter(|t| t.len() <= MAX_KEPT_NAME)
                         {
                             links.push((name, String::from_utf8_lossy(&target).into_owned()));
                         }
