@@ -55,9 +55,11 @@ fn local_now() -> (u16, u16) {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as libc::time_t;
-    // SAFETY: an all-zero tm is valid for localtime_r to overwrite; both pointers are valid.
+    // SAFETY: an all-zero tm is valid for localtime_r to overwrite.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    assert!(!unsafe { libc::localtime_r(&t, &mut tm) }.is_null());
+    // SAFETY: both pointers are valid for the call; localtime_r is thread-safe.
+    let filled = unsafe { libc::localtime_r(&t, &mut tm) };
+    assert!(!filled.is_null());
     ((tm.tm_hour * 60 + tm.tm_min) as u16, tm.tm_sec as u16)
 }
 
