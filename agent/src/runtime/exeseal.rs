@@ -118,16 +118,20 @@ fn overlay_copy(exe: &Path) -> io::Result<OwnedFd> {
     // our own, gone as soon as the superblock exists.
     let empty = EmptyDir::new()?;
     let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
-    let set_lowers = || -> rustix::io::Result<()> {
-        rustix::mount::fsconfig_set_string(fs.as_fd(), "lowerdir+", dir)?;
-        rustix::mount::fsconfig_set_string(fs.as_fd(), "lowerdir+", empty.path())
-    };
-    if set_lowers().is_err() {
-        // Before 6.8: one option, `:` separated, with `:` and `\` escaped.
-        let mut s = escape_lower(dir.as_os_str());
-        s.push(':');
-        s.push_str(&escape_lower(empty.path().as_os_str()));
-        rustix::mount::fsconfig_set_string(fs.as_fd(), "lowerdir", s.as_str())?;
+    // Decided from the kernel's release, not by trying: a refused `lowerdir+` costs a kernel
+    // log line, and this runs at every `berth exec` and shim start.
+    match super::rootfs::LowerDirs::detect() {
+        super::rootfs::LowerDirs::Append => {
+            rustix::mount::fsconfig_set_string(fs.as_fd(), "lowerdir+", dir)?;
+            rustix::mount::fsconfig_set_string(fs.as_fd(), "lowerdir+", empty.path())?;
+        }
+        super::rootfs::LowerDirs::OptionString => {
+            // Before 6.8: one option, `:` separated, with `:` and `\` escaped.
+            let mut s = escape_lower(dir.as_os_str());
+            s.push(':');
+            s.push_str(&escape_lower(empty.path().as_os_str()));
+            rustix::mount::fsconfig_set_string(fs.as_fd(), "lowerdir", s.as_str())?;
+        }
     }
     // Spares dmesg a warning when the layers sit on different filesystems.
     let _ = rustix::mount::fsconfig_set_string(fs.as_fd(), "xino", "off");
