@@ -13,7 +13,7 @@ const IMG: &str = "image = \"nginx:1.27\"\n";
 fn ok(body: &str) -> ContainerSpec {
     let text = format!("{IMG}{body}");
     match parse_spec_str("web", Path::new("web.toml"), &text) {
-        Ok(p) => p.spec,
+        Ok(p) => ContainerSpec::clone(&p.spec),
         Err(d) => panic!("{text}\n{d:#?}"),
     }
 }
@@ -179,7 +179,7 @@ fn with_env_files(
             .cloned()
             .ok_or_else(|| "no such file".to_string())
     })
-    .map(|p| p.spec)
+    .map(|p| ContainerSpec::clone(&p.spec))
     .map_err(|d| d.iter().map(ToString::to_string).collect())
 }
 

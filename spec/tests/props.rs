@@ -367,7 +367,7 @@ prop_compose! {
 fn reparse(spec: &ContainerSpec) -> ContainerSpec {
     let text = render_toml(spec);
     match parse_spec_str(&spec.name, Path::new("app.toml"), &text) {
-        Ok(p) => p.spec,
+        Ok(p) => ContainerSpec::clone(&p.spec),
         Err(d) => panic!("rendered spec does not parse:\n{text}\n{d:#?}"),
     }
 }
@@ -467,6 +467,6 @@ proptest! {
         let text = toml::to_string(&reversed).unwrap();
         let again = parse_spec_str("app", Path::new("app.toml"), &text).unwrap().spec;
         prop_assert_eq!(spec_hash(&again), spec_hash(&spec));
-        prop_assert_eq!(again, spec);
+        prop_assert_eq!(&*again, &spec);
     }
 }
