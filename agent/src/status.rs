@@ -251,6 +251,8 @@ pub struct ImportResult {
     /// `applied`, `up-to-date`, `refused` or `failed`.
     pub outcome: String,
     pub message: String,
+}
+
 /// What the reporters (`/metrics`, MQTT) say about the spec source: the commit this host runs
 /// and its place in a staged rollout. `None` as a whole when the config has no `[source]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
