@@ -107,7 +107,7 @@ impl Host {
             .unwrap_or_default();
         Some(ObservedContainer {
             id: rec.id.clone(),
-            spec_hash: self.sidecar_hash(rec),
+            spec_hash: self.sidecar_hash(&rec),
             image_digest: rec.image_digest.clone(),
             run,
             restarts: if this_boot { rec.restarts } else { 0 },
