@@ -16,7 +16,9 @@ use berth_e2e::require_root;
 fn fetch(a: &TestAgent, name: &str, url: &str) -> Option<String> {
     let s = a.status_of(name)?;
     let (pid, id) = (s["pid"].as_i64()?, s["id"].as_str()?.to_string());
-    let hosts = a.state_dir.join(format!("containers/{name}/{id}.etc/hosts"));
+    let hosts = a
+        .state_dir
+        .join(format!("containers/{name}/{id}.etc/hosts"));
     let script = format!(
         "mount --bind {} /etc/hosts && exec nsenter -t {pid} -n curl -sS -m 2 {url}",
         hosts.display()
