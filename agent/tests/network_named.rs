@@ -128,10 +128,13 @@ fn named_networks_isolate_stacks_with_real_traffic() {
     assert_eq!(lab.curl(&secret_ns, &url(db.ip)), None);
     assert_eq!(lab.curl(&api_ns, &url(secret.ip)), None);
 
-    // It is the isolation rules that keep them apart: without them web reaches db; repair (what
-    // the drift watcher runs) puts them back.
-    lab.host(&["nft", "flush", "chain", "inet", "t41-backend", "forward"]);
+    // It is the isolation rules that keep them apart (each side's table has a pair): without
+    // them web reaches db; repair (what the drift watcher runs) puts them back.
+    for table in ["t41", "t41-backend"] {
+        lab.host(&["nft", "flush", "chain", "inet", table, "forward"]);
+    }
     assert!(lab.reaches(&web_ns, &url(db.ip), "db"));
+    assert!(default.repair_rules().unwrap());
     assert!(backend.repair_rules().unwrap());
     let rules = lab.host(&["nft", "list", "chain", "inet", "t41-backend", "forward"]);
     assert!(rules.contains("berth:isolate-in"), "{rules}");

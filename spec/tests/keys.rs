@@ -385,7 +385,7 @@ fn init_and_booleans() {
 #[test]
 fn ports_short_and_tables() {
     let s = ok(
-        "ports = [\"8080:80\", \"127.0.0.1:5353:53/udp\", { host = 9000, container = 90, protocol = \"udp\", host_ip = \"::1\" }, { host = \"7000-7001\", container = \"8000-8001\" }]\n",
+        "ports = [\"8080:80\", \"127.0.0.1:5353:53/udp\", { host = 9000, container = 90, protocol = \"udp\", host_ip = \"2001:db8::1\" }, { host = \"7000-7001\", container = \"8000-8001\" }]\n",
     );
     let ip = |x: &str| Some(x.parse::<IpAddr>().unwrap());
     assert_eq!(s.ports.len(), 5);
@@ -402,7 +402,7 @@ fn ports_short_and_tables() {
         protocol: Protocol::Udp
     }));
     assert!(s.ports.contains(&PortMapping {
-        host_ip: ip("::1"),
+        host_ip: ip("2001:db8::1"),
         host: 9000,
         container: 90,
         protocol: Protocol::Udp

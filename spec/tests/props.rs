@@ -50,7 +50,11 @@ fn ports() -> impl Strategy<Value = Vec<PortMapping>> {
         1u16..=65535,
         (
             1u16..=65535,
-            prop::option::of(prop::sample::select(vec!["127.0.0.1", "::1", "10.0.0.1"])),
+            prop::option::of(prop::sample::select(vec![
+                "127.0.0.1",
+                "2001:db8::1",
+                "10.0.0.1",
+            ])),
             prop::bool::ANY,
         ),
         0..4,

@@ -10,9 +10,23 @@ use berth_e2e::agent::{AgentOptions, TestAgent, free_subnet, wait_until};
 use berth_e2e::fixtures::web_image;
 use berth_e2e::require_root;
 
-/// `berth exec <name> -- wget` of `url` (2 s timeout): the body, or `None`.
+/// `url` fetched from inside `name`'s network namespace with the host's curl (the test image's
+/// static busybox cannot resolve names), resolving through the container's own /etc/hosts: the
+/// body, or `None` (2 s timeout).
 fn fetch(a: &TestAgent, name: &str, url: &str) -> Option<String> {
-    let out = a.berth(&["exec", name, "--", "wget", "-q", "-T", "2", "-O", "-", url]);
+    let s = a.status_of(name)?;
+    let (pid, id) = (s["pid"].as_i64()?, s["id"].as_str()?.to_string());
+    let hosts = a
+        .state_dir
+        .join(format!("containers/{name}/{id}.etc/hosts"));
+    let script = format!(
+        "mount --bind {} /etc/hosts && exec nsenter -t {pid} -n curl -sS -m 2 {url}",
+        hosts.display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "sh", "-c", &script])
+        .output()
+        .ok()?;
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())

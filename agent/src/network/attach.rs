@@ -21,9 +21,6 @@ pub struct Attachment {
     pub mtu: u32,
 }
 
-/// The container end of the veth of its first network.
-pub const CONTAINER_IFNAME: &str = "eth0";
-
 /// How a container's veth of one network looks inside its netns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Join {

@@ -25,7 +25,7 @@
 //! under `<state_dir>/network/named/<name>/`, its table `inet <instance>-<name>` whose forward
 //! chain keeps the instance's other bridges out, and veths tagged with instance and network
 //! ([`Names::for_network`]). A container on several networks has one veth per network in its
-//! one netns (`eth0`, `eth1`, ...: [`Join`]); the first holds the default route.
+//! one netns (`eth0`, `eth1`, ...: [`Join`]); the first that is not internal holds the default route.
 
 mod attach;
 pub mod error;
