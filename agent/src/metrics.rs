@@ -288,6 +288,7 @@ mod tests {
             reason: None,
             pid: None,
             exit_code: None,
+            oom_killed: false,
             image: "reg/web:1".into(),
             digest: Some("sha256:ab".into()),
             ip: None,

@@ -190,6 +190,7 @@ fn ten_thousand_specs_are_held_once_and_statuses_are_streamed() {
         events: Arc::new(EventLog::default()),
         metrics: Arc::new(Metrics::new()),
         requests,
+        source: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = rt.spawn({
