@@ -434,8 +434,42 @@ struct ConfigFile {
     /// This host's labels, free-form strings (`site = "berlin"`), for `[match] labels` and
     /// reports.
     labels: Option<BTreeMap<String, String>>,
+    /// Specs from a signed git repository (berth then owns `specs_dir`).
+    source: Option<SourceTable>,
     /// Push this host's status to an MQTT broker.
     report: Option<ReportTable>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct SourceTable {
+    /// The remote: `https://`, `http://`, `ssh://`, `git://` or `file://`. None: bundles only.
+    git: Option<String>,
+    /// The branch followed. Default `main`.
+    branch: Option<String>,
+    /// The directory of spec files inside the repository. Default: its root.
+    path: Option<String>,
+    /// Time between fetches, at least 1s (plus up to a fifth of it per host). Default `1m`.
+    interval: Option<DurationStr>,
+    /// Who may sign, in ssh-keygen's ALLOWED SIGNERS format (absolute path); required unless
+    /// `allow_unsigned`.
+    allowed_signers: Option<String>,
+    /// A full commit id trusted without a signature on the first run.
+    trust_on_first_use: Option<String>,
+    /// Take commits without a signature check (shown as a warning). Default `false`.
+    allow_unsigned: Option<bool>,
+    /// `https://` only: a file holding an access token (absolute path).
+    token_file: Option<String>,
+    /// The user name sent with the token. Default `x-access-token`.
+    username: Option<String>,
+    /// `ssh://` only: the private key (absolute path).
+    ssh_key_file: Option<String>,
+    /// `ssh://` only: the server's host keys, OpenSSH known_hosts (absolute path).
+    known_hosts: Option<String>,
+    /// `https://` only: extra PEM roots (absolute path).
+    ca_file: Option<String>,
+    /// The longest one fetch may take. Default `5m`.
+    timeout: Option<DurationStr>,
 }
 
 #[derive(JsonSchema)]
@@ -513,6 +547,9 @@ struct ImagesTable {
     max_manifest_size: Option<Size>,
     /// 1-10000. Default 128.
     max_layers: Option<u32>,
+    /// Tar entries per layer (files, dirs, links, whiteouts, extension headers),
+    /// 1-1000000000. Default `1000000`.
+    max_layer_entries: Option<u64>,
     /// Uncompressed, per layer. Default `16GiB`.
     max_layer_size: Option<Size>,
     /// The longest a registry may take to answer, at least 1s. Default `60s`.
@@ -641,6 +678,7 @@ mod tests {
         use crate::config_parse::{IMAGES_KEYS, NETWORK_KEYS, REGISTRY_KEYS, REPORT_KEYS};
         for (def, keys) in [
             ("ReportTable", REPORT_KEYS),
+            ("SourceTable", crate::config_parse::SOURCE_KEYS),
             ("NetworkTable", NETWORK_KEYS),
             ("NamedNetworkTable", crate::config_parse::NAMED_NETWORK_KEYS),
             ("RegistryTable", REGISTRY_KEYS),

@@ -72,7 +72,9 @@ impl TestAgent {
                 registries = registry_config(),
             )
         };
-        let base_config = config("", "");
+        // Teardown's config: the same, but without a `[source]` (its specs_dir is then a plain
+        // dir to empty); named networks stay, so their containers' links are taken down too.
+        let base_config = config(extra_top, &without_table(extra_tables, "source"));
         std::fs::write(&config_path, config(extra_top, extra_tables)).unwrap();
         TestAgent {
             instance,
@@ -392,4 +394,22 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
 
 pub fn path_exists(p: &Path) -> bool {
     p.symlink_metadata().is_ok()
+}
+
+/// `tables` (TOML tables) without the table `[name]` and its keys.
+fn without_table(tables: &str, name: &str) -> String {
+    let header = format!("[{name}]");
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in tables.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            skipping = t == header || t.starts_with(&format!("[{name}."));
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }

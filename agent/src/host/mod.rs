@@ -222,7 +222,12 @@ impl Host {
         keep(self.runtime.remove(name, id, false).map_err(transient));
         crashpoint::point("remove.runtime");
         // Every network, whichever it joined: detaching from one it is not on finds nothing to
-        // do, and a record lost in a crash cannot leave a veth behind.
+        // do, and a record lost in a crash cannot leave a veth behind. Every veth goes before
+        // the netns they share: once it is gone, the kernel deletes the remaining pairs in its
+        // own time, and doctor (or a new container's veth of the same name) would meet them.
+        for net in self.networks() {
+            keep(net.delete_veth(name, id).map_err(transient));
+        }
         for net in self.networks() {
             keep(net.detach(name, id).map_err(transient));
         }

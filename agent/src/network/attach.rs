@@ -270,7 +270,7 @@ impl Network {
 
     /// Deletes the host end of a container's veth (which takes the peer with it), unless the
     /// link's alias says it is someone else's.
-    pub(super) fn delete_veth(&self, name: &str, id: &IncarnationId) -> Result<(), NetError> {
+    pub(crate) fn delete_veth(&self, name: &str, id: &IncarnationId) -> Result<(), NetError> {
         let veth = self.names.veth(id);
         let alias = self.names.link_alias(name, id);
         let mut rt = self.rtnl();
