@@ -447,7 +447,7 @@ fn a_fleet_of_twenty_converges_matches_and_rolls_out() {
             r["bucket"].as_u64().unwrap(),
             u64::from(berth_spec::rollout::bucket(&host(i), "base-v2"))
         );
-        let m = series(&a);
+        let m = series(a);
         let want = format!(
             "berth_rollout_in{{id=\"base-v2\"}} {}",
             u8::from(in_rollout.contains(&i))
