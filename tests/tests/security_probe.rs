@@ -12,7 +12,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use berth_e2e::agent::{AgentOptions, TestAgent};
-use berth_e2e::image::{Compression, Entry, ImageBuilder, tar_bytes};
+use berth_e2e::image::{Compression, Entry, ImageBuilder};
+use berth_e2e::podman::PodmanImage;
 use berth_e2e::registry::{TestRegistry, unique_repo};
 
 /// What one run of the probe said.
@@ -101,65 +102,6 @@ fn host_block_device() -> String {
         .unwrap()
         .trim()
         .to_string()
-}
-
-/// A podman image imported from a rootfs tar; removed when dropped.
-struct PodmanImage(String);
-
-impl PodmanImage {
-    fn import(dir: &Path, entries: &[Entry]) -> PodmanImage {
-        let tar = dir.join("rootfs.tar");
-        std::fs::write(&tar, tar_bytes(entries)).unwrap();
-        let name = format!("localhost/{}:1", unique_repo("berth-probe"));
-        let out = Command::new("podman")
-            .args(["import", "--quiet"])
-            .arg(&tar)
-            .arg(&name)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "podman import: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PodmanImage(name)
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("podman")
-            .args([
-                "run",
-                "--rm",
-                "--runtime",
-                "/usr/sbin/runc",
-                "--ulimit",
-                "nofile=1024:1024",
-                "--ulimit",
-                "nproc=1024:1024",
-                // Its own empty netns: nothing here depends on the network, and podman's
-                // default bridge would change the shared host's network.
-                "--network",
-                "none",
-                &self.0,
-            ])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "podman run: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
-
-impl Drop for PodmanImage {
-    fn drop(&mut self) {
-        let _ = Command::new("podman")
-            .args(["rmi", "--force", &self.0])
-            .output();
-    }
 }
 
 /// Runs the probe in a berth container with `extra` spec lines; returns its output.
@@ -298,7 +240,7 @@ fn berth_default_is_at_least_as_tight_as_podman() {
         "[security]\nprivileged = true\n",
     ));
     let podman_image = PodmanImage::import(dir.path(), &entries);
-    let podman = parse(&podman_image.run(&["/probe", &mm]));
+    let podman = parse(&podman_image.run(&[], &["/probe", &mm]));
     drop(podman_image);
 
     let mut failures = Vec::new();
