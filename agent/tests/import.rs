@@ -300,39 +300,7 @@ fn small_oci_tar(name: &str) -> Vec<u8> {
     let img = ImageBuilder::new()
         .layer(&[Entry::file("hello", name.as_bytes())], Compression::Gzip)
         .build();
-    let index = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{"mediaType": img.media_type, "digest": img.digest(), "size": img.manifest.len(),
-                       "annotations": {"org.opencontainers.image.ref.name": format!("registry.test/{name}:1")}}],
-    }))
-    .unwrap();
-    let mut files: Vec<(String, Vec<u8>)> = vec![
-        (
-            "oci-layout".into(),
-            br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
-        ),
-        ("index.json".into(), index),
-        (
-            format!("blobs/sha256/{}", &img.digest()[7..]),
-            img.manifest.clone(),
-        ),
-        (
-            format!("blobs/sha256/{}", &img.config_digest()[7..]),
-            img.config.clone(),
-        ),
-    ];
-    for l in &img.layers {
-        files.push((format!("blobs/sha256/{}", &l.digest[7..]), l.bytes.clone()));
-    }
-    let mut b = tar::Builder::new(Vec::new());
-    for (name, data) in &files {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, name, data.as_slice()).unwrap();
-    }
-    b.into_inner().unwrap()
+    berth_e2e::fixtures::oci_archive(&format!("registry.test/{name}:1"), &img)
 }
 
 /// The watched import dir gets the spec dir's owner policy (issue 13): archives owned by an

@@ -79,6 +79,21 @@ pub fn http_get(url: &str) -> Option<String> {
 /// Writes `img` as an OCI image layout in a tar at `path`, its index entry named `ref_name`
 /// (`org.opencontainers.image.ref.name`), as an air-gapped host would receive it.
 pub fn write_oci_archive(path: &std::path::Path, ref_name: &str, img: &crate::image::Image) {
+    let bytes = oci_archive(ref_name, img);
+    // Written outside the dir and renamed in, as a careful copier does: the watcher only ever
+    // sees it whole.
+    let tmp = path
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join(".oci-archive.tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// `img` as an OCI layout in a tar, its one manifest named `ref_name`.
+pub fn oci_archive(ref_name: &str, img: &crate::image::Image) -> Vec<u8> {
     let index = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "manifests": [{"mediaType": img.media_type, "digest": img.digest(), "size": img.manifest.len(),
@@ -111,16 +126,7 @@ pub fn write_oci_archive(path: &std::path::Path, ref_name: &str, img: &crate::im
         h.set_cksum();
         b.append_data(&mut h, name, data.as_slice()).unwrap();
     }
-    // Written outside the dir and renamed in, as a careful copier does: the watcher only ever
-    // sees it whole.
-    let tmp = path
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join(".oci-archive.tmp");
-    std::fs::write(&tmp, b.into_inner().unwrap()).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
+    b.into_inner().unwrap()
 }
 
 /// A busybox image (not pushed anywhere) whose default command is `cmd` (by `/bin/sh -c`).
