@@ -3,7 +3,9 @@
  * and of a privileged berth container, and compares the answers.
  *
  * Lines:
- *   value <name> <value>        capability sets (hex), seccomp mode, no_new_privs
+ *   value <name> <value>        capability sets (hex), seccomp mode, no_new_privs, the
+ *                               oom_score_adj it started with, how many fds it inherited
+ *                               beyond 0-2, what /dev/null is (major:minor)
  *   dev <name>                  a device node present in /dev
  *   try <name> <rc>             an attempt: rc 0 when it worked, else the errno it failed with;
  *                               1000: opened but read nothing (a masked file or an empty
@@ -144,6 +146,30 @@ int main(int argc, char **argv) {
     status_value("CapAmb", "cap_amb");
     status_value("Seccomp", "seccomp");
     status_value("NoNewPrivs", "no_new_privs");
+    {
+        /* Before anything here opens a file: every fd beyond 0-2 came from the runtime. */
+        int n = 0;
+        DIR *fds = opendir("/proc/self/fd");
+        struct dirent *f;
+        while (fds && (f = readdir(fds)))
+            if (f->d_name[0] != '.' && atoi(f->d_name) > 2 && atoi(f->d_name) != dirfd(fds)) n++;
+        if (fds) closedir(fds);
+        printf("value inherited_fds %d\n", n);
+        char adj[16] = "absent";
+        int fd = open("/proc/self/oom_score_adj", O_RDONLY);
+        if (fd >= 0) {
+            ssize_t r = read(fd, adj, sizeof adj - 1);
+            adj[r > 0 ? r : 0] = 0;
+            adj[strcspn(adj, "\n")] = 0;
+            close(fd);
+        }
+        printf("value oom_score_adj %s\n", adj);
+        struct stat st;
+        if (lstat("/dev/null", &st) == 0 && S_ISCHR(st.st_mode))
+            printf("value dev_null %u:%u\n", major(st.st_rdev), minor(st.st_rdev));
+        else
+            printf("value dev_null not-a-char-device\n");
+    }
 
     DIR *d = opendir("/dev");
     struct dirent *e;
@@ -186,6 +212,9 @@ int main(int argc, char **argv) {
     /* Privileged operations. */
     mkdir("/tmp/m", 0755);
     try("mount_tmpfs", mount("none", "/tmp/m", "tmpfs", 0, NULL));
+    /* The container's cgroup is read-only inside (privileged: writable). */
+    try("mkdir_sys_fs_cgroup", mkdir("/sys/fs/cgroup/berth-probe", 0755));
+    rmdir("/sys/fs/cgroup/berth-probe");
     umount2("/tmp/m", MNT_DETACH);
     in_child("unshare_user", do_unshare_user);
     in_child("unshare_mnt", do_unshare_ns);

@@ -283,6 +283,36 @@ fn berth_default_is_at_least_as_tight_as_podman() {
         }
         report.push(format!("{k:<26} {b:>18} {p:>18} {x:>18}  {verdict}"));
     }
+    // Facts of the start that `privileged` does not change, so nothing to flip:
+    // - oom_score_adj: the agent's own -500 must not reach containers (a container must not
+    //   be spared by the host's OOM killer before host services): at least podman's.
+    // - inherited_fds: no fd of the agent's or the shim's (host-port sockets, log, netns)
+    //   reaches the payload: at most podman's.
+    // - dev_null: the node masked paths are bound from is the real null device (c 1:3).
+    let value = |p: &Probe, k: &str| p.values.get(k).cloned().unwrap_or_default();
+    // A line missing from either run fails: its number is None.
+    let num = |p: &Probe, k: &str| value(p, k).parse::<i64>().ok();
+    let pair = |k: &str| num(&berth, k).zip(num(&podman, k));
+    for (k, ok) in [
+        ("oom_score_adj", pair("oom_score_adj").is_some_and(|(b, p)| b >= p)),
+        ("inherited_fds", pair("inherited_fds").is_some_and(|(b, p)| b <= p)),
+        ("dev_null", value(&berth, "dev_null") == "1:3"),
+    ] {
+        if !ok {
+            failures.push(format!(
+                "{k}: berth {} against podman {}",
+                value(&berth, k),
+                value(&podman, k)
+            ));
+        }
+        report.push(format!(
+            "{k:<26} {:>18} {:>18} {:>18}  {}",
+            value(&berth, k),
+            value(&podman, k),
+            value(&privileged, k),
+            if ok { "ok" } else { "LOOSER" }
+        ));
+    }
     // Device nodes: berth's a subset of podman's; privileged sees more.
     let extra: Vec<_> = berth.devices.difference(&podman.devices).collect();
     report.push(format!(
