@@ -11,10 +11,13 @@
 //! - [`registry`]: the distribution API client; [`store`]: blobs, layers, images, GC.
 
 pub mod api;
+pub mod backend;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod crashpoint;
 pub mod daemon;
+pub mod desired;
 pub mod events;
 pub mod fsutil;
 pub mod host;

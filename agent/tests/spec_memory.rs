@@ -19,10 +19,10 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
 use berth_agent::api::server::{ApiState, serve};
+use berth_agent::desired::{LastValid, SpecSource};
 use berth_agent::events::EventLog;
 use berth_agent::layout::Layout;
 use berth_agent::metrics::Metrics;
-use berth_agent::reconcile::desired::{LastValid, SpecSource};
 use berth_agent::reconcile::{Observed, plan, report};
 use berth_agent::source::dir::DirSource;
 use berth_agent::source::perms::TrustedOwners;
@@ -169,7 +169,7 @@ fn ten_thousand_specs_are_held_once_and_statuses_are_streamed() {
 
     let before_report = live();
     let observed = Observed::default();
-    let plan = plan(&desired, &observed, berth_agent::daemon::clock::now());
+    let plan = plan(&desired, &observed, berth_agent::clock::now());
     let statuses = report::report(&desired, &observed, &plan, &BTreeMap::new());
     drop(plan);
     assert_eq!(statuses.len(), N);

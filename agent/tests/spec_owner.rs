@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use berth_agent::reconcile::desired::SpecSource;
+use berth_agent::desired::SpecSource;
 use berth_agent::source::dir::DirSource;
 use berth_agent::source::perms::TrustedOwners;
 use berth_spec::SpecDefaults;

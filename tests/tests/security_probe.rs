@@ -294,8 +294,14 @@ fn berth_default_is_at_least_as_tight_as_podman() {
     let num = |p: &Probe, k: &str| value(p, k).parse::<i64>().ok();
     let pair = |k: &str| num(&berth, k).zip(num(&podman, k));
     for (k, ok) in [
-        ("oom_score_adj", pair("oom_score_adj").is_some_and(|(b, p)| b >= p)),
-        ("inherited_fds", pair("inherited_fds").is_some_and(|(b, p)| b <= p)),
+        (
+            "oom_score_adj",
+            pair("oom_score_adj").is_some_and(|(b, p)| b >= p),
+        ),
+        (
+            "inherited_fds",
+            pair("inherited_fds").is_some_and(|(b, p)| b <= p),
+        ),
         ("dev_null", value(&berth, "dev_null") == "1:3"),
     ] {
         if !ok {

@@ -35,7 +35,7 @@ pub enum ApiRequest {
         reply: oneshot::Sender<ApplyResult>,
     },
     Image {
-        op: crate::reconcile::backend::ImageOp,
+        op: crate::backend::ImageOp,
         reply: oneshot::Sender<Result<serde_json::Value, String>>,
     },
     Prune {
@@ -293,7 +293,7 @@ async fn prune(State(s): State<ApiState>, axum::Json(o): axum::Json<PruneOptions
 
 async fn image_op(
     State(s): State<ApiState>,
-    axum::Json(op): axum::Json<crate::reconcile::backend::ImageOp>,
+    axum::Json(op): axum::Json<crate::backend::ImageOp>,
 ) -> Response {
     match ask(&s, |reply| ApiRequest::Image { op, reply }, None).await {
         Ok(Ok(v)) => axum::Json(v).into_response(),

@@ -11,8 +11,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use super::{exit, fail, local};
-use crate::reconcile::backend::Backend;
-use crate::reconcile::desired::LastValid;
+use crate::backend::Backend;
+use crate::desired::LastValid;
 use crate::reconcile::model::RunState;
 
 #[derive(Debug, Args)]

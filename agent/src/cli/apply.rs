@@ -10,7 +10,7 @@ use clap::Args;
 
 use super::{exit, fail, local, render};
 use crate::api::server::ApplyOptions;
-use crate::reconcile::backend::Backend;
+use crate::backend::Backend;
 use crate::status::ApplyResult;
 
 #[derive(Debug, Args)]

@@ -38,7 +38,7 @@ pub struct ExecArgs {
 }
 
 const BERTH_FAILED: u8 = 125;
-pub const TIMED_OUT: u8 = 124;
+use crate::runtime::exec::TIMED_OUT;
 
 fn failed(msg: &str) -> ExitCode {
     eprintln!("berth exec: {msg}");

@@ -24,7 +24,7 @@ pub fn run(config: Option<&Path>, args: &ImportArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let op = crate::reconcile::backend::ImageOp::Import {
+    let op = crate::backend::ImageOp::Import {
         path: std::path::absolute(&args.path).unwrap_or(args.path.clone()),
     };
     let records: Vec<crate::store::ImageRecord> = match super::local::image_op_via_agent(&cfg, &op)

@@ -30,11 +30,11 @@ pub fn run(config: Option<&Path>, args: &PinArgs, pin: bool) -> ExitCode {
         Err(e) => return fail(e),
     };
     let op = if pin {
-        crate::reconcile::backend::ImageOp::Pin {
+        crate::backend::ImageOp::Pin {
             image: source.to_string(),
         }
     } else {
-        crate::reconcile::backend::ImageOp::Unpin {
+        crate::backend::ImageOp::Unpin {
             image: source.to_string(),
         }
     };

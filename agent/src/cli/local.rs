@@ -123,7 +123,7 @@ pub async fn agent_or_local(config: &Config) -> Result<Target, String> {
 /// answers, so the caller does it itself under the lock.
 pub fn image_op_via_agent(
     config: &Config,
-    op: &crate::reconcile::backend::ImageOp,
+    op: &crate::backend::ImageOp,
 ) -> Option<Result<serde_json::Value, String>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::{exit, fail, local, render};
-use crate::daemon::{clock, plan_view};
-use crate::reconcile::backend::Backend;
-use crate::reconcile::desired::{LastValid, SpecSource};
+use crate::backend::Backend;
+use crate::clock;
+use crate::daemon::plan_view;
+use crate::desired::{LastValid, SpecSource};
 use crate::status::PlanView;
 
 #[derive(Debug, Args)]

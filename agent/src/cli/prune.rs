@@ -11,8 +11,8 @@ use clap::Args;
 use super::store_ctx::{fail, human_size};
 use super::{exit, local};
 use crate::api::server::PruneOptions;
-use crate::reconcile::backend::{Backend, Keep};
-use crate::reconcile::desired::{LastValid, SpecSource};
+use crate::backend::{Backend, Keep};
+use crate::desired::{LastValid, SpecSource};
 use crate::status::PruneReport;
 
 #[derive(Debug, Args)]

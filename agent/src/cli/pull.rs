@@ -62,7 +62,7 @@ pub fn run(config: Option<&Path>, args: &PullArgs) -> ExitCode {
         }
     };
     // A running agent holds the store: it pulls (without a progress display).
-    let op = crate::reconcile::backend::ImageOp::Pull {
+    let op = crate::backend::ImageOp::Pull {
         reference: reference.to_string(),
     };
     if let Some(result) = super::local::image_op_via_agent(&cfg, &op) {

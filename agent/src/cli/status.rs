@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::{exit, fail, local, render};
-use crate::daemon::clock;
-use crate::reconcile::backend::Backend;
-use crate::reconcile::desired::{LastValid, SpecSource};
+use crate::backend::Backend;
+use crate::clock;
+use crate::desired::{LastValid, SpecSource};
 use crate::status::ContainerStatus;
 
 #[derive(Debug, Args)]

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use berth_spec::ImageSource;
 
-use super::{Event, Reconciler, clock};
-use crate::reconcile::backend::{ActionError, Backend, CreateRequest};
+use super::{Event, Reconciler};
+use crate::backend::{ActionError, Backend, CreateRequest};
+use crate::clock;
 use crate::reconcile::model::{Failure, ObservedContainer};
 use crate::reconcile::plan::{Action, RemoveReason, UpdateMark};
 use crate::reconcile::report::InFlight;

@@ -5,7 +5,6 @@
 //! every pass plans from the whole desired and observed sets.
 
 mod apply;
-pub mod clock;
 mod exec;
 mod policy;
 mod run;
@@ -18,12 +17,13 @@ use berth_spec::{Config, ImageSource};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::api::server::ApiRequest;
+use crate::backend::{ActionError, Backend, Keep, Notice, RemoteImage};
+use crate::clock;
+use crate::desired::{LastValid, Scan, SpecSource};
 use crate::events::EventLog;
 use crate::layout::Layout;
 use crate::metrics::{Metrics, StateLabel};
 use crate::names::IncarnationId;
-use crate::reconcile::backend::{ActionError, Backend, Keep, Notice, RemoteImage};
-use crate::reconcile::desired::{LastValid, Scan, SpecSource};
 use crate::reconcile::model::Millis;
 use crate::reconcile::model::{Failure, ObservedContainer};
 use crate::reconcile::plan::Plan;

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 
 use berth_spec::ImageSource;
 
-use super::{Event, Reconciler, clock};
+use super::{Event, Reconciler};
+use crate::backend::{ActionError, RemoteImage};
+use crate::clock;
 use crate::names::IncarnationId;
-use crate::reconcile::backend::{ActionError, RemoteImage};
 use crate::reconcile::health::{self, Tracker};
 use crate::reconcile::model::{HealthState, Millis, Observed, RemoteCheck, RunState};
 use crate::reconcile::update::{Ctx, WallClock};

@@ -8,9 +8,9 @@ use tokio::sync::mpsc;
 
 use super::{Event, Reconciler, Waiter};
 use crate::api::server::ApplyOptions;
+use crate::backend::Backend;
+use crate::desired::SpecSource;
 use crate::metrics::Metrics;
-use crate::reconcile::backend::Backend;
-use crate::reconcile::desired::SpecSource;
 use crate::status::ApplyResult;
 
 /// Where the agent's specs come from, and what says they (or the import dir) changed.

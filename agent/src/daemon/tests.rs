@@ -24,7 +24,7 @@ struct World {
     log: Vec<String>,
     fail_pull: Option<ActionError>,
     fail_create: BTreeMap<String, ActionError>,
-    exits: Option<mpsc::UnboundedSender<crate::reconcile::backend::Notice>>,
+    exits: Option<mpsc::UnboundedSender<crate::backend::Notice>>,
     /// What the "registry" says each tag points to (defaults to a digest of the name).
     remote: BTreeMap<ImageSource, String>,
     /// Health check results by container (passing when absent).
@@ -56,7 +56,7 @@ impl Fake {
             requested: false,
         });
         let tx = w.exits.clone().unwrap();
-        tx.send(crate::reconcile::backend::Notice::Exited(name.into()))
+        tx.send(crate::backend::Notice::Exited(name.into()))
             .unwrap();
     }
 }
@@ -91,10 +91,7 @@ impl Backend for Fake {
         w.images.insert(image.clone(), digest.clone());
         Ok(digest)
     }
-    fn check(
-        &self,
-        image: &ImageSource,
-    ) -> Result<crate::reconcile::backend::RemoteImage, ActionError> {
+    fn check(&self, image: &ImageSource) -> Result<crate::backend::RemoteImage, ActionError> {
         let mut w = self.0.lock().unwrap();
         w.log.push(format!("check {image}"));
         let digest = w
@@ -102,15 +99,12 @@ impl Backend for Fake {
             .get(image)
             .cloned()
             .unwrap_or_else(|| default_digest(image));
-        Ok(crate::reconcile::backend::RemoteImage {
+        Ok(crate::backend::RemoteImage {
             digest,
             created: None,
         })
     }
-    fn create(
-        &self,
-        req: &crate::reconcile::backend::CreateRequest<'_>,
-    ) -> Result<(), ActionError> {
+    fn create(&self, req: &crate::backend::CreateRequest<'_>) -> Result<(), ActionError> {
         let (name, spec) = (req.name, req.spec);
         let mut w = self.0.lock().unwrap();
         w.log.push(format!("create {name} {}", req.image_digest));
@@ -246,10 +240,10 @@ impl Backend for Fake {
         w.containers.get_mut(name).unwrap().resources = *r;
         Ok(())
     }
-    fn watch(&self, tx: mpsc::UnboundedSender<crate::reconcile::backend::Notice>) {
+    fn watch(&self, tx: mpsc::UnboundedSender<crate::backend::Notice>) {
         self.0.lock().unwrap().exits = Some(tx);
     }
-    fn resync(&self, _keep: &crate::reconcile::backend::Keep) -> Result<(), ActionError> {
+    fn resync(&self, _keep: &crate::backend::Keep) -> Result<(), ActionError> {
         Ok(())
     }
     fn scan_imports(&self) -> Vec<String> {
@@ -257,7 +251,7 @@ impl Backend for Fake {
     }
     fn prune(
         &self,
-        _keep: &crate::reconcile::backend::Keep,
+        _keep: &crate::backend::Keep,
         _volumes: bool,
         dry_run: bool,
     ) -> Result<crate::status::PruneReport, ActionError> {

@@ -9,14 +9,14 @@ use berth_spec::model::NetworkMode;
 
 use super::record::{self, Phase, Record};
 use super::{Host, transient};
+use crate::backend::{ActionError, CreateRequest};
+use crate::clock;
 use crate::crashpoint;
-use crate::daemon::clock;
 use crate::image::ResolvedImage;
 use crate::names::IncarnationId;
 use crate::network::Join;
 use crate::network::files::{self, ContainerNames};
 use crate::reconcile::action::UpdateMark;
-use crate::reconcile::backend::{ActionError, CreateRequest};
 use crate::reconcile::model::Verifying;
 use crate::runtime::{ContainerConfig, EtcFiles, Placement};
 

@@ -56,7 +56,7 @@ impl Host {
         };
         match status.code() {
             Some(0) => (true, out),
-            Some(c) if c == i32::from(crate::cli::exec::TIMED_OUT) => {
+            Some(c) if c == i32::from(crate::runtime::exec::TIMED_OUT) => {
                 (false, format!("timed out after {:?}", check.timeout))
             }
             code => (

@@ -5,8 +5,8 @@ use std::time::Duration;
 use berth_spec::ImageSource;
 
 use super::{Host, transient};
+use crate::backend::{ActionError, ImageOp, Keep};
 use crate::crashpoint;
-use crate::reconcile::backend::{ActionError, ImageOp, Keep};
 use crate::store::{PullEvent, PullOptions};
 
 impl Host {

@@ -20,16 +20,14 @@ use berth_spec::model::{HealthCheck, NetworkMode, Resources};
 use berth_spec::{Config, ImageSource};
 use tokio::sync::mpsc;
 
+use crate::backend::{ActionError, Backend, CreateRequest, ImageOp, Keep, Notice, RemoteImage};
+use crate::clock;
 use crate::crashpoint;
-use crate::daemon::clock;
 use crate::layout::Layout;
 use crate::metrics::Metrics;
 use crate::names::{IncarnationId, Names};
 use crate::network::files;
 use crate::network::{Drift, Join, NetDef, Network, Watcher};
-use crate::reconcile::backend::{
-    ActionError, Backend, CreateRequest, ImageOp, Keep, Notice, RemoteImage,
-};
 use crate::reconcile::model::{Observed, ObservedContainer};
 use crate::reconcile::plan::RemoveReason;
 use crate::registry::{RegistryClient, RegistrySettings};

@@ -9,8 +9,8 @@ use berth_spec::model::{NetworkMode, PortMapping};
 
 use super::record::{self, Phase, Record};
 use super::{Host, transient};
-use crate::daemon::clock;
-use crate::reconcile::backend::ActionError;
+use crate::backend::ActionError;
+use crate::clock;
 use crate::reconcile::model::{
     ContainerInfo, Exit, HealthState, Millis, Observed, ObservedContainer, RunState,
 };

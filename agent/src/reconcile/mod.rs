@@ -1,16 +1,18 @@
-//! The reconciler: observe, plan (pure), execute.
+//! The pure core: what the reconciler decides, as functions of values.
 //!
-//! - [`model`]: the data the planner reads; [`desired`]: scans to desired sets, with each
-//!   container's last valid spec remembered.
-//! - [`plan`]: the policy, a pure function; [`backoff`]: its delays; [`report`]: statuses.
-//! - [`backend`]: the narrow trait the executor drives (store, runtime, network).
+//! - [`model`]: the data the planner reads (desired set, observation, failures).
+//! - [`plan`]: the policy, a pure function; [`backoff`]: its delays; [`report`]: statuses;
+//!   [`update`], [`health`]: their rules.
 //! - [`fleet`]: trust in a spec repository (signatures, fast-forward, rollouts), for
 //!   `source::git`.
+//!
+//! Architecture Invariant: nothing here does I/O or reads a clock: no `std::fs`, no tokio, no
+//! processes or sockets, no `Instant::now`/`SystemTime::now`, no `crate::clock`; time comes in
+//! as a value (`Ctx`). Scanning and persisting the desired set live in `crate::desired`, the
+//! trait the executor implements in `crate::backend`. Checked by `agent/tests/architecture.rs`.
 
 pub mod action;
-pub mod backend;
 pub mod backoff;
-pub mod desired;
 pub mod fleet;
 pub mod health;
 pub mod model;

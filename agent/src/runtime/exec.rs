@@ -25,6 +25,9 @@ use super::process::ProcessSpec;
 use super::sys;
 use crate::names::IncarnationId;
 
+/// The exit code of an exec killed at its deadline (timeout(1)'s); health checks read it too.
+pub const TIMED_OUT: u8 = 124;
+
 /// What to run.
 #[derive(Debug, Clone, Default)]
 pub struct ExecRequest {

@@ -10,7 +10,7 @@ use berth_spec::{HostFacts, SpecDefaults};
 use super::load::{self, SpecError};
 use super::perms::TrustedOwners;
 use super::watch::SpecWatcher;
-use crate::reconcile::desired::{Scan, SpecSource};
+use crate::desired::{Scan, SpecSource};
 
 pub struct DirSource {
     dir: PathBuf,

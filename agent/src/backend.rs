@@ -8,9 +8,9 @@ use berth_spec::model::Resources;
 use berth_spec::{ContainerSpec, ImageSource};
 use tokio::sync::mpsc;
 
-use super::action::{RemoveReason, UpdateMark};
-use super::model::{Observed, ObservedContainer, UpdateState};
 use crate::names::IncarnationId;
+use crate::reconcile::action::{RemoveReason, UpdateMark};
+use crate::reconcile::model::{Observed, ObservedContainer, UpdateState};
 use berth_spec::model::HealthCheck;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -183,7 +183,7 @@ pub enum Notice {
 
 impl Keep {
     /// What the specs (last valid ones too) and the containers protect.
-    pub fn of(desired: &super::model::Desired, observed: &Observed) -> Keep {
+    pub fn of(desired: &crate::reconcile::model::Desired, observed: &Observed) -> Keep {
         let specs = || {
             desired
                 .specs
@@ -247,7 +247,7 @@ mod tests {
             },
         );
         // No container runs: its incarnation was lost, a replacement is due.
-        let keep = Keep::of(&super::super::model::Desired::default(), &observed);
+        let keep = Keep::of(&crate::reconcile::model::Desired::default(), &observed);
         assert!(keep.digests.contains(&"sha256:last".to_string()));
         assert!(keep.digests.contains(&"sha256:previous".to_string()));
     }

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use berth_spec::ContainerSpec;
 
-use super::model::{Desired, DesiredEntry, DesiredSpec};
 use crate::fsutil;
 use crate::layout::Layout;
+use crate::reconcile::model::{Desired, DesiredEntry, DesiredSpec};
 
 /// One complete read of the spec source.
 #[derive(Debug, Clone, Default)]

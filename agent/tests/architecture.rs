@@ -1,0 +1,402 @@
+//! The architecture invariants of docs/ARCHITECTURE.md that a reading of the source can check:
+//! which module may name which, and that the pure core and `spec` do no I/O. Each rule is data
+//! (`RULES`, `PURE`); a new arrow that breaks one fails here with the file and the line.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// (module, modules it must never name, why). A module is a top-level `crate::` name, and its
+/// files are `src/<module>.rs` and everything under `src/<module>/`.
+const RULES: &[(&str, &[&str], &str)] = &[
+    (
+        "runtime",
+        &[
+            "network",
+            "host",
+            "reconcile",
+            "daemon",
+            "api",
+            "cli",
+            "store",
+            "registry",
+            "source",
+            "report",
+            "status",
+            "desired",
+            "backend",
+        ],
+        "the runtime knows one container at a time; runtime and network meet in host",
+    ),
+    (
+        "network",
+        &[
+            "runtime",
+            "host",
+            "reconcile",
+            "daemon",
+            "api",
+            "cli",
+            "store",
+            "registry",
+            "source",
+            "report",
+            "status",
+            "desired",
+            "backend",
+        ],
+        "runtime and network never import each other; they meet in host through a netns path",
+    ),
+    (
+        "registry",
+        &[
+            "store",
+            "runtime",
+            "network",
+            "host",
+            "reconcile",
+            "daemon",
+            "api",
+            "cli",
+            "status",
+            "desired",
+            "backend",
+        ],
+        "the registry client knows nothing of containers or the store",
+    ),
+    (
+        "store",
+        &[
+            "runtime",
+            "network",
+            "host",
+            "reconcile",
+            "daemon",
+            "api",
+            "cli",
+            "status",
+            "desired",
+            "backend",
+        ],
+        "the store knows nothing of containers",
+    ),
+    (
+        "host",
+        &["daemon", "api", "cli"],
+        "host is below the loop and the commands: no arrow runs back up",
+    ),
+    (
+        "api",
+        &["runtime", "network", "host", "store", "registry"],
+        "the API serves what the reconciler publishes and never reaches the kernel",
+    ),
+    (
+        "clock",
+        &[
+            "daemon", "host", "cli", "api", "runtime", "network", "store", "registry", "source",
+        ],
+        "clock is a leaf",
+    ),
+    (
+        "reconcile",
+        &[
+            "runtime",
+            "network",
+            "host",
+            "store",
+            "registry",
+            "daemon",
+            "api",
+            "cli",
+            "source",
+            "report",
+            "desired",
+            "backend",
+            "clock",
+            "fsutil",
+            "layout",
+            "events",
+            "metrics",
+            "logging",
+            "crashpoint",
+        ],
+        "the pure core reads values, not the host",
+    ),
+];
+
+/// `cli` reaches the kernel only in these files: the in-process mode (`host`, under the state
+/// dir's lock), `berth exec` and the log readers (`runtime`), and the image commands (`store`).
+const CLI_KERNEL: &[(&str, &[&str])] = &[
+    ("runtime", &["exec.rs", "logs.rs", "mod.rs"]),
+    ("network", &[]),
+    (
+        "host",
+        &["agent.rs", "doctor.rs", "local.rs", "prune.rs", "apply.rs"],
+    ),
+];
+
+/// Text that means I/O or a clock, forbidden in the pure core and in `spec`.
+const IMPURE: &[&str] = &[
+    "std::fs",
+    "tokio",
+    "std::process",
+    "std::net::TcpStream",
+    "std::net::TcpListener",
+    "std::net::UdpSocket",
+    "std::os::unix::net",
+    "Instant::now",
+    "SystemTime::now",
+    "std::env::var",
+    "File::open",
+    "File::create",
+];
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+fn rs_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            rs_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+fn module_files(module: &str) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let single = src().join(format!("{module}.rs"));
+    if single.is_file() {
+        files.push(single);
+    }
+    rs_files(&src().join(module), &mut files);
+    assert!(!files.is_empty(), "no source for module {module}");
+    files
+}
+
+/// The code of a line, without a `//` comment (doc links are not dependencies). Strings are
+/// left in: none of the names checked here appears in one.
+fn code(line: &str) -> &str {
+    match line.find("//") {
+        Some(i) => &line[..i],
+        None => line,
+    }
+}
+
+/// The top-level modules a piece of code names through `crate::`: `crate::a::b` names `a`,
+/// `crate::{a, b::c}` names `a` and `b` (nested braces are inside one name's path).
+fn crate_names(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("crate::") {
+        let after = &rest[i + "crate::".len()..];
+        if let Some(group) = after.strip_prefix('{') {
+            let mut depth = 0;
+            let mut item_start = true;
+            for (j, ch) in group.char_indices() {
+                match ch {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => {
+                        rest = &group[j..];
+                        break;
+                    }
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => item_start = true,
+                    c if item_start && (c.is_alphanumeric() || c == '_') => {
+                        let name: String = group[j..]
+                            .chars()
+                            .take_while(|c| c.is_alphanumeric() || *c == '_')
+                            .collect();
+                        out.insert(name);
+                        item_start = false;
+                    }
+                    _ => {}
+                }
+                rest = &group[j..];
+            }
+        } else {
+            let name: String = after
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() {
+                out.insert(name);
+            }
+            rest = after;
+        }
+    }
+    out
+}
+
+/// Every `crate::` use of a file, joined across lines so a `use crate::{..}` spanning several
+/// is seen whole: (line number of the `crate::`, module named).
+fn uses(path: &Path) -> Vec<(usize, String)> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let lines: Vec<&str> = text.lines().map(code).collect();
+    let mut out = Vec::new();
+    for (n, line) in lines.iter().enumerate() {
+        if !line.contains("crate::") {
+            continue;
+        }
+        // Enough of what follows for a multi-line brace group.
+        let joined = lines[n..(n + 40).min(lines.len())].join(" ");
+        let start = joined.find("crate::").unwrap();
+        let head: String = {
+            let s = &joined[start..];
+            if s["crate::".len()..].starts_with('{') {
+                let close = brace_end(s);
+                s[..close].to_string()
+            } else {
+                line[line.find("crate::").unwrap()..].to_string()
+            }
+        };
+        for name in crate_names(&head) {
+            out.push((n + 1, name));
+        }
+        // Further `crate::` paths later on the same line.
+        let tail = &line[line.find("crate::").unwrap() + 1..];
+        for name in crate_names(tail) {
+            out.push((n + 1, name));
+        }
+    }
+    out
+}
+
+/// The index just past the brace group that `s` ("crate::{...") opens.
+fn brace_end(s: &str) -> usize {
+    let mut depth = 0;
+    for (i, ch) in s.char_indices() {
+        match ch {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    s.len()
+}
+
+fn rel(p: &Path) -> String {
+    p.strip_prefix(src()).unwrap().display().to_string()
+}
+
+#[test]
+fn crate_names_reads_paths_and_groups() {
+    let n = |s: &str| crate_names(s).into_iter().collect::<Vec<_>>();
+    assert_eq!(n("use crate::runtime::exec::TIMED_OUT;"), ["runtime"]);
+    assert_eq!(
+        n("use crate::{fsutil, names::{IncarnationId, x}, network::Net};"),
+        ["fsutil", "names", "network"]
+    );
+    assert_eq!(
+        n("let x = crate::clock::now() + crate::host::y;"),
+        ["clock", "host"]
+    );
+    assert!(n("// nothing").is_empty());
+}
+
+#[test]
+fn modules_name_only_what_the_architecture_allows() {
+    let mut broken = Vec::new();
+    for (module, forbidden, why) in RULES {
+        for f in module_files(module) {
+            for (line, name) in uses(&f) {
+                if forbidden.contains(&name.as_str()) {
+                    broken.push(format!(
+                        "src/{}:{line}: {module} names {name} ({why})",
+                        rel(&f)
+                    ));
+                }
+            }
+        }
+    }
+    for f in module_files("cli") {
+        let file = f.file_name().unwrap().to_str().unwrap().to_string();
+        for (line, name) in uses(&f) {
+            if let Some((_, allowed)) = CLI_KERNEL.iter().find(|(m, _)| *m == name)
+                && !allowed.contains(&file.as_str())
+            {
+                broken.push(format!(
+                    "src/{}:{line}: cli names {name} outside the files allowed to reach the \
+                     kernel ({allowed:?})",
+                    rel(&f)
+                ));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+}
+
+fn impure_lines(files: &[PathBuf], base: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let c = code(line);
+            for word in IMPURE {
+                if c.contains(word) {
+                    found.push(format!(
+                        "{}:{}: {word}",
+                        f.strip_prefix(base).unwrap().display(),
+                        n + 1
+                    ));
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_pure_core_does_no_io_and_reads_no_clock() {
+    let files = module_files("reconcile");
+    let found = impure_lines(&files, &src());
+    assert!(
+        found.is_empty(),
+        "I/O or a clock in the pure core (reconcile):\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn spec_does_no_io_and_depends_on_nothing_of_the_agent() {
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec");
+    let mut files = Vec::new();
+    rs_files(&spec.join("src"), &mut files);
+    assert!(!files.is_empty());
+    // The schema generator and tests may read files; the library may not.
+    files.retain(|f| !f.to_string_lossy().contains("/bin/"));
+    let found = impure_lines(&files, &spec);
+    assert!(found.is_empty(), "I/O in spec:\n{}", found.join("\n"));
+    let manifest = std::fs::read_to_string(spec.join("Cargo.toml")).unwrap();
+    assert!(
+        !manifest.contains("berth-agent"),
+        "spec/Cargo.toml depends on the agent"
+    );
+}
+
+/// The checks can fail: a planted arrow and a planted clock read are caught.
+#[test]
+fn the_checks_catch_a_planted_violation() {
+    let dir = std::env::temp_dir().join(format!("berth-arch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("planted.rs");
+    std::fs::write(
+        &f,
+        "use crate::{names, runtime::exec};\nfn f() { let t = std::time::Instant::now(); }\n",
+    )
+    .unwrap();
+    let names: Vec<String> = uses(&f).into_iter().map(|(_, n)| n).collect();
+    assert!(names.contains(&"runtime".to_string()), "{names:?}");
+    assert_eq!(impure_lines(std::slice::from_ref(&f), &dir).len(), 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
