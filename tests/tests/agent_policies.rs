@@ -426,3 +426,82 @@ fn a_health_check_never_runs_the_host_binary_in_the_container() {
         "the health check ran the host's binary {got:?} in the container"
     );
 }
+
+/// `berth plan` without an agent plans from the loop's own view (update locks, maintenance
+/// windows read on the wall clock, this host's jitter seed): with a lock and a closed window
+/// holding two edited specs, the in-process plan says what the agent's `/v1/plan` said.
+#[test]
+fn the_in_process_plan_is_the_agents_plan() {
+    if !require_root() {
+        return;
+    }
+    let image = sleeper_image();
+    let mut a = agent("pv");
+    let lock = a.root.path().join("updating");
+    // A window that is closed now and for the next hour, in this host's local time.
+    let hour = std::process::Command::new("date")
+        .arg("+%H")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<u32>()
+                .ok()
+        })
+        .expect("date +%H");
+    let window = format!("{:02}:00-{:02}:00", (hour + 2) % 24, (hour + 3) % 24);
+    let specs = |v: u32| {
+        a.write_spec(
+            "locked",
+            &format!(
+                "image = \"{image}\"\nenv = {{ V = \"{v}\" }}\n[update]\nlock = \"{}\"\n",
+                lock.display()
+            ),
+        );
+        a.write_spec(
+            "windowed",
+            &format!(
+                "image = \"{image}\"\nenv = {{ V = \"{v}\" }}\n[update]\nwindow = \"{window}\"\n"
+            ),
+        );
+    };
+    specs(1);
+    a.wait_running("locked");
+    a.wait_running("windowed");
+    std::fs::write(&lock, "busy").unwrap();
+    specs(2);
+    let plan = |a: &TestAgent| -> Value {
+        let out = a.berth(&["plan", "--json"]);
+        assert!(out.status.success(), "berth plan: {out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let held = |p: &Value, name: &str| {
+        p["waiting"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|x| x["container"] == name))
+    };
+    let mut agents = Value::Null;
+    wait_until(
+        Duration::from_secs(30),
+        "the agent holds both edits",
+        || {
+            agents = plan(&a);
+            held(&agents, "locked") && held(&agents, "windowed")
+        },
+    );
+    a.stop();
+    let local = plan(&a);
+    assert_eq!(
+        local["actions"], agents["actions"],
+        "actions: in-process {local:#} against the agent's {agents:#}"
+    );
+    assert_eq!(
+        local["waiting"], agents["waiting"],
+        "waiting: in-process {local:#} against the agent's {agents:#}"
+    );
+    assert!(
+        local["actions"].as_array().is_some_and(|x| x.is_empty()),
+        "nothing may be recreated while held: {local:#}"
+    );
+}

@@ -7,8 +7,7 @@ use clap::Args;
 
 use super::{exit, fail, local, render};
 use crate::backend::Backend;
-use crate::clock;
-use crate::daemon::plan_view;
+use crate::daemon::{plan_in_process, plan_view};
 use crate::desired::{LastValid, SpecSource};
 use crate::status::PlanView;
 
@@ -37,11 +36,7 @@ pub fn run(config: Option<&Path>, args: &PlanArgs) -> ExitCode {
         let observed = local.host.observe().map_err(|e| e.to_string())?;
         let desired =
             LastValid::load_read_only(&crate::layout::Layout::new(&cfg)).desired(&source.scan());
-        Ok(plan_view(&crate::reconcile::plan(
-            &desired,
-            &observed,
-            clock::now(),
-        )))
+        Ok(plan_view(&plan_in_process(&cfg, &desired, &observed)))
     });
     match result {
         Ok(p) if args.json => {

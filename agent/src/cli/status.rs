@@ -9,7 +9,6 @@ use clap::Args;
 
 use super::{exit, fail, local, render};
 use crate::backend::Backend;
-use crate::clock;
 use crate::desired::{LastValid, SpecSource};
 use crate::status::ContainerStatus;
 
@@ -43,7 +42,7 @@ pub fn run(config: Option<&Path>, args: &StatusArgs) -> ExitCode {
         let observed = local.host.observe().map_err(|e| e.to_string())?;
         let desired =
             LastValid::load_read_only(&crate::layout::Layout::new(&cfg)).desired(&source.scan());
-        let plan = crate::reconcile::plan(&desired, &observed, clock::now());
+        let plan = crate::daemon::plan_in_process(&cfg, &desired, &observed);
         Ok(crate::reconcile::report::report(
             &desired,
             &observed,

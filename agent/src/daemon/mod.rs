@@ -35,6 +35,7 @@ use crate::status::{
 };
 
 pub use apply::Waiter;
+pub use policy::plan_in_process;
 
 /// Actions run at once across containers: enough to start 100 containers quickly, few enough
 /// that a burst doesn't starve the machine.
@@ -141,6 +142,7 @@ impl Reconciler {
         .await
         .map_err(|e| ActionError::permanent(format!("startup panicked: {e}")))??;
         let (statuses, _) = watch::channel(Arc::new(Vec::new()));
+        let jitter_seed = policy::jitter_seed(&config);
         let mut r = Reconciler {
             last_valid: LastValid::load(&layout),
             config,
@@ -168,11 +170,7 @@ impl Reconciler {
             checks_in_flight: BTreeSet::new(),
             warnings,
             git_source: None,
-            jitter_seed: {
-                let mut b = [0u8; 8];
-                let _ = getrandom::fill(&mut b);
-                u64::from_le_bytes(b)
-            },
+            jitter_seed,
         };
         r.rescan();
         let events = r.tx.clone();

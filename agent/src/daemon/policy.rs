@@ -4,15 +4,16 @@
 
 use std::collections::BTreeMap;
 
-use berth_spec::ImageSource;
+use berth_spec::{Config, ImageSource};
 
 use super::{Event, Reconciler};
 use crate::backend::{ActionError, RemoteImage};
 use crate::clock;
 use crate::names::IncarnationId;
 use crate::reconcile::health::{self, Tracker};
-use crate::reconcile::model::{HealthState, Millis, Observed, RemoteCheck, RunState};
+use crate::reconcile::model::{Desired, HealthState, Millis, Observed, RemoteCheck, RunState};
 use crate::reconcile::update::{Ctx, WallClock};
+use crate::reconcile::{Plan, plan_with};
 
 /// Health of the containers that have a check: keyed by name, valid for one run of one
 /// incarnation (a restart starts over at `starting`).
@@ -20,6 +21,81 @@ use crate::reconcile::update::{Ctx, WallClock};
 pub(super) struct HealthBook {
     trackers: BTreeMap<String, (IncarnationId, Option<Millis>, Tracker)>,
     running: std::collections::BTreeSet<String>,
+}
+
+/// The context a pass plans in: the boot clock, the wall clock (when it can be trusted), this
+/// host's jitter seed and the config's update policy. The loop and the in-process `berth plan`
+/// and `berth status` plan with this one function, so they give the same answer.
+pub fn planning_ctx(config: &Config, jitter_seed: u64, force: bool) -> Ctx {
+    Ctx {
+        now: clock::now(),
+        wall: wall_clock(),
+        force,
+        update_interval: config.update_interval,
+        jitter_seed,
+        download_window: config.images.download_window,
+    }
+}
+
+/// This host's seed for spreading `pull = "always"` re-checks: from its identity (host id and
+/// instance), so every process that plans for it (the agent, an in-process command) agrees, and
+/// a fleet's hosts still spread. Without a host id: random, as before.
+pub fn jitter_seed(config: &Config) -> u64 {
+    use sha2::Digest;
+    let id = crate::identity::HostIdentity::of(config);
+    let mut b = [0u8; 8];
+    match id.host_id {
+        Some(h) => {
+            let d = sha2::Sha256::digest(format!("{h}\0{}", id.instance));
+            b.copy_from_slice(&d[..8]);
+        }
+        None => {
+            let _ = getrandom::fill(&mut b);
+        }
+    }
+    u64::from_le_bytes(b)
+}
+
+/// Adds what the policy reads beyond the host's observation: the update locks present, and
+/// each checked container's health from the loop's trackers (`None`: no tracker has run, as an
+/// agent that just started sees it, so `starting`).
+pub(super) fn add_policy_view(desired: &Desired, o: &mut Observed, health: Option<&HealthBook>) {
+    for entry in desired.specs.values() {
+        if let Some(lock) = entry
+            .spec
+            .as_ref()
+            .and_then(|d| d.spec.update.lock.as_ref())
+            && lock.exists()
+        {
+            o.locks.insert(lock.clone());
+        }
+    }
+    for (name, c) in o.containers.iter_mut() {
+        let Some(d) = desired.specs.get(name).and_then(|e| e.spec.as_ref()) else {
+            continue;
+        };
+        if health::effective(&d.spec, c.image_health.as_ref()).is_none() {
+            c.health = HealthState::None;
+            continue;
+        }
+        c.health = match health.and_then(|h| h.trackers.get(name)) {
+            Some((id, started, t)) if *id == c.id && *started == c.started_at => t.state,
+            _ => HealthState::Starting,
+        };
+    }
+}
+
+/// The plan the agent would make now from this observation, for `berth plan` and `berth
+/// status` when no agent runs: the loop's view without what only a running loop holds (health
+/// trackers, failures since it started, apply waiters).
+pub fn plan_in_process(config: &Config, desired: &Desired, observed: &Observed) -> Plan {
+    let mut view = observed.clone();
+    add_policy_view(desired, &mut view, None);
+    plan_with(
+        desired,
+        &view,
+        &planning_ctx(config, jitter_seed(config), false),
+    )
 }
 
 /// The wall clock, if it can be trusted: systemd-timesyncd says it is synchronised, or the
@@ -55,41 +131,16 @@ fn local_minute_of_day(unix: u64) -> u16 {
 
 impl Reconciler {
     pub(super) fn ctx(&self) -> Ctx {
-        Ctx {
-            now: clock::now(),
-            wall: wall_clock(),
-            force: self.waiters.iter().any(|w| w.force()),
-            update_interval: self.config.update_interval,
-            jitter_seed: self.jitter_seed,
-            download_window: self.config.images.download_window,
-        }
+        planning_ctx(
+            &self.config,
+            self.jitter_seed,
+            self.waiters.iter().any(|w| w.force()),
+        )
     }
 
     /// Adds what only the loop knows to an observation: update locks present, health states.
     pub(super) fn add_policy_view(&self, o: &mut Observed) {
-        for entry in self.desired.specs.values() {
-            if let Some(lock) = entry
-                .spec
-                .as_ref()
-                .and_then(|d| d.spec.update.lock.as_ref())
-                && lock.exists()
-            {
-                o.locks.insert(lock.clone());
-            }
-        }
-        for (name, c) in o.containers.iter_mut() {
-            let Some(d) = self.desired.specs.get(name).and_then(|e| e.spec.as_ref()) else {
-                continue;
-            };
-            if health::effective(&d.spec, c.image_health.as_ref()).is_none() {
-                c.health = HealthState::None;
-                continue;
-            }
-            c.health = match self.health.trackers.get(name) {
-                Some((id, started, t)) if *id == c.id && *started == c.started_at => t.state,
-                _ => HealthState::Starting,
-            };
-        }
+        add_policy_view(&self.desired, o, Some(&self.health));
     }
 
     /// Starts the health checks that are due; returns when the next one is.
