@@ -4,15 +4,18 @@
 //! on one remote: `[match]` and a staged rollout, each host judged by its own bucket.
 //!
 //! Containers are busybox sleepers without a network: what is tested is which specs each host
-//! runs, not the containers.
+//! runs, not the containers. The single agent also reports to a real MQTT broker (Debian's
+//! mosquitto): its retained status carries the applied commit and the rollout membership.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use berth_e2e::agent::{AgentOptions, TestAgent, wait_until};
-use berth_e2e::fixtures::sleeper_image;
+use berth_e2e::fixtures::{push_busybox, sleeper_image};
 use berth_e2e::gitrepo::{GitDaemon, Sign, SigningKey, SpecRepo};
+use berth_e2e::mqtt::{Broker, BrokerAuth};
+use berth_e2e::registry::{TestRegistry, unique_repo};
 use berth_e2e::require_root;
 use serde_json::Value;
 
@@ -68,6 +71,16 @@ fn source_agent(
     a
 }
 
+const SLEEP: &str = "trap 'exit 0' TERM; while :; do sleep 1; done";
+
+/// The retained status on `topic` once `cond` holds for it.
+fn retained_status(broker: &Broker, topic: &str, cond: impl Fn(&Value) -> bool) -> Value {
+    let m = broker.wait_retained(topic, Duration::from_secs(30), |m| {
+        serde_json::from_str::<Value>(m).is_ok_and(|d| cond(&d))
+    });
+    serde_json::from_str(&m).unwrap()
+}
+
 fn sleeper(image: &str, extra: &str) -> String {
     format!("image = {image:?}\nnetwork = \"none\"\n{extra}")
 }
@@ -111,9 +124,19 @@ fn an_agent_follows_signed_commits_and_refuses_the_rest() {
     let c1 = repo.commit("web", Sign::With(&keys.alice));
     repo.push(false);
     let url = daemon.url("fleet.git");
+    let broker = Broker::start(BrokerAuth::Password);
+    let status_topic = "fleet/edge-1/status";
+    let events = broker.subscribe("fleet/edge-1/events");
     // A long interval: every fetch below is `berth apply`'s.
-    let a = source_agent("fs", Some(&url), &keys, "host_id = \"edge-1\"", "1h");
+    let top = format!(
+        "host_id = \"edge-1\"\n{}",
+        broker.report_config("fleet/{host_id}", "5m")
+    );
+    let a = source_agent("fs", Some(&url), &keys, &top, "1h");
     a.wait_running("web");
+    // The retained status names the applied commit; no rollout yet.
+    let doc = retained_status(&broker, status_topic, |d| d["commit"] == c1.as_str());
+    assert!(doc.get("rollout").is_none(), "{doc}");
     let s = a.source();
     assert_eq!(s["applied"]["commit"], c1.as_str(), "{s}");
     assert_eq!(s["applied"]["signer"]["principal"], "alice@example.com");
@@ -134,6 +157,7 @@ fn an_agent_follows_signed_commits_and_refuses_the_rest() {
     apply(&a);
     assert_eq!(applied(&a).as_deref(), Some(c2.as_str()));
     a.wait_running("db");
+    retained_status(&broker, status_topic, |d| d["commit"] == c2.as_str());
 
     // An unsigned commit in the middle of the range: the tip is refused, nothing changes.
     repo.write("cache.toml", &sleeper(&image, ""));
@@ -194,13 +218,87 @@ fn an_agent_follows_signed_commits_and_refuses_the_rest() {
     assert_eq!(applied(&a).as_deref(), Some(c6.as_str()));
     assert_eq!(names(&a), BTreeSet::from(["web".to_string()]));
 
+    // A staged rollout this host is in, of a release that fails its health check here: the
+    // health-gated rollback takes the host back to the image it ran, and the host reports it
+    // (status, metrics the BerthRolloutHostFailing alert reads, an event on the broker), while
+    // it stays in the rollout on the tip. The images are pinned by digest, as a fleet repo
+    // pins them: a changed digest of one repository is an image update, verified.
+    let reg = TestRegistry::plain();
+    let app_repo = unique_repo("rol");
+    let good = push_busybox(&reg, &app_repo, "good", SLEEP, &[("ok", b"1")]);
+    let bad = push_busybox(&reg, &app_repo, "bad", SLEEP, &[]);
+    let app = |digest: &str| {
+        sleeper(
+            &format!("{}/{app_repo}@{digest}", reg.addr),
+            "[health]\ncommand = \"test -e /ok\"\ninterval = \"1s\"\nretries = 1\n\
+             [update]\nverify = \"3s\"\n",
+        )
+    };
+    repo.write("app.toml", &app(&good));
+    let c7 = repo.commit("app", Sign::With(&keys.alice));
+    repo.push(false);
+    apply(&a);
+    a.wait_status("app", "healthy", Duration::from_secs(60), |s| {
+        s["digest"] == good.as_str() && s["health"] == "healthy"
+    });
+    // A rollout id that draws this host in at 50%.
+    let rollout_id = (0..)
+        .map(|n| format!("app-v2-{n}"))
+        .find(|id| berth_spec::rollout::bucket("edge-1", id) < 5000)
+        .unwrap();
+    repo.write("app.toml", &app(&bad));
+    repo.write(
+        "rollout.toml",
+        &format!("id = {rollout_id:?}\nfrom = \"{c7}\"\npercent = 50\n"),
+    );
+    let c8 = repo.commit("app v2 to half the fleet", Sign::With(&keys.alice));
+    repo.push(false);
+    apply(&a);
+    let s = a.source();
+    assert_eq!(s["applied"]["commit"], c8.as_str(), "in: the tip: {s}");
+    assert_eq!(s["rollout"]["in"], true, "{s}");
+    let st = a.wait_status("app", "rolled back", Duration::from_secs(60), |s| {
+        s["digest"] == good.as_str()
+            && s["status"] == "running"
+            && s["rejected_digests"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|d| d == bad.as_str()))
+    });
+    assert!(
+        st["reason"].as_str().unwrap_or("").contains("rolled back"),
+        "{st}"
+    );
+    let m = series(&a);
+    assert!(
+        m.contains("berth_container_rollbacks_total{container=\"app\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!("berth_rollout_in{{id=\"{rollout_id}\"}} 1")),
+        "{m}"
+    );
+    events.wait_for("the rollback event", Duration::from_secs(10), |e| {
+        serde_json::from_str::<Value>(&e.payload)
+            .is_ok_and(|e| e["kind"] == "rollback" && e["container"] == "app")
+    });
+    let doc = retained_status(&broker, status_topic, |d| {
+        d["commit"] == c8.as_str()
+            && d["containers"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["name"] == "app" && c["digest"] == good.as_str())
+            })
+    });
+    assert_eq!(doc["rollout"]["id"], rollout_id.as_str(), "{doc}");
+    assert_eq!(doc["rollout"]["in"], true, "{doc}");
+    assert_eq!(doc["rollout"]["applies"], c8.as_str(), "{doc}");
+
     // The remote dies: everything keeps running, the error is shown, fetches are counted.
     daemon.stop();
     apply(&a);
     let s = a.source();
     assert!(s["last_error"].as_str().unwrap().contains("fetch"), "{s}");
     assert!(s["fetch_failures"].as_u64().unwrap() >= 1);
-    assert_eq!(s["applied"]["commit"], c6.as_str());
+    assert_eq!(s["applied"]["commit"], c8.as_str());
     assert_eq!(pid(&a, "web"), web);
     let text = String::from_utf8_lossy(&a.berth(&["status"]).stdout).into_owned();
     assert!(text.contains("source error: git fetch failed"), "{text}");
