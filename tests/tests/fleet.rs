@@ -5,16 +5,19 @@
 //!
 //! Containers are busybox sleepers without a network: what is tested is which specs each host
 //! runs, not the containers. The single agent also reports to a real MQTT broker (Debian's
-//! mosquitto): its retained status carries the applied commit and the rollout membership.
+//! mosquitto) and is scraped by a real Prometheus with the example alert rules: its retained
+//! status carries the applied commit and the rollout membership, and the rules on refused
+//! commits and on a rollout host that rolled back fire.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use berth_e2e::agent::{AgentOptions, TestAgent, wait_until};
-use berth_e2e::fixtures::{push_busybox, sleeper_image};
+use berth_e2e::fixtures::{free_port, push_busybox, sleeper_image};
 use berth_e2e::gitrepo::{GitDaemon, Sign, SigningKey, SpecRepo};
 use berth_e2e::mqtt::{Broker, BrokerAuth};
+use berth_e2e::prometheus::{Prometheus, example_rules};
 use berth_e2e::registry::{TestRegistry, unique_repo};
 use berth_e2e::require_root;
 use serde_json::Value;
@@ -73,6 +76,13 @@ fn source_agent(
 
 const SLEEP: &str = "trap 'exit 0' TERM; while :; do sleep 1; done";
 
+/// Waits until Prometheus has scraped `series` (PromQL) at `value`.
+fn wait_sample(prom: &Prometheus, series: &str, value: &str) {
+    prom.wait_query(series, Duration::from_secs(30), |r| {
+        r.iter().any(|s| s["value"][1] == value)
+    });
+}
+
 /// The retained status on `topic` once `cond` holds for it.
 fn retained_status(broker: &Broker, topic: &str, cond: impl Fn(&Value) -> bool) -> Value {
     let m = broker.wait_retained(topic, Duration::from_secs(30), |m| {
@@ -127,13 +137,21 @@ fn an_agent_follows_signed_commits_and_refuses_the_rest() {
     let broker = Broker::start(BrokerAuth::Password);
     let status_topic = "fleet/edge-1/status";
     let events = broker.subscribe("fleet/edge-1/events");
+    let metrics_at = format!("127.0.0.1:{}", free_port());
     // A long interval: every fetch below is `berth apply`'s.
     let top = format!(
-        "host_id = \"edge-1\"\n{}",
+        "host_id = \"edge-1\"\nmetrics_listen = {metrics_at:?}\n{}",
         broker.report_config("fleet/{host_id}", "5m")
     );
     let a = source_agent("fs", Some(&url), &keys, &top, "1h");
     a.wait_running("web");
+    // A real Prometheus scrapes it with the example alert rules (their `for:` cut to 0).
+    let rules = tempfile::tempdir().unwrap();
+    std::fs::write(rules.path().join("alerts.yml"), example_rules(900)).unwrap();
+    let prom = Prometheus::start(
+        std::slice::from_ref(&metrics_at),
+        &[&rules.path().join("alerts.yml")],
+    );
     // The retained status names the applied commit; no rollout yet.
     let doc = retained_status(&broker, status_topic, |d| d["commit"] == c1.as_str());
     assert!(doc.get("rollout").is_none(), "{doc}");
@@ -159,6 +177,12 @@ fn an_agent_follows_signed_commits_and_refuses_the_rest() {
     a.wait_running("db");
     retained_status(&broker, status_topic, |d| d["commit"] == c2.as_str());
 
+    // Every refusal reason is counted from 0, so the first refusal is an increase.
+    wait_sample(
+        &prom,
+        "berth_source_refused_total{reason=\"unsigned\"}",
+        "0",
+    );
     // An unsigned commit in the middle of the range: the tip is refused, nothing changes.
     repo.write("cache.toml", &sleeper(&image, ""));
     let c3 = repo.commit("unsigned cache", Sign::Unsigned);
@@ -177,6 +201,12 @@ fn an_agent_follows_signed_commits_and_refuses_the_rest() {
     );
     assert_eq!(pid(&a, "web"), web, "a refusal touches nothing");
     assert!(series(&a).contains("berth_source_refused_total{reason=\"unsigned\"} 1"));
+    prom.wait_firing(
+        "BerthSourceRefusingCommits",
+        "reason",
+        "unsigned",
+        Duration::from_secs(30),
+    );
 
     // The remote goes back to c2 (a force-push; signed, once applied): fine, nothing new. Then
     // a commit by a key allowed_signers does not list: refused.
@@ -241,6 +271,11 @@ fn an_agent_follows_signed_commits_and_refuses_the_rest() {
     a.wait_status("app", "healthy", Duration::from_secs(60), |s| {
         s["digest"] == good.as_str() && s["health"] == "healthy"
     });
+    wait_sample(
+        &prom,
+        "berth_container_rollbacks_total{container=\"app\"}",
+        "0",
+    );
     // A rollout id that draws this host in at 50%.
     let rollout_id = (0..)
         .map(|n| format!("app-v2-{n}"))
@@ -281,6 +316,12 @@ fn an_agent_follows_signed_commits_and_refuses_the_rest() {
         serde_json::from_str::<Value>(&e.payload)
             .is_ok_and(|e| e["kind"] == "rollback" && e["container"] == "app")
     });
+    prom.wait_firing(
+        "BerthRolloutHostFailing",
+        "host_id",
+        "edge-1",
+        Duration::from_secs(30),
+    );
     let doc = retained_status(&broker, status_topic, |d| {
         d["commit"] == c8.as_str()
             && d["containers"].as_array().is_some_and(|c| {
