@@ -456,7 +456,8 @@ fn an_offline_agent_takes_signed_bundles() {
 /// Twenty agents on one remote: each with its own instance, state, bridge, subnet, host id and
 /// labels. A push converges all of them; `[match]` puts each spec on exactly the hosts it
 /// names; a 25% rollout puts exactly the hosts the bucket names on the tip; halting puts them
-/// back.
+/// back. All report through one MQTT broker: one subscription tells which host runs which
+/// commit, whether it is in the rollout, and which containers it runs.
 #[test]
 fn a_fleet_of_twenty_converges_matches_and_rolls_out() {
     if !require_root() {
@@ -471,13 +472,16 @@ fn a_fleet_of_twenty_converges_matches_and_rolls_out() {
     let c1 = repo.commit("base v1", Sign::With(&keys.alice));
     repo.push(false);
     let url = daemon.url("fleet.git");
+    // Every host reports through one broker.
+    let broker = Broker::start(BrokerAuth::Password);
+    let report = broker.report_config("fleet/{host_id}", "5m");
     let site = |i: usize| ["berlin", "paris", "rome"][i % 3];
     let role = |i: usize| if i.is_multiple_of(2) { "kiosk" } else { "till" };
     let host = |i: usize| format!("fleet-{i:02}");
     let agents: Vec<TestAgent> = (0..N)
         .map(|i| {
             let top = format!(
-                "host_id = {:?}\n[labels]\nsite = {:?}\nrole = {:?}",
+                "host_id = {:?}\n{report}[labels]\nsite = {:?}\nrole = {:?}",
                 host(i),
                 site(i),
                 role(i)
@@ -544,6 +548,35 @@ fn a_fleet_of_twenty_converges_matches_and_rolls_out() {
     for (i, a) in agents.iter().enumerate() {
         assert_eq!(names(a), expect(i), "{}", host(i));
     }
+    // One subscription tells which host runs which commit, and what.
+    let hosts: Vec<String> = (0..N).map(host).collect();
+    let fleet = wait_fleet_reports(&broker, &hosts, |_, d| d["commit"] == c2.as_str());
+    for (i, h) in hosts.iter().enumerate() {
+        let d = &fleet[h];
+        assert!(d.get("rollout").is_none(), "{d}");
+        assert_eq!(d["labels"]["site"], site(i));
+        let running: BTreeSet<String> = d["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(running, expect(i), "{h}: {d}");
+    }
+    let versions: BTreeSet<&str> = fleet
+        .values()
+        .filter_map(|d| d["version"].as_str())
+        .collect();
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    let online = broker.retained_all("fleet/+/online");
+    for h in &hosts {
+        assert!(
+            online
+                .iter()
+                .any(|(t, p)| t == &format!("fleet/{h}/online") && p == "true"),
+            "{h} not online: {online:?}"
+        );
+    }
 
     // A 25% rollout of base v2: exactly the hosts whose bucket is below 2500 run it.
     repo.write("base.toml", &sleeper(&image, "env = { VERSION = \"2\" }\n"));
@@ -593,6 +626,15 @@ fn a_fleet_of_twenty_converges_matches_and_rolls_out() {
         );
         assert!(m.contains(&want), "{}: {m}", host(i));
     }
+    // The broker's view of the rollout: each host's commit and membership.
+    wait_fleet_reports(&broker, &hosts, |i, d| {
+        let inside = in_rollout.contains(&i);
+        let applies = if inside { &c3 } else { &c2 };
+        d["commit"] == applies.as_str()
+            && d["rollout"]["id"] == "base-v2"
+            && d["rollout"]["in"] == inside
+            && d["rollout"]["applies"] == applies.as_str()
+    });
 
     // Halt: percent 0 puts every host back on `from`.
     repo.write(
@@ -603,6 +645,9 @@ fn a_fleet_of_twenty_converges_matches_and_rolls_out() {
     repo.push(false);
     wait_all("the rollout halted", Duration::from_secs(240), &|_, a| {
         placed(a, &c4, &c2, "1")
+    });
+    wait_fleet_reports(&broker, &hosts, |_, d| {
+        d["commit"] == c2.as_str() && d["rollout"]["in"] == false
     });
     let work = daemon.work();
     eprintln!(
@@ -622,6 +667,39 @@ fn a_fleet_of_twenty_converges_matches_and_rolls_out() {
             median(&rss),
             rss.iter().max().unwrap()
         );
+    }
+}
+
+/// Every host's retained status under `fleet/+/status` (what a dashboard subscribing to the
+/// fleet sees first), once `cond` holds for each (by its index in `hosts`).
+fn wait_fleet_reports(
+    broker: &Broker,
+    hosts: &[String],
+    cond: impl Fn(usize, &Value) -> bool,
+) -> std::collections::BTreeMap<String, Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let docs: std::collections::BTreeMap<String, Value> = broker
+            .retained_all("fleet/+/status")
+            .into_iter()
+            .filter_map(|(_, p)| serde_json::from_str::<Value>(&p).ok())
+            .filter_map(|d| Some((d["host_id"].as_str()?.to_string(), d)))
+            .collect();
+        let behind: Vec<&String> = hosts
+            .iter()
+            .enumerate()
+            .filter(|(i, h)| !docs.get(*h).is_some_and(|d| cond(*i, d)))
+            .map(|(_, h)| h)
+            .collect();
+        if behind.is_empty() {
+            return docs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the broker's retained status of {behind:?} is not there yet: {:?}",
+            behind.first().and_then(|h| docs.get(*h))
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

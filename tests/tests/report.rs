@@ -1,5 +1,7 @@
 //! Fleet reporting through what an operator already runs: a real MQTT broker (Debian's
-//! mosquitto) and a real Prometheus (Debian's prometheus), both on 127.0.0.1.
+//! mosquitto) and a real Prometheus (Debian's prometheus), both on 127.0.0.1. A fleet of twenty
+//! reporting its commits and rollout through one broker is in fleet.rs
+//! (`a_fleet_of_twenty_converges_matches_and_rolls_out`).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -500,69 +502,5 @@ fn prometheus_scrapes_two_agents_and_the_alerts_fire() {
     eprintln!(
         "host silent alert {silent_after:?} after the kill; test took {:?}",
         started.elapsed()
-    );
-}
-
-/// Twenty agents report through one broker: one subscription to `fleet/+/status` tells every
-/// host, the version it runs and its containers; `fleet/+/online` which are up.
-#[test]
-fn twenty_agents_report_through_one_broker() {
-    if !require_root() {
-        return;
-    }
-    const HOSTS: usize = 20;
-    let broker = Broker::start(BrokerAuth::Password);
-    let opts = AgentOptions {
-        extra_config: broker.report_config("fleet/{host_id}", "5m"),
-        ..Default::default()
-    };
-    let mut agents: Vec<TestAgent> = (0..HOSTS).map(|_| TestAgent::new("r20", &opts)).collect();
-    for a in &agents {
-        prepend_config(a, &format!("host_id = \"host-{}\"\n", a.instance));
-    }
-    for a in &mut agents {
-        a.start(&opts);
-    }
-    agents[0].write_spec("web", &spec(&sleeper_image()));
-    agents[0].wait_running("web");
-    let want: std::collections::BTreeSet<String> = agents
-        .iter()
-        .map(|a| format!("host-{}", a.instance))
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let docs = loop {
-        let docs: Vec<Value> = broker
-            .retained_all("fleet/+/status")
-            .into_iter()
-            .filter_map(|(_, p)| serde_json::from_str(&p).ok())
-            .filter(|d: &Value| d["host_id"].as_str().is_some_and(|h| want.contains(h)))
-            .collect();
-        let web_seen = docs.iter().any(|d| {
-            d["containers"].as_array().is_some_and(|c| {
-                c.iter()
-                    .any(|c| c["name"] == "web" && c["status"] == "running")
-            })
-        });
-        if docs.len() == HOSTS && web_seen {
-            break docs;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {HOSTS} hosts reported (web running: {web_seen})",
-            docs.len()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let versions: std::collections::BTreeSet<&str> =
-        docs.iter().filter_map(|d| d["version"].as_str()).collect();
-    assert_eq!(versions.len(), 1, "{versions:?}");
-    let online = broker.retained_all("fleet/+/online");
-    assert_eq!(
-        online
-            .iter()
-            .filter(|(t, p)| p == "true" && want.iter().any(|h| t == &format!("fleet/{h}/online")))
-            .count(),
-        HOSTS,
-        "{online:?}"
     );
 }
