@@ -176,6 +176,13 @@ fn an_agent_follows_signed_commits_and_refuses_the_rest() {
     assert_eq!(applied(&a).as_deref(), Some(c2.as_str()));
     a.wait_running("db");
     retained_status(&broker, status_topic, |d| d["commit"] == c2.as_str());
+    // Prometheus tells the same: which commit this host runs.
+    let r = prom.wait_query(
+        "berth_source_commit_info == 1",
+        Duration::from_secs(30),
+        |r| r.len() == 1 && r[0]["metric"]["commit"] == c2.as_str(),
+    );
+    assert_eq!(r[0]["metric"]["host_id"], "edge-1");
 
     // Every refusal reason is counted from 0, so the first refusal is an increase.
     wait_sample(
