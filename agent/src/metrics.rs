@@ -8,9 +8,9 @@ mod containers;
 pub mod text;
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -83,6 +83,8 @@ pub struct Metrics {
     pub rollout_in: Family<RolloutLabel, Gauge>,
     pub report: ReportMetrics,
     container_view: Arc<ContainerView>,
+    /// The containers `updates` and `rollbacks` have series for (see `set_containers`).
+    counted: Mutex<BTreeSet<String>>,
     /// The source summary's latest value, for the MQTT reporter (the same as the series).
     source_summary: tokio::sync::watch::Sender<Option<SourceSummary>>,
 }
@@ -228,13 +230,47 @@ impl Metrics {
             rollout_in,
             report,
             container_view,
+            counted: Mutex::default(),
             source_summary: tokio::sync::watch::channel(None).0,
         }
     }
 
     /// The statuses the per-container series come from (the loop's last published ones).
+    /// Each container's update and rollback counters exist from its first status, at 0: a
+    /// counter that first appears at 1 shows no `increase()` in Prometheus, so an alert on a
+    /// host's first rollback would never fire. They go with the container, as its other
+    /// series do.
     pub fn set_containers(&self, statuses: Arc<Vec<ContainerStatus>>) {
+        let now: BTreeSet<String> = statuses.iter().map(|s| s.name.clone()).collect();
+        {
+            let mut counted = self.counted.lock().expect("counted containers");
+            for gone in counted.difference(&now) {
+                let label = ContainerLabel {
+                    container: gone.clone(),
+                };
+                self.updates.remove(&label);
+                self.rollbacks.remove(&label);
+            }
+            for name in now.difference(&counted) {
+                let label = ContainerLabel {
+                    container: name.clone(),
+                };
+                let _ = self.updates.get_or_create(&label);
+                let _ = self.rollbacks.get_or_create(&label);
+            }
+            *counted = now;
+        }
         self.container_view.set(statuses);
+    }
+
+    /// With a `[source]`: every refusal reason counted from 0 (a first refusal must show as an
+    /// `increase()`, see `set_containers`).
+    pub fn count_refusals(&self, reasons: impl IntoIterator<Item = &'static str>) {
+        for reason in reasons {
+            let _ = self.source_refused.get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            });
+        }
     }
 
     /// Publishes the spec repository's state (`[source]`): the series and the reporter's
@@ -380,6 +416,41 @@ mod tests {
         let text = m.encode();
         assert!(!text.contains("container=\"web\""), "{text}");
         assert!(!text.contains("berth_rollout_in{"), "{text}");
+    }
+
+    /// Counters an alert takes `increase()` of exist at 0 before their first count, and the
+    /// per-container ones go with their container.
+    #[test]
+    fn alerted_counters_start_at_zero() {
+        let m = Metrics::for_host(Some("h"), &BTreeMap::new());
+        m.set_containers(Arc::new(vec![status("web", Status::Running, None)]));
+        m.count_refusals(["unsigned", "not_fast_forward"]);
+        let text = m.encode();
+        for want in [
+            "berth_container_rollbacks_total{host_id=\"h\",container=\"web\"} 0",
+            "berth_container_updates_total{host_id=\"h\",container=\"web\"} 0",
+            "berth_source_refused_total{host_id=\"h\",reason=\"unsigned\"} 0",
+            "berth_source_refused_total{host_id=\"h\",reason=\"not_fast_forward\"} 0",
+        ] {
+            assert!(text.contains(want), "missing {want}:\n{text}");
+        }
+        let web = ContainerLabel {
+            container: "web".into(),
+        };
+        m.rollbacks.get_or_create(&web).inc();
+        // Published again (every pass does): the count stays.
+        m.set_containers(Arc::new(vec![status("web", Status::Running, None)]));
+        assert!(
+            m.encode()
+                .contains("berth_container_rollbacks_total{host_id=\"h\",container=\"web\"} 1")
+        );
+        m.set_containers(Arc::new(vec![status("db", Status::Running, None)]));
+        let text = m.encode();
+        assert!(!text.contains("container=\"web\""), "{text}");
+        assert!(
+            text.contains("berth_container_rollbacks_total{host_id=\"h\",container=\"db\"} 0"),
+            "{text}"
+        );
     }
 
     /// docs/metrics.md lists every family `/metrics` can carry, and nothing else.

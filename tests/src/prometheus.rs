@@ -9,6 +9,17 @@ use serde_json::Value;
 
 use crate::fixtures::{free_port, http_get};
 
+/// What a Prometheus is started as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Scrapes, stores, evaluates rules, answers queries.
+    Server,
+    /// A server that also takes remote_write pushes.
+    Receiver,
+    /// Agent mode: scrapes and forwards through remote_write, stores nothing queryable.
+    Agent,
+}
+
 pub struct Prometheus {
     pub port: u16,
     pub dir: tempfile::TempDir,
@@ -19,31 +30,67 @@ impl Prometheus {
     /// Scrapes `targets` (host:port) as job `berth` every second, with `rules` (files) loaded
     /// and evaluated every second.
     pub fn start(targets: &[String], rules: &[&Path]) -> Prometheus {
-        let dir = tempfile::Builder::new()
-            .prefix("berth-prom-")
-            .tempdir()
-            .unwrap();
-        let port = free_port();
+        Prometheus::run(&Prometheus::config(targets, rules), Mode::Server)
+    }
+
+    /// As [`Prometheus::start`], and it takes samples pushed to `/api/v1/write` (what hosts
+    /// behind NAT push to through Prometheus in agent mode).
+    pub fn start_receiving(targets: &[String], rules: &[&Path]) -> Prometheus {
+        Prometheus::run(&Prometheus::config(targets, rules), Mode::Receiver)
+    }
+
+    /// Prometheus in agent mode (scrape and remote_write only, no queries) with `config`.
+    pub fn agent(config: &str) -> Prometheus {
+        Prometheus::run(config, Mode::Agent)
+    }
+
+    /// The remote_write endpoint of a [`Prometheus::start_receiving`] one.
+    pub fn write_url(&self) -> String {
+        format!("http://127.0.0.1:{}/api/v1/write", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+
+    fn config(targets: &[String], rules: &[&Path]) -> String {
         let rule_files: String = rules
             .iter()
             .map(|r| format!("  - {:?}\n", r.display().to_string()))
             .collect();
         let targets: Vec<String> = targets.iter().map(|t| format!("{t:?}")).collect();
-        let conf = format!(
+        format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
              rule_files:\n{rule_files}\
              scrape_configs:\n  - job_name: berth\n    static_configs:\n      - targets: [{}]\n",
             targets.join(", ")
-        );
+        )
+    }
+
+    fn run(conf: &str, mode: Mode) -> Prometheus {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-prom-")
+            .tempdir()
+            .unwrap();
+        let port = free_port();
         let conf_path = dir.path().join("prometheus.yml");
+        let data = dir.path().join("data").display().to_string();
         std::fs::write(&conf_path, conf).unwrap();
         let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
         let mut child = Command::new("prometheus")
             .arg(format!("--config.file={}", conf_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
+            .args(match mode {
+                Mode::Server => vec![format!("--storage.tsdb.path={data}")],
+                Mode::Receiver => vec![
+                    format!("--storage.tsdb.path={data}"),
+                    "--web.enable-remote-write-receiver".into(),
+                ],
+                // The agent keeps its write-ahead log elsewhere, and refuses the TSDB's flags.
+                Mode::Agent => vec![
+                    format!("--storage.agent.path={data}"),
+                    "--enable-feature=agent".into(),
+                ],
+            })
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
@@ -108,6 +155,28 @@ impl Prometheus {
         let v: Value = serde_json::from_str(&body).unwrap_or_default();
         v["data"]["alerts"].as_array().cloned().unwrap_or_default()
     }
+
+    /// Whether alert `name` fires with `label` = `value`.
+    pub fn firing(&self, name: &str, label: &str, value: &str) -> bool {
+        self.alerts().into_iter().any(|a| {
+            a["labels"]["alertname"] == name
+                && a["labels"][label] == value
+                && a["state"] == "firing"
+        })
+    }
+
+    /// Waits until alert `name` fires with `label` = `value`.
+    pub fn wait_firing(&self, name: &str, label: &str, value: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.firing(name, label, value) {
+            assert!(
+                Instant::now() < deadline,
+                "{name} ({label}={value}) did not fire; alerts: {:#?}",
+                self.alerts()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
 }
 
 impl Drop for Prometheus {
@@ -115,4 +184,32 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The example alert rules as the real-Prometheus tests load them: each `for:` cut to nothing,
+/// and BerthHostSilent's 15 minutes of silence cut to `silent_secs`, so that the test need not
+/// wait; every expression otherwise as users get it.
+pub fn example_rules(silent_secs: u32) -> String {
+    let rules = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fleet/alerts.yml"),
+    )
+    .unwrap();
+    let silent = "berth_last_successful_pass_timestamp_seconds[1d])) > 900";
+    assert_eq!(
+        rules.matches(silent).count(),
+        1,
+        "BerthHostSilent's expression changed; update this test:\n{rules}"
+    );
+    rules
+        .replace(silent, &silent.replace("900", &silent_secs.to_string()))
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("for:") {
+                let indent = &l[..l.len() - l.trim_start().len()];
+                format!("{indent}for: 0s\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect()
 }

@@ -4,15 +4,21 @@
 //! on one remote: `[match]` and a staged rollout, each host judged by its own bucket.
 //!
 //! Containers are busybox sleepers without a network: what is tested is which specs each host
-//! runs, not the containers.
+//! runs, not the containers. The single agent also reports to a real MQTT broker (Debian's
+//! mosquitto) and is scraped by a real Prometheus with the example alert rules: its retained
+//! status carries the applied commit and the rollout membership, and the rules on refused
+//! commits and on a rollout host that rolled back fire.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use berth_e2e::agent::{AgentOptions, TestAgent, wait_until};
-use berth_e2e::fixtures::sleeper_image;
+use berth_e2e::fixtures::{free_port, push_busybox, sleeper_image};
 use berth_e2e::gitrepo::{GitDaemon, Sign, SigningKey, SpecRepo};
+use berth_e2e::mqtt::{Broker, BrokerAuth};
+use berth_e2e::prometheus::{Prometheus, example_rules};
+use berth_e2e::registry::{TestRegistry, unique_repo};
 use berth_e2e::require_root;
 use serde_json::Value;
 
@@ -68,6 +74,23 @@ fn source_agent(
     a
 }
 
+const SLEEP: &str = "trap 'exit 0' TERM; while :; do sleep 1; done";
+
+/// Waits until Prometheus has scraped `series` (PromQL) at `value`.
+fn wait_sample(prom: &Prometheus, series: &str, value: &str) {
+    prom.wait_query(series, Duration::from_secs(30), |r| {
+        r.iter().any(|s| s["value"][1] == value)
+    });
+}
+
+/// The retained status on `topic` once `cond` holds for it.
+fn retained_status(broker: &Broker, topic: &str, cond: impl Fn(&Value) -> bool) -> Value {
+    let m = broker.wait_retained(topic, Duration::from_secs(30), |m| {
+        serde_json::from_str::<Value>(m).is_ok_and(|d| cond(&d))
+    });
+    serde_json::from_str(&m).unwrap()
+}
+
 fn sleeper(image: &str, extra: &str) -> String {
     format!("image = {image:?}\nnetwork = \"none\"\n{extra}")
 }
@@ -111,9 +134,27 @@ fn an_agent_follows_signed_commits_and_refuses_the_rest() {
     let c1 = repo.commit("web", Sign::With(&keys.alice));
     repo.push(false);
     let url = daemon.url("fleet.git");
+    let broker = Broker::start(BrokerAuth::Password);
+    let status_topic = "fleet/edge-1/status";
+    let events = broker.subscribe("fleet/edge-1/events");
+    let metrics_at = format!("127.0.0.1:{}", free_port());
     // A long interval: every fetch below is `berth apply`'s.
-    let a = source_agent("fs", Some(&url), &keys, "host_id = \"edge-1\"", "1h");
+    let top = format!(
+        "host_id = \"edge-1\"\nmetrics_listen = {metrics_at:?}\n{}",
+        broker.report_config("fleet/{host_id}", "5m")
+    );
+    let a = source_agent("fs", Some(&url), &keys, &top, "1h");
     a.wait_running("web");
+    // A real Prometheus scrapes it with the example alert rules (their `for:` cut to 0).
+    let rules = tempfile::tempdir().unwrap();
+    std::fs::write(rules.path().join("alerts.yml"), example_rules(900)).unwrap();
+    let prom = Prometheus::start(
+        std::slice::from_ref(&metrics_at),
+        &[&rules.path().join("alerts.yml")],
+    );
+    // The retained status names the applied commit; no rollout yet.
+    let doc = retained_status(&broker, status_topic, |d| d["commit"] == c1.as_str());
+    assert!(doc.get("rollout").is_none(), "{doc}");
     let s = a.source();
     assert_eq!(s["applied"]["commit"], c1.as_str(), "{s}");
     assert_eq!(s["applied"]["signer"]["principal"], "alice@example.com");
@@ -134,7 +175,21 @@ fn an_agent_follows_signed_commits_and_refuses_the_rest() {
     apply(&a);
     assert_eq!(applied(&a).as_deref(), Some(c2.as_str()));
     a.wait_running("db");
+    retained_status(&broker, status_topic, |d| d["commit"] == c2.as_str());
+    // Prometheus tells the same: which commit this host runs.
+    let r = prom.wait_query(
+        "berth_source_commit_info == 1",
+        Duration::from_secs(30),
+        |r| r.len() == 1 && r[0]["metric"]["commit"] == c2.as_str(),
+    );
+    assert_eq!(r[0]["metric"]["host_id"], "edge-1");
 
+    // Every refusal reason is counted from 0, so the first refusal is an increase.
+    wait_sample(
+        &prom,
+        "berth_source_refused_total{reason=\"unsigned\"}",
+        "0",
+    );
     // An unsigned commit in the middle of the range: the tip is refused, nothing changes.
     repo.write("cache.toml", &sleeper(&image, ""));
     let c3 = repo.commit("unsigned cache", Sign::Unsigned);
@@ -153,6 +208,12 @@ fn an_agent_follows_signed_commits_and_refuses_the_rest() {
     );
     assert_eq!(pid(&a, "web"), web, "a refusal touches nothing");
     assert!(series(&a).contains("berth_source_refused_total{reason=\"unsigned\"} 1"));
+    prom.wait_firing(
+        "BerthSourceRefusingCommits",
+        "reason",
+        "unsigned",
+        Duration::from_secs(30),
+    );
 
     // The remote goes back to c2 (a force-push; signed, once applied): fine, nothing new. Then
     // a commit by a key allowed_signers does not list: refused.
@@ -194,13 +255,98 @@ fn an_agent_follows_signed_commits_and_refuses_the_rest() {
     assert_eq!(applied(&a).as_deref(), Some(c6.as_str()));
     assert_eq!(names(&a), BTreeSet::from(["web".to_string()]));
 
+    // A staged rollout this host is in, of a release that fails its health check here: the
+    // health-gated rollback takes the host back to the image it ran, and the host reports it
+    // (status, metrics the BerthRolloutHostFailing alert reads, an event on the broker), while
+    // it stays in the rollout on the tip. The images are pinned by digest, as a fleet repo
+    // pins them: a changed digest of one repository is an image update, verified.
+    let reg = TestRegistry::plain();
+    let app_repo = unique_repo("rol");
+    let good = push_busybox(&reg, &app_repo, "good", SLEEP, &[("ok", b"1")]);
+    let bad = push_busybox(&reg, &app_repo, "bad", SLEEP, &[]);
+    let app = |digest: &str| {
+        sleeper(
+            &format!("{}/{app_repo}@{digest}", reg.addr),
+            "[health]\ncommand = \"test -e /ok\"\ninterval = \"1s\"\nretries = 1\n\
+             [update]\nverify = \"3s\"\n",
+        )
+    };
+    repo.write("app.toml", &app(&good));
+    let c7 = repo.commit("app", Sign::With(&keys.alice));
+    repo.push(false);
+    apply(&a);
+    a.wait_status("app", "healthy", Duration::from_secs(60), |s| {
+        s["digest"] == good.as_str() && s["health"] == "healthy"
+    });
+    wait_sample(
+        &prom,
+        "berth_container_rollbacks_total{container=\"app\"}",
+        "0",
+    );
+    // A rollout id that draws this host in at 50%.
+    let rollout_id = (0..)
+        .map(|n| format!("app-v2-{n}"))
+        .find(|id| berth_spec::rollout::bucket("edge-1", id) < 5000)
+        .unwrap();
+    repo.write("app.toml", &app(&bad));
+    repo.write(
+        "rollout.toml",
+        &format!("id = {rollout_id:?}\nfrom = \"{c7}\"\npercent = 50\n"),
+    );
+    let c8 = repo.commit("app v2 to half the fleet", Sign::With(&keys.alice));
+    repo.push(false);
+    apply(&a);
+    let s = a.source();
+    assert_eq!(s["applied"]["commit"], c8.as_str(), "in: the tip: {s}");
+    assert_eq!(s["rollout"]["in"], true, "{s}");
+    let st = a.wait_status("app", "rolled back", Duration::from_secs(60), |s| {
+        s["digest"] == good.as_str()
+            && s["status"] == "running"
+            && s["rejected_digests"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|d| d == bad.as_str()))
+    });
+    assert!(
+        st["reason"].as_str().unwrap_or("").contains("rolled back"),
+        "{st}"
+    );
+    let m = series(&a);
+    assert!(
+        m.contains("berth_container_rollbacks_total{container=\"app\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!("berth_rollout_in{{id=\"{rollout_id}\"}} 1")),
+        "{m}"
+    );
+    events.wait_for("the rollback event", Duration::from_secs(10), |e| {
+        serde_json::from_str::<Value>(&e.payload)
+            .is_ok_and(|e| e["kind"] == "rollback" && e["container"] == "app")
+    });
+    prom.wait_firing(
+        "BerthRolloutHostFailing",
+        "host_id",
+        "edge-1",
+        Duration::from_secs(30),
+    );
+    let doc = retained_status(&broker, status_topic, |d| {
+        d["commit"] == c8.as_str()
+            && d["containers"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["name"] == "app" && c["digest"] == good.as_str())
+            })
+    });
+    assert_eq!(doc["rollout"]["id"], rollout_id.as_str(), "{doc}");
+    assert_eq!(doc["rollout"]["in"], true, "{doc}");
+    assert_eq!(doc["rollout"]["applies"], c8.as_str(), "{doc}");
+
     // The remote dies: everything keeps running, the error is shown, fetches are counted.
     daemon.stop();
     apply(&a);
     let s = a.source();
     assert!(s["last_error"].as_str().unwrap().contains("fetch"), "{s}");
     assert!(s["fetch_failures"].as_u64().unwrap() >= 1);
-    assert_eq!(s["applied"]["commit"], c6.as_str());
+    assert_eq!(s["applied"]["commit"], c8.as_str());
     assert_eq!(pid(&a, "web"), web);
     let text = String::from_utf8_lossy(&a.berth(&["status"]).stdout).into_owned();
     assert!(text.contains("source error: git fetch failed"), "{text}");
@@ -317,7 +463,8 @@ fn an_offline_agent_takes_signed_bundles() {
 /// Twenty agents on one remote: each with its own instance, state, bridge, subnet, host id and
 /// labels. A push converges all of them; `[match]` puts each spec on exactly the hosts it
 /// names; a 25% rollout puts exactly the hosts the bucket names on the tip; halting puts them
-/// back.
+/// back. All report through one MQTT broker: one subscription tells which host runs which
+/// commit, whether it is in the rollout, and which containers it runs.
 #[test]
 fn a_fleet_of_twenty_converges_matches_and_rolls_out() {
     if !require_root() {
@@ -332,13 +479,16 @@ fn a_fleet_of_twenty_converges_matches_and_rolls_out() {
     let c1 = repo.commit("base v1", Sign::With(&keys.alice));
     repo.push(false);
     let url = daemon.url("fleet.git");
+    // Every host reports through one broker.
+    let broker = Broker::start(BrokerAuth::Password);
+    let report = broker.report_config("fleet/{host_id}", "5m");
     let site = |i: usize| ["berlin", "paris", "rome"][i % 3];
     let role = |i: usize| if i.is_multiple_of(2) { "kiosk" } else { "till" };
     let host = |i: usize| format!("fleet-{i:02}");
     let agents: Vec<TestAgent> = (0..N)
         .map(|i| {
             let top = format!(
-                "host_id = {:?}\n[labels]\nsite = {:?}\nrole = {:?}",
+                "host_id = {:?}\n{report}[labels]\nsite = {:?}\nrole = {:?}",
                 host(i),
                 site(i),
                 role(i)
@@ -405,6 +555,35 @@ fn a_fleet_of_twenty_converges_matches_and_rolls_out() {
     for (i, a) in agents.iter().enumerate() {
         assert_eq!(names(a), expect(i), "{}", host(i));
     }
+    // One subscription tells which host runs which commit, and what.
+    let hosts: Vec<String> = (0..N).map(host).collect();
+    let fleet = wait_fleet_reports(&broker, &hosts, |_, d| d["commit"] == c2.as_str());
+    for (i, h) in hosts.iter().enumerate() {
+        let d = &fleet[h];
+        assert!(d.get("rollout").is_none(), "{d}");
+        assert_eq!(d["labels"]["site"], site(i));
+        let running: BTreeSet<String> = d["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(running, expect(i), "{h}: {d}");
+    }
+    let versions: BTreeSet<&str> = fleet
+        .values()
+        .filter_map(|d| d["version"].as_str())
+        .collect();
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    let online = broker.retained_all("fleet/+/online");
+    for h in &hosts {
+        assert!(
+            online
+                .iter()
+                .any(|(t, p)| t == &format!("fleet/{h}/online") && p == "true"),
+            "{h} not online: {online:?}"
+        );
+    }
 
     // A 25% rollout of base v2: exactly the hosts whose bucket is below 2500 run it.
     repo.write("base.toml", &sleeper(&image, "env = { VERSION = \"2\" }\n"));
@@ -454,6 +633,15 @@ fn a_fleet_of_twenty_converges_matches_and_rolls_out() {
         );
         assert!(m.contains(&want), "{}: {m}", host(i));
     }
+    // The broker's view of the rollout: each host's commit and membership.
+    wait_fleet_reports(&broker, &hosts, |i, d| {
+        let inside = in_rollout.contains(&i);
+        let applies = if inside { &c3 } else { &c2 };
+        d["commit"] == applies.as_str()
+            && d["rollout"]["id"] == "base-v2"
+            && d["rollout"]["in"] == inside
+            && d["rollout"]["applies"] == applies.as_str()
+    });
 
     // Halt: percent 0 puts every host back on `from`.
     repo.write(
@@ -464,6 +652,9 @@ fn a_fleet_of_twenty_converges_matches_and_rolls_out() {
     repo.push(false);
     wait_all("the rollout halted", Duration::from_secs(240), &|_, a| {
         placed(a, &c4, &c2, "1")
+    });
+    wait_fleet_reports(&broker, &hosts, |_, d| {
+        d["commit"] == c2.as_str() && d["rollout"]["in"] == false
     });
     let work = daemon.work();
     eprintln!(
@@ -483,6 +674,39 @@ fn a_fleet_of_twenty_converges_matches_and_rolls_out() {
             median(&rss),
             rss.iter().max().unwrap()
         );
+    }
+}
+
+/// Every host's retained status under `fleet/+/status` (what a dashboard subscribing to the
+/// fleet sees first), once `cond` holds for each (by its index in `hosts`).
+fn wait_fleet_reports(
+    broker: &Broker,
+    hosts: &[String],
+    cond: impl Fn(usize, &Value) -> bool,
+) -> std::collections::BTreeMap<String, Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let docs: std::collections::BTreeMap<String, Value> = broker
+            .retained_all("fleet/+/status")
+            .into_iter()
+            .filter_map(|(_, p)| serde_json::from_str::<Value>(&p).ok())
+            .filter_map(|d| Some((d["host_id"].as_str()?.to_string(), d)))
+            .collect();
+        let behind: Vec<&String> = hosts
+            .iter()
+            .enumerate()
+            .filter(|(i, h)| !docs.get(*h).is_some_and(|d| cond(*i, d)))
+            .map(|(_, h)| h)
+            .collect();
+        if behind.is_empty() {
+            return docs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the broker's retained status of {behind:?} is not there yet: {:?}",
+            behind.first().and_then(|h| docs.get(*h))
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

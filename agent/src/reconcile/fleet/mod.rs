@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use commit::CommitId;
 
-/// Why a commit (and so a tip) is not applied.
+/// Why a commit (and so a tip) is not applied. A new reason goes into [`Reason::ALL`] too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
@@ -47,6 +47,19 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason (the metrics count each from 0).
+    pub const ALL: [Reason; 9] = [
+        Reason::Unsigned,
+        Reason::UnknownSigner,
+        Reason::BadSignature,
+        Reason::ExpiredKey,
+        Reason::NotFastForward,
+        Reason::IncompleteHistory,
+        Reason::TooManyCommits,
+        Reason::BadRollout,
+        Reason::BadTree,
+    ];
+
     /// The label value in metrics and the word in status.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -86,6 +99,31 @@ impl std::fmt::Display for Refusal {
             self.commit.short(),
             self.detail
         )
+    }
+}
+
+#[cfg(test)]
+mod reason_tests {
+    use super::Reason;
+
+    #[test]
+    fn all_names_every_reason_once() {
+        let words: std::collections::BTreeSet<&str> =
+            Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(words.len(), Reason::ALL.len());
+        // Exhaustive: a new variant stops this compiling; add it here and to ALL.
+        let counted = |r: Reason| match r {
+            Reason::Unsigned
+            | Reason::UnknownSigner
+            | Reason::BadSignature
+            | Reason::ExpiredKey
+            | Reason::NotFastForward
+            | Reason::IncompleteHistory
+            | Reason::TooManyCommits
+            | Reason::BadRollout
+            | Reason::BadTree => 1,
+        };
+        assert_eq!(Reason::ALL.into_iter().map(counted).sum::<usize>(), 9);
     }
 }
 

@@ -178,6 +178,7 @@ impl GitSource {
         };
         src.saved = src.state.clone();
         src.metrics.set_source(&src.state);
+        src.metrics.count_refusals(Reason::ALL.map(Reason::as_str));
         Ok(src)
     }
 
