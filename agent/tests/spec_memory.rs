@@ -170,7 +170,13 @@ fn ten_thousand_specs_are_held_once_and_statuses_are_streamed() {
     let before_report = live();
     let observed = Observed::default();
     let plan = plan(&desired, &observed, berth_agent::clock::now());
-    let statuses = report::report(&desired, &observed, &plan, &BTreeMap::new());
+    let statuses = report::report(
+        &desired,
+        &observed,
+        &Default::default(),
+        &plan,
+        &BTreeMap::new(),
+    );
     drop(plan);
     assert_eq!(statuses.len(), N);
     let status_list = live() - before_report;

@@ -46,6 +46,7 @@ pub fn run(config: Option<&Path>, args: &StatusArgs) -> ExitCode {
         Ok(crate::reconcile::report::report(
             &desired,
             &observed,
+            &Default::default(),
             &plan,
             &BTreeMap::new(),
         ))

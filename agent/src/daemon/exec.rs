@@ -8,7 +8,7 @@ use berth_spec::ImageSource;
 use super::{Event, Reconciler};
 use crate::backend::{ActionError, Backend, CreateRequest};
 use crate::clock;
-use crate::reconcile::model::{Failure, ObservedContainer};
+use crate::reconcile::model::{FailedAt, Failures, ObservedContainer};
 use crate::reconcile::plan::{Action, RemoveReason, UpdateMark};
 use crate::reconcile::report::InFlight;
 
@@ -171,7 +171,7 @@ impl Reconciler {
         for a in &done.succeeded {
             match a {
                 Action::Create { update, .. } => {
-                    self.create_failures.remove(name);
+                    self.failures.create.remove(name);
                     let label = crate::metrics::ContainerLabel {
                         container: name.to_string(),
                     };
@@ -189,7 +189,7 @@ impl Reconciler {
                     self.events.emit(Some(name), kind, format!("{a}: started"));
                 }
                 Action::Start { .. } => {
-                    self.start_failures.remove(name);
+                    self.failures.start.remove(name);
                     self.events.emit(Some(name), "started", "started");
                 }
                 Action::Remove {
@@ -206,22 +206,19 @@ impl Reconciler {
             }
         }
         if let Some((action, error)) = &done.failed {
-            let failures = match action {
-                Some(Action::Create { .. }) => Some(&mut self.create_failures),
-                Some(Action::Start { .. }) => Some(&mut self.start_failures),
+            let failed_at = match action {
+                Some(Action::Create { .. }) => Some(FailedAt::Create),
+                Some(Action::Start { .. }) => Some(FailedAt::Start),
                 _ => None,
             };
-            if let Some(map) = failures {
-                let count = map.get(name).map_or(0, |f| f.count) + 1;
-                map.insert(
+            if let Some(at) = failed_at {
+                Failures::record(
+                    self.failures.map_of(at),
                     name.to_string(),
-                    Failure {
-                        count,
-                        at: clock::now(),
-                        error: error.message.clone(),
-                        transient: error.transient,
-                        deferred: error.deferred,
-                    },
+                    clock::now(),
+                    error.message.clone(),
+                    error.transient,
+                    error.deferred,
                 );
             }
             let what = action
@@ -243,7 +240,7 @@ impl Reconciler {
         match result {
             Ok(digest) => {
                 self.metrics.pulls.get_or_create(&label("ok")).inc();
-                self.observed.pull_failures.remove(&image);
+                self.failures.pull.remove(&image);
                 self.observed
                     .first_seen
                     .entry(digest.clone())
@@ -256,21 +253,13 @@ impl Reconciler {
                 self.metrics.pulls.get_or_create(&label("error")).inc();
                 self.events
                     .emit(None, "error", format!("pull {image}: {e}"));
-                let count = self
-                    .observed
-                    .pull_failures
-                    .get(&image)
-                    .map_or(0, |f| f.count)
-                    + 1;
-                self.observed.pull_failures.insert(
+                Failures::record(
+                    &mut self.failures.pull,
                     image,
-                    Failure {
-                        count,
-                        at: clock::now(),
-                        error: e.message,
-                        transient: e.transient,
-                        deferred: e.deferred,
-                    },
+                    clock::now(),
+                    e.message,
+                    e.transient,
+                    e.deferred,
                 );
             }
         }

@@ -25,10 +25,10 @@ use crate::layout::Layout;
 use crate::metrics::{Metrics, StateLabel};
 use crate::names::IncarnationId;
 use crate::reconcile::model::Millis;
-use crate::reconcile::model::{Failure, ObservedContainer};
+use crate::reconcile::model::{Failures, ObservedContainer};
 use crate::reconcile::plan::Plan;
 use crate::reconcile::report::{self, InFlight};
-use crate::reconcile::{Desired, Observed, plan_with};
+use crate::reconcile::{Desired, Observed, plan_pass};
 use crate::status::{
     ApplyResult, ContainerStatus, InProgressView, PlanView, PlannedAction, SourceSummary,
     WaitingView,
@@ -96,9 +96,8 @@ pub struct Reconciler {
     last_valid: LastValid,
     desired: Desired,
     observed: Observed,
-    /// Failures the backend does not record, merged into the planner's view.
-    create_failures: BTreeMap<String, Failure>,
-    start_failures: BTreeMap<String, Failure>,
+    /// What failed and when: the planner's backoffs (one place for pulls, creates, starts).
+    failures: Failures,
     in_flight: BTreeMap<String, InFlight>,
     pulls_in_flight: BTreeSet<ImageSource>,
     plan: Plan,
@@ -151,8 +150,7 @@ impl Reconciler {
             source,
             desired: Desired::default(),
             observed,
-            create_failures: BTreeMap::new(),
-            start_failures: BTreeMap::new(),
+            failures: Failures::default(),
             in_flight: BTreeMap::new(),
             pulls_in_flight: BTreeSet::new(),
             plan: Plan::default(),
@@ -450,12 +448,6 @@ impl Reconciler {
     fn planning_view(&self) -> Observed {
         let mut o = self.observed.clone();
         self.add_policy_view(&mut o);
-        o.create_failures = self.create_failures.clone();
-        for (name, f) in &self.start_failures {
-            if let Some(c) = o.containers.get_mut(name) {
-                c.start_failure = Some(f.clone());
-            }
-        }
         o
     }
 
@@ -464,7 +456,7 @@ impl Reconciler {
         let started = std::time::Instant::now();
         let ctx = self.ctx();
         let view = self.planning_view();
-        self.plan = plan_with(&self.desired, &view, &ctx);
+        self.plan = plan_pass(&self.desired, &view, &self.failures, &ctx);
         self.health_wake = self.schedule_health(ctx.now);
         self.deferred = false;
         let actions = std::mem::take(&mut self.plan.actions);
@@ -516,7 +508,13 @@ impl Reconciler {
 
     fn publish(&mut self) {
         let view = self.planning_view();
-        let mut statuses = report::report(&self.desired, &view, &self.plan, &self.in_flight);
+        let mut statuses = report::report(
+            &self.desired,
+            &view,
+            &self.failures,
+            &self.plan,
+            &self.in_flight,
+        );
         if let Some(w) = self.warnings.first() {
             // Containers on the bridge (those with an address) are the ones it hurts.
             for s in statuses
@@ -564,9 +562,10 @@ impl Reconciler {
     }
 
     fn plan_view(&self) -> PlanView {
-        let mut v = plan_view(&plan_with(
+        let mut v = plan_view(&plan_pass(
             &self.desired,
             &self.planning_view(),
+            &self.failures,
             &self.ctx(),
         ));
         v.in_progress = self

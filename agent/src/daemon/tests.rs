@@ -133,7 +133,6 @@ impl Backend for Fake {
                 restarts: 0,
                 crash_streak: 0,
                 started_at: Some(now),
-                start_failure: None,
                 health: HealthState::None,
                 resources: spec.resources,
                 info: ContainerInfo {

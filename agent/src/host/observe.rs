@@ -129,7 +129,6 @@ impl Host {
             restarts: if this_boot { rec.restarts } else { 0 },
             crash_streak: if this_boot { rec.crash_streak } else { 0 },
             started_at: rec.started_at.filter(|_| this_boot),
-            start_failure: None,
             health: HealthState::None,
             resources,
             image_health: rec.image_health.clone(),

@@ -17,13 +17,11 @@ pub fn delay(streak: u32) -> Duration {
         .min(MAX_DELAY)
 }
 
-/// The streak after a run that lasted `ran`: reset when it ran long enough, else one more.
-pub fn next_streak(streak: u32, ran: Duration) -> u32 {
-    if ran >= RESET_AFTER {
-        0
-    } else {
-        streak.saturating_add(1)
-    }
+/// After a run that lasted `ran`, with `streak` crashes in a row before it: the delay before
+/// the restart, and the streak the restart carries. A long run forgives earlier crashes.
+pub fn restart_after(streak: u32, ran: Duration) -> (Duration, u32) {
+    let streak = if ran >= RESET_AFTER { 0 } else { streak };
+    (delay(streak), streak.saturating_add(1))
 }
 
 #[cfg(test)]
@@ -39,8 +37,14 @@ mod tests {
 
     #[test]
     fn long_run_resets() {
-        assert_eq!(next_streak(7, Duration::from_secs(601)), 0);
-        assert_eq!(next_streak(7, Duration::from_secs(5)), 8);
-        assert_eq!(next_streak(u32::MAX, Duration::ZERO), u32::MAX);
+        assert_eq!(restart_after(7, Duration::from_secs(601)), (FIRST_DELAY, 1));
+        assert_eq!(
+            restart_after(7, Duration::from_secs(5)),
+            (Duration::from_secs(128), 8)
+        );
+        assert_eq!(
+            restart_after(u32::MAX, Duration::ZERO),
+            (MAX_DELAY, u32::MAX)
+        );
     }
 }

@@ -20,5 +20,5 @@ pub mod plan;
 pub mod report;
 pub mod update;
 
-pub use model::{Desired, Millis, Observed};
-pub use plan::{Action, Ctx, Plan, plan, plan_with};
+pub use model::{Desired, Failures, Millis, Observed};
+pub use plan::{Action, Ctx, Plan, plan, plan_pass, plan_with};

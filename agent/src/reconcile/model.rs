@@ -72,10 +72,6 @@ pub struct Observed {
     pub containers: BTreeMap<String, ObservedContainer>,
     /// Images present in the store: source -> digest it resolves to locally.
     pub images: BTreeMap<ImageSource, String>,
-    /// Pulls that failed and when they may be tried again.
-    pub pull_failures: BTreeMap<ImageSource, Failure>,
-    /// Containers whose creation failed (nothing of them is left), for the backoff.
-    pub create_failures: BTreeMap<String, Failure>,
     /// What the registry said a `pull = "always"` tag resolves to, when last asked.
     pub remote: BTreeMap<ImageSource, RemoteCheck>,
     /// When berth first saw each image digest (boot clock): `min_age` without a created time.
@@ -133,8 +129,6 @@ pub struct ObservedContainer {
     pub crash_streak: u32,
     /// When the current or last run started.
     pub started_at: Option<Millis>,
-    /// Consecutive failures to start or create this container, with the last one.
-    pub start_failure: Option<Failure>,
     pub health: HealthState,
     /// The resources applied to its cgroup.
     pub resources: berth_spec::model::Resources,
@@ -193,6 +187,7 @@ pub enum HealthState {
     Unhealthy,
 }
 
+/// Consecutive failures of one thing, with the last one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     pub count: u32,
@@ -202,4 +197,66 @@ pub struct Failure {
     pub transient: bool,
     /// A pull put off until the store has room for it (not an error of the image).
     pub deferred: bool,
+}
+
+impl Failure {
+    /// When it may be tried again: the backoff after `count` failures in a row.
+    pub fn retry_at(&self) -> Millis {
+        self.at
+            .plus(super::backoff::delay(self.count.saturating_sub(1)))
+    }
+}
+
+/// What failed and when, as the loop remembers it (an observation holds facts from the host
+/// only): pulls by image, creations and starts by container. The planner's backoffs read it;
+/// a success clears the entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Failures {
+    pub pull: BTreeMap<ImageSource, Failure>,
+    /// Creations that failed (nothing of the container is left).
+    pub create: BTreeMap<String, Failure>,
+    pub start: BTreeMap<String, Failure>,
+}
+
+/// What a failure was, as the executor reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailedAt {
+    Create,
+    Start,
+}
+
+impl Failures {
+    /// One more failure of `key` in a row, at `at`.
+    pub fn record<K: Ord>(
+        map: &mut BTreeMap<K, Failure>,
+        key: K,
+        at: Millis,
+        error: String,
+        transient: bool,
+        deferred: bool,
+    ) {
+        let count = map.get(&key).map_or(0, |f| f.count) + 1;
+        map.insert(
+            key,
+            Failure {
+                count,
+                at,
+                error,
+                transient,
+                deferred,
+            },
+        );
+    }
+
+    /// A container's creation or start failure, for its status.
+    pub fn of_container(&self, name: &str) -> Option<&Failure> {
+        self.start.get(name).or(self.create.get(name))
+    }
+
+    pub fn map_of(&mut self, at: FailedAt) -> &mut BTreeMap<String, Failure> {
+        match at {
+            FailedAt::Create => &mut self.create,
+            FailedAt::Start => &mut self.start,
+        }
+    }
 }

@@ -44,9 +44,17 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Millis) -> Plan {
     plan_with(desired, observed, &Ctx::at(now))
 }
 
+/// [`plan_pass`] with no failures remembered (a fresh start, and most planner tests).
 pub fn plan_with(desired: &Desired, observed: &Observed, ctx: &Ctx) -> Plan {
+    plan_pass(desired, observed, &Failures::default(), ctx)
+}
+
+/// The policy: what to do now to move `observed` towards `desired`, backing off from what
+/// `failures` says failed recently.
+pub fn plan_pass(desired: &Desired, observed: &Observed, failures: &Failures, ctx: &Ctx) -> Plan {
     let mut p = Planner {
         observed,
+        failures,
         ctx,
         out: Plan::default(),
         checks: BTreeSet::new(),
@@ -89,6 +97,7 @@ pub fn plan_with(desired: &Desired, observed: &Observed, ctx: &Ctx) -> Plan {
 
 struct Planner<'a> {
     observed: &'a Observed,
+    failures: &'a Failures,
     ctx: &'a Ctx,
     out: Plan,
     /// Checks and pulls, deduplicated across containers sharing an image.
@@ -490,8 +499,8 @@ impl Planner<'_> {
             self.wait(name, Waiting::ImageMissing);
             return;
         }
-        if let Some(f) = self.observed.pull_failures.get(&spec.image) {
-            let until = f.at.plus(backoff::delay(f.count.saturating_sub(1)));
+        if let Some(f) = self.failures.pull.get(&spec.image) {
+            let until = f.retry_at();
             if f.deferred && self.ctx.now < until {
                 self.wait(
                     name,
@@ -513,7 +522,7 @@ impl Planner<'_> {
                 );
                 return;
             }
-            let until = f.at.plus(backoff::delay(f.count.saturating_sub(1)));
+            let until = f.retry_at();
             if self.ctx.now < until {
                 self.wait(
                     name,
@@ -588,8 +597,8 @@ impl Planner<'_> {
         update: UpdateMark,
         replacing: Option<&ObservedContainer>,
     ) {
-        if let Some(f) = self.observed.create_failures.get(name) {
-            let until = f.at.plus(backoff::delay(f.count.saturating_sub(1)));
+        if let Some(f) = self.failures.create.get(name) {
+            let until = f.retry_at();
             if self.ctx.now < until {
                 self.wait(name, Waiting::Backoff { until });
                 self.out.wake(until);
@@ -667,18 +676,14 @@ impl Planner<'_> {
                 let ran = o
                     .started_at
                     .map_or(std::time::Duration::ZERO, |s| exit.at.since(s));
-                let streak = if ran >= backoff::RESET_AFTER {
-                    0
-                } else {
-                    o.crash_streak
-                };
-                let until = exit.at.plus(backoff::delay(streak));
+                let (delay, streak) = backoff::restart_after(o.crash_streak, ran);
+                let until = exit.at.plus(delay);
                 if self.ctx.now < until {
                     self.wait(name, Waiting::Backoff { until });
                     self.out.wake(until);
                     return;
                 }
-                self.start(name, spec, o, streak.saturating_add(1));
+                self.start(name, spec, o, streak);
             }
         }
     }
@@ -690,8 +695,8 @@ impl Planner<'_> {
         o: &ObservedContainer,
         crash_streak: u32,
     ) {
-        if let Some(f) = &o.start_failure {
-            let until = f.at.plus(backoff::delay(f.count.saturating_sub(1)));
+        if let Some(f) = self.failures.start.get(name) {
+            let until = f.retry_at();
             if self.ctx.now < until {
                 self.wait(name, Waiting::Backoff { until });
                 self.out.wake(until);

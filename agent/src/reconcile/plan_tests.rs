@@ -45,7 +45,6 @@ fn running(s: &ContainerSpec, digest: &str) -> ObservedContainer {
         restarts: 0,
         crash_streak: 0,
         started_at: Some(Millis(0)),
-        start_failure: None,
         health: HealthState::None,
         resources: s.resources,
         info: ContainerInfo::default(),
@@ -358,29 +357,35 @@ fn failed_start_backs_off() {
     let mut o = with_image(Observed::default(), &s, "sha256:a");
     let mut c = running(&s, "sha256:a");
     c.run = RunState::Created;
-    c.start_failure = Some(Failure {
-        count: 3,
-        at: Millis(100),
-        error: "port in use".into(),
-        transient: true,
-        deferred: false,
-    });
+    let mut f = Failures::default();
+    f.start.insert(
+        "web".into(),
+        Failure {
+            count: 3,
+            at: Millis(100),
+            error: "port in use".into(),
+            transient: true,
+            deferred: false,
+        },
+    );
     o.containers.insert("web".into(), c);
     let d = desired(vec![s]);
+    let at = |t| plan_pass(&d, &o, &f, &Ctx::at(Millis(t)));
     assert_eq!(
-        plan(&d, &o, Millis(4099)).waiting["web"],
+        at(4099).waiting["web"],
         Waiting::Backoff {
             until: Millis(4100)
         }
     );
-    assert_eq!(kinds(&plan(&d, &o, Millis(4100))), ["start web"]);
+    assert_eq!(kinds(&at(4100)), ["start web"]);
 }
 
 #[test]
 fn failed_create_backs_off() {
     let s = spec("web", "web");
-    let mut o = with_image(Observed::default(), &s, "sha256:a");
-    o.create_failures.insert(
+    let o = with_image(Observed::default(), &s, "sha256:a");
+    let mut f = Failures::default();
+    f.create.insert(
         "web".into(),
         Failure {
             count: 1,
@@ -391,21 +396,23 @@ fn failed_create_backs_off() {
         },
     );
     let d = desired(vec![s]);
+    let at = |t| plan_pass(&d, &o, &f, &Ctx::at(Millis(t)));
     assert_eq!(
-        plan(&d, &o, Millis(999)).waiting["web"],
+        at(999).waiting["web"],
         Waiting::Backoff {
             until: Millis(1000)
         }
     );
-    assert_eq!(kinds(&plan(&d, &o, Millis(1000))), ["create web"]);
+    assert_eq!(kinds(&at(1000)), ["create web"]);
 }
 
 #[test]
 fn pull_failures_back_off_and_permanent_ones_wait() {
     let s = spec("web", "web");
     let d = desired(vec![s.clone()]);
-    let mut o = Observed::default();
-    o.pull_failures.insert(
+    let o = Observed::default();
+    let mut f = Failures::default();
+    f.pull.insert(
         s.image.clone(),
         Failure {
             count: 2,
@@ -415,11 +422,14 @@ fn pull_failures_back_off_and_permanent_ones_wait() {
             deferred: false,
         },
     );
-    let p = plan(&d, &o, Millis(1999));
+    let p = plan_pass(&d, &o, &f, &Ctx::at(Millis(1999)));
     assert!(p.actions.is_empty());
     assert_eq!(p.wake_at, Some(Millis(2000)));
-    assert_eq!(kinds(&plan(&d, &o, Millis(2000))), ["pull"]);
-    o.pull_failures.insert(
+    assert_eq!(
+        kinds(&plan_pass(&d, &o, &f, &Ctx::at(Millis(2000)))),
+        ["pull"]
+    );
+    f.pull.insert(
         s.image.clone(),
         Failure {
             count: 1,
@@ -429,7 +439,7 @@ fn pull_failures_back_off_and_permanent_ones_wait() {
             deferred: false,
         },
     );
-    let p = plan(&d, &o, Millis(1_000_000));
+    let p = plan_pass(&d, &o, &f, &Ctx::at(Millis(1_000_000)));
     assert!(p.actions.is_empty());
     assert!(matches!(
         p.waiting["web"],

@@ -45,7 +45,6 @@ fn running(s: &ContainerSpec, digest: &str) -> ObservedContainer {
         restarts: 0,
         crash_streak: 0,
         started_at: Some(Millis(0)),
-        start_failure: None,
         health: HealthState::None,
         resources: s.resources,
         info: ContainerInfo::default(),
@@ -555,7 +554,8 @@ fn a_crash_replacement_after_a_rollback_is_made_from_the_last_good_digest() {
     assert_eq!(kinds(&p), ["create"], "{p:?}");
     assert_made_from_good(&p);
     // After a failed creation, once its backoff is over: still GOOD.
-    o.create_failures.insert(
+    let mut f = Failures::default();
+    f.create.insert(
         "app".into(),
         Failure {
             count: 1,
@@ -565,9 +565,9 @@ fn a_crash_replacement_after_a_rollback_is_made_from_the_last_good_digest() {
             deferred: false,
         },
     );
-    let p = plan_with(&desired(&s), &o, &ctx(9_500));
+    let p = plan_pass(&desired(&s), &o, &f, &ctx(9_500));
     assert!(p.actions.is_empty(), "{p:?}");
-    let p = plan_with(&desired(&s), &o, &ctx(20_000));
+    let p = plan_pass(&desired(&s), &o, &f, &ctx(20_000));
     assert_made_from_good(&p);
     // A crashed container that is still there restarts as it is (same incarnation, GOOD).
     let mut crashed = rolled_back(&s, Some(BAD));
@@ -1079,8 +1079,9 @@ fn a_first_start_and_crash_restarts_never_wait_for_the_download_window() {
 #[test]
 fn a_pull_without_room_is_deferred_and_tried_again_later() {
     let s = spec();
-    let mut o = world(&s, "sha256:a", "sha256:a", Some("sha256:b"), Millis(0));
-    o.pull_failures.insert(
+    let o = world(&s, "sha256:a", "sha256:a", Some("sha256:b"), Millis(0));
+    let mut f = Failures::default();
+    f.pull.insert(
         img(),
         Failure {
             count: 1,
@@ -1090,7 +1091,7 @@ fn a_pull_without_room_is_deferred_and_tried_again_later() {
             deferred: true,
         },
     );
-    let p = plan_with(&desired(&s), &o, &ctx(10_500));
+    let p = plan_pass(&desired(&s), &o, &f, &ctx(10_500));
     assert!(p.actions.is_empty(), "{p:?}");
     assert!(matches!(
         &p.waiting["app"],
@@ -1102,12 +1103,16 @@ fn a_pull_without_room_is_deferred_and_tried_again_later() {
             .starts_with("pull deferred until the disk has room")
     );
     let again = p.wake_at.expect("a wake-up for the retry");
-    assert_eq!(kinds(&plan_with(&desired(&s), &o, &ctx(again.0))), ["pull"]);
+    assert_eq!(
+        kinds(&plan_pass(&desired(&s), &o, &f, &ctx(again.0))),
+        ["pull"]
+    );
     // The running container is not disturbed meanwhile.
     let report = crate::reconcile::report::report(
         &desired(&s),
         &o,
-        &plan_with(&desired(&s), &o, &ctx(10_500)),
+        &f,
+        &plan_pass(&desired(&s), &o, &f, &ctx(10_500)),
         &Default::default(),
     );
     assert_eq!(report[0].status, crate::status::Status::Running);

@@ -36,6 +36,7 @@ impl InFlight {
 pub fn report(
     desired: &Desired,
     observed: &Observed,
+    failures: &Failures,
     plan: &Plan,
     in_flight: &BTreeMap<String, InFlight>,
 ) -> Vec<ContainerStatus> {
@@ -147,9 +148,7 @@ pub fn report(
             Some(InFlight::Starting) => status = Status::Creating,
             _ => {}
         }
-        let failure = obs
-            .and_then(|o| o.start_failure.as_ref())
-            .or(observed.create_failures.get(name));
+        let failure = failures.of_container(name);
         if let Some(f) = failure {
             error.get_or_insert_with(|| f.error.clone());
         }
@@ -305,7 +304,6 @@ mod tests {
             restarts: 0,
             crash_streak: 0,
             started_at: Some(Millis(0)),
-            start_failure: None,
             health: HealthState::None,
             resources: s.resources,
             info: ContainerInfo::default(),
@@ -330,7 +328,7 @@ mod tests {
     fn one(oom: bool) -> ContainerStatus {
         let (d, o) = exited(oom);
         let plan = super::super::plan::plan(&d, &o, Millis(5000));
-        report(&d, &o, &plan, &BTreeMap::new()).remove(0)
+        report(&d, &o, &Failures::default(), &plan, &BTreeMap::new()).remove(0)
     }
 
     #[test]
@@ -370,7 +368,6 @@ mod tests {
                 restarts: 0,
                 crash_streak: 0,
                 started_at: None,
-                start_failure: None,
                 health: HealthState::None,
                 resources: Default::default(),
                 info: ContainerInfo {
@@ -389,7 +386,13 @@ mod tests {
     fn a_deleted_spec_shows_removing_until_its_container_is_gone() {
         let (desired, observed) = gone_spec_world();
         let plan = super::super::plan::plan(&desired, &observed, Millis(0));
-        let s = report(&desired, &observed, &plan, &BTreeMap::new());
+        let s = report(
+            &desired,
+            &observed,
+            &Failures::default(),
+            &plan,
+            &BTreeMap::new(),
+        );
         assert_eq!(s.len(), 1, "{s:?}");
         assert_eq!(s[0].status, Status::Removing);
         assert_eq!(s[0].desired, "removed");
@@ -399,14 +402,35 @@ mod tests {
         assert!(!settled(&s[0]) && !stuck(&s[0]));
         // While the removal runs (the loop no longer plans it): still removing.
         let in_flight = BTreeMap::from([("web".to_string(), InFlight::Removing)]);
-        let s = report(&desired, &observed, &Plan::default(), &in_flight);
+        let s = report(
+            &desired,
+            &observed,
+            &Failures::default(),
+            &Plan::default(),
+            &in_flight,
+        );
         assert_eq!(s[0].status, Status::Removing);
         // Gone from the observation: gone from the list.
-        let s = report(&desired, &Observed::default(), &Plan::default(), &in_flight);
+        let s = report(
+            &desired,
+            &Observed::default(),
+            &Failures::default(),
+            &Plan::default(),
+            &in_flight,
+        );
         assert!(s.is_empty());
         // An unreadable spec dir prunes nothing, so nothing is being removed.
         let untrusted = Desired::default();
         let plan = super::super::plan::plan(&untrusted, &observed, Millis(0));
-        assert!(report(&untrusted, &observed, &plan, &BTreeMap::new()).is_empty());
+        assert!(
+            report(
+                &untrusted,
+                &observed,
+                &Failures::default(),
+                &plan,
+                &BTreeMap::new()
+            )
+            .is_empty()
+        );
     }
 }

@@ -303,7 +303,6 @@ mod tests {
             restarts,
             crash_streak: 0,
             started_at: Some(Millis(0)),
-            start_failure: None,
             health,
             resources: Default::default(),
             info: Default::default(),
