@@ -12,7 +12,9 @@ use support::{Env, wait_for};
 
 #[test]
 fn stop_escalates_to_sigkill_when_sigterm_is_ignored() {
-    let env = Env::new("stop");
+    let Some(env) = Env::new("stop") else {
+        return;
+    };
     let c = env.config(
         "stubborn",
         "trap '' TERM; echo ready; while true; do sleep 1; done",
@@ -33,7 +35,9 @@ fn stop_escalates_to_sigkill_when_sigterm_is_ignored() {
 
 #[test]
 fn stop_uses_the_configured_signal() {
-    let env = Env::new("sig");
+    let Some(env) = Env::new("sig") else {
+        return;
+    };
     let mut c = env.config(
         "polite",
         "trap 'echo got-usr1; exit 7' USR1; echo ready; while true; do sleep 1; done",
@@ -52,7 +56,9 @@ fn stop_uses_the_configured_signal() {
 
 #[test]
 fn restart_keeps_the_upper_dir_and_a_new_incarnation_starts_fresh() {
-    let env = Env::new("rst");
+    let Some(env) = Env::new("rst") else {
+        return;
+    };
     let script = "cat /state 2>/dev/null || echo none; echo kept > /state";
     let c = env.config("svc", script);
     env.runtime.create(&c).unwrap();
@@ -73,7 +79,9 @@ fn restart_keeps_the_upper_dir_and_a_new_incarnation_starts_fresh() {
 
 #[test]
 fn logs_are_cri_lines_rotated_at_the_cap() {
-    let env = Env::new("logs");
+    let Some(env) = Env::new("logs") else {
+        return;
+    };
     let mut c = env.config(
         "chatty",
         "i=0; while [ $i -lt 400 ]; do echo line-$i; i=$((i+1)); done; echo to-stderr >&2; printf no-newline",
@@ -108,7 +116,9 @@ fn logs_are_cri_lines_rotated_at_the_cap() {
 
 #[test]
 fn published_ports_are_held_and_a_taken_port_fails_create() {
-    let env = Env::new("port");
+    let Some(env) = Env::new("port") else {
+        return;
+    };
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let mut c = env.config("p", "sleep 1000");
@@ -138,7 +148,9 @@ fn published_ports_are_held_and_a_taken_port_fails_create() {
 
 #[test]
 fn a_fresh_runtime_adopts_running_containers() {
-    let env = Env::new("adopt");
+    let Some(env) = Env::new("adopt") else {
+        return;
+    };
     let a = env.config("a", "echo a-up; sleep 1000");
     let b = env.config("b", "echo b-up; sleep 1000");
     let sa = env.runtime.create(&a).unwrap();
@@ -170,7 +182,9 @@ fn a_fresh_runtime_adopts_running_containers() {
 
 #[test]
 fn exit_watch_wakes_an_async_reactor() {
-    let env = Env::new("async");
+    let Some(env) = Env::new("async") else {
+        return;
+    };
     let c = env.config("w", "sleep 0.3; exit 4");
     env.runtime.create(&c).unwrap();
     let watch = env.runtime.exit_watch(&c.name, &c.id).unwrap();

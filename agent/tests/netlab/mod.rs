@@ -18,18 +18,7 @@ use berth_agent::names::{IncarnationId, Names};
 use berth_agent::network::{Network, netns};
 use berth_spec::config::NetworkConfig;
 
-/// Privileged tests never pass silently: without root they fail unless told to skip.
-pub fn require_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var_os("BERTH_SKIP_PRIVILEGED").is_some() {
-        eprintln!("skipping: needs root (BERTH_SKIP_PRIVILEGED is set)");
-        return false;
-    }
-    panic!("this test needs root; run as root or set BERTH_SKIP_PRIVILEGED=1 to skip it");
-}
+pub use berth_e2e::require_root;
 
 /// One test's world. `k` (1..=200) keys its names and subnets: bridge `tb<k>`, containers in
 /// 10.220.<k>.0/24, the uplink to the other host in 10.221.<k>.0/24.

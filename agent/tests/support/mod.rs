@@ -11,14 +11,16 @@ use berth_agent::runtime::logs::{Stream, files_oldest_first, join_partials, pars
 use berth_agent::runtime::rootfs::LowerDirs;
 use berth_agent::runtime::{CgroupMode, ContainerConfig, Runtime, RuntimeConfig, Status};
 
-pub fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        panic!("runtime tests need root (they make namespaces, mounts and cgroups)");
+/// Root (see [`berth_e2e::require_root`]: without it a test fails unless told to skip), and
+/// this test process made a subreaper: orphaned shims are reparented to it, so the runtime can
+/// reap them by pid.
+pub fn require_root() -> bool {
+    if !berth_e2e::require_root() {
+        return false;
     }
-    // Orphaned shims are reparented to us, so the runtime can reap them by pid.
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    true
 }
 
 pub use berth_e2e::unique_instance;
@@ -68,7 +70,8 @@ pub struct Env {
 }
 
 impl Env {
-    pub fn new(prefix: &str) -> Env {
+    /// `None` when the run skips privileged tests (`BERTH_SKIP_PRIVILEGED`, not root).
+    pub fn new(prefix: &str) -> Option<Env> {
         Self::with_cgroups(
             prefix,
             CgroupMode::V1 {
@@ -77,8 +80,10 @@ impl Env {
         )
     }
 
-    pub fn with_cgroups(prefix: &str, cgroups: CgroupMode) -> Env {
-        require_root();
+    pub fn with_cgroups(prefix: &str, cgroups: CgroupMode) -> Option<Env> {
+        if !require_root() {
+            return None;
+        }
         let dir = tempfile::Builder::new()
             .prefix("berth-rt")
             .tempdir()
@@ -96,12 +101,12 @@ impl Env {
             shim_path: PathBuf::from(env!("CARGO_BIN_EXE_berth-shim")),
             lower_dirs: LowerDirs::detect(),
         });
-        Env {
+        Some(Env {
             dir,
             runtime,
             layers,
             names,
-        }
+        })
     }
 
     /// A fresh runtime object over the same dirs, as after an agent restart.
