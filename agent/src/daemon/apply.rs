@@ -46,7 +46,15 @@ impl Waiter {
         } else {
             quiescent || timed_out
         };
-        done.then(|| result(statuses, timed_out && !all_settled))
+        // Converged only when nothing is left to do: with every spec deleted the statuses are
+        // empty (all settled) while a removal may still be pending or backing off.
+        done.then(|| {
+            result(
+                statuses,
+                quiescent,
+                timed_out && !(quiescent && all_settled),
+            )
+        })
     }
 
     /// `apply --force`: update locks are overridden while this request is pending.
@@ -59,8 +67,8 @@ impl Waiter {
     }
 }
 
-fn result(statuses: &[ContainerStatus], timed_out: bool) -> ApplyResult {
-    let problems = statuses
+fn result(statuses: &[ContainerStatus], quiescent: bool, timed_out: bool) -> ApplyResult {
+    let mut problems = statuses
         .iter()
         .filter(|s| !settled(s))
         .map(|s| {
@@ -74,6 +82,11 @@ fn result(statuses: &[ContainerStatus], timed_out: bool) -> ApplyResult {
             p
         })
         .collect::<Vec<_>>();
+    if !quiescent {
+        problems.push(
+            "work still pending when the wait ended (see `berth plan` and `berth events`)".into(),
+        );
+    }
     ApplyResult {
         converged: problems.is_empty(),
         timed_out,

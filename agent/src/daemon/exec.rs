@@ -172,6 +172,8 @@ impl Reconciler {
             match a {
                 Action::Create { update, .. } => {
                     self.failures.create.remove(name);
+                    // Its record replaced any unfinished removal's.
+                    self.observed.removing.remove(name);
                     let label = crate::metrics::ContainerLabel {
                         container: name.to_string(),
                     };
@@ -192,6 +194,15 @@ impl Reconciler {
                     self.failures.start.remove(name);
                     self.events.emit(Some(name), "started", "started");
                 }
+                Action::Remove { .. } if self.observed.removing.contains_key(name) => {
+                    self.failures.remove.remove(name);
+                    self.observed.removing.remove(name);
+                    self.events.emit(
+                        Some(name),
+                        "removed",
+                        "removed: an unfinished removal finished",
+                    );
+                }
                 Action::Remove {
                     why: RemoveReason::Pruned,
                     ..
@@ -209,6 +220,11 @@ impl Reconciler {
             let failed_at = match action {
                 Some(Action::Create { .. }) => Some(FailedAt::Create),
                 Some(Action::Start { .. }) => Some(FailedAt::Start),
+                Some(Action::Remove { id, .. }) => {
+                    // Its record now says `removing`: the planner finishes it (with a backoff).
+                    self.observed.removing.insert(name.to_string(), id.clone());
+                    Some(FailedAt::Remove)
+                }
                 _ => None,
             };
             if let Some(at) = failed_at {

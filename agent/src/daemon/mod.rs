@@ -551,9 +551,11 @@ impl Reconciler {
         }
     }
 
-    /// Whether nothing is running and nothing runnable was left for later.
+    /// Whether nothing is running and nothing runnable was left for later (a removal begun
+    /// and not finished is not done: it waits for its backoff).
     pub fn quiescent(&self) -> bool {
-        self.in_flight.is_empty()
+        self.observed.removing.is_empty()
+            && self.in_flight.is_empty()
             && self.pulls_in_flight.is_empty()
             && self.checks_in_flight.is_empty()
             && !self.resync_running

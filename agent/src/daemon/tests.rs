@@ -24,6 +24,9 @@ struct World {
     log: Vec<String>,
     fail_pull: Option<ActionError>,
     fail_create: BTreeMap<String, ActionError>,
+    fail_remove: BTreeMap<String, ActionError>,
+    /// Removals that failed: their records say `removing`.
+    removing: BTreeMap<String, IncarnationId>,
     exits: Option<mpsc::UnboundedSender<crate::backend::Notice>>,
     /// What the "registry" says each tag points to (defaults to a digest of the name).
     remote: BTreeMap<ImageSource, String>,
@@ -71,6 +74,7 @@ impl Backend for Fake {
             containers: w.containers.clone(),
             images: w.images.clone(),
             updates: w.updates.clone(),
+            removing: w.removing.clone(),
             ..Observed::default()
         })
     }
@@ -220,12 +224,17 @@ impl Backend for Fake {
     fn remove(
         &self,
         name: &str,
-        _id: &IncarnationId,
+        id: &IncarnationId,
         _why: RemoveReason,
     ) -> Result<(), ActionError> {
         let mut w = self.0.lock().unwrap();
         w.log.push(format!("remove {name}"));
         w.containers.remove(name);
+        if let Some(e) = w.fail_remove.get(name).cloned() {
+            w.removing.insert(name.into(), id.clone());
+            return Err(e);
+        }
+        w.removing.remove(name);
         Ok(())
     }
     fn update_resources(
@@ -435,6 +444,77 @@ async fn transient_failure_times_out_with_wait() {
     .await
     .unwrap();
     assert!(!result.converged && !result.timed_out);
+}
+
+/// A removal that fails (a cgroup still busy) is not converged: `apply --wait` waits for it
+/// (here: times out), and a later run finishes it from its `removing` record.
+#[tokio::test]
+async fn an_unfinished_removal_is_not_converged_and_is_finished_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    {
+        let mut w = fake.0.lock().unwrap();
+        w.containers.insert(
+            "a".into(),
+            ObservedContainer {
+                id: IncarnationId::random(),
+                spec_hash: "h".into(),
+                image_digest: "sha256:a".into(),
+                run: RunState::Running,
+                restarts: 0,
+                crash_streak: 0,
+                started_at: Some(clock::now()),
+                health: HealthState::None,
+                resources: Resources::default(),
+                info: ContainerInfo::default(),
+                image_health: None,
+            },
+        );
+        w.fail_remove
+            .insert("a".into(), ActionError::transient("cgroup still busy"));
+    }
+    let source = Source::default();
+    source.set(vec![]);
+    let opts = ApplyOptions {
+        wait: true,
+        timeout_ms: Some(300),
+        force: false,
+    };
+    let result = run_once(
+        config(dir.path()),
+        Arc::new(fake.clone()),
+        Box::new(source),
+        Arc::new(Metrics::new()),
+        opts,
+    )
+    .await
+    .unwrap();
+    assert!(
+        result.timed_out && !result.converged,
+        "a failed removal counted as converged: {result:?} {:?}",
+        fake.log()
+    );
+    assert!(fake.0.lock().unwrap().removing.contains_key("a"));
+    fake.0.lock().unwrap().fail_remove.clear();
+    let source = Source::default();
+    source.set(vec![]);
+    let result = run_once(
+        config(dir.path()),
+        Arc::new(fake.clone()),
+        Box::new(source),
+        Arc::new(Metrics::new()),
+        once(true),
+    )
+    .await
+    .unwrap();
+    assert!(result.converged, "{result:?}");
+    assert!(fake.0.lock().unwrap().removing.is_empty());
+    assert_eq!(
+        fake.log().iter().filter(|l| *l == "remove a").count(),
+        2,
+        "{:?}",
+        fake.log()
+    );
 }
 
 /// The agent loop: spec changes, exits, pruning, and the status snapshot.

@@ -22,6 +22,10 @@ impl Host {
         for name in Record::names(&self.layout) {
             if let Some(c) = self.observe_container(&name) {
                 o.containers.insert(name, c);
+            } else if let Ok(Some(rec)) = Record::load(&self.layout, &name)
+                && rec.phase == Phase::Removing
+            {
+                o.removing.insert(name, rec.id);
             }
         }
         for e in std::fs::read_dir(self.layout.containers_dir())

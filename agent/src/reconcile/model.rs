@@ -80,6 +80,10 @@ pub struct Observed {
     pub locks: std::collections::BTreeSet<std::path::PathBuf>,
     /// Each container's update history, kept across its incarnations.
     pub updates: BTreeMap<String, UpdateState>,
+    /// Incarnations whose removal was begun and not finished (their record says `removing`:
+    /// a removal that failed, say a cgroup still busy, or one a kill cut short). Not
+    /// containers; what is left of them goes before anything counts as converged.
+    pub removing: BTreeMap<String, IncarnationId>,
 }
 
 /// The answer of a registry to "what does this tag point to now".
@@ -216,6 +220,8 @@ pub struct Failures {
     /// Creations that failed (nothing of the container is left).
     pub create: BTreeMap<String, Failure>,
     pub start: BTreeMap<String, Failure>,
+    /// Removals that failed (their record says `removing`).
+    pub remove: BTreeMap<String, Failure>,
 }
 
 /// What a failure was, as the executor reports it.
@@ -223,6 +229,7 @@ pub struct Failures {
 pub enum FailedAt {
     Create,
     Start,
+    Remove,
 }
 
 impl Failures {
@@ -257,6 +264,7 @@ impl Failures {
         match at {
             FailedAt::Create => &mut self.create,
             FailedAt::Start => &mut self.start,
+            FailedAt::Remove => &mut self.remove,
         }
     }
 }

@@ -64,12 +64,13 @@ pub fn plan_pass(desired: &Desired, observed: &Observed, failures: &Failures, ct
         .specs
         .keys()
         .chain(observed.containers.keys())
+        .chain(observed.removing.keys())
         .collect();
     for name in names {
         let entry = desired.specs.get(name);
         let obs = observed.containers.get(name);
         match (entry.and_then(|e| e.spec.as_ref()), obs) {
-            (None, None) => {}
+            (None, None) => p.finish_removal(name),
             (None, Some(o)) => {
                 // Only a deleted file prunes: never an unreadable dir or a file that stopped
                 // parsing (its container has no last valid spec only if it never had one).
@@ -106,6 +107,29 @@ struct Planner<'a> {
 }
 
 impl Planner<'_> {
+    /// A removal begun and not finished, of a container no spec wants: finish it (after the
+    /// backoff of its last failure). Where a spec still wants the name, its new incarnation
+    /// replaces the record and the sweep takes what is left of the old one, so a removal that
+    /// keeps failing never keeps a wanted container down.
+    fn finish_removal(&mut self, name: &str) {
+        let Some(id) = self.observed.removing.get(name) else {
+            return;
+        };
+        if let Some(f) = self.failures.remove.get(name) {
+            let until = f.retry_at();
+            if self.ctx.now < until {
+                self.wait(name, Waiting::Backoff { until });
+                self.out.wake(until);
+                return;
+            }
+        }
+        self.push(Action::Remove {
+            name: name.to_string(),
+            id: id.clone(),
+            why: RemoveReason::Pruned,
+        });
+    }
+
     fn push(&mut self, a: Action) {
         self.out.actions.push(a);
     }

@@ -705,3 +705,56 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_unfinished_removal_is_finished_after_its_backoff() {
+    let id = IncarnationId::random();
+    let mut o = Observed::default();
+    o.removing.insert("gone".into(), id.clone());
+    let d = desired(vec![]);
+    // Begun by a kill or failed before: finished now.
+    let p = plan(&d, &o, Millis(0));
+    assert!(
+        matches!(&p.actions[..], [Action::Remove { name, id: i, why: RemoveReason::Pruned }]
+            if name == "gone" && *i == id),
+        "{p:?}"
+    );
+    // It failed a moment ago: after its backoff, not before.
+    let mut f = Failures::default();
+    f.remove.insert(
+        "gone".into(),
+        Failure {
+            count: 2,
+            at: Millis(1000),
+            error: "cgroup busy".into(),
+            transient: true,
+            deferred: false,
+        },
+    );
+    let p = plan_pass(&d, &o, &f, &Ctx::at(Millis(2999)));
+    assert!(p.actions.is_empty(), "{p:?}");
+    assert_eq!(p.wake_at, Some(Millis(3000)));
+    let p = plan_pass(&d, &o, &f, &Ctx::at(Millis(3000)));
+    assert_eq!(kinds(&p), ["remove gone"]);
+}
+
+#[test]
+fn an_unfinished_removal_never_holds_back_a_wanted_container() {
+    let s = spec("web", "web");
+    let mut o = with_image(Observed::default(), &s, "sha256:a");
+    o.removing.insert("web".into(), IncarnationId::random());
+    let mut f = Failures::default();
+    f.remove.insert(
+        "web".into(),
+        Failure {
+            count: 9,
+            at: Millis(0),
+            error: "cgroup busy".into(),
+            transient: true,
+            deferred: false,
+        },
+    );
+    // Its new incarnation replaces the record; the sweep takes what is left of the old one.
+    let p = plan_pass(&desired(vec![s]), &o, &f, &Ctx::at(Millis(1)));
+    assert_eq!(kinds(&p), ["create web"]);
+}
