@@ -165,13 +165,15 @@ impl Host {
     }
 
     /// The names a container finds in its /etc/hosts: every other container on any of its
-    /// networks, at its address there (the first network's, for one on several).
+    /// networks, at its addresses there (the first network's, for one on several; both
+    /// families' on a dual-stack network).
     fn peers_of(&self, name: &str, rec: &Record) -> Vec<files::HostEntry> {
         let mut out: Vec<files::HostEntry> = Vec::new();
         for (net, _) in rec.joined() {
             let Some(net) = self.net(&net) else { continue };
+            let seen: Vec<String> = out.iter().map(|o| o.name.clone()).collect();
             for p in net.peers() {
-                if p.name != name && !out.iter().any(|o| o.name == p.name) {
+                if p.name != name && !seen.contains(&p.name) {
                     out.push(p);
                 }
             }

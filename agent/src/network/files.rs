@@ -60,7 +60,8 @@ pub fn hosts_file(name: &str, ip: Option<IpAddr>, peers: &[HostEntry]) -> String
     }
     let mut peers: Vec<&HostEntry> = peers.iter().filter(|p| p.name != name).collect();
     peers.sort();
-    peers.dedup_by(|a, b| a.name == b.name);
+    // One line per address: a dual-stack peer has two (IPv4 first, as resolvers try them).
+    peers.dedup();
     for p in peers {
         writeln!(out, "{}\t{}", p.ip, p.name).unwrap();
     }
@@ -179,6 +180,22 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("127.0.0.1\tlocalhost\n"));
+    }
+
+    #[test]
+    fn a_dual_stack_peer_has_a_line_per_address() {
+        let peers = [
+            entry("db", "fd00:b::3"),
+            entry("db", "10.1.0.3"),
+            entry("v6only", "fd00:c::9"),
+        ];
+        let text = hosts_file("web", Some("10.1.0.2".parse().unwrap()), &peers);
+        let lines: Vec<&str> = text.lines().skip(4).collect();
+        assert_eq!(
+            lines,
+            ["10.1.0.3\tdb", "fd00:b::3\tdb", "fd00:c::9\tv6only"],
+            "{text}"
+        );
     }
 
     #[test]
