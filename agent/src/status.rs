@@ -20,6 +20,10 @@ pub struct ContainerStatus {
     pub image: String,
     pub digest: Option<String>,
     pub ip: Option<String>,
+    /// A sidecar (`network = "container:app"`): the container whose network namespace it
+    /// shares (its `ip` is that container's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_of: Option<String>,
     pub ports: Vec<String>,
     pub restarts: u32,
     /// `starting`, `healthy`, `unhealthy`, or absent without a health check.

@@ -47,7 +47,13 @@ pub fn status_table(statuses: &[ContainerStatus]) -> String {
                 status,
                 s.desired.clone(),
                 s.image.clone(),
-                s.ip.clone().unwrap_or_default(),
+                match &s.network_of {
+                    // A sidecar: the address is its container's, in that container's netns.
+                    Some(of) => format!("{} ({of}'s netns)", s.ip.as_deref().unwrap_or("-"))
+                        .trim_start()
+                        .to_string(),
+                    None => s.ip.clone().unwrap_or_default(),
+                },
                 s.ports.join(","),
                 s.restarts.to_string(),
                 note,

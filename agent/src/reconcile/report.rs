@@ -54,6 +54,7 @@ pub fn report(
                 image: String::new(),
                 digest: None,
                 ip: None,
+                network_of: None,
                 ports: vec![],
                 restarts: 0,
                 health: None,
@@ -173,6 +174,10 @@ pub fn report(
                 .map(|o| o.image_digest.clone())
                 .or_else(|| observed.images.get(&spec.image).cloned()),
             ip: obs.and_then(|o| o.info.ip).map(|ip| ip.to_string()),
+            network_of: match &spec.network {
+                berth_spec::model::NetworkMode::Container(of) => Some(of.clone()),
+                _ => None,
+            },
             ports: obs.map(|o| o.info.ports.clone()).unwrap_or_default(),
             restarts: obs.map_or(0, |o| o.restarts),
             health,
@@ -236,6 +241,7 @@ fn removing(
                 image: o.info.image.clone().unwrap_or_default(),
                 digest: Some(o.image_digest.clone()),
                 ip: o.info.ip.map(|ip| ip.to_string()),
+                network_of: None,
                 ports: o.info.ports.clone(),
                 restarts: o.restarts,
                 health: None,
