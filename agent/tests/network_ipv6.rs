@@ -3,7 +3,8 @@
 //! network; containers get their IPv6 addresses usable at once and a v6 default route; egress
 //! is masqueraded (NAT66) to the host's uplink address; published ports answer over IPv6 on the
 //! host's address from the outside host and from the host itself; the table is repaired with
-//! its v6 elements; names carry v6 addresses; nothing is left after detaching.
+//! its v6 elements; names carry v6 addresses; the sweep releases an orphan's IPv6 lease;
+//! nothing is left after detaching.
 
 mod netlab;
 
@@ -229,9 +230,22 @@ fn ipv6_dual_stack_and_v6_only_networks_with_real_traffic() {
 
     // Teardown: every element, veth, netns and lease (of both families) goes; then the
     // bridges and tables.
+    six.detach("db", db_id).unwrap();
+    // A container no one knows any more (a crash between attach and record): the sweep takes
+    // its veth, netns and both leases, and only its.
+    let ghost = IncarnationId::random();
+    default.attach("ghost", &ghost, None).unwrap();
+    assert_eq!(default.observe().unwrap().leases6.len(), 3);
+    let known = [
+        ("web".to_string(), web_id.clone()),
+        ("api".to_string(), api_id.clone()),
+    ];
+    default.sweep_orphans(&known).unwrap();
+    let obs = default.observe().unwrap();
+    assert_eq!((obs.leases.len(), obs.leases6.len()), (2, 2), "{obs:?}");
+    assert!(!netns::is_mounted(&lab.container_ns("ghost", &ghost)));
     default.detach("web", web_id).unwrap();
     default.detach("api", api_id).unwrap();
-    six.detach("db", db_id).unwrap();
     assert!(default.peers().is_empty() && six.peers().is_empty());
     let v6_leases = lab.layout.network_dir().join("v6/leases");
     assert_eq!(std::fs::read_dir(&v6_leases).unwrap().count(), 0);

@@ -36,6 +36,8 @@ pub struct NetObserved {
     pub links: Vec<OwnedLink>,
     pub netns: Vec<(String, IncarnationId)>,
     pub leases: Vec<Lease>,
+    /// A dual-stack network's IPv6 leases.
+    pub leases6: Vec<Lease>,
     pub elements: Vec<PortElement>,
     pub table: TableState,
 }
@@ -100,6 +102,13 @@ impl Network {
             links,
             netns,
             leases: self.ipam.leases(),
+            leases6: match self.ipam6() {
+                Some(ipam6) => {
+                    ipam6.reload()?;
+                    ipam6.leases()
+                }
+                None => Vec::new(),
+            },
             elements,
             table,
         })
@@ -252,8 +261,7 @@ impl Network {
         }
         let _ = self.ipam.remove_stale_temps();
         if let Some(ipam6) = self.ipam6() {
-            let _ = ipam6.reload();
-            for lease in ipam6.leases() {
+            for lease in &observed.leases6 {
                 if !known.contains(&(lease.name.clone(), lease.id.clone()))
                     && let Err(e) = ipam6.release_ip(lease.ip)
                 {
