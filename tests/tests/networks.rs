@@ -64,9 +64,14 @@ fn named_networks_isolate_stacks_through_the_agent() {
         "db",
         &format!("image = \"{db}\"\nnetworks = [\"backend\"]\n"),
     );
+    // api publishes a port: IPv4 on its primary network (default, IPv4-only), IPv6 on the
+    // first routed network with IPv6 (backend).
+    let port = berth_e2e::fixtures::free_port();
     a.write_spec(
         "api",
-        &format!("image = \"{web}\"\nnetworks = [\"default\", \"backend\"]\n"),
+        &format!(
+            "image = \"{web}\"\nnetworks = [\"default\", \"backend\"]\nports = [\"{port}:80\"]\n"
+        ),
     );
     for n in ["web", "db", "api"] {
         a.wait_running(n);
@@ -110,6 +115,20 @@ fn named_networks_isolate_stacks_through_the_agent() {
         fetch(&a, "api", &format!("http://[{db6}]/")).as_deref() == Some("db\n")
     });
     assert_eq!(fetch(&a, "web", &format!("http://[{db6}]/")), None);
+    // api's port over IPv6, from the host to its own address on backend's bridge (the v6
+    // gateway, a local address: `fib daddr type local`), and over IPv4 to the loopback.
+    let gateway6 = format!("{prefix6}:1");
+    let curl = |url: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-m", "2", url])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait_until(Duration::from_secs(10), "api's port over IPv6", || {
+        curl(&format!("http://[{gateway6}]:{port}/")) == "web\n"
+    });
+    assert_eq!(curl(&format!("http://127.0.0.1:{port}/")), "web\n");
 
     // Each network's kernel objects are named from the instance.
     let bridge = berth_agent::names::network_bridge(&a.instance, "backend");

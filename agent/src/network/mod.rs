@@ -399,6 +399,11 @@ impl Network {
             .collect()
     }
 
+    /// Whether the network carries IPv6 (dual-stack or IPv6-only).
+    pub fn has_ipv6(&self) -> bool {
+        self.stack() != sysctl::Stack::V4
+    }
+
     fn stack(&self) -> sysctl::Stack {
         match (self.subnet.family(), self.v6.is_some()) {
             (ipam::Family::V6, _) => sysctl::Stack::V6,
@@ -545,8 +550,7 @@ impl Network {
         ports: &[PortMapping],
     ) -> Result<(), NetError> {
         let owner = Names::container_key(name, id);
-        let elements = el::elements_for(&owner, &self.addresses_of(name, id, ip), ports)
-            .map_err(|why| NetError::Config(format!("container {name}: {why}")))?;
+        let elements = el::elements_for(&owner, &self.addresses_of(name, id, ip), ports);
         let mut nft = self.nft();
         for lease in self.ipam.leases() {
             if lease.name == name && &lease.id == id {
@@ -629,7 +633,6 @@ impl Network {
             Some(lease) => {
                 self.ipam.set_ports(name, id, &[])?;
                 el::elements_for(&owner, &self.addresses_of(name, id, lease.ip), &lease.ports)
-                    .unwrap_or_default()
             }
             None => Vec::new(),
         };

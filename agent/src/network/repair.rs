@@ -205,7 +205,6 @@ impl Network {
                     &self.addresses_of(&l.name, &l.id, l.ip),
                     &l.ports,
                 )
-                .unwrap_or_default()
             })
             .collect()
     }
@@ -335,11 +334,11 @@ impl Network {
                     let owner = Names::container_key(&e.name, &e.id);
                     let restored = self.restore_bridge(e, *ip, ports, join, bridge.as_ref());
                     // After the restore: a dual-stack container's IPv6 lease is back by now.
-                    match el::elements_for(&owner, &self.addresses_of(&e.name, &e.id, *ip), ports)
-                    {
-                        Ok(els) => desired.extend(els),
-                        Err(why) => errors.push(NetError::Config(format!("{}: {why}", e.name))),
-                    }
+                    desired.extend(el::elements_for(
+                        &owner,
+                        &self.addresses_of(&e.name, &e.id, *ip),
+                        ports,
+                    ));
                     restored
                 }
             };

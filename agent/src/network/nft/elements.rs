@@ -134,14 +134,12 @@ fn proto_number(p: Protocol) -> u8 {
 
 /// A container's published ports as elements, given its addresses on the network that
 /// publishes them (one of each family at most). A port without `host_ip` answers on the
-/// host's addresses of every family the container has; `0.0.0.0` and `::` on every address of
-/// their family; any other `host_ip` on that address only. A port whose family the container
-/// lacks is an error naming it.
-pub fn elements_for(
-    owner: &str,
-    to: &[IpAddr],
-    ports: &[PortMapping],
-) -> Result<Vec<PortElement>, String> {
+/// host's addresses of every family the container has here; `0.0.0.0` and `::` on every
+/// address of their family; any other `host_ip` on that address only. A port of a family the
+/// container lacks here is another network's to publish (the host publishes IPv6 ports on the
+/// first routed network with IPv6 when the primary has none; the spec check makes sure there
+/// is one): skipped.
+pub fn elements_for(owner: &str, to: &[IpAddr], ports: &[PortMapping]) -> Vec<PortElement> {
     let of_family = |v6: bool| to.iter().copied().find(|ip| ip.is_ipv6() == v6);
     let mut out = Vec::new();
     for p in ports {
@@ -156,19 +154,13 @@ pub fn elements_for(
         match p.host_ip {
             None => out.extend(to.iter().map(|ip| element(None, *ip))),
             Some(host) => {
-                let to_ip = of_family(host.is_ipv6()).ok_or_else(|| {
-                    format!(
-                        "published port {}: the container has no {} address on this network",
-                        std::net::SocketAddr::new(host, p.host),
-                        if host.is_ipv6() { "IPv6" } else { "IPv4" }
-                    )
-                })?;
-                let host_ip = (!host.is_unspecified()).then_some(host);
-                out.push(element(host_ip, to_ip));
+                if let Some(to_ip) = of_family(host.is_ipv6()) {
+                    out.push(element((!host.is_unspecified()).then_some(host), to_ip));
+                }
             }
         }
     }
-    Ok(out)
+    out
 }
 
 /// Adds elements, one message per map. Adding an element that exists with the same data is a
@@ -308,23 +300,18 @@ mod tests {
         let v6: IpAddr = "fd00:b::2".parse().unwrap();
         let maps = |to: &[IpAddr], host_ip: Option<&str>| {
             elements_for("web-0123456789ab", to, &[port(host_ip)])
-                .map(|els| els.iter().map(|e| (e.map(), e.to_ip)).collect::<Vec<_>>())
+                .iter()
+                .map(|e| (e.map(), e.to_ip))
+                .collect::<Vec<_>>()
         };
-        assert_eq!(
-            maps(&[v4, v6], None).unwrap(),
-            [(MAP_ANY4, v4), (MAP_ANY6, v6)]
-        );
-        assert_eq!(maps(&[v6], None).unwrap(), [(MAP_ANY6, v6)]);
-        assert_eq!(maps(&[v4, v6], Some("::")).unwrap(), [(MAP_ANY6, v6)]);
-        assert_eq!(maps(&[v4, v6], Some("0.0.0.0")).unwrap(), [(MAP_ANY4, v4)]);
-        assert_eq!(
-            maps(&[v4, v6], Some("2001:db8::1")).unwrap(),
-            [(MAP_IP6, v6)]
-        );
-        assert_eq!(maps(&[v4], Some("127.0.0.1")).unwrap(), [(MAP_IP4, v4)]);
-        let e = maps(&[v4], Some("::")).unwrap_err();
-        assert!(e.contains("[::]:8080") && e.contains("no IPv6"), "{e}");
-        let e = maps(&[v6], Some("192.0.2.1")).unwrap_err();
-        assert!(e.contains("no IPv4"), "{e}");
+        assert_eq!(maps(&[v4, v6], None), [(MAP_ANY4, v4), (MAP_ANY6, v6)]);
+        assert_eq!(maps(&[v6], None), [(MAP_ANY6, v6)]);
+        assert_eq!(maps(&[v4, v6], Some("::")), [(MAP_ANY6, v6)]);
+        assert_eq!(maps(&[v4, v6], Some("0.0.0.0")), [(MAP_ANY4, v4)]);
+        assert_eq!(maps(&[v4, v6], Some("2001:db8::1")), [(MAP_IP6, v6)]);
+        assert_eq!(maps(&[v4], Some("127.0.0.1")), [(MAP_IP4, v4)]);
+        // Another network's to publish.
+        assert_eq!(maps(&[v4], Some("::")), []);
+        assert_eq!(maps(&[v6], Some("192.0.2.1")), []);
     }
 }
