@@ -202,10 +202,16 @@ fn ipv6_dual_stack_and_v6_only_networks_with_real_traffic() {
     assert!(lab.reaches(&api_ns, &url(host6, 8080), "web"));
     let table = lab.host(&["nft", "list", "table", "inet", default.table()]);
     assert!(
-        table.contains(&format!("tcp . 8080 comment \"web-{web_id}\" : {web6} . 80")),
+        table.contains(&format!(
+            "tcp . 8080 comment \"web-{web_id}\" : {web6} . 80"
+        )),
         "{table}"
     );
-    for rule in ["berth:egress6", "berth:loopback-guard6", "berth:publish-any6"] {
+    for rule in [
+        "berth:egress6",
+        "berth:loopback-guard6",
+        "berth:publish-any6",
+    ] {
         assert!(table.contains(rule), "{rule} missing: {table}");
     }
 

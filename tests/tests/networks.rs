@@ -51,9 +51,7 @@ fn named_networks_isolate_stacks_through_the_agent() {
     let octets: Vec<&str> = backend.split('.').collect();
     let backend6 = format!("fd00:b7:{}:{}::/64", octets[1], octets[2]);
     let opts = AgentOptions {
-        extra_config: format!(
-            "[networks.backend]\nsubnet = {backend:?}\nsubnet6 = {backend6:?}\n"
-        ),
+        extra_config: format!("[networks.backend]\nsubnet = {backend:?}\nsubnet6 = {backend6:?}\n"),
         ..Default::default()
     };
     let mut a = TestAgent::new("nw", &opts);
@@ -110,7 +108,10 @@ fn named_networks_isolate_stacks_through_the_agent() {
         .find_map(|l| l.split('\t').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no IPv6 line for db: {hosts}"));
     let prefix6 = backend6.trim_end_matches(":/64");
-    assert!(db6.to_string().starts_with(prefix6), "{db6} not in {backend6}");
+    assert!(
+        db6.to_string().starts_with(prefix6),
+        "{db6} not in {backend6}"
+    );
     wait_until(Duration::from_secs(10), "api reaches db over IPv6", || {
         fetch(&a, "api", &format!("http://[{db6}]/")).as_deref() == Some("db\n")
     });

@@ -256,11 +256,12 @@ impl Host {
                 // A stopped container keeps its address but not its ports.
                 // Its ports are published on its primary network (and its IPv6 ones on the
                 // first routed network with IPv6 when the primary has none).
-                let ports = if running && !rec.stopped_by_us && self.publishing(&joined).contains(&index) {
-                    rec.ports.clone()
-                } else {
-                    Vec::new()
-                };
+                let ports =
+                    if running && !rec.stopped_by_us && self.publishing(&joined).contains(&index) {
+                        rec.ports.clone()
+                    } else {
+                        Vec::new()
+                    };
                 Some(ExpectedNet {
                     name: name.clone(),
                     id: id.clone(),

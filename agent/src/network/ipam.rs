@@ -397,7 +397,10 @@ mod tests {
                 holder: holder("db", 1)
             })
         );
-        assert_eq!(ask("fd00::5"), Err(AllocError::OutsideSubnet(v4("fd00::5"))));
+        assert_eq!(
+            ask("fd00::5"),
+            Err(AllocError::OutsideSubnet(v4("fd00::5")))
+        );
         let db = holder("db", 1);
         assert_eq!(
             choose(&s, &held, &none, &db, Some(v4("10.1.0.5"))),

@@ -866,7 +866,10 @@ mod tests {
         let defs = NetDef::from_config(&c).unwrap();
         let find = |n: &str| defs.iter().find(|d| d.name == n).unwrap().clone();
         let v6only = find("v6only");
-        assert_eq!((v6only.subnet.as_str(), v6only.subnet6), ("fd00:b::/64", None));
+        assert_eq!(
+            (v6only.subnet.as_str(), v6only.subnet6),
+            ("fd00:b::/64", None)
+        );
         let dual = find("dual");
         assert_eq!(
             (dual.subnet.as_str(), dual.subnet6.as_deref(), dual.nat66),

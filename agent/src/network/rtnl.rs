@@ -224,9 +224,10 @@ impl Rtnl {
                     u32::MAX >> prefix_len
                 };
                 if prefix_len < 31 {
-                    msg.attributes.push(AddressAttribute::Broadcast(Ipv4Addr::from(
-                        u32::from(v4) | host_mask,
-                    )));
+                    msg.attributes
+                        .push(AddressAttribute::Broadcast(Ipv4Addr::from(
+                            u32::from(v4) | host_mask,
+                        )));
                 }
             }
             IpAddr::V6(_) => {

@@ -40,18 +40,18 @@ pub fn bridge_settings(bridge: &str, stack: Stack) -> Vec<Setting> {
     let mut out = Vec::new();
     if stack != Stack::V6 {
         out.extend([
-        Setting {
-            path: "/proc/sys/net/ipv4/ip_forward".into(),
-            value: "1",
-        },
-        Setting {
-            path: conf("forwarding"),
-            value: "1",
-        },
-        Setting {
-            path: conf("route_localnet"),
-            value: "1",
-        },
+            Setting {
+                path: "/proc/sys/net/ipv4/ip_forward".into(),
+                value: "1",
+            },
+            Setting {
+                path: conf("forwarding"),
+                value: "1",
+            },
+            Setting {
+                path: conf("route_localnet"),
+                value: "1",
+            },
         ]);
     }
     if stack != Stack::V4 {

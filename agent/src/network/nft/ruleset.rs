@@ -246,7 +246,11 @@ impl Ruleset {
             let data_type = concat(&[addr_type, NFT_DATATYPE_INET_SERVICE]);
             out.push(MapDef {
                 name: ip,
-                key_type: concat(&[addr_type, NFT_DATATYPE_INET_PROTO, NFT_DATATYPE_INET_SERVICE]),
+                key_type: concat(&[
+                    addr_type,
+                    NFT_DATATYPE_INET_PROTO,
+                    NFT_DATATYPE_INET_SERVICE,
+                ]),
                 key_len: addr_len + 8,
                 data_type,
                 data_len: addr_len + 4,
