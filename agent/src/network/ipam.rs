@@ -505,6 +505,33 @@ mod tests {
         );
     }
 
+    proptest! {
+        /// Every subnet6 the config check accepts, the agent's IPAM takes, with the same
+        /// network; and what the check refuses, the agent refuses too (or the check did for a
+        /// reason of its own: link-local, multicast, IPv4-mapped).
+        #[test]
+        fn the_config_check_and_the_agent_agree_on_subnet6(
+            addr in any::<u128>(),
+            len in 40u8..=128,
+            masked in any::<bool>(),
+        ) {
+            // Half of them with the host bits cleared, so both sides mostly accept.
+            let addr = if masked { addr & !(u128::MAX.checked_shr(len as u32).unwrap_or(0)) } else { addr };
+            let text = format!("{}/{len}", Ipv6Addr::from(addr));
+            let agent = Subnet::parse_family(&text, Family::V6);
+            match berth_spec::check_subnet6(&text) {
+                Ok((net, l)) => {
+                    let s = agent.unwrap();
+                    prop_assert_eq!((s.network(), s.prefix_len()), (IpAddr::V6(net), l));
+                }
+                Err(why) => prop_assert!(
+                    agent.is_err() || why.contains("link-local"),
+                    "{} refused by the config ({}) but taken by the agent", text, why
+                ),
+            }
+        }
+    }
+
     fn arb_subnet() -> impl Strategy<Value = Subnet> {
         (24u8..=29, any::<u8>()).prop_map(|(len, third)| {
             let net = u32::from(Ipv4Addr::new(10, 9, third, 0)) & !(u32::MAX >> len);
