@@ -292,6 +292,7 @@ mod tests {
             image: "reg/web:1".into(),
             digest: Some("sha256:ab".into()),
             ip: None,
+            ip6: None,
             network_of: None,
             ports: vec![],
             restarts: 4,

@@ -112,6 +112,17 @@ fn named_networks_isolate_stacks_through_the_agent() {
         db6.to_string().starts_with(prefix6),
         "{db6} not in {backend6}"
     );
+    // Status shows both of db's addresses.
+    let status = a.status_of("db").unwrap();
+    assert_eq!(status["ip6"], db6.to_string(), "{status}");
+    let table = a.berth(&["status"]);
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("db ") && l.contains(&format!("{db_ip} {db6}"))),
+        "{table}"
+    );
     wait_until(Duration::from_secs(10), "api reaches db over IPv6", || {
         fetch(&a, "api", &format!("http://[{db6}]/")).as_deref() == Some("db\n")
     });

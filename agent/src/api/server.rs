@@ -360,6 +360,7 @@ mod tests {
             image: "x".into(),
             digest: None,
             ip: None,
+            ip6: None,
             network_of: None,
             ports: vec![],
             restarts: 0,

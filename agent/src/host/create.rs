@@ -78,6 +78,7 @@ impl Host {
             image_digest: req.image_digest.to_string(),
             network: spec.network.clone(),
             ip: None,
+            ip6: None,
             networks: Vec::new(),
             netns_of: None,
             ports: spec.ports.clone(),
@@ -168,6 +169,7 @@ impl Host {
                     rec.networks.push((join.name.clone(), att.ip));
                     if i == primary {
                         rec.ip = Some(att.ip);
+                        rec.ip6 = att.ip6;
                     }
                     netns.get_or_insert(att.netns);
                 }
@@ -188,6 +190,7 @@ impl Host {
                     )));
                 }
                 rec.ip = target.ip;
+                rec.ip6 = target.ip6;
                 rec.netns_of = Some(target.id.clone());
                 Some(path)
             }

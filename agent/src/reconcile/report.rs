@@ -54,6 +54,7 @@ pub fn report(
                 image: String::new(),
                 digest: None,
                 ip: None,
+                ip6: None,
                 network_of: None,
                 ports: vec![],
                 restarts: 0,
@@ -174,6 +175,7 @@ pub fn report(
                 .map(|o| o.image_digest.clone())
                 .or_else(|| observed.images.get(&spec.image).cloned()),
             ip: obs.and_then(|o| o.info.ip).map(|ip| ip.to_string()),
+            ip6: obs.and_then(|o| o.info.ip6).map(|ip| ip.to_string()),
             network_of: match &spec.network {
                 berth_spec::model::NetworkMode::Container(of) => Some(of.clone()),
                 _ => None,
@@ -241,6 +243,7 @@ fn removing(
                 image: o.info.image.clone().unwrap_or_default(),
                 digest: Some(o.image_digest.clone()),
                 ip: o.info.ip.map(|ip| ip.to_string()),
+                ip6: o.info.ip6.map(|ip| ip.to_string()),
                 network_of: None,
                 ports: o.info.ports.clone(),
                 restarts: o.restarts,
