@@ -112,6 +112,10 @@ fn named_networks_isolate_stacks_through_the_agent() {
         db6.to_string().starts_with(prefix6),
         "{db6} not in {backend6}"
     );
+    // db's own hosts file names it at both addresses.
+    let own = a.berth(&["exec", "db", "--", "cat", "/etc/hosts"]);
+    let own = String::from_utf8_lossy(&own.stdout).into_owned();
+    assert!(own.contains(&format!("{db_ip}\tdb\n{db6}\tdb\n")), "{own}");
     // Status shows both of db's addresses.
     let status = a.status_of("db").unwrap();
     assert_eq!(status["ip6"], db6.to_string(), "{status}");

@@ -166,14 +166,17 @@ impl Host {
 
     /// The names a container finds in its /etc/hosts: every other container on any of its
     /// networks, at its addresses there (the first network's, for one on several; both
-    /// families' on a dual-stack network).
+    /// families' on a dual-stack network); and its own IPv6 address, which the hosts file
+    /// lists under its own name.
     fn peers_of(&self, name: &str, rec: &Record) -> Vec<files::HostEntry> {
         let mut out: Vec<files::HostEntry> = Vec::new();
         for (net, _) in rec.joined() {
             let Some(net) = self.net(&net) else { continue };
             let seen: Vec<String> = out.iter().map(|o| o.name.clone()).collect();
             for p in net.peers() {
-                if p.name != name && !seen.contains(&p.name) {
+                // Its own IPv6 address is its hosts file's too (its IPv4 one is `rec.ip`).
+                let own_v6 = p.name == name && rec.ip6 == Some(p.ip);
+                if own_v6 || (p.name != name && !seen.contains(&p.name)) {
                     out.push(p);
                 }
             }
