@@ -524,18 +524,16 @@ impl Network {
             }) else {
                 continue;
             };
-            {
-                let link = rt
-                    .links()
-                    .ok()
-                    .and_then(|ls| ls.into_iter().find(|l| l.index == index))
-                    .map(|l| l.name)
-                    .unwrap_or_else(|| format!("link {index}"));
-                return Err(NetError::Config(format!(
-                    "subnet {subnet} overlaps address {ip}/{len} on {link}; choose another subnet for network {:?}",
-                    self.name
-                )));
-            }
+            let link = rt
+                .links()
+                .ok()
+                .and_then(|ls| ls.into_iter().find(|l| l.index == index))
+                .map(|l| l.name)
+                .unwrap_or_else(|| format!("link {index}"));
+            return Err(NetError::Config(format!(
+                "subnet {subnet} overlaps address {ip}/{len} on {link}; choose another network.subnet (network {:?})",
+                self.name
+            )));
         }
         Ok(())
     }
