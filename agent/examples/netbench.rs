@@ -65,7 +65,9 @@ fn main() {
     println!("{out}");
 }
 
-fn network(dir: &Path) -> (Network, Names) {
+/// `subnet6`: the lab's network is dual-stack (the setup and publish timings stay IPv4-only,
+/// comparable with their earlier runs).
+fn network_with(dir: &Path, subnet6: Option<&str>) -> (Network, Names) {
     sh(&["ip", "link", "set", "lo", "up"]);
     let names = Names::new("bench");
     let layout = Layout {
@@ -75,11 +77,16 @@ fn network(dir: &Path) -> (Network, Names) {
     let config = NetworkConfig {
         bridge: "bb0".into(),
         subnet: "10.230.0.0/20".into(),
+        subnet6: subnet6.map(str::to_string),
         ..Default::default()
     };
     let net = Network::new(names.clone(), &config, &layout).unwrap();
     net.ensure_host().unwrap();
     (net, names)
+}
+
+fn network(dir: &Path) -> (Network, Names) {
+    network_with(dir, None)
 }
 
 fn secs(start: Instant) -> f64 {
@@ -190,9 +197,11 @@ fn publish(dir: &Path, sizes: &str, rounds: usize) -> String {
 /// The throughput lab: berth's network with a container `srv` whose port 5201 is published,
 /// another host `other` on an uplink (10.231.0.1 here, .2 there, with a route to the
 /// container subnet for the direct path), and a hand-written DNAT of 5202 on the same path.
+/// The same over IPv6: the network is dual-stack (fd00:e30::/64), the uplink fd00:e31::1 and
+/// ::2, and a hand-written `ip6` DNAT of 5202 to the container's IPv6 address.
 /// Prints the paths as JSON, then waits for stdin to close.
 fn lab(dir: &Path) -> String {
-    let (net, _) = network(dir);
+    let (net, _) = network_with(dir, Some("fd00:e30::/64"));
     let id = IncarnationId::random();
     let a = net.attach("srv", &id, None).unwrap();
     let publish = |host| PortMapping {
@@ -209,6 +218,15 @@ fn lab(dir: &Path) -> String {
         "ip", "link", "add", "uplink", "type", "veth", "peer", "name", "eth0", "netns", &o,
     ]);
     sh(&["ip", "addr", "add", "10.231.0.1/24", "dev", "uplink"]);
+    sh(&[
+        "ip",
+        "addr",
+        "add",
+        "fd00:e31::1/64",
+        "dev",
+        "uplink",
+        "nodad",
+    ]);
     sh(&["ip", "link", "set", "uplink", "up"]);
     let net_arg = format!("--net={o}");
     let in_other = |argv: &[&str]| {
@@ -218,6 +236,15 @@ fn lab(dir: &Path) -> String {
     };
     in_other(&["ip", "link", "set", "lo", "up"]);
     in_other(&["ip", "addr", "add", "10.231.0.2/24", "dev", "eth0"]);
+    in_other(&[
+        "ip",
+        "addr",
+        "add",
+        "fd00:e31::2/64",
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
     in_other(&["ip", "link", "set", "eth0", "up"]);
     in_other(&["ip", "route", "add", "10.230.0.0/20", "via", "10.231.0.1"]);
     sh(&["nft", "add table ip handdnat"]);
@@ -230,10 +257,22 @@ fn lab(dir: &Path) -> String {
         a.ip
     );
     sh(&["nft", &rule]);
+    let ip6 = a.ip6.expect("the lab's network is dual-stack");
+    sh(&["nft", "add table ip6 handdnat6"]);
+    sh(&[
+        "nft",
+        "add chain ip6 handdnat6 pre { type nat hook prerouting priority dstnat; }",
+    ]);
+    let rule6 = format!(
+        "add rule ip6 handdnat6 pre ip6 daddr fd00:e31::1 tcp dport 5202 dnat to [{ip6}]:5201"
+    );
+    sh(&["nft", &rule6]);
     let info = serde_json::json!({
         "pid": std::process::id(),
         "host_addr": "10.231.0.1",
         "container_ip": a.ip.to_string(),
+        "host_addr6": "fd00:e31::1",
+        "container_ip6": ip6.to_string(),
         "container_ns": a.netns,
         "other_ns": other,
         "berth_port": 5201, "hand_dnat_port": 5202,

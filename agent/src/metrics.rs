@@ -328,6 +328,8 @@ mod tests {
             image: "reg/web:1".into(),
             digest: Some("sha256:ab".into()),
             ip: None,
+            ip6: None,
+            network_of: None,
             ports: vec![],
             restarts: 4,
             health: health.map(str::to_string),

@@ -20,6 +20,13 @@ pub struct ContainerStatus {
     pub image: String,
     pub digest: Option<String>,
     pub ip: Option<String>,
+    /// Its IPv6 address beside `ip` on a dual-stack network (an IPv6-only network's is `ip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<String>,
+    /// A sidecar (`network = "container:app"`): the container whose network namespace it
+    /// shares (its `ip` is that container's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_of: Option<String>,
     pub ports: Vec<String>,
     pub restarts: u32,
     /// `starting`, `healthy`, `unhealthy`, or absent without a health check.

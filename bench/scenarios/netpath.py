@@ -11,7 +11,9 @@ the host's own. Throughput: iperf3 (Debian) from a second netns standing in for 
 over a veth uplink, to an iperf3 server in a berth container; the same 4 paths are timed in
 rotation (runs of `SECONDS` s): berth's published port (DNAT from its map), a hand-written
 nftables `dnat to` rule on the same path (the peer; target: berth >= 95% of it), straight to the
-container's address (routed, no NAT), and socat as a userland proxy on the host. Setup: one
+container's address (routed, no NAT), and socat as a userland proxy on the host; and over IPv6
+(the lab's network is dual-stack) berth's published port against a hand-written `ip6` DNAT rule
+on the same path. Setup: one
 container's network as `Network::attach` + `publish` do it (lease, netns with lo up, veth born
 in the netns, address, default route, one port element), timed in-process by
 `agent/examples/netbench.rs`; target < 5 ms. Publishing N ports is one netlink batch, compared
@@ -59,6 +61,7 @@ def throughput(ctx, bin, seconds, rounds):
     try:
         info = json.loads(lab.stdout.readline())
         pid, host, cip = info["pid"], info["host_addr"], info["container_ip"]
+        host6 = info["host_addr6"]
         procs.append(subprocess.Popen(in_lab(pid, info["container_ns"], "iperf3", "-s", "-p", "5201"),
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         procs.append(subprocess.Popen(
@@ -69,6 +72,8 @@ def throughput(ctx, bin, seconds, rounds):
             "hand": (host, info["hand_dnat_port"]),
             "direct": (cip, 5201),
             "socat": (host, 5203),
+            "berth6": (host6, 5201),
+            "hand6": (host6, info["hand_dnat_port"]),
         }
         order = list(paths)
         samples = {k: [] for k in paths}
@@ -99,9 +104,9 @@ def run(ctx, quick):
     pub = run_json([bin, "publish", "1,100,1000", "3" if quick else "15"])
 
     gbit = lambda name, peer, peer_name: {
-        "name": f"published port throughput (iperf3 {seconds} s)",
+        "name": f"published port throughput{' over IPv6' if name == 'berth6' else ''} (iperf3 {seconds} s)",
         "unit": "Gbit/s",
-        "berth": tp["berth"],
+        "berth": tp[name],
         "peer": tp[peer],
         "peer_name": peer_name,
         "lower_is_better": False,
@@ -115,6 +120,7 @@ def run(ctx, quick):
         first,
         gbit("berth", "direct", "direct to the container"),
         gbit("berth", "socat", "socat userland proxy"),
+        gbit("berth6", "hand6", "hand-written nft ip6 DNAT"),
         {"name": "network setup of one container (attach + 1 published port)", "unit": "s",
          "berth": setup["setup_total"], "peer": None, "peer_name": None,
          "target": {"text": "< 5 ms", "max": 0.005}},

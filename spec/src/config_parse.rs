@@ -954,6 +954,41 @@ max_files = 2
     }
 
     #[test]
+    fn subnet6_is_checked_and_makes_a_network_dual_stack_or_ipv6_only() {
+        let c = parse(
+            Path::new("b.toml"),
+            "[network]\nsubnet6 = \"fd00:213::/64\"\nmasquerade6 = false\n\
+             [networks.six]\nsubnet6 = \"fd00:b::/64\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.network.subnet6.as_deref(), Some("fd00:213::/64"));
+        assert!(!c.network.masquerade6);
+        let six = &c.networks["six"];
+        assert_eq!(
+            (six.subnet.as_deref(), six.subnet6.as_deref()),
+            (None, Some("fd00:b::/64"))
+        );
+        for (bad, why) in [
+            ("fd00::1/64", "did you mean \"fd00::/64\""),
+            ("fd00::/47", "48 to 124"),
+            ("fd00::/125", "48 to 124"),
+            ("fe80::/64", "link-local"),
+            ("ff00::/64", "multicast"),
+            ("::ffff:10.0.0.0/120", "IPv4-mapped"),
+            ("10.0.0.0/24", "expected IPv6 CIDR"),
+        ] {
+            let e = errs(&format!("[networks.x]\nsubnet6 = \"{bad}\"\n")).join("\n");
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let e = errs("[networks.x]\ninternal = true\n").join("\n");
+        assert!(e.contains("a subnet, a subnet6, or both"), "{e}");
+        let e =
+            errs("[network]\nsubnet6 = \"fd00:b::/64\"\n[networks.x]\nsubnet6 = \"fd00:b::/80\"\n")
+                .join("\n");
+        assert!(e.contains("overlaps network \"default\""), "{e}");
+    }
+
+    #[test]
     fn all_errors_with_positions() {
         let e = errs(
             "instanse = \"x\"\ninstance = \"Bad\"\nstate_dir = \"rel\"\n[network]\nsubnet = \"10.0.0.1/16\"\n[images]\nmax_layers = 0\n",

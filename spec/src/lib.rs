@@ -38,7 +38,7 @@ pub mod units;
 pub mod values;
 
 pub use config::Config;
-pub use config_parse::check_subnet;
+pub use config_parse::{check_subnet, check_subnet6};
 pub use diag::{Diagnostic, SourceFile};
 pub use hash::spec_hash;
 pub use matching::{HostFacts, HostMatch};

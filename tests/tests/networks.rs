@@ -46,8 +46,12 @@ fn named_networks_isolate_stacks_through_the_agent() {
         return;
     }
     let backend = free_subnet();
+    // backend is dual-stack: its IPv6 subnet derived from its IPv4 one, so it is as unique.
+    // (The agent turns on net.ipv6.conf.all.forwarding on this host for it.)
+    let octets: Vec<&str> = backend.split('.').collect();
+    let backend6 = format!("fd00:b7:{}:{}::/64", octets[1], octets[2]);
     let opts = AgentOptions {
-        extra_config: format!("[networks.backend]\nsubnet = {backend:?}\n"),
+        extra_config: format!("[networks.backend]\nsubnet = {backend:?}\nsubnet6 = {backend6:?}\n"),
         ..Default::default()
     };
     let mut a = TestAgent::new("nw", &opts);
@@ -58,9 +62,14 @@ fn named_networks_isolate_stacks_through_the_agent() {
         "db",
         &format!("image = \"{db}\"\nnetworks = [\"backend\"]\n"),
     );
+    // api publishes a port: IPv4 on its primary network (default, IPv4-only), IPv6 on the
+    // first routed network with IPv6 (backend).
+    let port = berth_e2e::fixtures::free_port();
     a.write_spec(
         "api",
-        &format!("image = \"{web}\"\nnetworks = [\"default\", \"backend\"]\n"),
+        &format!(
+            "image = \"{web}\"\nnetworks = [\"default\", \"backend\"]\nports = [\"{port}:80\"]\n"
+        ),
     );
     for n in ["web", "db", "api"] {
         a.wait_running(n);
@@ -88,6 +97,54 @@ fn named_networks_isolate_stacks_through_the_agent() {
         hosts.contains("\tapi") && !hosts.contains("\tweb"),
         "{hosts}"
     );
+
+    // IPv6 on backend: api's /etc/hosts names db's IPv6 address too, and api reaches db at
+    // it; web, on the IPv4-only default network, has no IPv6 route to it.
+    let hosts = a.berth(&["exec", "api", "--", "cat", "/etc/hosts"]);
+    let hosts = String::from_utf8_lossy(&hosts.stdout).into_owned();
+    let db6: std::net::Ipv6Addr = hosts
+        .lines()
+        .filter(|l| l.ends_with("\tdb"))
+        .find_map(|l| l.split('\t').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no IPv6 line for db: {hosts}"));
+    let prefix6 = backend6.trim_end_matches(":/64");
+    assert!(
+        db6.to_string().starts_with(prefix6),
+        "{db6} not in {backend6}"
+    );
+    // db's own hosts file names it at both addresses.
+    let own = a.berth(&["exec", "db", "--", "cat", "/etc/hosts"]);
+    let own = String::from_utf8_lossy(&own.stdout).into_owned();
+    assert!(own.contains(&format!("{db_ip}\tdb\n{db6}\tdb\n")), "{own}");
+    // Status shows both of db's addresses.
+    let status = a.status_of("db").unwrap();
+    assert_eq!(status["ip6"], db6.to_string(), "{status}");
+    let table = a.berth(&["status"]);
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("db ") && l.contains(&format!("{db_ip} {db6}"))),
+        "{table}"
+    );
+    wait_until(Duration::from_secs(10), "api reaches db over IPv6", || {
+        fetch(&a, "api", &format!("http://[{db6}]/")).as_deref() == Some("db\n")
+    });
+    assert_eq!(fetch(&a, "web", &format!("http://[{db6}]/")), None);
+    // api's port over IPv6, from the host to its own address on backend's bridge (the v6
+    // gateway, a local address: `fib daddr type local`), and over IPv4 to the loopback.
+    let gateway6 = format!("{prefix6}:1");
+    let curl = |url: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-m", "2", url])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait_until(Duration::from_secs(10), "api's port over IPv6", || {
+        curl(&format!("http://[{gateway6}]:{port}/")) == "web\n"
+    });
+    assert_eq!(curl(&format!("http://127.0.0.1:{port}/")), "web\n");
 
     // Each network's kernel objects are named from the instance.
     let bridge = berth_agent::names::network_bridge(&a.instance, "backend");
@@ -138,6 +195,16 @@ fn a_sidecar_joins_its_containers_netns_and_follows_it_when_remade() {
     );
     let app = a.wait_running("app");
     let side = a.wait_running("side");
+    // Status shows the relation, in --json and in the table.
+    assert_eq!(side["network_of"], "app", "{side}");
+    assert!(app.get("network_of").is_none(), "{app}");
+    let table = a.berth(&["status"]);
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("side "))
+        .unwrap_or_else(|| panic!("no side in {table}"));
+    assert!(line.contains("(app's netns)"), "{table}");
     // One netns: the sidecar reaches app's server on loopback, and has app's address.
     assert_eq!(
         fetch(&a, "side", "http://127.0.0.1/").as_deref(),

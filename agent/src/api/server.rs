@@ -360,6 +360,8 @@ mod tests {
             image: "x".into(),
             digest: None,
             ip: None,
+            ip6: None,
+            network_of: None,
             ports: vec![],
             restarts: 0,
             health: None,

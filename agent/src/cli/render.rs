@@ -47,7 +47,20 @@ pub fn status_table(statuses: &[ContainerStatus]) -> String {
                 status,
                 s.desired.clone(),
                 s.image.clone(),
-                s.ip.clone().unwrap_or_default(),
+                {
+                    // Both addresses of a dual-stack container, IPv4 first.
+                    let ip = [s.ip.as_deref(), s.ip6.as_deref()]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    match &s.network_of {
+                        // A sidecar: the address is its container's, in that container's netns.
+                        Some(of) if ip.is_empty() => format!("- ({of}'s netns)"),
+                        Some(of) => format!("{ip} ({of}'s netns)"),
+                        None => ip,
+                    }
+                },
                 s.ports.join(","),
                 s.restarts.to_string(),
                 note,

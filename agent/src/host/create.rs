@@ -78,6 +78,7 @@ impl Host {
             image_digest: req.image_digest.to_string(),
             network: spec.network.clone(),
             ip: None,
+            ip6: None,
             networks: Vec::new(),
             netns_of: None,
             ports: spec.ports.clone(),
@@ -157,18 +158,18 @@ impl Host {
                             join.name
                         ))
                     })?;
-                    if join.ip6.is_some() {
-                        return Err(ActionError::permanent(format!(
-                            "ip on network {:?}: IPv6 addresses are not supported by this agent yet",
-                            join.name
-                        )));
+                    let (ip4, ip6) = (join.ip.map(IpAddr::V4), join.ip6.map(IpAddr::V6));
+                    let att = if net.subnet6().is_some() {
+                        net.attach_dual(name, &id, ip4, ip6, &Join::of(i, primary))
+                    } else {
+                        // Single stack: the static address of the network's one family.
+                        net.attach_as(name, &id, ip4.or(ip6), &Join::of(i, primary))
                     }
-                    let att = net
-                        .attach_as(name, &id, join.ip.map(IpAddr::V4), &Join::of(i, primary))
-                        .map_err(transient)?;
+                    .map_err(transient)?;
                     rec.networks.push((join.name.clone(), att.ip));
                     if i == primary {
                         rec.ip = Some(att.ip);
+                        rec.ip6 = att.ip6;
                     }
                     netns.get_or_insert(att.netns);
                 }
@@ -189,6 +190,7 @@ impl Host {
                     )));
                 }
                 rec.ip = target.ip;
+                rec.ip6 = target.ip6;
                 rec.netns_of = Some(target.id.clone());
                 Some(path)
             }

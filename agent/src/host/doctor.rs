@@ -143,7 +143,7 @@ impl Host {
                 ));
             }
         }
-        for l in obs.leases {
+        for l in obs.leases.into_iter().chain(obs.leases6) {
             if !known.contains(&(l.name.clone(), l.id.clone())) {
                 out.push(f("lease", format!("{} ({})", l.ip, l.name)));
             }

@@ -163,13 +163,18 @@ impl Host {
     }
 
     /// The names a container finds in its /etc/hosts: every other container on any of its
-    /// networks, at its address there (the first network's, for one on several).
+    /// networks, at its addresses there (the first network's, for one on several; both
+    /// families' on a dual-stack network); and its own IPv6 address, which the hosts file
+    /// lists under its own name.
     fn peers_of(&self, name: &str, rec: &Record) -> Vec<files::HostEntry> {
         let mut out: Vec<files::HostEntry> = Vec::new();
         for (net, _) in rec.joined() {
             let Some(net) = self.net(&net) else { continue };
+            let seen: Vec<String> = out.iter().map(|o| o.name.clone()).collect();
             for p in net.peers() {
-                if p.name != name && !out.iter().any(|o| o.name == p.name) {
+                // Its own IPv6 address is its hosts file's too (its IPv4 one is `rec.ip`).
+                let own_v6 = p.name == name && rec.ip6 == Some(p.ip);
+                if own_v6 || (p.name != name && !seen.contains(&p.name)) {
                     out.push(p);
                 }
             }
@@ -291,17 +296,41 @@ impl Host {
     }
 
     fn publish(&self, name: &str, id: &IncarnationId, rec: &Record) -> Result<(), ActionError> {
-        // Ports go to the address on its primary network, which `ip` holds.
+        if rec.ports.is_empty() {
+            return Ok(());
+        }
+        // Ports go to the addresses on its primary network (`ip` holds that one's), and the
+        // IPv6 ones to the first routed network with IPv6 when the primary has none.
         let joined = rec.joined();
-        let primary = self.primary(joined.iter().map(|(n, _)| n.as_str()));
-        match (joined.into_iter().nth(primary), rec.ip) {
-            (Some((net, _)), Some(ip)) if !rec.ports.is_empty() => self
-                .net(&net)
+        for index in self.publishing(&joined) {
+            let (net, ip) = &joined[index];
+            let Some(ip) = ip.or(rec.ip) else { continue };
+            self.net(net)
                 .ok_or_else(|| transient(format!("network {net:?} is not in the agent config")))?
                 .publish(name, id, ip, &rec.ports)
-                .map_err(transient),
-            _ => Ok(()),
+                .map_err(transient)?;
         }
+        Ok(())
+    }
+
+    /// Which of a container's networks publish its ports: the primary, and the first routed
+    /// network with IPv6 when the primary has no IPv6 (the spec's "first network of each
+    /// family that is not internal").
+    pub(crate) fn publishing(&self, joined: &[(String, Option<std::net::IpAddr>)]) -> Vec<usize> {
+        let primary = self.primary(joined.iter().map(|(n, _)| n.as_str()));
+        let mut out = vec![primary];
+        let has_v6 = |n: &str| self.net(n).is_some_and(|n| n.has_ipv6());
+        if !joined.get(primary).is_some_and(|(n, _)| has_v6(n))
+            && let Some(i) = joined.iter().position(|(n, _)| {
+                has_v6(n)
+                    && self
+                        .net(n)
+                        .is_some_and(|n| n.egress() == crate::network::Egress::Masquerade)
+            })
+        {
+            out.push(i);
+        }
+        out
     }
 }
 

@@ -140,6 +140,7 @@ impl Host {
                 image: Some(rec.image.clone()),
                 pid,
                 ip: rec.ip,
+                ip6: rec.ip6,
                 ports: rec.ports.iter().map(port_text).collect(),
                 since: since.map(rfc3339),
             },

@@ -44,6 +44,10 @@ pub struct Record {
     /// The address on its primary network: the first that is not internal, which holds its
     /// default route and published ports (see `Host::primary`).
     pub ip: Option<IpAddr>,
+    /// Its IPv6 address on the primary network when that one is dual-stack (an IPv6-only
+    /// network's is `ip`). For `berth status`; the lease is the truth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<IpAddr>,
     /// `network = "bridge"`: every network it joined, in order (`eth0`, `eth1`, ...), with its
     /// address there. Empty in a record from before named networks: the default network at
     /// `ip` (see [`Record::joined`]).

@@ -254,12 +254,14 @@ impl Host {
                     Some(crate::runtime::Status::Running | crate::runtime::Status::Paused)
                 );
                 // A stopped container keeps its address but not its ports.
-                // Its ports are published on its primary network only.
-                let ports = if running && !rec.stopped_by_us && index == primary {
-                    rec.ports.clone()
-                } else {
-                    Vec::new()
-                };
+                // Its ports are published on its primary network (and its IPv6 ones on the
+                // first routed network with IPv6 when the primary has none).
+                let ports =
+                    if running && !rec.stopped_by_us && self.publishing(&joined).contains(&index) {
+                        rec.ports.clone()
+                    } else {
+                        Vec::new()
+                    };
                 Some(ExpectedNet {
                     name: name.clone(),
                     id: id.clone(),

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use super::error::{NetError, TeardownErrors};
@@ -15,10 +15,21 @@ use crate::names::IncarnationId;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attachment {
     pub netns: PathBuf,
+    /// The address of the network's primary family (IPv4, or IPv6 on an IPv6-only network).
     pub ip: IpAddr,
     pub gateway: IpAddr,
     pub prefix_len: u8,
+    /// On a dual-stack network, the IPv6 address too.
+    pub ip6: Option<IpAddr>,
     pub mtu: u32,
+}
+
+/// One address a container's interface gets, with its subnet's gateway and prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Addr {
+    ip: IpAddr,
+    gateway: IpAddr,
+    prefix_len: u8,
 }
 
 /// How a container's veth of one network looks inside its netns.
@@ -73,6 +84,7 @@ impl Network {
     }
 
     /// [`Network::attach`] for a container's `join.ifname` interface (its n-th network).
+    /// `static_ip` of the network's primary family; see [`Network::attach_dual`] for both.
     pub fn attach_as(
         &self,
         name: &str,
@@ -80,16 +92,39 @@ impl Network {
         static_ip: Option<IpAddr>,
         join: &Join,
     ) -> Result<Attachment, NetError> {
+        let (ip, ip6) = match static_ip {
+            Some(ip @ IpAddr::V6(_)) if self.v6.is_some() => (None, Some(ip)),
+            ip => (ip, None),
+        };
+        self.attach_dual(name, id, ip, ip6, join)
+    }
+
+    /// [`Network::attach_as`] with a static address of each family (either may be `None`). On a
+    /// dual-stack network the container gets an IPv6 lease besides its IPv4 one.
+    pub fn attach_dual(
+        &self,
+        name: &str,
+        id: &IncarnationId,
+        static_ip: Option<IpAddr>,
+        static_ip6: Option<IpAddr>,
+        join: &Join,
+    ) -> Result<Attachment, NetError> {
         let bridge = self.bridge_link()?;
         let had_lease = self.ipam.lease_of(name, id).is_some();
         let lease = self.ipam.allocate(name, id, static_ip)?;
-        let IpAddr::V4(ip) = lease.ip else {
-            return Err(NetError::Ipv6Unsupported(format!(
-                "address {} of container {name}",
-                lease.ip
-            )));
+        let ip6 = match &self.v6 {
+            Some(v6) => match v6.ipam.allocate(name, id, static_ip6) {
+                Ok(l) => Some(l.ip),
+                Err(e) => {
+                    if !had_lease {
+                        let _ = self.ipam.release(name, id);
+                    }
+                    return Err(e);
+                }
+            },
+            None => None,
         };
-        match self.wire(name, id, &bridge, ip, join) {
+        match self.wire(name, id, &bridge, lease.ip, ip6, join) {
             Ok(a) => Ok(a),
             Err(e) => {
                 if !had_lease {
@@ -134,7 +169,8 @@ impl Network {
         name: &str,
         id: &IncarnationId,
         bridge: &Link,
-        ip: Ipv4Addr,
+        ip: IpAddr,
+        ip6: Option<IpAddr>,
         join: &Join,
     ) -> Result<Attachment, NetError> {
         let path = self.layout.netns(name, id);
@@ -143,11 +179,23 @@ impl Network {
         let mtu = bridge.mtu.unwrap_or(super::DEFAULT_MTU);
         let gateway = self.subnet.gateway();
         let prefix_len = self.subnet.prefix_len();
+        let mut addrs = vec![Addr {
+            ip,
+            gateway,
+            prefix_len,
+        }];
+        if let (Some(ip6), Some(s6)) = (ip6, self.subnet6()) {
+            addrs.push(Addr {
+                ip: ip6,
+                gateway: s6.gateway(),
+                prefix_len: s6.prefix_len(),
+            });
+        }
         // Two rounds at most: a host end whose peer is not in this netns is made again.
         for _ in 0..2 {
             self.ensure_host_end(name, id, bridge, &ns, ip, mtu, &join.ifname)?;
             let inside = netns::in_netns(&ns, || {
-                configure_inside(&join.ifname, ip, prefix_len, gateway, mtu, join.route)
+                configure_inside(&join.ifname, &addrs, mtu, join.route)
             })
             .and_then(|r| r)
             .map_err(|e| {
@@ -160,9 +208,10 @@ impl Network {
             if inside {
                 return Ok(Attachment {
                     netns: path,
-                    ip: IpAddr::V4(ip),
-                    gateway: IpAddr::V4(gateway),
+                    ip,
+                    gateway,
                     prefix_len,
+                    ip6,
                     mtu,
                 });
             }
@@ -192,7 +241,7 @@ impl Network {
         id: &IncarnationId,
         bridge: &Link,
         ns: &File,
-        ip: Ipv4Addr,
+        ip: IpAddr,
         mtu: u32,
         ifname: &str,
     ) -> Result<(), NetError> {
@@ -265,6 +314,11 @@ impl Network {
         if let Err(e) = self.ipam.release(name, id) {
             errors.push(e);
         }
+        if let Some(v6) = &self.v6
+            && let Err(e) = v6.ipam.release(name, id)
+        {
+            errors.push(e);
+        }
         TeardownErrors(errors).into_result()
     }
 
@@ -297,16 +351,12 @@ pub(super) fn lo_up() -> io::Result<()> {
     rt.set_up(lo.index, None)
 }
 
-/// Inside the container's netns: lo and the interface up, the address, the default route when
-/// asked. Returns false when the interface is missing (its host end must be made again).
-fn configure_inside(
-    ifname: &str,
-    ip: Ipv4Addr,
-    prefix_len: u8,
-    gateway: Ipv4Addr,
-    mtu: u32,
-    route: Route,
-) -> io::Result<bool> {
+/// Inside the container's netns: lo and the interface up, the addresses, a default route per
+/// family when asked. Returns false when the interface is missing (its host end must be made
+/// again). IPv6 addresses are added without duplicate address detection (IPAM keeps them
+/// unique), and `accept_dad` is turned off on the interface so that its link-local address is
+/// not tentative either: the container can talk at once.
+fn configure_inside(ifname: &str, addrs: &[Addr], mtu: u32, route: Route) -> io::Result<bool> {
     let mut rt = Rtnl::open()?;
     let Some(eth0) = rt.link(ifname)? else {
         return Ok(false);
@@ -316,12 +366,22 @@ fn configure_inside(
     {
         rt.set_up(lo.index, None)?;
     }
-    rt.add_address(eth0.index, ip, prefix_len)?;
+    if addrs.iter().any(|a| a.ip.is_ipv6()) {
+        super::sysctl::apply(&[super::sysctl::Setting {
+            path: format!("/proc/sys/net/ipv6/conf/{ifname}/accept_dad").into(),
+            value: "0",
+        }])?;
+    }
+    for a in addrs {
+        rt.add_address(eth0.index, a.ip, a.prefix_len)?;
+    }
     if !eth0.up || eth0.mtu != Some(mtu) {
         rt.set_up(eth0.index, Some(mtu))?;
     }
     if route == Route::Default {
-        rt.add_default_route(gateway, eth0.index)?;
+        for a in addrs {
+            rt.add_default_route(a.gateway, eth0.index)?;
+        }
     }
     Ok(true)
 }
@@ -329,7 +389,14 @@ fn configure_inside(
 /// The container end's MAC, derived from its address (as Docker does): a recreated container
 /// that gets its address back is reachable at once, without waiting for neighbour caches that
 /// still hold the old incarnation's MAC to expire.
-pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
-    let o = ip.octets();
+/// For an IPv6-only container, from the address's last 32 bits.
+pub fn mac_for(ip: IpAddr) -> [u8; 6] {
+    let o = match ip {
+        IpAddr::V4(v4) => v4.octets(),
+        IpAddr::V6(v6) => {
+            let b = v6.octets();
+            [b[12], b[13], b[14], b[15]]
+        }
+    };
     [0x02, 0x62, o[0], o[1], o[2], o[3]]
 }

@@ -56,8 +56,6 @@ pub enum NetError {
          run a second berth instance with its own bridge for more"
     )]
     BridgeFull { bridge: String, name: String },
-    #[error("ipv6 is not supported yet: {0}")]
-    Ipv6Unsupported(String),
     #[error("container {name} has no address lease; attach it before publishing ports")]
     NoLease { name: String },
 }

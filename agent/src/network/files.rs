@@ -46,7 +46,8 @@ pub struct ContainerFiles {
     pub hostname: PathBuf,
 }
 
-/// /etc/hosts: localhost, the container itself, then every other container by name.
+/// /etc/hosts: localhost, the container itself (`ip`, then any entry of `peers` under its own
+/// name: its IPv6 address), then every other container by name.
 pub fn hosts_file(name: &str, ip: Option<IpAddr>, peers: &[HostEntry]) -> String {
     let mut out = String::from(
         "# written by berth; rewritten as containers come and go\n\
@@ -58,9 +59,14 @@ pub fn hosts_file(name: &str, ip: Option<IpAddr>, peers: &[HostEntry]) -> String
         // Without a network the hostname still resolves, as on a machine without one.
         None => writeln!(out, "127.0.1.1\t{name}").unwrap(),
     }
+    // Its own other addresses (its IPv6 one on a dual-stack network) come among the peers.
+    for own in peers.iter().filter(|p| p.name == name && Some(p.ip) != ip) {
+        writeln!(out, "{}\t{name}", own.ip).unwrap();
+    }
     let mut peers: Vec<&HostEntry> = peers.iter().filter(|p| p.name != name).collect();
     peers.sort();
-    peers.dedup_by(|a, b| a.name == b.name);
+    // One line per address: a dual-stack peer has two (IPv4 first, as resolvers try them).
+    peers.dedup();
     for p in peers {
         writeln!(out, "{}\t{}", p.ip, p.name).unwrap();
     }
@@ -179,6 +185,27 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("127.0.0.1\tlocalhost\n"));
+    }
+
+    #[test]
+    fn a_dual_stack_peer_has_a_line_per_address() {
+        let peers = [
+            entry("db", "fd00:b::3"),
+            entry("db", "10.1.0.3"),
+            entry("v6only", "fd00:c::9"),
+        ];
+        let text = hosts_file("web", Some("10.1.0.2".parse().unwrap()), &peers);
+        let lines: Vec<&str> = text.lines().skip(4).collect();
+        assert_eq!(
+            lines,
+            ["10.1.0.3\tdb", "fd00:b::3\tdb", "fd00:c::9\tv6only"],
+            "{text}"
+        );
+        // Its own IPv6 address follows its IPv4 one.
+        let mine = [entry("web", "fd00:b::2"), entry("web", "10.1.0.2")];
+        let text = hosts_file("web", Some("10.1.0.2".parse().unwrap()), &mine);
+        let lines: Vec<&str> = text.lines().skip(3).collect();
+        assert_eq!(lines, ["10.1.0.2\tweb", "fd00:b::2\tweb"], "{text}");
     }
 
     #[test]

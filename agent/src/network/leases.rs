@@ -394,9 +394,6 @@ impl Ipam {
     fn alloc_error(&self, name: &str, e: AllocError) -> NetError {
         let name = name.to_string();
         match e {
-            AllocError::Ipv6(ip) => {
-                NetError::Ipv6Unsupported(format!("static address {ip} for container {name}"))
-            }
             AllocError::OutsideSubnet(ip) => NetError::OutsideSubnet {
                 name,
                 ip,

@@ -54,14 +54,14 @@ pub use files::HostEntry;
 pub use ipam::Subnet;
 pub use leases::{Ipam, Lease};
 pub use nft::elements::PortElement;
-pub use nft::ruleset::Egress;
+pub use nft::ruleset::{Egress, Nat66};
 pub use nft::watch::{Drift, Watcher};
 pub use repair::{ExpectedMode, ExpectedNet, NetObserved, OwnedLink, TableState};
 
 use crate::layout::Layout;
 use crate::names::{IncarnationId, Names};
 use nft::elements as el;
-use nft::ruleset::{self, Ruleset};
+use nft::ruleset::Ruleset;
 use nft::socket::NftSocket;
 use rtnl::Rtnl;
 
@@ -80,6 +80,8 @@ const KEPT_FILE: &str = "network.json";
 struct KeptNetwork {
     bridge: String,
     subnet: String,
+    #[serde(default)]
+    subnet6: Option<String>,
 }
 
 /// Removes the named networks the config no longer declares, each once no container holds a
@@ -103,7 +105,9 @@ pub fn retire_removed(names: &Names, layout: &Layout, declared: &[&str]) -> Vec<
             name: name.clone(),
             bridge: kept.bridge,
             subnet: kept.subnet,
+            subnet6: kept.subnet6,
             egress: Egress::Masquerade,
+            nat66: Nat66::Masquerade,
             isolate_from: Vec::new(),
         };
         let net = match Network::open(names.clone(), &def, layout) {
@@ -143,8 +147,12 @@ pub struct NetDef {
     /// `default` or the name in `[networks.<name>]`.
     pub name: String,
     pub bridge: String,
+    /// IPv4, or IPv6 on an IPv6-only network: the subnet whose leases carry the ports.
     pub subnet: String,
+    /// The IPv6 subnet of a dual-stack network.
+    pub subnet6: Option<String>,
     pub egress: Egress,
+    pub nat66: Nat66,
     /// The bridges of the instance's other networks, kept apart from this one. Empty for a
     /// lone default network (its table stays as before named networks).
     pub isolate_from: Vec<String>,
@@ -153,7 +161,7 @@ pub struct NetDef {
 impl NetDef {
     /// Every network of `config`, the default one first, with derived bridge names and each
     /// isolated from all the others. Two networks with one bridge (a derived name meeting
-    /// another) or a network without an IPv4 subnet are refused, naming the network.
+    /// another) are refused, naming the network.
     pub fn from_config(config: &Config) -> Result<Vec<NetDef>, NetError> {
         let mut defs: Vec<NetDef> = Vec::new();
         for d in config.network_defs() {
@@ -161,18 +169,16 @@ impl NetDef {
                 .bridge
                 .clone()
                 .unwrap_or_else(|| crate::names::network_bridge(&config.instance, &d.name));
-            let subnet = d.subnet.clone().ok_or_else(|| {
-                NetError::Config(format!(
-                    "network {:?}: an IPv6-only network (subnet6 without subnet) is not supported by this agent yet",
-                    d.name
-                ))
-            })?;
-            if d.subnet6.is_some() {
-                return Err(NetError::Config(format!(
-                    "network {:?}: subnet6 (IPv6) is not supported by this agent yet",
-                    d.name
-                )));
-            }
+            let (subnet, subnet6) = match (d.subnet.clone(), d.subnet6.clone()) {
+                (Some(v4), v6) => (v4, v6),
+                (None, Some(v6)) => (v6, None),
+                (None, None) => {
+                    return Err(NetError::Config(format!(
+                        "network {:?} has neither subnet nor subnet6",
+                        d.name
+                    )));
+                }
+            };
             if let Some(other) = defs.iter().find(|o| o.bridge == bridge) {
                 return Err(NetError::Config(format!(
                     "networks {:?} and {:?} would share bridge {bridge}; set networks.{}.bridge",
@@ -183,11 +189,13 @@ impl NetDef {
                 name: d.name,
                 bridge,
                 subnet,
+                subnet6,
                 egress: if d.internal {
                     Egress::Internal
                 } else {
                     Egress::Masquerade
                 },
+                nat66: nat66(d.masquerade6),
                 isolate_from: Vec::new(),
             });
         }
@@ -210,11 +218,13 @@ impl NetDef {
             name: DEFAULT_NETWORK.to_string(),
             bridge: config.bridge.clone(),
             subnet: config.subnet.clone(),
+            subnet6: config.subnet6.clone(),
             egress: if config.internal {
                 Egress::Internal
             } else {
                 Egress::Masquerade
             },
+            nat66: nat66(config.masquerade6),
             isolate_from: Vec::new(),
         }
     }
@@ -222,6 +232,23 @@ impl NetDef {
     fn is_default(&self) -> bool {
         self.name == DEFAULT_NETWORK
     }
+}
+
+fn nat66(masquerade6: bool) -> Nat66 {
+    if masquerade6 {
+        Nat66::Masquerade
+    } else {
+        Nat66::Routed
+    }
+}
+
+/// The IPv6 half of a dual-stack network: its subnet and leases
+/// (`<network_dir>/v6/leases/<ip>`), one per container beside its IPv4 lease. The ports stay
+/// recorded in the IPv4 lease.
+#[derive(Debug)]
+struct Stack6 {
+    subnet: Subnet,
+    ipam: Ipam,
 }
 
 impl Network {
@@ -238,7 +265,10 @@ pub struct Network {
     names: Names,
     layout: Layout,
     bridge: String,
+    /// IPv4, or IPv6 on an IPv6-only network; [`Network::ipam`] leases from it.
     subnet: Subnet,
+    /// A dual-stack network's IPv6 subnet and leases.
+    v6: Option<Stack6>,
     ruleset: Ruleset,
     host_ns: File,
     rtnl: Mutex<Rtnl>,
@@ -279,6 +309,12 @@ impl Network {
         };
         validate_bridge_name(&def.bridge)?;
         let subnet = Subnet::parse(&def.subnet).map_err(NetError::Config)?;
+        let subnet6 = def
+            .subnet6
+            .as_deref()
+            .map(|s| ipam::Subnet::parse_family(s, ipam::Family::V6))
+            .transpose()
+            .map_err(NetError::Config)?;
         let host_ns =
             netns::current().map_err(|e| NetError::io("open", "/proc/thread-self/ns/net", e))?;
         let rtnl = Rtnl::open().map_err(|e| NetError::netlink("open", "rtnetlink socket", e))?;
@@ -289,12 +325,20 @@ impl Network {
             source: e,
         })?;
         let ipam = Ipam::open(&network_dir, subnet)?;
+        let v6 = match subnet6 {
+            Some(s6) => Some(Stack6 {
+                subnet: s6,
+                ipam: Ipam::open(&network_dir.join("v6"), s6)?,
+            }),
+            None => None,
+        };
         if !def.is_default() {
             // What a later agent needs to remove this network once the config drops it: its
             // bridge may be named by hand, and its subnet opens its leases.
             let kept = KeptNetwork {
                 bridge: def.bridge.clone(),
                 subnet: def.subnet.clone(),
+                subnet6: def.subnet6.clone(),
             };
             crate::fsutil::atomic_write_json(&network_dir.join(KEPT_FILE), &kept)
                 .map_err(|e| NetError::io("write", network_dir.join(KEPT_FILE), e))?;
@@ -304,7 +348,9 @@ impl Network {
                 table,
                 bridge: def.bridge.clone(),
                 subnet,
+                subnet6,
                 egress: def.egress,
+                nat66: def.nat66,
                 isolate_from: def.isolate_from.clone(),
             },
             name: def.name.clone(),
@@ -312,6 +358,7 @@ impl Network {
             layout: layout.clone(),
             bridge: def.bridge.clone(),
             subnet,
+            v6,
             host_ns,
             rtnl: Mutex::new(rtnl),
             nft: Mutex::new(nft),
@@ -336,8 +383,48 @@ impl Network {
         &self.subnet
     }
 
-    pub fn gateway(&self) -> Ipv4Addr {
+    pub fn gateway(&self) -> IpAddr {
         self.subnet.gateway()
+    }
+
+    /// The IPv6 subnet of a dual-stack network (an IPv6-only network's is [`Network::subnet`]).
+    pub fn subnet6(&self) -> Option<&Subnet> {
+        self.v6.as_ref().map(|v| &v.subnet)
+    }
+
+    /// Every subnet of the network: the primary one, then a dual-stack network's IPv6 one.
+    pub fn subnets(&self) -> Vec<Subnet> {
+        std::iter::once(self.subnet)
+            .chain(self.subnet6().copied())
+            .collect()
+    }
+
+    /// Whether the network carries IPv6 (dual-stack or IPv6-only).
+    pub fn has_ipv6(&self) -> bool {
+        self.stack() != sysctl::Stack::V4
+    }
+
+    fn stack(&self) -> sysctl::Stack {
+        match (self.subnet.family(), self.v6.is_some()) {
+            (ipam::Family::V6, _) => sysctl::Stack::V6,
+            (ipam::Family::V4, true) => sysctl::Stack::Dual,
+            (ipam::Family::V4, false) => sysctl::Stack::V4,
+        }
+    }
+
+    /// A container's addresses on this network: its lease, and on a dual-stack network its
+    /// IPv6 lease when it holds one.
+    pub fn addresses_of(&self, name: &str, id: &IncarnationId, ip: IpAddr) -> Vec<IpAddr> {
+        let mut out = vec![ip];
+        if let Some(l) = self.v6.as_ref().and_then(|v| v.ipam.lease_of(name, id)) {
+            out.push(l.ip);
+        }
+        out
+    }
+
+    /// The IPv6 lease store of a dual-stack network.
+    pub fn ipam6(&self) -> Option<&Ipam> {
+        self.v6.as_ref().map(|v| &v.ipam)
     }
 
     pub fn table(&self) -> &str {
@@ -374,10 +461,10 @@ impl Network {
             .map_err(|e| NetError::netlink("get", &self.bridge, e))?;
         self.check_subnet_is_free(existing.map(|l| l.index))?;
         self.ensure_bridge()?;
-        let settings = sysctl::bridge_settings(&self.bridge);
+        let settings = sysctl::bridge_settings(&self.bridge, self.stack());
         netns::in_netns(&self.host_ns, || sysctl::apply(&settings))
             .and_then(|r| r)
-            .map_err(|e| NetError::io("write", "/proc/sys/net/ipv4", e))?;
+            .map_err(|e| NetError::io("write", "/proc/sys/net", e))?;
         self.repair_rules()?;
         Ok(())
     }
@@ -415,8 +502,10 @@ impl Network {
         }
         rt.set_up(link.index, None)
             .map_err(|e| NetError::netlink("set up", &self.bridge, e))?;
-        rt.add_address(link.index, self.subnet.gateway(), self.subnet.prefix_len())
-            .map_err(|e| NetError::netlink("add address", &self.bridge, e))?;
+        for subnet in self.subnets() {
+            rt.add_address(link.index, subnet.gateway(), subnet.prefix_len())
+                .map_err(|e| NetError::netlink("add address", &self.bridge, e))?;
+        }
         Ok(link)
     }
 
@@ -428,22 +517,23 @@ impl Network {
             .addresses(None)
             .map_err(|e| NetError::netlink("list", "addresses", e))?;
         for (index, ip, len) in addrs {
-            let IpAddr::V4(v4) = ip else { continue };
-            if Some(index) != bridge_index
-                && len >= self.subnet.prefix_len()
-                && ipam::prefixes_overlap(v4, len, &self.subnet)
-            {
-                let link = rt
-                    .links()
-                    .ok()
-                    .and_then(|ls| ls.into_iter().find(|l| l.index == index))
-                    .map(|l| l.name)
-                    .unwrap_or_else(|| format!("link {index}"));
-                return Err(NetError::Config(format!(
-                    "subnet {} overlaps address {ip}/{len} on {link}; choose another network.subnet",
-                    self.subnet
-                )));
-            }
+            let Some(subnet) = self.subnets().into_iter().find(|s| {
+                Some(index) != bridge_index
+                    && len >= s.prefix_len()
+                    && ipam::prefixes_overlap(ip, len, s)
+            }) else {
+                continue;
+            };
+            let link = rt
+                .links()
+                .ok()
+                .and_then(|ls| ls.into_iter().find(|l| l.index == index))
+                .map(|l| l.name)
+                .unwrap_or_else(|| format!("link {index}"));
+            return Err(NetError::Config(format!(
+                "subnet {subnet} overlaps address {ip}/{len} on {link}; choose another network.subnet (network {:?})",
+                self.name
+            )));
         }
         Ok(())
     }
@@ -458,7 +548,7 @@ impl Network {
         ports: &[PortMapping],
     ) -> Result<(), NetError> {
         let owner = Names::container_key(name, id);
-        let elements = el::elements_for(&owner, ip, ports).map_err(NetError::Ipv6Unsupported)?;
+        let elements = el::elements_for(&owner, &self.addresses_of(name, id, ip), ports);
         let mut nft = self.nft();
         for lease in self.ipam.leases() {
             if lease.name == name && &lease.id == id {
@@ -540,7 +630,7 @@ impl Network {
         let recorded = match self.ipam.lease_of(name, id) {
             Some(lease) => {
                 self.ipam.set_ports(name, id, &[])?;
-                el::elements_for(&owner, lease.ip, &lease.ports).unwrap_or_default()
+                el::elements_for(&owner, &self.addresses_of(name, id, lease.ip), &lease.ports)
             }
             None => Vec::new(),
         };
@@ -565,7 +655,7 @@ impl Network {
         keep: impl Fn(&PortElement) -> bool,
     ) -> Result<Vec<PortElement>, NetError> {
         let mut out = Vec::new();
-        for map in [ruleset::MAP_IP4, ruleset::MAP_ANY4] {
+        for map in self.ruleset.map_names() {
             match nft.elements(self.table(), map) {
                 Ok(elements) => out.extend(elements.into_iter().filter(|e| keep(e))),
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
@@ -575,11 +665,14 @@ impl Network {
         Ok(out)
     }
 
-    /// Every container with an address on the bridge, for the hosts files.
+    /// Every container with an address on the bridge, for the hosts files: on a dual-stack
+    /// network, its IPv4 and its IPv6 address.
     pub fn peers(&self) -> Vec<HostEntry> {
+        let v6 = self.v6.iter().flat_map(|v| v.ipam.leases());
         self.ipam
             .leases()
             .into_iter()
+            .chain(v6)
             .map(|l| HostEntry {
                 name: l.name,
                 ip: l.ip,
@@ -751,7 +844,8 @@ mod tests {
             "{err}"
         );
         c.networks.remove("other");
-        // IPv6 is refused, naming the network, until it is wired.
+        // IPv6: dual stack keeps IPv4 as the primary subnet; an IPv6-only network's primary
+        // subnet is its IPv6 one.
         c.networks.insert(
             "v6only".into(),
             NamedNetworkConfig {
@@ -759,8 +853,27 @@ mod tests {
                 ..Default::default()
             },
         );
-        let err = NetDef::from_config(&c).unwrap_err().to_string();
-        assert!(err.contains("\"v6only\""), "{err}");
+        c.networks.insert(
+            "dual".into(),
+            NamedNetworkConfig {
+                subnet6: Some("fd00:d::/64".into()),
+                masquerade6: false,
+                ..net("10.4.0.0/24")
+            },
+        );
+        let defs = NetDef::from_config(&c).unwrap();
+        let find = |n: &str| defs.iter().find(|d| d.name == n).unwrap().clone();
+        let v6only = find("v6only");
+        assert_eq!(
+            (v6only.subnet.as_str(), v6only.subnet6),
+            ("fd00:b::/64", None)
+        );
+        let dual = find("dual");
+        assert_eq!(
+            (dual.subnet.as_str(), dual.subnet6.as_deref(), dual.nat66),
+            ("10.4.0.0/24", Some("fd00:d::/64"), Nat66::Routed)
+        );
+        assert_eq!(find("backend").nat66, Nat66::Masquerade);
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub struct NetObserved {
     pub links: Vec<OwnedLink>,
     pub netns: Vec<(String, IncarnationId)>,
     pub leases: Vec<Lease>,
+    /// A dual-stack network's IPv6 leases.
+    pub leases6: Vec<Lease>,
     pub elements: Vec<PortElement>,
     pub table: TableState,
 }
@@ -100,6 +102,13 @@ impl Network {
             links,
             netns,
             leases: self.ipam.leases(),
+            leases6: match self.ipam6() {
+                Some(ipam6) => {
+                    ipam6.reload()?;
+                    ipam6.leases()
+                }
+                None => Vec::new(),
+            },
             elements,
             table,
         })
@@ -191,8 +200,11 @@ impl Network {
             .leases()
             .iter()
             .flat_map(|l| {
-                el::elements_for(&Names::container_key(&l.name, &l.id), l.ip, &l.ports)
-                    .unwrap_or_default()
+                el::elements_for(
+                    &Names::container_key(&l.name, &l.id),
+                    &self.addresses_of(&l.name, &l.id, l.ip),
+                    &l.ports,
+                )
             })
             .collect()
     }
@@ -247,6 +259,16 @@ impl Network {
             }
         }
         let _ = self.ipam.remove_stale_temps();
+        if let Some(ipam6) = self.ipam6() {
+            for lease in &observed.leases6 {
+                if !known.contains(&(lease.name.clone(), lease.id.clone()))
+                    && let Err(e) = ipam6.release_ip(lease.ip)
+                {
+                    errors.push(e);
+                }
+            }
+            let _ = ipam6.remove_stale_temps();
+        }
         let orphans: Vec<PortElement> = observed
             .elements
             .into_iter()
@@ -310,11 +332,14 @@ impl Network {
                 ExpectedMode::Isolated => self.attach_none(&e.name, &e.id).map(drop),
                 ExpectedMode::Bridge { ip, ports, join } => {
                     let owner = Names::container_key(&e.name, &e.id);
-                    match el::elements_for(&owner, *ip, ports) {
-                        Ok(els) => desired.extend(els),
-                        Err(why) => errors.push(NetError::Ipv6Unsupported(why)),
-                    }
-                    self.restore_bridge(e, *ip, ports, join, bridge.as_ref())
+                    let restored = self.restore_bridge(e, *ip, ports, join, bridge.as_ref());
+                    // After the restore: a dual-stack container's IPv6 lease is back by now.
+                    desired.extend(el::elements_for(
+                        &owner,
+                        &self.addresses_of(&e.name, &e.id, *ip),
+                        ports,
+                    ));
+                    restored
                 }
             };
             if let Err(err) = result {
@@ -355,9 +380,15 @@ impl Network {
             }
             None => self.ipam.restore(&lease)?,
         }
-        let (Some(bridge), IpAddr::V4(v4)) = (bridge, ip) else {
+        // The IPv6 lease is not in the container's record: allocation gives back the one it
+        // holds, or the address its name held last.
+        let ip6 = match &self.v6 {
+            Some(v6) => Some(v6.ipam.allocate(&e.name, &e.id, None)?.ip),
+            None => None,
+        };
+        let Some(bridge) = bridge else {
             return Ok(());
         };
-        self.wire(&e.name, &e.id, bridge, v4, join).map(drop)
+        self.wire(&e.name, &e.id, bridge, ip, ip6, join).map(drop)
     }
 }

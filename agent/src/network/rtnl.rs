@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{
     InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
     LinkMessage,
@@ -206,23 +206,35 @@ impl Rtnl {
         }
     }
 
-    /// Adds an IPv4 address with its broadcast; an address already there is fine.
-    pub fn add_address(&mut self, index: u32, ip: Ipv4Addr, prefix_len: u8) -> io::Result<()> {
+    /// Adds an address: IPv4 with its broadcast, IPv6 without duplicate address detection
+    /// (`IFA_F_NODAD`: the address is usable at once instead of tentative for a second or
+    /// more; IPAM already keeps it unique on the bridge). An address already there is fine.
+    pub fn add_address(&mut self, index: u32, ip: IpAddr, prefix_len: u8) -> io::Result<()> {
         let mut msg = AddressMessage::default();
-        msg.header.family = AddressFamily::Inet;
         msg.header.prefix_len = prefix_len;
         msg.header.index = index;
-        let host_mask = if prefix_len >= 32 {
-            0
-        } else {
-            u32::MAX >> prefix_len
-        };
-        let broadcast = Ipv4Addr::from(u32::from(ip) | host_mask);
-        msg.attributes.push(AddressAttribute::Local(IpAddr::V4(ip)));
-        msg.attributes
-            .push(AddressAttribute::Address(IpAddr::V4(ip)));
-        if prefix_len < 31 {
-            msg.attributes.push(AddressAttribute::Broadcast(broadcast));
+        msg.attributes.push(AddressAttribute::Local(ip));
+        msg.attributes.push(AddressAttribute::Address(ip));
+        match ip {
+            IpAddr::V4(v4) => {
+                msg.header.family = AddressFamily::Inet;
+                let host_mask = if prefix_len >= 32 {
+                    0
+                } else {
+                    u32::MAX >> prefix_len
+                };
+                if prefix_len < 31 {
+                    msg.attributes
+                        .push(AddressAttribute::Broadcast(Ipv4Addr::from(
+                            u32::from(v4) | host_mask,
+                        )));
+                }
+            }
+            IpAddr::V6(_) => {
+                msg.header.family = AddressFamily::Inet6;
+                msg.attributes
+                    .push(AddressAttribute::Flags(AddressFlags::Nodad));
+            }
         }
         match self.call(
             RouteNetlinkMessage::NewAddress(msg),
@@ -256,15 +268,15 @@ impl Rtnl {
     }
 
     /// Adds `default via gateway dev oif`; one already there is fine.
-    pub fn add_default_route(&mut self, gateway: Ipv4Addr, oif: u32) -> io::Result<()> {
+    pub fn add_default_route(&mut self, gateway: IpAddr, oif: u32) -> io::Result<()> {
         let mut msg = RouteMessage::default();
-        msg.header.address_family = AddressFamily::Inet;
+        msg.header.address_family = family_of(gateway);
         msg.header.table = RouteHeader::RT_TABLE_MAIN;
         msg.header.protocol = RouteProtocol::Static;
         msg.header.scope = RouteScope::Universe;
         msg.header.kind = RouteType::Unicast;
         msg.attributes
-            .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
+            .push(RouteAttribute::Gateway(RouteAddress::from(gateway)));
         msg.attributes.push(RouteAttribute::Oif(oif));
         match self.call(
             RouteNetlinkMessage::NewRoute(msg),
@@ -276,9 +288,9 @@ impl Rtnl {
     }
 
     /// Whether a default route via `gateway` exists.
-    pub fn has_default_route(&mut self, gateway: Ipv4Addr) -> io::Result<bool> {
+    pub fn has_default_route(&mut self, gateway: IpAddr) -> io::Result<bool> {
         let mut req = RouteMessage::default();
-        req.header.address_family = AddressFamily::Inet;
+        req.header.address_family = family_of(gateway);
         let replies = self.call(RouteNetlinkMessage::GetRoute(req), NLM_F_DUMP)?;
         Ok(replies.iter().any(|r| {
             match r {
@@ -286,12 +298,19 @@ impl Rtnl {
                 m.header.destination_prefix_length == 0
                     && m.header.table == RouteHeader::RT_TABLE_MAIN
                     && m.attributes.iter().any(|a| {
-                        matches!(a, RouteAttribute::Gateway(RouteAddress::Inet(g)) if *g == gateway)
+                        matches!(a, RouteAttribute::Gateway(g) if *g == RouteAddress::from(gateway))
                     })
             }
             _ => false,
         }
         }))
+    }
+}
+
+fn family_of(ip: IpAddr) -> AddressFamily {
+    match ip {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
     }
 }
 

@@ -21,22 +21,64 @@ pub struct Setting {
 /// - `conf/<bridge>/route_localnet`: lets the host reach a published port on 127.0.0.1, whose
 ///   packets leave through the bridge with a loopback source until masqueraded. The input-chain
 ///   guard in berth's table keeps containers from using it to reach the host's loopback.
-pub fn bridge_settings(bridge: &str) -> Vec<Setting> {
+///
+/// An IPv6-only bridge gets none of these three: route_localnet there would have no loopback
+/// guard in the table (the guard is part of a network's IPv4 rules).
+///
+/// With an IPv6 subnet on the bridge, also:
+/// - `ipv6/conf/all/forwarding`: the kernel forwards IPv6 only when this global switch is on
+///   (the per-interface value decides router behaviour, not forwarding), so this too is
+///   host-wide. It also makes every interface whose `accept_ra` is 1 stop accepting router
+///   advertisements: a host that configures IPv6 from RAs wants `accept_ra = 2` on its uplink
+///   (docs/network.md).
+/// - `ipv6/conf/<bridge>/forwarding`: the bridge is a router for its containers.
+/// - `ipv6/conf/<bridge>/accept_dad = 0`: the gateway address is usable at once (it is also
+///   added with `IFA_F_NODAD`; this covers the bridge's link-local address).
+pub fn bridge_settings(bridge: &str, stack: Stack) -> Vec<Setting> {
     let conf = |key: &str| PathBuf::from(format!("/proc/sys/net/ipv4/conf/{bridge}/{key}"));
-    vec![
-        Setting {
-            path: "/proc/sys/net/ipv4/ip_forward".into(),
-            value: "1",
-        },
-        Setting {
-            path: conf("forwarding"),
-            value: "1",
-        },
-        Setting {
-            path: conf("route_localnet"),
-            value: "1",
-        },
-    ]
+    let conf6 = |key: &str| PathBuf::from(format!("/proc/sys/net/ipv6/conf/{bridge}/{key}"));
+    let mut out = Vec::new();
+    if stack != Stack::V6 {
+        out.extend([
+            Setting {
+                path: "/proc/sys/net/ipv4/ip_forward".into(),
+                value: "1",
+            },
+            Setting {
+                path: conf("forwarding"),
+                value: "1",
+            },
+            Setting {
+                path: conf("route_localnet"),
+                value: "1",
+            },
+        ]);
+    }
+    if stack != Stack::V4 {
+        out.extend([
+            Setting {
+                path: "/proc/sys/net/ipv6/conf/all/forwarding".into(),
+                value: "1",
+            },
+            Setting {
+                path: conf6("forwarding"),
+                value: "1",
+            },
+            Setting {
+                path: conf6("accept_dad"),
+                value: "0",
+            },
+        ]);
+    }
+    out
+}
+
+/// Which families a bridge carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stack {
+    V4,
+    Dual,
+    V6,
 }
 
 /// Writes each setting whose current value differs. Returns the ones it changed.

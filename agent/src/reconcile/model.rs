@@ -149,6 +149,8 @@ pub struct ContainerInfo {
     pub image: Option<String>,
     pub pid: Option<i32>,
     pub ip: Option<std::net::IpAddr>,
+    /// The IPv6 address beside `ip` on a dual-stack network.
+    pub ip6: Option<std::net::IpAddr>,
     /// `8080:80/tcp`, as published.
     pub ports: Vec<String>,
     /// Wall-clock time of the last change of run state, RFC 3339.

@@ -173,8 +173,14 @@ impl Lab {
     }
 
     /// A TCP server on `port` in `ns` that answers with the client's address as it saw it.
+    /// `bind` is an IPv4 address or a bracketed IPv6 one.
     pub fn serve_peer_echo(&mut self, ns: &Path, bind: &str, port: u16) {
-        let listen = format!("TCP-LISTEN:{port},bind={bind},reuseaddr,fork");
+        let kind = if bind.starts_with('[') {
+            "TCP6-LISTEN"
+        } else {
+            "TCP-LISTEN"
+        };
+        let listen = format!("{kind}:{port},bind={bind},reuseaddr,fork");
         self.spawn_in(ns, &["socat", &listen, "SYSTEM:echo peer=$SOCAT_PEERADDR"]);
         let ns = ns.to_path_buf();
         let bind = bind.to_string();

@@ -2,7 +2,7 @@
 //! concatenations padded to 32 bits, ports big-endian, the owner as an nft comment) and the
 //! batches that add and delete them.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use berth_spec::model::{PortMapping, Protocol};
 use netlink_packet_core::NLM_F_CREATE;
@@ -78,7 +78,8 @@ impl PortElement {
     ) -> Option<PortElement> {
         let (host_ip, rest) = match map {
             MAP_IP4 => (Some(IpAddr::V4(read_v4(key)?)), key.get(4..)?),
-            MAP_ANY4 => (None, key),
+            MAP_IP6 => (Some(IpAddr::V6(read_v6(key)?)), key.get(16..)?),
+            MAP_ANY4 | MAP_ANY6 => (None, key),
             _ => return None,
         };
         let protocol = match *rest.first()? {
@@ -87,8 +88,11 @@ impl PortElement {
             _ => return None,
         };
         let host_port = u16::from_be_bytes(rest.get(4..6)?.try_into().ok()?);
-        let to_ip = IpAddr::V4(read_v4(data)?);
-        let to_port = u16::from_be_bytes(data.get(4..6)?.try_into().ok()?);
+        let (to_ip, port_at) = match map {
+            MAP_IP4 | MAP_ANY4 => (IpAddr::V4(read_v4(data)?), 4),
+            _ => (IpAddr::V6(read_v6(data)?), 16),
+        };
+        let to_port = u16::from_be_bytes(data.get(port_at..port_at + 2)?.try_into().ok()?);
         Some(PortElement {
             host_ip,
             protocol,
@@ -102,6 +106,10 @@ impl PortElement {
 
 fn read_v4(b: &[u8]) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::from(<[u8; 4]>::try_from(b.get(..4)?).ok()?))
+}
+
+fn read_v6(b: &[u8]) -> Option<Ipv6Addr> {
+    Some(Ipv6Addr::from(<[u8; 16]>::try_from(b.get(..16)?).ok()?))
 }
 
 fn push_addr(out: &mut Vec<u8>, ip: IpAddr) {
@@ -124,32 +132,35 @@ fn proto_number(p: Protocol) -> u8 {
     }
 }
 
-/// A container's published ports as elements. IPv6 is designed in (maps `pub6_*`) but not
-/// wired yet: an IPv6 address is an error naming the port.
-pub fn elements_for(
-    owner: &str,
-    to_ip: IpAddr,
-    ports: &[PortMapping],
-) -> Result<Vec<PortElement>, String> {
-    if to_ip.is_ipv6() {
-        return Err(format!("container address {to_ip} for published ports"));
-    }
-    ports
-        .iter()
-        .map(|p| {
-            if let Some(ip @ IpAddr::V6(_)) = p.host_ip {
-                return Err(format!("host address {ip} of published port {}", p.host));
+/// A container's published ports as elements, given its addresses on the network that
+/// publishes them (one of each family at most). A port without `host_ip` answers on the
+/// host's addresses of every family the container has here; `0.0.0.0` and `::` on every
+/// address of their family; any other `host_ip` on that address only. A port of a family the
+/// container lacks here is another network's to publish (the host publishes IPv6 ports on the
+/// first routed network with IPv6 when the primary has none; the spec check makes sure there
+/// is one): skipped.
+pub fn elements_for(owner: &str, to: &[IpAddr], ports: &[PortMapping]) -> Vec<PortElement> {
+    let of_family = |v6: bool| to.iter().copied().find(|ip| ip.is_ipv6() == v6);
+    let mut out = Vec::new();
+    for p in ports {
+        let element = |host_ip: Option<IpAddr>, to_ip: IpAddr| PortElement {
+            host_ip,
+            protocol: p.protocol,
+            host_port: p.host,
+            to_ip,
+            to_port: p.container,
+            owner: owner.to_string(),
+        };
+        match p.host_ip {
+            None => out.extend(to.iter().map(|ip| element(None, *ip))),
+            Some(host) => {
+                if let Some(to_ip) = of_family(host.is_ipv6()) {
+                    out.push(element((!host.is_unspecified()).then_some(host), to_ip));
+                }
             }
-            Ok(PortElement {
-                host_ip: p.host_ip,
-                protocol: p.protocol,
-                host_port: p.host,
-                to_ip,
-                to_port: p.container,
-                owner: owner.to_string(),
-            })
-        })
-        .collect()
+        }
+    }
+    out
 }
 
 /// Adds elements, one message per map. Adding an element that exists with the same data is a
@@ -253,14 +264,54 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_ports_are_refused_by_name() {
-        let p = PortMapping {
-            host_ip: Some("::1".parse().unwrap()),
-            host: 80,
+    fn ipv6_elements_decode_back() {
+        let v6 = PortElement {
+            to_ip: "fd00:b::2".parse().unwrap(),
+            owner: "web-0123456789ab".into(),
+            ..web()
+        };
+        let ip = PortElement {
+            host_ip: Some("2001:db8::7".parse().unwrap()),
+            ..v6.clone()
+        };
+        assert_eq!((v6.map(), ip.map()), (MAP_ANY6, MAP_IP6));
+        assert_eq!((v6.key().len(), v6.data().len()), (8, 20));
+        assert_eq!((ip.key().len(), ip.data().len()), (24, 20));
+        for el in [v6, ip] {
+            let decoded = PortElement::decode(
+                el.map(),
+                &el.key(),
+                &el.data(),
+                Some(&expr::comment(&el.owner)),
+            );
+            assert_eq!(decoded, Some(el));
+        }
+    }
+
+    #[test]
+    fn ports_go_to_each_family_the_container_has() {
+        let port = |host_ip: Option<&str>| PortMapping {
+            host_ip: host_ip.map(|s| s.parse().unwrap()),
+            host: 8080,
             container: 80,
             protocol: Protocol::Tcp,
         };
-        let e = elements_for("web-0123456789ab", "10.1.0.2".parse().unwrap(), &[p]).unwrap_err();
-        assert!(e.contains("::1"), "{e}");
+        let v4: IpAddr = "10.1.0.2".parse().unwrap();
+        let v6: IpAddr = "fd00:b::2".parse().unwrap();
+        let maps = |to: &[IpAddr], host_ip: Option<&str>| {
+            elements_for("web-0123456789ab", to, &[port(host_ip)])
+                .iter()
+                .map(|e| (e.map(), e.to_ip))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(maps(&[v4, v6], None), [(MAP_ANY4, v4), (MAP_ANY6, v6)]);
+        assert_eq!(maps(&[v6], None), [(MAP_ANY6, v6)]);
+        assert_eq!(maps(&[v4, v6], Some("::")), [(MAP_ANY6, v6)]);
+        assert_eq!(maps(&[v4, v6], Some("0.0.0.0")), [(MAP_ANY4, v4)]);
+        assert_eq!(maps(&[v4, v6], Some("2001:db8::1")), [(MAP_IP6, v6)]);
+        assert_eq!(maps(&[v4], Some("127.0.0.1")), [(MAP_IP4, v4)]);
+        // Another network's to publish.
+        assert_eq!(maps(&[v4], Some("::")), []);
+        assert_eq!(maps(&[v6], Some("192.0.2.1")), []);
     }
 }

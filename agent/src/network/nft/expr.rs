@@ -21,6 +21,9 @@ pub const TRANSPORT_HEADER: u32 = 2;
 pub const REG1: Register = Register::Reg1;
 pub const REG32_01: Register = Register::Reg32_01;
 pub const REG32_02: Register = Register::Reg32_02;
+/// The first two 32-bit registers after the 128-bit register 1 (an IPv6 address fills it).
+pub const REG32_04: Register = Register::Reg32_04;
+pub const REG32_05: Register = Register::Reg32_05;
 
 const NFT_NAT_DNAT: u32 = 1;
 const NFTA_NAT_TYPE: u16 = 1;

@@ -36,7 +36,7 @@
 //! kube-proxy's guard from CVE-2020-8558: route_localnet on the bridge must not let a container
 //! (or a neighbour) reach services bound to the host's loopback.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use netlink_packet_core::{NLM_F_APPEND, NLM_F_CREATE};
 use netlink_packet_netfilter::nftables::{
@@ -47,8 +47,10 @@ use netlink_packet_netfilter::nftables::{
 use sha2::Digest;
 
 use super::elements::{PortElement, add_elements};
-use super::expr::{self, Expr, NETWORK_HEADER, REG1, REG32_01, REG32_02, TRANSPORT_HEADER};
-use crate::network::ipam::Subnet;
+use super::expr::{
+    self, Expr, NETWORK_HEADER, REG1, REG32_01, REG32_02, REG32_04, REG32_05, TRANSPORT_HEADER,
+};
+use crate::network::ipam::{Family, Subnet};
 
 pub const CHAIN_PUBLISH: &str = "publish";
 pub const CHAIN_PREROUTING: &str = "prerouting";
@@ -59,7 +61,7 @@ pub const CHAIN_FORWARD: &str = "forward";
 
 pub const MAP_IP4: &str = "pub4_ip";
 pub const MAP_ANY4: &str = "pub4_any";
-/// Reserved for IPv6 published ports (same shapes with ipv6_addr).
+/// IPv6 published ports (the same shapes with ipv6_addr), on networks with an IPv6 subnet.
 pub const MAP_IP6: &str = "pub6_ip";
 pub const MAP_ANY6: &str = "pub6_any";
 
@@ -67,6 +69,7 @@ pub const MAP_ANY6: &str = "pub6_any";
 const RULESET_VERSION: u32 = 1;
 
 const NFT_DATATYPE_IPV4: u32 = 7;
+const NFT_DATATYPE_IPV6: u32 = 8;
 const NFT_DATATYPE_INET_PROTO: u32 = 12;
 const NFT_DATATYPE_INET_SERVICE: u32 = 13;
 const NFT_DATATYPE_BITS: u32 = 6;
@@ -87,8 +90,13 @@ pub struct Msg {
 pub struct Ruleset {
     pub table: String,
     pub bridge: String,
+    /// The network's subnet: IPv4, or IPv6 on an IPv6-only network.
     pub subnet: Subnet,
+    /// The IPv6 subnet of a dual-stack network.
+    pub subnet6: Option<Subnet>,
     pub egress: Egress,
+    /// Whether IPv6 leaving the host is masqueraded (config `masquerade6`).
+    pub nat66: Nat66,
     /// The instance's other networks' bridges: no new connection crosses between them.
     pub isolate_from: Vec<String>,
 }
@@ -102,13 +110,37 @@ pub enum Egress {
     Internal,
 }
 
+/// What happens to containers' IPv6 traffic leaving the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nat66 {
+    /// Masqueraded to the host's address (NAT66), as IPv4 is.
+    Masquerade,
+    /// Sent with the containers' own addresses (`masquerade6 = false`: a prefix routed to the
+    /// host).
+    Routed,
+}
+
 impl Ruleset {
+    /// The IPv4 and IPv6 subnets of the network (either may be absent, not both).
+    pub fn families(&self) -> (Option<Subnet>, Option<Subnet>) {
+        match self.subnet.family() {
+            Family::V4 => (Some(self.subnet), self.subnet6),
+            Family::V6 => (None, Some(self.subnet)),
+        }
+    }
+
     /// The table's comment, which says which fixed part it holds.
     pub fn version_comment(&self) -> String {
         let mut what = format!("{RULESET_VERSION}\n{}\n{}", self.bridge, self.subnet);
         // Appended only when present, so a table from before named networks is not rebuilt.
         if self.egress == Egress::Internal {
             what.push_str("\ninternal");
+        }
+        if let Some(s6) = self.subnet6 {
+            what.push_str(&format!("\nsubnet6 {s6}"));
+        }
+        if self.nat66 == Nat66::Routed && self.families().1.is_some() {
+            what.push_str("\nrouted6");
         }
         for other in &self.isolate_from {
             what.push_str(&format!("\nisolate {other}"));
@@ -142,38 +174,18 @@ impl Ruleset {
             self.new_table_msg(),
         ];
         // The kernel wants a batch-unique id on every new set, even when nothing refers to it.
-        for (set_id, name, key_type, key_len) in [
-            (
-                1,
-                MAP_IP4,
-                concat(&[
-                    NFT_DATATYPE_IPV4,
-                    NFT_DATATYPE_INET_PROTO,
-                    NFT_DATATYPE_INET_SERVICE,
-                ]),
-                12,
-            ),
-            (
-                2,
-                MAP_ANY4,
-                concat(&[NFT_DATATYPE_INET_PROTO, NFT_DATATYPE_INET_SERVICE]),
-                8,
-            ),
-        ] {
+        for (set_id, map) in self.maps().into_iter().enumerate() {
             batch.push(Msg {
                 body: NfTablesMessage::NewSet(SetMessage {
                     attributes: vec![
                         SetAttribute::Table(self.table.clone()),
-                        SetAttribute::Name(name.to_string()),
+                        SetAttribute::Name(map.name.to_string()),
                         SetAttribute::Flags(SetFlags::Map),
-                        SetAttribute::KeyType(key_type),
-                        SetAttribute::KeyLen(key_len),
-                        SetAttribute::DataType(concat(&[
-                            NFT_DATATYPE_IPV4,
-                            NFT_DATATYPE_INET_SERVICE,
-                        ])),
-                        SetAttribute::DataLen(8),
-                        SetAttribute::Id(set_id),
+                        SetAttribute::KeyType(map.key_type),
+                        SetAttribute::KeyLen(map.key_len),
+                        SetAttribute::DataType(map.data_type),
+                        SetAttribute::DataLen(map.data_len),
+                        SetAttribute::Id(set_id as u32 + 1),
                     ],
                 }),
                 flags: NLM_F_CREATE,
@@ -217,6 +229,46 @@ impl Ruleset {
         }
         batch.extend(add_elements(&self.table, elements));
         batch
+    }
+
+    /// The maps of the published ports: `pub4_*` with an IPv4 subnet, `pub6_*` with an IPv6 one.
+    fn maps(&self) -> Vec<MapDef> {
+        let (v4, v6) = self.families();
+        let mut out = Vec::new();
+        let proto_port = concat(&[NFT_DATATYPE_INET_PROTO, NFT_DATATYPE_INET_SERVICE]);
+        for (present, addr_type, addr_len, ip, any) in [
+            (v4.is_some(), NFT_DATATYPE_IPV4, 4, MAP_IP4, MAP_ANY4),
+            (v6.is_some(), NFT_DATATYPE_IPV6, 16, MAP_IP6, MAP_ANY6),
+        ] {
+            if !present {
+                continue;
+            }
+            let data_type = concat(&[addr_type, NFT_DATATYPE_INET_SERVICE]);
+            out.push(MapDef {
+                name: ip,
+                key_type: concat(&[
+                    addr_type,
+                    NFT_DATATYPE_INET_PROTO,
+                    NFT_DATATYPE_INET_SERVICE,
+                ]),
+                key_len: addr_len + 8,
+                data_type,
+                data_len: addr_len + 4,
+            });
+            out.push(MapDef {
+                name: any,
+                key_type: proto_port,
+                key_len: 8,
+                data_type,
+                data_len: addr_len + 4,
+            });
+        }
+        out
+    }
+
+    /// The names of the maps this table has.
+    pub fn map_names(&self) -> Vec<&'static str> {
+        self.maps().into_iter().map(|m| m.name).collect()
     }
 
     /// Deletes the whole table (uninstall); ENOENT if it is not there.
@@ -270,7 +322,10 @@ impl Ruleset {
     fn rules(&self) -> Vec<Rule> {
         let mut rules = self.fixed_rules();
         if self.egress == Egress::Internal {
-            rules.retain(|r| r.comment != "berth:egress");
+            rules.retain(|r| r.comment != "berth:egress" && r.comment != "berth:egress6");
+        }
+        if self.nat66 == Nat66::Routed {
+            rules.retain(|r| r.comment != "berth:egress6");
         }
         rules.extend(self.forward_rules());
         rules
@@ -344,133 +399,273 @@ impl Ruleset {
         out
     }
 
+    /// The fixed rules, in chain order: each family's only when the network has that family.
     fn fixed_rules(&self) -> Vec<Rule> {
-        let bridge = expr::ifname(&self.bridge);
-        let is_v4 = || {
-            vec![
-                expr::meta(MetaKey::Nfproto, REG1),
-                expr::cmp(Operator::Equal, REG1, &[expr::NFPROTO_IPV4]),
-            ]
-        };
-        let ip4_in = |offset: u32, net: Ipv4Addr, len: u8| {
-            let mask = (u32::MAX.checked_shl(32 - len as u32).unwrap_or(0)).to_be_bytes();
-            vec![
-                expr::payload(NETWORK_HEADER, offset, 4, REG1),
-                expr::bitwise(REG1, &mask, &[0; 4]),
-                expr::cmp(Operator::Equal, REG1, &net.octets()),
-            ]
-        };
-        const SADDR: u32 = 12;
-        const DADDR: u32 = 16;
-        let loopback = Ipv4Addr::new(127, 0, 0, 0);
-        let oif_is = |op: Operator| {
-            vec![
-                expr::meta(MetaKey::Oifname, REG1),
-                expr::cmp(op, REG1, &bridge),
-            ]
-        };
-        let ct_dnat = |op: Operator| {
-            vec![
-                expr::ct_status(REG1),
-                expr::bitwise(REG1, &expr::CT_STATUS_DNAT.to_ne_bytes(), &[0; 4]),
-                expr::cmp(op, REG1, &[0; 4]),
-            ]
-        };
-        let subnet = (self.subnet.network(), self.subnet.prefix_len());
-        let cat = |parts: Vec<Vec<Expr>>| parts.into_iter().flatten().collect::<Vec<_>>();
+        let (v4, v6) = self.families();
+        let mut publish = Vec::new();
+        let mut prerouting = Vec::new();
+        let mut postrouting = Vec::new();
+        let mut input = Vec::new();
+        for subnet in [v4, v6].into_iter().flatten() {
+            let f = FamilyRules::new(&self.bridge, subnet);
+            publish.extend(f.publish());
+            prerouting.push(f.loopback_is_host_only());
+            postrouting.extend(f.postrouting());
+            input.push(f.loopback_guard());
+        }
+        let mut out = publish;
+        out.extend(prerouting);
+        out.push(Rule {
+            chain: CHAIN_PREROUTING,
+            comment: "berth:publish",
+            exprs: vec![expr::jump(CHAIN_PUBLISH)],
+        });
+        out.push(Rule {
+            chain: CHAIN_OUTPUT,
+            comment: "berth:publish",
+            exprs: vec![expr::jump(CHAIN_PUBLISH)],
+        });
+        out.extend(postrouting);
+        out.extend(input);
+        out
+    }
+}
 
+/// One family's fixed rules. IPv4's keep the comments they had before IPv6; IPv6's end in 6.
+struct FamilyRules {
+    family: Family,
+    bridge: [u8; 16],
+    subnet: Subnet,
+}
+
+/// Header offsets and the loopback network of a family.
+struct Layout {
+    nfproto: u8,
+    saddr: u32,
+    daddr: u32,
+    addr_len: u32,
+    loopback: IpAddr,
+    loopback_len: u8,
+}
+
+impl FamilyRules {
+    fn new(bridge: &str, subnet: Subnet) -> FamilyRules {
+        FamilyRules {
+            family: subnet.family(),
+            bridge: expr::ifname(bridge),
+            subnet,
+        }
+    }
+
+    fn layout(&self) -> Layout {
+        match self.family {
+            Family::V4 => Layout {
+                nfproto: expr::NFPROTO_IPV4,
+                saddr: 12,
+                daddr: 16,
+                addr_len: 4,
+                loopback: IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 0)),
+                loopback_len: 8,
+            },
+            Family::V6 => Layout {
+                nfproto: expr::NFPROTO_IPV6,
+                saddr: 8,
+                daddr: 24,
+                addr_len: 16,
+                loopback: IpAddr::V6(Ipv6Addr::LOCALHOST),
+                loopback_len: 128,
+            },
+        }
+    }
+
+    fn comment(&self, v4: &'static str, v6: &'static str) -> &'static str {
+        match self.family {
+            Family::V4 => v4,
+            Family::V6 => v6,
+        }
+    }
+
+    fn is_family(&self) -> Vec<Expr> {
+        vec![
+            expr::meta(MetaKey::Nfproto, REG1),
+            expr::cmp(Operator::Equal, REG1, &[self.layout().nfproto]),
+        ]
+    }
+
+    /// `ip saddr`/`ip6 daddr` (at `offset`) in `net/len`.
+    fn addr_in(&self, offset: u32, net: IpAddr, len: u8) -> Vec<Expr> {
+        let l = self.layout();
+        let bits = l.addr_len * 8;
+        let mask = u128::MAX
+            .checked_shl(bits - len as u32)
+            .unwrap_or(0)
+            .to_be_bytes();
+        let mask = &mask[16 - l.addr_len as usize..];
+        let net = match net {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        };
+        vec![
+            expr::payload(NETWORK_HEADER, offset, l.addr_len, REG1),
+            expr::bitwise(REG1, mask, &vec![0; l.addr_len as usize]),
+            expr::cmp(Operator::Equal, REG1, &net),
+        ]
+    }
+
+    fn oif_is(&self, op: Operator) -> Vec<Expr> {
+        vec![
+            expr::meta(MetaKey::Oifname, REG1),
+            expr::cmp(op, REG1, &self.bridge),
+        ]
+    }
+
+    fn ct_dnat(op: Operator) -> Vec<Expr> {
+        vec![
+            expr::ct_status(REG1),
+            expr::bitwise(REG1, &expr::CT_STATUS_DNAT.to_ne_bytes(), &[0; 4]),
+            expr::cmp(op, REG1, &[0; 4]),
+        ]
+    }
+
+    /// `dnat to <daddr> . meta l4proto . th dport map @pub*_ip` and
+    /// `fib daddr type local dnat to meta l4proto . th dport map @pub*_any`. The key is built
+    /// in consecutive 32-bit registers from register 1: an IPv6 address fills all four of
+    /// register 1, so protocol and port go in the next two; the value (address, port) comes
+    /// back from register 1 the same way.
+    fn publish(&self) -> Vec<Rule> {
+        let l = self.layout();
+        let (map_ip, map_any) = match self.family {
+            Family::V4 => (MAP_IP4, MAP_ANY4),
+            Family::V6 => (MAP_IP6, MAP_ANY6),
+        };
+        let (proto_reg, port_reg, value_port) = match self.family {
+            Family::V4 => (REG32_01, REG32_02, REG32_01),
+            Family::V6 => (REG32_04, REG32_05, REG32_04),
+        };
         vec![
             Rule {
                 chain: CHAIN_PUBLISH,
-                comment: "berth:publish-ip4",
+                comment: self.comment("berth:publish-ip4", "berth:publish-ip6"),
                 exprs: cat(vec![
-                    is_v4(),
+                    self.is_family(),
                     vec![
-                        expr::payload(NETWORK_HEADER, DADDR, 4, REG1),
-                        expr::meta(MetaKey::L4Proto, REG32_01),
-                        expr::payload(TRANSPORT_HEADER, 2, 2, REG32_02),
-                        expr::lookup_map(MAP_IP4, REG1, REG1),
-                        expr::dnat(expr::NFPROTO_IPV4, REG1, REG32_01),
+                        expr::payload(NETWORK_HEADER, l.daddr, l.addr_len, REG1),
+                        expr::meta(MetaKey::L4Proto, proto_reg),
+                        expr::payload(TRANSPORT_HEADER, 2, 2, port_reg),
+                        expr::lookup_map(map_ip, REG1, REG1),
+                        expr::dnat(l.nfproto, REG1, value_port),
                     ],
                 ]),
             },
             Rule {
                 chain: CHAIN_PUBLISH,
-                comment: "berth:publish-any4",
+                comment: self.comment("berth:publish-any4", "berth:publish-any6"),
                 exprs: cat(vec![
-                    is_v4(),
+                    self.is_family(),
                     vec![
                         expr::fib_daddr_type(REG1),
                         expr::cmp(Operator::Equal, REG1, &expr::RTN_LOCAL.to_ne_bytes()),
                         expr::meta(MetaKey::L4Proto, REG1),
                         expr::payload(TRANSPORT_HEADER, 2, 2, REG32_01),
-                        expr::lookup_map(MAP_ANY4, REG1, REG1),
-                        expr::dnat(expr::NFPROTO_IPV4, REG1, REG32_01),
+                        expr::lookup_map(map_any, REG1, REG1),
+                        expr::dnat(l.nfproto, REG1, value_port),
                     ],
-                ]),
-            },
-            Rule {
-                chain: CHAIN_PREROUTING,
-                comment: "berth:loopback-is-host-only",
-                exprs: cat(vec![is_v4(), ip4_in(DADDR, loopback, 8), vec![expr::ret()]]),
-            },
-            Rule {
-                chain: CHAIN_PREROUTING,
-                comment: "berth:publish",
-                exprs: vec![expr::jump(CHAIN_PUBLISH)],
-            },
-            Rule {
-                chain: CHAIN_OUTPUT,
-                comment: "berth:publish",
-                exprs: vec![expr::jump(CHAIN_PUBLISH)],
-            },
-            Rule {
-                chain: CHAIN_POSTROUTING,
-                comment: "berth:egress",
-                exprs: cat(vec![
-                    is_v4(),
-                    ip4_in(SADDR, subnet.0, subnet.1),
-                    oif_is(Operator::NotEqual),
-                    vec![expr::masquerade()],
-                ]),
-            },
-            Rule {
-                chain: CHAIN_POSTROUTING,
-                comment: "berth:hairpin",
-                exprs: cat(vec![
-                    is_v4(),
-                    oif_is(Operator::Equal),
-                    ct_dnat(Operator::NotEqual),
-                    ip4_in(SADDR, subnet.0, subnet.1),
-                    vec![expr::masquerade()],
-                ]),
-            },
-            Rule {
-                chain: CHAIN_POSTROUTING,
-                comment: "berth:host-loopback",
-                exprs: cat(vec![
-                    is_v4(),
-                    oif_is(Operator::Equal),
-                    ip4_in(SADDR, loopback, 8),
-                    vec![expr::masquerade()],
-                ]),
-            },
-            Rule {
-                chain: CHAIN_INPUT,
-                comment: "berth:loopback-guard",
-                exprs: cat(vec![
-                    is_v4(),
-                    vec![
-                        expr::meta(MetaKey::Iif, REG1),
-                        expr::cmp(Operator::NotEqual, REG1, &1u32.to_ne_bytes()),
-                    ],
-                    ip4_in(DADDR, loopback, 8),
-                    ct_dnat(Operator::Equal),
-                    vec![expr::counter(), expr::drop()],
                 ]),
             },
         ]
     }
+
+    fn loopback_is_host_only(&self) -> Rule {
+        let l = self.layout();
+        Rule {
+            chain: CHAIN_PREROUTING,
+            comment: self.comment(
+                "berth:loopback-is-host-only",
+                "berth:loopback-is-host-only6",
+            ),
+            exprs: cat(vec![
+                self.is_family(),
+                self.addr_in(l.daddr, l.loopback, l.loopback_len),
+                vec![expr::ret()],
+            ]),
+        }
+    }
+
+    /// Egress masquerade and hairpin; IPv4 also masquerades the host's 127.0.0.0/8 going to
+    /// the bridge (route_localnet). IPv6 has no such path: the kernel never routes ::1 out.
+    fn postrouting(&self) -> Vec<Rule> {
+        let l = self.layout();
+        let subnet = (self.subnet.network(), self.subnet.prefix_len());
+        let mut out = vec![
+            Rule {
+                chain: CHAIN_POSTROUTING,
+                comment: self.comment("berth:egress", "berth:egress6"),
+                exprs: cat(vec![
+                    self.is_family(),
+                    self.addr_in(l.saddr, subnet.0, subnet.1),
+                    self.oif_is(Operator::NotEqual),
+                    vec![expr::masquerade()],
+                ]),
+            },
+            Rule {
+                chain: CHAIN_POSTROUTING,
+                comment: self.comment("berth:hairpin", "berth:hairpin6"),
+                exprs: cat(vec![
+                    self.is_family(),
+                    self.oif_is(Operator::Equal),
+                    Self::ct_dnat(Operator::NotEqual),
+                    self.addr_in(l.saddr, subnet.0, subnet.1),
+                    vec![expr::masquerade()],
+                ]),
+            },
+        ];
+        if self.family == Family::V4 {
+            out.push(Rule {
+                chain: CHAIN_POSTROUTING,
+                comment: "berth:host-loopback",
+                exprs: cat(vec![
+                    self.is_family(),
+                    self.oif_is(Operator::Equal),
+                    self.addr_in(l.saddr, l.loopback, l.loopback_len),
+                    vec![expr::masquerade()],
+                ]),
+            });
+        }
+        out
+    }
+
+    /// kube-proxy's CVE-2020-8558 guard: nothing but the host itself reaches its loopback
+    /// unless DNATed. For IPv6 the kernel already drops ::1 arriving on other interfaces; the
+    /// rule says so in the table too, and counts.
+    fn loopback_guard(&self) -> Rule {
+        let l = self.layout();
+        Rule {
+            chain: CHAIN_INPUT,
+            comment: self.comment("berth:loopback-guard", "berth:loopback-guard6"),
+            exprs: cat(vec![
+                self.is_family(),
+                vec![
+                    expr::meta(MetaKey::Iif, REG1),
+                    expr::cmp(Operator::NotEqual, REG1, &1u32.to_ne_bytes()),
+                ],
+                self.addr_in(l.daddr, l.loopback, l.loopback_len),
+                Self::ct_dnat(Operator::Equal),
+                vec![expr::counter(), expr::drop()],
+            ]),
+        }
+    }
+}
+
+fn cat(parts: Vec<Vec<Expr>>) -> Vec<Expr> {
+    parts.into_iter().flatten().collect()
+}
+
+struct MapDef {
+    name: &'static str,
+    key_type: u32,
+    key_len: u32,
+    data_type: u32,
+    data_len: u32,
 }
 
 struct Rule {
@@ -497,9 +692,82 @@ mod tests {
             table: "probe".into(),
             bridge: "br-probe".into(),
             subnet: Subnet::parse("10.210.1.0/24").unwrap(),
+            subnet6: None,
             egress: Egress::Masquerade,
+            nat66: Nat66::Masquerade,
             isolate_from: Vec::new(),
         }
+    }
+
+    #[test]
+    fn ipv6_rules_and_maps_come_with_an_ipv6_subnet() {
+        let v4 = ruleset();
+        assert_eq!(v4.map_names(), [MAP_IP4, MAP_ANY4]);
+        assert!(!v4.expected_rules().iter().any(|(_, c)| c.ends_with('6')));
+        let mut dual = ruleset();
+        dual.subnet6 = Some(Subnet::parse("fd00:d::/64").unwrap());
+        assert_eq!(dual.map_names(), [MAP_IP4, MAP_ANY4, MAP_IP6, MAP_ANY6]);
+        assert_ne!(dual.version_comment(), v4.version_comment());
+        let comments: Vec<&str> = dual.expected_rules().iter().map(|(_, c)| *c).collect();
+        assert_eq!(
+            comments,
+            [
+                "berth:publish-ip4",
+                "berth:publish-any4",
+                "berth:publish-ip6",
+                "berth:publish-any6",
+                "berth:loopback-is-host-only",
+                "berth:loopback-is-host-only6",
+                "berth:publish",
+                "berth:publish",
+                "berth:egress",
+                "berth:hairpin",
+                "berth:host-loopback",
+                "berth:egress6",
+                "berth:hairpin6",
+                "berth:loopback-guard",
+                "berth:loopback-guard6",
+            ]
+        );
+        // masquerade6 = false: IPv6 leaves with the containers' own addresses.
+        let mut routed = dual.clone();
+        routed.nat66 = Nat66::Routed;
+        let rules = routed.expected_rules();
+        assert!(!rules.iter().any(|(_, c)| *c == "berth:egress6"));
+        assert!(rules.iter().any(|(_, c)| *c == "berth:egress"));
+        assert_ne!(routed.version_comment(), dual.version_comment());
+        // IPv6-only: no IPv4 rule or map at all.
+        let mut v6 = ruleset();
+        v6.subnet = Subnet::parse("fd00:e::/64").unwrap();
+        assert_eq!(v6.map_names(), [MAP_IP6, MAP_ANY6]);
+        assert!(
+            v6.expected_rules()
+                .iter()
+                .all(|(_, c)| c.ends_with('6') || *c == "berth:publish")
+        );
+        // Internal: no egress of either family.
+        let mut internal = dual;
+        internal.egress = Egress::Internal;
+        let rules = internal.expected_rules();
+        assert!(!rules.iter().any(|(_, c)| c.starts_with("berth:egress")));
+        let batch = internal.rebuild(&[]);
+        let sets = batch
+            .iter()
+            .filter(|m| matches!(m.body, NfTablesMessage::NewSet(_)))
+            .count();
+        assert_eq!(sets, 4);
+    }
+
+    #[test]
+    fn ipv6_dnat_expression_matches_nft() {
+        // `dnat ip6 to ... map @pub6_any`: family 10, address from register 1, port from the
+        // 32-bit register 12 (NFT_REG32_04), which follows the 16 bytes of the address.
+        let e = expr::dnat(expr::NFPROTO_IPV6, REG1, REG32_04);
+        let mut buf = vec![0; e.buffer_len()];
+        e.emit(&mut buf);
+        let got = hex::encode(&buf);
+        assert!(got.contains("080002000000000a"), "family: {got}");
+        assert!(got.contains("080005000000000c"), "port register: {got}");
     }
 
     fn web() -> PortElement {
