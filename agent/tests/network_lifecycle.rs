@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use berth_agent::names::{IncarnationId, Names};
 use berth_agent::network::{ExpectedMode, ExpectedNet, NetError, Network, TableState, netns};
+use berth_agent::runtime::HostPort;
 use berth_spec::model::{PortMapping, Protocol};
 use netlab::{Lab, require_root, wait_for};
 
@@ -394,13 +395,25 @@ fn a_reserved_host_port_is_held_and_a_foreign_element_is_named() {
     lab.serve_http(&ns, "hello");
     lab.net.publish("web", &id, a.ip, &[tcp(8080, 80)]).unwrap();
 
-    // The shim will hold this socket: no other process can take the port meanwhile.
-    let held = lab.net.reserve_port(&tcp(8080, 80)).unwrap();
+    // The shim holds this socket (runtime::ports, here in the lab's host netns): no other
+    // process can take the port meanwhile.
     let host_ns = lab.host_ns.clone();
+    let host_ns_file = std::fs::File::open(&host_ns).unwrap();
+    let hold = || {
+        netns::in_netns(&host_ns_file, || {
+            berth_agent::runtime::ports::hold(&[HostPort {
+                ip: None,
+                port: 8080,
+                protocol: Protocol::Tcp,
+            }])
+        })
+        .unwrap()
+    };
+    let held = hold().unwrap();
     let (ok, out) = lab.try_in(&host_ns, &["socat", "-T1", "TCP-LISTEN:8080", "-"]);
     assert!(!ok && out.contains("Address already in use"), "{out}");
-    let again = lab.net.reserve_port(&tcp(8080, 80)).unwrap_err();
-    assert!(again.to_string().contains("tcp/0.0.0.0:8080"), "{again}");
+    let again = hold().unwrap_err();
+    assert!(again.contains("8080/tcp is in use"), "{again}");
     // Traffic still goes to the container: DNAT runs before any socket would see it.
     let (other_ns, url) = (
         lab.other_ns.clone(),
@@ -408,7 +421,7 @@ fn a_reserved_host_port_is_held_and_a_foreign_element_is_named() {
     );
     assert!(lab.reaches(&other_ns, &url, "hello"));
     drop(held);
-    assert!(lab.net.reserve_port(&tcp(8080, 80)).is_ok());
+    assert!(hold().is_ok());
 
     // An element no container explains blocks its key, and the error names it; the sweep
     // removes it, and the port can be published.

@@ -40,9 +40,7 @@ pub mod rtnl;
 pub mod sysctl;
 
 use std::fs::File;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
 
 use berth_spec::config::{Config, DEFAULT_NETWORK, NetworkConfig};
@@ -678,39 +676,6 @@ impl Network {
                 ip: l.ip,
             })
             .collect()
-    }
-
-    /// A socket bound to a published host port in the host's netns, for the container's shim
-    /// to hold while it runs: no other process can take the port, and a port already taken is
-    /// reported here (EADDRINUSE), not lost silently.
-    pub fn reserve_port(&self, port: &PortMapping) -> Result<OwnedFd, NetError> {
-        let addr = SocketAddr::new(
-            port.host_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-            port.host,
-        );
-        let kind = match port.protocol {
-            Protocol::Tcp => rustix::net::SocketType::STREAM,
-            Protocol::Udp => rustix::net::SocketType::DGRAM,
-        };
-        let family = if addr.is_ipv4() {
-            rustix::net::AddressFamily::INET
-        } else {
-            rustix::net::AddressFamily::INET6
-        };
-        netns::in_netns(&self.host_ns, || -> std::io::Result<OwnedFd> {
-            let fd =
-                rustix::net::socket_with(family, kind, rustix::net::SocketFlags::CLOEXEC, None)?;
-            rustix::net::bind(&fd, &addr)?;
-            Ok(fd)
-        })
-        .and_then(|r| r)
-        .map_err(|e| {
-            NetError::io(
-                "reserve host port",
-                PathBuf::from(format!("{}/{addr}", port.protocol.as_str())),
-                e,
-            )
-        })
     }
 
     /// Starts the drift watcher: `on_drift` runs (on the watcher's thread) whenever another
