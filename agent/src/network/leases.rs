@@ -261,7 +261,7 @@ impl Ipam {
             if ports.is_empty() {
                 crate::fsutil::remove_file_if_exists(&path)
             } else {
-                replace_file(&path, &json(&ports.to_vec()))
+                crate::fsutil::atomic_replace(&path, &json(&ports.to_vec()))
             }
             .map_err(|e| NetError::io("write ports", &path, e))?;
             lease.ports = ports.to_vec();
@@ -337,7 +337,7 @@ impl Ipam {
         };
         let released = state.hints.values().map(|h| h.released).max().unwrap_or(0) + 1;
         let hint_path = self.hints_dir.join(format!("{}.json", lease.name));
-        replace_file(&hint_path, &json(&HintFile { ip, released }))
+        crate::fsutil::atomic_replace(&hint_path, &json(&HintFile { ip, released }))
             .map_err(|e| NetError::io("write hint", &hint_path, e))?;
         state
             .hints
@@ -428,36 +428,6 @@ fn json<T: Serialize>(value: &T) -> Vec<u8> {
     let mut data = serde_json::to_vec_pretty(value).expect("serialisable");
     data.push(b'\n');
     data
-}
-
-/// Replaces a file atomically (temp file, rename) without fsync: see the module's note on
-/// durability.
-fn replace_file(path: &Path, data: &[u8]) -> io::Result<()> {
-    let dir = path.parent().ok_or_else(|| io::Error::other("no parent"))?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::other("no file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(crate::fsutil::PRIVATE_FILE)
-            .open(&tmp)
-            .and_then(|mut f| f.write_all(data))
-            .and_then(|()| fs::rename(&tmp, path))
-    };
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// (file name, path) of each entry of `dir`; a missing dir is empty.
