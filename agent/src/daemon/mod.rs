@@ -7,6 +7,7 @@
 mod apply;
 pub mod clock;
 mod exec;
+mod heap;
 mod policy;
 mod run;
 
