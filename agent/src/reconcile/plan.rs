@@ -84,8 +84,6 @@ pub fn plan_with(desired: &Desired, observed: &Observed, ctx: &Ctx) -> Plan {
         .collect();
     actions.append(&mut out.actions);
     out.actions = actions;
-    // Kept until the next pass: one entry per waiting container, 10,000 of them at times.
-    out.waiting = super::packed(std::mem::take(&mut out.waiting));
     out
 }
 
