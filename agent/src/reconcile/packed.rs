@@ -27,6 +27,6 @@ mod tests {
         }
         let p = packed(grown);
         assert_eq!(p, map);
-        assert!(p.iter().map(|(_, v)| *v).eq(0..1000));
+        assert!(p.values().copied().eq(0..1000));
     }
 }
