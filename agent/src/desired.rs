@@ -72,10 +72,9 @@ impl LastValid {
 
     /// The desired set for a scan; persists specs that changed.
     pub fn desired(&mut self, scan: &Scan) -> Desired {
-        let mut out = Desired {
-            specs: BTreeMap::new(),
-            trustworthy: scan.error.is_none(),
-        };
+        let known = self.specs.len();
+        // In name order, so that the map is built packed (see [`super::packed`]).
+        let mut specs = Vec::with_capacity(scan.specs.len());
         for (name, result) in &scan.specs {
             let entry = match result {
                 Ok(spec) => {
@@ -99,7 +98,14 @@ impl LastValid {
                     error: Some(error.clone()),
                 },
             };
-            out.specs.insert(name.clone(), entry);
+            specs.push((name.clone(), entry));
+        }
+        let mut out = Desired {
+            specs: specs.into_iter().collect(),
+            trustworthy: scan.error.is_none(),
+        };
+        if self.specs.len() > known {
+            self.specs = crate::reconcile::packed(std::mem::take(&mut self.specs));
         }
         if let Some(error) = &scan.error {
             // The source is unreadable: every known container keeps its last valid spec.

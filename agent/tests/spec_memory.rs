@@ -179,6 +179,12 @@ fn ten_thousand_specs_are_held_once_and_statuses_are_streamed() {
     );
     drop(plan);
     assert_eq!(statuses.len(), N);
+    // Kept as long as the agent runs: no room for entries that never come.
+    assert_eq!(
+        statuses.capacity(),
+        N,
+        "the status list is allocated to its length"
+    );
     let status_list = live() - before_report;
     let document = serde_json::to_vec(&statuses).unwrap().len() as isize;
 
@@ -245,10 +251,13 @@ fn ten_thousand_specs_are_held_once_and_statuses_are_streamed() {
     );
     assert!(served > document, "the whole list was served");
     // Everything the spec side holds: one copy of the specs, plus its own entries (file
-    // stamps, names, hashes, map nodes), smaller than a spec: a second copy anywhere fails.
+    // stamps, names, hashes, map nodes), under half a spec: a second copy anywhere fails, and
+    // so do maps left half empty or a path or hash held more than once (1.37 copies measured
+    // with packed maps and each path held once).
     assert!(
-        held < 2 * one_copy,
-        "the spec side holds {} KiB for {N} specs, one copy is {} KiB: specs are copied",
+        held < one_copy * 3 / 2,
+        "the spec side holds {} KiB for {N} specs, one copy is {} KiB: specs are copied, or \
+         the bookkeeping around them grew",
         kib(held),
         kib(one_copy)
     );

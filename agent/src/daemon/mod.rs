@@ -6,6 +6,7 @@
 
 mod apply;
 mod exec;
+mod heap;
 mod policy;
 mod run;
 
@@ -464,6 +465,9 @@ impl Reconciler {
         self.plan.actions = actions;
         self.forget_deleted_specs();
         self.publish();
+        // The waiting list (one entry per waiting container, 10,000 at times) is read only
+        // by the status report just made: not kept until the next pass.
+        self.plan.waiting = BTreeMap::new();
         if self.desired.trustworthy {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

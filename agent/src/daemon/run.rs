@@ -36,6 +36,7 @@ pub async fn run_agent(
         mut imports_changed,
         repo: git_source,
     } = inputs;
+    super::heap::tune();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut r = Reconciler::start(config, backend, source, metrics, tx.clone()).await?;
     r.git_source = git_source.map(|g| {
@@ -83,6 +84,8 @@ pub async fn run_agent(
     resync.tick().await;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     tokio::pin!(shutdown);
+    // When the heap is trimmed next: a moment after the last pass (see `heap`).
+    let mut trim_at = Some(tokio::time::Instant::now() + super::heap::TRIM_AFTER);
     loop {
         let wake = r.next_wake();
         let ev = tokio::select! {
@@ -95,6 +98,11 @@ pub async fn run_agent(
             _ = sleep_until(wake) => Event::Wake,
             _ = sleep_until(r.next_waiter_deadline()) => Event::Wake,
             _ = &mut shutdown => Event::Shutdown,
+            _ = sleep_until(trim_at) => {
+                trim_at = None;
+                super::heap::trim();
+                continue;
+            }
         };
         if matches!(ev, Event::Shutdown) {
             break;
@@ -109,6 +117,7 @@ pub async fn run_agent(
         }
         if dirty {
             r.pass();
+            trim_at = Some(tokio::time::Instant::now() + super::heap::TRIM_AFTER);
         }
         r.answer_waiters();
     }

@@ -622,3 +622,36 @@ async fn agent_follows_specs_and_restarts_exited_containers() {
     // Stopping the agent leaves containers alone.
     assert!(fake.0.lock().unwrap().containers.contains_key("b"));
 }
+
+#[tokio::test]
+async fn the_waiting_list_makes_the_statuses_and_is_not_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = Source::default();
+    let mut absent = spec("absent");
+    absent.pull = berth_spec::model::PullPolicy::Never;
+    source.set(vec![absent]);
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let mut r = Reconciler::start(
+        config(dir.path()),
+        Arc::new(Fake::default()),
+        Box::new(source),
+        Arc::new(Metrics::new()),
+        tx,
+    )
+    .await
+    .unwrap();
+    r.pass();
+    let statuses = r.statuses().borrow().clone();
+    assert_eq!(statuses[0].status, Status::Failed);
+    assert!(
+        statuses[0]
+            .reason
+            .as_deref()
+            .is_some_and(|w| w.contains("not in the store")),
+        "{statuses:?}"
+    );
+    // With 10,000 waiting specs the list is megabytes: gone once the statuses are made.
+    assert!(r.plan.waiting.is_empty());
+    // `berth plan` still shows it (it plans afresh).
+    assert_eq!(r.plan_view().waiting.len(), 1);
+}

@@ -3,6 +3,7 @@
 //! - [`model`]: the data the planner reads (desired set, observation, failures).
 //! - [`plan`]: the policy, a pure function; [`backoff`]: its delays; [`report`]: statuses;
 //!   [`update`], [`health`]: their rules.
+//! - [`packed()`]: the maps of one entry per spec that the agent keeps, with full nodes.
 //! - [`fleet`]: trust in a spec repository (signatures, fast-forward, rollouts), for
 //!   `source::git`.
 //!
@@ -16,9 +17,11 @@ pub mod backoff;
 pub mod fleet;
 pub mod health;
 pub mod model;
+mod packed;
 pub mod plan;
 pub mod report;
 pub mod update;
 
 pub use model::{Desired, Failures, Millis, Observed};
+pub use packed::packed;
 pub use plan::{Action, Ctx, Plan, plan, plan_pass, plan_with};

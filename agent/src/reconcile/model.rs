@@ -55,13 +55,14 @@ pub struct DesiredSpec {
     /// The one copy of the spec: shared with the spec source's cache, the last valid specs and
     /// the plan's actions.
     pub spec: std::sync::Arc<ContainerSpec>,
-    pub hash: String,
+    /// Shared too: the last valid specs and every desired set hold one allocation of it.
+    pub hash: std::sync::Arc<str>,
 }
 
 impl DesiredSpec {
     pub fn new(spec: impl Into<std::sync::Arc<ContainerSpec>>) -> Self {
         let spec = spec.into();
-        let hash = berth_spec::spec_hash(&spec);
+        let hash = berth_spec::spec_hash(&spec).into();
         DesiredSpec { spec, hash }
     }
 }

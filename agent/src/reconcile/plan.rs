@@ -158,7 +158,7 @@ impl Planner<'_> {
             return;
         }
         let image_moved = local.is_some_and(|digest| *digest != o.image_digest);
-        let spec_changed = o.spec_hash != d.hash;
+        let spec_changed = *o.spec_hash != *d.hash;
         if image_moved
             && remote.is_none()
             && let Some(l) = local
@@ -208,7 +208,7 @@ impl Planner<'_> {
         if let Some(h) = history
             && let Some(v) = &h.verifying
             && local == Some(&v.digest)
-            && h.last_hash.as_deref() == Some(d.hash.as_str())
+            && h.last_hash.as_deref() == Some(&*d.hash)
             && let Some(previous) = h.previous.as_ref().filter(|p| **p != v.digest)
             && spec.update.rollback
             && want_process
@@ -498,7 +498,7 @@ impl Planner<'_> {
                     self.push(Action::Create {
                         name: name.into(),
                         spec: spec.clone(),
-                        hash: d.hash.clone(),
+                        hash: d.hash.to_string(),
                         image_digest: previous.clone(),
                         update: UpdateMark::Rollback {
                             rejected: o.image_digest.clone(),
@@ -599,7 +599,7 @@ impl Planner<'_> {
         match &h.last_digest {
             Some(from)
                 if from != digest
-                    && (h.last_hash.as_deref() == Some(&d.hash)
+                    && (h.last_hash.as_deref() == Some(&*d.hash)
                         || self.in_store(&d.spec.image, from)) =>
             {
                 UpdateMark::Update { from: from.clone() }
@@ -636,7 +636,7 @@ impl Planner<'_> {
         self.push(Action::Create {
             name: name.into(),
             spec: d.spec.clone(),
-            hash: d.hash.clone(),
+            hash: d.hash.to_string(),
             image_digest: digest.into(),
             update,
             replacing: replacing.map(|o| o.id.clone()),

@@ -40,7 +40,10 @@ pub fn report(
     plan: &Plan,
     in_flight: &BTreeMap<String, InFlight>,
 ) -> Vec<ContainerStatus> {
-    let mut out = Vec::new();
+    let removing = removing(desired, observed, plan, in_flight);
+    // Kept until the next pass (and shared with the API and the metrics): exactly as long as
+    // the list, not the up to twice that a growing Vec leaves (megabytes at 10,000 specs).
+    let mut out = Vec::with_capacity(desired.specs.len() + removing.len());
     for (name, entry) in &desired.specs {
         let obs = observed.containers.get(name);
         let Some(d) = &entry.spec else {
@@ -194,7 +197,7 @@ pub fn report(
                 .unwrap_or_default(),
         });
     }
-    out.extend(removing(desired, observed, plan, in_flight));
+    out.extend(removing);
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }

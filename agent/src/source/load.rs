@@ -206,20 +206,85 @@ const RACY_SECS: u64 = 2;
 /// large dir only reads and parses what changed (a pass over 1000 specs stays cheap).
 #[derive(Debug, Default)]
 pub struct LoadCache {
+    /// Packed (see [`crate::reconcile::packed`]) after a scan that added to it.
     specs: BTreeMap<String, Cached>,
 }
 
 /// A valid spec, the stamps of the files (and drop-in dir) it was read from, and their
 /// owners and modes as read. A change of owner or mode changes the ctime, so the stamp.
-type Cached = (
-    Vec<(PathBuf, Option<Stamp>)>,
-    ParsedSpec,
-    Vec<(PathBuf, ReadStat)>,
-);
+/// Each path is held once, in `parsed.files`: with 10,000 specs, two more copies of every
+/// path were megabytes.
+#[derive(Debug)]
+struct Cached {
+    parsed: ParsedSpec,
+    /// One per file of `parsed.files`, then the drop-in dir's when it existed.
+    stamps: Box<[Option<Stamp>]>,
+    /// Whether the drop-in dir existed (its stamp is the last one).
+    dropin_dir: bool,
+    reads: CachedReads,
+}
+
+#[derive(Debug)]
+enum CachedReads {
+    /// One per file of `parsed.files`, in order: what the loader reads in the usual case.
+    OfFiles(Box<[ReadStat]>),
+    /// Anything else, with the paths as read.
+    Named(Box<[(PathBuf, ReadStat)]>),
+}
+
+impl Cached {
+    fn new(dir: &Path, name: &str, parsed: &ParsedSpec, read: Vec<(PathBuf, ReadStat)>) -> Self {
+        let dropin_dir = dir.join(format!("{name}.toml.d"));
+        let dropin_exists = dropin_dir.exists();
+        let stamps = parsed
+            .files
+            .iter()
+            .map(|p| stamp(p))
+            .chain(dropin_exists.then(|| stamp(&dropin_dir)))
+            .collect();
+        let reads = if read.len() == parsed.files.len()
+            && read.iter().zip(&parsed.files).all(|((p, _), f)| p == f)
+        {
+            CachedReads::OfFiles(read.into_iter().map(|(_, st)| st).collect())
+        } else {
+            CachedReads::Named(read.into_boxed_slice())
+        };
+        Cached {
+            parsed: parsed.clone(),
+            stamps,
+            dropin_dir: dropin_exists,
+            reads,
+        }
+    }
+
+    /// Each stamped path with its stamp.
+    fn stamped<'a>(
+        &'a self,
+        dropin_dir: &'a Path,
+    ) -> impl Iterator<Item = (&'a Path, &'a Option<Stamp>)> {
+        let paths = self.parsed.files.iter().map(PathBuf::as_path);
+        paths
+            .chain(self.dropin_dir.then_some(dropin_dir))
+            .zip(self.stamps.iter())
+    }
+
+    fn reads(&self) -> Vec<(PathBuf, ReadStat)> {
+        match &self.reads {
+            CachedReads::OfFiles(stats) => self
+                .parsed
+                .files
+                .iter()
+                .cloned()
+                .zip(stats.iter().copied())
+                .collect(),
+            CachedReads::Named(named) => named.to_vec(),
+        }
+    }
+}
 
 impl LoadCache {
     fn fresh(&self, dir: &Path, name: &str) -> Option<(ParsedSpec, Vec<(PathBuf, ReadStat)>)> {
-        let (stamps, parsed, read) = self.specs.get(name)?;
+        let cached = self.specs.get(name)?;
         // Racy stamps, as git calls them: file times are coarse (a jiffy) and inode numbers
         // are reused, so a file rewritten twice within a tick can keep its whole stamp. Only a
         // stamp older than that says the file is the one read.
@@ -229,14 +294,14 @@ impl LoadCache {
         let racy = |st: &Option<Stamp>| {
             st.is_none_or(|st| now.as_secs() < st.ctime.0.max(0) as u64 + RACY_SECS)
         };
-        if stamps.iter().any(|(_, st)| racy(st)) {
+        if cached.stamps.iter().any(racy) {
             return None;
         }
         // The drop-in dir's own stamp tells about drop-ins appearing or going.
         let dropin_dir = dir.join(format!("{name}.toml.d"));
-        let unchanged = stamps.iter().all(|(p, st)| stamp(p) == *st)
-            && stamps.iter().any(|(p, _)| *p == dropin_dir) == dropin_dir.exists();
-        unchanged.then(|| (parsed.clone(), read.clone()))
+        let unchanged = cached.stamped(&dropin_dir).all(|(p, st)| stamp(p) == *st)
+            && cached.dropin_dir == dropin_dir.exists();
+        unchanged.then(|| (cached.parsed.clone(), cached.reads()))
     }
 
     fn remember(
@@ -246,17 +311,8 @@ impl LoadCache {
         parsed: &ParsedSpec,
         read: Vec<(PathBuf, ReadStat)>,
     ) {
-        let dropin_dir = dir.join(format!("{name}.toml.d"));
-        let mut paths: Vec<PathBuf> = parsed.files.clone();
-        if dropin_dir.exists() {
-            paths.push(dropin_dir);
-        }
-        let stamps = paths.into_iter().map(|p| {
-            let st = stamp(&p);
-            (p, st)
-        });
         self.specs
-            .insert(name.to_string(), (stamps.collect(), parsed.clone(), read));
+            .insert(name.to_string(), Cached::new(dir, name, parsed, read));
     }
 }
 
@@ -282,6 +338,7 @@ pub fn load_dir_cached_for(
     let names = spec_names(dir)?;
     let mut specs = BTreeMap::new();
     let mut read = ReadStats::new();
+    let mut remembered = false;
     for name in names {
         let result = match cache.fresh(dir, &name) {
             Some((parsed, stats)) => {
@@ -291,7 +348,10 @@ pub fn load_dir_cached_for(
             None => {
                 let (r, stats) = load_spec(&root, dir, &name, defaults);
                 match &r {
-                    Ok(parsed) => cache.remember(dir, &name, parsed, stats.clone()),
+                    Ok(parsed) => {
+                        cache.remember(dir, &name, parsed, stats.clone());
+                        remembered = true;
+                    }
                     Err(_) => {
                         cache.specs.remove(&name);
                     }
@@ -303,6 +363,9 @@ pub fn load_dir_cached_for(
         specs.insert(name, result);
     }
     cache.specs.retain(|n, _| specs.contains_key(n));
+    if remembered {
+        cache.specs = crate::reconcile::packed(std::mem::take(&mut cache.specs));
+    }
     Ok(finish_for(dir, specs, read, host))
 }
 
