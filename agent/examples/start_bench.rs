@@ -59,7 +59,8 @@ fn main() {
             }
             rt.stop(&c.name, &c.id, None, Duration::from_secs(5))
                 .expect("stop");
-            rt.remove(&c.name, &c.id, false).expect("remove");
+            rt.remove(&c.name, &c.id, berth_agent::runtime::BundleDir::Remove)
+                .expect("remove");
             rt.prune_cgroups();
             println!("{}", elapsed.as_secs_f64());
         }
@@ -86,7 +87,8 @@ fn main() {
             for c in &cs {
                 rt.stop(&c.name, &c.id, Some(libc::SIGKILL), Duration::from_secs(5))
                     .expect("stop");
-                rt.remove(&c.name, &c.id, false).expect("remove");
+                rt.remove(&c.name, &c.id, berth_agent::runtime::BundleDir::Remove)
+                    .expect("remove");
             }
             rt.prune_cgroups();
         }
@@ -103,7 +105,8 @@ fn main() {
             let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
             rt.stop(&c.name, &c.id, Some(libc::SIGKILL), Duration::from_secs(5))
                 .expect("stop");
-            rt.remove(&c.name, &c.id, false).expect("remove");
+            rt.remove(&c.name, &c.id, berth_agent::runtime::BundleDir::Remove)
+                .expect("remove");
             rt.prune_cgroups();
         }
         m => panic!("unknown mode {m}"),

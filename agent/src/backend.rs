@@ -9,7 +9,7 @@ use berth_spec::{ContainerSpec, ImageSource};
 use tokio::sync::mpsc;
 
 use crate::names::IncarnationId;
-use crate::reconcile::action::{RemoveReason, UpdateMark};
+use crate::reconcile::action::{RemoveReason, StopCause, UpdateMark};
 use crate::reconcile::model::{Observed, ObservedContainer, UpdateState};
 use berth_spec::model::HealthCheck;
 
@@ -91,9 +91,8 @@ pub trait Backend: Send + Sync + 'static {
     fn resume(&self, name: &str, id: &IncarnationId) -> Result<(), ActionError>;
 
     /// Stops the process (its own stop signal, then SIGKILL), releases its published ports,
-    /// keeps its rootfs and address. `failed`: it is stopped for being unhealthy, so its exit
-    /// counts as a crash (restart policy, backoff) rather than as asked for.
-    fn stop(&self, name: &str, id: &IncarnationId, failed: bool) -> Result<(), ActionError>;
+    /// keeps its rootfs and address; `cause` says what its exit counts as.
+    fn stop(&self, name: &str, id: &IncarnationId, cause: StopCause) -> Result<(), ActionError>;
 
     /// Stops it and removes everything the incarnation owns. On `Pruned`, also the
     /// container's dir (its named volumes stay).

@@ -5,6 +5,7 @@
 
 mod support;
 
+use berth_agent::runtime::BundleDir;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -160,7 +161,7 @@ fn the_last_run_is_kept_with_the_bundle_unless_berth_stopped_it() {
         .unwrap();
     assert_eq!(env.runtime.completed_run(&s.name, &s.id), None);
     // Started again (a restart keeps the upper dir): nothing of the last run is left.
-    env.runtime.remove(&s.name, &s.id, true).unwrap();
+    env.runtime.remove(&s.name, &s.id, BundleDir::Keep).unwrap();
     env.runtime.create(&s).unwrap();
     wait_for(Duration::from_secs(10), "running", || {
         env.runtime.inspect(&s.name, &s.id).unwrap().is_some()

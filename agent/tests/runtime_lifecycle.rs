@@ -3,6 +3,7 @@
 
 mod support;
 
+use berth_agent::runtime::BundleDir;
 use std::time::{Duration, Instant};
 
 use berth_agent::names::IncarnationId;
@@ -63,11 +64,13 @@ fn restart_keeps_the_upper_dir_and_a_new_incarnation_starts_fresh() {
     let c = env.config("svc", script);
     env.runtime.create(&c).unwrap();
     assert_eq!(env.wait_exit(&c).code, Some(0));
-    env.runtime.remove(&c.name, &c.id, true).unwrap();
+    env.runtime.remove(&c.name, &c.id, BundleDir::Keep).unwrap();
     env.runtime.create(&c).unwrap();
     assert_eq!(env.wait_exit(&c).code, Some(0));
     assert_eq!(env.stdout(&c), ["none", "kept"]);
-    env.runtime.remove(&c.name, &c.id, false).unwrap();
+    env.runtime
+        .remove(&c.name, &c.id, BundleDir::Remove)
+        .unwrap();
     assert!(!env.runtime.bundle(&c.name, &c.id).dir.exists());
 
     let mut fresh = c.clone();

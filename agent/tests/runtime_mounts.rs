@@ -6,6 +6,7 @@
 
 mod support;
 
+use berth_agent::runtime::BundleDir;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -102,7 +103,9 @@ fn named_volumes_are_created_and_outlive_incarnations() {
     env.runtime.create(&a).unwrap();
     assert_eq!(env.wait_exit(&a).code, Some(0));
     assert_eq!(env.stdout(&a), ["empty"]);
-    env.runtime.remove(&a.name, &a.id, false).unwrap();
+    env.runtime
+        .remove(&a.name, &a.id, BundleDir::Remove)
+        .unwrap();
     let mut b = a.clone();
     b.id = IncarnationId::random();
     env.runtime.create(&b).unwrap();

@@ -109,7 +109,9 @@ impl Drop for World {
             let _ = self
                 .rt
                 .stop(&c.name, &c.id, Some(libc::SIGKILL), Duration::from_secs(5));
-            let _ = self.rt.remove(&c.name, &c.id, false);
+            let _ = self
+                .rt
+                .remove(&c.name, &c.id, berth_agent::runtime::BundleDir::Remove);
         }
         self.rt.prune_cgroups();
         let _ = &self.dir;

@@ -127,7 +127,12 @@ fn stop_all(cfg: &berth_spec::Config, host: &crate::host::Host) -> ExitCode {
                 .iter()
                 .map(|name| {
                     let id = live[name].id.clone();
-                    s.spawn(move || (name, host.stop(name, &id, false)))
+                    s.spawn(move || {
+                        (
+                            name,
+                            host.stop(name, &id, crate::reconcile::plan::StopCause::Asked),
+                        )
+                    })
                 })
                 .collect();
             for h in handles {

@@ -10,6 +10,7 @@ use clap::Args;
 
 use super::local;
 use crate::host::Host;
+use crate::host::doctor::{Agent, Repair};
 use crate::layout::Layout;
 use crate::store::lock::StateLock;
 
@@ -68,11 +69,20 @@ pub fn run(config: Option<&Path>, args: &DoctorArgs) -> ExitCode {
         }
     };
     // Without the lock, an agent runs (it owns the bridge and table).
-    let agent_running = !args.fix && _lock.is_none();
-    let found = host.doctor(args.fix, agent_running);
+    let agent = if !args.fix && _lock.is_none() {
+        Agent::Running
+    } else {
+        Agent::NotRunning
+    };
+    let repair = if args.fix {
+        Repair::Fix
+    } else {
+        Repair::ReportOnly
+    };
+    let found = host.doctor(repair, agent);
     // What a fix could not remove: whatever a second look still finds.
     let left = if args.fix && !found.is_empty() {
-        host.doctor(false, false)
+        host.doctor(Repair::ReportOnly, Agent::NotRunning)
     } else {
         Vec::new()
     };

@@ -61,7 +61,7 @@ fn run(backend: &dyn Backend, a: &Action) -> Result<(), ActionError> {
         } => backend.start(name, id, *crash_streak),
         Action::Pause { name, id } => backend.pause(name, id),
         Action::Resume { name, id } => backend.resume(name, id),
-        Action::Stop { name, id, failed } => backend.stop(name, id, *failed),
+        Action::Stop { name, id, cause } => backend.stop(name, id, *cause),
         Action::Remove { name, id, why } => backend.remove(name, id, *why),
         Action::UpdateResources {
             name,

@@ -13,7 +13,7 @@ use super::*;
 use crate::api::server::ApplyOptions;
 use crate::names::IncarnationId;
 use crate::reconcile::model::{ContainerInfo, HealthState, RunState};
-use crate::reconcile::plan::{RemoveReason, UpdateMark};
+use crate::reconcile::plan::{RemoveReason, StopCause, UpdateMark};
 use crate::status::Status;
 
 #[derive(Default)]
@@ -210,14 +210,14 @@ impl Backend for Fake {
         w.containers.get_mut(name).unwrap().run = RunState::Running;
         Ok(())
     }
-    fn stop(&self, name: &str, _id: &IncarnationId, failed: bool) -> Result<(), ActionError> {
+    fn stop(&self, name: &str, _id: &IncarnationId, cause: StopCause) -> Result<(), ActionError> {
         let mut w = self.0.lock().unwrap();
         w.log.push(format!("stop {name}"));
         w.containers.get_mut(name).unwrap().run = RunState::Exited(crate::reconcile::model::Exit {
             code: 143,
             oom: false,
             at: clock::now(),
-            requested: !failed,
+            requested: cause == StopCause::Asked,
         });
         Ok(())
     }

@@ -19,11 +19,26 @@ pub struct Finding {
     pub what: String,
 }
 
+/// Whether `doctor` only reports or also removes what it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repair {
+    ReportOnly,
+    Fix,
+}
+
+/// Whether an agent holds the state dir while `doctor` looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Agent {
+    Running,
+    NotRunning,
+}
+
 impl Host {
-    /// Lists what doctor finds; with `fix`, removes it too (and returns what it found).
-    /// `agent_running`: an agent owns the bridge and table, so they are not leftovers even
-    /// with no container.
-    pub fn doctor(&self, fix: bool, agent_running: bool) -> Vec<Finding> {
+    /// Lists what doctor finds; with [`Repair::Fix`], removes it too (and returns what it
+    /// found). With [`Agent::Running`] an agent owns the bridge and table, so they are not
+    /// leftovers even with no container, and an unpack in progress is not a crash's.
+    pub fn doctor(&self, repair: Repair, agent: Agent) -> Vec<Finding> {
+        let agent_running = agent == Agent::Running;
         let known = self.known();
         let keys: BTreeSet<String> = known
             .iter()
@@ -63,7 +78,7 @@ impl Host {
             kind: "blob".into(),
             what: b.display().to_string(),
         }));
-        if fix && !found.is_empty() {
+        if repair == Repair::Fix && !found.is_empty() {
             for (pid, _) in &procs {
                 // SAFETY: kill(2) has no memory-safety preconditions.
                 unsafe { libc::kill(*pid, libc::SIGKILL) };

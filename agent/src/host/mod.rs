@@ -13,6 +13,7 @@ mod observe;
 pub mod record;
 mod sweep;
 
+use crate::runtime::BundleDir;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,7 +30,7 @@ use crate::names::{IncarnationId, Names};
 use crate::network::files;
 use crate::network::{Drift, Join, NetDef, Network, Watcher};
 use crate::reconcile::model::{Observed, ObservedContainer};
-use crate::reconcile::plan::RemoveReason;
+use crate::reconcile::plan::{RemoveReason, StopCause};
 use crate::registry::{RegistryClient, RegistrySettings};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::store::{Store, StoreError};
@@ -222,7 +223,11 @@ impl Host {
                 .map(|_| ())
                 .map_err(transient),
         );
-        keep(self.runtime.remove(name, id, false).map_err(transient));
+        keep(
+            self.runtime
+                .remove(name, id, BundleDir::Remove)
+                .map_err(transient),
+        );
         crashpoint::point("remove.runtime");
         // Every network, whichever it joined: detaching from one it is not on finds nothing to
         // do, and a record lost in a crash cannot leave a veth behind. Every veth goes before
@@ -546,7 +551,9 @@ impl Backend for Host {
                 .map_err(transient)?;
         }
         // Clear the last run (keeping its upper dir: a restart keeps the filesystem).
-        self.runtime.remove(name, id, true).map_err(transient)?;
+        self.runtime
+            .remove(name, id, BundleDir::Keep)
+            .map_err(transient)?;
         self.runtime.create(&cfg).map_err(transient)?;
         self.publish(name, id, &rec)?;
         let same_boot = rec.boot_id == record::boot_id();
@@ -568,10 +575,10 @@ impl Backend for Host {
         self.runtime.resume(name, id).map_err(transient)
     }
 
-    fn stop(&self, name: &str, id: &IncarnationId, failed: bool) -> Result<(), ActionError> {
+    fn stop(&self, name: &str, id: &IncarnationId, cause: StopCause) -> Result<(), ActionError> {
         let _making = self.making.read().unwrap_or_else(|p| p.into_inner());
         let mut rec = self.record(name, id)?;
-        rec.stopped_by_us = !failed;
+        rec.stopped_by_us = cause == StopCause::Asked;
         self.save(&rec, name)?;
         let timeout = self
             .runtime

@@ -2,6 +2,7 @@
 //! (or by hand). Found by their names, which carry the instance and the incarnation id; another
 //! instance's objects are never touched.
 
+use crate::runtime::BundleDir;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -206,7 +207,7 @@ impl Host {
         let stop = self
             .runtime
             .stop(&name, &id, Some(libc::SIGKILL), Duration::from_secs(5));
-        let removed = self.runtime.remove(&name, &id, false);
+        let removed = self.runtime.remove(&name, &id, BundleDir::Remove);
         let etc =
             crate::fsutil::remove_dir_all_if_exists(&record::etc_dir(&self.layout, &name, &id));
         stop.map(|_| ()).map_err(|e| e.to_string())?;

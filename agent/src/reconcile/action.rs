@@ -47,11 +47,10 @@ pub enum Action {
         id: IncarnationId,
     },
     /// Stop the process; the rootfs and the address stay, published ports are released.
-    /// `failed`: stopped because it is unhealthy, so its restart policy applies as to a crash.
     Stop {
         name: String,
         id: IncarnationId,
-        failed: bool,
+        cause: StopCause,
     },
     /// Stop and remove everything the incarnation owns.
     Remove {
@@ -68,6 +67,16 @@ pub enum Action {
     MarkVerified {
         name: String,
     },
+}
+
+/// Why a container is stopped: what its exit then counts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopCause {
+    /// Its spec wants it stopped: the exit was asked for (no restart, no backoff).
+    Asked,
+    /// It is unhealthy (`on_unhealthy = "restart"`): the exit counts as a crash, so its restart
+    /// policy and backoff apply.
+    Unhealthy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,12 +161,12 @@ impl fmt::Display for Action {
             Action::Stop {
                 name,
                 id,
-                failed: false,
+                cause: StopCause::Asked,
             } => write!(f, "stop {name} ({id})"),
             Action::Stop {
                 name,
                 id,
-                failed: true,
+                cause: StopCause::Unhealthy,
             } => write!(f, "stop {name} ({id}): unhealthy"),
             Action::Remove {
                 name,

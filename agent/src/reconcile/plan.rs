@@ -12,7 +12,7 @@ use berth_spec::model::{
 };
 use berth_spec::{ContainerSpec, ImageSource};
 
-pub use super::action::{Action, Hold, RemoveReason, UpdateMark, Waiting};
+pub use super::action::{Action, Hold, RemoveReason, StopCause, UpdateMark, Waiting};
 use super::backoff;
 use super::health;
 use super::model::*;
@@ -662,14 +662,14 @@ impl Planner<'_> {
                 self.push(Action::Stop {
                     name: name.into(),
                     id,
-                    failed: true,
+                    cause: StopCause::Unhealthy,
                 });
             }
             (DesiredState::Stopped, RunState::Running | RunState::Paused) => {
                 self.push(Action::Stop {
                     name: name.into(),
                     id,
-                    failed: false,
+                    cause: StopCause::Asked,
                 });
             }
             (DesiredState::Stopped, _) => {}

@@ -415,7 +415,13 @@ fn unhealthy_containers_restart_when_asked() {
     o.containers.get_mut("app").unwrap().health = HealthState::Unhealthy;
     let p = plan_with(&desired(&s), &o, &ctx(0));
     assert!(
-        matches!(p.actions[..], [Action::Stop { failed: true, .. }]),
+        matches!(
+            p.actions[..],
+            [Action::Stop {
+                cause: StopCause::Unhealthy,
+                ..
+            }]
+        ),
         "{p:?}"
     );
     s.health.on_unhealthy = OnUnhealthy::None;

@@ -136,6 +136,15 @@ pub struct Runtime {
 
 const CGROUP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What [`Runtime::remove`] does with the incarnation's bundle dir.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BundleDir {
+    /// Kept: the next start of the same incarnation has the same filesystem (upper, logs).
+    Keep,
+    /// Removed with everything in it.
+    Remove,
+}
+
 impl Runtime {
     pub fn new(cfg: RuntimeConfig) -> Self {
         Runtime { cfg }
@@ -503,10 +512,10 @@ impl Runtime {
         shim.read_exit()
     }
 
-    /// Removes a stopped container: its cgroup, shim dir and, unless `keep_upper`, its whole
-    /// bundle dir (upper, work, logs, config). With `keep_upper` a later `create` of the same
-    /// incarnation is a restart with the same filesystem.
-    pub fn remove(&self, name: &str, id: &IncarnationId, keep_upper: bool) -> Result<()> {
+    /// Removes a stopped container: its cgroup, shim dir and, with [`BundleDir::Remove`], its
+    /// whole bundle dir (upper, work, logs, config). With [`BundleDir::Keep`] a later `create`
+    /// of the same incarnation is a restart with the same filesystem.
+    pub fn remove(&self, name: &str, id: &IncarnationId, bundle_dir: BundleDir) -> Result<()> {
         let shim = self.shim_dir(name, id);
         if let Some(st) = shim.read_state()? {
             if sys::alive(st.pid, st.pid_start) {
@@ -527,7 +536,7 @@ impl Runtime {
         // The rootfs is mounted only inside the container's mount namespace; a host mount here
         // would be a leftover of something else, so detach it rather than delete through it.
         let _ = nix::mount::umount2(&bundle.rootfs(), nix::mount::MntFlags::MNT_DETACH);
-        if !keep_upper {
+        if bundle_dir == BundleDir::Remove {
             fsutil::remove_dir_all_if_exists(&bundle.dir).at(&bundle.dir)?;
         }
         Ok(())

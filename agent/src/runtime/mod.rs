@@ -53,6 +53,8 @@ pub use config::{
     Placement,
 };
 pub use error::RuntimeError;
-pub use lifecycle::{ExitWatch, ObservedContainer, Runtime, RuntimeConfig, Started, Status};
+pub use lifecycle::{
+    BundleDir, ExitWatch, ObservedContainer, Runtime, RuntimeConfig, Started, Status,
+};
 pub use process::{ProcessSpec, resolve_process};
 pub use state::ExitRecord;

@@ -177,7 +177,7 @@ impl Drop for Env {
         let rt = self.fresh_runtime();
         for c in rt.observe().unwrap_or_default() {
             let _ = rt.stop(&c.name, &c.id, Some(libc::SIGKILL), Duration::from_secs(5));
-            if let Err(e) = rt.remove(&c.name, &c.id, false) {
+            if let Err(e) = rt.remove(&c.name, &c.id, berth_agent::runtime::BundleDir::Remove) {
                 eprintln!("cleanup of {}: {e}", c.name);
             }
         }
