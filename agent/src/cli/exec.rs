@@ -71,7 +71,8 @@ pub fn run(config: Option<&Path>, args: &ExecArgs) -> ExitCode {
         interactive: args.interactive,
         tty: args.tty,
     };
-    let mut running = match spawn(&target, &req) {
+    // SAFETY: `berth exec` runs no async runtime and starts no thread before this point.
+    let mut running = match unsafe { spawn(&target, &req) } {
         Ok(r) => r,
         Err(e) => return failed(&e.to_string()),
     };

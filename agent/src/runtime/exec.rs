@@ -280,7 +280,11 @@ enum ChildIo {
 }
 
 /// Starts `req` in `target`, in a cgroup of its own below the container's.
-pub fn spawn(target: &ExecTarget, req: &ExecRequest) -> Result<Running> {
+///
+/// # Safety
+/// The calling process must be single-threaded (the `berth exec` command, never the agent's
+/// tokio workers): it forks, and the child goes on to allocate and setns.
+pub unsafe fn spawn(target: &ExecTarget, req: &ExecRequest) -> Result<Running> {
     let process = ProcessSpec {
         args: req.args.clone(),
         env: merged_env(&target.config.process.env, &req.env),

@@ -220,7 +220,8 @@ fn supervise(
         let _ = cg.remove(Duration::from_secs(5));
     };
     sys::mark("shim-clone");
-    let child = match sys::clone_fork(flags) {
+    // SAFETY: the shim is single-threaded (it runs no runtime and starts no thread).
+    let child = match unsafe { sys::clone_fork(flags) } {
         Err(e) => {
             undo(cg);
             return Err(format!("clone: {e}"));

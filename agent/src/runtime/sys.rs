@@ -8,8 +8,11 @@ use std::path::Path;
 /// `clone` with fork semantics (no new stack, SIGCHLD on exit) plus namespace `flags`: the
 /// child returns `Ok(None)` and is pid 1 of a new pid namespace when CLONE_NEWPID is set.
 ///
-/// Only safe in a single-threaded process (the shim, or a child forked for exec).
-pub fn clone_fork(flags: libc::c_int) -> io::Result<Option<i32>> {
+/// # Safety
+/// The calling process must be single-threaded (the shim, or a child forked for exec): the
+/// child gets a copy of one thread only, so a lock another thread held (the allocator's, say)
+/// would stay locked in it forever.
+pub unsafe fn clone_fork(flags: libc::c_int) -> io::Result<Option<i32>> {
     // SAFETY: without CLONE_VM the child gets a copy of the address space, as with fork; every
     // argument after the flags is zero, so the per-arch argument order does not matter.
     let r = unsafe {
