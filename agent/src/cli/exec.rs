@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use crate::runtime::exec::{ExecRequest, spawn};
-use crate::runtime::exec_relay::{Ended, relay};
+use crate::runtime::exec_relay::{self, Ended, relay};
 use crate::runtime::exeseal;
 
 #[derive(Debug, Args)]
@@ -51,6 +51,10 @@ pub fn run(config: Option<&Path>, args: &ExecArgs) -> ExitCode {
     if let Err(e) = exeseal::ensure_sealed() {
         return failed(&format!("cannot run from a sealed copy of berth: {e}"));
     }
+    // From here on a SIGTERM (the agent ending a health check) or a ^C waits, pending, for the
+    // relay, which kills every process of the exec: delivered any earlier than that, it would
+    // end this command and leave the processes running in the container.
+    exec_relay::block_signals();
     let deadline = args.timeout.map(|t| Instant::now() + t);
     let rt = match super::runtime_for(config) {
         Ok(rt) => rt,

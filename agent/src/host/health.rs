@@ -49,8 +49,7 @@ impl Host {
         let status = match finished {
             Some(st) => st,
             None => {
-                let _ = child.kill();
-                let _ = child.wait();
+                stop_exec(&mut child);
                 return (false, format!("timed out after {:?}", check.timeout));
             }
         };
@@ -65,6 +64,34 @@ impl Host {
             ),
         }
     }
+}
+
+/// Ends a `berth exec` that outlived the agent's deadline (a slow start on a loaded host can
+/// put its own deadline past the agent's): SIGTERM first, which it answers by killing every
+/// process of the check (its cgroup) before it exits; SIGKILL only if it does not exit within
+/// [`GRACE`]. A SIGKILL alone would leave the check's processes running in the container.
+fn stop_exec(child: &mut Child) {
+    let exited = sys::pidfd_open(child.id() as i32).ok();
+    // SAFETY: a signal to our own child, which we have not reaped yet.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    if let Some(fd) = &exited {
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let deadline = Instant::now() + GRACE;
+        while pfd.revents == 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            // SAFETY: one live pollfd.
+            unsafe { libc::poll(&mut pfd, 1, left.as_millis() as i32 + 1) };
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Reads the child's stdout and stderr (up to [`OUTPUT_MAX`] kept) until both close and it

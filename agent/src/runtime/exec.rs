@@ -367,6 +367,15 @@ pub unsafe fn spawn(target: &ExecTarget, req: &ExecRequest) -> Result<Running> {
         e
     };
     let pidfd = sys::pidfd_open(pid).doing("pidfd_open").map_err(abandon)?;
+    // The helper joins the exec's cgroup itself, before it forks; it is put there from this
+    // side as well, before `spawn` returns, so that a kill of the cgroup from now on (a
+    // timeout, a signal already pending) can never miss it: it may not have run yet.
+    for d in cgroup.dirs() {
+        let path = d.join("cgroup.procs");
+        if let Err(e) = std::fs::write(&path, pid.to_string()) {
+            return Err(abandon(RuntimeError::io(&path, e)));
+        }
+    }
     let io = match ours {
         Pipes::Io(io) => Some(io),
         Pipes::Socket(sock) => match recv_fd(&sock) {

@@ -40,18 +40,34 @@ const SIGNALS: &[libc::c_int] = &[
     libc::SIGWINCH,
 ];
 
-/// A signalfd for [`SIGNALS`], blocked for normal delivery.
-fn signal_fd() -> Option<OwnedFd> {
-    // SAFETY: sigset manipulation on a struct we own; `berth exec` runs on one thread.
+fn signal_set() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a struct we own.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         for s in SIGNALS {
             libc::sigaddset(&mut set, *s);
         }
-        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
-            return None;
-        }
+        set
+    }
+}
+
+/// Blocks [`SIGNALS`] for normal delivery, so that one arriving before [`relay`] runs stays
+/// pending for it (the exec'd process starts with an empty mask: the launch resets it).
+pub fn block_signals() -> bool {
+    let set = signal_set();
+    // SAFETY: a mask change of this thread; `berth exec` runs on one thread.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) == 0 }
+}
+
+/// A signalfd for [`SIGNALS`], blocked for normal delivery.
+fn signal_fd() -> Option<OwnedFd> {
+    if !block_signals() {
+        return None;
+    }
+    let set = signal_set();
+    // SAFETY: signalfd on a set we own; the fd is new and ours.
+    unsafe {
         let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
         (fd >= 0).then(|| OwnedFd::from_raw_fd(fd))
     }
