@@ -304,6 +304,26 @@ fn config(dir: &std::path::Path) -> Config {
     }
 }
 
+/// One in-process `berth apply` over the fake host with these specs.
+async fn apply_once(
+    dir: &std::path::Path,
+    fake: &Fake,
+    specs: Vec<ContainerSpec>,
+    opts: ApplyOptions,
+) -> ApplyResult {
+    let source = Source::default();
+    source.set(specs);
+    run_once(
+        config(dir),
+        Arc::new(fake.clone()),
+        Box::new(source),
+        Arc::new(Metrics::new()),
+        opts,
+    )
+    .await
+    .unwrap()
+}
+
 fn once(wait: bool) -> ApplyOptions {
     ApplyOptions {
         wait,
@@ -316,17 +336,7 @@ fn once(wait: bool) -> ApplyOptions {
 async fn once_pulls_creates_and_reports_converged() {
     let dir = tempfile::tempdir().unwrap();
     let fake = Fake::default();
-    let source = Source::default();
-    source.set(vec![spec("a"), spec("b")]);
-    let result = run_once(
-        config(dir.path()),
-        Arc::new(fake.clone()),
-        Box::new(source),
-        Arc::new(Metrics::new()),
-        once(true),
-    )
-    .await
-    .unwrap();
+    let result = apply_once(dir.path(), &fake, vec![spec("a"), spec("b")], once(true)).await;
     assert!(result.converged, "{:?}", result.problems);
     assert!(
         result
@@ -343,7 +353,6 @@ async fn once_pulls_creates_and_reports_converged() {
 async fn dependencies_start_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let fake = Fake::default();
-    let source = Source::default();
     let mut web = spec("web");
     web.depends_on = vec![Dependency {
         name: "db".into(),
@@ -354,16 +363,7 @@ async fn dependencies_start_in_order() {
         name: "web".into(),
         condition: DependencyCondition::Started,
     }];
-    source.set(vec![proxy, web, spec("db")]);
-    let result = run_once(
-        config(dir.path()),
-        Arc::new(fake.clone()),
-        Box::new(source),
-        Arc::new(Metrics::new()),
-        once(true),
-    )
-    .await
-    .unwrap();
+    let result = apply_once(dir.path(), &fake, vec![proxy, web, spec("db")], once(true)).await;
     assert!(result.converged, "{:?}", result.problems);
     let creates: Vec<String> = fake
         .log()
@@ -379,17 +379,7 @@ async fn permanent_pull_failure_is_reported_not_waited_for() {
     let dir = tempfile::tempdir().unwrap();
     let fake = Fake::default();
     fake.0.lock().unwrap().fail_pull = Some(ActionError::permanent("manifest unknown"));
-    let source = Source::default();
-    source.set(vec![spec("a")]);
-    let result = run_once(
-        config(dir.path()),
-        Arc::new(fake.clone()),
-        Box::new(source),
-        Arc::new(Metrics::new()),
-        once(true),
-    )
-    .await
-    .unwrap();
+    let result = apply_once(dir.path(), &fake, vec![spec("a")], once(true)).await;
     assert!(!result.converged);
     assert!(!result.timed_out);
     assert!(
@@ -409,22 +399,12 @@ async fn transient_failure_times_out_with_wait() {
         .unwrap()
         .fail_create
         .insert("a".into(), ActionError::transient("port 80 in use"));
-    let source = Source::default();
-    source.set(vec![spec("a")]);
     let opts = ApplyOptions {
         wait: true,
         timeout_ms: Some(300),
         force: false,
     };
-    let result = run_once(
-        config(dir.path()),
-        Arc::new(fake.clone()),
-        Box::new(source),
-        Arc::new(Metrics::new()),
-        opts,
-    )
-    .await
-    .unwrap();
+    let result = apply_once(dir.path(), &fake, vec![spec("a")], opts).await;
     assert!(result.timed_out && !result.converged);
     assert!(
         result.problems[0].contains("port 80 in use"),
@@ -432,17 +412,7 @@ async fn transient_failure_times_out_with_wait() {
         result.problems
     );
     // Without --wait, one round is enough to report it.
-    let source = Source::default();
-    source.set(vec![spec("a")]);
-    let result = run_once(
-        config(dir.path()),
-        Arc::new(fake.clone()),
-        Box::new(source),
-        Arc::new(Metrics::new()),
-        once(false),
-    )
-    .await
-    .unwrap();
+    let result = apply_once(dir.path(), &fake, vec![spec("a")], once(false)).await;
     assert!(!result.converged && !result.timed_out);
 }
 
@@ -473,22 +443,12 @@ async fn an_unfinished_removal_is_not_converged_and_is_finished_later() {
         w.fail_remove
             .insert("a".into(), ActionError::transient("cgroup still busy"));
     }
-    let source = Source::default();
-    source.set(vec![]);
     let opts = ApplyOptions {
         wait: true,
         timeout_ms: Some(300),
         force: false,
     };
-    let result = run_once(
-        config(dir.path()),
-        Arc::new(fake.clone()),
-        Box::new(source),
-        Arc::new(Metrics::new()),
-        opts,
-    )
-    .await
-    .unwrap();
+    let result = apply_once(dir.path(), &fake, vec![], opts).await;
     assert!(
         result.timed_out && !result.converged,
         "a failed removal counted as converged: {result:?} {:?}",
@@ -496,17 +456,7 @@ async fn an_unfinished_removal_is_not_converged_and_is_finished_later() {
     );
     assert!(fake.0.lock().unwrap().removing.contains_key("a"));
     fake.0.lock().unwrap().fail_remove.clear();
-    let source = Source::default();
-    source.set(vec![]);
-    let result = run_once(
-        config(dir.path()),
-        Arc::new(fake.clone()),
-        Box::new(source),
-        Arc::new(Metrics::new()),
-        once(true),
-    )
-    .await
-    .unwrap();
+    let result = apply_once(dir.path(), &fake, vec![], once(true)).await;
     assert!(result.converged, "{result:?}");
     assert!(fake.0.lock().unwrap().removing.is_empty());
     assert_eq!(
