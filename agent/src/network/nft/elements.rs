@@ -253,14 +253,19 @@ mod tests {
             ..e.clone()
         };
         for el in [e, ip] {
-            let decoded = PortElement::decode(
-                el.map(),
-                &el.key(),
-                &el.data(),
-                Some(&expr::comment(&el.owner)),
-            );
-            assert_eq!(decoded, Some(el));
+            assert_decodes_back(el);
         }
+    }
+
+    /// What the kernel would hand back for an element decodes to the same element.
+    fn assert_decodes_back(el: PortElement) {
+        let decoded = PortElement::decode(
+            el.map(),
+            &el.key(),
+            &el.data(),
+            Some(&expr::comment(&el.owner)),
+        );
+        assert_eq!(decoded, Some(el));
     }
 
     #[test]
@@ -278,13 +283,7 @@ mod tests {
         assert_eq!((v6.key().len(), v6.data().len()), (8, 20));
         assert_eq!((ip.key().len(), ip.data().len()), (24, 20));
         for el in [v6, ip] {
-            let decoded = PortElement::decode(
-                el.map(),
-                &el.key(),
-                &el.data(),
-                Some(&expr::comment(&el.owner)),
-            );
-            assert_eq!(decoded, Some(el));
+            assert_decodes_back(el);
         }
     }
 
