@@ -505,3 +505,61 @@ fn the_in_process_plan_is_the_agents_plan() {
         "nothing may be recreated while held: {local:#}"
     );
 }
+
+/// A SIGTERM to `berth exec` (what the agent sends a health check past its deadline) at any
+/// moment of its life — while it starts, as it spawns, while it relays — ends with nothing of
+/// the exec left in the container: the signal waits, blocked, for the relay, which kills the
+/// exec's cgroup. (Through an agent's container, from a test process that is no subreaper, so
+/// what the kill leaves is reaped by init as on a real host.)
+#[test]
+fn a_sigterm_to_berth_exec_at_any_moment_leaves_nothing_running() {
+    if !require_root() {
+        return;
+    }
+    let image = sleeper_image();
+    let a = agent("xs");
+    a.write_spec("box", &format!("image = \"{image}\"\n"));
+    a.wait_running("box");
+    let left = || {
+        std::process::Command::new("pgrep")
+            .args(["-f", "^sleep 300[78]$"])
+            .output()
+            .unwrap()
+            .stdout
+    };
+    for delay_ms in [0u64, 1, 3, 10, 30, 100, 300] {
+        let mut child = std::process::Command::new(berth_e2e::berth_bin())
+            .arg("--config")
+            .arg(&a.config_path)
+            .args([
+                "exec",
+                "box",
+                "--",
+                "sh",
+                "-c",
+                "sleep 3007 & exec sleep 3008",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        // Bounded: a berth exec that lost the signal would wait for its process forever.
+        let mut status = None;
+        wait_until(
+            Duration::from_secs(30),
+            "berth exec to end after SIGTERM",
+            || {
+                status = child.try_wait().unwrap();
+                status.is_some()
+            },
+        );
+        wait_until(
+            Duration::from_secs(10),
+            &format!("nothing of an exec SIGTERMed after {delay_ms} ms ({status:?})"),
+            || left().is_empty(),
+        );
+    }
+}

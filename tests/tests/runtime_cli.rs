@@ -15,6 +15,7 @@ use berth_e2e::{berth_bin, require_root, unique_instance};
 
 struct World {
     dir: tempfile::TempDir,
+    instance: String,
     config: PathBuf,
     rt: Runtime,
     layers: Vec<PathBuf>,
@@ -55,6 +56,7 @@ impl World {
         let layers = vec![busybox_layer(&dir.path().join("image"))];
         World {
             dir,
+            instance,
             config,
             rt,
             layers,
@@ -113,7 +115,22 @@ impl Drop for World {
                 .rt
                 .remove(&c.name, &c.id, berth_agent::runtime::BundleDir::Remove);
         }
-        self.rt.prune_cgroups();
+        // A shim exits a moment after its container: retry until the instance's cgroups are
+        // gone (bounded), or the leak check finds them empty but left.
+        let instance = self.instance.clone();
+        let left = || {
+            ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
+                .iter()
+                .any(|root| Path::new(root).join(&instance).exists())
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            self.rt.prune_cgroups();
+            if !left() || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = &self.dir;
     }
 }
@@ -770,59 +787,4 @@ fn exec_refuses_a_working_directory_outside_the_container() {
     // Refused before the payload ran: the leaked fd is gone before the helper enters the
     // container (and a directory outside the root would fail the getcwd check).
     assert_eq!(o.status.code(), Some(125), "{err}");
-}
-
-/// A SIGTERM to `berth exec` (what the agent sends a health check past its deadline) at any
-/// moment of its life — while it starts, as it spawns, while it relays — ends with nothing of
-/// the exec left in the container: the signal waits, blocked, for the relay, which kills the
-/// exec's cgroup.
-#[test]
-fn a_sigterm_to_berth_exec_at_any_moment_leaves_nothing_running() {
-    if !require_root() {
-        return;
-    }
-    let w = World::new("clis");
-    w.start("box", "exec sleep 1000", |_| {});
-    let left = || {
-        Command::new("pgrep")
-            .args(["-f", "^sleep 300[78]$"])
-            .output()
-            .unwrap()
-            .stdout
-    };
-    for delay_ms in [0u64, 1, 3, 10, 30, 100, 300] {
-        let mut child = w
-            .berth(&[
-                "exec",
-                "box",
-                "--",
-                "sh",
-                "-c",
-                "sleep 3007 & exec sleep 3008",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        // SAFETY: a signal to our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        // Bounded: a berth exec that lost the signal would wait for its process forever.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                break st;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("berth exec ignored a SIGTERM sent {delay_ms} ms after its start");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert!(
-            left().is_empty(),
-            "SIGTERM after {delay_ms} ms (berth exec ended {status:?}) left: {}",
-            String::from_utf8_lossy(&left())
-        );
-    }
 }

@@ -74,6 +74,11 @@ pub fn run(config: Option<&Path>, args: &ExecArgs) -> ExitCode {
         env: args.env.clone(),
         interactive: args.interactive,
         tty: args.tty,
+        tty_size: if args.tty {
+            crate::runtime::exec::terminal_size(0)
+        } else {
+            None
+        },
     };
     // SAFETY: `berth exec` runs no async runtime and starts no thread before this point.
     let mut running = match unsafe { spawn(&target, &req) } {

@@ -38,6 +38,10 @@ pub struct ExecRequest {
     pub interactive: bool,
     /// Allocate a terminal from the container's devpts.
     pub tty: bool,
+    /// The caller's terminal size (rows, columns): the container's terminal has it before the
+    /// process starts, so the process's first look at its size is right (the relay follows
+    /// later resizes).
+    pub tty_size: Option<(u16, u16)>,
 }
 
 /// A running container to exec into, checked alive when made.
@@ -276,6 +280,7 @@ enum ChildIo {
     },
     Terminal {
         sock: OwnedFd,
+        size: Option<(u16, u16)>,
     },
 }
 
@@ -319,7 +324,13 @@ pub unsafe fn spawn(target: &ExecTarget, req: &ExecRequest) -> Result<Running> {
             None,
         )
         .map_err(|e| RuntimeError::sys("socketpair", e.into()))?;
-        (Pipes::Socket(a), ChildIo::Terminal { sock: b })
+        (
+            Pipes::Socket(a),
+            ChildIo::Terminal {
+                sock: b,
+                size: req.tty_size,
+            },
+        )
     } else {
         let (in_r, in_w) = sys::pipe().doing("pipe")?;
         let (out_r, out_w) = sys::pipe().doing("pipe")?;
@@ -405,6 +416,26 @@ pub unsafe fn spawn(target: &ExecTarget, req: &ExecRequest) -> Result<Running> {
 enum Pipes {
     Io(ExecIo),
     Socket(OwnedFd),
+}
+
+/// The size (rows, columns) of terminal `fd`, if it is one with a size.
+pub fn terminal_size(fd: RawFd) -> Option<(u16, u16)> {
+    // SAFETY: winsize is plain old data; the ioctl writes one struct.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes into the live struct above.
+    let ok = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0;
+    (ok && ws.ws_row > 0 && ws.ws_col > 0).then_some((ws.ws_row, ws.ws_col))
+}
+
+fn set_winsize(fd: RawFd, rows: u16, cols: u16) {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one live struct.
+    unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) };
 }
 
 /// Gives terminal `to` the size of terminal `from` (a no-op when `from` is not one).
@@ -508,11 +539,14 @@ fn enter_and_exec(
         return setup("setsid");
     }
     match io {
-        ChildIo::Terminal { sock } => {
+        ChildIo::Terminal { sock, size } => {
             let (master, slave) = match container_pty() {
                 Ok(p) => p,
                 Err(e) => return LaunchError::Setup(format!("open a terminal: {e}")),
             };
+            if let Some((rows, cols)) = size {
+                set_winsize(master.as_raw_fd(), rows, cols);
+            }
             if let Err(e) = send_fd(&sock, &master) {
                 return LaunchError::Setup(format!("pass the terminal back: {e}"));
             }
