@@ -115,19 +115,28 @@ impl Planner<'_> {
         let Some(id) = self.observed.removing.get(name) else {
             return;
         };
-        if let Some(f) = self.failures.remove.get(name) {
-            let until = f.retry_at();
-            if self.ctx.now < until {
-                self.wait(name, Waiting::Backoff { until });
-                self.out.wake(until);
-                return;
-            }
+        if self.backing_off(name, self.failures.remove.get(name)) {
+            return;
         }
         self.push(Action::Remove {
             name: name.to_string(),
             id: id.clone(),
             why: RemoveReason::Pruned,
         });
+    }
+
+    /// Whether `name` waits out the backoff of its last failure (and, if so, says so and
+    /// schedules the wake-up).
+    fn backing_off(&mut self, name: &str, failure: Option<&Failure>) -> bool {
+        let Some(until) = failure.map(Failure::retry_at) else {
+            return false;
+        };
+        if self.ctx.now >= until {
+            return false;
+        }
+        self.wait(name, Waiting::Backoff { until });
+        self.out.wake(until);
+        true
     }
 
     fn push(&mut self, a: Action) {
@@ -546,7 +555,6 @@ impl Planner<'_> {
                 );
                 return;
             }
-            let until = f.retry_at();
             if self.ctx.now < until {
                 self.wait(
                     name,
@@ -621,13 +629,8 @@ impl Planner<'_> {
         update: UpdateMark,
         replacing: Option<&ObservedContainer>,
     ) {
-        if let Some(f) = self.failures.create.get(name) {
-            let until = f.retry_at();
-            if self.ctx.now < until {
-                self.wait(name, Waiting::Backoff { until });
-                self.out.wake(until);
-                return;
-            }
+        if self.backing_off(name, self.failures.create.get(name)) {
+            return;
         }
         if let Err(w) = dependencies_ready(&d.spec, self.observed) {
             self.wait(name, w);
@@ -719,13 +722,8 @@ impl Planner<'_> {
         o: &ObservedContainer,
         crash_streak: u32,
     ) {
-        if let Some(f) = self.failures.start.get(name) {
-            let until = f.retry_at();
-            if self.ctx.now < until {
-                self.wait(name, Waiting::Backoff { until });
-                self.out.wake(until);
-                return;
-            }
+        if self.backing_off(name, self.failures.start.get(name)) {
+            return;
         }
         if let Err(w) = dependencies_ready(spec, self.observed) {
             self.wait(name, w);
