@@ -8,7 +8,6 @@
 
 mod netlab;
 
-use std::fs::File;
 use std::net::IpAddr;
 
 use berth_agent::names::IncarnationId;
@@ -36,13 +35,6 @@ fn config(lab: &Lab) -> Config {
         },
     );
     c
-}
-
-fn open_in_lab(lab: &Lab, def: &NetDef) -> Network {
-    let host = File::open(&lab.host_ns).unwrap();
-    netns::in_netns(&host, || Network::open(lab.names.clone(), def, &lab.layout))
-        .unwrap()
-        .unwrap_or_else(|e| panic!("open network {}: {e}", def.name))
 }
 
 fn port(host: u16, host_ip: Option<&str>) -> PortMapping {
@@ -83,7 +75,7 @@ fn ipv6_dual_stack_and_v6_only_networks_with_real_traffic() {
     ]);
 
     let defs = NetDef::from_config(&config(&lab)).unwrap();
-    let nets: Vec<Network> = defs.iter().map(|d| open_in_lab(&lab, d)).collect();
+    let nets: Vec<Network> = defs.iter().map(|d| lab.open_network(d)).collect();
     let (default, six) = (&nets[0], &nets[1]);
     for n in &nets {
         n.ensure_host().unwrap();

@@ -40,13 +40,6 @@ fn config(lab: &Lab) -> Config {
     c
 }
 
-fn open_in_lab(lab: &Lab, def: &NetDef) -> Network {
-    let host = File::open(&lab.host_ns).unwrap();
-    netns::in_netns(&host, || Network::open(lab.names.clone(), def, &lab.layout))
-        .unwrap()
-        .unwrap_or_else(|e| panic!("open network {}: {e}", def.name))
-}
-
 #[test]
 fn named_networks_isolate_stacks_with_real_traffic() {
     if !require_root() {
@@ -59,7 +52,7 @@ fn named_networks_isolate_stacks_with_real_traffic() {
         ["tb41", "t41-backend", "t41-vault"]
     );
     assert_eq!(defs[2].egress, Egress::Internal);
-    let nets: Vec<Network> = defs.iter().map(|d| open_in_lab(&lab, d)).collect();
+    let nets: Vec<Network> = defs.iter().map(|d| lab.open_network(d)).collect();
     let (default, backend, vault) = (&nets[0], &nets[1], &nets[2]);
     for n in &nets {
         n.ensure_host().unwrap();
@@ -201,7 +194,7 @@ fn a_network_dropped_from_the_config_goes_once_no_container_uses_it() {
     }
     let lab = Lab::new(42);
     let defs = NetDef::from_config(&config(&lab)).unwrap();
-    let nets: Vec<Network> = defs.iter().map(|d| open_in_lab(&lab, d)).collect();
+    let nets: Vec<Network> = defs.iter().map(|d| lab.open_network(d)).collect();
     for n in &nets {
         n.ensure_host().unwrap();
     }

@@ -35,6 +35,17 @@ pub struct Lab {
 }
 
 impl Lab {
+    /// A network of the agent's config (a named one, or the default), opened in the lab's host
+    /// netns as the agent opens it in the host's.
+    pub fn open_network(&self, def: &berth_agent::network::NetDef) -> Network {
+        let host = File::open(&self.host_ns).unwrap();
+        netns::in_netns(&host, || {
+            Network::open(self.names.clone(), def, &self.layout)
+        })
+        .unwrap()
+        .unwrap_or_else(|e| panic!("open network {}: {e}", def.name))
+    }
+
     pub fn new(k: u8) -> Lab {
         let dir = tempfile::Builder::new()
             .prefix("berth-netlab-")
