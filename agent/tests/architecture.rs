@@ -366,3 +366,38 @@ fn the_checks_catch_a_planted_violation() {
     assert_eq!(impure_lines(std::slice::from_ref(&f), &dir).len(), 1);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Text that means disk I/O on the loop's thread.
+const LOOP_IO: &[&str] = &[
+    "std::fs",
+    "fsutil",
+    "File::open",
+    "File::create",
+    ".scan()",
+    "LastValid",
+];
+
+/// The loop only decides: its files (all of `daemon` but the spec store, whose jobs run on
+/// blocking threads, and the tests) do no disk I/O.
+#[test]
+fn the_loop_never_touches_the_disk() {
+    let mut found = Vec::new();
+    for f in module_files("daemon") {
+        let file = f.file_name().unwrap().to_str().unwrap();
+        if ["specs.rs", "tests.rs"].contains(&file) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let c = code(line);
+            for word in LOOP_IO.iter().filter(|w| c.contains(**w)) {
+                found.push(format!("src/{}:{}: {word}", rel(&f), n + 1));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "disk I/O on the loop (run it in a spec job or on a blocking thread):\n{}",
+        found.join("\n")
+    );
+}

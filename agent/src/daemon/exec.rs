@@ -18,7 +18,7 @@ pub struct Done {
     /// The action that failed (`None` if the worker itself died), with its error.
     failed: Option<(Option<Action>, ActionError)>,
     /// The actions that succeeded, in order.
-    succeeded: Vec<Action>,
+    pub(super) succeeded: Vec<Action>,
     observed: Option<ObservedContainer>,
     update: crate::reconcile::model::UpdateState,
 }
@@ -207,7 +207,9 @@ impl Reconciler {
                     why: RemoveReason::Pruned,
                     ..
                 } => {
-                    self.last_valid.forget(name);
+                    self.specs
+                        .forget(super::specs::Forget::Pruned(name.to_string()));
+                    self.run_spec_job();
                     self.events
                         .emit(Some(name), "removed", "removed: its spec was deleted");
                 }
@@ -248,6 +250,10 @@ impl Reconciler {
             self.observed.updates.remove(name);
         } else {
             self.observed.updates.insert(name.to_string(), done.update);
+        }
+        if self.exited_while_busy.remove(name) {
+            // Its observation above may predate the exit: look again.
+            self.refresh_one(name.to_string());
         }
     }
 

@@ -9,6 +9,7 @@ mod exec;
 mod heap;
 mod policy;
 mod run;
+mod specs;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use crate::api::server::ApiRequest;
 use crate::backend::{ActionError, Backend, Keep, Notice, RemoteImage};
 use crate::clock;
-use crate::desired::{LastValid, Scan, SpecSource};
+use crate::desired::SpecSource;
 use crate::events::EventLog;
 use crate::layout::Layout;
 use crate::metrics::{Metrics, StateLabel};
@@ -48,6 +49,8 @@ pub const SETTLE: Duration = Duration::from_secs(1);
 pub enum Event {
     /// The spec source changed (or may have).
     SpecsChanged,
+    /// A spec job finished (the store comes back to the loop), with its read if it made one.
+    SpecsRead(Box<specs::SpecStore>, Option<Box<specs::Read>>),
     /// A container's process exited.
     Exited(String),
     /// A fresh observation of one container.
@@ -93,13 +96,15 @@ pub struct Reconciler {
     pub config: Config,
     pub layout: Layout,
     backend: Arc<dyn Backend>,
-    source: Box<dyn SpecSource>,
-    last_valid: LastValid,
+    /// The spec source and the last valid specs, read and written off the loop.
+    specs: specs::SpecJobs,
     desired: Desired,
     observed: Observed,
     /// What failed and when: the planner's backoffs (one place for pulls, creates, starts).
     failures: Failures,
     in_flight: BTreeMap<String, InFlight>,
+    /// Containers whose exit was heard while an action held them: observed again after it.
+    exited_while_busy: BTreeSet<String>,
     pulls_in_flight: BTreeSet<ImageSource>,
     plan: Plan,
     /// Whether the last pass left runnable work undone (only busy containers' actions).
@@ -134,25 +139,28 @@ impl Reconciler {
         tx: mpsc::UnboundedSender<Event>,
     ) -> Result<Self, ActionError> {
         let layout = Layout::new(&config);
-        let b = backend.clone();
-        let (observed, warnings) = tokio::task::spawn_blocking(move || {
+        let (b, l) = (backend.clone(), layout.clone());
+        let (observed, warnings, store, first) = tokio::task::spawn_blocking(move || {
             b.startup()?;
-            Ok::<_, ActionError>((b.observe()?, b.warnings()))
+            let (observed, warnings) = (b.observe()?, b.warnings());
+            let mut store = specs::SpecStore::open(source, &l);
+            let first = store.run(specs::Job::read(1)).expect("a read job reads");
+            Ok::<_, ActionError>((observed, warnings, store, first))
         })
         .await
         .map_err(|e| ActionError::permanent(format!("startup panicked: {e}")))??;
         let (statuses, _) = watch::channel(Arc::new(Vec::new()));
         let jitter_seed = policy::jitter_seed(&config);
         let mut r = Reconciler {
-            last_valid: LastValid::load(&layout),
+            specs: specs::SpecJobs::new(store, &first),
             config,
             layout,
             backend,
-            source,
             desired: Desired::default(),
             observed,
             failures: Failures::default(),
             in_flight: BTreeMap::new(),
+            exited_while_busy: BTreeSet::new(),
             pulls_in_flight: BTreeSet::new(),
             plan: Plan::default(),
             deferred: false,
@@ -171,7 +179,7 @@ impl Reconciler {
             git_source: None,
             jitter_seed,
         };
-        r.rescan();
+        r.take_read(first);
         let events = r.tx.clone();
         let (notice_tx, mut notices) = mpsc::unbounded_channel();
         r.backend.watch(notice_tx);
@@ -203,13 +211,30 @@ impl Reconciler {
         self.metrics.set_source_summary(summary.as_ref());
     }
 
+    /// Asks for a fresh read of the spec source (it comes back as [`Event::SpecsRead`]).
     fn rescan(&mut self) {
-        let scan: Scan = self.source.scan();
-        self.rescan_at = scan.unsettled.then(|| tokio::time::Instant::now() + SETTLE);
-        if let Some(e) = &scan.error {
+        self.specs.ask_read();
+        self.run_spec_job();
+    }
+
+    /// Starts the next spec job on a blocking thread, when there is one and none runs.
+    fn run_spec_job(&mut self) {
+        let Some((mut store, job)) = self.specs.next_job() else {
+            return;
+        };
+        let tx = self.tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let read = store.run(job).map(Box::new);
+            let _ = tx.send(Event::SpecsRead(store, read));
+        });
+    }
+
+    fn take_read(&mut self, read: specs::Read) {
+        self.rescan_at = read.unsettled.then(|| tokio::time::Instant::now() + SETTLE);
+        if let Some(e) = &read.error {
             tracing::warn!("spec source unreadable, nothing will be pruned: {e}");
         }
-        self.desired = self.last_valid.desired(&scan);
+        self.desired = read.desired;
     }
 
     /// Handles one event; returns whether a pass should follow.
@@ -217,7 +242,23 @@ impl Reconciler {
         match ev {
             Event::SpecsChanged => {
                 self.rescan();
-                true
+                // The pass follows the read.
+                false
+            }
+            Event::SpecsRead(store, mut read) => {
+                let replies = self.specs.finished(store, read.as_deref_mut());
+                let fresh = read.is_some();
+                if let Some(read) = read {
+                    self.take_read(*read);
+                }
+                if !replies.is_empty() {
+                    let view = self.plan_view();
+                    for reply in replies {
+                        let _ = reply.send(view.clone());
+                    }
+                }
+                self.run_spec_job();
+                fresh
             }
             Event::Hangup => {
                 if let Some(g) = &self.git_source {
@@ -232,7 +273,10 @@ impl Reconciler {
                 true
             }
             Event::Exited(name) => {
-                if !self.in_flight.contains_key(&name) {
+                if self.in_flight.contains_key(&name) {
+                    // The action's own observation may be from before the exit.
+                    self.exited_while_busy.insert(name);
+                } else {
                     self.refresh_one(name);
                 }
                 false
@@ -299,10 +343,21 @@ impl Reconciler {
                 self.start_import_scan();
                 false
             }
-            Event::Wake => true,
+            Event::Wake => {
+                if self
+                    .rescan_at
+                    .is_some_and(|at| at <= tokio::time::Instant::now())
+                {
+                    // A refused file that was still changing: read it again now it settled.
+                    self.rescan_at = None;
+                    self.rescan();
+                }
+                true
+            }
             Event::Api(ApiRequest::Plan { reply }) => {
-                self.rescan();
-                let _ = reply.send(self.plan_view());
+                // Answered from a read of the source that begins after the question.
+                self.specs.reply_after_read(reply);
+                self.run_spec_job();
                 false
             }
             Event::Api(ApiRequest::Image { op, reply }) => {
@@ -356,7 +411,7 @@ impl Reconciler {
         }
     }
 
-    fn refresh_one(&self, name: String) {
+    pub(super) fn refresh_one(&self, name: String) {
         let backend = self.backend.clone();
         let tx = self.tx.clone();
         tokio::task::spawn_blocking(move || {
@@ -488,26 +543,20 @@ impl Reconciler {
             return;
         }
         let stale: Vec<String> = self
-            .last_valid
-            .names()
+            .specs
+            .orphans
+            .iter()
             .filter(|n| {
                 !self.desired.specs.contains_key(*n)
                     && !self.observed.containers.contains_key(*n)
                     && !self.in_flight.contains_key(*n)
             })
-            .map(str::to_string)
+            .cloned()
             .collect();
         for name in stale {
-            self.last_valid.forget(&name);
-            let dir = self.layout.containers_dir().join(&name);
-            // With neither a spec nor a container, its update history goes too (a removal
-            // interrupted between its record and its dir leaves both), and the temp files of
-            // writes a kill cut short. Anything else in the dir
-            // (an orphan bundle) is the sweep's to judge.
-            let _ = crate::fsutil::remove_file_if_exists(&dir.join("update.json"));
-            crate::fsutil::remove_stale_temps(&dir);
-            let _ = std::fs::remove_dir(&dir);
+            self.specs.forget(specs::Forget::Deleted(name));
         }
+        self.run_spec_job();
     }
 
     fn publish(&mut self) {
@@ -558,7 +607,8 @@ impl Reconciler {
     /// Whether nothing is running and nothing runnable was left for later (a removal begun
     /// and not finished is not done: it waits for its backoff).
     pub fn quiescent(&self) -> bool {
-        self.observed.removing.is_empty()
+        self.specs.idle()
+            && self.observed.removing.is_empty()
             && self.in_flight.is_empty()
             && self.pulls_in_flight.is_empty()
             && self.checks_in_flight.is_empty()

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::api::server::ApplyOptions;
+use crate::desired::Scan;
 use crate::names::IncarnationId;
 use crate::reconcile::model::{ContainerInfo, HealthState, RunState};
 use crate::reconcile::plan::{RemoveReason, StopCause, UpdateMark};
@@ -271,7 +272,29 @@ impl Backend for Fake {
 }
 
 #[derive(Clone, Default)]
-struct Source(Arc<Mutex<Scan>>);
+struct Source(Arc<Mutex<Scan>>, Gate);
+
+/// Holds a source's reads while closed (for at most 5 s, so that a loop that waits on it
+/// still ends), and counts the reads that finished.
+#[derive(Clone, Default)]
+struct Gate(Arc<(Mutex<(bool, u32)>, std::sync::Condvar)>);
+
+impl Gate {
+    fn set(&self, closed: bool) {
+        self.0.0.lock().unwrap().0 = closed;
+        self.0.1.notify_all();
+    }
+    fn reads(&self) -> u32 {
+        self.0.0.lock().unwrap().1
+    }
+    fn pass(&self) {
+        let (lock, cv) = &*self.0;
+        let (mut g, _) = cv
+            .wait_timeout_while(lock.lock().unwrap(), Duration::from_secs(5), |g| g.0)
+            .unwrap();
+        g.1 += 1;
+    }
+}
 
 impl Source {
     fn set(&self, specs: Vec<ContainerSpec>) {
@@ -285,6 +308,7 @@ impl Source {
 
 impl SpecSource for Source {
     fn scan(&mut self) -> Scan {
+        self.1.pass();
         self.0.lock().unwrap().clone()
     }
 }
@@ -604,4 +628,135 @@ async fn the_waiting_list_makes_the_statuses_and_is_not_kept() {
     assert!(r.plan.waiting.is_empty());
     // `berth plan` still shows it (it plans afresh).
     assert_eq!(r.plan_view().waiting.len(), 1);
+}
+
+/// Handles events (and timers) until `done` holds, or fails at the deadline.
+async fn pump_until(
+    r: &mut Reconciler,
+    rx: &mut mpsc::UnboundedReceiver<Event>,
+    what: &str,
+    done: impl Fn(&Reconciler) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done(r) {
+        let wake = r.next_wake();
+        let ev = tokio::select! {
+            Some(ev) = rx.recv() => ev,
+            _ = super::run::sleep_until(wake) => Event::Wake,
+            _ = tokio::time::sleep_until(deadline) => panic!("timed out waiting for {what}"),
+        };
+        if r.handle(ev) {
+            r.pass();
+        }
+    }
+}
+
+/// Reading the spec dir is disk I/O: while a read hangs, the loop still restarts a crashed
+/// container, and the read's result arrives as an event later.
+#[tokio::test]
+async fn a_slow_spec_source_never_holds_the_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let source = Source::default();
+    source.set(vec![spec("a")]);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut r = Reconciler::start(
+        config(dir.path()),
+        Arc::new(fake.clone()),
+        Box::new(source.clone()),
+        Arc::new(Metrics::new()),
+        tx,
+    )
+    .await
+    .unwrap();
+    r.pass();
+    let running = |name: &'static str| {
+        let fake = fake.clone();
+        move |_: &Reconciler| {
+            fake.0
+                .lock()
+                .unwrap()
+                .containers
+                .get(name)
+                .is_some_and(|c| c.run == RunState::Running)
+        }
+    };
+    pump_until(&mut r, &mut rx, "a running", running("a")).await;
+
+    source.1.set(true);
+    let reads = source.1.reads();
+    source.set(vec![spec("a"), spec("b")]);
+    r.handle(Event::SpecsChanged);
+    assert_eq!(source.1.reads(), reads, "the loop waited for the read");
+    assert!(!r.quiescent(), "a read asked for is pending work");
+
+    fake.kill("a", 1);
+    let restarted = {
+        let fake = fake.clone();
+        move |_: &Reconciler| {
+            let log = fake.log();
+            log.contains(&"start a".to_string())
+        }
+    };
+    pump_until(
+        &mut r,
+        &mut rx,
+        "a restarted while the read hangs",
+        restarted,
+    )
+    .await;
+    assert_eq!(source.1.reads(), reads, "the read still hangs");
+
+    source.1.set(false);
+    pump_until(&mut r, &mut rx, "b created from the read", running("b")).await;
+    assert_eq!(source.1.reads(), reads + 1);
+}
+
+/// An exit heard while an action holds the container (its start has just returned, its
+/// result not yet handled) is not lost: the container is observed again after the action.
+#[tokio::test]
+async fn an_exit_heard_during_an_action_is_not_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let source = Source::default();
+    source.set(vec![spec("a")]);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut r = Reconciler::start(
+        config(dir.path()),
+        Arc::new(fake.clone()),
+        Box::new(source),
+        Arc::new(Metrics::new()),
+        tx,
+    )
+    .await
+    .unwrap();
+    r.pass();
+    // Pull, then the create (which starts it here): hold the create's result back.
+    let done = loop {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            Ok(Some(Event::Done(d))) if d.succeeded.iter().any(|a| a.kind() == "create") => {
+                break d;
+            }
+            Ok(Some(ev)) => {
+                if r.handle(ev) {
+                    r.pass();
+                }
+            }
+            _ => panic!("no action finished"),
+        }
+    };
+    fake.kill("a", 1);
+    match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+        Ok(Some(ev @ Event::Exited(_))) => {
+            r.handle(ev);
+        }
+        _ => panic!("the exit was not heard"),
+    }
+    r.handle(Event::Done(done));
+    r.pass();
+    let fake2 = fake.clone();
+    pump_until(&mut r, &mut rx, "a restarted", move |_| {
+        fake2.log().contains(&"start a".to_string())
+    })
+    .await;
 }
