@@ -604,17 +604,7 @@ async fn the_waiting_list_makes_the_statuses_and_is_not_kept() {
     let mut absent = spec("absent");
     absent.pull = berth_spec::model::PullPolicy::Never;
     source.set(vec![absent]);
-    let (tx, _rx) = mpsc::unbounded_channel();
-    let mut r = Reconciler::start(
-        config(dir.path()),
-        Arc::new(Fake::default()),
-        Box::new(source),
-        Arc::new(Metrics::new()),
-        tx,
-    )
-    .await
-    .unwrap();
-    r.pass();
+    let (r, _rx) = started(dir.path(), &Fake::default(), &source).await;
     let statuses = r.statuses().borrow().clone();
     assert_eq!(statuses[0].status, Status::Failed);
     assert!(
@@ -628,6 +618,26 @@ async fn the_waiting_list_makes_the_statuses_and_is_not_kept() {
     assert!(r.plan.waiting.is_empty());
     // `berth plan` still shows it (it plans afresh).
     assert_eq!(r.plan_view().waiting.len(), 1);
+}
+
+/// A loop over the fake host, started and past its first pass, with its event receiver.
+async fn started(
+    dir: &std::path::Path,
+    fake: &Fake,
+    source: &Source,
+) -> (Reconciler, mpsc::UnboundedReceiver<Event>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut r = Reconciler::start(
+        config(dir),
+        Arc::new(fake.clone()),
+        Box::new(source.clone()),
+        Arc::new(Metrics::new()),
+        tx,
+    )
+    .await
+    .unwrap();
+    r.pass();
+    (r, rx)
 }
 
 /// Handles events (and timers) until `done` holds, or fails at the deadline.
@@ -659,17 +669,7 @@ async fn a_slow_spec_source_never_holds_the_loop() {
     let fake = Fake::default();
     let source = Source::default();
     source.set(vec![spec("a")]);
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut r = Reconciler::start(
-        config(dir.path()),
-        Arc::new(fake.clone()),
-        Box::new(source.clone()),
-        Arc::new(Metrics::new()),
-        tx,
-    )
-    .await
-    .unwrap();
-    r.pass();
+    let (mut r, mut rx) = started(dir.path(), &fake, &source).await;
     let running = |name: &'static str| {
         let fake = fake.clone();
         move |_: &Reconciler| {
@@ -720,17 +720,7 @@ async fn an_exit_heard_during_an_action_is_not_lost() {
     let fake = Fake::default();
     let source = Source::default();
     source.set(vec![spec("a")]);
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut r = Reconciler::start(
-        config(dir.path()),
-        Arc::new(fake.clone()),
-        Box::new(source),
-        Arc::new(Metrics::new()),
-        tx,
-    )
-    .await
-    .unwrap();
-    r.pass();
+    let (mut r, mut rx) = started(dir.path(), &fake, &source).await;
     // Pull, then the create (which starts it here): hold the create's result back.
     let done = loop {
         match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
