@@ -4,12 +4,12 @@
 //! Every method is blocking and idempotent (the executor runs them on blocking threads, never
 //! on a tokio worker): re-running one after a crash at any point is fine.
 
+use berth_spec::ImageSource;
 use berth_spec::model::Resources;
-use berth_spec::{ContainerSpec, ImageSource};
 use tokio::sync::mpsc;
 
 use crate::names::IncarnationId;
-use crate::reconcile::action::{RemoveReason, StopCause, UpdateMark};
+use crate::reconcile::action::{Create, RemoveReason, StopCause};
 use crate::reconcile::model::{Observed, ObservedContainer, UpdateState};
 use berth_spec::model::HealthCheck;
 
@@ -76,7 +76,7 @@ pub trait Backend: Send + Sync + 'static {
     /// Makes and starts a new incarnation from the image with `image_digest`, records what it
     /// means for the update history, and with `replacing` removes that incarnation once the
     /// new one runs. On failure nothing of the new one is left (and `replacing` still runs).
-    fn create(&self, req: &CreateRequest<'_>) -> Result<(), ActionError>;
+    fn create(&self, req: &Create) -> Result<(), ActionError>;
 
     /// The updated image passed its verification.
     fn mark_verified(&self, name: &str) -> Result<(), ActionError>;
@@ -149,17 +149,6 @@ pub enum ImageOp {
     Import { path: std::path::PathBuf },
     Pin { image: String },
     Unpin { image: String },
-}
-
-/// A container to create.
-#[derive(Debug, Clone, Copy)]
-pub struct CreateRequest<'a> {
-    pub name: &'a str,
-    pub spec: &'a ContainerSpec,
-    pub hash: &'a str,
-    pub image_digest: &'a str,
-    pub update: &'a UpdateMark,
-    pub replacing: Option<&'a IncarnationId>,
 }
 
 /// What a registry says a tag points to.

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use berth_spec::ImageSource;
 
 use super::{Event, Reconciler};
-use crate::backend::{ActionError, Backend, CreateRequest};
+use crate::backend::{ActionError, Backend};
 use crate::clock;
 use crate::reconcile::model::{FailedAt, Failures, ObservedContainer};
-use crate::reconcile::plan::{Action, RemoveReason, UpdateMark};
+use crate::reconcile::plan::{Action, Create, RemoveReason, UpdateMark};
 use crate::reconcile::report::InFlight;
 
 /// A container's actions finished (all of them, or up to the first failure).
@@ -26,7 +26,7 @@ pub struct Done {
 fn in_flight_kind(a: &Action) -> InFlight {
     match a {
         Action::Pull { .. } | Action::Check { .. } => InFlight::Pulling,
-        Action::Create { .. } => InFlight::Creating,
+        Action::Create(_) => InFlight::Creating,
         Action::Start { .. } | Action::Resume { .. } => InFlight::Starting,
         Action::Stop { .. } | Action::Pause { .. } => InFlight::Stopping,
         Action::Remove { .. } => InFlight::Removing,
@@ -39,21 +39,7 @@ fn run(backend: &dyn Backend, a: &Action) -> Result<(), ActionError> {
         Action::Check { image } => backend.check(image).map(|_| ()),
         // (Pulls are dispatched on their own, with the GC roots: see `spawn_pull`.)
         Action::Pull { image } => backend.pull(image, None).map(|_| ()),
-        Action::Create {
-            name,
-            spec,
-            hash,
-            image_digest,
-            update,
-            replacing,
-        } => backend.create(&CreateRequest {
-            name,
-            spec,
-            hash,
-            image_digest,
-            update,
-            replacing: replacing.as_ref(),
-        }),
+        Action::Create(c) => backend.create(c),
         Action::Start {
             name,
             id,
@@ -170,7 +156,7 @@ impl Reconciler {
         let name = done.name.as_str();
         for a in &done.succeeded {
             match a {
-                Action::Create { update, .. } => {
+                Action::Create(Create { update, .. }) => {
                     self.failures.create.remove(name);
                     // Its record replaced any unfinished removal's.
                     self.observed.removing.remove(name);
@@ -220,7 +206,7 @@ impl Reconciler {
         }
         if let Some((action, error)) = &done.failed {
             let failed_at = match action {
-                Some(Action::Create { .. }) => Some(FailedAt::Create),
+                Some(Action::Create(_)) => Some(FailedAt::Create),
                 Some(Action::Start { .. }) => Some(FailedAt::Start),
                 Some(Action::Remove { id, .. }) => {
                     // Its record now says `removing`: the planner finishes it (with a backoff).

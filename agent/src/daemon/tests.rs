@@ -14,7 +14,7 @@ use crate::api::server::ApplyOptions;
 use crate::desired::Scan;
 use crate::names::IncarnationId;
 use crate::reconcile::model::{ContainerInfo, HealthState, RunState};
-use crate::reconcile::plan::{RemoveReason, StopCause, UpdateMark};
+use crate::reconcile::plan::{Create, RemoveReason, StopCause, UpdateMark};
 use crate::status::Status;
 
 #[derive(Default)]
@@ -109,14 +109,14 @@ impl Backend for Fake {
             created: None,
         })
     }
-    fn create(&self, req: &crate::backend::CreateRequest<'_>) -> Result<(), ActionError> {
-        let (name, spec) = (req.name, req.spec);
+    fn create(&self, req: &Create) -> Result<(), ActionError> {
+        let (name, spec) = (req.name.as_str(), &*req.spec);
         let mut w = self.0.lock().unwrap();
         w.log.push(format!("create {name} {}", req.image_digest));
         if let Some(e) = w.fail_create.get(name) {
             return Err(e.clone());
         }
-        let crashing = w.crashing.contains(req.image_digest);
+        let crashing = w.crashing.contains(&req.image_digest);
         let now = clock::now();
         let run = if crashing {
             RunState::Exited(crate::reconcile::model::Exit {
@@ -132,8 +132,8 @@ impl Backend for Fake {
             name.into(),
             ObservedContainer {
                 id: IncarnationId::random(),
-                spec_hash: req.hash.into(),
-                image_digest: req.image_digest.into(),
+                spec_hash: req.hash.clone(),
+                image_digest: req.image_digest.clone(),
                 run,
                 restarts: 0,
                 crash_streak: 0,
@@ -148,13 +148,13 @@ impl Backend for Fake {
             },
         );
         let st = w.updates.entry(name.to_string()).or_default();
-        match req.update {
+        match &req.update {
             UpdateMark::None => st.verifying = None,
             UpdateMark::Update { from } => {
                 st.previous = Some(from.clone());
                 st.rejected.clear();
                 st.verifying = Some(crate::reconcile::model::Verifying {
-                    digest: req.image_digest.into(),
+                    digest: req.image_digest.clone(),
                     since: now,
                     boot_id: String::new(),
                 });
@@ -164,8 +164,8 @@ impl Backend for Fake {
                 st.verifying = None;
             }
         }
-        st.last_digest = Some(req.image_digest.into());
-        st.last_hash = Some(req.hash.into());
+        st.last_digest = Some(req.image_digest.clone());
+        st.last_hash = Some(req.hash.clone());
         Ok(())
     }
     fn mark_verified(&self, name: &str) -> Result<(), ActionError> {

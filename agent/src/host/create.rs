@@ -9,7 +9,7 @@ use berth_spec::model::NetworkMode;
 
 use super::record::{self, Phase, Record};
 use super::{Host, transient};
-use crate::backend::{ActionError, CreateRequest};
+use crate::backend::ActionError;
 use crate::clock;
 use crate::crashpoint;
 use crate::image::ResolvedImage;
@@ -18,24 +18,25 @@ use crate::network::Join;
 use crate::network::files::{self, ContainerNames};
 use crate::reconcile::action::UpdateMark;
 use crate::reconcile::model::Verifying;
+use crate::reconcile::plan::Create;
 use crate::runtime::{ContainerConfig, EtcFiles, Placement};
 
 impl Host {
-    pub(super) fn create_incarnation(&self, req: &CreateRequest<'_>) -> Result<(), ActionError> {
-        let Some(old) = req.replacing else {
+    pub(super) fn create_incarnation(&self, req: &Create) -> Result<(), ActionError> {
+        let Some(old) = &req.replacing else {
             return self.create_new(req);
         };
         // start-then-kill: the old record steps aside (it still describes a running container),
         // the new one is made, and only then the old one goes.
         let (main, aside) = (
-            Record::path(&self.layout, req.name),
-            record::old_path(&self.layout, req.name),
+            Record::path(&self.layout, &req.name),
+            record::old_path(&self.layout, &req.name),
         );
         std::fs::rename(&main, &aside)
             .map_err(|e| transient(format!("{}: setting the old record aside: {e}", req.name)))?;
         match self.create_new(req) {
             Ok(()) => {
-                let torn = self.teardown(req.name, old);
+                let torn = self.teardown(&req.name, old);
                 crate::fsutil::remove_file_if_exists(&aside).map_err(transient)?;
                 self.refresh_hosts();
                 torn
@@ -66,9 +67,9 @@ impl Host {
         )))
     }
 
-    fn create_new(&self, req: &CreateRequest<'_>) -> Result<(), ActionError> {
-        let (name, spec) = (req.name, req.spec);
-        let image = self.image_for(spec, req.image_digest)?;
+    fn create_new(&self, req: &Create) -> Result<(), ActionError> {
+        let (name, spec) = (req.name.as_str(), &*req.spec);
+        let image = self.image_for(spec, &req.image_digest)?;
         let mut rec = Record {
             version: record::RECORD_VERSION,
             id: IncarnationId::random(),
@@ -110,9 +111,9 @@ impl Host {
     }
 
     /// What this creation means for the container's update history.
-    fn record_update(&self, name: &str, req: &CreateRequest<'_>, rec: &Record) {
+    fn record_update(&self, name: &str, req: &Create, rec: &Record) {
         let mut st = record::load_update(&self.layout, name);
-        match req.update {
+        match &req.update {
             UpdateMark::None => st.verifying = None,
             UpdateMark::Update { from } => {
                 st.previous = Some(from.clone());

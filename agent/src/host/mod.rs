@@ -21,7 +21,7 @@ use berth_spec::model::{HealthCheck, NetworkMode, Resources};
 use berth_spec::{Config, ImageSource};
 use tokio::sync::mpsc;
 
-use crate::backend::{ActionError, Backend, CreateRequest, ImageOp, Keep, Notice, RemoteImage};
+use crate::backend::{ActionError, Backend, ImageOp, Keep, Notice, RemoteImage};
 use crate::clock;
 use crate::crashpoint;
 use crate::layout::Layout;
@@ -30,6 +30,7 @@ use crate::names::{IncarnationId, Names};
 use crate::network::files;
 use crate::network::{Drift, Join, NetDef, Network, Watcher};
 use crate::reconcile::model::{Observed, ObservedContainer};
+use crate::reconcile::plan::Create;
 use crate::reconcile::plan::{RemoveReason, StopCause};
 use crate::registry::{RegistryClient, RegistrySettings};
 use crate::runtime::{Runtime, RuntimeConfig};
@@ -522,7 +523,7 @@ impl Backend for Host {
         }
     }
 
-    fn create(&self, req: &CreateRequest<'_>) -> Result<(), ActionError> {
+    fn create(&self, req: &Create) -> Result<(), ActionError> {
         let _making = self.making.read().unwrap_or_else(|p| p.into_inner());
         self.create_incarnation(req)
     }

@@ -9,6 +9,19 @@ use berth_spec::{ContainerSpec, ImageSource};
 use super::model::Millis;
 use crate::names::IncarnationId;
 
+/// A new incarnation: what the executor is handed as it is (the backend takes this action).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Create {
+    pub name: String,
+    pub spec: std::sync::Arc<ContainerSpec>,
+    pub hash: String,
+    pub image_digest: String,
+    /// What this creation means for the container's update history.
+    pub update: UpdateMark,
+    /// start-then-kill: the incarnation to remove once this one runs.
+    pub replacing: Option<IncarnationId>,
+}
+
 /// One step for the executor. Actions for one container run in order; different containers
 /// proceed concurrently.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,16 +35,7 @@ pub enum Action {
         image: ImageSource,
     },
     /// Make a new incarnation (rootfs, network, cgroup) and start it.
-    Create {
-        name: String,
-        spec: std::sync::Arc<ContainerSpec>,
-        hash: String,
-        image_digest: String,
-        /// What this creation means for the container's update history.
-        update: UpdateMark,
-        /// start-then-kill: the incarnation to remove once this one runs.
-        replacing: Option<IncarnationId>,
-    },
+    Create(Create),
     /// Start the existing incarnation again (its upper dir is kept).
     Start {
         name: String,
@@ -103,7 +107,7 @@ impl Action {
     pub fn container(&self) -> Option<&str> {
         match self {
             Action::Check { .. } | Action::Pull { .. } => None,
-            Action::Create { name, .. }
+            Action::Create(Create { name, .. })
             | Action::Start { name, .. }
             | Action::Pause { name, .. }
             | Action::Resume { name, .. }
@@ -118,7 +122,7 @@ impl Action {
         match self {
             Action::Check { .. } => "check",
             Action::Pull { .. } => "pull",
-            Action::Create { .. } => "create",
+            Action::Create(_) => "create",
             Action::Start { .. } => "start",
             Action::Pause { .. } => "pause",
             Action::Resume { .. } => "resume",
@@ -135,13 +139,13 @@ impl fmt::Display for Action {
         match self {
             Action::Check { image } => write!(f, "check {image} for a new digest"),
             Action::Pull { image } => write!(f, "pull {image}"),
-            Action::Create {
+            Action::Create(Create {
                 name,
                 image_digest,
                 update,
                 replacing,
                 ..
-            } => {
+            }) => {
                 write!(f, "create {name} from {image_digest}")?;
                 match update {
                     UpdateMark::None => {}

@@ -12,7 +12,7 @@ use berth_spec::model::{
 };
 use berth_spec::{ContainerSpec, ImageSource};
 
-pub use super::action::{Action, Hold, RemoveReason, StopCause, UpdateMark, Waiting};
+pub use super::action::{Action, Create, Hold, RemoveReason, StopCause, UpdateMark, Waiting};
 use super::backoff;
 use super::health;
 use super::model::*;
@@ -504,7 +504,7 @@ impl Planner<'_> {
                         id: o.id.clone(),
                         why: RemoveReason::Recreate,
                     });
-                    self.push(Action::Create {
+                    self.push(Action::Create(Create {
                         name: name.into(),
                         spec: spec.clone(),
                         hash: d.hash.to_string(),
@@ -513,7 +513,7 @@ impl Planner<'_> {
                             rejected: o.image_digest.clone(),
                         },
                         replacing: None,
-                    });
+                    }));
                     true
                 }
                 // No rollback: the update stands, and its crashes restart as usual.
@@ -636,14 +636,14 @@ impl Planner<'_> {
             self.wait(name, w);
             return;
         }
-        self.push(Action::Create {
+        self.push(Action::Create(Create {
             name: name.into(),
             spec: d.spec.clone(),
             hash: d.hash.to_string(),
             image_digest: digest.into(),
             update,
             replacing: replacing.map(|o| o.id.clone()),
-        });
+        }));
     }
 
     fn converge_existing(&mut self, name: &str, spec: &ContainerSpec, o: &ObservedContainer) {

@@ -554,13 +554,13 @@ fn apply(o: &mut Observed, actions: &[Action], now: Millis) {
                 o.images
                     .insert(image.clone(), format!("sha256:{}", image.to_string().len()));
             }
-            Action::Create {
+            Action::Create(Create {
                 name,
                 spec,
                 hash,
                 image_digest,
                 ..
-            } => {
+            }) => {
                 let mut c = running(spec, image_digest);
                 c.spec_hash = hash.clone();
                 c.started_at = Some(now);

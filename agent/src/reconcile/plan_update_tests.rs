@@ -133,11 +133,11 @@ fn a_moved_tag_downloads_first_then_recreates_as_an_update() {
     let p = plan_with(&desired(&s), &o, &ctx(now));
     assert_eq!(kinds(&p), ["remove", "create"]);
     match &p.actions[1] {
-        Action::Create {
+        Action::Create(Create {
             image_digest,
             update,
             ..
-        } => {
+        }) => {
             assert_eq!(image_digest, "sha256:b");
             assert_eq!(
                 update,
@@ -170,10 +170,10 @@ fn start_then_kill_overlaps_unless_something_exclusive() {
     assert_eq!(kinds(&p), ["create"]);
     assert!(matches!(
         &p.actions[0],
-        Action::Create {
+        Action::Create(Create {
             replacing: Some(_),
             ..
-        }
+        })
     ));
     s.ports = vec![PortMapping {
         host_ip: None,
@@ -311,11 +311,11 @@ fn a_crash_during_verification_rolls_back_and_the_digest_is_not_retried() {
     let p = plan_with(&desired(&s), &o, &ctx(6000));
     assert_eq!(kinds(&p), ["remove", "create"]);
     match &p.actions[1] {
-        Action::Create {
+        Action::Create(Create {
             image_digest,
             update,
             ..
-        } => {
+        }) => {
             assert_eq!(image_digest, "sha256:a");
             assert_eq!(
                 update,
@@ -472,11 +472,11 @@ fn assert_made_from_good(p: &Plan) {
         .actions
         .iter()
         .filter_map(|a| match a {
-            Action::Create {
+            Action::Create(Create {
                 image_digest,
                 update,
                 ..
-            } => Some((image_digest, update)),
+            }) => Some((image_digest, update)),
             _ => None,
         })
         .collect();
@@ -624,11 +624,11 @@ fn an_agent_restart_after_a_rollback_keeps_the_last_good_digest() {
         .find(|a| a.kind() == "create")
         .unwrap_or_else(|| panic!("{p:?}"));
     match create {
-        Action::Create {
+        Action::Create(Create {
             image_digest,
             update,
             ..
-        } => {
+        }) => {
             assert_eq!(image_digest, GOOD);
             assert_eq!(
                 update,
@@ -704,7 +704,7 @@ fn assert_replaced_from_a(p: &Plan) {
         .actions
         .iter()
         .filter_map(|a| match a {
-            Action::Create { image_digest, .. } => Some(image_digest),
+            Action::Create(Create { image_digest, .. }) => Some(image_digest),
             _ => None,
         })
         .collect();
@@ -735,7 +735,7 @@ fn a_replacement_never_takes_an_update_a_lock_holds() {
         assert!(
             p.actions.iter().any(|a| a.kind() == "pull")
                 || p.actions.iter().any(
-                    |a| matches!(a, Action::Create { image_digest, .. } if image_digest == "sha256:b")
+                    |a| matches!(a, Action::Create(Create { image_digest, .. }) if image_digest == "sha256:b")
                 ),
             "{p:?}"
         );
@@ -871,7 +871,7 @@ mod props {
             let p = plan_with(&desired(&want), &o, &c);
             for a in &p.actions {
                 prop_assert!(
-                    !matches!(a, Action::Create { image_digest, .. } if image_digest == BAD),
+                    !matches!(a, Action::Create(Create { image_digest, .. }) if image_digest == BAD),
                     "{p:?}"
                 );
                 prop_assert!(a.kind() != "pull", "{p:?}");
@@ -909,7 +909,7 @@ mod props {
             let p = plan_with(&desired(&want), &o, &ctx(100_000));
             for a in &p.actions {
                 prop_assert!(
-                    !matches!(a, Action::Create { image_digest, .. } if image_digest == "sha256:b"),
+                    !matches!(a, Action::Create(Create { image_digest, .. }) if image_digest == "sha256:b"),
                     "{p:?}"
                 );
                 prop_assert!(a.kind() != "pull", "{p:?}");
@@ -930,7 +930,7 @@ fn an_edit_never_ends_a_verification_unjudged_nor_takes_a_new_digest_unverified(
     let p = plan_with(&desired(&edited), &o, &ctx(1000));
     assert_eq!(kinds(&p), ["remove", "create"], "{p:?}");
     assert!(
-        matches!(&p.actions[1], Action::Create { image_digest, update: UpdateMark::Update { from }, .. }
+        matches!(&p.actions[1], Action::Create(Create { image_digest, update: UpdateMark::Update { from }, .. })
             if image_digest == "sha256:b" && from == "sha256:a"),
         "{p:?}"
     );
@@ -939,7 +939,7 @@ fn an_edit_never_ends_a_verification_unjudged_nor_takes_a_new_digest_unverified(
     o.images.insert(pinned_img("sha256:a"), "sha256:a".into());
     let p = plan_with(&desired(&edited), &o, &ctx(1000));
     assert!(
-        matches!(&p.actions[1], Action::Create { image_digest, update: UpdateMark::Update { from }, .. }
+        matches!(&p.actions[1], Action::Create(Create { image_digest, update: UpdateMark::Update { from }, .. })
             if image_digest == "sha256:b" && from == "sha256:a"),
         "{p:?}"
     );
@@ -1078,7 +1078,7 @@ fn a_first_start_and_crash_restarts_never_wait_for_the_download_window() {
     assert_eq!(kinds(&p), ["create"], "{p:?}");
     assert!(matches!(
         &p.actions[0],
-        Action::Create { image_digest, .. } if image_digest == "sha256:a"
+        Action::Create(Create { image_digest, .. }) if image_digest == "sha256:a"
     ));
 }
 
