@@ -132,13 +132,47 @@ pub trait Backend: Send + Sync + 'static {
     }
 
     /// `berth prune`: removes every image, layer and blob `keep` does not protect (no grace
-    /// period: an operator asked), and with `volumes` every named volume no spec mounts.
-    fn prune(
-        &self,
-        keep: &Keep,
-        volumes: bool,
-        dry_run: bool,
-    ) -> Result<crate::status::PruneReport, ActionError>;
+    /// period: an operator asked), and as `prune` says, every named volume no spec mounts.
+    fn prune(&self, keep: &Keep, prune: Prune) -> Result<crate::status::PruneReport, ActionError>;
+}
+
+/// What `berth prune` does beyond removing unused images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prune {
+    pub volumes: Volumes,
+    pub mode: PruneMode,
+}
+
+/// Named volumes no spec mounts: kept, or removed with their data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Volumes {
+    Keep,
+    RemoveUnmounted,
+}
+
+/// Whether a prune removes what it finds or only reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PruneMode {
+    Remove,
+    DryRun,
+}
+
+impl Prune {
+    /// From the wire's (and the command line's) two flags.
+    pub fn of(volumes: bool, dry_run: bool) -> Self {
+        Prune {
+            volumes: if volumes {
+                Volumes::RemoveUnmounted
+            } else {
+                Volumes::Keep
+            },
+            mode: if dry_run {
+                PruneMode::DryRun
+            } else {
+                PruneMode::Remove
+            },
+        }
+    }
 }
 
 /// An image command sent to the agent.

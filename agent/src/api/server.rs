@@ -39,8 +39,7 @@ pub enum ApiRequest {
         reply: oneshot::Sender<Result<serde_json::Value, String>>,
     },
     Prune {
-        volumes: bool,
-        dry_run: bool,
+        prune: crate::backend::Prune,
         reply: oneshot::Sender<Result<PruneReport, String>>,
     },
 }
@@ -280,8 +279,7 @@ pub struct PruneOptions {
 
 async fn prune(State(s): State<ApiState>, axum::Json(o): axum::Json<PruneOptions>) -> Response {
     let request = |reply| ApiRequest::Prune {
-        volumes: o.volumes,
-        dry_run: o.dry_run,
+        prune: crate::backend::Prune::of(o.volumes, o.dry_run),
         reply,
     };
     match ask(&s, request, None).await {

@@ -11,7 +11,7 @@ use clap::Args;
 use super::store_ctx::{fail, human_size};
 use super::{exit, local};
 use crate::api::server::PruneOptions;
-use crate::backend::{Backend, Keep};
+use crate::backend::{Backend, Keep, Prune};
 use crate::desired::{LastValid, SpecSource};
 use crate::status::PruneReport;
 
@@ -57,7 +57,7 @@ pub fn run(config: Option<&Path>, args: &PruneArgs) -> ExitCode {
         let keep = Keep::of(&desired, &observed);
         local
             .host
-            .prune(&keep, args.volumes, args.dry_run)
+            .prune(&keep, Prune::of(args.volumes, args.dry_run))
             .map_err(|e| e.to_string())
     });
     let report = match result {

@@ -372,18 +372,10 @@ impl Reconciler {
                 });
                 false
             }
-            Event::Api(ApiRequest::Prune {
-                volumes,
-                dry_run,
-                reply,
-            }) => {
+            Event::Api(ApiRequest::Prune { prune, reply }) => {
                 let (backend, keep) = (self.backend.clone(), self.keep());
                 tokio::task::spawn_blocking(move || {
-                    let _ = reply.send(
-                        backend
-                            .prune(&keep, volumes, dry_run)
-                            .map_err(|e| e.message),
-                    );
+                    let _ = reply.send(backend.prune(&keep, prune).map_err(|e| e.message));
                 });
                 false
             }

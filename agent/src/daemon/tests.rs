@@ -261,11 +261,10 @@ impl Backend for Fake {
     fn prune(
         &self,
         _keep: &crate::backend::Keep,
-        _volumes: bool,
-        dry_run: bool,
+        prune: crate::backend::Prune,
     ) -> Result<crate::status::PruneReport, ActionError> {
         Ok(crate::status::PruneReport {
-            dry_run,
+            dry_run: prune.mode == crate::backend::PruneMode::DryRun,
             ..Default::default()
         })
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use berth_spec::ImageSource;
 
 use super::{Host, transient};
-use crate::backend::{ActionError, ImageOp, Keep};
+use crate::backend::{ActionError, ImageOp, Keep, Prune, PruneMode, Volumes};
 use crate::crashpoint;
 use crate::store::{PullEvent, PullOptions};
 
@@ -84,9 +84,9 @@ impl Host {
     pub(super) fn prune_unused(
         &self,
         keep: &Keep,
-        volumes: bool,
-        dry_run: bool,
+        prune: Prune,
     ) -> Result<crate::status::PruneReport, ActionError> {
+        let dry_run = prune.mode == PruneMode::DryRun;
         let roots = crate::store::GcRoots {
             images: keep.images.clone(),
             digests: keep.digests.clone(),
@@ -106,7 +106,7 @@ impl Host {
             freed: plan.freed,
             volumes: Vec::new(),
         };
-        if volumes {
+        if prune.volumes == Volumes::RemoveUnmounted {
             for e in std::fs::read_dir(self.layout.volumes_dir())
                 .into_iter()
                 .flatten()

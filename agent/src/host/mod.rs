@@ -683,10 +683,9 @@ impl Backend for Host {
     fn prune(
         &self,
         keep: &Keep,
-        volumes: bool,
-        dry_run: bool,
+        prune: crate::backend::Prune,
     ) -> Result<crate::status::PruneReport, ActionError> {
-        self.prune_unused(keep, volumes, dry_run)
+        self.prune_unused(keep, prune)
     }
 
     fn warnings(&self) -> Vec<String> {
