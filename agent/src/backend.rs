@@ -10,40 +10,34 @@ use tokio::sync::mpsc;
 
 use crate::names::IncarnationId;
 use crate::reconcile::action::{Create, RemoveReason, StopCause};
-use crate::reconcile::model::{Observed, ObservedContainer, UpdateState};
+use crate::reconcile::model::{Observed, ObservedContainer, Retry, UpdateState};
 use berth_spec::model::HealthCheck;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct ActionError {
     pub message: String,
-    /// Whether trying again later can help (a registry down, a port held by another process).
-    pub transient: bool,
-    /// Not a failure but a wait for room: the store cannot hold the download now (after GC).
-    pub deferred: bool,
+    pub retry: Retry,
 }
 
 impl ActionError {
     pub fn transient(message: impl Into<String>) -> Self {
         ActionError {
             message: message.into(),
-            transient: true,
-            deferred: false,
+            retry: Retry::Backoff,
         }
     }
     /// The download does not fit on the disk now; tried again later, never written meanwhile.
     pub fn deferred(message: impl Into<String>) -> Self {
         ActionError {
             message: message.into(),
-            transient: true,
-            deferred: true,
+            retry: Retry::WhenRoom,
         }
     }
     pub fn permanent(message: impl Into<String>) -> Self {
         ActionError {
             message: message.into(),
-            transient: false,
-            deferred: false,
+            retry: Retry::Never,
         }
     }
 }

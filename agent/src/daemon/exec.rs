@@ -221,8 +221,7 @@ impl Reconciler {
                     name.to_string(),
                     clock::now(),
                     error.message.clone(),
-                    error.transient,
-                    error.deferred,
+                    error.retry,
                 );
             }
             let what = action
@@ -266,8 +265,7 @@ impl Reconciler {
                     image,
                     clock::now(),
                     e.message,
-                    e.transient,
-                    e.deferred,
+                    e.retry,
                 );
             }
         }

@@ -200,10 +200,18 @@ pub struct Failure {
     pub count: u32,
     pub at: Millis,
     pub error: String,
-    /// Whether retrying can help (a registry down) or not (a manifest that does not exist).
-    pub transient: bool,
-    /// A pull put off until the store has room for it (not an error of the image).
-    pub deferred: bool,
+    pub retry: Retry,
+}
+
+/// Whether trying again can help, as the executor judged a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// It cannot (a manifest that does not exist): reported, not retried.
+    Never,
+    /// Later, with the backoff (a registry down, a port held by another process).
+    Backoff,
+    /// Not a failure but a wait for room: the store cannot hold the download now (after GC).
+    WhenRoom,
 }
 
 impl Failure {
@@ -242,8 +250,7 @@ impl Failures {
         key: K,
         at: Millis,
         error: String,
-        transient: bool,
-        deferred: bool,
+        retry: Retry,
     ) {
         let count = map.get(&key).map_or(0, |f| f.count) + 1;
         map.insert(
@@ -252,8 +259,7 @@ impl Failures {
                 count,
                 at,
                 error,
-                transient,
-                deferred,
+                retry,
             },
         );
     }

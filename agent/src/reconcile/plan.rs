@@ -534,7 +534,7 @@ impl Planner<'_> {
         }
         if let Some(f) = self.failures.pull.get(&spec.image) {
             let until = f.retry_at();
-            if f.deferred && self.ctx.now < until {
+            if f.retry == Retry::WhenRoom && self.ctx.now < until {
                 self.wait(
                     name,
                     Waiting::PullDeferred {
@@ -545,7 +545,7 @@ impl Planner<'_> {
                 self.out.wake(until);
                 return;
             }
-            if !f.transient {
+            if f.retry == Retry::Never {
                 self.wait(
                     name,
                     Waiting::PullFailed {

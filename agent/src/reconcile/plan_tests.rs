@@ -364,8 +364,7 @@ fn failed_start_backs_off() {
             count: 3,
             at: Millis(100),
             error: "port in use".into(),
-            transient: true,
-            deferred: false,
+            retry: Retry::Backoff,
         },
     );
     o.containers.insert("web".into(), c);
@@ -391,8 +390,7 @@ fn failed_create_backs_off() {
             count: 1,
             at: Millis(0),
             error: "x".into(),
-            transient: true,
-            deferred: false,
+            retry: Retry::Backoff,
         },
     );
     let d = desired(vec![s]);
@@ -418,8 +416,7 @@ fn pull_failures_back_off_and_permanent_ones_wait() {
             count: 2,
             at: Millis(0),
             error: "503".into(),
-            transient: true,
-            deferred: false,
+            retry: Retry::Backoff,
         },
     );
     let p = plan_pass(&d, &o, &f, &Ctx::at(Millis(1999)));
@@ -435,8 +432,7 @@ fn pull_failures_back_off_and_permanent_ones_wait() {
             count: 1,
             at: Millis(0),
             error: "no such tag".into(),
-            transient: false,
-            deferred: false,
+            retry: Retry::Never,
         },
     );
     let p = plan_pass(&d, &o, &f, &Ctx::at(Millis(1_000_000)));
@@ -727,8 +723,7 @@ fn an_unfinished_removal_is_finished_after_its_backoff() {
             count: 2,
             at: Millis(1000),
             error: "cgroup busy".into(),
-            transient: true,
-            deferred: false,
+            retry: Retry::Backoff,
         },
     );
     let p = plan_pass(&d, &o, &f, &Ctx::at(Millis(2999)));
@@ -750,8 +745,7 @@ fn an_unfinished_removal_never_holds_back_a_wanted_container() {
             count: 9,
             at: Millis(0),
             error: "cgroup busy".into(),
-            transient: true,
-            deferred: false,
+            retry: Retry::Backoff,
         },
     );
     // Its new incarnation replaces the record; the sweep takes what is left of the old one.

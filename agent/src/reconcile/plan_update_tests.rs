@@ -567,8 +567,7 @@ fn a_crash_replacement_after_a_rollback_is_made_from_the_last_good_digest() {
             count: 1,
             at: Millis(9_000),
             error: "boom".into(),
-            transient: true,
-            deferred: false,
+            retry: Retry::Backoff,
         },
     );
     let p = plan_pass(&desired(&s), &o, &f, &ctx(9_500));
@@ -1093,8 +1092,7 @@ fn a_pull_without_room_is_deferred_and_tried_again_later() {
             count: 1,
             at: Millis(10_000),
             error: "not enough disk space".into(),
-            transient: true,
-            deferred: true,
+            retry: Retry::WhenRoom,
         },
     );
     let p = plan_pass(&desired(&s), &o, &f, &ctx(10_500));
