@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use crate::names::IncarnationId;
 use crate::reconcile::action::{Create, RemoveReason, StopCause};
+use crate::reconcile::health::CheckRun;
 use crate::reconcile::model::{Observed, ObservedContainer, Retry, UpdateState};
 use berth_spec::model::HealthCheck;
 
@@ -76,7 +77,7 @@ pub trait Backend: Send + Sync + 'static {
     fn mark_verified(&self, name: &str) -> Result<(), ActionError>;
 
     /// Runs a health check inside the container: whether it passed, and its output.
-    fn health_check(&self, name: &str, check: &HealthCheck) -> (bool, String);
+    fn health_check(&self, name: &str, check: &HealthCheck) -> CheckRun;
 
     /// Starts an existing incarnation again, recording the crash streak.
     fn start(&self, name: &str, id: &IncarnationId, crash_streak: u32) -> Result<(), ActionError>;

@@ -63,8 +63,7 @@ pub enum Event {
     Health {
         name: String,
         id: IncarnationId,
-        ok: bool,
-        output: String,
+        run: crate::reconcile::health::CheckRun,
     },
     /// A pull finished.
     Pulled(ImageSource, Result<String, ActionError>),
@@ -295,12 +294,7 @@ impl Reconciler {
                 self.finish_check(image, result);
                 true
             }
-            Event::Health {
-                name,
-                id,
-                ok,
-                output,
-            } => self.finish_health(name, id, ok, output),
+            Event::Health { name, id, run } => self.finish_health(name, id, run),
             Event::Pulled(image, result) => {
                 self.pulls_in_flight.remove(&image);
                 self.finish_pull(image, result);

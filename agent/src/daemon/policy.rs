@@ -182,13 +182,8 @@ impl Reconciler {
                 c.id.clone(),
             );
             tokio::task::spawn_blocking(move || {
-                let (ok, output) = backend.health_check(&name, &check);
-                let _ = tx.send(Event::Health {
-                    name,
-                    id,
-                    ok,
-                    output,
-                });
+                let run = backend.health_check(&name, &check);
+                let _ = tx.send(Event::Health { name, id, run });
             });
         }
         self.health
@@ -202,8 +197,7 @@ impl Reconciler {
         &mut self,
         name: String,
         id: IncarnationId,
-        ok: bool,
-        output: String,
+        run: health::CheckRun,
     ) -> bool {
         self.health.running.remove(&name);
         let now = clock::now();
@@ -225,7 +219,8 @@ impl Reconciler {
         else {
             return false;
         };
-        match tracker.record(ok, output.clone(), started, now, &check) {
+        let output = run.output.clone();
+        match tracker.record(run, started, now, &check) {
             Some(state) => {
                 let what = match state {
                     HealthState::Healthy => "healthy".to_string(),

@@ -185,9 +185,16 @@ impl Backend for Fake {
             .cloned()
             .unwrap_or_default()
     }
-    fn health_check(&self, name: &str, _check: &berth_spec::model::HealthCheck) -> (bool, String) {
+    fn health_check(
+        &self,
+        name: &str,
+        _check: &berth_spec::model::HealthCheck,
+    ) -> crate::reconcile::health::CheckRun {
         let w = self.0.lock().unwrap();
-        (w.healthy.get(name).copied().unwrap_or(true), String::new())
+        match w.healthy.get(name).copied().unwrap_or(true) {
+            true => crate::reconcile::health::CheckRun::passed(String::new()),
+            false => crate::reconcile::health::CheckRun::failed(String::new()),
+        }
     }
     fn start(&self, name: &str, _id: &IncarnationId, crash_streak: u32) -> Result<(), ActionError> {
         let mut w = self.0.lock().unwrap();

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use berth_spec::model::HealthCheck;
 
 use super::Host;
+use crate::reconcile::health::CheckRun;
 use crate::runtime::sys;
 
 /// The output kept from one check, for `berth status`.
@@ -23,7 +24,7 @@ const OUTPUT_MAX: usize = 4096;
 const GRACE: Duration = Duration::from_secs(10);
 
 impl Host {
-    pub(super) fn run_health_check(&self, name: &str, check: &HealthCheck) -> (bool, String) {
+    pub(super) fn run_health_check(&self, name: &str, check: &HealthCheck) -> CheckRun {
         let exe = std::env::current_exe().unwrap_or_else(|_| "berth".into());
         let mut cmd = Command::new(exe);
         if let Some(p) = &self.config_path {
@@ -40,7 +41,7 @@ impl Host {
             .stderr(Stdio::piped());
         let mut child = match cmd.spawn() {
             Ok(c) => c,
-            Err(e) => return (false, format!("cannot run the check: {e}")),
+            Err(e) => return CheckRun::failed(format!("cannot run the check: {e}")),
         };
         let deadline = Instant::now() + check.timeout + GRACE;
         let (out, finished) = collect(&mut child, deadline);
@@ -50,18 +51,15 @@ impl Host {
             Some(st) => st,
             None => {
                 stop_exec(&mut child);
-                return (false, format!("timed out after {:?}", check.timeout));
+                return CheckRun::failed(format!("timed out after {:?}", check.timeout));
             }
         };
         match status.code() {
-            Some(0) => (true, out),
+            Some(0) => CheckRun::passed(out),
             Some(c) if c == i32::from(crate::runtime::exec::TIMED_OUT) => {
-                (false, format!("timed out after {:?}", check.timeout))
+                CheckRun::failed(format!("timed out after {:?}", check.timeout))
             }
-            code => (
-                false,
-                format!("exit {}: {}", code.unwrap_or(-1), out.trim()),
-            ),
+            code => CheckRun::failed(format!("exit {}: {}", code.unwrap_or(-1), out.trim())),
         }
     }
 }

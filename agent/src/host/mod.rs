@@ -29,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::names::{IncarnationId, Names};
 use crate::network::files;
 use crate::network::{Drift, Join, NetDef, Network, Watcher};
+use crate::reconcile::health::CheckRun;
 use crate::reconcile::model::{Observed, ObservedContainer};
 use crate::reconcile::plan::Create;
 use crate::reconcile::plan::{RemoveReason, StopCause};
@@ -534,7 +535,7 @@ impl Backend for Host {
         record::save_update(&self.layout, name, &st).map_err(transient)
     }
 
-    fn health_check(&self, name: &str, check: &HealthCheck) -> (bool, String) {
+    fn health_check(&self, name: &str, check: &HealthCheck) -> CheckRun {
         self.run_health_check(name, check)
     }
 

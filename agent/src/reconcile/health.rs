@@ -31,6 +31,35 @@ pub struct Tracker {
     pub output: String,
 }
 
+/// One run of a health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckRun {
+    pub result: CheckResult,
+    /// What it printed, or why it failed (for `berth status` and the event log).
+    pub output: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckResult {
+    Passed,
+    Failed,
+}
+
+impl CheckRun {
+    pub fn passed(output: String) -> Self {
+        CheckRun {
+            result: CheckResult::Passed,
+            output,
+        }
+    }
+    pub fn failed(output: String) -> Self {
+        CheckRun {
+            result: CheckResult::Failed,
+            output,
+        }
+    }
+}
+
 impl Tracker {
     pub fn new() -> Self {
         Tracker {
@@ -44,16 +73,15 @@ impl Tracker {
     /// Folds in one result; returns the new state if it changed.
     pub fn record(
         &mut self,
-        ok: bool,
-        output: String,
+        run: CheckRun,
         started_at: Millis,
         now: Millis,
         check: &HealthCheck,
     ) -> Option<HealthState> {
         let before = self.state;
         self.last = Some(now);
-        self.output = output;
-        if ok {
+        self.output = run.output;
+        if run.result == CheckResult::Passed {
             self.failures = 0;
             self.state = HealthState::Healthy;
         } else if now >= started_at.plus(check.start_period) || self.state == HealthState::Healthy {
@@ -104,24 +132,24 @@ mod tests {
         let mut t = Tracker::new();
         assert_eq!(t.state, HealthState::Starting);
         assert_eq!(
-            t.record(false, "x".into(), Millis(0), Millis(1000), &c),
+            t.record(CheckRun::failed("x".into()), Millis(0), Millis(1000), &c),
             None
         );
         assert_eq!(
-            t.record(false, "x".into(), Millis(0), Millis(2000), &c),
+            t.record(CheckRun::failed("x".into()), Millis(0), Millis(2000), &c),
             None
         );
         assert_eq!(
-            t.record(false, "x".into(), Millis(0), Millis(3000), &c),
+            t.record(CheckRun::failed("x".into()), Millis(0), Millis(3000), &c),
             Some(HealthState::Unhealthy)
         );
         assert_eq!(
-            t.record(true, "ok".into(), Millis(0), Millis(4000), &c),
+            t.record(CheckRun::passed("ok".into()), Millis(0), Millis(4000), &c),
             Some(HealthState::Healthy)
         );
         assert_eq!(t.failures, 0);
         assert_eq!(
-            t.record(false, "x".into(), Millis(0), Millis(5000), &c),
+            t.record(CheckRun::failed("x".into()), Millis(0), Millis(5000), &c),
             None
         );
         assert_eq!(t.state, HealthState::Healthy, "one failure is not enough");
@@ -131,10 +159,20 @@ mod tests {
     fn start_period_failures_do_not_count() {
         let c = check(1, 30);
         let mut t = Tracker::new();
-        t.record(false, String::new(), Millis(0), Millis(29_999), &c);
+        t.record(
+            CheckRun::failed(String::new()),
+            Millis(0),
+            Millis(29_999),
+            &c,
+        );
         assert_eq!(t.state, HealthState::Starting);
         assert_eq!(t.failures, 0);
-        t.record(false, String::new(), Millis(0), Millis(30_000), &c);
+        t.record(
+            CheckRun::failed(String::new()),
+            Millis(0),
+            Millis(30_000),
+            &c,
+        );
         assert_eq!(t.state, HealthState::Unhealthy);
     }
 
@@ -143,7 +181,12 @@ mod tests {
         let c = check(3, 0);
         let mut t = Tracker::new();
         assert_eq!(t.next_due(Millis(100), &c), Millis(1100));
-        t.record(true, String::new(), Millis(100), Millis(1200), &c);
+        t.record(
+            CheckRun::passed(String::new()),
+            Millis(100),
+            Millis(1200),
+            &c,
+        );
         assert_eq!(t.next_due(Millis(100), &c), Millis(11_200));
     }
 
