@@ -148,6 +148,8 @@ impl Unpacker {
         self.dir_times.insert(path, mtime);
     }
 
+    /// One entry, in named steps: the layer root's own metadata, overlay markers, a regular
+    /// file, or another kind of file made in place of whatever the path held.
     fn apply_entry<R: Read>(
         &mut self,
         entry: &mut tar::Entry<'_, R>,
@@ -156,17 +158,50 @@ impl Unpacker {
         meta: &Meta,
     ) -> Result<(), Stop> {
         let Some(name) = &path.name else {
-            // `./`: the layer root's own metadata.
-            if kind != EntryType::Directory {
-                return Err(io::Error::other("the root entry is not a directory").into());
-            }
-            let fd = self.root.resolve_dir(b"")?;
-            set_owner_mode_xattrs(&fd, meta)?;
-            self.remember_dir_time(Vec::new(), meta.mtime);
-            return Ok(());
+            return self.layer_root(kind, meta);
         };
+        if self.overlay_marker(path, name)? == Marker::Applied {
+            return Ok(());
+        }
+        if matches!(
+            kind,
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse
+        ) {
+            return self.regular_file(entry, path, name, meta);
+        }
+        let found = self.clear_the_way(path, name, kind)?;
+        let dir = self.root.parent_dir(&path.parent)?;
+        let dir = dir.as_fd();
+        match kind {
+            EntryType::Directory => self.directory(dir, path, name, found, meta)?,
+            EntryType::Symlink => symlink(entry, dir, name, meta)?,
+            EntryType::Link => self.hardlink(entry, dir, name)?,
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                node(entry, kind, dir, name, meta)?
+            }
+            other => {
+                tracing::warn!(entry = %path, kind = ?other, "skipping tar entry of unsupported type");
+            }
+        }
+        Ok(())
+    }
+
+    /// `./`: the layer root's own metadata.
+    fn layer_root(&mut self, kind: EntryType, meta: &Meta) -> Result<(), Stop> {
+        if kind != EntryType::Directory {
+            return Err(io::Error::other("the root entry is not a directory").into());
+        }
+        let fd = self.root.resolve_dir(b"")?;
+        set_owner_mode_xattrs(&fd, meta)?;
+        self.remember_dir_time(Vec::new(), meta.mtime);
+        Ok(())
+    }
+
+    /// AUFS metadata (skipped), an opaque-dir marker and whiteouts, in overlayfs' terms.
+    fn overlay_marker(&mut self, path: &EntryPath, name: &[u8]) -> Result<Marker, Stop> {
         match classify(name) {
-            NameKind::AufsMeta => return Ok(()),
+            NameKind::Plain => return Ok(Marker::None),
+            NameKind::AufsMeta => {}
             NameKind::Opaque => {
                 let dir = self.root.parent_dir(&path.parent)?;
                 rustix::fs::fsetxattr(
@@ -175,7 +210,6 @@ impl Unpacker {
                     b"y",
                     XattrFlags::empty(),
                 )?;
-                return Ok(());
             }
             NameKind::Whiteout(target) => {
                 let dir = self.root.parent_dir(&path.parent)?;
@@ -190,125 +224,89 @@ impl Unpacker {
                     Mode::empty(),
                     rustix::fs::makedev(0, 0),
                 )?;
-                return Ok(());
             }
-            NameKind::Plain => {}
         }
-        if matches!(
-            kind,
-            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse
-        ) {
-            return self.regular_file(entry, path, name, meta);
-        }
+        Ok(Marker::Applied)
+    }
+
+    /// Anything but a dir onto a dir replaces what was there (the last entry wins); returns
+    /// what the path held.
+    fn clear_the_way(
+        &mut self,
+        path: &EntryPath,
+        name: &[u8],
+        kind: EntryType,
+    ) -> Result<Option<FileType>, Stop> {
         let dir = self.root.parent_dir(&path.parent)?;
-        let dir = dir.as_fd();
-        let found = existing(dir, name)?;
-        // Anything but a dir onto a dir replaces what was there (the last entry wins).
+        let found = existing(dir.as_fd(), name)?;
         if let Some(t) = found
             && !(t == FileType::Directory && kind == EntryType::Directory)
         {
-            remove_all(dir, name)?;
+            remove_all(dir.as_fd(), name)?;
             self.root.invalidate();
         }
-        let dir = self.root.parent_dir(&path.parent)?;
-        let dir = dir.as_fd();
-        match kind {
-            EntryType::Directory => {
-                if found != Some(FileType::Directory) {
-                    rustix::fs::mkdirat(dir, os(name), Mode::from_raw_mode(0o700))?;
-                }
-                let fd = rustix::fs::openat(
-                    dir,
-                    os(name),
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )?;
-                set_owner_mode_xattrs(&fd, meta)?;
-                self.remember_dir_time(path.full_bytes(), meta.mtime);
-            }
-            EntryType::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| io::Error::other("symlink without a target"))?
-                    .into_owned();
-                rustix::fs::symlinkat(os(&target), dir, os(name))?;
-                chown_at(dir, name, meta)?;
-                rustix::fs::utimensat(
-                    dir,
-                    os(name),
-                    &times(meta.mtime),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )?;
-            }
-            EntryType::Link => {
-                let raw = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| io::Error::other("hardlink without a target"))?
-                    .into_owned();
-                let target = EntryPath::parse(&raw)
-                    .map_err(|e| io::Error::other(format!("hardlink target refused: {e}")))?;
-                let Some(tname) = &target.name else {
-                    return Err(io::Error::other("hardlink to the layer root").into());
-                };
-                // The target resolves inside this layer's root, so it can only be a file this
-                // layer made: never one outside it.
-                let tdir = self.root.resolve_dir(&join(&target.parent)).map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("hardlink target /{}: {e}", String::from_utf8_lossy(&raw)),
-                    )
-                })?;
-                match existing(tdir.as_fd(), tname)? {
-                    None => {
-                        return Err(io::Error::other(format!(
-                            "hardlink target /{} is not in this layer",
-                            String::from_utf8_lossy(&raw)
-                        ))
-                        .into());
-                    }
-                    Some(FileType::Directory) => {
-                        return Err(io::Error::other("hardlink to a directory").into());
-                    }
-                    Some(_) => {}
-                }
-                rustix::fs::linkat(tdir.as_fd(), os(tname), dir, os(name), AtFlags::empty())?;
-            }
-            EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                let ft = match kind {
-                    EntryType::Char => FileType::CharacterDevice,
-                    EntryType::Block => FileType::BlockDevice,
-                    _ => FileType::Fifo,
-                };
-                let h = entry.header();
-                // A fifo has no device numbers; some writers leave those fields blank.
-                let dev = if ft == FileType::Fifo {
-                    0
-                } else {
-                    rustix::fs::makedev(
-                        h.device_major()?.unwrap_or(0),
-                        h.device_minor()?.unwrap_or(0),
-                    )
-                };
-                rustix::fs::mknodat(dir, os(name), ft, Mode::empty(), dev)?;
-                chown_at(dir, name, meta)?;
-                // A node we just made, not a symlink: following it is not possible.
-                rustix::fs::chmodat(
-                    dir,
-                    os(name),
-                    Mode::from_raw_mode(meta.mode),
-                    AtFlags::empty(),
-                )?;
-                rustix::fs::utimensat(
-                    dir,
-                    os(name),
-                    &times(meta.mtime),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )?;
-            }
-            other => {
-                tracing::warn!(entry = %path, kind = ?other, "skipping tar entry of unsupported type");
-            }
+        Ok(found)
+    }
+
+    fn directory(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        path: &EntryPath,
+        name: &[u8],
+        found: Option<FileType>,
+        meta: &Meta,
+    ) -> Result<(), Stop> {
+        if found != Some(FileType::Directory) {
+            rustix::fs::mkdirat(dir, os(name), Mode::from_raw_mode(0o700))?;
         }
+        let fd = rustix::fs::openat(
+            dir,
+            os(name),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        set_owner_mode_xattrs(&fd, meta)?;
+        self.remember_dir_time(path.full_bytes(), meta.mtime);
+        Ok(())
+    }
+
+    /// A hardlink whose target resolves inside this layer's root, so it can only be a file
+    /// this layer made: never one outside it.
+    fn hardlink<R: Read>(
+        &mut self,
+        entry: &tar::Entry<'_, R>,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
+    ) -> Result<(), Stop> {
+        let raw = entry
+            .link_name_bytes()
+            .ok_or_else(|| io::Error::other("hardlink without a target"))?
+            .into_owned();
+        let target = EntryPath::parse(&raw)
+            .map_err(|e| io::Error::other(format!("hardlink target refused: {e}")))?;
+        let Some(tname) = &target.name else {
+            return Err(io::Error::other("hardlink to the layer root").into());
+        };
+        let tdir = self.root.resolve_dir(&join(&target.parent)).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("hardlink target /{}: {e}", String::from_utf8_lossy(&raw)),
+            )
+        })?;
+        match existing(tdir.as_fd(), tname)? {
+            None => {
+                return Err(io::Error::other(format!(
+                    "hardlink target /{} is not in this layer",
+                    String::from_utf8_lossy(&raw)
+                ))
+                .into());
+            }
+            Some(FileType::Directory) => {
+                return Err(io::Error::other("hardlink to a directory").into());
+            }
+            Some(_) => {}
+        }
+        rustix::fs::linkat(tdir.as_fd(), os(tname), dir, os(name), AtFlags::empty())?;
         Ok(())
     }
 
@@ -379,6 +377,65 @@ impl Unpacker {
         }
         Ok(())
     }
+}
+
+/// Whether an entry was an overlay marker, applied in full.
+#[derive(Debug, PartialEq, Eq)]
+enum Marker {
+    None,
+    Applied,
+}
+
+fn symlink<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    meta: &Meta,
+) -> Result<(), Stop> {
+    let target = entry
+        .link_name_bytes()
+        .ok_or_else(|| io::Error::other("symlink without a target"))?
+        .into_owned();
+    rustix::fs::symlinkat(os(&target), dir, os(name))?;
+    chown_at(dir, name, meta)?;
+    rustix::fs::utimensat(dir, os(name), &times(meta.mtime), AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(())
+}
+
+/// A device node or a fifo.
+fn node<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    kind: EntryType,
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    meta: &Meta,
+) -> Result<(), Stop> {
+    let ft = match kind {
+        EntryType::Char => FileType::CharacterDevice,
+        EntryType::Block => FileType::BlockDevice,
+        _ => FileType::Fifo,
+    };
+    let h = entry.header();
+    // A fifo has no device numbers; some writers leave those fields blank.
+    let dev = if ft == FileType::Fifo {
+        0
+    } else {
+        rustix::fs::makedev(
+            h.device_major()?.unwrap_or(0),
+            h.device_minor()?.unwrap_or(0),
+        )
+    };
+    rustix::fs::mknodat(dir, os(name), ft, Mode::empty(), dev)?;
+    chown_at(dir, name, meta)?;
+    // A node we just made, not a symlink: following it is not possible.
+    rustix::fs::chmodat(
+        dir,
+        os(name),
+        Mode::from_raw_mode(meta.mode),
+        AtFlags::empty(),
+    )?;
+    rustix::fs::utimensat(dir, os(name), &times(meta.mtime), AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(())
 }
 
 impl Unpacker {
