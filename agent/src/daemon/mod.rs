@@ -244,21 +244,7 @@ impl Reconciler {
                 // The pass follows the read.
                 false
             }
-            Event::SpecsRead(store, mut read) => {
-                let replies = self.specs.finished(store, read.as_deref_mut());
-                let fresh = read.is_some();
-                if let Some(read) = read {
-                    self.take_read(*read);
-                }
-                if !replies.is_empty() {
-                    let view = self.plan_view();
-                    for reply in replies {
-                        let _ = reply.send(view.clone());
-                    }
-                }
-                self.run_spec_job();
-                fresh
-            }
+            Event::SpecsRead(store, read) => self.spec_job_done(store, read),
             Event::Hangup => {
                 if let Some(g) = &self.git_source {
                     // The swap it may bring wakes the loop through the spec watcher.
@@ -301,17 +287,7 @@ impl Reconciler {
                 true
             }
             Event::Resynced(result, warnings) => {
-                self.resync_running = false;
-                for w in warnings.iter().filter(|w| !self.warnings.contains(w)) {
-                    self.events.emit(None, "warning", w.clone());
-                }
-                self.warnings = warnings;
-                match result {
-                    Ok(fresh) => self.merge_observation(*fresh),
-                    Err(e) => self
-                        .events
-                        .emit(None, "error", format!("resync failed: {e}")),
-                }
+                self.resync_done(result, warnings);
                 true
             }
             Event::Repaired(what) => {
@@ -348,13 +324,91 @@ impl Reconciler {
                 }
                 true
             }
-            Event::Api(ApiRequest::Plan { reply }) => {
+            Event::ApplyFetched { options, reply } => {
+                self.begin_apply(options, reply);
+                true
+            }
+            Event::Api(request) => self.answer_operator(request),
+            Event::Shutdown => false,
+        }
+    }
+
+    /// `berth apply`: read the specs and look at the host afresh, then answer once the
+    /// condition holds.
+    fn begin_apply(
+        &mut self,
+        options: crate::api::server::ApplyOptions,
+        reply: tokio::sync::oneshot::Sender<ApplyResult>,
+    ) {
+        self.rescan();
+        self.recheck_now();
+        // Answer from a fresh look at the host, not from what the loop last heard (an exit
+        // may still be on its way).
+        self.start_resync();
+        self.waiters.push(Waiter::new(options, reply));
+    }
+
+    /// A spec job came back: its read (if it made one) becomes the desired set, and the
+    /// plan questions it answers get their answer. Returns whether a pass should follow.
+    fn spec_job_done(
+        &mut self,
+        store: Box<specs::SpecStore>,
+        mut read: Option<Box<specs::Read>>,
+    ) -> bool {
+        let replies = self.specs.finished(store, read.as_deref_mut());
+        let fresh = read.is_some();
+        if let Some(read) = read {
+            self.take_read(*read);
+        }
+        if !replies.is_empty() {
+            let view = self.plan_view();
+            for reply in replies {
+                let _ = reply.send(view.clone());
+            }
+        }
+        self.run_spec_job();
+        fresh
+    }
+
+    fn resync_done(&mut self, result: Result<Box<Observed>, ActionError>, warnings: Vec<String>) {
+        self.resync_running = false;
+        for w in warnings.iter().filter(|w| !self.warnings.contains(w)) {
+            self.events.emit(None, "warning", w.clone());
+        }
+        self.warnings = warnings;
+        match result {
+            Ok(fresh) => self.merge_observation(*fresh),
+            Err(e) => self
+                .events
+                .emit(None, "error", format!("resync failed: {e}")),
+        }
+    }
+
+    /// `berth apply` with a spec repository: fetch first, so that the answer covers what the
+    /// remote holds now.
+    fn apply_after_fetch(
+        &mut self,
+        options: crate::api::server::ApplyOptions,
+        reply: tokio::sync::oneshot::Sender<ApplyResult>,
+    ) {
+        let done = self.git_source.as_ref().expect("checked").fetch_now();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let _ = done.await;
+            let _ = tx.send(Event::ApplyFetched { options, reply });
+        });
+    }
+
+    /// What operators ask: a plan, image commands, a prune, an apply. Returns whether a pass
+    /// should follow.
+    fn answer_operator(&mut self, request: ApiRequest) -> bool {
+        match request {
+            ApiRequest::Plan { reply } => {
                 // Answered from a read of the source that begins after the question.
                 self.specs.reply_after_read(reply);
                 self.run_spec_job();
-                false
             }
-            Event::Api(ApiRequest::Image { op, reply }) => {
+            ApiRequest::Image { op, reply } => {
                 let (backend, tx) = (self.backend.clone(), self.tx.clone());
                 tokio::task::spawn_blocking(move || {
                     let result = backend.image_op(&op).map_err(|e| e.message);
@@ -364,37 +418,22 @@ impl Reconciler {
                     }
                     let _ = reply.send(result);
                 });
-                false
             }
-            Event::Api(ApiRequest::Prune { prune, reply }) => {
+            ApiRequest::Prune { prune, reply } => {
                 let (backend, keep) = (self.backend.clone(), self.keep());
                 tokio::task::spawn_blocking(move || {
                     let _ = reply.send(backend.prune(&keep, prune).map_err(|e| e.message));
                 });
-                false
             }
-            Event::Api(ApiRequest::Apply { options, reply }) if self.git_source.is_some() => {
-                // Fetch first, so that the answer covers what the remote holds now.
-                let done = self.git_source.as_ref().expect("checked").fetch_now();
-                let tx = self.tx.clone();
-                tokio::spawn(async move {
-                    let _ = done.await;
-                    let _ = tx.send(Event::ApplyFetched { options, reply });
-                });
-                false
+            ApiRequest::Apply { options, reply } if self.git_source.is_some() => {
+                self.apply_after_fetch(options, reply);
             }
-            Event::Api(ApiRequest::Apply { options, reply })
-            | Event::ApplyFetched { options, reply } => {
-                self.rescan();
-                self.recheck_now();
-                // Answer from a fresh look at the host, not from what the loop last heard
-                // (an exit may still be on its way).
-                self.start_resync();
-                self.waiters.push(Waiter::new(options, reply));
-                true
+            ApiRequest::Apply { options, reply } => {
+                self.begin_apply(options, reply);
+                return true;
             }
-            Event::Shutdown => false,
         }
+        false
     }
 
     pub(super) fn refresh_one(&self, name: String) {
