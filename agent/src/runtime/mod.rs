@@ -34,6 +34,7 @@ pub mod launch;
 pub mod lifecycle;
 pub mod logread;
 pub mod logs;
+pub mod mount_plan;
 pub mod mounts;
 pub mod oom;
 pub mod passwd;

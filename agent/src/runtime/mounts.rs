@@ -11,44 +11,12 @@ use nix::mount::{MsFlags, mount};
 use rustix::fs::{FileType, Mode};
 use rustix::mount::{MoveMountFlags, OpenTreeFlags};
 
-use super::config::{ContainerConfig, MountSource};
+use super::config::ContainerConfig;
+pub use super::mount_plan::{DEV_NODES, MASKED_PATHS, READONLY_PATHS};
+use super::mount_plan::{
+    HostFacts, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, Step,
+};
 use super::rootfs::{Create, fd_path, open_in_root};
-
-/// Paths the payload may not read (a tmpfs over dirs, /dev/null over files), as podman's list.
-pub const MASKED_PATHS: &[&str] = &[
-    "/proc/acpi",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/fs/selinux",
-    "/sys/dev/block",
-    "/sys/devices/virtual/powercap",
-];
-
-/// Paths the payload may read but not write.
-pub const READONLY_PATHS: &[&str] = &[
-    "/proc/asound",
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
-
-/// The character devices every container's /dev gets: (name, major, minor).
-pub const DEV_NODES: &[(&str, u32, u32)] = &[
-    ("null", 1, 3),
-    ("zero", 1, 5),
-    ("full", 1, 7),
-    ("random", 1, 8),
-    ("urandom", 1, 9),
-    ("tty", 5, 0),
-];
 
 fn ctx(what: &str, e: impl Into<io::Error>) -> io::Error {
     let e: io::Error = e.into();
@@ -78,11 +46,6 @@ struct MountAttr {
     propagation: u64,
     userns_fd: u64,
 }
-
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const MOUNT_ATTR_NOSUID: u64 = 0x2;
-const MOUNT_ATTR_NODEV: u64 = 0x4;
-const MOUNT_ATTR_NOEXEC: u64 = 0x8;
 
 /// What a bind mount is made of: a host path (the spec's, the agent's files), or an fd
 /// already resolved.
@@ -215,133 +178,91 @@ fn host_null() -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Mounts everything under the root `root` (open as a directory).
+/// Mounts everything under the root `root` (open as a directory): the steps of
+/// [`super::mount_plan::plan`], in its order.
 pub fn setup(root: &File, cfg: &ContainerConfig) -> io::Result<()> {
-    let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let privileged = cfg.security.privileged;
-    mount_at(
-        root,
-        "/proc",
-        Create::Dir,
-        Some(Path::new("proc")),
-        Some("proc"),
-        nosuid_nodev_noexec,
-        None,
-    )?;
-    setup_dev(root)?;
-    let sys_flags = if privileged {
-        nosuid_nodev_noexec
-    } else {
-        nosuid_nodev_noexec | MsFlags::MS_RDONLY
-    };
-    mount_at(
-        root,
-        "/sys",
-        Create::Dir,
-        Some(Path::new("sysfs")),
-        Some("sysfs"),
-        sys_flags,
-        None,
-    )?;
+    let steps = super::mount_plan::plan(cfg, &TheHost)?;
+    // Opened once, at the first mask.
+    let mut null = None;
+    for step in &steps {
+        run(root, step, &mut null)?;
+    }
+    Ok(())
+}
 
-    for (file, host) in [
-        ("/etc/hostname", &cfg.etc.hostname),
-        ("/etc/hosts", &cfg.etc.hosts),
-        ("/etc/resolv.conf", &cfg.etc.resolv_conf),
-    ] {
-        if let Some(host) = host {
-            // Read-only: these are the agent's files on the host's disk.
-            bind(
-                root,
-                file,
-                Create::File,
-                BindSource::Path(host),
-                MOUNT_ATTR_RDONLY,
-            )?;
-        }
+/// The real host, as the plan asks about it.
+struct TheHost;
+
+impl HostFacts for TheHost {
+    fn is_dir(&self, path: &Path) -> io::Result<bool> {
+        Ok(std::fs::metadata(path)?.is_dir())
     }
 
-    for m in &cfg.mounts {
-        match &m.source {
-            MountSource::Bind(src) | MountSource::Volume(src) => {
-                let meta = std::fs::metadata(src)
-                    .map_err(|e| ctx(&format!("bind source {}", src.display()), e))?;
-                let create = if meta.is_dir() {
-                    Create::Dir
-                } else {
-                    Create::File
-                };
-                let attrs = if m.read_only { MOUNT_ATTR_RDONLY } else { 0 };
-                bind(root, &m.target, create, BindSource::Path(src), attrs)?;
-            }
-            MountSource::Tmpfs { size } => {
-                let data = match size {
-                    Some(s) => format!("mode=1777,size={s}"),
-                    None => "mode=1777".into(),
-                };
-                let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-                if m.read_only {
-                    flags |= MsFlags::MS_RDONLY;
-                }
-                mount_at(
-                    root,
-                    &m.target,
-                    Create::Dir,
-                    Some(Path::new("tmpfs")),
-                    Some("tmpfs"),
-                    flags,
-                    Some(&data),
-                )?;
-            }
-        }
-    }
-
-    for d in &cfg.devices {
-        let meta = std::fs::metadata(&d.host)
-            .map_err(|e| ctx(&format!("device {}", d.host.display()), e))?;
+    fn device(&self, path: &Path) -> io::Result<Option<(FileType, u32, u64)>> {
+        let meta = std::fs::metadata(path)?;
         let kind = if meta.file_type().is_block_device() {
             FileType::BlockDevice
         } else if meta.file_type().is_char_device() {
             FileType::CharacterDevice
         } else {
-            return Err(io::Error::other(format!(
-                "{} is not a device node",
-                d.host.display()
-            )));
+            return Ok(None);
         };
-        mknod_in_root(
+        Ok(Some((kind, meta.mode() & 0o7777, meta.rdev())))
+    }
+}
+
+/// Carries out one step against the kernel.
+fn run(root: &File, step: &Step, null: &mut Option<OwnedFd>) -> io::Result<()> {
+    match step {
+        Step::Mount {
+            target,
+            create,
+            source,
+            fstype,
+            flags,
+            data,
+        } => mount_at(
             root,
-            &d.container.to_string_lossy(),
+            target,
+            *create,
+            Some(Path::new(source)),
+            Some(fstype),
+            *flags,
+            data.as_deref(),
+        ),
+        Step::Bind {
+            target,
+            create,
+            source,
+            attrs,
+        } => bind(root, target, *create, BindSource::Path(source), *attrs),
+        Step::Node {
+            target,
             kind,
-            meta.mode() & 0o7777,
-            meta.rdev(),
-        )?;
-    }
-
-    if privileged {
-        host_devices(root)?;
-    }
-
-    if !privileged {
-        let null = host_null()?;
-        for p in MASKED_PATHS {
-            mask(root, p, &null)?;
+            perm,
+            dev,
+        } => mknod_in_root(root, target, *kind, *perm, *dev),
+        Step::DevLinks => dev_links(root),
+        Step::HostDevices => host_devices(root),
+        Step::Mask(p) => {
+            let null = match null {
+                Some(fd) => fd,
+                None => null.insert(host_null()?),
+            };
+            mask(root, p, null)
         }
-        for p in READONLY_PATHS {
-            match open_in_root(root, p, Create::Nothing) {
-                Ok(fd) => bind(
-                    root,
-                    p,
-                    Create::Nothing,
-                    BindSource::Fd(&fd),
-                    MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
-                )?,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(ctx(p, e)),
-            }
-        }
+        Step::ReadOnly(p) => match open_in_root(root, p, Create::Nothing) {
+            Ok(fd) => bind(
+                root,
+                p,
+                Create::Nothing,
+                BindSource::Fd(&fd),
+                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ctx(p, e)),
+        },
     }
-    Ok(())
 }
 
 fn mask(root: &File, p: &str, null: &OwnedFd) -> io::Result<()> {
@@ -373,53 +294,8 @@ fn mask(root: &File, p: &str, null: &OwnedFd) -> io::Result<()> {
     .map_err(|e| ctx(&format!("mask {p}"), e))
 }
 
-fn setup_dev(root: &File) -> io::Result<()> {
-    mount_at(
-        root,
-        "/dev",
-        Create::Dir,
-        Some(Path::new("tmpfs")),
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME | MsFlags::MS_NOEXEC,
-        Some("mode=755,size=65536k"),
-    )?;
-    for (name, major, minor) in DEV_NODES {
-        let dev = rustix::fs::makedev(*major, *minor);
-        mknod_in_root(
-            root,
-            &format!("/dev/{name}"),
-            FileType::CharacterDevice,
-            0o666,
-            dev,
-        )?;
-    }
-    mount_at(
-        root,
-        "/dev/pts",
-        Create::Dir,
-        Some(Path::new("devpts")),
-        Some("devpts"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
-    )?;
-    mount_at(
-        root,
-        "/dev/shm",
-        Create::Dir,
-        Some(Path::new("shm")),
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("mode=1777,size=65536k"),
-    )?;
-    mount_at(
-        root,
-        "/dev/mqueue",
-        Create::Dir,
-        Some(Path::new("mqueue")),
-        Some("mqueue"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None,
-    )?;
+/// /dev's symlinks, made in the /dev tmpfs just mounted.
+fn dev_links(root: &File) -> io::Result<()> {
     let dev = open_in_root(root, "/dev", Create::Nothing)?;
     let dev = rustix::fs::openat(
         &dev,
