@@ -46,29 +46,7 @@ pub async fn run_agent(
         )
     });
     let (req_tx, mut req_rx) = mpsc::channel(16);
-    let api_state = crate::api::server::ApiState {
-        statuses: r.statuses(),
-        events: r.events.clone(),
-        metrics: r.metrics.clone(),
-        requests: req_tx,
-        source: r.git_source.clone(),
-    };
-    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let socket = r.layout.socket();
-    let api = tokio::spawn(async move {
-        crate::api::server::serve(&socket, api_state, async move {
-            let _ = api_stopped.await;
-        })
-        .await
-    });
-    let metrics_server = match r.config.metrics_listen {
-        Some(addr) => Some(tokio::spawn(crate::api::server::serve_metrics(
-            addr,
-            r.metrics.clone(),
-        ))),
-        None => None,
-    };
-    let reporter = start_reporter(&r);
+    let servers = Servers::start(&r, req_tx);
     r.pass();
     r.start_import_scan();
     // Specs loaded and running containers adopted: ready, without waiting for pulls.
@@ -123,15 +101,58 @@ pub async fn run_agent(
     }
     r.events
         .emit(None, "agent", "agent stopping; containers keep running");
-    if let Some(rep) = reporter {
-        rep.stop(std::time::Duration::from_secs(3)).await;
-    }
-    let _ = stop_api.send(());
-    let _ = api.await;
-    if let Some(m) = metrics_server {
-        m.abort();
-    }
+    servers.stop().await;
     Ok(())
+}
+
+/// What serves the loop's state while it runs: the API socket, `/metrics`, the MQTT reporter.
+struct Servers {
+    api: tokio::task::JoinHandle<std::io::Result<()>>,
+    stop_api: tokio::sync::oneshot::Sender<()>,
+    metrics: Option<tokio::task::JoinHandle<()>>,
+    reporter: Option<crate::report::Reporter>,
+}
+
+impl Servers {
+    fn start(r: &Reconciler, requests: mpsc::Sender<crate::api::server::ApiRequest>) -> Self {
+        let api_state = crate::api::server::ApiState {
+            statuses: r.statuses(),
+            events: r.events.clone(),
+            metrics: r.metrics.clone(),
+            requests,
+            source: r.git_source.clone(),
+        };
+        let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+        let socket = r.layout.socket();
+        let api = tokio::spawn(async move {
+            crate::api::server::serve(&socket, api_state, async move {
+                let _ = api_stopped.await;
+            })
+            .await
+        });
+        let metrics = r
+            .config
+            .metrics_listen
+            .map(|addr| tokio::spawn(crate::api::server::serve_metrics(addr, r.metrics.clone())));
+        Servers {
+            api,
+            stop_api,
+            metrics,
+            reporter: start_reporter(r),
+        }
+    }
+
+    /// The reporter first (it says goodbye over MQTT), then the API, then `/metrics`.
+    async fn stop(self) {
+        if let Some(rep) = self.reporter {
+            rep.stop(std::time::Duration::from_secs(3)).await;
+        }
+        let _ = self.stop_api.send(());
+        let _ = self.api.await;
+        if let Some(m) = self.metrics {
+            m.abort();
+        }
+    }
 }
 
 /// Starts the MQTT reporter when the config has a `[report]`; a reporter that cannot start
