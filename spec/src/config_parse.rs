@@ -723,46 +723,81 @@ fn network(cx: &mut Cx<'_>, n: &Node, key: &str) -> Option<NetworkConfig> {
     })
 }
 
-/// An IPv4 network in CIDR form, its host bits zero, with room for a gateway and containers.
-pub fn check_subnet(s: &str) -> Result<(Ipv4Addr, u8), String> {
-    let bad = || format!("invalid subnet {s:?}: expected IPv4 CIDR such as \"10.213.0.0/16\"");
+/// An address family's addresses as numbers, for the CIDR checks both families share.
+trait Family: std::str::FromStr + std::fmt::Display + Copy {
+    const BITS: u8;
+    const NAME: &'static str;
+    fn bits(self) -> u128;
+    fn from_bits(bits: u128) -> Self;
+}
+
+impl Family for Ipv4Addr {
+    const BITS: u8 = 32;
+    const NAME: &'static str = "IPv4";
+    fn bits(self) -> u128 {
+        u32::from(self).into()
+    }
+    fn from_bits(bits: u128) -> Self {
+        Ipv4Addr::from(bits as u32)
+    }
+}
+
+impl Family for Ipv6Addr {
+    const BITS: u8 = 128;
+    const NAME: &'static str = "IPv6";
+    fn bits(self) -> u128 {
+        self.into()
+    }
+    fn from_bits(bits: u128) -> Self {
+        bits.into()
+    }
+}
+
+/// A network in CIDR form (`key` names it, `example` shows one) with a prefix length in
+/// `lens` and its host bits zero.
+fn check_cidr<A: Family>(
+    s: &str,
+    key: &str,
+    example: &str,
+    lens: std::ops::RangeInclusive<u8>,
+) -> Result<(A, u8), String> {
+    let bad = || {
+        format!(
+            "invalid {key} {s:?}: expected {} CIDR such as \"{example}\"",
+            A::NAME
+        )
+    };
     let (ip, len) = s.split_once('/').ok_or_else(bad)?;
-    let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
+    let ip: A = ip.parse().map_err(|_| bad())?;
     let len: u8 = len.parse().map_err(|_| bad())?;
-    if !(8..=30).contains(&len) {
+    if !lens.contains(&len) {
         return Err(format!(
-            "invalid subnet {s:?}: prefix length must be 8 to 30"
+            "invalid {key} {s:?}: prefix length must be {} to {}",
+            lens.start(),
+            lens.end()
         ));
     }
-    let mask = u32::MAX << (32 - len);
-    if u32::from(ip) & !mask != 0 {
-        let net = Ipv4Addr::from(u32::from(ip) & mask);
+    let host = u128::MAX
+        .checked_shr(128 - u32::from(A::BITS - len))
+        .unwrap_or(0);
+    if ip.bits() & host != 0 {
+        let net = A::from_bits(ip.bits() & !host);
         return Err(format!(
-            "invalid subnet {s:?}: host bits set (did you mean \"{net}/{len}\"?)"
+            "invalid {key} {s:?}: host bits set (did you mean \"{net}/{len}\"?)"
         ));
     }
     Ok((ip, len))
 }
 
+/// An IPv4 network in CIDR form, its host bits zero, with room for a gateway and containers.
+pub fn check_subnet(s: &str) -> Result<(Ipv4Addr, u8), String> {
+    check_cidr(s, "subnet", "10.213.0.0/16", 8..=30)
+}
+
 /// An IPv6 network in CIDR form for containers: host bits zero, a prefix of 48 to 124 bits,
 /// and not a link-local, multicast, loopback or IPv4-mapped range.
 pub fn check_subnet6(s: &str) -> Result<(Ipv6Addr, u8), String> {
-    let bad = || format!("invalid subnet6 {s:?}: expected IPv6 CIDR such as \"fd00:b::/64\"");
-    let (ip, len) = s.split_once('/').ok_or_else(bad)?;
-    let ip: Ipv6Addr = ip.parse().map_err(|_| bad())?;
-    let len: u8 = len.parse().map_err(|_| bad())?;
-    if !(48..=124).contains(&len) {
-        return Err(format!(
-            "invalid subnet6 {s:?}: prefix length must be 48 to 124"
-        ));
-    }
-    let mask = u128::MAX << (128 - len);
-    if u128::from(ip) & !mask != 0 {
-        let net = Ipv6Addr::from(u128::from(ip) & mask);
-        return Err(format!(
-            "invalid subnet6 {s:?}: host bits set (did you mean \"{net}/{len}\"?)"
-        ));
-    }
+    let (ip, len) = check_cidr::<Ipv6Addr>(s, "subnet6", "fd00:b::/64", 48..=124)?;
     let first = ip.segments()[0];
     if first & 0xffc0 == 0xfe80
         || first & 0xff00 == 0xff00
