@@ -4,7 +4,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -91,6 +91,29 @@ pub enum PullEvent<'a> {
 }
 
 pub type Progress<'a> = &'a (dyn Fn(&PullEvent<'_>) + Sync);
+
+/// One layer's download, as `fetch_layer` runs it.
+struct LayerFetch<'a> {
+    client: &'a RegistryClient,
+    image: &'a ImageReference,
+    l: &'a LayerRef,
+    spec: LayerSpec<'a>,
+    /// Where its unpacked tree goes.
+    dest: PathBuf,
+    /// Its blob's bytes so far, kept across tries.
+    partial: PathBuf,
+    progress: Progress<'a>,
+    cancel: &'a AtomicBool,
+}
+
+impl LayerFetch<'_> {
+    fn on_bytes(&self, n: u64) {
+        (self.progress)(&PullEvent::Bytes {
+            digest: &self.l.digest,
+            n,
+        })
+    }
+}
 
 /// A progress sink that ignores everything.
 pub fn no_progress(_: &PullEvent<'_>) {}
@@ -489,7 +512,6 @@ impl Store {
         progress: Progress<'_>,
         cancel: &AtomicBool,
     ) -> Result<u64, StoreError> {
-        let dest = self.layer_dir(&l.diff_id);
         let key = if opts.download_only {
             &l.digest
         } else {
@@ -502,138 +524,165 @@ impl Store {
             progress(&PullEvent::LayerDone { digest: &l.digest });
             return Ok(self.layer_size(&l.diff_id).unwrap_or(0));
         }
-        let partial = self.partial_path(&l.digest);
-        let spec = LayerSpec {
-            image: name,
+        let job = LayerFetch {
+            client,
+            image,
+            l,
+            spec: LayerSpec {
+                image: name,
+                digest: &l.digest,
+                size: l.size,
+                diff_id: &l.diff_id,
+                max_unpacked: self.inner.limits.max_layer_size,
+                max_entries: self.inner.limits.max_layer_entries,
+                min_free: self.inner.limits.min_free,
+            },
+            dest: self.layer_dir(&l.diff_id),
+            partial: self.partial_path(&l.digest),
+            progress,
+            cancel,
+        };
+        if !opts.download_only
+            && let Some(size) = self.fetch_chunks(&job)?
+        {
+            return Ok(size);
+        }
+        self.fetch_whole(&job, opts)
+    }
+
+    /// A zstd:chunked layer, by the chunks the store does not hold yet: its size, or `None`
+    /// when it must be pulled whole (no usable table of contents, a failed partial pull, or
+    /// an interrupted full download to resume).
+    fn fetch_chunks(&self, job: &LayerFetch<'_>) -> Result<Option<u64>, StoreError> {
+        let l = job.l;
+        let Some(loc) = super::chunked::toc::locate(&l.annotations, l.size) else {
+            return Ok(None);
+        };
+        if fs::metadata(&job.partial).map(|m| m.len()).unwrap_or(0) > 0 {
+            return Ok(None);
+        }
+        let loc = match loc {
+            Ok(loc) => loc,
+            Err(reason) => {
+                tracing::info!(layer = %l.digest, "zstd:chunked annotations unusable, pulling whole: {reason}");
+                return Ok(None);
+            }
+        };
+        (job.progress)(&PullEvent::LayerStarted {
             digest: &l.digest,
             size: l.size,
-            diff_id: &l.diff_id,
-            max_unpacked: self.inner.limits.max_layer_size,
-            max_entries: self.inner.limits.max_layer_entries,
-            min_free: self.inner.limits.min_free,
-        };
+            resumed_from: 0,
+        });
+        let on_bytes = |n| job.on_bytes(n);
+        match self.pull_partial(
+            job.client, job.image, &job.spec, &loc, &job.dest, job.cancel, &on_bytes,
+        ) {
+            Ok(Some(r)) => {
+                tracing::info!(
+                    layer = %l.digest,
+                    fetched = r.fetched,
+                    of = l.size,
+                    requests = r.requests,
+                    reused_files = r.reused_files,
+                    reused_bytes = r.reused,
+                    "partial pull"
+                );
+                self.index_layer(job, r.size)?;
+                Ok(Some(r.size))
+            }
+            Ok(None) => Ok(None),
+            Err(_) if job.cancel.load(Ordering::Relaxed) => Err(StoreError::Cancelled {
+                image: job.spec.image.to_string(),
+            }),
+            Err(e) => {
+                tracing::warn!(layer = %l.digest, "partial pull failed, pulling the layer whole: {e}");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The whole blob, resumed from the bytes an earlier try kept: unpacked as it streams in
+    /// (or only verified and kept, to download without unpacking).
+    fn fetch_whole(&self, job: &LayerFetch<'_>, opts: &PullOptions) -> Result<u64, StoreError> {
+        let (l, partial) = (job.l, &job.partial);
         let hook = |e: &RegistryError, attempt: u32, wait: Duration| {
-            progress(&PullEvent::Retry {
+            (job.progress)(&PullEvent::Retry {
                 what: &l.digest,
                 attempt,
                 wait,
                 error: &e.to_string(),
             })
         };
-        let on_bytes = |n: u64| {
-            progress(&PullEvent::Bytes {
-                digest: &l.digest,
-                n,
-            })
-        };
-        if !opts.download_only
-            && let Some(loc) = super::chunked::toc::locate(&l.annotations, l.size)
-            // An interrupted full download resumes instead.
-            && fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) == 0
-        {
-            match loc {
-                Err(reason) => {
-                    tracing::info!(layer = %l.digest, "zstd:chunked annotations unusable, pulling whole: {reason}")
-                }
-                Ok(loc) => {
-                    progress(&PullEvent::LayerStarted {
-                        digest: &l.digest,
-                        size: l.size,
-                        resumed_from: 0,
-                    });
-                    match self.pull_partial(client, image, &spec, &loc, &dest, cancel, &on_bytes) {
-                        Ok(Some(r)) => {
-                            tracing::info!(
-                                layer = %l.digest,
-                                fetched = r.fetched,
-                                of = l.size,
-                                requests = r.requests,
-                                reused_files = r.reused_files,
-                                reused_bytes = r.reused,
-                                "partial pull"
-                            );
-                            self.inner
-                                .index
-                                .put_layer(&LayerRecord {
-                                    diff_id: l.diff_id.clone(),
-                                    size: r.size,
-                                })
-                                .map_err(|e| StoreError::io(&dest, e))?;
-                            progress(&PullEvent::LayerDone { digest: &l.digest });
-                            return Ok(r.size);
-                        }
-                        Ok(None) => {}
-                        Err(_) if cancel.load(Ordering::Relaxed) => {
-                            return Err(StoreError::Cancelled {
-                                image: name.to_string(),
-                            });
-                        }
-                        Err(e) => {
-                            tracing::warn!(layer = %l.digest, "partial pull failed, pulling the layer whole: {e}")
-                        }
-                    }
-                }
-            }
-        }
+        let on_bytes = |n| job.on_bytes(n);
         let mut fresh_retry_done = false;
         loop {
             let resumed =
-                prepare_partial(&partial, l.size).map_err(|e| StoreError::io(&partial, e))?;
-            progress(&PullEvent::LayerStarted {
+                prepare_partial(partial, l.size).map_err(|e| StoreError::io(partial, e))?;
+            (job.progress)(&PullEvent::LayerStarted {
                 digest: &l.digest,
                 size: l.size,
                 resumed_from: resumed,
             });
-            let source = PartialSource::open(&partial, resumed)
-                .map_err(|e| StoreError::io(&partial, e))?
+            let source = PartialSource::open(partial, resumed)
+                .map_err(|e| StoreError::io(partial, e))?
                 .then(Tee {
-                    inner: BlobReader::new(client, image, &l.digest, l.size, resumed)
+                    inner: BlobReader::new(job.client, job.image, &l.digest, l.size, resumed)
                         .on_reconnect(&hook),
                     out: OpenOptions::new()
                         .append(true)
-                        .open(&partial)
-                        .map_err(|e| StoreError::io(&partial, e))?,
+                        .open(partial)
+                        .map_err(|e| StoreError::io(partial, e))?,
                     on_bytes: &on_bytes,
                 });
-            let meter = Meter::new(cancel);
+            let meter = Meter::new(job.cancel);
             let result = if opts.download_only {
-                layer::verify_stream(&spec, source, &meter).and_then(|()| {
-                    self.commit_blob(&partial, &l.digest)
-                        .map_err(|e| StoreError::io(&partial, e))
+                layer::verify_stream(&job.spec, source, &meter).and_then(|()| {
+                    self.commit_blob(partial, &l.digest)
+                        .map_err(|e| StoreError::io(partial, e))
                 })
             } else {
-                self.unpack_layer_from(&spec, source, &meter, &dest)
+                self.unpack_layer_from(&job.spec, source, &meter, &job.dest)
             };
             match result {
                 Ok(()) => {
                     let size = meter.unpacked_bytes();
-                    if !opts.download_only {
-                        let _ = fs::remove_file(&partial);
-                        self.inner
-                            .index
-                            .put_layer(&LayerRecord {
-                                diff_id: l.diff_id.clone(),
-                                size,
-                            })
-                            .map_err(|e| StoreError::io(&dest, e))?;
+                    if opts.download_only {
+                        (job.progress)(&PullEvent::LayerDone { digest: &l.digest });
+                    } else {
+                        let _ = fs::remove_file(partial);
+                        self.index_layer(job, size)?;
                     }
-                    progress(&PullEvent::LayerDone { digest: &l.digest });
                     return Ok(size);
                 }
                 // Bytes kept from an earlier run may be what is wrong: start once from zero.
                 Err(StoreError::BlobDigest { .. }) if resumed > 0 && !fresh_retry_done => {
                     fresh_retry_done = true;
-                    let _ = fs::remove_file(&partial);
+                    let _ = fs::remove_file(partial);
                 }
                 Err(e) => {
                     // Keep the partial blob only when a later try can resume it.
                     if !e.is_transient() && !matches!(e, StoreError::Cancelled { .. }) {
-                        let _ = fs::remove_file(&partial);
+                        let _ = fs::remove_file(partial);
                     }
                     return Err(e);
                 }
             }
         }
+    }
+
+    /// Records an unpacked layer in the index, and says it is done.
+    fn index_layer(&self, job: &LayerFetch<'_>, size: u64) -> Result<(), StoreError> {
+        self.inner
+            .index
+            .put_layer(&LayerRecord {
+                diff_id: job.l.diff_id.clone(),
+                size,
+            })
+            .map_err(|e| StoreError::io(&job.dest, e))?;
+        (job.progress)(&PullEvent::LayerDone {
+            digest: &job.l.digest,
+        });
+        Ok(())
     }
 
     /// Unpacks a stream into a quarantine dir (`.tmp-*`, inside the 0700 layers dir) and
