@@ -90,6 +90,12 @@ impl Relay {
             SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
             None,
         )?;
+        if protocol == Protocol::Tcp {
+            // As every TCP server: the relay closes first, so its connections' TIME_WAIT is on
+            // [::1]:port, and without this the next run of the container could not bind it for
+            // a minute. A listening socket's port stays its own all the same.
+            rustix::net::sockopt::set_socket_reuseaddr(&fd, true)?;
+        }
         rustix::net::bind(&fd, &at)?;
         let listener = match protocol {
             Protocol::Tcp => {
@@ -685,6 +691,9 @@ mod tests {
             proxy.stop();
             // And of its listener.
             assert!(TcpStream::connect(at).is_err());
+            // The relay closed first (its side is in TIME_WAIT): the container's next run
+            // binds the port at once all the same.
+            drop(Relay::listen(at.port(), Protocol::Tcp, at).unwrap());
         }
     }
 
