@@ -207,6 +207,7 @@ fn named_networks_isolate_stacks_through_the_agent() {
     });
     assert_eq!(curl(&format!("http://127.0.0.1:{port}/")), "web\n");
 
+    let bridge = berth_agent::names::network_bridge(&a.instance, "backend");
     // [::1], which the kernel cannot DNAT to a container: the shim's relay answers, to api's
     // IPv6 address on backend, and to web's IPv4 address.
     wait_until(Duration::from_secs(10), "api's port on [::1]", || {
@@ -225,6 +226,29 @@ fn named_networks_isolate_stacks_through_the_agent() {
     assert_eq!(ask_udp(&clients[1], udp_port, b"two").as_deref(), Some(&b"two"[..]));
     assert_eq!(ask_udp(&clients[0], udp_port, b"three").as_deref(), Some(&b"three"[..]));
     kill_group(echo);
+    // A container cannot reach the relay: api, with CAP_NET_ADMIN in its netns, routes ::1 to
+    // the host; its SYN reaches the bridge, and the host's kernel drops them (`::1` that did not
+    // come in on lo).
+    let rx = || {
+        std::fs::read_to_string(format!("/sys/class/net/{bridge}/statistics/rx_packets"))
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let before = rx();
+    let pid = a.status_of("api").unwrap()["pid"].as_i64().unwrap();
+    let script = format!(
+        "ip -6 addr del ::1/128 dev lo && ip -6 route add ::1/128 via {gateway6} && \
+         exec curl -sS -m 1 http://[::1]:{port}/"
+    );
+    let out = std::process::Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-n", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("timed out"), "{err}");
+    assert!(rx() > before, "the SYN went to the host");
     // The shims relay, not the agent: killed, and started again, it changes nothing.
     a.kill9();
     assert_eq!(curl(&format!("http://[::1]:{port}/")), "web\n");
@@ -232,7 +256,6 @@ fn named_networks_isolate_stacks_through_the_agent() {
     assert_eq!(curl(&format!("http://[::1]:{web_port}/")), "web\n");
 
     // Each network's kernel objects are named from the instance.
-    let bridge = berth_agent::names::network_bridge(&a.instance, "backend");
     let links = std::process::Command::new("ip")
         .args(["-o", "link", "show", &bridge])
         .output()
