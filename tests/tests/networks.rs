@@ -75,7 +75,8 @@ fn kill_group(mut c: std::process::Child) {
 
 fn ask_udp_client() -> std::net::UdpSocket {
     let c = std::net::UdpSocket::bind("[::1]:0").unwrap();
-    c.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
     c
 }
 
@@ -223,8 +224,14 @@ fn named_networks_isolate_stacks_through_the_agent() {
     wait_until(Duration::from_secs(10), "UDP over [::1]", || {
         ask_udp(&clients[0], udp_port, b"one").as_deref() == Some(b"one".as_slice())
     });
-    assert_eq!(ask_udp(&clients[1], udp_port, b"two").as_deref(), Some(&b"two"[..]));
-    assert_eq!(ask_udp(&clients[0], udp_port, b"three").as_deref(), Some(&b"three"[..]));
+    assert_eq!(
+        ask_udp(&clients[1], udp_port, b"two").as_deref(),
+        Some(&b"two"[..])
+    );
+    assert_eq!(
+        ask_udp(&clients[0], udp_port, b"three").as_deref(),
+        Some(&b"three"[..])
+    );
     kill_group(echo);
     // A container cannot reach the relay: api, with CAP_NET_ADMIN in its netns, routes ::1 to
     // the host; its SYN reaches the bridge, and the host's kernel drops them (`::1` that did not

@@ -187,8 +187,8 @@ impl Drop for Proxy {
 /// Each connection holds two sockets and two pipes: make room for the limits, within the
 /// hard limit (the shim's fds are otherwise a handful; the container has its own limits).
 fn raise_fd_limit(relays: &[Relay], limits: &Limits) {
-    let need = relays.len() as u64 * (6 * limits.max_connections as u64 + limits.max_flows as u64)
-        + 64;
+    let need =
+        relays.len() as u64 * (6 * limits.max_connections as u64 + limits.max_flows as u64) + 64;
     let cur = rustix::process::getrlimit(rustix::process::Resource::Nofile);
     let soft = cur.current.unwrap_or(u64::MAX);
     if soft >= need {
@@ -506,9 +506,7 @@ impl Loop {
                             }
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                        Err(e)
-                            if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) =>
-                        {
+                        Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
                             self.paused[i] = Some(now + Duration::from_millis(100));
                             return;
                         }
@@ -675,7 +673,10 @@ mod tests {
             c.shutdown(Shutdown::Write).unwrap();
             let mut answer = Vec::new();
             c.read_to_end(&mut answer).unwrap();
-            assert!(got_rx.recv().unwrap() == payload(1 << 20, 1), "request relayed whole");
+            assert!(
+                got_rx.recv().unwrap() == payload(1 << 20, 1),
+                "request relayed whole"
+            );
             assert!(answer == payload(3 << 20, 2), "answer relayed whole");
 
             let mut c = TcpStream::connect(at).unwrap();
@@ -684,7 +685,10 @@ mod tests {
             assert_eq!(hello, b"hello");
             c.write_all(&payload(2 << 20, 3)).unwrap();
             c.shutdown(Shutdown::Write).unwrap();
-            assert!(got_rx.recv().unwrap() == payload(2 << 20, 3), "written after EOF");
+            assert!(
+                got_rx.recv().unwrap() == payload(2 << 20, 3),
+                "written after EOF"
+            );
             serving.join().unwrap();
             // Both connections are closed at both ends: the relay let go of them.
             wait_for("connections released", || proxy.live().0 == 0);
@@ -751,7 +755,11 @@ mod tests {
         wait_for("two flows", || proxy.live().1 == 2);
         wait_for("idle flows closed", || proxy.live().1 == 0);
         assert_eq!(ask(&a, b"again"), b"re:again");
-        assert_ne!(seen_rx.recv().unwrap(), fa, "a new flow after the idle one went");
+        assert_ne!(
+            seen_rx.recv().unwrap(),
+            fa,
+            "a new flow after the idle one went"
+        );
         serving.join().unwrap();
         proxy.stop();
     }
