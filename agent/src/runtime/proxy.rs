@@ -380,13 +380,17 @@ struct Loop {
 impl Loop {
     fn new(relays: Vec<Relay>, limits: Limits, live: Arc<Live>) -> Loop {
         let n = relays.len();
+        // A datagram's largest payload; only a UDP relay needs it.
+        let udp = relays
+            .iter()
+            .any(|r| matches!(r.listener, Listener::Udp(_)));
         Loop {
             relays,
             paused: vec![None; n],
             limits,
             conns: (0..n).map(|_| Vec::new()).collect(),
             flows: (0..n).map(|_| HashMap::new()).collect(),
-            buf: Vec::new(),
+            buf: if udp { vec![0; 65536] } else { Vec::new() },
             live,
         }
     }
@@ -434,6 +438,10 @@ impl Loop {
             // SAFETY: a live array of pollfds.
             let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
             if n < 0 {
+                if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                    // Not expected (the fds are ours and within RLIMIT_NOFILE): do not spin.
+                    std::thread::sleep(Duration::from_millis(10));
+                }
                 continue;
             }
             let now = Instant::now();
@@ -515,9 +523,6 @@ impl Loop {
                 }
             }
             Listener::Udp(sock) => {
-                if self.buf.len() < 65536 {
-                    self.buf.resize(65536, 0);
-                }
                 for _ in 0..64 {
                     let (n, client) = match sock.recv_from(&mut self.buf) {
                         Ok(r) => r,
