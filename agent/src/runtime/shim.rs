@@ -1,4 +1,5 @@
-//! The shim: one small single-threaded supervisor per running container (binary `berth-shim`).
+//! The shim: one small supervisor per running container (binary `berth-shim`), single-threaded
+//! until its container runs (then, for ports that answer on `[::1]`, one relay thread).
 //!
 //! `berth-shim start <shim_dir>`: forks away from the caller (which reaps the short-lived
 //! parent), starts a session, moves into `<instance>/_shims` outside the agent's cgroup, becomes
@@ -221,7 +222,8 @@ fn supervise(
         let _ = cg.remove(Duration::from_secs(5));
     };
     sys::mark("shim-clone");
-    // SAFETY: the shim is single-threaded (it runs no runtime and starts no thread).
+    // SAFETY: the shim is single-threaded (it runs no runtime, and starts its one thread, the
+    // [::1] relay, only once the container runs).
     let child = match unsafe { sys::clone_fork(flags) } {
         Err(e) => {
             undo(cg);
