@@ -49,12 +49,8 @@ pub fn hold(ports: &[HostPort]) -> Result<Held, String> {
         let only_loopback = p.ip == Some(IpAddr::V6(Ipv6Addr::LOCALHOST));
         if !only_loopback {
             let v4 = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), p.port);
-            let at = HostPort {
-                ip: Some(v4.ip()),
-                ..*p
-            };
             held.reserved
-                .push(bind(v4, p.protocol).map_err(|e| failed(at, e))?);
+                .push(bind(v4, p.protocol).map_err(|e| failed(*p, e))?);
         }
         let at = HostPort {
             ip: Some(IpAddr::V6(Ipv6Addr::LOCALHOST)),
@@ -138,6 +134,10 @@ mod tests {
         let e = hold(&[relayed(None)]).unwrap_err();
         assert_eq!(e, format!("host port [::1]:{port}/tcp is in use"));
         drop(probe);
+        let v4 = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
+        let e = hold(&[relayed(None)]).unwrap_err();
+        assert_eq!(e, format!("host port {port}/tcp is in use"));
+        drop(v4);
         for ip in [None, Some("::")] {
             let held = hold(&[relayed(ip)]).unwrap();
             assert_eq!((held.reserved.len(), held.loopback6.len()), (1, 1));
