@@ -706,6 +706,55 @@ mod tests {
         }
     }
 
+    /// Many connections at once, some dropped by the client with a reset mid-way: every
+    /// other exchange completes, and the relay lets go of all of them.
+    #[test]
+    fn concurrent_and_aborted_connections_are_all_released() {
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (proxy, at) = start(
+            Protocol::Tcp,
+            server.local_addr().unwrap(),
+            Limits::default(),
+        );
+        // An echo server: each connection on a thread of its own, until its EOF or reset.
+        std::thread::spawn(move || {
+            for s in server.incoming() {
+                let Ok(mut s) = s else { return };
+                std::thread::spawn(move || {
+                    let mut r = s.try_clone().unwrap();
+                    let _ = std::io::copy(&mut r, &mut s);
+                });
+            }
+        });
+        let clients: Vec<_> = (0..40u8)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let mut c = TcpStream::connect(at).unwrap();
+                    let data = payload(256 * 1024, i);
+                    if i % 4 == 0 {
+                        // Written halfway, then a reset.
+                        c.write_all(&data[..1000]).unwrap();
+                        rustix::net::sockopt::set_socket_linger(&c, Some(Duration::ZERO)).unwrap();
+                        return;
+                    }
+                    let mut r = c.try_clone().unwrap();
+                    let reader = std::thread::spawn(move || {
+                        let mut back = Vec::new();
+                        r.read_to_end(&mut back).unwrap();
+                        back
+                    });
+                    c.write_all(&data).unwrap();
+                    c.shutdown(Shutdown::Write).unwrap();
+                    assert!(reader.join().unwrap() == data, "echo {i} whole");
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().unwrap();
+        }
+        wait_for("every connection released", || proxy.live().0 == 0);
+    }
+
     #[test]
     fn a_container_port_that_refuses_resets_the_client() {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
