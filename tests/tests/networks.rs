@@ -114,10 +114,14 @@ fn named_networks_isolate_stacks_through_the_agent() {
     a.start(&opts);
     let (web, db) = (web_image("web\n"), web_image("db\n"));
     // web's port: IPv4 only (the default network has no IPv6), so [::1] relays to IPv4.
-    let web_port = berth_e2e::fixtures::free_port();
+    // And one on [::1] only: the relay, no DNAT anywhere.
+    let (web_port, lo6_port) = (
+        berth_e2e::fixtures::free_port(),
+        berth_e2e::fixtures::free_port(),
+    );
     a.write_spec(
         "web",
-        &format!("image = \"{web}\"\nports = [\"{web_port}:80\"]\n"),
+        &format!("image = \"{web}\"\nports = [\"{web_port}:80\", \"[::1]:{lo6_port}:80\"]\n"),
     );
     a.write_spec(
         "db",
@@ -215,6 +219,8 @@ fn named_networks_isolate_stacks_through_the_agent() {
         curl(&format!("http://[::1]:{port}/")) == "web\n"
     });
     assert_eq!(curl(&format!("http://[::1]:{web_port}/")), "web\n");
+    assert_eq!(curl(&format!("http://[::1]:{lo6_port}/")), "web\n");
+    assert_eq!(curl(&format!("http://127.0.0.1:{lo6_port}/")), "");
     // A half-closed connection: the request, then EOF; the answer still comes back whole.
     let answer = half_closed_get(port);
     assert!(answer.ends_with("\r\n\r\nweb\n"), "{answer:?}");
@@ -284,7 +290,7 @@ fn named_networks_isolate_stacks_through_the_agent() {
         .unwrap();
     assert!(!links.status.success(), "bridge {bridge} left");
     // Nothing holds the ports on [::1] any more (nor anywhere: a [::] bind covers all).
-    for p in [port, web_port] {
+    for p in [port, web_port, lo6_port] {
         std::net::TcpListener::bind(("::", p)).unwrap_or_else(|e| panic!("{p}/tcp: {e}"));
     }
     std::net::UdpSocket::bind(("::", udp_port)).unwrap();
