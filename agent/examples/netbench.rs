@@ -267,6 +267,15 @@ fn lab(dir: &Path) -> String {
         "add rule ip6 handdnat6 pre ip6 daddr fd00:e31::1 tcp dport 5202 dnat to [{ip6}]:5201"
     );
     sh(&["nft", &rule6]);
+    // [::1]:5204, which the kernel cannot DNAT to a container: the shim's relay, run here as
+    // the shim runs it, to the container's IPv6 address.
+    let relay = berth_agent::runtime::proxy::Relay::listen(
+        5204,
+        Protocol::Tcp,
+        std::net::SocketAddr::new(ip6, 5201),
+    )
+    .unwrap();
+    let proxy = berth_agent::runtime::proxy::Proxy::start(vec![relay], Default::default()).unwrap();
     let info = serde_json::json!({
         "pid": std::process::id(),
         "host_addr": "10.231.0.1",
@@ -275,12 +284,13 @@ fn lab(dir: &Path) -> String {
         "container_ip6": ip6.to_string(),
         "container_ns": a.netns,
         "other_ns": other,
-        "berth_port": 5201, "hand_dnat_port": 5202,
+        "berth_port": 5201, "hand_dnat_port": 5202, "relay6_port": 5204,
     });
     println!("{info}");
     std::io::stdout().flush().unwrap();
     // Serve until the scenario closes our stdin.
     for _ in std::io::stdin().lock().lines() {}
+    proxy.stop();
     let _ = net.detach("srv", &id);
     let _ = netns::remove(&other);
     "{}".to_string()

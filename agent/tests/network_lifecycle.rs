@@ -405,6 +405,7 @@ fn a_reserved_host_port_is_held_and_a_foreign_element_is_named() {
                 ip: None,
                 port: 8080,
                 protocol: Protocol::Tcp,
+                loopback6_to: None,
             }])
         })
         .unwrap()

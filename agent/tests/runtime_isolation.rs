@@ -203,11 +203,21 @@ fn the_init_reaper_holds_nothing_of_the_hosts() {
          readlink /proc/1/exe >/dev/null 2>&1 && echo exe-open || echo exe-closed; sleep 1000",
     );
     c.init = true;
-    c.host_ports = vec![HostPort {
-        ip: Some("127.0.0.1".parse().unwrap()),
-        port,
-        protocol: berth_spec::model::Protocol::Tcp,
-    }];
+    // The second is relayed on [::1] too: the relay's listener is the shim's, not the reaper's.
+    c.host_ports = vec![
+        HostPort {
+            ip: Some("127.0.0.1".parse().unwrap()),
+            port,
+            protocol: berth_spec::model::Protocol::Tcp,
+            loopback6_to: None,
+        },
+        HostPort {
+            ip: Some("::1".parse().unwrap()),
+            port,
+            protocol: berth_spec::model::Protocol::Tcp,
+            loopback6_to: Some("127.0.0.1:9".parse().unwrap()),
+        },
+    ];
     let started = env.runtime.create(&c).unwrap();
     env.wait_line(&c, "exe-closed");
     let fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", started.pid))

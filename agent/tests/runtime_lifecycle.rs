@@ -124,28 +124,67 @@ fn published_ports_are_held_and_a_taken_port_fails_create() {
     };
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
+    // The second port is relayed on [::1] by the shim, here to a server of the test's own.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let relayed = std::net::TcpListener::bind("[::1]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut c = env.config("p", "sleep 1000");
-    c.host_ports = vec![HostPort {
-        ip: Some("127.0.0.1".parse().unwrap()),
-        port,
-        protocol: Protocol::Tcp,
-    }];
+    c.host_ports = vec![
+        HostPort {
+            ip: Some("127.0.0.1".parse().unwrap()),
+            port,
+            protocol: Protocol::Tcp,
+            loopback6_to: None,
+        },
+        HostPort {
+            ip: Some("::1".parse().unwrap()),
+            port: relayed,
+            protocol: Protocol::Tcp,
+            loopback6_to: Some(server.local_addr().unwrap()),
+        },
+    ];
     let e = env.runtime.create(&c).unwrap_err().to_string();
     assert!(
         e.contains(&format!("host port 127.0.0.1:{port}/tcp is in use")),
         "{e}"
     );
     drop(taken);
-    env.runtime.create(&c).unwrap();
+    let started = env.runtime.create(&c).unwrap();
     assert!(
         std::net::TcpListener::bind(("127.0.0.1", port)).is_err(),
         "the shim holds it"
     );
+    // A real exchange through the shim's relay.
+    let serving = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut s, _) = server.accept().unwrap();
+        let mut req = Vec::new();
+        s.read_to_end(&mut req).unwrap();
+        s.write_all(&[b"re:".as_slice(), &req].concat()).unwrap();
+    });
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("::1", relayed)).unwrap();
+        s.write_all(b"ping").unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).unwrap();
+        assert_eq!(answer, b"re:ping");
+    }
+    serving.join().unwrap();
+    let threads = std::fs::read_dir(format!("/proc/{}/task", started.shim_pid))
+        .unwrap()
+        .count();
+    assert_eq!(threads, 2, "the shim and its relay");
     env.runtime
         .stop(&c.name, &c.id, Some(libc::SIGKILL), Duration::from_secs(5))
         .unwrap();
-    wait_for(Duration::from_secs(5), "the port to be released", || {
+    wait_for(Duration::from_secs(5), "the ports to be released", || {
         std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("::1", relayed)).is_ok()
     });
 }
 

@@ -13,7 +13,9 @@ rotation (runs of `SECONDS` s): berth's published port (DNAT from its map), a ha
 nftables `dnat to` rule on the same path (the peer; target: berth >= 95% of it), straight to the
 container's address (routed, no NAT), and socat as a userland proxy on the host; and over IPv6
 (the lab's network is dual-stack) berth's published port against a hand-written `ip6` DNAT rule
-on the same path. Setup: one
+on the same path, and from the host itself to `[::1]` (which the kernel cannot DNAT to a
+container) berth's relay (the shim's `runtime::proxy`, splice) against socat on `[::1]`, both
+to the container's IPv6 address. Setup: one
 container's network as `Network::attach` + `publish` do it (lease, netns with lo up, veth born
 in the netns, address, default route, one port element), timed in-process by
 `agent/examples/netbench.rs`; target < 5 ms. Publishing N ports is one netlink batch, compared
@@ -67,6 +69,11 @@ def throughput(ctx, bin, seconds, rounds):
         procs.append(subprocess.Popen(
             in_lab_host(pid, "socat", "TCP-LISTEN:5203,fork,reuseaddr", f"TCP:{cip}:5201"),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        cip6 = info["container_ip6"]
+        procs.append(subprocess.Popen(
+            in_lab_host(pid, "socat", "TCP6-LISTEN:5205,bind=[::1],fork,reuseaddr", f"TCP6:[{cip6}]:5201"),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        host_ns = f"/proc/{pid}/ns/net"  # the lab's host: [::1] is its own loopback
         paths = {
             "berth": (host, 5201),
             "hand": (host, info["hand_dnat_port"]),
@@ -74,6 +81,8 @@ def throughput(ctx, bin, seconds, rounds):
             "socat": (host, 5203),
             "berth6": (host6, 5201),
             "hand6": (host6, info["hand_dnat_port"]),
+            "relay6": ("::1", info["relay6_port"], host_ns),
+            "socat6": ("::1", 5205, host_ns),
         }
         order = list(paths)
         samples = {k: [] for k in paths}
@@ -81,8 +90,8 @@ def throughput(ctx, bin, seconds, rounds):
         for r in range(rounds):
             # Rotate the order each round so no path always runs first.
             for name in order[r % len(order):] + order[:r % len(order)]:
-                addr, port = paths[name]
-                samples[name].append(iperf(pid, info["other_ns"], addr, port, seconds))
+                addr, port, *ns = paths[name]
+                samples[name].append(iperf(pid, ns[0] if ns else info["other_ns"], addr, port, seconds))
         return samples
     finally:
         for p in procs:
@@ -121,6 +130,8 @@ def run(ctx, quick):
         gbit("berth", "direct", "direct to the container"),
         gbit("berth", "socat", "socat userland proxy"),
         gbit("berth6", "hand6", "hand-written nft ip6 DNAT"),
+        {**gbit("relay6", "socat6", "socat on [::1]"),
+         "name": f"published port throughput on [::1], the shim's relay (iperf3 {seconds} s)"},
         {"name": "network setup of one container (attach + 1 published port)", "unit": "s",
          "berth": setup["setup_total"], "peer": None, "peer_name": None,
          "target": {"text": "< 5 ms", "max": 0.005}},

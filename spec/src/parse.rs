@@ -408,22 +408,6 @@ fn decode(
             }
         }
     }
-    if let Ok(Some(list)) = &ports {
-        for (p, span) in list {
-            if matches!(p.host_ip, Some(IpAddr::V6(a)) if a.is_loopback()) {
-                cx.error(
-                    *span,
-                    "ports",
-                    format!(
-                        "{}: the kernel cannot forward [::1] to a container (IPv6 has no \
-                         route_localnet: a reply to ::1 arriving on the bridge is dropped); \
-                         publish on 127.0.0.1 or on the host's addresses",
-                        ports::format(p)
-                    ),
-                );
-            }
-        }
-    }
     if let (Some(known), Ok(Some(list)), Some(e)) =
         (host.networks.as_ref(), &ports, t.entries.get("ports"))
         && !list.is_empty()
@@ -719,7 +703,8 @@ fn static_ips(
 }
 
 /// Published ports go to the container's address on the first network of each family that is
-/// not internal: there must be one for every port, and `::1` cannot be a target at all.
+/// not internal: there must be one for every port of a family. `::1` needs none of IPv6: the
+/// shim relays it to the container's IPv4 address when it has no IPv6 one.
 fn publish_targets(
     cx: &mut Cx<'_>,
     at: Span,
@@ -756,7 +741,7 @@ fn publish_targets(
                     ports::format(p)
                 ),
             ),
-            Some(IpAddr::V6(a)) if !a.is_unspecified() && !v6 => cx.error(
+            Some(IpAddr::V6(a)) if !a.is_unspecified() && !a.is_loopback() && !v6 => cx.error(
                 *span,
                 "ports",
                 format!(

@@ -2,7 +2,8 @@
 //! networks reaches each by name, containers on different networks cannot reach each other in
 //! either direction, the names each sees are its networks' own, and `berth doctor --fix` on the
 //! stopped agent removes every network's bridge and table (the suite's leak check then finds
-//! nothing of the instance).
+//! nothing of the instance). Published ports answer on `[::1]` through the shims' relay (TCP,
+//! half-closed, UDP; with the agent killed), and nothing holds them after.
 
 use std::time::Duration;
 
@@ -32,6 +33,61 @@ fn fetch(a: &TestAgent, name: &str, url: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// `GET /` on `[::1]:port`, half-closing the connection after the request.
+fn half_closed_get(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("::1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The host's socat, serving UDP echo on `port` in `name`'s netns, in a process group of its
+/// own (its per-datagram children go with it).
+fn udp_echo_in(a: &TestAgent, name: &str, port: u16) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let pid = a.status_of(name).unwrap()["pid"].as_i64().unwrap();
+    std::process::Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-n", "socat", "-T", "5"])
+        .arg(format!("UDP6-RECVFROM:{port},fork"))
+        .arg("EXEC:cat")
+        .process_group(0)
+        .spawn()
+        .unwrap()
+}
+
+fn kill_group(mut c: std::process::Child) {
+    // SAFETY: kill(2) on the process group of a child we spawned as its leader.
+    unsafe { libc::kill(-(c.id() as i32), libc::SIGKILL) };
+    let _ = c.wait();
+}
+
+fn ask_udp_client() -> std::net::UdpSocket {
+    let c = std::net::UdpSocket::bind("[::1]:0").unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    c
+}
+
+/// One datagram to `[::1]:port` and its answer, if one comes from there.
+fn ask_udp(c: &std::net::UdpSocket, port: u16, what: &[u8]) -> Option<Vec<u8>> {
+    c.send_to(what, ("::1", port)).ok()?;
+    let mut buf = [0u8; 512];
+    let (n, from) = c.recv_from(&mut buf).ok()?;
+    (from.port() == port).then(|| buf[..n].to_vec())
+}
+
 fn ip_of(a: &TestAgent, name: &str) -> String {
     let s = a.status_of(name).unwrap();
     s["ip"]
@@ -57,7 +113,16 @@ fn named_networks_isolate_stacks_through_the_agent() {
     let mut a = TestAgent::new("nw", &opts);
     a.start(&opts);
     let (web, db) = (web_image("web\n"), web_image("db\n"));
-    a.write_spec("web", &format!("image = \"{web}\"\n"));
+    // web's port: IPv4 only (the default network has no IPv6), so [::1] relays to IPv4.
+    // And one on [::1] only: the relay, no DNAT anywhere.
+    let (web_port, lo6_port) = (
+        berth_e2e::fixtures::free_port(),
+        berth_e2e::fixtures::free_port(),
+    );
+    a.write_spec(
+        "web",
+        &format!("image = \"{web}\"\nports = [\"{web_port}:80\", \"[::1]:{lo6_port}:80\"]\n"),
+    );
     a.write_spec(
         "db",
         &format!("image = \"{db}\"\nnetworks = [\"backend\"]\n"),
@@ -65,10 +130,11 @@ fn named_networks_isolate_stacks_through_the_agent() {
     // api publishes a port: IPv4 on its primary network (default, IPv4-only), IPv6 on the
     // first routed network with IPv6 (backend).
     let port = berth_e2e::fixtures::free_port();
+    let udp_port = free_udp_port();
     a.write_spec(
         "api",
         &format!(
-            "image = \"{web}\"\nnetworks = [\"default\", \"backend\"]\nports = [\"{port}:80\"]\n"
+            "image = \"{web}\"\nnetworks = [\"default\", \"backend\"]\nports = [\"{port}:80\", \"{udp_port}:5353/udp\"]\n"
         ),
     );
     for n in ["web", "db", "api"] {
@@ -146,8 +212,63 @@ fn named_networks_isolate_stacks_through_the_agent() {
     });
     assert_eq!(curl(&format!("http://127.0.0.1:{port}/")), "web\n");
 
-    // Each network's kernel objects are named from the instance.
     let bridge = berth_agent::names::network_bridge(&a.instance, "backend");
+    // [::1], which the kernel cannot DNAT to a container: the shim's relay answers, to api's
+    // IPv6 address on backend, and to web's IPv4 address.
+    wait_until(Duration::from_secs(10), "api's port on [::1]", || {
+        curl(&format!("http://[::1]:{port}/")) == "web\n"
+    });
+    assert_eq!(curl(&format!("http://[::1]:{web_port}/")), "web\n");
+    assert_eq!(curl(&format!("http://[::1]:{lo6_port}/")), "web\n");
+    assert_eq!(curl(&format!("http://127.0.0.1:{lo6_port}/")), "");
+    // A half-closed connection: the request, then EOF; the answer still comes back whole.
+    let answer = half_closed_get(port);
+    assert!(answer.ends_with("\r\n\r\nweb\n"), "{answer:?}");
+    // UDP: an echo server in api's netns (the image has none); two clients, each its answers.
+    let echo = udp_echo_in(&a, "api", 5353);
+    let clients = [ask_udp_client(), ask_udp_client()];
+    wait_until(Duration::from_secs(10), "UDP over [::1]", || {
+        ask_udp(&clients[0], udp_port, b"one").as_deref() == Some(b"one".as_slice())
+    });
+    assert_eq!(
+        ask_udp(&clients[1], udp_port, b"two").as_deref(),
+        Some(&b"two"[..])
+    );
+    assert_eq!(
+        ask_udp(&clients[0], udp_port, b"three").as_deref(),
+        Some(&b"three"[..])
+    );
+    kill_group(echo);
+    // A container cannot reach the relay: api, with CAP_NET_ADMIN in its netns, routes ::1 to
+    // the host; its SYN reaches the bridge, and the host's kernel drops them (`::1` that did not
+    // come in on lo).
+    let rx = || {
+        std::fs::read_to_string(format!("/sys/class/net/{bridge}/statistics/rx_packets"))
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let before = rx();
+    let pid = a.status_of("api").unwrap()["pid"].as_i64().unwrap();
+    let script = format!(
+        "ip -6 addr del ::1/128 dev lo && ip -6 route add ::1/128 via {gateway6} && \
+         exec curl -sS -m 1 http://[::1]:{port}/"
+    );
+    let out = std::process::Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-n", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("timed out"), "{err}");
+    assert!(rx() > before, "the SYN went to the host");
+    // The shims relay, not the agent: killed, and started again, it changes nothing.
+    a.kill9();
+    assert_eq!(curl(&format!("http://[::1]:{port}/")), "web\n");
+    a.start(&opts);
+    assert_eq!(curl(&format!("http://[::1]:{web_port}/")), "web\n");
+
+    // Each network's kernel objects are named from the instance.
     let links = std::process::Command::new("ip")
         .args(["-o", "link", "show", &bridge])
         .output()
@@ -168,6 +289,11 @@ fn named_networks_isolate_stacks_through_the_agent() {
         .output()
         .unwrap();
     assert!(!links.status.success(), "bridge {bridge} left");
+    // Nothing holds the ports on [::1] any more (nor anywhere: a [::] bind covers all).
+    for p in [port, web_port, lo6_port] {
+        std::net::TcpListener::bind(("::", p)).unwrap_or_else(|e| panic!("{p}/tcp: {e}"));
+    }
+    std::net::UdpSocket::bind(("::", udp_port)).unwrap();
     let tables = std::process::Command::new("nft")
         .args(["list", "table", "inet", &table])
         .output()

@@ -146,11 +146,13 @@ impl Host {
         image: &crate::image::ResolvedImage,
     ) -> Result<(), ActionError> {
         let id = rec.id.clone();
+        let mut loopback6_to = None;
         let netns = match &spec.network {
             NetworkMode::Bridge => {
                 // The leases name the incarnation, so a crash from here on finds the addresses
                 // through them: the record learns them with the final save.
                 let mut netns = None;
+                let mut v6_of = Vec::new();
                 let primary = self.primary(spec.networks.iter().map(|j| j.name.as_str()));
                 for (i, join) in spec.networks.iter().enumerate() {
                     let net = self.net(&join.name).ok_or_else(|| {
@@ -168,12 +170,19 @@ impl Host {
                     }
                     .map_err(transient)?;
                     rec.networks.push((join.name.clone(), att.ip));
+                    v6_of.push(att.ip6.or(Some(att.ip).filter(IpAddr::is_ipv6)));
                     if i == primary {
                         rec.ip = Some(att.ip);
                         rec.ip6 = att.ip6;
                     }
                     netns.get_or_insert(att.netns);
                 }
+                // `[::1]` is relayed to the address the IPv6 ports go to, else the IPv4 one.
+                loopback6_to = self
+                    .publishing(&rec.joined())
+                    .into_iter()
+                    .find_map(|i| v6_of.get(i).copied().flatten())
+                    .or(rec.ip.filter(IpAddr::is_ipv4));
                 netns
             }
             NetworkMode::Container(of) => {
@@ -221,7 +230,11 @@ impl Host {
             id.clone(),
             image,
             &self.layout,
-            Placement { netns, etc },
+            Placement {
+                netns,
+                etc,
+                loopback6_to,
+            },
         )
         .map_err(ActionError::permanent)?;
         self.runtime.create(&cfg).map_err(transient)?;

@@ -99,6 +99,22 @@ pub struct HostPort {
     pub ip: Option<IpAddr>,
     pub port: u16,
     pub protocol: Protocol,
+    /// The container's address and port the shim relays `[::1]:port` to (see
+    /// [`super::proxy`]); `None`: the port does not answer on `[::1]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loopback6_to: Option<std::net::SocketAddr>,
+}
+
+impl HostPort {
+    /// Whether a port with this `host_ip` answers on `[::1]`: without one, with `::`, and
+    /// with `::1` itself.
+    pub fn answers_on_loopback6(host_ip: Option<IpAddr>) -> bool {
+        match host_ip {
+            None => true,
+            Some(IpAddr::V6(a)) => a.is_unspecified() || a.is_loopback(),
+            Some(IpAddr::V4(_)) => false,
+        }
+    }
 }
 
 impl std::fmt::Display for HostPort {
@@ -117,6 +133,9 @@ pub struct Placement {
     /// The netns to join for `network = "bridge"` (ignored for host and none).
     pub netns: Option<PathBuf>,
     pub etc: EtcFiles,
+    /// The container's address its ports' `[::1]` relay connects to: its IPv6 address on the
+    /// network publishing its IPv6 ports, else its IPv4 one; `None`: no relay.
+    pub loopback6_to: Option<IpAddr>,
 }
 
 impl ContainerConfig {
@@ -183,6 +202,10 @@ impl ContainerConfig {
                 ip: p.host_ip,
                 port: p.host,
                 protocol: p.protocol,
+                loopback6_to: placement
+                    .loopback6_to
+                    .filter(|_| HostPort::answers_on_loopback6(p.host_ip))
+                    .map(|ip| std::net::SocketAddr::new(ip, p.container)),
             })
             .collect();
         Ok(ContainerConfig {
@@ -362,14 +385,23 @@ mod tests {
             target: "/data".into(),
             read_only: false,
         }];
-        spec.ports = vec![PortMapping {
-            host_ip: None,
-            host: 8080,
+        let port = |host_ip: Option<&str>, host| PortMapping {
+            host_ip: host_ip.map(|ip| ip.parse().unwrap()),
+            host,
             container: 80,
             protocol: Protocol::Tcp,
-        }];
+        };
+        spec.ports = vec![
+            port(None, 8080),
+            port(Some("::"), 8081),
+            port(Some("::1"), 8082),
+            port(Some("0.0.0.0"), 8083),
+            port(Some("127.0.0.1"), 8084),
+            port(Some("fd00::5"), 8085),
+        ];
         let id = IncarnationId::random();
         let placement = Placement {
+            loopback6_to: Some("fd00:213::2".parse().unwrap()),
             netns: Some("/r/netns/web-x".into()),
             etc: EtcFiles {
                 hosts: Some("/s/containers/web/hosts".into()),
@@ -387,6 +419,10 @@ mod tests {
             MountSource::Volume("/s/volumes/data".into())
         );
         assert_eq!(c.host_ports[0].to_string(), "8080/tcp");
+        // `[::1]` is relayed for the ports that answer there: no host_ip, `::` and `::1`.
+        let relayed: Vec<_> = c.host_ports.iter().map(|p| p.loopback6_to).collect();
+        let to = Some("[fd00:213::2]:80".parse().unwrap());
+        assert_eq!(relayed, [to, to, to, None, None, None]);
         assert_eq!(c.layers, image().layers);
         assert!(c.validate().is_ok());
     }

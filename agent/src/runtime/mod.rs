@@ -40,6 +40,7 @@ pub mod oom;
 pub mod passwd;
 pub mod ports;
 pub mod process;
+pub mod proxy;
 pub mod rootfs;
 pub mod seccomp;
 pub mod shim;

@@ -1,11 +1,13 @@
-//! The shim: one small single-threaded supervisor per running container (binary `berth-shim`).
+//! The shim: one small supervisor per running container (binary `berth-shim`), single-threaded
+//! until its container runs (then, for ports that answer on `[::1]`, one relay thread).
 //!
 //! `berth-shim start <shim_dir>`: forks away from the caller (which reaps the short-lived
 //! parent), starts a session, moves into `<instance>/_shims` outside the agent's cgroup, becomes
 //! subreaper, holds the published host ports, makes the container's cgroup, clones the
 //! container's init into new namespaces, reports one [`Report`] line on stdout, then relays the
-//! container's stdout/stderr into the CRI log until the init exits, records [`ExitRecord`]
-//! atomically, removes the cgroup and exits.
+//! container's stdout/stderr into the CRI log (and, on a thread of its own, connections to the
+//! ports' `[::1]` side into the container: [`super::proxy`]) until the init exits, records
+//! [`ExitRecord`] atomically, removes the cgroup and exits.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
@@ -176,7 +178,7 @@ fn supervise(
     cfg: &ContainerConfig,
     host: &HostKernel,
     cg: &Cgroup,
-    held_ports: Vec<OwnedFd>,
+    held_ports: ports::Held,
 ) -> Result<i32, String> {
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
@@ -220,7 +222,8 @@ fn supervise(
         let _ = cg.remove(Duration::from_secs(5));
     };
     sys::mark("shim-clone");
-    // SAFETY: the shim is single-threaded (it runs no runtime and starts no thread).
+    // SAFETY: the shim is single-threaded (it runs no runtime, and starts its one thread, the
+    // [::1] relay, only once the container runs).
     let child = match unsafe { sys::clone_fork(flags) } {
         Err(e) => {
             undo(cg);
@@ -294,12 +297,29 @@ fn supervise(
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
         let _ = sys::dup2(null.as_raw_fd(), 1);
     }
+    // The [::1] relay: the shim's one thread besides itself, started only now that nothing
+    // forks or clones any more (the container's init is running), and joined before the exit
+    // is recorded, so that "exited" means nothing of the run is left.
+    let ports::Held {
+        reserved,
+        loopback6,
+    } = held_ports;
+    let proxy = match super::proxy::Proxy::start(loopback6, super::proxy::Limits::default()) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!("berth-shim: cannot start the [::1] relay: {e}");
+            None
+        }
+    };
 
     let status = relay(&mut log, out_r, err_r, &pidfd, child);
     let finished_at = SystemTime::now();
+    if let Some(p) = proxy {
+        p.stop();
+    }
     let oom = cg.oom_kills() > oom_before;
     undo(cg);
-    drop(held_ports);
+    drop(reserved);
     let (code, signal) = if libc::WIFEXITED(status) {
         (Some(libc::WEXITSTATUS(status)), None)
     } else {

@@ -153,6 +153,8 @@ pub fn elements_for(owner: &str, to: &[IpAddr], ports: &[PortMapping]) -> Vec<Po
         };
         match p.host_ip {
             None => out.extend(to.iter().map(|ip| element(None, *ip))),
+            // The kernel cannot DNAT [::1] to a container: the shim relays it.
+            Some(IpAddr::V6(host)) if host.is_loopback() => {}
             Some(host) => {
                 if let Some(to_ip) = of_family(host.is_ipv6()) {
                     out.push(element((!host.is_unspecified()).then_some(host), to_ip));
@@ -312,5 +314,7 @@ mod tests {
         // Another network's to publish.
         assert_eq!(maps(&[v4], Some("::")), []);
         assert_eq!(maps(&[v6], Some("192.0.2.1")), []);
+        // [::1] is the shim's relay's, never an element.
+        assert_eq!(maps(&[v4, v6], Some("::1")), []);
     }
 }

@@ -12,7 +12,9 @@
 //!   chain prerouting { type nat hook prerouting priority dstnat
 //!     meta nfproto ipv4 ip daddr 127.0.0.0/8 return    # loopback is published to the host only
 //!     jump publish }
-//!   chain output { type nat hook output priority dstnat; jump publish }
+//!   chain output { type nat hook output priority dstnat
+//!     meta nfproto ipv6 ip6 daddr ::1 return    # IPv6 only: [::1] is the shim's relay's
+//!     jump publish }
 //!   chain postrouting { type nat hook postrouting priority srcnat
 //!     meta nfproto ipv4 ip saddr <subnet> oifname != <bridge> masquerade            # egress
 //!     meta nfproto ipv4 oifname <bridge> ct status dnat ip saddr <subnet> masquerade # hairpin
@@ -420,6 +422,9 @@ impl Ruleset {
             comment: "berth:publish",
             exprs: vec![expr::jump(CHAIN_PUBLISH)],
         });
+        if let Some(v6) = v6 {
+            out.push(FamilyRules::new(&self.bridge, v6).loopback_is_the_proxys());
+        }
         out.push(Rule {
             chain: CHAIN_OUTPUT,
             comment: "berth:publish",
@@ -591,6 +596,22 @@ impl FamilyRules {
         }
     }
 
+    /// The host's own connections to `[::1]` are not DNATed: the reply would come back from
+    /// the bridge to `::1`, which the kernel drops (IPv6 has no `route_localnet`). The shim's
+    /// relay answers there instead (`runtime::proxy`).
+    fn loopback_is_the_proxys(&self) -> Rule {
+        let l = self.layout();
+        Rule {
+            chain: CHAIN_OUTPUT,
+            comment: "berth:proxy-loopback6",
+            exprs: cat(vec![
+                self.is_family(),
+                self.addr_in(l.daddr, l.loopback, l.loopback_len),
+                vec![expr::ret()],
+            ]),
+        }
+    }
+
     /// Egress masquerade and hairpin; IPv4 also masquerades the host's 127.0.0.0/8 going to
     /// the bridge (route_localnet). IPv6 has no such path: the kernel never routes ::1 out.
     fn postrouting(&self) -> Vec<Rule> {
@@ -719,6 +740,7 @@ mod tests {
                 "berth:loopback-is-host-only",
                 "berth:loopback-is-host-only6",
                 "berth:publish",
+                "berth:proxy-loopback6",
                 "berth:publish",
                 "berth:egress",
                 "berth:hairpin",
