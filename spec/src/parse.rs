@@ -13,7 +13,7 @@ use crate::envfile::{check_env_name, parse_env_file};
 use crate::model::*;
 use crate::reference::ImageSource;
 use crate::sections::{self, opt};
-use crate::tree::{self, Kind, Node, Span};
+use crate::tree::{self, Kind, Node, Span, Table};
 use crate::{mounts, ports, values};
 
 /// Every top-level key of a spec file.
@@ -169,6 +169,10 @@ fn location(cx: &Cx<'_>, span: Span) -> Location {
     }
 }
 
+/// One spec file's keys, checked, to a spec: every key read (reporting every error, not the
+/// first), the checks across keys, the environment merged, the spec built.
+/// Long because: one binding per top-level key, then one field per key of the spec; what lies
+/// between is named steps.
 fn decode(
     cx: &mut Cx<'_>,
     root: &Node,
@@ -215,62 +219,15 @@ fn decode(
     let env = opt(cx, t, "", "env", |cx, v, k| {
         cx.string_map(v, k, check_env_name)
     });
-    let env_files = opt(cx, t, "", "env_files", |cx, v, k| {
-        let items = cx.array(v, k)?;
-        let mut out = Vec::new();
-        let mut ok = true;
-        for (i, item) in items.iter().enumerate() {
-            match cx.text(item, &index(k, i)) {
-                Some(s) => {
-                    let base = cx.files[item.span.file]
-                        .path
-                        .parent()
-                        .unwrap_or(Path::new(""));
-                    out.push((base.join(s), item.span));
-                }
-                None => ok = false,
-            }
-        }
-        ok.then_some(out)
-    });
+    let env_files = opt(cx, t, "", "env_files", env_file_list);
     let workdir = opt(cx, t, "", "workdir", |cx, v, k| {
         let s = cx.str(v, k)?;
         values::normalise_abs_path(s)
             .map_err(|e| cx.error(v.span, k, e))
             .ok()
     });
-    let user = opt(cx, t, "", "user", |cx, v, k| {
-        let s = match &v.kind {
-            Kind::Int(Ok(i)) if *i >= 0 && *i <= u32::MAX as i64 => i.to_string(),
-            _ => cx.str(v, k)?.to_string(),
-        };
-        values::parse_user(&s)
-            .map_err(|e| cx.error(v.span, k, e))
-            .ok()
-    });
-    let group_add = opt(cx, t, "", "group_add", |cx, v, k| {
-        let items = cx.array(v, k)?;
-        let mut out = Vec::with_capacity(items.len());
-        let mut ok = true;
-        for (i, item) in items.iter().enumerate() {
-            let k = index(k, i);
-            let g = match &item.kind {
-                Kind::Int(Ok(n)) => u32::try_from(*n)
-                    .map(UserId::Id)
-                    .map_err(|_| format!("group id {n} is out of range")),
-                Kind::Str(s) => values::parse_group(s),
-                _ => Err("expected a group name or a gid".to_string()),
-            };
-            match g {
-                Ok(g) => out.push(g),
-                Err(e) => {
-                    cx.error(item.span, &k, e);
-                    ok = false;
-                }
-            }
-        }
-        ok.then_some(out)
-    });
+    let user = opt(cx, t, "", "user", user_key);
+    let group_add = opt(cx, t, "", "group_add", group_list);
     let hostname = opt(cx, t, "", "hostname", |cx, v, k| {
         let s = cx.str(v, k)?;
         values::validate_hostname(s)
@@ -356,65 +313,13 @@ fn decode(
         _ => Vec::new(),
     };
     let ip = opt(cx, t, "", "ip", |cx, v, k| static_ips(cx, v, k, &names));
-    if net != NetworkMode::Bridge {
-        let word = net.spec_word();
-        if let Some(e) = t
-            .entries
-            .get("ports")
-            .filter(|_| matches!(ports, Ok(Some(ref p)) if !p.is_empty()))
-        {
-            cx.error(
-                e.key_span,
-                "ports",
-                format!("ports cannot be published with network = \"{word}\""),
-            );
-        }
-        for key in ["ip", "networks"] {
-            if let Some(e) = t.entries.get(key) {
-                cx.error(
-                    e.key_span,
-                    key,
-                    format!("{key} needs network = \"bridge\", not {word:?}"),
-                );
-            }
-        }
-    }
-    let mut joins: Vec<NetworkJoin> = names.iter().map(|n| NetworkJoin::named(n)).collect();
-    if let Ok(Some(ips)) = &ip {
-        for (network, addr, _) in ips {
-            if let Some(j) = joins.iter_mut().find(|j| &j.name == network) {
-                match addr {
-                    IpAddr::V4(a) => j.ip = Some(*a),
-                    IpAddr::V6(a) => j.ip6 = Some(*a),
-                }
-            }
-        }
-    }
-    if let (Some(known), Ok(Some(ips))) = (host.networks.as_ref(), &ip) {
-        for (network, addr, span) in ips {
-            let Some(k) = known.get(network) else {
-                continue;
-            };
-            let (has, family) = match addr {
-                IpAddr::V4(_) => (k.ipv4, "IPv4 subnet (subnet)"),
-                IpAddr::V6(_) => (k.ipv6, "IPv6 subnet (subnet6)"),
-            };
-            if !has {
-                cx.error(
-                    *span,
-                    "ip",
-                    format!("{addr}: network {network:?} has no {family}"),
-                );
-            }
-        }
-    }
-    if let (Some(known), Ok(Some(list)), Some(e)) =
-        (host.networks.as_ref(), &ports, t.entries.get("ports"))
-        && !list.is_empty()
-        && net == NetworkMode::Bridge
-    {
-        publish_targets(cx, e.key_span, list, &names, known);
-    }
+    let published = ports
+        .as_ref()
+        .ok()
+        .and_then(Option::as_deref)
+        .unwrap_or_default();
+    check_network_keys(cx, t, &net, published, &names, &ip, host);
+    let joins = network_joins(&names, &ip);
     let ports = ports.ok()?.unwrap_or_default();
     let ports = check_ports(cx, ports)?;
     let mounts = check_unique(
@@ -432,34 +337,10 @@ fn decode(
         "device path",
     )?;
 
-    let mut env_merged = BTreeMap::new();
     let mut files: Vec<PathBuf> = cx.files.iter().map(|f| f.path.clone()).collect();
     let env_files = env_files.ok()?.unwrap_or_default();
-    let mut env_ok = true;
-    for (i, (path, span)) in env_files.iter().enumerate() {
-        match read_env_file(path) {
-            Ok(text) => match parse_env_file(path, &text) {
-                Ok(vars) => env_merged.extend(vars),
-                Err(d) => {
-                    cx.diags.extend(d);
-                    env_ok = false;
-                }
-            },
-            Err(why) => {
-                cx.error(
-                    *span,
-                    &index("env_files", i),
-                    format!("cannot read env file {}: {why}", path.display()),
-                );
-                env_ok = false;
-            }
-        }
-        files.push(path.clone());
-    }
-    env_merged.extend(env.ok()?.unwrap_or_default());
-    if !env_ok {
-        return None;
-    }
+    let env_merged = merge_env(cx, &env_files, env.ok()?.unwrap_or_default(), read_env_file)?;
+    files.extend(env_files.iter().map(|(p, _)| p.clone()));
 
     let depends_on = depends_on.ok()?.unwrap_or_default();
     network.ok()?;
@@ -511,6 +392,169 @@ fn decode(
         spec: spec.into(),
         files,
     })
+}
+
+/// `env_files`: each path relative to the file that names it.
+fn env_file_list(cx: &mut Cx<'_>, v: &Node, k: &str) -> Option<Vec<(PathBuf, Span)>> {
+    let items = cx.array(v, k)?;
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        match cx.text(item, &index(k, i)) {
+            Some(s) => {
+                let base = cx.files[item.span.file]
+                    .path
+                    .parent()
+                    .unwrap_or(Path::new(""));
+                out.push((base.join(s), item.span));
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+/// `user`: a name, a uid, `name:group` or `uid:gid`.
+fn user_key(cx: &mut Cx<'_>, v: &Node, k: &str) -> Option<User> {
+    let s = match &v.kind {
+        Kind::Int(Ok(i)) if *i >= 0 && *i <= u32::MAX as i64 => i.to_string(),
+        _ => cx.str(v, k)?.to_string(),
+    };
+    values::parse_user(&s)
+        .map_err(|e| cx.error(v.span, k, e))
+        .ok()
+}
+
+/// `group_add`: group names and gids.
+fn group_list(cx: &mut Cx<'_>, v: &Node, k: &str) -> Option<Vec<UserId>> {
+    let items = cx.array(v, k)?;
+    let mut out = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let k = index(k, i);
+        let g = match &item.kind {
+            Kind::Int(Ok(n)) => u32::try_from(*n)
+                .map(UserId::Id)
+                .map_err(|_| format!("group id {n} is out of range")),
+            Kind::Str(s) => values::parse_group(s),
+            _ => Err("expected a group name or a gid".to_string()),
+        };
+        match g {
+            Ok(g) => out.push(g),
+            Err(e) => {
+                cx.error(item.span, &k, e);
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+type StaticIps = Result<Option<Vec<(String, IpAddr, Span)>>, ()>;
+
+/// Checks across the network keys of one file: ports, `ip` and `networks` need a bridge; a
+/// static address needs its family on its network; published ports need a network that
+/// can carry them.
+fn check_network_keys(
+    cx: &mut Cx<'_>,
+    t: &Table,
+    net: &NetworkMode,
+    ports: &[(PortMapping, Span)],
+    names: &[String],
+    ip: &StaticIps,
+    host: &SpecDefaults,
+) {
+    if *net != NetworkMode::Bridge {
+        let word = net.spec_word();
+        if let Some(e) = t.entries.get("ports").filter(|_| !ports.is_empty()) {
+            cx.error(
+                e.key_span,
+                "ports",
+                format!("ports cannot be published with network = \"{word}\""),
+            );
+        }
+        for key in ["ip", "networks"] {
+            if let Some(e) = t.entries.get(key) {
+                cx.error(
+                    e.key_span,
+                    key,
+                    format!("{key} needs network = \"bridge\", not {word:?}"),
+                );
+            }
+        }
+    }
+    if let (Some(known), Ok(Some(ips))) = (host.networks.as_ref(), ip) {
+        for (network, addr, span) in ips {
+            let Some(k) = known.get(network) else {
+                continue;
+            };
+            let (has, family) = match addr {
+                IpAddr::V4(_) => (k.ipv4, "IPv4 subnet (subnet)"),
+                IpAddr::V6(_) => (k.ipv6, "IPv6 subnet (subnet6)"),
+            };
+            if !has {
+                cx.error(
+                    *span,
+                    "ip",
+                    format!("{addr}: network {network:?} has no {family}"),
+                );
+            }
+        }
+    }
+    if let (Some(known), Some(e)) = (host.networks.as_ref(), t.entries.get("ports"))
+        && !ports.is_empty()
+        && *net == NetworkMode::Bridge
+    {
+        publish_targets(cx, e.key_span, ports, names, known);
+    }
+}
+
+/// The networks a bridged container joins, each with its static addresses.
+fn network_joins(names: &[String], ip: &StaticIps) -> Vec<NetworkJoin> {
+    let mut joins: Vec<NetworkJoin> = names.iter().map(|n| NetworkJoin::named(n)).collect();
+    if let Ok(Some(ips)) = ip {
+        for (network, addr, _) in ips {
+            if let Some(j) = joins.iter_mut().find(|j| &j.name == network) {
+                match addr {
+                    IpAddr::V4(a) => j.ip = Some(*a),
+                    IpAddr::V6(a) => j.ip6 = Some(*a),
+                }
+            }
+        }
+    }
+    joins
+}
+
+/// The environment: each env file in order, then `env`, later ones winning.
+fn merge_env(
+    cx: &mut Cx<'_>,
+    env_files: &[(PathBuf, Span)],
+    env: BTreeMap<String, String>,
+    read_env_file: &mut ReadEnvFile<'_>,
+) -> Option<BTreeMap<String, String>> {
+    let mut merged = BTreeMap::new();
+    let mut ok = true;
+    for (i, (path, span)) in env_files.iter().enumerate() {
+        match read_env_file(path) {
+            Ok(text) => match parse_env_file(path, &text) {
+                Ok(vars) => merged.extend(vars),
+                Err(d) => {
+                    cx.diags.extend(d);
+                    ok = false;
+                }
+            },
+            Err(why) => {
+                cx.error(
+                    *span,
+                    &index("env_files", i),
+                    format!("cannot read env file {}: {why}", path.display()),
+                );
+                ok = false;
+            }
+        }
+    }
+    merged.extend(env);
+    ok.then_some(merged)
 }
 
 /// `bridge`, `host`, `none` or `container:<name>`.
