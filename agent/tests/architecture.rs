@@ -401,3 +401,123 @@ fn the_loop_never_touches_the_disk() {
         found.join("\n")
     );
 }
+
+/// Functions of the product code (not tests) longer than this say why in a comment holding
+/// "Long because" (in their doc comment or first lines); the rest read as named steps.
+const MAX_FN_LINES: usize = 100;
+
+/// (file, line, name, length) of every function over [`MAX_FN_LINES`] without its reason.
+fn long_functions(files: &[PathBuf], base: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for f in files {
+        let name = f.file_name().unwrap().to_string_lossy();
+        if name == "tests.rs" || name.ends_with("_tests.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(f).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        // Test modules sit at the end of a file.
+        let end = lines
+            .iter()
+            .position(|l| l.trim() == "#[cfg(test)]")
+            .unwrap_or(lines.len());
+        for (i, line) in lines[..end].iter().enumerate() {
+            let Some(fn_name) = fn_name(line) else {
+                continue;
+            };
+            if line.trim_end().ends_with(';') {
+                continue;
+            }
+            let indent = &line[..line.len() - line.trim_start().len()];
+            let close = format!("{indent}}}");
+            let Some(len) = lines[i..end].iter().position(|l| *l == close) else {
+                continue;
+            };
+            if len < MAX_FN_LINES {
+                continue;
+            }
+            let mut before = i;
+            while before > 0 {
+                let t = lines[before - 1].trim_start();
+                if t.starts_with("//") || t.starts_with("#[") {
+                    before -= 1;
+                } else {
+                    break;
+                }
+            }
+            let said = lines[before..(i + 6).min(end)]
+                .iter()
+                .any(|l| l.contains("Long because"));
+            if !said {
+                found.push(format!(
+                    "{}:{}: fn {fn_name} is {} lines",
+                    f.strip_prefix(base).unwrap().display(),
+                    i + 1,
+                    len + 1
+                ));
+            }
+        }
+    }
+    found
+}
+
+/// The name of the function a line opens, if it opens one.
+fn fn_name(line: &str) -> Option<String> {
+    let code = code(line).trim_start();
+    let mut words = code.split_whitespace().peekable();
+    while let Some(w) = words.peek() {
+        let qualifier =
+            w.starts_with("pub") || ["const", "async", "unsafe", "extern", "\"C\""].contains(w);
+        if !qualifier {
+            break;
+        }
+        words.next();
+    }
+    if words.next()? != "fn" {
+        return None;
+    }
+    let rest = words.next()?;
+    Some(
+        rest.chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect(),
+    )
+}
+
+#[test]
+fn long_functions_say_why() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut files = Vec::new();
+    rs_files(&src(), &mut files);
+    rs_files(&root.join("spec/src"), &mut files);
+    let found = long_functions(&files, root);
+    assert!(
+        found.is_empty(),
+        "functions over {MAX_FN_LINES} lines without a \"Long because\" comment (split them \
+         into named steps, or say why not):\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_length_check_finds_a_long_function() {
+    let dir = std::env::temp_dir().join(format!("berth-arch-long-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let body = "    x += 1;\n".repeat(MAX_FN_LINES);
+    let f = dir.join("long.rs");
+    std::fs::write(
+        &f,
+        format!("pub fn long() {{\n{body}}}\n\nfn short() {{\n}}\n"),
+    )
+    .unwrap();
+    let found = long_functions(std::slice::from_ref(&f), &dir);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("fn long is 102 lines"), "{found:?}");
+    std::fs::write(
+        &f,
+        format!("/// Long because: a table.\npub fn long() {{\n{body}}}\n"),
+    )
+    .unwrap();
+    assert!(long_functions(std::slice::from_ref(&f), &dir).is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

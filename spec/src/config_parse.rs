@@ -115,13 +115,7 @@ fn interval(cx: &mut Cx<'_>, v: &Node, k: &str) -> Option<Duration> {
 fn decode(cx: &mut Cx<'_>, root: &Node) -> Option<Config> {
     let t = cx.table(root, "", CONFIG_KEYS)?;
     let d = Config::default();
-    let instance = opt(cx, t, "", "instance", |cx, v, k| {
-        let s = cx.str(v, k)?;
-        crate::names::validate_instance(s)
-            .map(|()| s.to_string())
-            .map_err(|e| cx.error(v.span, k, e))
-            .ok()
-    });
+    let instance = opt(cx, t, "", "instance", instance_name);
     let specs_dir = opt(cx, t, "", "specs_dir", abs_path);
     let state_dir = opt(cx, t, "", "state_dir", abs_path);
     let run_dir = opt(cx, t, "", "run_dir", abs_path);
@@ -130,51 +124,10 @@ fn decode(cx: &mut Cx<'_>, root: &Node) -> Option<Config> {
     let update_interval = opt(cx, t, "", "update_interval", interval);
     let trusted_owners = opt(cx, t, "", "trusted_owners", |cx, v, k| cx.strings(v, k));
     let auth_file = opt(cx, t, "", "auth_file", abs_path);
-    let metrics_listen = opt(cx, t, "", "metrics_listen", |cx, v, k| {
-        let s = cx.str(v, k)?;
-        s.parse::<SocketAddr>()
-            .map_err(|_| {
-                cx.error(
-                    v.span,
-                    k,
-                    format!("{s:?} is not an address such as \"127.0.0.1:9100\""),
-                )
-            })
-            .ok()
-    });
+    let metrics_listen = opt(cx, t, "", "metrics_listen", listen_addr);
     let network = opt(cx, t, "", "network", network);
     let networks = opt(cx, t, "", "networks", named_networks);
-    let registries = opt(cx, t, "", "registries", |cx, v, k| {
-        let Some(crate::tree::Kind::Table(rt)) = Some(&v.kind) else {
-            cx.error(
-                v.span,
-                k,
-                "expected a table of registries keyed by \"host[:port]\"",
-            );
-            return None;
-        };
-        let mut out = std::collections::BTreeMap::new();
-        let mut ok = true;
-        for (host, e) in &rt.entries {
-            let rk = join(k, &format!("{host:?}"));
-            if !valid_host_port(host) {
-                cx.error(
-                    e.key_span,
-                    &rk,
-                    format!("{host:?} is not a registry \"host[:port]\""),
-                );
-                ok = false;
-                continue;
-            }
-            match registry(cx, &e.value, &rk) {
-                Some(r) => {
-                    out.insert(host.clone(), r);
-                }
-                None => ok = false,
-            }
-        }
-        ok.then_some(out)
-    });
+    let registries = opt(cx, t, "", "registries", registry_table);
     let images = opt(cx, t, "", "images", images);
     let logging = opt(cx, t, "", "logging", |cx, v, k| {
         sections::logging(cx, v, k, d.logging)
@@ -190,22 +143,7 @@ fn decode(cx: &mut Cx<'_>, root: &Node) -> Option<Config> {
             ],
         )
     });
-    let log_level = opt(cx, t, "", "log_level", |cx, v, k| {
-        let s = cx.text(v, k)?;
-        const LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace", "off"];
-        if LEVELS.contains(&s) || s.contains('=') {
-            return Some(s.to_string());
-        }
-        let hint = diag::did_you_mean(s, LEVELS)
-            .map(|m| format!(" (did you mean {m:?}?)"))
-            .unwrap_or_default();
-        cx.error(
-            v.span,
-            k,
-            format!("unknown level {s:?}{hint}: error, warn, info, debug, trace, off, or a filter such as \"berth=debug\""),
-        );
-        None
-    });
+    let log_level = opt(cx, t, "", "log_level", level_filter);
     let host_id = opt(cx, t, "", "host_id", |cx, v, k| {
         let s = cx.str(v, k)?;
         crate::matching::validate_host_id(s)
@@ -242,6 +180,84 @@ fn decode(cx: &mut Cx<'_>, root: &Node) -> Option<Config> {
     };
     networks_apart(cx, t, &config);
     Some(config)
+}
+
+/// `instance`: names every kernel object of this agent.
+fn instance_name(cx: &mut Cx<'_>, v: &Node, k: &str) -> Option<String> {
+    let s = cx.str(v, k)?;
+    crate::names::validate_instance(s)
+        .map(|()| s.to_string())
+        .map_err(|e| cx.error(v.span, k, e))
+        .ok()
+}
+
+/// `metrics_listen`: an address and port.
+fn listen_addr(cx: &mut Cx<'_>, v: &Node, k: &str) -> Option<SocketAddr> {
+    let s = cx.str(v, k)?;
+    s.parse::<SocketAddr>()
+        .map_err(|_| {
+            cx.error(
+                v.span,
+                k,
+                format!("{s:?} is not an address such as \"127.0.0.1:9100\""),
+            )
+        })
+        .ok()
+}
+
+/// `[registries."host[:port]"]`.
+fn registry_table(
+    cx: &mut Cx<'_>,
+    v: &Node,
+    k: &str,
+) -> Option<std::collections::BTreeMap<String, RegistryConfig>> {
+    let Some(crate::tree::Kind::Table(rt)) = Some(&v.kind) else {
+        cx.error(
+            v.span,
+            k,
+            "expected a table of registries keyed by \"host[:port]\"",
+        );
+        return None;
+    };
+    let mut out = std::collections::BTreeMap::new();
+    let mut ok = true;
+    for (host, e) in &rt.entries {
+        let rk = join(k, &format!("{host:?}"));
+        if !valid_host_port(host) {
+            cx.error(
+                e.key_span,
+                &rk,
+                format!("{host:?} is not a registry \"host[:port]\""),
+            );
+            ok = false;
+            continue;
+        }
+        match registry(cx, &e.value, &rk) {
+            Some(r) => {
+                out.insert(host.clone(), r);
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+/// `log_level`: a level, or a tracing filter.
+fn level_filter(cx: &mut Cx<'_>, v: &Node, k: &str) -> Option<String> {
+    let s = cx.text(v, k)?;
+    const LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace", "off"];
+    if LEVELS.contains(&s) || s.contains('=') {
+        return Some(s.to_string());
+    }
+    let hint = diag::did_you_mean(s, LEVELS)
+        .map(|m| format!(" (did you mean {m:?}?)"))
+        .unwrap_or_default();
+    cx.error(
+        v.span,
+        k,
+        format!("unknown level {s:?}{hint}: error, warn, info, debug, trace, off, or a filter such as \"berth=debug\""),
+    );
+    None
 }
 
 /// Two networks may share neither a bridge nor an address.
