@@ -483,27 +483,8 @@ pub fn normalise_repo_path(s: &str) -> Result<String, String> {
 fn source(cx: &mut Cx<'_>, n: &Node, key: &str) -> Option<SourceConfig> {
     let t = cx.table(n, key, SOURCE_KEYS)?;
     let d = SourceConfig::default();
-    let git = opt(cx, t, key, "git", |cx, v, k| {
-        let s = cx.text(v, k)?;
-        if GitScheme::of(s).is_none() || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            cx.error(
-                v.span,
-                k,
-                format!("{s:?} is not a https://, http://, ssh://, git:// or file:// URL"),
-            );
-            return None;
-        }
-        Some(s.to_string())
-    });
-    let branch = opt(cx, t, key, "branch", |cx, v, k| {
-        let s = cx.text(v, k)?;
-        let s = s.strip_prefix("refs/heads/").unwrap_or(s);
-        if !valid_branch(s) {
-            cx.error(v.span, k, format!("{s:?} is not a valid branch name"));
-            return None;
-        }
-        Some(s.to_string())
-    });
+    let git = opt(cx, t, key, "git", git_url);
+    let branch = opt(cx, t, key, "branch", branch_name);
     let path = opt(cx, t, key, "path", |cx, v, k| {
         let s = cx.str(v, k)?;
         normalise_repo_path(s)
@@ -512,28 +493,10 @@ fn source(cx: &mut Cx<'_>, n: &Node, key: &str) -> Option<SourceConfig> {
     });
     let poll = opt(cx, t, key, "interval", interval);
     let allowed_signers = opt(cx, t, key, "allowed_signers", abs_path);
-    let tofu = opt(cx, t, key, "trust_on_first_use", |cx, v, k| {
-        let s = cx.str(v, k)?;
-        if !crate::rollout::is_full_commit_id(s) {
-            cx.error(
-                v.span,
-                k,
-                format!("{s:?} is not a full commit id (40 lower-case hex digits)"),
-            );
-            return None;
-        }
-        Some(s.to_string())
-    });
+    let tofu = opt(cx, t, key, "trust_on_first_use", full_commit_id);
     let allow_unsigned = opt(cx, t, key, "allow_unsigned", |cx, v, k| cx.bool(v, k));
     let token_file = opt(cx, t, key, "token_file", abs_path);
-    let username = opt(cx, t, key, "username", |cx, v, k| {
-        let s = cx.text(v, k)?;
-        if s.contains(':') || s.chars().any(char::is_control) {
-            cx.error(v.span, k, "must not contain ':' or control characters");
-            return None;
-        }
-        Some(s.to_string())
-    });
+    let username = opt(cx, t, key, "username", user_name);
     let ssh_key_file = opt(cx, t, key, "ssh_key_file", abs_path);
     let known_hosts = opt(cx, t, key, "known_hosts", abs_path);
     let ca_file = opt(cx, t, key, "ca_file", abs_path);
@@ -553,7 +516,61 @@ fn source(cx: &mut Cx<'_>, n: &Node, key: &str) -> Option<SourceConfig> {
         ca_file: ca_file.ok()?,
         timeout: timeout.ok()?.unwrap_or(d.timeout),
     };
-    // Checks across keys: each reported at the key that does not fit.
+    source_keys_fit(cx, t, n, key, &c).then_some(c)
+}
+
+/// `git`: a remote URL of a scheme berth fetches.
+fn git_url(cx: &mut Cx<'_>, v: &Node, k: &str) -> Option<String> {
+    let s = cx.text(v, k)?;
+    if GitScheme::of(s).is_none() || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        cx.error(
+            v.span,
+            k,
+            format!("{s:?} is not a https://, http://, ssh://, git:// or file:// URL"),
+        );
+        return None;
+    }
+    Some(s.to_string())
+}
+
+/// `branch`: a branch name (`refs/heads/` optional).
+fn branch_name(cx: &mut Cx<'_>, v: &Node, k: &str) -> Option<String> {
+    let s = cx.text(v, k)?;
+    let s = s.strip_prefix("refs/heads/").unwrap_or(s);
+    if !valid_branch(s) {
+        cx.error(v.span, k, format!("{s:?} is not a valid branch name"));
+        return None;
+    }
+    Some(s.to_string())
+}
+
+/// `trust_on_first_use`: a full commit id.
+fn full_commit_id(cx: &mut Cx<'_>, v: &Node, k: &str) -> Option<String> {
+    let s = cx.str(v, k)?;
+    if !crate::rollout::is_full_commit_id(s) {
+        cx.error(
+            v.span,
+            k,
+            format!("{s:?} is not a full commit id (40 lower-case hex digits)"),
+        );
+        return None;
+    }
+    Some(s.to_string())
+}
+
+/// `username`: sent with the token (no `:`, no control characters).
+fn user_name(cx: &mut Cx<'_>, v: &Node, k: &str) -> Option<String> {
+    let s = cx.text(v, k)?;
+    if s.contains(':') || s.chars().any(char::is_control) {
+        cx.error(v.span, k, "must not contain ':' or control characters");
+        return None;
+    }
+    Some(s.to_string())
+}
+
+/// Checks across the keys of `[source]`, each reported at the key that does not fit: the
+/// signature policy is whole, and each credential suits the remote's scheme.
+fn source_keys_fit(cx: &mut Cx<'_>, t: &Table, n: &Node, key: &str, c: &SourceConfig) -> bool {
     let at = |k: &str| t.entries.get(k).map_or(n.span, |e| e.key_span);
     let mut ok = true;
     let mut bad = |cx: &mut Cx<'_>, k: &str, msg: String| {
@@ -608,7 +625,7 @@ fn source(cx: &mut Cx<'_>, n: &Node, key: &str) -> Option<SourceConfig> {
             bad(cx, k, "missing: an ssh:// remote needs it".into());
         }
     }
-    ok.then_some(c)
+    ok
 }
 
 /// A topic template: MQTT's rules for a topic name to publish to (no wildcards, no leading
