@@ -128,6 +128,23 @@ fn decode_mount_table(cx: &mut Cx<'_>, n: &Node, key: &str) -> Option<Mount> {
         .map_or(Some(false), |v| cx.bool(v, &join(key, "read_only")));
     let size = t.get("size").map(|v| (v, cx.size(v, &join(key, "size"))));
 
+    let ty = mount_type(cx, n, key, ty, &source)?;
+    let kind = mount_kind(cx, n, key, ty, source, size)?;
+    Some(Mount {
+        kind,
+        target: target?,
+        read_only: read_only?,
+    })
+}
+
+/// A mount's type: as `type` says, else a bind for an absolute source and a volume for a name.
+fn mount_type(
+    cx: &mut Cx<'_>,
+    n: &Node,
+    key: &str,
+    ty: Option<(&Node, Option<&'static str>)>,
+    source: &Option<(&Node, Option<&str>)>,
+) -> Option<&'static str> {
     let ty = match ty {
         Some((_, None)) => return None,
         Some((_, Some(ty))) => ty,
@@ -145,6 +162,19 @@ fn decode_mount_table(cx: &mut Cx<'_>, n: &Node, key: &str) -> Option<Mount> {
             }
         },
     };
+    Some(ty)
+}
+
+/// What is mounted: a tmpfs (with its size, no source), or a bind's host path or a volume's
+/// name (no size).
+fn mount_kind(
+    cx: &mut Cx<'_>,
+    n: &Node,
+    key: &str,
+    ty: &'static str,
+    source: Option<(&Node, Option<&str>)>,
+    size: Option<(&Node, Option<u64>)>,
+) -> Option<MountKind> {
     let kind = match ty {
         "tmpfs" => {
             if let Some((v, _)) = source {
@@ -200,11 +230,7 @@ fn decode_mount_table(cx: &mut Cx<'_>, n: &Node, key: &str) -> Option<Mount> {
             }
         }
     };
-    Some(Mount {
-        kind,
-        target: target?,
-        read_only: read_only?,
-    })
+    Some(kind)
 }
 
 pub(crate) fn decode_devices(cx: &mut Cx<'_>, n: &Node) -> Option<Vec<(Device, Span)>> {
