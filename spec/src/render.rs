@@ -82,20 +82,7 @@ pub fn to_table(spec: &ContainerSpec) -> Table {
     }
     t.insert("stop_timeout".into(), s(format_duration(spec.stop_timeout)));
     t.insert("pull".into(), word(&spec.pull));
-    t.insert(
-        "depends_on".into(),
-        Value::Array(
-            spec.depends_on
-                .iter()
-                .map(|d| {
-                    let mut dt = Table::new();
-                    dt.insert("name".into(), s(d.name.as_str()));
-                    dt.insert("condition".into(), word(&d.condition));
-                    Value::Table(dt)
-                })
-                .collect(),
-        ),
-    );
+    t.insert("depends_on".into(), dependencies(spec));
     t.insert("init".into(), Value::Boolean(spec.init));
     t.insert(
         "ports".into(),
@@ -122,24 +109,7 @@ pub fn to_table(spec: &ContainerSpec) -> Table {
         );
     }
     if spec.has_static_address() {
-        let mut ips = Table::new();
-        for n in &spec.networks {
-            let addrs: Vec<Value> = n
-                .static_addresses()
-                .iter()
-                .map(|a| s(a.to_string()))
-                .collect();
-            match addrs.len() {
-                0 => {}
-                1 => {
-                    ips.insert(n.name.clone(), addrs[0].clone());
-                }
-                _ => {
-                    ips.insert(n.name.clone(), Value::Array(addrs));
-                }
-            }
-        }
-        t.insert("ip".into(), Value::Table(ips));
+        t.insert("ip".into(), Value::Table(static_addresses(spec)));
     }
     t.insert("update".into(), Value::Table(update(&spec.update)));
     t.insert("resources".into(), Value::Table(resources(&spec.resources)));
@@ -150,6 +120,43 @@ pub fn to_table(spec: &ContainerSpec) -> Table {
         t.insert("match".into(), Value::Table(host_match(&spec.host_match)));
     }
     t
+}
+
+/// `ip`: each network's static address, or its two (IPv4 and IPv6).
+fn static_addresses(spec: &ContainerSpec) -> Table {
+    let mut ips = Table::new();
+    for n in &spec.networks {
+        let addrs: Vec<Value> = n
+            .static_addresses()
+            .iter()
+            .map(|a| s(a.to_string()))
+            .collect();
+        match addrs.len() {
+            0 => {}
+            1 => {
+                ips.insert(n.name.clone(), addrs[0].clone());
+            }
+            _ => {
+                ips.insert(n.name.clone(), Value::Array(addrs));
+            }
+        }
+    }
+    ips
+}
+
+/// `depends_on`, each with its condition.
+fn dependencies(spec: &ContainerSpec) -> Value {
+    Value::Array(
+        spec.depends_on
+            .iter()
+            .map(|d| {
+                let mut dt = Table::new();
+                dt.insert("name".into(), s(d.name.as_str()));
+                dt.insert("condition".into(), word(&d.condition));
+                Value::Table(dt)
+            })
+            .collect(),
+    )
 }
 
 fn host_match(m: &crate::matching::HostMatch) -> Table {
