@@ -114,6 +114,8 @@ impl Metrics {
 
     /// Metrics whose every series carries `host_id`, with the host's labels as
     /// `berth_host_labels`.
+    /// Long because: one registration per metric with its help text, the whole set in one
+    /// place as `/metrics` lists it.
     pub fn for_host(host_id: Option<&str>, labels: &BTreeMap<String, String>) -> Self {
         let const_labels: Vec<(Cow<'static, str>, Cow<'static, str>)> = host_id
             .map(|h| (Cow::Borrowed("host_id"), Cow::Owned(h.to_string())))
