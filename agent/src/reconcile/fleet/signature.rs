@@ -7,7 +7,7 @@
 use ssh_key::{HashAlg, SshSig};
 
 use super::commit::Commit;
-use super::signers::{AllowedSigners, Validity};
+use super::signers::{AllowedSigners, Entry, Validity};
 use super::{Reason, Refusal};
 
 /// git signs commits in this SshSig namespace.
@@ -36,36 +36,25 @@ pub struct Signer {
 /// Checks one commit against the policy. The key must be valid both at the committer time
 /// (as `git verify-commit` checks) and now (an expired key signs nothing new, backdated or not).
 pub fn verify(commit: &Commit, signers: &AllowedSigners, clock: Clock) -> Result<Signer, Refusal> {
-    let refuse = |reason, detail: String| Refusal {
+    judge(commit, signers, clock).map_err(|(reason, detail)| Refusal {
         commit: commit.id.clone(),
         reason,
         detail,
-    };
-    let Some(sig) = &commit.signature else {
-        return Err(refuse(Reason::Unsigned, "has no signature".into()));
-    };
-    if !sig.armored.starts_with("-----BEGIN SSH SIGNATURE-----") {
-        let what = if sig.armored.contains("PGP SIGNATURE") {
-            "a gpg signature"
-        } else {
-            "a signature that is not an ssh one"
-        };
-        return Err(refuse(
-            Reason::UnknownSigner,
-            format!("carries {what}; only ssh signatures (gpg.format = ssh) are checked"),
-        ));
-    }
-    let ssh_sig = SshSig::from_pem(sig.armored.as_bytes()).map_err(|e| {
-        refuse(
-            Reason::BadSignature,
-            format!("unreadable ssh signature: {e}"),
-        )
-    })?;
+    })
+}
+
+/// Why a commit is refused: the reason and what the refusal says.
+type Verdict<T> = Result<T, (Reason, String)>;
+
+/// The policy's steps, in order: an ssh signature, a listed key, the crypto, a line for the
+/// committer in the git namespace, valid then and now.
+fn judge(commit: &Commit, signers: &AllowedSigners, clock: Clock) -> Verdict<Signer> {
+    let ssh_sig = ssh_signature(commit)?;
     let key = ssh_sig.public_key();
     let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
     let lines: Vec<_> = signers.lines_for(key).collect();
     if lines.is_empty() {
-        return Err(refuse(
+        return Err((
             Reason::UnknownSigner,
             format!("signed by key {fingerprint}, which is not in allowed_signers"),
         ));
@@ -73,7 +62,7 @@ pub fn verify(commit: &Commit, signers: &AllowedSigners, clock: Clock) -> Result
     // The crypto first: a forged signature naming a listed key is a bad signature, whatever
     // its line would say.
     if ssh_sig.namespace() != NAMESPACE {
-        return Err(refuse(
+        return Err((
             Reason::BadSignature,
             format!(
                 "signed in namespace {:?}, not {NAMESPACE:?}",
@@ -81,19 +70,24 @@ pub fn verify(commit: &Commit, signers: &AllowedSigners, clock: Clock) -> Result
             ),
         ));
     }
+    let payload = &commit.signature.as_ref().expect("read above").payload;
     lines[0]
         .key
-        .verify(NAMESPACE, &sig.payload, &ssh_sig)
+        .verify(NAMESPACE, payload, &ssh_sig)
         .map_err(|e| {
-            refuse(
+            (
                 Reason::BadSignature,
                 format!("signature by {fingerprint} does not verify: {e}"),
             )
         })?;
     let email = &commit.committer_email;
-    let for_committer: Vec<_> = lines.iter().filter(|l| l.allows_principal(email)).collect();
+    let for_committer: Vec<&Entry> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.allows_principal(email))
+        .collect();
     if for_committer.is_empty() {
-        return Err(refuse(
+        return Err((
             Reason::UnknownSigner,
             format!(
                 "signed by key {fingerprint}, listed for {} (line {}) but not for the committer {email}",
@@ -101,12 +95,13 @@ pub fn verify(commit: &Commit, signers: &AllowedSigners, clock: Clock) -> Result
             ),
         ));
     }
-    let in_namespace: Vec<_> = for_committer
+    let in_namespace: Vec<&Entry> = for_committer
         .iter()
+        .copied()
         .filter(|l| l.allows_namespace(NAMESPACE))
         .collect();
     if in_namespace.is_empty() {
-        return Err(refuse(
+        return Err((
             Reason::UnknownSigner,
             format!(
                 "key {fingerprint} is listed for {email} only outside the git namespace (line {})",
@@ -114,8 +109,43 @@ pub fn verify(commit: &Commit, signers: &AllowedSigners, clock: Clock) -> Result
             ),
         ));
     }
+    valid_then_and_now(commit, &in_namespace, clock, fingerprint)
+}
+
+/// The commit's signature, if it is an ssh one that parses.
+fn ssh_signature(commit: &Commit) -> Verdict<SshSig> {
+    let Some(sig) = &commit.signature else {
+        return Err((Reason::Unsigned, "has no signature".into()));
+    };
+    if !sig.armored.starts_with("-----BEGIN SSH SIGNATURE-----") {
+        let what = if sig.armored.contains("PGP SIGNATURE") {
+            "a gpg signature"
+        } else {
+            "a signature that is not an ssh one"
+        };
+        return Err((
+            Reason::UnknownSigner,
+            format!("carries {what}; only ssh signatures (gpg.format = ssh) are checked"),
+        ));
+    }
+    SshSig::from_pem(sig.armored.as_bytes()).map_err(|e| {
+        (
+            Reason::BadSignature,
+            format!("unreadable ssh signature: {e}"),
+        )
+    })
+}
+
+/// The first of the committer's lines valid both at the commit's time and now, or why none is.
+fn valid_then_and_now(
+    commit: &Commit,
+    lines: &[&Entry],
+    clock: Clock,
+    fingerprint: String,
+) -> Verdict<Signer> {
+    let email = &commit.committer_email;
     let mut why_not = None;
-    for line in in_namespace {
+    for line in lines {
         let at_commit = line.valid_at(commit.committer_time, clock.local_offset);
         let at_now = line.valid_at(clock.now, clock.local_offset);
         match (at_commit, at_now) {
@@ -135,7 +165,7 @@ pub fn verify(commit: &Commit, signers: &AllowedSigners, clock: Clock) -> Result
         Validity::NotYet => "not yet valid",
         _ => "expired",
     };
-    Err(refuse(
+    Err((
         Reason::ExpiredKey,
         format!("key {fingerprint} for {email} is {state} {when} (allowed_signers line {line})"),
     ))
