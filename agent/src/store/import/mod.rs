@@ -186,50 +186,17 @@ impl Store {
             }
             check_digest(shown, &desc.digest)?;
             let bytes = read_blob(ar, desc, shown)?;
-            let (digest, manifest_digest, manifest, manifest_bytes, sub_index) =
-                match parse_manifest(&bytes, &desc.media_type, shown)? {
-                    Manifest::Image(m) => {
-                        (desc.digest.clone(), desc.digest.clone(), m, bytes, None)
-                    }
-                    Manifest::Index(idx) => {
-                        let offered: Vec<Platform> = idx
-                            .manifests
-                            .iter()
-                            .map(Descriptor::platform_or_unknown)
-                            .collect();
-                        let Some(i) = platform::select(&host, &offered) else {
-                            tracing::info!(archive = %shown, digest = %desc.digest, "no manifest for this platform; skipped");
-                            continue;
-                        };
-                        let sub = &idx.manifests[i];
-                        check_digest(shown, &sub.digest)?;
-                        let sb = read_blob(ar, sub, shown)?;
-                        match parse_manifest(&sb, &sub.media_type, shown)? {
-                            Manifest::Image(m) => {
-                                (desc.digest.clone(), sub.digest.clone(), m, sb, Some(bytes))
-                            }
-                            Manifest::Index(_) => {
-                                return Err(StoreError::Invalid {
-                                    image: shown.into(),
-                                    reason: "nested index".into(),
-                                });
-                            }
-                        }
-                    }
-                };
-            let mut keys = Vec::new();
-            if is_dir {
-                if let Some(t) = ref_name
-                    .filter(|t| berth_spec::ImageSource::parse(&format!("oci:/x:{t}")).is_ok())
-                {
-                    keys.push(format!("oci:{}:{t}", abs.display()));
-                }
-                if out.is_empty() {
-                    keys.push(format!("oci:{}", abs.display()));
-                }
-            } else if out.is_empty() {
-                keys.push(format!("oci-archive:{}", abs.display()));
-            }
+            let Some(Resolved {
+                digest,
+                manifest_digest,
+                manifest,
+                manifest_bytes,
+                sub_index,
+            }) = resolve_oci_entry(ar, desc, bytes, &host, shown)?
+            else {
+                continue;
+            };
+            let mut keys = oci_keys(abs, is_dir, ref_name, out.is_empty());
             for name in [desc.annotations.get(CONTAINERD_NAME), ref_name]
                 .into_iter()
                 .flatten()
@@ -267,60 +234,8 @@ impl Store {
             })?;
         let mut out = Vec::new();
         for (n, e) in entries.into_iter().enumerate() {
-            let config_bytes =
-                ar.read_small(&e.config, MAX_JSON)
-                    .map_err(|err| StoreError::Invalid {
-                        image: shown.into(),
-                        reason: format!("{}: {err}", e.config),
-                    })?;
-            let config_digest = sha256_digest(&config_bytes);
-            // The config's file name is its digest in both the old and the OCI-style layouts.
-            let named = e
-                .config
-                .trim_end_matches(".json")
-                .rsplit('/')
-                .next()
-                .unwrap_or("");
-            if named.len() == 64 && format!("sha256:{named}") != config_digest {
-                return Err(StoreError::BlobDigest {
-                    image: shown.into(),
-                    blob: e.config.clone(),
-                    expected: format!("sha256:{named}"),
-                    actual: config_digest,
-                });
-            }
-            let parsed =
-                image_config::parse(&config_bytes).map_err(|reason| StoreError::Config {
-                    image: shown.into(),
-                    reason,
-                })?;
-            if parsed.diff_ids.len() != e.layers.len() {
-                return Err(StoreError::Config {
-                    image: shown.into(),
-                    reason: format!(
-                        "{} diff ids for {} layers",
-                        parsed.diff_ids.len(),
-                        e.layers.len()
-                    ),
-                });
-            }
-            let mut layers = Vec::new();
-            for (path, diff_id) in e.layers.iter().zip(&parsed.diff_ids) {
-                let size = ar.size(path).map_err(|err| StoreError::Invalid {
-                    image: shown.into(),
-                    reason: err.to_string(),
-                })?;
-                // OCI-style saves name blobs by digest; old ones hold uncompressed tars, whose
-                // digest is the diff id.
-                let digest = match path.strip_prefix("blobs/sha256/") {
-                    Some(hex) => format!("sha256:{hex}"),
-                    None => diff_id.clone(),
-                };
-                check_digest(shown, &digest)?;
-                layers.push(serde_json::json!({
-                    "mediaType": manifest::OCI_LAYER_TAR, "digest": digest, "size": size
-                }));
-            }
+            let (config_bytes, config_digest, parsed) = docker_save_config(ar, &e, shown)?;
+            let layers = docker_save_layers(ar, &e, &parsed.diff_ids, shown)?;
             // A manifest berth writes for the image, so every record has one to name it by.
             let m = serde_json::json!({
                 "schemaVersion": 2,
@@ -555,4 +470,154 @@ fn parse_manifest(bytes: &[u8], media_type: &str, shown: &str) -> Result<Manifes
             source,
         }
     })
+}
+
+/// An OCI layout's manifest (or index) entry, resolved to this platform's image manifest.
+struct Resolved {
+    /// What the entry names: the manifest, or the index holding it.
+    digest: String,
+    manifest_digest: String,
+    manifest: ImageManifest,
+    manifest_bytes: Vec<u8>,
+    /// The index's bytes, when the entry is one.
+    sub_index: Option<Vec<u8>>,
+}
+
+/// Resolves one entry of `index.json`: `None` when an index offers nothing for this platform.
+fn resolve_oci_entry(
+    ar: &Archive,
+    desc: &Descriptor,
+    bytes: Vec<u8>,
+    host: &Platform,
+    shown: &str,
+) -> Result<Option<Resolved>, StoreError> {
+    let idx = match parse_manifest(&bytes, &desc.media_type, shown)? {
+        Manifest::Image(m) => {
+            return Ok(Some(Resolved {
+                digest: desc.digest.clone(),
+                manifest_digest: desc.digest.clone(),
+                manifest: m,
+                manifest_bytes: bytes,
+                sub_index: None,
+            }));
+        }
+        Manifest::Index(idx) => idx,
+    };
+    let offered: Vec<Platform> = idx
+        .manifests
+        .iter()
+        .map(Descriptor::platform_or_unknown)
+        .collect();
+    let Some(i) = platform::select(host, &offered) else {
+        tracing::info!(archive = %shown, digest = %desc.digest, "no manifest for this platform; skipped");
+        return Ok(None);
+    };
+    let sub = &idx.manifests[i];
+    check_digest(shown, &sub.digest)?;
+    let sb = read_blob(ar, sub, shown)?;
+    match parse_manifest(&sb, &sub.media_type, shown)? {
+        Manifest::Image(m) => Ok(Some(Resolved {
+            digest: desc.digest.clone(),
+            manifest_digest: sub.digest.clone(),
+            manifest: m,
+            manifest_bytes: sb,
+            sub_index: Some(bytes),
+        })),
+        Manifest::Index(_) => Err(StoreError::Invalid {
+            image: shown.into(),
+            reason: "nested index".into(),
+        }),
+    }
+}
+
+/// The names an OCI layout's entry is found by: a dir's `oci:<dir>:<tag>` and, for its first
+/// entry, `oci:<dir>`; an archive's first entry `oci-archive:<file>`.
+fn oci_keys(abs: &Path, is_dir: bool, ref_name: Option<&String>, first: bool) -> Vec<String> {
+    let mut keys = Vec::new();
+    if is_dir {
+        if let Some(t) =
+            ref_name.filter(|t| berth_spec::ImageSource::parse(&format!("oci:/x:{t}")).is_ok())
+        {
+            keys.push(format!("oci:{}:{t}", abs.display()));
+        }
+        if first {
+            keys.push(format!("oci:{}", abs.display()));
+        }
+    } else if first {
+        keys.push(format!("oci-archive:{}", abs.display()));
+    }
+    keys
+}
+
+/// A `docker save` entry's image config: its bytes, digest (checked against its file name)
+/// and what it says, with a diff id per layer.
+fn docker_save_config(
+    ar: &Archive,
+    e: &DockerSaveEntry,
+    shown: &str,
+) -> Result<(Vec<u8>, String, image_config::ParsedConfig), StoreError> {
+    let config_bytes = ar
+        .read_small(&e.config, MAX_JSON)
+        .map_err(|err| StoreError::Invalid {
+            image: shown.into(),
+            reason: format!("{}: {err}", e.config),
+        })?;
+    let config_digest = sha256_digest(&config_bytes);
+    // The config's file name is its digest in both the old and the OCI-style layouts.
+    let named = e
+        .config
+        .trim_end_matches(".json")
+        .rsplit('/')
+        .next()
+        .unwrap_or("");
+    if named.len() == 64 && format!("sha256:{named}") != config_digest {
+        return Err(StoreError::BlobDigest {
+            image: shown.into(),
+            blob: e.config.clone(),
+            expected: format!("sha256:{named}"),
+            actual: config_digest,
+        });
+    }
+    let parsed = image_config::parse(&config_bytes).map_err(|reason| StoreError::Config {
+        image: shown.into(),
+        reason,
+    })?;
+    if parsed.diff_ids.len() != e.layers.len() {
+        return Err(StoreError::Config {
+            image: shown.into(),
+            reason: format!(
+                "{} diff ids for {} layers",
+                parsed.diff_ids.len(),
+                e.layers.len()
+            ),
+        });
+    }
+    Ok((config_bytes, config_digest, parsed))
+}
+
+/// A `docker save` entry's layers as manifest descriptors.
+fn docker_save_layers(
+    ar: &Archive,
+    e: &DockerSaveEntry,
+    diff_ids: &[String],
+    shown: &str,
+) -> Result<Vec<serde_json::Value>, StoreError> {
+    let mut layers = Vec::new();
+    for (path, diff_id) in e.layers.iter().zip(diff_ids) {
+        let size = ar.size(path).map_err(|err| StoreError::Invalid {
+            image: shown.into(),
+            reason: err.to_string(),
+        })?;
+        // OCI-style saves name blobs by digest; old ones hold uncompressed tars, whose
+        // digest is the diff id.
+        let digest = match path.strip_prefix("blobs/sha256/") {
+            Some(hex) => format!("sha256:{hex}"),
+            None => diff_id.clone(),
+        };
+        check_digest(shown, &digest)?;
+        layers.push(serde_json::json!({
+            "mediaType": manifest::OCI_LAYER_TAR, "digest": digest, "size": size
+        }));
+    }
+    Ok(layers)
 }
