@@ -12,7 +12,7 @@ use std::time::Duration;
 use berth_spec::ImageReference;
 
 use crate::image::ResolvedImage;
-use crate::registry::manifest::{Compression, ImageManifest, Manifest};
+use crate::registry::manifest::{Compression, Descriptor, ImageManifest, Manifest};
 use crate::registry::platform::{self, Platform};
 use crate::registry::{BlobReader, RegistryClient, RegistryError};
 
@@ -211,10 +211,9 @@ impl Store {
         let unpacked_size = layers
             .iter()
             .map(|l| {
-                unpacked
-                    .iter()
-                    .find(|(d, _)| d == &l.diff_id)
-                    .map(|(_, s)| *s)
+                let fresh = unpacked.iter().find(|(d, _)| d == &l.diff_id);
+                fresh
+                    .map(|(_, size)| *size)
                     .or_else(|| self.layer_size(&l.diff_id))
                     .unwrap_or(0)
             })
@@ -243,10 +242,17 @@ impl Store {
             // Nothing is runnable yet: no record, so `resolve` does not offer it.
             return Ok(self.resolved(&record));
         }
+        self.save_record(image, &record)?;
+        Ok(self.resolved(&record))
+    }
+
+    /// Saves a pulled image's record under its name; when the tag moved, the image it pointed
+    /// to stays known by its digest, so a container can be rolled back to it (GC decides when
+    /// it goes).
+    fn save_record(&self, image: &ImageReference, record: &ImageRecord) -> Result<(), StoreError> {
+        let name = &record.reference;
         let _g = self.inner.records.lock().expect("records");
-        // The tag moved: the image it pointed to stays known by its digest, so a container
-        // can be rolled back to it (GC decides when it goes).
-        if let Some(old) = self.inner.index.get(&name).ok().flatten()
+        if let Some(old) = self.inner.index.get(name).ok().flatten()
             && old.manifest_digest != record.manifest_digest
         {
             let key = format!("{}@{}", image.name(), old.manifest_digest);
@@ -260,9 +266,8 @@ impl Store {
         }
         self.inner
             .index
-            .put(&record)
-            .map_err(|e| StoreError::io(self.inner.index.record_path(&name), e))?;
-        Ok(self.resolved(&record))
+            .put(record)
+            .map_err(|e| StoreError::io(self.inner.index.record_path(name), e))
     }
 
     /// What `image` is at its registry now: its manifest (resolved to this platform), its
@@ -296,27 +301,7 @@ impl Store {
                 Manifest::Image(m) => (m, top.bytes.clone(), top.digest.clone()),
                 Manifest::Index(idx) => {
                     let desc = select_platform(&name, &want, &idx.manifests)?;
-                    check_digest(&name, &desc.digest)?;
-                    let sub = client
-                        .fetch_manifest(image, &desc.digest, limits.max_manifest_size, hook)
-                        .map_err(reg)?;
-                    if sub.bytes.len() as u64 != desc.size {
-                        return Err(StoreError::BlobSize {
-                            image: name.clone(),
-                            blob: desc.digest.clone(),
-                            expected: desc.size,
-                            actual: sub.bytes.len().to_string(),
-                        });
-                    }
-                    match parse(&sub.bytes, sub.content_type.as_deref())? {
-                        Manifest::Image(m) => (m, sub.bytes, sub.digest),
-                        Manifest::Index(_) => {
-                            return Err(StoreError::Invalid {
-                                image: name.clone(),
-                                reason: format!("index entry {} is itself an index", desc.digest),
-                            });
-                        }
-                    }
+                    self.platform_manifest(client, image, desc, hook)?
                 }
             };
         self.check_manifest(&name, &manifest)?;
@@ -371,6 +356,49 @@ impl Store {
             parsed,
             layers,
         })
+    }
+
+    /// An index's entry for the wanted platform: its manifest, bytes and digest (an index
+    /// again is refused).
+    fn platform_manifest(
+        &self,
+        client: &RegistryClient,
+        image: &ImageReference,
+        desc: &Descriptor,
+        hook: &(dyn Fn(&RegistryError, u32, Duration) + Sync),
+    ) -> Result<(ImageManifest, Vec<u8>, String), StoreError> {
+        let name = image.to_string();
+        check_digest(&name, &desc.digest)?;
+        let sub = client
+            .fetch_manifest(
+                image,
+                &desc.digest,
+                self.inner.limits.max_manifest_size,
+                hook,
+            )
+            .map_err(|source| StoreError::Registry {
+                image: name.clone(),
+                source,
+            })?;
+        if sub.bytes.len() as u64 != desc.size {
+            return Err(StoreError::BlobSize {
+                image: name,
+                blob: desc.digest.clone(),
+                expected: desc.size,
+                actual: sub.bytes.len().to_string(),
+            });
+        }
+        match Manifest::parse(&sub.bytes, sub.content_type.as_deref()) {
+            Ok(Manifest::Image(m)) => Ok((m, sub.bytes, sub.digest)),
+            Ok(Manifest::Index(_)) => Err(StoreError::Invalid {
+                image: name,
+                reason: format!("index entry {} is itself an index", desc.digest),
+            }),
+            Err(source) => Err(StoreError::Manifest {
+                image: name,
+                source,
+            }),
+        }
     }
 
     /// What a tag points to now (platform manifest digest, and the config's created time),
