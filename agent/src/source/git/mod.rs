@@ -409,8 +409,33 @@ impl GitSource {
                 return Outcome::Failed(e);
             }
         };
-        // Both sides of a rollout are written (and so checked) on every host alike: a tree
-        // one host refuses, all refuse.
+        if let Err(j) = self.ensure_sides(&mut objects, &target, &tip) {
+            return match j {
+                Judged::Refused(r) => self.refuse(&tip, r, &origin, digest),
+                Judged::Failed(e) => {
+                    self.state.last_error = Some(e.clone());
+                    Outcome::Failed(e)
+                }
+            };
+        }
+        if new_tip && let Err(e) = self.mark_verified(&tip, &tip_commit, &origin) {
+            return Outcome::Failed(e);
+        }
+        self.checked_since_start = true;
+        self.state.rollout = rollout_view(&target);
+        let outcome = self.apply(&mut objects, &target, &tip, signer_of_tip, trust, clock);
+        self.metrics.set_source(&self.state);
+        outcome
+    }
+
+    /// Writes (and so checks) both sides of a rollout on every host alike: a tree one host
+    /// refuses, all refuse.
+    fn ensure_sides(
+        &mut self,
+        objects: &mut Objects,
+        target: &Target,
+        tip: &CommitId,
+    ) -> Result<(), Judged> {
         let mut sides = vec![target.commit.clone()];
         if let Some(p) = &target.rollout {
             sides.push(if p.included {
@@ -420,47 +445,34 @@ impl GitSource {
             });
         }
         for c in &sides {
-            if let Err(j) = self.ensure_tree(&mut objects, c) {
-                return match j {
-                    Judged::Refused(r) => self.refuse(&tip, r, &origin, digest),
-                    Judged::Failed(e) => {
-                        self.state.last_error = Some(e.clone());
-                        Outcome::Failed(e)
-                    }
-                };
-            }
+            self.ensure_tree(objects, c)?;
         }
-        if new_tip {
-            if let Err(e) = self.git.set_ref(VERIFIED_REF, &tip) {
-                return Outcome::Failed(e.to_string());
-            }
-            self.state.verified = Some(tip.clone());
-            self.judged = None;
-            self.events.emit(
-                None,
-                "source-verified",
-                format!(
-                    "verified {} {:?} ({})",
-                    tip.short(),
-                    tip_commit.subject,
-                    origin.describe()
-                ),
-            );
-        }
-        self.checked_since_start = true;
-        self.state.rollout = target.rollout.as_ref().map(|p| RolloutView {
-            id: p.id.clone(),
-            from: p.from.clone(),
-            percent: berth_spec::rollout::Percent::from_hundredths(p.percent_hundredths)
-                .map(|x| x.to_string())
-                .unwrap_or_default(),
-            bucket: p.bucket,
-            included: p.included,
-            applies: target.commit.clone(),
-        });
-        let outcome = self.apply(&mut objects, &target, &tip, signer_of_tip, trust, clock);
-        self.metrics.set_source(&self.state);
-        outcome
+        Ok(())
+    }
+
+    /// A new tip passed: its ref and state say so, once.
+    fn mark_verified(
+        &mut self,
+        tip: &CommitId,
+        tip_commit: &Commit,
+        origin: &Origin,
+    ) -> Result<(), String> {
+        self.git
+            .set_ref(VERIFIED_REF, tip)
+            .map_err(|e| e.to_string())?;
+        self.state.verified = Some(tip.clone());
+        self.judged = None;
+        self.events.emit(
+            None,
+            "source-verified",
+            format!(
+                "verified {} {:?} ({})",
+                tip.short(),
+                tip_commit.subject,
+                origin.describe()
+            ),
+        );
+        Ok(())
     }
 
     /// A new tip: the history rules, then its rollout and target.
@@ -945,4 +957,18 @@ fn local_offset(t: i64) -> i64 {
     // SAFETY: both pointers are valid for the call.
     let ok = unsafe { !libc::localtime_r(&time, &mut tm).is_null() };
     if ok { tm.tm_gmtoff } else { 0 }
+}
+
+/// The rollout this host takes part in, as `berth source` shows it.
+fn rollout_view(target: &Target) -> Option<RolloutView> {
+    target.rollout.as_ref().map(|p| RolloutView {
+        id: p.id.clone(),
+        from: p.from.clone(),
+        percent: berth_spec::rollout::Percent::from_hundredths(p.percent_hundredths)
+            .map(|x| x.to_string())
+            .unwrap_or_default(),
+        bucket: p.bucket,
+        included: p.included,
+        applies: target.commit.clone(),
+    })
 }
