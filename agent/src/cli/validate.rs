@@ -127,86 +127,96 @@ pub fn run(args: &ValidateArgs, config: Option<&Path>) -> ExitCode {
         v["config_valid"] = json!(config_check.as_ref().map(|c| c.problems() == 0));
         outln!("{v}");
     } else {
-        let stderr = std::io::stderr();
-        let mut err = stderr.lock();
-        for line in &report.path_errors {
-            let _ = writeln!(err, "{line}");
-        }
-        for c in &report.specs {
-            if let Err(e) = &c.result {
-                for line in e.lines() {
-                    let _ = writeln!(err, "{line}");
-                }
-            }
-        }
-        for d in &report.diagnostics {
-            let _ = writeln!(err, "{d}");
-        }
-        if args.show {
-            for c in &report.specs {
-                if let Ok(p) = &c.result {
-                    let files: Vec<String> =
-                        p.files.iter().map(|f| f.display().to_string()).collect();
-                    outln!(
-                        "# {} (from {})\n# hash {}\n{}",
-                        c.name,
-                        files.join(", "),
-                        spec_hash(&p.spec),
-                        render_toml(&p.spec)
-                    );
-                }
-            }
-        }
-        if host.is_some() {
-            let runs: Vec<&str> = report
-                .specs
-                .iter()
-                .filter(|c| c.result.is_ok())
-                .map(|c| c.name.as_str())
-                .collect();
-            outln!(
-                "runs here: {}",
-                if runs.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    runs.join(", ")
-                }
-            );
-            for (name, why) in &report.not_here {
-                outln!("not here: {name}: {why}");
-            }
-        }
-        let valid =
-            report.specs.iter().filter(|c| c.result.is_ok()).count() + report.not_here.len();
-        let config_part = match &config_check {
-            None => String::new(),
-            Some(ConfigCheck::Valid) => "config valid".to_string(),
-            Some(c) => format!("config: {} problems", c.problems()),
-        };
-        let summary = if args.paths.is_empty() {
-            config_part
-        } else {
-            let config_diags = match &config_check {
-                Some(ConfigCheck::Invalid(d)) => d.len(),
-                _ => 0,
-            };
-            let mut s = format!(
-                "{valid} of {} specs valid, {} set problems",
-                report.specs.len() + report.not_here.len(),
-                report.diagnostics.len() - config_diags
-            );
-            if !config_part.is_empty() {
-                s = format!("{s}, {config_part}");
-            }
-            s
-        };
-        if ok {
-            let _ = writeln!(err, "ok: {summary}");
-        } else {
-            let _ = writeln!(err, "failed: {summary}");
-        }
+        print_report(&report, args, config_check.as_ref(), host.is_some(), ok);
     }
     ExitCode::from(if ok { exit::SUCCESS } else { exit::FAILURE })
+}
+
+/// The human form: problems on stderr, `--show`'s specs and where they run on stdout, and a
+/// summary line.
+fn print_report(
+    report: &Report,
+    args: &ValidateArgs,
+    config_check: Option<&ConfigCheck>,
+    for_host: bool,
+    ok: bool,
+) {
+    let stderr = std::io::stderr();
+    let mut err = stderr.lock();
+    for line in &report.path_errors {
+        let _ = writeln!(err, "{line}");
+    }
+    for c in &report.specs {
+        if let Err(e) = &c.result {
+            for line in e.lines() {
+                let _ = writeln!(err, "{line}");
+            }
+        }
+    }
+    for d in &report.diagnostics {
+        let _ = writeln!(err, "{d}");
+    }
+    if args.show {
+        for c in &report.specs {
+            if let Ok(p) = &c.result {
+                let files: Vec<String> = p.files.iter().map(|f| f.display().to_string()).collect();
+                outln!(
+                    "# {} (from {})\n# hash {}\n{}",
+                    c.name,
+                    files.join(", "),
+                    spec_hash(&p.spec),
+                    render_toml(&p.spec)
+                );
+            }
+        }
+    }
+    if for_host {
+        let runs: Vec<&str> = report
+            .specs
+            .iter()
+            .filter(|c| c.result.is_ok())
+            .map(|c| c.name.as_str())
+            .collect();
+        outln!(
+            "runs here: {}",
+            if runs.is_empty() {
+                "nothing".to_string()
+            } else {
+                runs.join(", ")
+            }
+        );
+        for (name, why) in &report.not_here {
+            outln!("not here: {name}: {why}");
+        }
+    }
+    let valid = report.specs.iter().filter(|c| c.result.is_ok()).count() + report.not_here.len();
+    let config_part = match config_check {
+        None => String::new(),
+        Some(ConfigCheck::Valid) => "config valid".to_string(),
+        Some(c) => format!("config: {} problems", c.problems()),
+    };
+    let summary = if args.paths.is_empty() {
+        config_part
+    } else {
+        let config_diags = match config_check {
+            Some(ConfigCheck::Invalid(d)) => d.len(),
+            _ => 0,
+        };
+        let mut s = format!(
+            "{valid} of {} specs valid, {} set problems",
+            report.specs.len() + report.not_here.len(),
+            report.diagnostics.len() - config_diags
+        );
+        if !config_part.is_empty() {
+            s = format!("{s}, {config_part}");
+        }
+        s
+    };
+    if ok {
+        let _ = writeln!(err, "ok: {summary}");
+    } else {
+        let _ = writeln!(err, "failed: {summary}");
+    }
 }
 
 fn check(
