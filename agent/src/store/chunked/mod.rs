@@ -33,6 +33,7 @@ use super::error::StoreError;
 use super::index::FileEntry;
 use super::layer::{self, LayerSpec, Meter};
 use super::{Store, digest_hex};
+use crate::registry::ranges::RangeReport;
 use crate::registry::{RegistryClient, RegistryError};
 use toc::{FileRange, TocLocation};
 
@@ -132,45 +133,8 @@ impl Store {
             image: spec.image.to_string(),
             source,
         };
-        let invalid = |reason: String| StoreError::Invalid {
-            image: spec.image.to_string(),
-            reason: format!("layer {}: {reason}", spec.digest),
-        };
         let hook = |_: &RegistryError, _: u32, _: Duration| {};
-        // The table of contents, checked against the manifest's annotation.
-        let mut toc_bytes = Vec::new();
-        let got = client
-            .fetch_ranges(
-                image,
-                spec.digest,
-                &[(loc.offset, loc.offset + loc.length)],
-                &mut |_, b| {
-                    toc_bytes.extend_from_slice(b);
-                    on_bytes(b.len() as u64);
-                    Ok(())
-                },
-                &hook,
-            )
-            .map_err(reg)?;
-        let actual = crate::registry::client::sha256_digest(&toc_bytes);
-        if actual != loc.digest {
-            return Err(invalid(format!(
-                "TOC digest {actual}, the manifest says {}",
-                loc.digest
-            )));
-        }
-        let mut json = Vec::new();
-        zstd::stream::read::Decoder::new(&toc_bytes[..])
-            .and_then(|d| d.take(loc.uncompressed + 1).read_to_end(&mut json))
-            .map_err(|e| invalid(format!("TOC: {e}")))?;
-        if json.len() as u64 != loc.uncompressed {
-            return Err(invalid(format!(
-                "TOC of {} bytes, the manifest says {}",
-                json.len(),
-                loc.uncompressed
-            )));
-        }
-        let files = toc::parse(&json, loc).map_err(invalid)?;
+        let (files, got) = fetch_toc(client, image, spec, loc, on_bytes)?;
 
         let have = self.reusable();
         let plan = toc::plan(
@@ -239,6 +203,59 @@ impl Store {
         let _ = layer::remove_tree(&scratch_dir);
         result.map(Some)
     }
+}
+
+/// A layer's table of contents, checked against the manifest's annotation (digest and size),
+/// with what fetching it took.
+fn fetch_toc(
+    client: &RegistryClient,
+    image: &ImageReference,
+    spec: &LayerSpec<'_>,
+    loc: &TocLocation,
+    on_bytes: &(dyn Fn(u64) + Sync),
+) -> Result<(Vec<FileRange>, RangeReport), StoreError> {
+    let invalid = |reason: String| StoreError::Invalid {
+        image: spec.image.to_string(),
+        reason: format!("layer {}: {reason}", spec.digest),
+    };
+    let hook = |_: &RegistryError, _: u32, _: Duration| {};
+    let mut toc_bytes = Vec::new();
+    let got = client
+        .fetch_ranges(
+            image,
+            spec.digest,
+            &[(loc.offset, loc.offset + loc.length)],
+            &mut |_, b| {
+                toc_bytes.extend_from_slice(b);
+                on_bytes(b.len() as u64);
+                Ok(())
+            },
+            &hook,
+        )
+        .map_err(|source| StoreError::Registry {
+            image: spec.image.to_string(),
+            source,
+        })?;
+    let actual = crate::registry::client::sha256_digest(&toc_bytes);
+    if actual != loc.digest {
+        return Err(invalid(format!(
+            "TOC digest {actual}, the manifest says {}",
+            loc.digest
+        )));
+    }
+    let mut json = Vec::new();
+    zstd::stream::read::Decoder::new(&toc_bytes[..])
+        .and_then(|d| d.take(loc.uncompressed + 1).read_to_end(&mut json))
+        .map_err(|e| invalid(format!("TOC: {e}")))?;
+    if json.len() as u64 != loc.uncompressed {
+        return Err(invalid(format!(
+            "TOC of {} bytes, the manifest says {}",
+            json.len(),
+            loc.uncompressed
+        )));
+    }
+    let files = toc::parse(&json, loc).map_err(invalid)?;
+    Ok((files, got))
 }
 
 #[cfg(test)]
