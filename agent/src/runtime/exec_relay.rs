@@ -102,122 +102,172 @@ struct Out {
 /// Relays until the process has exited and its output is drained (at most
 /// [`DRAIN_AFTER_EXIT`] more), killing the exec at `deadline` or on a signal.
 pub fn relay(running: &mut Running, interactive: bool, deadline: Option<Instant>) -> Ended {
+    let mut r = Relay::new(running, interactive);
     let sig = signal_fd();
-    let mut outs: Vec<Out> = Vec::new();
-    // Where the caller's stdin goes, with what is read but not yet taken.
-    let mut sink: Option<OwnedFd> = None;
-    let mut terminal: Option<RawFd> = None;
-    match running.io.take() {
-        Some(ExecIo::Pipes {
-            stdin,
-            stdout,
-            stderr,
-        }) => {
-            outs.push(Out {
-                from: Some(stdout),
-                to: CALLER_OUT,
-            });
-            outs.push(Out {
-                from: Some(stderr),
-                to: CALLER_ERR,
-            });
-            sink = stdin;
-        }
-        Some(ExecIo::Terminal { master }) => {
-            copy_winsize(CALLER_IN, master.as_raw_fd());
-            terminal = Some(master.as_raw_fd());
-            let input = master.try_clone().ok();
-            outs.push(Out {
-                from: Some(master),
-                to: CALLER_OUT,
-            });
-            sink = if interactive { input } else { None };
-        }
-        None => {}
-    }
-    for o in &outs {
-        if let Some(f) = &o.from {
-            set_nonblocking(f);
-        }
-    }
-    if let Some(s) = &sink {
-        set_nonblocking(s);
-    }
-    let mut stdin_open = sink.is_some();
-    let mut pending: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 32 * 1024];
-    let mut ended = Ended::Exited;
-    let mut killed = false;
-    let mut exited_at: Option<Instant> = None;
     loop {
         let now = Instant::now();
-        if let Some(t) = exited_at
-            && (outs.iter().all(|o| o.from.is_none()) || now >= t + DRAIN_AFTER_EXIT)
-        {
+        if r.drained(now) {
             break;
         }
-        if !killed && deadline.is_some_and(|d| now >= d) {
-            running.kill_all();
-            killed = true;
-            ended = Ended::TimedOut;
+        if deadline.is_some_and(|d| now >= d) {
+            r.kill(running, Ended::TimedOut);
         }
-        let mut pfds: Vec<libc::pollfd> = Vec::new();
-        let pfd = |fd: RawFd, events: libc::c_short| libc::pollfd {
-            fd,
-            events,
-            revents: 0,
-        };
-        for o in &outs {
-            pfds.push(pfd(
-                o.from.as_ref().map_or(-1, |f| f.as_raw_fd()),
-                libc::POLLIN,
-            ));
-        }
-        let (i_exit, i_sig, i_in) = (outs.len(), outs.len() + 1, outs.len() + 2);
-        pfds.push(pfd(
-            if exited_at.is_none() {
-                running.exit_fd().as_raw_fd()
-            } else {
-                -1
-            },
-            libc::POLLIN,
-        ));
-        pfds.push(pfd(
-            sig.as_ref().map_or(-1, |s| s.as_raw_fd()),
-            libc::POLLIN,
-        ));
-        pfds.push(pfd(
-            if stdin_open && pending.is_empty() && exited_at.is_none() {
-                CALLER_IN
-            } else {
-                -1
-            },
-            libc::POLLIN,
-        ));
-        pfds.push(pfd(
-            match &sink {
-                Some(s) if !pending.is_empty() => s.as_raw_fd(),
-                _ => -1,
-            },
-            libc::POLLOUT,
-        ));
-        let mut wait = exited_at.map(|t| (t + DRAIN_AFTER_EXIT).saturating_duration_since(now));
-        if !killed && let Some(d) = deadline {
-            let left = d.saturating_duration_since(now);
-            wait = Some(wait.map_or(left, |w| w.min(left)));
-        }
-        let timeout_ms = wait.map_or(-1, |w| w.as_millis().min(i32::MAX as u128) as i32 + 1);
+        let mut pfds = r.poll_set(running, sig.as_ref());
+        let timeout_ms = r
+            .wait(now, deadline)
+            .map_or(-1, |w| w.as_millis().min(i32::MAX as u128) as i32 + 1);
         // SAFETY: a live array of pollfds.
         let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
         if n <= 0 {
             continue;
         }
-        for (i, o) in outs.iter_mut().enumerate() {
-            if pfds[i].revents == 0 {
+        let outs = r.outs.len();
+        r.copy_out(&pfds[..outs], &mut buf);
+        if pfds[outs].revents != 0 {
+            r.exited_at = Some(Instant::now());
+        }
+        if pfds[outs + 1].revents != 0
+            && let Some(s) = &sig
+        {
+            r.on_signals(running, s);
+        }
+        if pfds[outs + 2].revents != 0 {
+            r.read_input(&mut buf);
+        }
+        r.offer_input();
+    }
+    r.ended
+}
+
+/// The relay's state between polls.
+struct Relay {
+    outs: Vec<Out>,
+    /// Where the caller's stdin goes, with what is read but not yet taken.
+    sink: Option<OwnedFd>,
+    pending: Vec<u8>,
+    stdin_open: bool,
+    terminal: Option<RawFd>,
+    ended: Ended,
+    killed: bool,
+    exited_at: Option<Instant>,
+}
+
+impl Relay {
+    fn new(running: &mut Running, interactive: bool) -> Self {
+        let mut outs: Vec<Out> = Vec::new();
+        let mut sink: Option<OwnedFd> = None;
+        let mut terminal: Option<RawFd> = None;
+        match running.io.take() {
+            Some(ExecIo::Pipes {
+                stdin,
+                stdout,
+                stderr,
+            }) => {
+                outs.push(Out {
+                    from: Some(stdout),
+                    to: CALLER_OUT,
+                });
+                outs.push(Out {
+                    from: Some(stderr),
+                    to: CALLER_ERR,
+                });
+                sink = stdin;
+            }
+            Some(ExecIo::Terminal { master }) => {
+                copy_winsize(CALLER_IN, master.as_raw_fd());
+                terminal = Some(master.as_raw_fd());
+                let input = master.try_clone().ok();
+                outs.push(Out {
+                    from: Some(master),
+                    to: CALLER_OUT,
+                });
+                sink = if interactive { input } else { None };
+            }
+            None => {}
+        }
+        for f in outs.iter().filter_map(|o| o.from.as_ref()).chain(&sink) {
+            set_nonblocking(f);
+        }
+        Relay {
+            outs,
+            stdin_open: sink.is_some(),
+            sink,
+            pending: Vec::new(),
+            terminal,
+            ended: Ended::Exited,
+            killed: false,
+            exited_at: None,
+        }
+    }
+
+    /// Whether the process has exited and its output is drained, or the drain time is up.
+    fn drained(&self, now: Instant) -> bool {
+        self.exited_at.is_some_and(|t| {
+            self.outs.iter().all(|o| o.from.is_none()) || now >= t + DRAIN_AFTER_EXIT
+        })
+    }
+
+    /// Kills every process of the exec once, remembering why.
+    fn kill(&mut self, running: &mut Running, why: Ended) {
+        if !self.killed {
+            running.kill_all();
+            self.killed = true;
+            self.ended = why;
+        }
+    }
+
+    /// The fds to poll: each output, the exit, the signals, the caller's stdin while there
+    /// is room for it, the process's stdin while input is pending (-1: not this round).
+    fn poll_set(&self, running: &Running, sig: Option<&OwnedFd>) -> Vec<libc::pollfd> {
+        let pfd = |fd: RawFd, events: libc::c_short| libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        let mut pfds: Vec<libc::pollfd> = self
+            .outs
+            .iter()
+            .map(|o| pfd(o.from.as_ref().map_or(-1, |f| f.as_raw_fd()), libc::POLLIN))
+            .collect();
+        let exit = match self.exited_at {
+            None => running.exit_fd().as_raw_fd(),
+            Some(_) => -1,
+        };
+        pfds.push(pfd(exit, libc::POLLIN));
+        pfds.push(pfd(sig.map_or(-1, |s| s.as_raw_fd()), libc::POLLIN));
+        let wants_input = self.stdin_open && self.pending.is_empty() && self.exited_at.is_none();
+        pfds.push(pfd(if wants_input { CALLER_IN } else { -1 }, libc::POLLIN));
+        let sink = match &self.sink {
+            Some(s) if !self.pending.is_empty() => s.as_raw_fd(),
+            _ => -1,
+        };
+        pfds.push(pfd(sink, libc::POLLOUT));
+        pfds
+    }
+
+    /// How long a poll may wait: until the drain time or the deadline, whichever is first.
+    fn wait(&self, now: Instant, deadline: Option<Instant>) -> Option<std::time::Duration> {
+        let mut wait = self
+            .exited_at
+            .map(|t| (t + DRAIN_AFTER_EXIT).saturating_duration_since(now));
+        if !self.killed
+            && let Some(d) = deadline
+        {
+            let left = d.saturating_duration_since(now);
+            wait = Some(wait.map_or(left, |w| w.min(left)));
+        }
+        wait
+    }
+
+    /// Copies what each ready output has to the caller.
+    fn copy_out(&mut self, ready: &[libc::pollfd], buf: &mut [u8]) {
+        for (o, p) in self.outs.iter_mut().zip(ready) {
+            if p.revents == 0 {
                 continue;
             }
             let Some(f) = &o.from else { continue };
-            let r = read(f.as_raw_fd(), &mut buf);
+            let r = read(f.as_raw_fd(), buf);
             if r > 0 {
                 if sys::write_all(o.to, &buf[..r as usize]).is_err() {
                     // The caller stopped listening: nothing more to relay.
@@ -228,61 +278,65 @@ pub fn relay(running: &mut Running, interactive: bool, deadline: Option<Instant>
                 o.from = None;
             }
         }
-        if pfds[i_exit].revents != 0 {
-            exited_at = Some(Instant::now());
-        }
-        if pfds[i_sig].revents != 0
-            && let Some(s) = &sig
-        {
-            let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
-            while read(s.as_raw_fd(), &mut info) > 0 {
-                // SAFETY: the kernel wrote a whole signalfd_siginfo into the buffer.
-                let si: libc::signalfd_siginfo =
-                    unsafe { std::ptr::read_unaligned(info.as_ptr().cast()) };
-                let signo = si.ssi_signo as i32;
-                if signo == libc::SIGWINCH {
-                    if let Some(t) = terminal {
-                        copy_winsize(CALLER_IN, t);
-                    }
-                } else if !killed {
-                    running.kill_all();
-                    killed = true;
-                    ended = Ended::Signalled(signo);
+    }
+
+    /// SIGWINCH resizes the terminal; any other signal kills the exec.
+    fn on_signals(&mut self, running: &mut Running, sig: &OwnedFd) {
+        let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
+        while read(sig.as_raw_fd(), &mut info) > 0 {
+            // SAFETY: the kernel wrote a whole signalfd_siginfo into the buffer.
+            let si: libc::signalfd_siginfo =
+                unsafe { std::ptr::read_unaligned(info.as_ptr().cast()) };
+            let signo = si.ssi_signo as i32;
+            if signo == libc::SIGWINCH {
+                if let Some(t) = self.terminal {
+                    copy_winsize(CALLER_IN, t);
                 }
+            } else {
+                self.kill(running, Ended::Signalled(signo));
             }
-        }
-        if pfds[i_in].revents != 0 {
-            let r = read(CALLER_IN, &mut buf);
-            if r > 0 {
-                pending.extend_from_slice(&buf[..r as usize]);
-            } else if r == 0 || !would_block() {
-                stdin_open = false;
-                // End of input on a terminal: its EOF character; on a pipe, closing it (once
-                // what is pending went through).
-                if terminal.is_some() {
-                    pending.push(4);
-                }
-            }
-        }
-        // Whatever is pending is offered at once (the fd is non-blocking); POLLOUT above wakes
-        // the loop when a full pipe or terminal takes more.
-        if !pending.is_empty()
-            && let Some(s) = &sink
-        {
-            // SAFETY: writes from a live buffer.
-            let w = unsafe { libc::write(s.as_raw_fd(), pending.as_ptr().cast(), pending.len()) };
-            if w > 0 {
-                pending.drain(..w as usize);
-            } else if w < 0 && !would_block() {
-                // The process closed its stdin.
-                pending.clear();
-                stdin_open = false;
-                sink = None;
-            }
-        }
-        if !stdin_open && pending.is_empty() && terminal.is_none() {
-            sink = None;
         }
     }
-    ended
+
+    fn read_input(&mut self, buf: &mut [u8]) {
+        let r = read(CALLER_IN, buf);
+        if r > 0 {
+            self.pending.extend_from_slice(&buf[..r as usize]);
+        } else if r == 0 || !would_block() {
+            self.stdin_open = false;
+            // End of input on a terminal: its EOF character; on a pipe, closing it (once what
+            // is pending went through).
+            if self.terminal.is_some() {
+                self.pending.push(4);
+            }
+        }
+    }
+
+    /// Whatever is pending is offered at once (the fd is non-blocking); POLLOUT wakes the
+    /// loop when a full pipe or terminal takes more.
+    fn offer_input(&mut self) {
+        if !self.pending.is_empty()
+            && let Some(s) = &self.sink
+        {
+            // SAFETY: writes from a live buffer.
+            let w = unsafe {
+                libc::write(
+                    s.as_raw_fd(),
+                    self.pending.as_ptr().cast(),
+                    self.pending.len(),
+                )
+            };
+            if w > 0 {
+                self.pending.drain(..w as usize);
+            } else if w < 0 && !would_block() {
+                // The process closed its stdin.
+                self.pending.clear();
+                self.stdin_open = false;
+                self.sink = None;
+            }
+        }
+        if !self.stdin_open && self.pending.is_empty() && self.terminal.is_none() {
+            self.sink = None;
+        }
+    }
 }
