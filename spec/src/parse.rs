@@ -481,36 +481,45 @@ fn decode(
     network.ok()?;
     networks.ok()?;
     let defaults = ContainerSpec::with_defaults(name, image.clone()?);
-    let spec = ContainerSpec {
-        name: name.to_string(),
-        image: image?,
-        state: state.ok()?.unwrap_or(defaults.state),
+    let extra = ExtraKeys {
         entrypoint: entrypoint.ok()?,
-        command: command.ok()?,
-        env: env_merged,
         env_files: env_files.iter().map(|(p, _)| p.clone()).collect(),
         workdir: workdir.ok()?,
         user: user.ok()?,
         group_add: group_add.ok()?.unwrap_or_default(),
         hostname: hostname.ok()?,
-        labels: labels.ok()?.unwrap_or_default(),
-        restart: restart.ok()?.unwrap_or(defaults.restart),
+        labels: labels.ok()?.unwrap_or_default().into(),
         stop_signal: stop_signal.ok()?,
-        stop_timeout: stop_timeout.ok()?.unwrap_or(defaults.stop_timeout),
-        pull: pull.ok()?.unwrap_or(defaults.pull),
+        stop_timeout: stop_timeout.ok()?.unwrap_or(defaults.extra.stop_timeout),
         depends_on: depends_on.iter().map(|(d, _)| d.clone()).collect(),
-        init: init.ok()?.unwrap_or(defaults.init),
-        update: update.ok()?.unwrap_or(defaults.update),
+        update: update
+            .ok()?
+            .unwrap_or_else(|| defaults.extra.update.clone()),
         ports: ports.iter().map(|(p, _)| *p).collect(),
         mounts,
         devices,
-        resources: resources.ok()?.unwrap_or(defaults.resources),
-        health: health.ok()?.unwrap_or(defaults.health),
-        network: net,
+        resources: resources.ok()?.unwrap_or(defaults.extra.resources),
+        health: health
+            .ok()?
+            .unwrap_or_else(|| defaults.extra.health.clone()),
+        security: security
+            .ok()?
+            .unwrap_or_else(|| defaults.extra.security.clone()),
         networks: joins,
-        security: security.ok()?.unwrap_or(defaults.security),
-        logging: logging.ok()?.unwrap_or(host.logging),
         host_match: host_match.ok()?.unwrap_or_default(),
+    };
+    let spec = ContainerSpec {
+        name: name.to_string(),
+        image: image?,
+        state: state.ok()?.unwrap_or(defaults.state),
+        command: command.ok()?,
+        env: env_merged.into(),
+        restart: restart.ok()?.unwrap_or(defaults.restart),
+        pull: pull.ok()?.unwrap_or(defaults.pull),
+        init: init.ok()?.unwrap_or(defaults.init),
+        network: net,
+        logging: logging.ok()?.unwrap_or(host.logging),
+        extra: extra.into(),
     };
     let network_place = t.entries.get("network").map(|e| location(cx, e.key_span));
     let ip_places = ip

@@ -141,6 +141,7 @@ impl ContainerConfig {
             }
         };
         let stop_signal = match spec
+            .extra
             .stop_signal
             .as_deref()
             .or(image.config.stop_signal.as_deref())
@@ -149,6 +150,7 @@ impl ContainerConfig {
             None => libc::SIGTERM,
         };
         let mounts = spec
+            .extra
             .mounts
             .iter()
             .map(|m| MountSpec {
@@ -168,6 +170,7 @@ impl ContainerConfig {
             })
             .collect();
         let devices = spec
+            .extra
             .devices
             .iter()
             .map(|d| DeviceSpec {
@@ -177,6 +180,7 @@ impl ContainerConfig {
             })
             .collect();
         let host_ports = spec
+            .extra
             .ports
             .iter()
             .map(|p| HostPort {
@@ -191,18 +195,22 @@ impl ContainerConfig {
             id,
             layers: image.layers.clone(),
             process: resolve_process(spec, &image.config),
-            hostname: spec.hostname.clone().unwrap_or_else(|| spec.name.clone()),
+            hostname: spec
+                .extra
+                .hostname
+                .clone()
+                .unwrap_or_else(|| spec.name.clone()),
             mounts,
             devices,
-            security: spec.security.clone(),
-            resources: spec.resources,
+            security: spec.extra.security.clone(),
+            resources: spec.extra.resources,
             netns,
             etc: placement.etc,
             host_ports,
             logging: spec.logging,
             init: spec.init,
             stop_signal,
-            stop_timeout: spec.stop_timeout,
+            stop_timeout: spec.extra.stop_timeout,
         })
     }
 
@@ -355,14 +363,14 @@ mod tests {
     #[test]
     fn builds_from_spec_image_and_placement() {
         let mut spec = ContainerSpec::with_defaults("web", ImageSource::parse("nginx").unwrap());
-        spec.mounts = vec![Mount {
+        spec.extra.mounts = vec![Mount {
             kind: MountKind::Volume {
                 name: "data".into(),
             },
             target: "/data".into(),
             read_only: false,
         }];
-        spec.ports = vec![PortMapping {
+        spec.extra.ports = vec![PortMapping {
             host_ip: None,
             host: 8080,
             container: 80,
@@ -400,12 +408,12 @@ mod tests {
                 .unwrap_err();
         assert!(e.contains("network namespace"), "{e}");
         spec.network = berth_spec::model::NetworkMode::None;
-        spec.stop_signal = Some("SIGNOPE".into());
+        spec.extra.stop_signal = Some("SIGNOPE".into());
         let e =
             ContainerConfig::build(&spec, id.clone(), &image(), &layout(), Placement::default())
                 .unwrap_err();
         assert!(e.contains("SIGNOPE"), "{e}");
-        spec.stop_signal = None;
+        spec.extra.stop_signal = None;
         let mut img = image();
         img.config.cmd = None;
         let c = ContainerConfig::build(&spec, id, &img, &layout(), Placement::default()).unwrap();
