@@ -68,6 +68,14 @@ pub struct ParsedSpec {
     pub spec: std::sync::Arc<ContainerSpec>,
     /// Every file read for it: the base, its drop-ins, then env files, as the caller named them.
     pub files: Vec<PathBuf>,
+    /// Where the keys checked across specs are written; `None` when the spec sets none of
+    /// them (most: an agent's source cache holds one per spec).
+    places: Option<Box<Places>>,
+}
+
+/// Where the keys of a spec that [`crate::set`] checks across specs are written.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct Places {
     /// One per `spec.ports` entry.
     pub(crate) port_places: Vec<Location>,
     /// One per `spec.depends_on` entry.
@@ -76,6 +84,14 @@ pub struct ParsedSpec {
     pub(crate) network_place: Option<Location>,
     /// Every static address, with where it is written.
     pub(crate) ip_places: Vec<(IpAddr, Location)>,
+}
+
+static NO_PLACES: std::sync::LazyLock<Places> = std::sync::LazyLock::new(Places::default);
+
+impl ParsedSpec {
+    pub(crate) fn places(&self) -> &Places {
+        self.places.as_deref().unwrap_or(&NO_PLACES)
+    }
 }
 
 /// Defaults a host may set for keys a spec leaves out, and what specs are checked against
@@ -528,11 +544,14 @@ fn decode(
         .iter()
         .map(|(_, a, s)| (*a, location(cx, *s)))
         .collect();
-    Some(ParsedSpec {
+    let places = Places {
         network_place,
         ip_places,
         port_places: ports.iter().map(|(_, s)| location(cx, *s)).collect(),
         dependency_places: depends_on.iter().map(|(_, s)| location(cx, *s)).collect(),
+    };
+    Some(ParsedSpec {
+        places: (places != Places::default()).then(|| Box::new(places)),
         spec: spec.into(),
         files,
     })

@@ -61,9 +61,9 @@ fn port_conflicts(valid: &BTreeMap<&str, &ParsedSpec>, diags: &mut Vec<Diagnosti
             });
             if let Some(&(other, k)) = earlier {
                 let o = &valid[other];
-                let loc = &o.port_places[k];
+                let loc = &o.places().port_places[k];
                 diags.push(at(
-                    &valid[name].port_places[i],
+                    &valid[name].places().port_places[i],
                     "ports",
                     format!(
                         "host port {}/{} ({}) is also published by {other} ({}:{}:{}: {})",
@@ -84,7 +84,7 @@ fn port_conflicts(valid: &BTreeMap<&str, &ParsedSpec>, diags: &mut Vec<Diagnosti
 fn address_conflicts(valid: &BTreeMap<&str, &ParsedSpec>, diags: &mut Vec<Diagnostic>) {
     let mut first: BTreeMap<std::net::IpAddr, (&str, &Location)> = BTreeMap::new();
     for (name, p) in valid {
-        for (ip, loc) in &p.ip_places {
+        for (ip, loc) in &p.places().ip_places {
             match first.get(ip) {
                 Some((other, there)) => diags.push(at(
                     loc,
@@ -112,7 +112,8 @@ fn shared_namespaces<E>(
 ) {
     use crate::model::NetworkMode;
     for p in valid.values() {
-        let (NetworkMode::Container(of), Some(loc)) = (&p.spec.network, &p.network_place) else {
+        let (NetworkMode::Container(of), Some(loc)) = (&p.spec.network, &p.places().network_place)
+        else {
             continue;
         };
         if !all.contains_key(of) {
@@ -146,7 +147,13 @@ fn missing_dependencies<E>(
     diags: &mut Vec<Diagnostic>,
 ) {
     for p in valid.values() {
-        for (d, loc) in p.spec.extra.depends_on.iter().zip(&p.dependency_places) {
+        for (d, loc) in p
+            .spec
+            .extra
+            .depends_on
+            .iter()
+            .zip(&p.places().dependency_places)
+        {
             if !all.contains_key(&d.name) {
                 let names: Vec<&str> = all.keys().map(String::as_str).collect();
                 let hint = diag::did_you_mean(&d.name, &names)
@@ -212,8 +219,8 @@ fn cycles(valid: &BTreeMap<&str, &ParsedSpec>, diags: &mut Vec<Diagnostic>) {
                         // The edge is a `depends_on` entry, or the network it joins.
                         let place =
                             match p.spec.extra.depends_on.iter().position(|d| d.name == succ) {
-                                Some(j) => Some((&p.dependency_places[j], "depends_on")),
-                                None => p.network_place.as_ref().map(|l| (l, "network")),
+                                Some(j) => Some((&p.places().dependency_places[j], "depends_on")),
+                                None => p.places().network_place.as_ref().map(|l| (l, "network")),
                             };
                         if let Some((loc, key)) = place {
                             diags.push(at(loc, key, format!("dependency cycle: {path}")));
