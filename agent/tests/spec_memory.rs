@@ -262,11 +262,11 @@ fn ten_thousand_specs_are_held_once_and_statuses_are_streamed() {
     );
     // Everything else the spec side holds: the source's cache entry (with the file's path and
     // stamp), the names, hashes and map nodes of the last valid specs and the desired set
-    // (535 bytes measured, with a 33-byte path). A second copy of the spec anywhere fails,
+    // (438 bytes measured, with a 33-byte path). A second copy of the spec anywhere fails,
     // and so do maps left half empty or a path or hash held more than once.
     let path = specs.join("s00000.toml").as_os_str().len() as isize;
     assert!(
-        per_spec(held - one_copy) < 544 + path,
+        per_spec(held - one_copy) < 448 + path,
         "the spec side holds {} KiB for {N} specs, {} bytes a spec beside one copy of it: \
          specs are copied, or the bookkeeping around them grew",
         kib(held),

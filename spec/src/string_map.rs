@@ -202,9 +202,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn empty_allocates_nothing_and_reads_empty() {
+    fn empty_reads_empty() {
         let m = StringMap::new();
-        assert!(m.is_empty() && m.len() == 0);
+        assert!(m.is_empty());
+        assert_eq!(m.len(), 0);
         assert_eq!(m.get(""), None);
         assert_eq!(m.iter().count(), 0);
         assert_eq!(m, StringMap::default());
