@@ -251,8 +251,8 @@ fn ten_thousand_specs_are_held_once_and_statuses_are_streamed() {
     );
     assert!(served > document, "the whole list was served");
     // Per spec, counted at the allocator. One copy of a spec of common keys: the struct with
-    // its image, command and env (405 bytes measured; 1.5 KiB and more with every key inline
-    // and env in a BTreeMap, see berth-spec's `layout` tests).
+    // its image, command and env (405 bytes measured; about 1.6 KiB by the sizes of its types
+    // with every key inline and env in a BTreeMap; see berth-spec's `layout` tests).
     let per_spec = |b: isize| b / N as isize;
     assert!(
         per_spec(one_copy) < 448,
