@@ -226,7 +226,7 @@ impl Keep {
             images: specs().map(|s| s.image.clone()).collect(),
             digests,
             volumes: specs()
-                .flat_map(|s| s.mounts.iter())
+                .flat_map(|s| s.extra.mounts.iter())
                 .filter_map(|m| match &m.kind {
                     berth_spec::model::MountKind::Volume { name } => Some(name.clone()),
                     _ => None,

@@ -52,9 +52,9 @@ fn loads_specs_dropins_and_env_files() {
     assert!(set.is_clean(), "{set:#?}");
     assert_eq!(set.specs.keys().collect::<Vec<_>>(), ["db", "web"]);
     let web = set.specs["web"].as_ref().unwrap();
-    assert_eq!(web.spec.env["A"], "1");
-    assert_eq!(web.spec.env["B"], "dropin-20");
-    assert_eq!(web.spec.env["C"], "c");
+    assert_eq!(web.spec.env.get("A").unwrap(), "1");
+    assert_eq!(web.spec.env.get("B").unwrap(), "dropin-20");
+    assert_eq!(web.spec.env.get("C").unwrap(), "c");
     let files: Vec<String> = web
         .files
         .iter()
@@ -254,8 +254,12 @@ fn cached_rescans_see_every_change() {
         let set = load_dir_cached(dir, &defaults, cache).unwrap();
         set.specs["web"].as_ref().unwrap().spec.env.clone()
     };
-    assert_eq!(env_of(&mut cache)["A"], "1");
-    assert_eq!(env_of(&mut cache)["A"], "1", "unchanged: the same");
+    assert_eq!(env_of(&mut cache).get("A").unwrap(), "1");
+    assert_eq!(
+        env_of(&mut cache).get("A").unwrap(),
+        "1",
+        "unchanged: the same"
+    );
 
     // Same size, same mtime (as `rsync -t` leaves it): the ctime still tells.
     let mtime = std::fs::metadata(dir.join("web.env"))
@@ -269,14 +273,14 @@ fn cached_rescans_see_every_change() {
         .unwrap()
         .set_modified(mtime)
         .unwrap();
-    assert_eq!(env_of(&mut cache)["A"], "2");
+    assert_eq!(env_of(&mut cache).get("A").unwrap(), "2");
 
     // A drop-in appears, then changes, then goes.
     std::fs::create_dir(dir.join("web.toml.d")).unwrap();
     std::fs::write(dir.join("web.toml.d/10.toml"), "env = { B = \"x\" }\n").unwrap();
-    assert_eq!(env_of(&mut cache)["B"], "x");
+    assert_eq!(env_of(&mut cache).get("B").unwrap(), "x");
     std::fs::write(dir.join("web.toml.d/10.toml"), "env = { B = \"y\" }\n").unwrap();
-    assert_eq!(env_of(&mut cache)["B"], "y");
+    assert_eq!(env_of(&mut cache).get("B").unwrap(), "y");
     std::fs::remove_file(dir.join("web.toml.d/10.toml")).unwrap();
     assert!(!env_of(&mut cache).contains_key("B"));
 

@@ -18,6 +18,20 @@ as a monitor polls it), its peak (VmHWM, over the whole run, loading included), 
 time of `berth status --json` (the CLI reading the streamed list). The agent's RSS with no
 spec is the baseline. No peer: podman has no daemon that holds desired state, and docker is not
 on this machine. Target (issue 19): agent RSS under 40 MB at 10,000 specs.
+
+Where it goes, per spec of this kind, counted at the allocator on the agent's own path
+(agent/tests/spec_memory.rs, requested bytes, before malloc's rounding): the spec itself
+~405 B (one copy, shared by the source's cache, the last valid specs and the desired set:
+a 232-byte struct whose rarely-set keys sit in one box allocated only when one is set, env
+in one string with its ends, the image reference, the command), the bookkeeping around it
+~440 B (the cache entry with the file's path and stamp, names, 32-byte hashes, map nodes),
+its status entry ~470 B (a 336-byte struct, its name, image and desired state). With every
+key inline (864 B) and env in a BTreeMap (a 544 B node), at `303d709`, the spec alone was
+about 1.6 KiB by its types' sizes (not measured here); that and the hash and parse-position
+boxes took the agent from 49.8 and 50.4 MB (two runs at
+`303d709`, load 5-7 from parallel builds) to 35.1 and 36.3 MB (two runs at `42977d7`). The
+rest: the agent with no spec (~12-13 MB, mostly its binary's pages and the runtime's
+threads) and malloc's free space left between what it keeps.
 """
 
 SPEC = ('image = "registry.invalid/berth-bench-absent:{i}"\npull = "never"\nstate = "stopped"\n'

@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(parsed) = result {
         let mut spec = berth_spec::ContainerSpec::clone(&parsed.spec);
         // Env files were read through the callback; render without them to compare alone.
-        spec.env_files.clear();
+        spec.extra.env_files.clear();
         let rendered = render_toml(&spec);
         let again = parse_spec_str("f", Path::new("f.toml"), &rendered)
             .unwrap_or_else(|d| panic!("rendered spec does not parse:\n{rendered}\n{d:?}"))

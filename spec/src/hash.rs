@@ -15,7 +15,7 @@ struct Shape<'a> {
     image: &'a ImageSource,
     entrypoint: &'a Option<Vec<String>>,
     command: &'a Option<Vec<String>>,
-    env: &'a std::collections::BTreeMap<String, String>,
+    env: &'a crate::StringMap,
     user: &'a Option<User>,
     // Left out when empty, so that specs written before the key keep their hash.
     #[serde(skip_serializing_if = "<[UserId]>::is_empty")]
@@ -33,36 +33,42 @@ struct Shape<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     networks: Option<&'a [NetworkJoin]>,
     security: &'a Security,
-    labels: &'a std::collections::BTreeMap<String, String>,
+    labels: &'a crate::StringMap,
     init: bool,
 }
 
 /// `sha256:<hex>` of the canonical form of the container-shaping fields.
 pub fn spec_hash(spec: &ContainerSpec) -> String {
-    let legacy = matches!(spec.networks.as_slice(),
+    format!("sha256:{}", hex::encode(spec_digest(spec)))
+}
+
+/// The sha256 digest [`spec_hash`] writes out: 32 bytes, for holders of many.
+pub fn spec_digest(spec: &ContainerSpec) -> [u8; 32] {
+    let legacy = matches!(spec.extra.networks.as_slice(),
         [only] if only.name == crate::config::DEFAULT_NETWORK && only.ip6.is_none());
     let shape = Shape {
         image: &spec.image,
-        entrypoint: &spec.entrypoint,
+        entrypoint: &spec.extra.entrypoint,
         command: &spec.command,
         env: &spec.env,
-        user: &spec.user,
-        group_add: &spec.group_add,
-        workdir: &spec.workdir,
-        hostname: &spec.hostname,
-        mounts: &spec.mounts,
-        devices: &spec.devices,
-        ports: &spec.ports,
+        user: &spec.extra.user,
+        group_add: &spec.extra.group_add,
+        workdir: &spec.extra.workdir,
+        hostname: &spec.extra.hostname,
+        mounts: &spec.extra.mounts,
+        devices: &spec.extra.devices,
+        ports: &spec.extra.ports,
         network: &spec.network,
         ip: legacy
-            .then(|| spec.networks[0].ip.map(std::net::IpAddr::V4))
+            .then(|| spec.extra.networks[0].ip.map(std::net::IpAddr::V4))
             .flatten(),
-        networks: (!legacy && !spec.networks.is_empty()).then_some(spec.networks.as_slice()),
-        security: &spec.security,
-        labels: &spec.labels,
+        networks: (!legacy && !spec.extra.networks.is_empty())
+            .then_some(spec.extra.networks.as_slice()),
+        security: &spec.extra.security,
+        labels: &spec.extra.labels,
         init: spec.init,
     };
     // serde_json writes struct fields in declaration order and BTreeMaps sorted: canonical.
     let bytes = serde_json::to_vec(&shape).expect("spec serialises");
-    format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+    Sha256::digest(&bytes).into()
 }

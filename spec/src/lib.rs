@@ -8,6 +8,7 @@
 //! - [`config`]: the agent's own configuration, parsed as strictly.
 //! - [`reference`]: image references, normalised as Docker does.
 //! - [`units`], [`values`], [`names`]: durations and sizes, small value grammars, name rules.
+//! - [`string_map`]: the compact map `env` and `labels` are held in.
 //! - [`hash`]: the recreate hash.
 //! - Internals: `tree` (a spanned TOML tree and drop-in merging), `decode` (typed reading that
 //!   collects errors), `ports`, `mounts`, `sections`, `envfile`, `config_parse`.
@@ -33,6 +34,7 @@ pub mod rollout;
 pub mod schema;
 mod sections;
 pub mod set;
+pub mod string_map;
 mod tree;
 pub mod units;
 pub mod values;
@@ -51,3 +53,4 @@ pub use reference::{ImageReference, ImageSource};
 pub use render::render_toml;
 pub use schema::{config_schema_json, spec_schema_json};
 pub use set::check_set;
+pub use string_map::StringMap;

@@ -4,7 +4,6 @@
 //! parser never re-checks a field. Two spec files that mean the same thing produce equal values
 //! (and equal hashes, see [`crate::hash`]).
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,20 +11,38 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::reference::ImageSource;
+use crate::string_map::StringMap;
 
 /// One container, as the agent should make it.
+///
+/// The keys most specs leave at their defaults are in [`ContainerSpec::extra`], allocated only
+/// when one is set: an agent holds every spec it knows (see `size_of` in the tests below).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContainerSpec {
     /// The file stem: a DNS label.
     pub name: String,
     pub image: ImageSource,
     pub state: DesiredState,
-    /// Replaces the image's Entrypoint when set.
-    pub entrypoint: Option<Vec<String>>,
     /// Replaces the image's Cmd when set.
     pub command: Option<Vec<String>>,
     /// `env_files` already merged in (files first, then `env`, so `env` wins).
-    pub env: BTreeMap<String, String>,
+    pub env: StringMap,
+    pub restart: RestartPolicy,
+    pub pull: PullPolicy,
+    pub init: bool,
+    pub network: NetworkMode,
+    /// Inline, not in `extra`: a host's config sets it for every spec.
+    pub logging: Logging,
+    /// Written in `spec.json` as keys of the spec itself, as they always were.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// The keys of a spec that most specs leave at their defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExtraKeys {
+    /// Replaces the image's Entrypoint when set.
+    pub entrypoint: Option<Vec<String>>,
     /// Kept for display; their contents are already in `env`.
     pub env_files: Vec<PathBuf>,
     pub workdir: Option<String>,
@@ -35,15 +52,12 @@ pub struct ContainerSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub group_add: Vec<UserId>,
     pub hostname: Option<String>,
-    pub labels: BTreeMap<String, String>,
-    pub restart: RestartPolicy,
+    pub labels: StringMap,
     /// A signal name such as `SIGTERM`; `None` means the image's StopSignal, else SIGTERM.
     pub stop_signal: Option<String>,
     #[serde(with = "crate::units::duration_serde")]
     pub stop_timeout: Duration,
-    pub pull: PullPolicy,
     pub depends_on: Vec<Dependency>,
-    pub init: bool,
     pub update: UpdatePolicy,
     /// Ranges are expanded: one entry per host port.
     pub ports: Vec<PortMapping>,
@@ -51,17 +65,107 @@ pub struct ContainerSpec {
     pub devices: Vec<Device>,
     pub resources: Resources,
     pub health: Health,
-    pub network: NetworkMode,
+    pub security: Security,
     /// With `network = "bridge"`: the networks it joins, in order (at least one; the first
     /// that is not internal holds the default route and the published ports). Empty in the
-    /// other modes.
+    /// other modes. Here, not inline: most specs join the default network alone.
     pub networks: Vec<NetworkJoin>,
-    pub security: Security,
-    pub logging: Logging,
     /// `[match]`: which hosts run it (not part of the recreate hash: a host either runs the
     /// spec or does not have it).
     #[serde(default, rename = "match")]
     pub host_match: crate::matching::HostMatch,
+}
+
+impl Default for ExtraKeys {
+    fn default() -> Self {
+        ExtraKeys {
+            entrypoint: None,
+            env_files: Vec::new(),
+            workdir: None,
+            user: None,
+            group_add: Vec::new(),
+            hostname: None,
+            labels: StringMap::new(),
+            stop_signal: None,
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+            depends_on: Vec::new(),
+            update: UpdatePolicy::default(),
+            ports: Vec::new(),
+            mounts: Vec::new(),
+            devices: Vec::new(),
+            resources: Resources::default(),
+            health: Health::default(),
+            security: Security::default(),
+            networks: vec![NetworkJoin::named(crate::config::DEFAULT_NETWORK)],
+            host_match: crate::matching::HostMatch::default(),
+        }
+    }
+}
+
+/// [`ExtraKeys`], boxed only when one differs from its default: a pointer for a spec that sets
+/// none. Reads see the defaults through `Deref`; a write through `DerefMut` allocates them.
+#[derive(Clone, Default)]
+pub struct Extra(Option<Box<ExtraKeys>>);
+
+static DEFAULT_EXTRA: std::sync::LazyLock<ExtraKeys> = std::sync::LazyLock::new(ExtraKeys::default);
+
+impl Extra {
+    pub fn new(keys: ExtraKeys) -> Self {
+        if keys == *DEFAULT_EXTRA {
+            Extra(None)
+        } else {
+            Extra(Some(Box::new(keys)))
+        }
+    }
+
+    /// Whether every key has its default (and nothing is allocated).
+    pub fn is_default(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
+impl std::ops::Deref for Extra {
+    type Target = ExtraKeys;
+
+    fn deref(&self) -> &ExtraKeys {
+        self.0.as_deref().unwrap_or(&DEFAULT_EXTRA)
+    }
+}
+
+impl std::ops::DerefMut for Extra {
+    fn deref_mut(&mut self) -> &mut ExtraKeys {
+        self.0.get_or_insert_with(Default::default)
+    }
+}
+
+impl PartialEq for Extra {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl std::fmt::Debug for Extra {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+impl Serialize for Extra {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (**self).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Extra {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        ExtraKeys::deserialize(d).map(Extra::new)
+    }
+}
+
+impl From<ExtraKeys> for Extra {
+    fn from(keys: ExtraKeys) -> Self {
+        Extra::new(keys)
+    }
 }
 
 impl ContainerSpec {
@@ -71,32 +175,14 @@ impl ContainerSpec {
             name: name.to_string(),
             image,
             state: DesiredState::Running,
-            entrypoint: None,
             command: None,
-            env: BTreeMap::new(),
-            env_files: Vec::new(),
-            workdir: None,
-            user: None,
-            group_add: Vec::new(),
-            hostname: None,
-            labels: BTreeMap::new(),
+            env: StringMap::new(),
             restart: RestartPolicy::Always,
-            stop_signal: None,
-            stop_timeout: DEFAULT_STOP_TIMEOUT,
             pull: PullPolicy::Missing,
-            depends_on: Vec::new(),
             init: false,
-            update: UpdatePolicy::default(),
-            ports: Vec::new(),
-            mounts: Vec::new(),
-            devices: Vec::new(),
-            resources: Resources::default(),
-            health: Health::default(),
             network: NetworkMode::Bridge,
-            networks: vec![NetworkJoin::named(crate::config::DEFAULT_NETWORK)],
-            security: Security::default(),
             logging: Logging::default(),
-            host_match: crate::matching::HostMatch::default(),
+            extra: Extra::default(),
         }
     }
 }
@@ -105,7 +191,7 @@ impl ContainerSpec {
     /// `depends_on`, plus the container whose network it joins (`network = "container:x"`
     /// starts after x), unless listed already.
     pub fn dependencies(&self) -> Vec<Dependency> {
-        let mut deps = self.depends_on.clone();
+        let mut deps = self.extra.depends_on.clone();
         if let NetworkMode::Container(of) = &self.network
             && !deps.iter().any(|d| &d.name == of)
         {
@@ -119,7 +205,8 @@ impl ContainerSpec {
 
     /// Whether any network address is asked for by hand.
     pub fn has_static_address(&self) -> bool {
-        self.networks
+        self.extra
+            .networks
             .iter()
             .any(|n| n.ip.is_some() || n.ip6.is_some())
     }
@@ -355,7 +442,7 @@ pub enum OnUnhealthy {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NetworkMode {
-    /// On one or more of berth's networks (see [`ContainerSpec::networks`]).
+    /// On one or more of berth's networks (see [`ExtraKeys::networks`]).
     Bridge,
     Host,
     None,

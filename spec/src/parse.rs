@@ -68,6 +68,14 @@ pub struct ParsedSpec {
     pub spec: std::sync::Arc<ContainerSpec>,
     /// Every file read for it: the base, its drop-ins, then env files, as the caller named them.
     pub files: Vec<PathBuf>,
+    /// Where the keys checked across specs are written; `None` when the spec sets none of
+    /// them (most: an agent's source cache holds one per spec).
+    places: Option<Box<Places>>,
+}
+
+/// Where the keys of a spec that [`crate::set`] checks across specs are written.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct Places {
     /// One per `spec.ports` entry.
     pub(crate) port_places: Vec<Location>,
     /// One per `spec.depends_on` entry.
@@ -76,6 +84,14 @@ pub struct ParsedSpec {
     pub(crate) network_place: Option<Location>,
     /// Every static address, with where it is written.
     pub(crate) ip_places: Vec<(IpAddr, Location)>,
+}
+
+static NO_PLACES: std::sync::LazyLock<Places> = std::sync::LazyLock::new(Places::default);
+
+impl ParsedSpec {
+    pub(crate) fn places(&self) -> &Places {
+        self.places.as_deref().unwrap_or(&NO_PLACES)
+    }
 }
 
 /// Defaults a host may set for keys a spec leaves out, and what specs are checked against
@@ -346,36 +362,45 @@ fn decode(
     network.ok()?;
     networks.ok()?;
     let defaults = ContainerSpec::with_defaults(name, image.clone()?);
-    let spec = ContainerSpec {
-        name: name.to_string(),
-        image: image?,
-        state: state.ok()?.unwrap_or(defaults.state),
+    let extra = ExtraKeys {
         entrypoint: entrypoint.ok()?,
-        command: command.ok()?,
-        env: env_merged,
         env_files: env_files.iter().map(|(p, _)| p.clone()).collect(),
         workdir: workdir.ok()?,
         user: user.ok()?,
         group_add: group_add.ok()?.unwrap_or_default(),
         hostname: hostname.ok()?,
-        labels: labels.ok()?.unwrap_or_default(),
-        restart: restart.ok()?.unwrap_or(defaults.restart),
+        labels: labels.ok()?.unwrap_or_default().into(),
         stop_signal: stop_signal.ok()?,
-        stop_timeout: stop_timeout.ok()?.unwrap_or(defaults.stop_timeout),
-        pull: pull.ok()?.unwrap_or(defaults.pull),
+        stop_timeout: stop_timeout.ok()?.unwrap_or(defaults.extra.stop_timeout),
         depends_on: depends_on.iter().map(|(d, _)| d.clone()).collect(),
-        init: init.ok()?.unwrap_or(defaults.init),
-        update: update.ok()?.unwrap_or(defaults.update),
+        update: update
+            .ok()?
+            .unwrap_or_else(|| defaults.extra.update.clone()),
         ports: ports.iter().map(|(p, _)| *p).collect(),
         mounts,
         devices,
-        resources: resources.ok()?.unwrap_or(defaults.resources),
-        health: health.ok()?.unwrap_or(defaults.health),
-        network: net,
+        resources: resources.ok()?.unwrap_or(defaults.extra.resources),
+        health: health
+            .ok()?
+            .unwrap_or_else(|| defaults.extra.health.clone()),
+        security: security
+            .ok()?
+            .unwrap_or_else(|| defaults.extra.security.clone()),
         networks: joins,
-        security: security.ok()?.unwrap_or(defaults.security),
-        logging: logging.ok()?.unwrap_or(host.logging),
         host_match: host_match.ok()?.unwrap_or_default(),
+    };
+    let spec = ContainerSpec {
+        name: name.to_string(),
+        image: image?,
+        state: state.ok()?.unwrap_or(defaults.state),
+        command: command.ok()?,
+        env: env_merged.into(),
+        restart: restart.ok()?.unwrap_or(defaults.restart),
+        pull: pull.ok()?.unwrap_or(defaults.pull),
+        init: init.ok()?.unwrap_or(defaults.init),
+        network: net,
+        logging: logging.ok()?.unwrap_or(host.logging),
+        extra: extra.into(),
     };
     let network_place = t.entries.get("network").map(|e| location(cx, e.key_span));
     let ip_places = ip
@@ -384,11 +409,14 @@ fn decode(
         .iter()
         .map(|(_, a, s)| (*a, location(cx, *s)))
         .collect();
-    Some(ParsedSpec {
+    let places = Places {
         network_place,
         ip_places,
         port_places: ports.iter().map(|(_, s)| location(cx, *s)).collect(),
         dependency_places: depends_on.iter().map(|(_, s)| location(cx, *s)).collect(),
+    };
+    Some(ParsedSpec {
+        places: (places != Places::default()).then(|| Box::new(places)),
         spec: spec.into(),
         files,
     })

@@ -21,8 +21,8 @@ fn strings(v: &[String]) -> Value {
     Value::Array(v.iter().map(|x| s(x.as_str())).collect())
 }
 
-fn map(m: &std::collections::BTreeMap<String, String>) -> Value {
-    Value::Table(m.iter().map(|(k, v)| (k.clone(), s(v.as_str()))).collect())
+fn map(m: &crate::StringMap) -> Value {
+    Value::Table(m.iter().map(|(k, v)| (k.to_string(), s(v))).collect())
 }
 
 fn word<T: serde::Serialize>(v: &T) -> Value {
@@ -37,17 +37,18 @@ pub fn to_table(spec: &ContainerSpec) -> Table {
     let mut t = Table::new();
     t.insert("image".into(), s(spec.image.to_string()));
     t.insert("state".into(), word(&spec.state));
-    if let Some(e) = &spec.entrypoint {
+    if let Some(e) = &spec.extra.entrypoint {
         t.insert("entrypoint".into(), strings(e));
     }
     if let Some(c) = &spec.command {
         t.insert("command".into(), strings(c));
     }
-    if !spec.env_files.is_empty() {
+    if !spec.extra.env_files.is_empty() {
         t.insert(
             "env_files".into(),
             Value::Array(
-                spec.env_files
+                spec.extra
+                    .env_files
                     .iter()
                     .map(|p| s(p.display().to_string()))
                     .collect(),
@@ -55,69 +56,95 @@ pub fn to_table(spec: &ContainerSpec) -> Table {
         );
     }
     t.insert("env".into(), map(&spec.env));
-    if let Some(w) = &spec.workdir {
+    if let Some(w) = &spec.extra.workdir {
         t.insert("workdir".into(), s(w.as_str()));
     }
-    if let Some(u) = &spec.user {
+    if let Some(u) = &spec.extra.user {
         t.insert("user".into(), s(values::format_user(u)));
     }
-    if !spec.group_add.is_empty() {
+    if !spec.extra.group_add.is_empty() {
         t.insert(
             "group_add".into(),
             Value::Array(
-                spec.group_add
+                spec.extra
+                    .group_add
                     .iter()
                     .map(|g| s(values::format_group(g)))
                     .collect(),
             ),
         );
     }
-    if let Some(h) = &spec.hostname {
+    if let Some(h) = &spec.extra.hostname {
         t.insert("hostname".into(), s(h.as_str()));
     }
-    t.insert("labels".into(), map(&spec.labels));
+    t.insert("labels".into(), map(&spec.extra.labels));
     t.insert("restart".into(), word(&spec.restart));
-    if let Some(sig) = &spec.stop_signal {
+    if let Some(sig) = &spec.extra.stop_signal {
         t.insert("stop_signal".into(), s(sig.as_str()));
     }
-    t.insert("stop_timeout".into(), s(format_duration(spec.stop_timeout)));
+    t.insert(
+        "stop_timeout".into(),
+        s(format_duration(spec.extra.stop_timeout)),
+    );
     t.insert("pull".into(), word(&spec.pull));
     t.insert("depends_on".into(), dependencies(spec));
     t.insert("init".into(), Value::Boolean(spec.init));
     t.insert(
         "ports".into(),
-        Value::Array(spec.ports.iter().map(|p| s(ports::format(p))).collect()),
+        Value::Array(
+            spec.extra
+                .ports
+                .iter()
+                .map(|p| s(ports::format(p)))
+                .collect(),
+        ),
     );
     t.insert(
         "mounts".into(),
-        Value::Array(spec.mounts.iter().map(mount).collect()),
+        Value::Array(spec.extra.mounts.iter().map(mount).collect()),
     );
     t.insert(
         "devices".into(),
         Value::Array(
-            spec.devices
+            spec.extra
+                .devices
                 .iter()
                 .map(|d| s(mounts::format_device(d)))
                 .collect(),
         ),
     );
     t.insert("network".into(), s(spec.network.spec_word()));
-    if !spec.networks.is_empty() {
+    if !spec.extra.networks.is_empty() {
         t.insert(
             "networks".into(),
-            Value::Array(spec.networks.iter().map(|n| s(n.name.as_str())).collect()),
+            Value::Array(
+                spec.extra
+                    .networks
+                    .iter()
+                    .map(|n| s(n.name.as_str()))
+                    .collect(),
+            ),
         );
     }
     if spec.has_static_address() {
         t.insert("ip".into(), Value::Table(static_addresses(spec)));
     }
-    t.insert("update".into(), Value::Table(update(&spec.update)));
-    t.insert("resources".into(), Value::Table(resources(&spec.resources)));
-    t.insert("health".into(), Value::Table(health(&spec.health)));
-    t.insert("security".into(), Value::Table(security(&spec.security)));
+    t.insert("update".into(), Value::Table(update(&spec.extra.update)));
+    t.insert(
+        "resources".into(),
+        Value::Table(resources(&spec.extra.resources)),
+    );
+    t.insert("health".into(), Value::Table(health(&spec.extra.health)));
+    t.insert(
+        "security".into(),
+        Value::Table(security(&spec.extra.security)),
+    );
     t.insert("logging".into(), Value::Table(logging(&spec.logging)));
-    if !spec.host_match.is_everywhere() {
-        t.insert("match".into(), Value::Table(host_match(&spec.host_match)));
+    if !spec.extra.host_match.is_everywhere() {
+        t.insert(
+            "match".into(),
+            Value::Table(host_match(&spec.extra.host_match)),
+        );
     }
     t
 }
@@ -125,7 +152,7 @@ pub fn to_table(spec: &ContainerSpec) -> Table {
 /// `ip`: each network's static address, or its two (IPv4 and IPv6).
 fn static_addresses(spec: &ContainerSpec) -> Table {
     let mut ips = Table::new();
-    for n in &spec.networks {
+    for n in &spec.extra.networks {
         let addrs: Vec<Value> = n
             .static_addresses()
             .iter()
@@ -147,7 +174,8 @@ fn static_addresses(spec: &ContainerSpec) -> Table {
 /// `depends_on`, each with its condition.
 fn dependencies(spec: &ContainerSpec) -> Value {
     Value::Array(
-        spec.depends_on
+        spec.extra
+            .depends_on
             .iter()
             .map(|d| {
                 let mut dt = Table::new();

@@ -40,7 +40,7 @@ fn port_conflicts(valid: &BTreeMap<&str, &ParsedSpec>, diags: &mut Vec<Diagnosti
     // Bucket by (port, protocol) so the check stays linear in the number of mappings.
     let mut by_port: BTreeMap<_, Vec<(&str, usize)>> = BTreeMap::new();
     for (name, p) in valid {
-        for (i, m) in p.spec.ports.iter().enumerate() {
+        for (i, m) in p.spec.extra.ports.iter().enumerate() {
             by_port
                 .entry((m.host, m.protocol))
                 .or_default()
@@ -49,20 +49,21 @@ fn port_conflicts(valid: &BTreeMap<&str, &ParsedSpec>, diags: &mut Vec<Diagnosti
     }
     for entries in by_port.values().filter(|e| e.len() > 1) {
         for (j, &(name, i)) in entries.iter().enumerate() {
-            let m = valid[name].spec.ports[i];
+            let m = valid[name].spec.extra.ports[i];
             let earlier = entries[..j].iter().find(|&&(other, k)| {
                 other != name
-                    && ports::ips_overlap(m.host_ip, valid[other].spec.ports[k].host_ip)
+                    && ports::ips_overlap(m.host_ip, valid[other].spec.extra.ports[k].host_ip)
                     && valid[name]
                         .spec
+                        .extra
                         .host_match
-                        .may_share_host(&valid[other].spec.host_match)
+                        .may_share_host(&valid[other].spec.extra.host_match)
             });
             if let Some(&(other, k)) = earlier {
                 let o = &valid[other];
-                let loc = &o.port_places[k];
+                let loc = &o.places().port_places[k];
                 diags.push(at(
-                    &valid[name].port_places[i],
+                    &valid[name].places().port_places[i],
                     "ports",
                     format!(
                         "host port {}/{} ({}) is also published by {other} ({}:{}:{}: {})",
@@ -72,7 +73,7 @@ fn port_conflicts(valid: &BTreeMap<&str, &ParsedSpec>, diags: &mut Vec<Diagnosti
                         loc.file.display(),
                         loc.line,
                         loc.column,
-                        ports::format(&o.spec.ports[k]),
+                        ports::format(&o.spec.extra.ports[k]),
                     ),
                 ));
             }
@@ -83,7 +84,7 @@ fn port_conflicts(valid: &BTreeMap<&str, &ParsedSpec>, diags: &mut Vec<Diagnosti
 fn address_conflicts(valid: &BTreeMap<&str, &ParsedSpec>, diags: &mut Vec<Diagnostic>) {
     let mut first: BTreeMap<std::net::IpAddr, (&str, &Location)> = BTreeMap::new();
     for (name, p) in valid {
-        for (ip, loc) in &p.ip_places {
+        for (ip, loc) in &p.places().ip_places {
             match first.get(ip) {
                 Some((other, there)) => diags.push(at(
                     loc,
@@ -111,7 +112,8 @@ fn shared_namespaces<E>(
 ) {
     use crate::model::NetworkMode;
     for p in valid.values() {
-        let (NetworkMode::Container(of), Some(loc)) = (&p.spec.network, &p.network_place) else {
+        let (NetworkMode::Container(of), Some(loc)) = (&p.spec.network, &p.places().network_place)
+        else {
             continue;
         };
         if !all.contains_key(of) {
@@ -145,7 +147,13 @@ fn missing_dependencies<E>(
     diags: &mut Vec<Diagnostic>,
 ) {
     for p in valid.values() {
-        for (d, loc) in p.spec.depends_on.iter().zip(&p.dependency_places) {
+        for (d, loc) in p
+            .spec
+            .extra
+            .depends_on
+            .iter()
+            .zip(&p.places().dependency_places)
+        {
             if !all.contains_key(&d.name) {
                 let names: Vec<&str> = all.keys().map(String::as_str).collect();
                 let hint = diag::did_you_mean(&d.name, &names)
@@ -171,6 +179,7 @@ fn cycles(valid: &BTreeMap<&str, &ParsedSpec>, diags: &mut Vec<Diagnostic>) {
             _ => None,
         };
         let mut e: Vec<&str> = spec
+            .extra
             .depends_on
             .iter()
             .map(|d| d.name.as_str())
@@ -208,10 +217,11 @@ fn cycles(valid: &BTreeMap<&str, &ParsedSpec>, diags: &mut Vec<Diagnostic>) {
                         let succ = cycle.get(i + 1).copied().unwrap_or(m);
                         let p = valid[member];
                         // The edge is a `depends_on` entry, or the network it joins.
-                        let place = match p.spec.depends_on.iter().position(|d| d.name == succ) {
-                            Some(j) => Some((&p.dependency_places[j], "depends_on")),
-                            None => p.network_place.as_ref().map(|l| (l, "network")),
-                        };
+                        let place =
+                            match p.spec.extra.depends_on.iter().position(|d| d.name == succ) {
+                                Some(j) => Some((&p.places().dependency_places[j], "depends_on")),
+                                None => p.places().network_place.as_ref().map(|l| (l, "network")),
+                            };
                         if let Some((loc, key)) = place {
                             diags.push(at(loc, key, format!("dependency cycle: {path}")));
                         }

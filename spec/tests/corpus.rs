@@ -90,16 +90,16 @@ fn valid_specs_pass_alone_and_as_a_set() {
     assert!(d.is_empty(), "{}", render(&d));
     // Spot checks that the files mean what they say.
     let app = &set["app"].as_ref().unwrap().spec;
-    assert_eq!(app.ports.len(), 1);
-    assert_eq!(app.ports[0].host, 8082);
-    assert_eq!(app.resources.memory, Some(1 << 30));
-    assert_eq!(app.resources.pids, Some(100));
-    assert_eq!(app.env["REGION"], "eu-1");
+    assert_eq!(app.extra.ports.len(), 1);
+    assert_eq!(app.extra.ports[0].host, 8082);
+    assert_eq!(app.extra.resources.memory, Some(1 << 30));
+    assert_eq!(app.extra.resources.pids, Some(100));
+    assert_eq!(app.env.get("REGION").unwrap(), "eu-1");
     let db = &set["db"].as_ref().unwrap().spec;
-    assert_eq!(db.env["POSTGRES_USER"], "app");
-    assert_eq!(db.env["POSTGRES_DB"], "app");
+    assert_eq!(db.env.get("POSTGRES_USER").unwrap(), "app");
+    assert_eq!(db.env.get("POSTGRES_DB").unwrap(), "app");
     let web = &set["web"].as_ref().unwrap();
-    assert_eq!(web.spec.ports.len(), 6);
+    assert_eq!(web.spec.extra.ports.len(), 6);
     assert_eq!(web.files, vec![PathBuf::from("valid/web.toml")]);
     assert_eq!(set["app"].as_ref().unwrap().files.len(), 3);
 }

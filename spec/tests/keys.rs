@@ -123,12 +123,12 @@ fn enums() {
 #[test]
 fn entrypoint_and_command() {
     let s = ok("entrypoint = [\"/bin/app\"]\ncommand = [\"--port\", \"80\"]\n");
-    assert_eq!(s.entrypoint, Some(vec!["/bin/app".to_string()]));
+    assert_eq!(s.extra.entrypoint, Some(vec!["/bin/app".to_string()]));
     assert_eq!(
         s.command.as_deref(),
         Some(&["--port".to_string(), "80".to_string()][..])
     );
-    assert_eq!(ok("entrypoint = []\n").entrypoint, Some(vec![]));
+    assert_eq!(ok("entrypoint = []\n").extra.entrypoint, Some(vec![]));
     one_err(
         "command = \"echo hi\"\n",
         "expected an array such as [\"/bin/sh\", \"-c\", \"echo hi\"]",
@@ -149,9 +149,9 @@ fn env_and_labels() {
     let s = ok(
         "[env]\nA = \"1\"\nPORT = 8080\nDEBUG = true\n[labels]\n\"com.example.team\" = \"web\"\n",
     );
-    assert_eq!(s.env["PORT"], "8080");
-    assert_eq!(s.env["DEBUG"], "true");
-    assert_eq!(s.labels["com.example.team"], "web");
+    assert_eq!(s.env.get("PORT").unwrap(), "8080");
+    assert_eq!(s.env.get("DEBUG").unwrap(), "true");
+    assert_eq!(s.extra.labels.get("com.example.team").unwrap(), "web");
     one_err("[env]\n\"A B\" = \"x\"\n", "invalid variable name");
     one_err(
         "[env]\nA = [1]\n",
@@ -191,11 +191,11 @@ fn env_files_merge_in_order_and_env_wins() {
         &[("/specs/a.env", "A=a\nB=a\nC=a\n"), ("/etc/b.env", "B=b\n")],
     )
     .unwrap();
-    assert_eq!(s.env["A"], "a");
-    assert_eq!(s.env["B"], "b");
-    assert_eq!(s.env["C"], "env");
+    assert_eq!(s.env.get("A").unwrap(), "a");
+    assert_eq!(s.env.get("B").unwrap(), "b");
+    assert_eq!(s.env.get("C").unwrap(), "env");
     assert_eq!(
-        s.env_files,
+        s.extra.env_files,
         vec![PathBuf::from("/specs/a.env"), PathBuf::from("/etc/b.env")]
     );
 }
@@ -225,7 +225,7 @@ fn env_files_in_a_dropin_resolve_against_the_dropin_dir() {
         &[("/specs/web.toml.d/host.env", "H=1\n")],
     )
     .unwrap();
-    assert_eq!(s.env["H"], "1");
+    assert_eq!(s.env.get("H").unwrap(), "1");
 }
 
 #[test]
@@ -239,10 +239,10 @@ fn dropins_merge_and_errors_point_at_the_right_file() {
         &[],
     )
     .unwrap();
-    assert_eq!(s.ports.len(), 1);
-    assert_eq!(s.ports[0].host, 8080);
-    assert_eq!(s.resources.memory, Some(2 << 30));
-    assert_eq!(s.resources.pids, Some(10));
+    assert_eq!(s.extra.ports.len(), 1);
+    assert_eq!(s.extra.ports[0].host, 8080);
+    assert_eq!(s.extra.resources.memory, Some(2 << 30));
+    assert_eq!(s.extra.resources.pids, Some(10));
     assert_eq!(s.state, DesiredState::Stopped);
     let e = with_env_files(
         "image = \"x\"\n",
@@ -271,24 +271,24 @@ fn dropins_merge_and_errors_point_at_the_right_file() {
 #[test]
 fn workdir_user_hostname() {
     let s = ok("workdir = \"/srv//app/\"\nuser = \"1000:1000\"\nhostname = \"web-1\"\n");
-    assert_eq!(s.workdir.as_deref(), Some("/srv/app"));
+    assert_eq!(s.extra.workdir.as_deref(), Some("/srv/app"));
     assert_eq!(
-        s.user,
+        s.extra.user,
         Some(User {
             user: UserId::Id(1000),
             group: Some(UserId::Id(1000))
         })
     );
-    assert_eq!(s.hostname.as_deref(), Some("web-1"));
+    assert_eq!(s.extra.hostname.as_deref(), Some("web-1"));
     assert_eq!(
-        ok("user = 33\n").user,
+        ok("user = 33\n").extra.user,
         Some(User {
             user: UserId::Id(33),
             group: None
         })
     );
     assert_eq!(
-        ok("user = \"nginx\"\n").user,
+        ok("user = \"nginx\"\n").extra.user,
         Some(User {
             user: UserId::Name("nginx".into()),
             group: None
@@ -304,14 +304,14 @@ fn workdir_user_hostname() {
 fn group_add_names_and_gids() {
     let s = ok("group_add = [\"audio\", 44, \"1000\"]\n");
     assert_eq!(
-        s.group_add,
+        s.extra.group_add,
         [
             UserId::Name("audio".into()),
             UserId::Id(44),
             UserId::Id(1000)
         ]
     );
-    assert!(ok("").group_add.is_empty());
+    assert!(ok("").extra.group_add.is_empty());
     one_err("group_add = [\"a b\"]\n", "invalid group");
     one_err("group_add = [\"app:audio\"]\n", "invalid group");
     one_err("group_add = [-1]\n", "out of range");
@@ -338,8 +338,8 @@ fn group_add_names_and_gids() {
 #[test]
 fn stop_signal_and_timeout() {
     let s = ok("stop_signal = \"quit\"\nstop_timeout = \"1m30s\"\n");
-    assert_eq!(s.stop_signal.as_deref(), Some("SIGQUIT"));
-    assert_eq!(s.stop_timeout, Duration::from_secs(90));
+    assert_eq!(s.extra.stop_signal.as_deref(), Some("SIGQUIT"));
+    assert_eq!(s.extra.stop_timeout, Duration::from_secs(90));
     one_err("stop_signal = \"SIGTREM\"\n", "did you mean \"SIGTERM\"");
     one_err("stop_timeout = \"10\"\n", "missing unit");
     one_err("stop_timeout = 10\n", "expected a string, found an integer");
@@ -349,7 +349,7 @@ fn stop_signal_and_timeout() {
 fn depends_on_forms() {
     let s = ok("depends_on = [\"db\", { name = \"cache\", condition = \"healthy\" }]\n");
     assert_eq!(
-        s.depends_on,
+        s.extra.depends_on,
         vec![
             Dependency {
                 name: "cache".into(),
@@ -388,26 +388,26 @@ fn ports_short_and_tables() {
         "ports = [\"8080:80\", \"127.0.0.1:5353:53/udp\", { host = 9000, container = 90, protocol = \"udp\", host_ip = \"2001:db8::1\" }, { host = \"7000-7001\", container = \"8000-8001\" }]\n",
     );
     let ip = |x: &str| Some(x.parse::<IpAddr>().unwrap());
-    assert_eq!(s.ports.len(), 5);
-    assert!(s.ports.contains(&PortMapping {
+    assert_eq!(s.extra.ports.len(), 5);
+    assert!(s.extra.ports.contains(&PortMapping {
         host_ip: None,
         host: 8080,
         container: 80,
         protocol: Protocol::Tcp
     }));
-    assert!(s.ports.contains(&PortMapping {
+    assert!(s.extra.ports.contains(&PortMapping {
         host_ip: ip("127.0.0.1"),
         host: 5353,
         container: 53,
         protocol: Protocol::Udp
     }));
-    assert!(s.ports.contains(&PortMapping {
+    assert!(s.extra.ports.contains(&PortMapping {
         host_ip: ip("2001:db8::1"),
         host: 9000,
         container: 90,
         protocol: Protocol::Udp
     }));
-    assert!(s.ports.contains(&PortMapping {
+    assert!(s.extra.ports.contains(&PortMapping {
         host_ip: None,
         host: 7001,
         container: 8001,
@@ -419,7 +419,10 @@ fn ports_short_and_tables() {
         ok("ports = [\"2:2\", \"1:1\"]\n")
     );
     // The same port on tcp and udp is two mappings, not a clash.
-    assert_eq!(ok("ports = [\"53:53\", \"53:53/udp\"]\n").ports.len(), 2);
+    assert_eq!(
+        ok("ports = [\"53:53\", \"53:53/udp\"]\n").extra.ports.len(),
+        2
+    );
 }
 
 #[test]
@@ -467,27 +470,27 @@ fn mounts_short_and_tables() {
   { type = "volume", source = "logs", target = "/logs" },
 ]
 "#);
-    assert_eq!(s.mounts.len(), 5);
-    let targets: Vec<&str> = s.mounts.iter().map(|m| m.target.as_str()).collect();
+    assert_eq!(s.extra.mounts.len(), 5);
+    let targets: Vec<&str> = s.extra.mounts.iter().map(|m| m.target.as_str()).collect();
     assert_eq!(
         targets,
         ["/data", "/etc/app", "/logs", "/tmp", "/var/cache"]
     );
     assert_eq!(
-        s.mounts[3].kind,
+        s.extra.mounts[3].kind,
         MountKind::Tmpfs {
             size: Some(64 << 20)
         }
     );
     assert_eq!(
-        s.mounts[1].kind,
+        s.extra.mounts[1].kind,
         MountKind::Bind {
             source: "/etc/app".into()
         }
     );
-    assert!(s.mounts[1].read_only);
+    assert!(s.extra.mounts[1].read_only);
     assert_eq!(
-        s.mounts[2].kind,
+        s.extra.mounts[2].kind,
         MountKind::Volume {
             name: "logs".into()
         }
@@ -544,9 +547,9 @@ fn devices() {
     let s = ok(
         "devices = [\"/dev/fuse\", { host = \"/dev/sda\", container = \"/dev/xvda\", permissions = \"r\" }]\n",
     );
-    assert_eq!(s.devices.len(), 2);
-    assert_eq!(s.devices[0].host, PathBuf::from("/dev/fuse"));
-    assert_eq!(s.devices[1].permissions, "r");
+    assert_eq!(s.extra.devices.len(), 2);
+    assert_eq!(s.extra.devices[0].host, PathBuf::from("/dev/fuse"));
+    assert_eq!(s.extra.devices[1].permissions, "r");
     one_err("devices = [\"fuse\"]\n", "not an absolute path");
     one_err(
         "devices = [{ container = \"/dev/x\" }]\n",
@@ -567,7 +570,7 @@ fn update_section() {
     let s = ok(
         "[update]\nstrategy = \"kill-then-download\"\nmin_age = \"2h\"\nwindow = \"02:00-04:00\"\nlock = \"/run/maint.lock\"\nverify = \"30s\"\nrollback = false\n",
     );
-    let u = s.update;
+    let u = s.extra.update.clone();
     assert_eq!(u.strategy, UpdateStrategy::KillThenDownload);
     assert_eq!(u.min_age, Some(Duration::from_secs(7200)));
     assert_eq!(
@@ -582,6 +585,7 @@ fn update_section() {
     assert!(!u.rollback);
     assert_eq!(
         ok("[update]\nstrategy = \"start-then-kill\"\n")
+            .extra
             .update
             .strategy,
         UpdateStrategy::StartThenKill
@@ -604,7 +608,7 @@ fn update_section() {
 fn resources_section() {
     let s = ok("[resources]\nmemory = \"256m\"\ncpus = 1.5\npids = 100\n");
     assert_eq!(
-        s.resources,
+        s.extra.resources,
         Resources {
             memory: Some(256 << 20),
             millicpus: Some(1500),
@@ -612,7 +616,7 @@ fn resources_section() {
         }
     );
     assert_eq!(
-        ok("[resources]\ncpus = 2\n").resources.millicpus,
+        ok("[resources]\ncpus = 2\n").extra.resources.millicpus,
         Some(2000)
     );
     assert_eq!(
@@ -635,15 +639,17 @@ fn health_section() {
     let s = ok(
         "[health]\ncommand = \"curl -f localhost\"\ninterval = \"10s\"\nretries = 5\non_unhealthy = \"restart\"\n",
     );
-    let c = s.health.check.clone().unwrap();
+    let c = s.extra.health.check.clone().unwrap();
     assert_eq!(c.command, ["/bin/sh", "-c", "curl -f localhost"]);
     assert_eq!(c.interval, Duration::from_secs(10));
     assert_eq!(c.timeout, HealthCheck::DEFAULT_TIMEOUT);
     assert_eq!(c.retries, 5);
-    assert_eq!(s.health.on_unhealthy, OnUnhealthy::Restart);
+    assert_eq!(s.extra.health.on_unhealthy, OnUnhealthy::Restart);
     let argv = ok("[health]\ncommand = [\"/bin/check\", \"-q\"]\n")
+        .extra
         .health
         .check
+        .clone()
         .unwrap()
         .command;
     assert_eq!(argv, ["/bin/check", "-q"]);
@@ -656,7 +662,7 @@ fn health_section() {
         ok("[health]\ncommand = [\"CMD-SHELL\", \"true\"]\n"),
         ok("[health]\ncommand = \"true\"\n")
     );
-    assert!(ok("[health]\ndisable = true\n").health.disable);
+    assert!(ok("[health]\ndisable = true\n").extra.health.disable);
     one_err(
         "[health]\ndisable = true\ncommand = \"true\"\n",
         "contradict",
@@ -679,12 +685,12 @@ fn security_section() {
     let s = ok(
         "[security]\nprivileged = false\ncap_add = [\"net_admin\", \"CAP_SYS_TIME\", \"NET_ADMIN\"]\ncap_drop = [\"ALL\"]\nread_only_rootfs = true\nno_new_privileges = false\nseccomp = \"unconfined\"\n",
     );
-    let x = s.security;
+    let x = s.extra.security.clone();
     assert_eq!(x.cap_add, ["CAP_NET_ADMIN", "CAP_SYS_TIME"]);
     assert_eq!(x.cap_drop, ["ALL"]);
     assert!(x.read_only_rootfs && !x.no_new_privileges);
     assert_eq!(x.seccomp, SeccompMode::Unconfined);
-    assert!(ok("").security.no_new_privileges);
+    assert!(ok("").extra.security.no_new_privileges);
     one_err(
         "[security]\ncap_add = [\"NET_ADMN\"]\n",
         "did you mean \"CAP_NET_ADMIN\"",
@@ -714,7 +720,7 @@ fn logging_section() {
 fn ip() {
     let s = ok("ip = \"10.213.0.10\"\n");
     assert_eq!(
-        s.networks,
+        s.extra.networks,
         vec![NetworkJoin {
             name: "default".into(),
             ip: Some("10.213.0.10".parse().unwrap()),
@@ -722,7 +728,7 @@ fn ip() {
         }]
     );
     let s = ok("ip = [\"10.213.0.10\", \"fd00::10\"]\n");
-    assert_eq!(s.networks[0].ip6, Some("fd00::10".parse().unwrap()));
+    assert_eq!(s.extra.networks[0].ip6, Some("fd00::10".parse().unwrap()));
     one_err("ip = \"10.213.0\"\n", "not an IP address");
     one_err("ip = \"127.0.0.1\"\n", "not a unicast address");
     one_err("ip = \"fe80::1\"\n", "not a unicast address");
@@ -742,7 +748,7 @@ fn networks_and_addresses_per_network() {
         "networks = [\"backend\", \"default\"]\nip = { default = \"10.213.0.7\", backend = [\"10.214.1.5\", \"fd00:b::5\"] }\n",
     );
     assert_eq!(
-        s.networks,
+        s.extra.networks,
         vec![
             NetworkJoin {
                 name: "backend".into(),
@@ -772,7 +778,7 @@ fn networks_and_addresses_per_network() {
 fn container_network_mode() {
     let s = ok("network = \"container:db\"\n");
     assert_eq!(s.network, NetworkMode::Container("db".into()));
-    assert!(s.networks.is_empty());
+    assert!(s.extra.networks.is_empty());
     assert!(s.dependencies().iter().any(|d| d.name == "db"));
     one_err("network = \"container:web\"\n", "its own network namespace");
     one_err("network = \"container:Bad Name\"\n", "");

@@ -331,39 +331,42 @@ prop_compose! {
             name: "app".into(),
             image,
             state: [DesiredState::Running, DesiredState::Paused, DesiredState::Stopped][state as usize],
-            entrypoint,
             command,
-            env,
-            env_files: vec![],
-            workdir,
-            user: user.map(|(u, g)| User { user: UserId::Id(u), group: g.map(UserId::Name) }),
-            group_add,
-            hostname,
-            labels,
+            env: env.into(),
             restart: [RestartPolicy::Always, RestartPolicy::OnFailure, RestartPolicy::Never][restart as usize],
-            stop_signal: stop_signal.map(String::from),
-            stop_timeout,
             pull: [PullPolicy::Missing, PullPolicy::Always, PullPolicy::Never][pull as usize],
-            depends_on: deps
-                .into_iter()
-                .filter(|(n, _)| n != "app")
-                .map(|(name, c)| Dependency {
-                    name,
-                    condition: [DependencyCondition::Started, DependencyCondition::Healthy, DependencyCondition::Completed][c as usize],
-                })
-                .collect(),
             init,
-            update,
-            ports: if bridge { ports } else { vec![] },
-            mounts,
-            devices,
-            resources: Resources { memory: res.0, millicpus: res.1, pids: res.2 },
-            health,
             network,
-            networks,
-            security,
             logging: Logging { max_size: logging.0, max_files: logging.1 },
-            host_match,
+            extra: ExtraKeys {
+                entrypoint,
+                env_files: vec![],
+                workdir,
+                user: user.map(|(u, g)| User { user: UserId::Id(u), group: g.map(UserId::Name) }),
+                group_add,
+                hostname,
+                labels: labels.into(),
+                stop_signal: stop_signal.map(String::from),
+                stop_timeout,
+                depends_on: deps
+                    .into_iter()
+                    .filter(|(n, _)| n != "app")
+                    .map(|(name, c)| Dependency {
+                        name,
+                        condition: [DependencyCondition::Started, DependencyCondition::Healthy, DependencyCondition::Completed][c as usize],
+                    })
+                    .collect(),
+                update,
+                ports: if bridge { ports } else { vec![] },
+                mounts,
+                devices,
+                resources: Resources { memory: res.0, millicpus: res.1, pids: res.2 },
+                health,
+                security,
+                networks,
+                host_match,
+            }
+            .into(),
         }
     }
 }
@@ -418,12 +421,12 @@ proptest! {
             0 => changed.state = other.state,
             1 => changed.restart = other.restart,
             2 => changed.pull = other.pull,
-            3 => changed.depends_on = other.depends_on.clone(),
-            4 => changed.health = other.health.clone(),
-            5 => changed.update = other.update.clone(),
+            3 => changed.extra.depends_on = other.extra.depends_on.clone(),
+            4 => changed.extra.health = other.extra.health.clone(),
+            5 => changed.extra.update = other.extra.update.clone(),
             6 => changed.logging = other.logging,
-            7 => changed.resources = other.resources,
-            _ => changed.stop_timeout = other.stop_timeout,
+            7 => changed.extra.resources = other.extra.resources,
+            _ => changed.extra.stop_timeout = other.extra.stop_timeout,
         }
         prop_assert_eq!(spec_hash(&changed), spec_hash(&spec));
     }
@@ -433,17 +436,17 @@ proptest! {
         let mut changed = spec.clone();
         match which {
             0 => changed.image = ImageSource::parse("other.example/x:9").unwrap(),
-            1 => changed.entrypoint = Some(vec!["/changed".into()]).filter(|e| Some(e) != spec.entrypoint.as_ref()).or(None),
+            1 => changed.extra.entrypoint = Some(vec!["/changed".into()]).filter(|e| Some(e) != spec.extra.entrypoint.as_ref()).or(None),
             2 => { changed.env.insert("BERTH_PROP_CHANGED".into(), "1".into()); }
-            3 => changed.user = Some(User { user: UserId::Id(123_456), group: None }),
-            4 => changed.workdir = Some("/changed/dir".into()),
-            5 => changed.hostname = Some("changed-host".into()),
-            6 => changed.mounts.push(Mount { kind: MountKind::Tmpfs { size: None }, target: "/zz/changed".into(), read_only: false }),
-            7 => changed.devices.push(Device { host: "/dev/zz".into(), container: "/dev/zz".into(), permissions: "r".into() }),
-            8 => changed.ports.push(PortMapping { host_ip: None, host: 1, container: 1, protocol: Protocol::Tcp }),
+            3 => changed.extra.user = Some(User { user: UserId::Id(123_456), group: None }),
+            4 => changed.extra.workdir = Some("/changed/dir".into()),
+            5 => changed.extra.hostname = Some("changed-host".into()),
+            6 => changed.extra.mounts.push(Mount { kind: MountKind::Tmpfs { size: None }, target: "/zz/changed".into(), read_only: false }),
+            7 => changed.extra.devices.push(Device { host: "/dev/zz".into(), container: "/dev/zz".into(), permissions: "r".into() }),
+            8 => changed.extra.ports.push(PortMapping { host_ip: None, host: 1, container: 1, protocol: Protocol::Tcp }),
             9 => changed.network = if spec.network == NetworkMode::None { NetworkMode::Host } else { NetworkMode::None },
-            10 => changed.security.privileged = !spec.security.privileged,
-            11 => { changed.labels.insert("berth.prop.changed".into(), "1".into()); }
+            10 => changed.extra.security.privileged = !spec.extra.security.privileged,
+            11 => { changed.extra.labels.insert("berth.prop.changed".into(), "1".into()); }
             _ => changed.init = !spec.init,
         }
         prop_assume!(changed != spec);

@@ -64,7 +64,7 @@ pub(super) fn add_policy_view(desired: &Desired, o: &mut Observed, health: Optio
         if let Some(lock) = entry
             .spec
             .as_ref()
-            .and_then(|d| d.spec.update.lock.as_ref())
+            .and_then(|d| d.spec.extra.update.lock.as_ref())
             && lock.exists()
         {
             o.locks.insert(lock.clone());

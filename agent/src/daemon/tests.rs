@@ -139,7 +139,7 @@ impl Backend for Fake {
                 crash_streak: 0,
                 started_at: Some(now),
                 health: HealthState::None,
-                resources: spec.resources,
+                resources: spec.extra.resources,
                 info: ContainerInfo {
                     pid: Some(100),
                     ..ContainerInfo::default()
@@ -384,12 +384,12 @@ async fn dependencies_start_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let fake = Fake::default();
     let mut web = spec("web");
-    web.depends_on = vec![Dependency {
+    web.extra.depends_on = vec![Dependency {
         name: "db".into(),
         condition: DependencyCondition::Started,
     }];
     let mut proxy = spec("proxy");
-    proxy.depends_on = vec![Dependency {
+    proxy.extra.depends_on = vec![Dependency {
         name: "web".into(),
         condition: DependencyCondition::Started,
     }];

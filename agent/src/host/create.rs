@@ -82,7 +82,7 @@ impl Host {
             ip6: None,
             networks: Vec::new(),
             netns_of: None,
-            ports: spec.ports.clone(),
+            ports: spec.extra.ports.clone(),
             restarts: 0,
             crash_streak: 0,
             boot_id: record::boot_id(),
@@ -153,8 +153,8 @@ impl Host {
                 // through them: the record learns them with the final save.
                 let mut netns = None;
                 let mut v6_of = Vec::new();
-                let primary = self.primary(spec.networks.iter().map(|j| j.name.as_str()));
-                for (i, join) in spec.networks.iter().enumerate() {
+                let primary = self.primary(spec.extra.networks.iter().map(|j| j.name.as_str()));
+                for (i, join) in spec.extra.networks.iter().enumerate() {
                     let net = self.net(&join.name).ok_or_else(|| {
                         ActionError::permanent(format!(
                             "network {:?} is not declared in the agent config",
@@ -209,7 +209,7 @@ impl Host {
         crashpoint::point("create.network");
         let peers = self.peers_of(name, rec);
         let host_resolv = files::read_host_resolv();
-        let hostname = spec.hostname.as_deref().unwrap_or(name);
+        let hostname = spec.extra.hostname.as_deref().unwrap_or(name);
         let files = files::write_container_files(
             &record::etc_dir(&self.layout, name, &id),
             &ContainerNames {

@@ -13,10 +13,14 @@ use super::model::{HealthState, Millis};
 
 /// The check that applies: the spec's, else the image's, unless the spec disables it.
 pub fn effective(spec: &ContainerSpec, image_health: Option<&HealthCheck>) -> Option<HealthCheck> {
-    if spec.health.disable {
+    if spec.extra.health.disable {
         return None;
     }
-    spec.health.check.clone().or_else(|| image_health.cloned())
+    spec.extra
+        .health
+        .check
+        .clone()
+        .or_else(|| image_health.cloned())
 }
 
 /// One container's health, as the checks so far say.
@@ -196,10 +200,10 @@ mod tests {
             ContainerSpec::with_defaults("a", berth_spec::ImageSource::parse("x").unwrap());
         let image = check(3, 0);
         assert_eq!(effective(&spec, Some(&image)), Some(image.clone()));
-        spec.health.disable = true;
+        spec.extra.health.disable = true;
         assert_eq!(effective(&spec, Some(&image)), None);
-        spec.health.disable = false;
-        spec.health.check = Some(check(1, 5));
+        spec.extra.health.disable = false;
+        spec.extra.health.check = Some(check(1, 5));
         assert_eq!(effective(&spec, Some(&image)), Some(check(1, 5)));
     }
 }

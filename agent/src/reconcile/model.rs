@@ -55,15 +55,46 @@ pub struct DesiredSpec {
     /// The one copy of the spec: shared with the spec source's cache, the last valid specs and
     /// the plan's actions.
     pub spec: std::sync::Arc<ContainerSpec>,
-    /// Shared too: the last valid specs and every desired set hold one allocation of it.
-    pub hash: std::sync::Arc<str>,
+    pub hash: SpecHash,
 }
 
 impl DesiredSpec {
     pub fn new(spec: impl Into<std::sync::Arc<ContainerSpec>>) -> Self {
         let spec = spec.into();
-        let hash = berth_spec::spec_hash(&spec).into();
+        let hash = SpecHash(berth_spec::hash::spec_digest(&spec));
         DesiredSpec { spec, hash }
+    }
+}
+
+/// A spec's recreate hash as its 32 bytes: held per spec in the last valid specs and in every
+/// desired set (its `sha256:<hex>` text, in a shared allocation, was 100 bytes a spec). It
+/// writes and compares as that text, which records and update histories keep.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SpecHash(pub [u8; 32]);
+
+impl SpecHash {
+    /// Whether `text` (`sha256:<hex>`, as [`berth_spec::spec_hash`] writes) is this hash.
+    pub fn is(&self, text: &str) -> bool {
+        let Some(hex) = text.strip_prefix("sha256:") else {
+            return false;
+        };
+        // Exactly as written: lower-case only, as a comparison of the texts was.
+        let mut bytes = [0u8; 32];
+        !hex.bytes().any(|c| c.is_ascii_uppercase())
+            && hex::decode_to_slice(hex, &mut bytes).is_ok()
+            && bytes == self.0
+    }
+}
+
+impl std::fmt::Display for SpecHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sha256:{}", hex::encode(self.0))
+    }
+}
+
+impl std::fmt::Debug for SpecHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
     }
 }
 
@@ -274,6 +305,37 @@ impl Failures {
             FailedAt::Create => &mut self.create,
             FailedAt::Start => &mut self.start,
             FailedAt::Remove => &mut self.remove,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use berth_spec::ImageSource;
+
+    use super::*;
+
+    #[test]
+    fn a_spec_hash_is_its_text() {
+        let spec = ContainerSpec::with_defaults("web", ImageSource::parse("nginx:1.27").unwrap());
+        let text = berth_spec::spec_hash(&spec);
+        let d = DesiredSpec::new(spec.clone());
+        assert_eq!(d.hash.to_string(), text);
+        assert_eq!(format!("{:?}", d.hash), text);
+        assert!(d.hash.is(&text));
+        for other in [
+            text.to_uppercase().replace("SHA256", "sha256"),
+            text.replace("sha256:", "sha512:"),
+            text[..text.len() - 1].to_string(),
+            format!("{text}0"),
+            text.strip_prefix("sha256:").unwrap().to_string(),
+            String::new(),
+            berth_spec::spec_hash(&ContainerSpec::with_defaults(
+                "web",
+                ImageSource::parse("nginx:1.28").unwrap(),
+            )),
+        ] {
+            assert!(!d.hash.is(&other), "{other}");
         }
     }
 }

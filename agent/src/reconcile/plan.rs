@@ -167,7 +167,7 @@ impl Planner<'_> {
             return;
         }
         let image_moved = local.is_some_and(|digest| *digest != o.image_digest);
-        let spec_changed = *o.spec_hash != *d.hash;
+        let spec_changed = !d.hash.is(&o.spec_hash);
         if image_moved
             && remote.is_none()
             && let Some(l) = local
@@ -217,9 +217,9 @@ impl Planner<'_> {
         if let Some(h) = history
             && let Some(v) = &h.verifying
             && local == Some(&v.digest)
-            && h.last_hash.as_deref() == Some(&*d.hash)
+            && h.last_hash.as_deref().is_some_and(|h| d.hash.is(h))
             && let Some(previous) = h.previous.as_ref().filter(|p| **p != v.digest)
-            && spec.update.rollback
+            && spec.extra.update.rollback
             && want_process
         {
             // An update under verification whose container is gone did not pass: it went
@@ -485,7 +485,7 @@ impl Planner<'_> {
         };
         let spec = &d.spec;
         let has_check = health::effective(spec, o.image_health.as_ref()).is_some();
-        match update::verdict(v, o, has_check, spec.update.verify, self.ctx.now) {
+        match update::verdict(v, o, has_check, spec.extra.update.verify, self.ctx.now) {
             Verdict::Pending { until } => {
                 self.out.wake(until);
                 if !matches!(o.run, RunState::Exited(_)) {
@@ -497,7 +497,7 @@ impl Planner<'_> {
                 self.push(Action::MarkVerified { name: name.into() });
                 true
             }
-            Verdict::Failed => match (&h.previous, spec.update.rollback) {
+            Verdict::Failed => match (&h.previous, spec.extra.update.rollback) {
                 (Some(previous), true) => {
                     self.push(Action::Remove {
                         name: name.into(),
@@ -607,7 +607,7 @@ impl Planner<'_> {
         match &h.last_digest {
             Some(from)
                 if from != digest
-                    && (h.last_hash.as_deref() == Some(&*d.hash)
+                    && (h.last_hash.as_deref().is_some_and(|h| d.hash.is(h))
                         || self.in_store(&d.spec.image, from)) =>
             {
                 UpdateMark::Update { from: from.clone() }
@@ -649,16 +649,16 @@ impl Planner<'_> {
     fn converge_existing(&mut self, name: &str, spec: &ContainerSpec, o: &ObservedContainer) {
         let id = o.id.clone();
         let live = matches!(o.run, RunState::Running | RunState::Paused);
-        if live && o.resources != spec.resources {
+        if live && o.resources != spec.extra.resources {
             self.push(Action::UpdateResources {
                 name: name.into(),
                 id: id.clone(),
-                resources: spec.resources,
+                resources: spec.extra.resources,
             });
         }
         let unhealthy_restart = o.run == RunState::Running
             && o.health == HealthState::Unhealthy
-            && spec.health.on_unhealthy == OnUnhealthy::Restart
+            && spec.extra.health.on_unhealthy == OnUnhealthy::Restart
             && spec.state == DesiredState::Running;
         match (spec.state, o.run) {
             (_, RunState::Running) if unhealthy_restart => {
@@ -763,13 +763,14 @@ pub fn pinned(image: &ImageSource, digest: &str) -> Option<ImageSource> {
 /// start-then-kill needs two incarnations side by side: not possible while a host port or an
 /// exclusive mount (a bind or a volume) or a static address would be held twice.
 fn effective_strategy(spec: &ContainerSpec) -> UpdateStrategy {
-    let exclusive = !spec.ports.is_empty()
+    let exclusive = !spec.extra.ports.is_empty()
         || spec.has_static_address()
         || spec
+            .extra
             .mounts
             .iter()
             .any(|m| !matches!(m.kind, MountKind::Tmpfs { .. }));
-    match spec.update.strategy {
+    match spec.extra.update.strategy {
         UpdateStrategy::StartThenKill if exclusive => UpdateStrategy::DownloadThenKill,
         s => s,
     }

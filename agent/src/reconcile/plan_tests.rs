@@ -46,7 +46,7 @@ fn running(s: &ContainerSpec, digest: &str) -> ObservedContainer {
         crash_streak: 0,
         started_at: Some(Millis(0)),
         health: HealthState::None,
-        resources: s.resources,
+        resources: s.extra.resources,
         info: ContainerInfo::default(),
         image_health: None,
     }
@@ -148,7 +148,7 @@ fn kill_then_download_removes_first() {
     let old = spec("web", "web");
     let mut new = old.clone();
     new.image = img("web2");
-    new.update.strategy = UpdateStrategy::KillThenDownload;
+    new.extra.update.strategy = UpdateStrategy::KillThenDownload;
     let mut o = with_image(Observed::default(), &old, "sha256:a");
     o.containers.insert("web".into(), running(&old, "sha256:a"));
     assert_eq!(
@@ -177,7 +177,7 @@ fn non_shaping_changes_never_recreate() {
     changed.restart = RestartPolicy::Never;
     changed.pull = PullPolicy::Always;
     changed.logging.max_files = 9;
-    changed.update.verify = Duration::from_secs(1);
+    changed.extra.update.verify = Duration::from_secs(1);
     // pull = "always" asks the registry about the tag; nothing touches the container.
     assert!(
         plan(&desired(vec![changed.clone()]), &o, Millis(0))
@@ -185,7 +185,7 @@ fn non_shaping_changes_never_recreate() {
             .iter()
             .all(|a| a.container().is_none())
     );
-    changed.resources.memory = Some(1 << 30);
+    changed.extra.resources.memory = Some(1 << 30);
     assert_eq!(
         kinds(&plan(&desired(vec![changed]), &o, Millis(0))),
         ["check", "resources web"]
@@ -511,7 +511,7 @@ fn dependencies_gate_creation() {
             false,
         ),
     ] {
-        web.depends_on = vec![Dependency {
+        web.extra.depends_on = vec![Dependency {
             name: "db".into(),
             condition,
         }];
@@ -560,7 +560,7 @@ fn apply(o: &mut Observed, actions: &[Action], now: Millis) {
                 let mut c = running(spec, image_digest);
                 c.spec_hash = hash.clone();
                 c.started_at = Some(now);
-                c.health = if spec.health.check.is_some() {
+                c.health = if spec.extra.health.check.is_some() {
                     HealthState::Healthy
                 } else {
                     HealthState::None
@@ -609,9 +609,9 @@ fn arb_spec(i: usize) -> impl Strategy<Value = ContainerSpec> {
         .prop_map(move |(image, state, mem, deps, health)| {
             let mut s = spec(&format!("c{i}"), &format!("img{image}"));
             s.state = state;
-            s.resources.memory = mem.map(|m| m << 20);
+            s.extra.resources.memory = mem.map(|m| m << 20);
             if health {
-                s.health.check = Some(HealthCheck {
+                s.extra.health.check = Some(HealthCheck {
                     command: vec!["true".into()],
                     interval: Duration::from_secs(1),
                     timeout: Duration::from_secs(1),
@@ -620,7 +620,7 @@ fn arb_spec(i: usize) -> impl Strategy<Value = ContainerSpec> {
                 });
             }
             // Dependencies point to lower indices only: no cycles, as validation guarantees.
-            s.depends_on = deps
+            s.extra.depends_on = deps
                 .into_iter()
                 .filter(|(d, _)| *d < i)
                 .map(|(d, healthy)| Dependency {
@@ -642,11 +642,11 @@ fn arb_set() -> impl Strategy<Value = Vec<ContainerSpec>> {
 
 /// Whether a spec's dependencies can ever be met (a stopped dependency never starts).
 fn satisfiable(s: &ContainerSpec, all: &BTreeMap<String, ContainerSpec>) -> bool {
-    s.depends_on.iter().all(|d| {
+    s.extra.depends_on.iter().all(|d| {
         all.get(&d.name).is_some_and(|dep| {
             dep.state != DesiredState::Stopped
                 && (d.condition != DependencyCondition::Healthy
-                    || (dep.health.check.is_some() && dep.state == DesiredState::Running))
+                    || (dep.extra.health.check.is_some() && dep.state == DesiredState::Running))
                 && satisfiable(dep, all)
         })
     })
@@ -666,7 +666,7 @@ proptest! {
                 // The health checker (not the planner) follows the current spec's check.
                 for s in target {
                     if let Some(c) = o.containers.get_mut(&s.name) {
-                        c.health = if s.health.check.is_some() { HealthState::Healthy } else { HealthState::None };
+                        c.health = if s.extra.health.check.is_some() { HealthState::Healthy } else { HealthState::None };
                     }
                 }
                 let p = plan(&d, &o, now);
@@ -691,7 +691,7 @@ proptest! {
                 if let Some(c) = c {
                     prop_assert_eq!(&c.spec_hash, &berth_spec::spec_hash(s));
                     if s.state != DesiredState::Stopped {
-                        prop_assert_eq!(c.resources, s.resources);
+                        prop_assert_eq!(c.resources, s.extra.resources);
                     }
                 }
             }

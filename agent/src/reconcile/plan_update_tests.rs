@@ -46,7 +46,7 @@ fn running(s: &ContainerSpec, digest: &str) -> ObservedContainer {
         crash_streak: 0,
         started_at: Some(Millis(0)),
         health: HealthState::None,
-        resources: s.resources,
+        resources: s.extra.resources,
         info: ContainerInfo::default(),
         image_health: None,
     }
@@ -153,7 +153,7 @@ fn a_moved_tag_downloads_first_then_recreates_as_an_update() {
 #[test]
 fn kill_then_download_makes_room_first() {
     let mut s = spec();
-    s.update.strategy = UpdateStrategy::KillThenDownload;
+    s.extra.update.strategy = UpdateStrategy::KillThenDownload;
     let o = world(&s, "sha256:a", "sha256:a", Some("sha256:b"), Millis(0));
     assert_eq!(
         kinds(&plan_with(&desired(&s), &o, &ctx(0))),
@@ -164,7 +164,7 @@ fn kill_then_download_makes_room_first() {
 #[test]
 fn start_then_kill_overlaps_unless_something_exclusive() {
     let mut s = spec();
-    s.update.strategy = UpdateStrategy::StartThenKill;
+    s.extra.update.strategy = UpdateStrategy::StartThenKill;
     let o = world(&s, "sha256:a", "sha256:b", Some("sha256:b"), Millis(0));
     let p = plan_with(&desired(&s), &o, &ctx(0));
     assert_eq!(kinds(&p), ["create"]);
@@ -175,7 +175,7 @@ fn start_then_kill_overlaps_unless_something_exclusive() {
             ..
         })
     ));
-    s.ports = vec![PortMapping {
+    s.extra.ports = vec![PortMapping {
         host_ip: None,
         host: 8080,
         container: 80,
@@ -192,7 +192,7 @@ fn start_then_kill_overlaps_unless_something_exclusive() {
 #[test]
 fn a_lock_file_holds_updates_until_removed_or_forced() {
     let mut s = spec();
-    s.update.lock = Some(PathBuf::from("/data/updating"));
+    s.extra.update.lock = Some(PathBuf::from("/data/updating"));
     let mut o = world(&s, "sha256:a", "sha256:b", Some("sha256:b"), Millis(0));
     o.locks.insert("/data/updating".into());
     let p = plan_with(&desired(&s), &o, &ctx(0));
@@ -224,7 +224,7 @@ fn a_lock_file_holds_updates_until_removed_or_forced() {
 #[test]
 fn the_window_holds_recreations_but_never_crash_restarts() {
     let mut s = spec();
-    s.update.window = Some(Window {
+    s.extra.update.window = Some(Window {
         start_minute: 2 * 60,
         end_minute: 4 * 60,
     });
@@ -266,7 +266,7 @@ fn the_window_holds_recreations_but_never_crash_restarts() {
 #[test]
 fn min_age_waits_for_a_digest_to_age() {
     let mut s = spec();
-    s.update.min_age = Some(Duration::from_secs(3600));
+    s.extra.update.min_age = Some(Duration::from_secs(3600));
     let mut o = world(&s, "sha256:a", "sha256:a", None, Millis(0));
     o.remote.insert(
         img(),
@@ -358,7 +358,7 @@ fn a_crash_during_verification_rolls_back_and_the_digest_is_not_retried() {
 #[test]
 fn verification_passes_after_the_window_or_fails_without_health() {
     let mut s = spec();
-    s.update.verify = Duration::from_secs(60);
+    s.extra.update.verify = Duration::from_secs(60);
     let mut o = world(&s, "sha256:b", "sha256:b", Some("sha256:b"), Millis(0));
     verifying(&mut o, 0);
     let p = plan_with(&desired(&s), &o, &ctx(59_999));
@@ -375,7 +375,7 @@ fn verification_passes_after_the_window_or_fails_without_health() {
         ["verified"]
     );
     // With a health check it must be healthy by then.
-    s.health.check = Some(HealthCheck {
+    s.extra.health.check = Some(HealthCheck {
         command: vec!["true".into()],
         interval: Duration::from_secs(5),
         timeout: Duration::from_secs(1),
@@ -396,7 +396,7 @@ fn verification_passes_after_the_window_or_fails_without_health() {
         ["verified"]
     );
     // rollback = false: the update stands.
-    s.update.rollback = false;
+    s.extra.update.rollback = false;
     let mut o = world(&s, "sha256:b", "sha256:b", Some("sha256:b"), Millis(0));
     verifying(&mut o, 0);
     o.containers.get_mut("app").unwrap().restarts = 1;
@@ -410,7 +410,7 @@ fn verification_passes_after_the_window_or_fails_without_health() {
 fn unhealthy_containers_restart_when_asked() {
     let mut s = spec();
     s.pull = PullPolicy::Missing;
-    s.health.on_unhealthy = OnUnhealthy::Restart;
+    s.extra.health.on_unhealthy = OnUnhealthy::Restart;
     let mut o = world(&s, "sha256:a", "sha256:a", None, Millis(0));
     o.containers.get_mut("app").unwrap().health = HealthState::Unhealthy;
     let p = plan_with(&desired(&s), &o, &ctx(0));
@@ -424,7 +424,7 @@ fn unhealthy_containers_restart_when_asked() {
         ),
         "{p:?}"
     );
-    s.health.on_unhealthy = OnUnhealthy::None;
+    s.extra.health.on_unhealthy = OnUnhealthy::None;
     assert!(plan_with(&desired(&s), &o, &ctx(0)).actions.is_empty());
 }
 
@@ -513,7 +513,7 @@ fn a_spec_edit_after_a_rollback_recreates_from_the_last_good_digest() {
     }
     // With start-then-kill the new incarnation (from GOOD) starts beside the old one.
     let mut overlap = edited.clone();
-    overlap.update.strategy = UpdateStrategy::StartThenKill;
+    overlap.extra.update.strategy = UpdateStrategy::StartThenKill;
     let p = plan_with(
         &desired(&overlap),
         &rolled_back(&s, Some(BAD)),
@@ -523,7 +523,7 @@ fn a_spec_edit_after_a_rollback_recreates_from_the_last_good_digest() {
     assert_made_from_good(&p);
     // kill-then-download: nothing to download, GOOD is in the store.
     let mut kill_first = edited.clone();
-    kill_first.update.strategy = UpdateStrategy::KillThenDownload;
+    kill_first.extra.update.strategy = UpdateStrategy::KillThenDownload;
     let p = plan_with(
         &desired(&kill_first),
         &rolled_back(&s, Some(BAD)),
@@ -540,7 +540,10 @@ fn a_config_change_after_a_rollback_recreates_from_the_last_good_digest() {
     let s = spec();
     let mut from_files = s.clone();
     from_files.env.insert("FROM_ENV_FILE".into(), "2".into());
-    from_files.labels.insert("from.drop-in".into(), "x".into());
+    from_files
+        .extra
+        .labels
+        .insert("from.drop-in".into(), "x".into());
     from_files.command = Some(vec!["serve".into(), "--v2".into()]);
     let p = plan_with(
         &desired(&from_files),
@@ -643,7 +646,7 @@ fn an_agent_restart_after_a_rollback_keeps_the_last_good_digest() {
 #[test]
 fn apply_force_after_a_rollback_never_takes_the_rejected_digest() {
     let mut s = spec();
-    s.update.lock = Some(PathBuf::from("/data/updating"));
+    s.extra.update.lock = Some(PathBuf::from("/data/updating"));
     let forced = Ctx {
         force: true,
         ..ctx(10_000)
@@ -718,7 +721,7 @@ fn assert_replaced_from_a(p: &Plan) {
 #[test]
 fn a_replacement_never_takes_an_update_a_lock_holds() {
     let mut s = spec();
-    s.update.lock = Some(PathBuf::from("/data/updating"));
+    s.extra.update.lock = Some(PathBuf::from("/data/updating"));
     for local_moved in [false, true] {
         let mut o = lost_with_an_update_offered(&s, local_moved);
         o.locks.insert("/data/updating".into());
@@ -744,7 +747,7 @@ fn a_replacement_never_takes_an_update_a_lock_holds() {
 #[test]
 fn a_replacement_never_takes_an_update_the_window_holds() {
     let mut s = spec();
-    s.update.window = Some(Window {
+    s.extra.update.window = Some(Window {
         start_minute: 2 * 60,
         end_minute: 4 * 60,
     });
@@ -765,7 +768,7 @@ fn a_replacement_never_takes_an_update_the_window_holds() {
 #[test]
 fn a_replacement_or_an_edit_never_takes_a_digest_younger_than_min_age() {
     let mut s = spec();
-    s.update.min_age = Some(Duration::from_secs(3600));
+    s.extra.update.min_age = Some(Duration::from_secs(3600));
     let young = |o: &mut Observed| {
         o.remote.get_mut(&img()).unwrap().created = Some(2_000_000_000 - 60);
     };
@@ -795,7 +798,7 @@ fn a_replacement_or_an_edit_never_takes_a_digest_younger_than_min_age() {
 #[test]
 fn an_edit_naming_another_image_is_not_held_as_an_update() {
     let mut s = spec();
-    s.update.min_age = Some(Duration::from_secs(3600));
+    s.extra.update.min_age = Some(Duration::from_secs(3600));
     let o = world(&s, "sha256:a", "sha256:a", None, Millis(0));
     let mut other = s.clone();
     other.pull = PullPolicy::Missing;
@@ -849,8 +852,8 @@ mod props {
             stopped in any::<bool>(),
         ) {
             let mut s = spec();
-            s.update.lock = Some(PathBuf::from("/data/updating"));
-            s.update.strategy = strategy;
+            s.extra.update.lock = Some(PathBuf::from("/data/updating"));
+            s.extra.update.strategy = strategy;
             let mut o = rolled_back(&s, remote_known.then_some(BAD));
             if locked {
                 o.locks.insert("/data/updating".into());
@@ -888,11 +891,11 @@ mod props {
             strategy in arb_strategy(),
         ) {
             let mut s = spec();
-            s.update.strategy = strategy;
+            s.extra.update.strategy = strategy;
             if by_lock {
-                s.update.lock = Some(PathBuf::from("/data/updating"));
+                s.extra.update.lock = Some(PathBuf::from("/data/updating"));
             } else {
-                s.update.window = Some(Window { start_minute: 120, end_minute: 240 });
+                s.extra.update.window = Some(Window { start_minute: 120, end_minute: 240 });
             }
             let mut o = lost_with_an_update_offered(&s, local_moved);
             o.containers.insert("app".into(), running(&s, "sha256:a"));
@@ -1013,7 +1016,7 @@ fn the_download_window_defers_update_downloads_then_lets_them_through() {
 #[test]
 fn the_download_window_holds_kill_then_download_and_spec_edits_that_need_a_download() {
     let mut s = spec();
-    s.update.strategy = UpdateStrategy::KillThenDownload;
+    s.extra.update.strategy = UpdateStrategy::KillThenDownload;
     let o = world(&s, "sha256:a", "sha256:a", Some("sha256:b"), Millis(0));
     let p = plan_with(&desired(&s), &o, &metered(0, Some(12 * 60)));
     assert!(p.actions.is_empty(), "never removed to wait: {p:?}");

@@ -317,7 +317,7 @@ mod tests {
             crash_streak: 0,
             started_at: Some(Millis(0)),
             health: HealthState::None,
-            resources: s.resources,
+            resources: s.extra.resources,
             info: ContainerInfo::default(),
             image_health: None,
         };

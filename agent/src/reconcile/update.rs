@@ -75,13 +75,13 @@ pub fn check_due(image: &ImageSource, observed: &Observed, ctx: &Ctx) -> Millis 
 /// What holds back updates and recreations of this container now, if anything: its lock file,
 /// its maintenance window (or a clock too unsure to tell).
 pub fn hold(spec: &ContainerSpec, observed: &Observed, ctx: &Ctx) -> Option<Hold> {
-    if let Some(lock) = &spec.update.lock
+    if let Some(lock) = &spec.extra.update.lock
         && observed.locks.contains(lock)
         && !ctx.force
     {
         return Some(Hold::Lock(lock.clone()));
     }
-    let w = spec.update.window.as_ref()?;
+    let w = spec.extra.update.window.as_ref()?;
     shut(w, ctx, |start_minute, end_minute| Hold::Window {
         start_minute,
         end_minute,
@@ -117,7 +117,7 @@ pub fn too_new(
     observed: &Observed,
     ctx: &Ctx,
 ) -> Option<Hold> {
-    let min_age = spec.update.min_age?;
+    let min_age = spec.extra.update.min_age?;
     let young = Some(Hold::TooNew {
         digest: digest.to_string(),
     });
@@ -187,7 +187,7 @@ mod tests {
     #[test]
     fn lock_holds_unless_forced() {
         let mut s = spec();
-        s.update.lock = Some(PathBuf::from("/data/hold"));
+        s.extra.update.lock = Some(PathBuf::from("/data/hold"));
         let mut o = Observed::default();
         let mut ctx = Ctx::at(Millis(0));
         assert_eq!(hold(&s, &o, &ctx), None);
@@ -200,7 +200,7 @@ mod tests {
     #[test]
     fn window_edges_and_midnight() {
         let mut s = spec();
-        s.update.window = Some(Window {
+        s.extra.update.window = Some(Window {
             start_minute: 120,
             end_minute: 240,
         });
@@ -211,7 +211,7 @@ mod tests {
             ctx.wall = wall(2_000_000_000, minute);
             assert_eq!(hold(&s, &o, &ctx).is_none(), open, "minute {minute}");
         }
-        s.update.window = Some(Window {
+        s.extra.update.window = Some(Window {
             start_minute: 23 * 60,
             end_minute: 60,
         });
@@ -230,7 +230,7 @@ mod tests {
     #[test]
     fn min_age_by_created_time_then_first_seen() {
         let mut s = spec();
-        s.update.min_age = Some(Duration::from_secs(3600));
+        s.extra.update.min_age = Some(Duration::from_secs(3600));
         let mut o = Observed::default();
         let mut ctx = Ctx::at(Millis(10_000_000));
         assert_eq!(
@@ -253,7 +253,7 @@ mod tests {
         o.first_seen
             .insert("d".into(), Millis(10_000_000 - 3_600_000));
         assert_eq!(too_new(&s, "d", None, &o, &ctx), None);
-        s.update.min_age = None;
+        s.extra.update.min_age = None;
         assert_eq!(too_new(&s, "d", None, &Observed::default(), &ctx), None);
     }
 

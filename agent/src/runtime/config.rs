@@ -160,6 +160,7 @@ impl ContainerConfig {
             }
         };
         let stop_signal = match spec
+            .extra
             .stop_signal
             .as_deref()
             .or(image.config.stop_signal.as_deref())
@@ -168,6 +169,7 @@ impl ContainerConfig {
             None => libc::SIGTERM,
         };
         let mounts = spec
+            .extra
             .mounts
             .iter()
             .map(|m| MountSpec {
@@ -187,6 +189,7 @@ impl ContainerConfig {
             })
             .collect();
         let devices = spec
+            .extra
             .devices
             .iter()
             .map(|d| DeviceSpec {
@@ -196,6 +199,7 @@ impl ContainerConfig {
             })
             .collect();
         let host_ports = spec
+            .extra
             .ports
             .iter()
             .map(|p| HostPort {
@@ -214,18 +218,22 @@ impl ContainerConfig {
             id,
             layers: image.layers.clone(),
             process: resolve_process(spec, &image.config),
-            hostname: spec.hostname.clone().unwrap_or_else(|| spec.name.clone()),
+            hostname: spec
+                .extra
+                .hostname
+                .clone()
+                .unwrap_or_else(|| spec.name.clone()),
             mounts,
             devices,
-            security: spec.security.clone(),
-            resources: spec.resources,
+            security: spec.extra.security.clone(),
+            resources: spec.extra.resources,
             netns,
             etc: placement.etc,
             host_ports,
             logging: spec.logging,
             init: spec.init,
             stop_signal,
-            stop_timeout: spec.stop_timeout,
+            stop_timeout: spec.extra.stop_timeout,
         })
     }
 
@@ -378,7 +386,7 @@ mod tests {
     #[test]
     fn builds_from_spec_image_and_placement() {
         let mut spec = ContainerSpec::with_defaults("web", ImageSource::parse("nginx").unwrap());
-        spec.mounts = vec![Mount {
+        spec.extra.mounts = vec![Mount {
             kind: MountKind::Volume {
                 name: "data".into(),
             },
@@ -391,7 +399,7 @@ mod tests {
             container: 80,
             protocol: Protocol::Tcp,
         };
-        spec.ports = vec![
+        spec.extra.ports = vec![
             port(None, 8080),
             port(Some("::"), 8081),
             port(Some("::1"), 8082),
@@ -436,12 +444,12 @@ mod tests {
                 .unwrap_err();
         assert!(e.contains("network namespace"), "{e}");
         spec.network = berth_spec::model::NetworkMode::None;
-        spec.stop_signal = Some("SIGNOPE".into());
+        spec.extra.stop_signal = Some("SIGNOPE".into());
         let e =
             ContainerConfig::build(&spec, id.clone(), &image(), &layout(), Placement::default())
                 .unwrap_err();
         assert!(e.contains("SIGNOPE"), "{e}");
-        spec.stop_signal = None;
+        spec.extra.stop_signal = None;
         let mut img = image();
         img.config.cmd = None;
         let c = ContainerConfig::build(&spec, id, &img, &layout(), Placement::default()).unwrap();

@@ -26,7 +26,7 @@ pub struct ProcessSpec {
 /// workdir and user over the image's.
 pub fn resolve_process(spec: &ContainerSpec, image: &ImageConfig) -> ProcessSpec {
     // Docker: setting an entrypoint drops the image's Cmd unless a command is also given.
-    let (entrypoint, cmd) = match (&spec.entrypoint, &spec.command) {
+    let (entrypoint, cmd) = match (&spec.extra.entrypoint, &spec.command) {
         (Some(e), Some(c)) => (e.clone(), c.clone()),
         (Some(e), None) => (e.clone(), Vec::new()),
         (None, Some(c)) => (image.entrypoint.clone().unwrap_or_default(), c.clone()),
@@ -56,12 +56,14 @@ pub fn resolve_process(spec: &ContainerSpec, image: &ImageConfig) -> ProcessSpec
     let env = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
 
     let cwd = spec
+        .extra
         .workdir
         .clone()
         .or_else(|| image.working_dir.clone().filter(|w| !w.is_empty()))
         .filter(|w| w.starts_with('/'))
         .unwrap_or_else(|| "/".into());
     let user = spec
+        .extra
         .user
         .clone()
         .or_else(|| image.user.as_deref().and_then(parse_user));
@@ -70,7 +72,7 @@ pub fn resolve_process(spec: &ContainerSpec, image: &ImageConfig) -> ProcessSpec
         env,
         cwd,
         user,
-        group_add: spec.group_add.clone(),
+        group_add: spec.extra.group_add.clone(),
     }
 }
 
@@ -141,7 +143,7 @@ mod tests {
         let mut s = spec();
         s.command = Some(vec!["run".into()]);
         assert_eq!(resolve_process(&s, &image()).args, ["/entry", "run"]);
-        s.entrypoint = Some(vec!["/bin/sh".into()]);
+        s.extra.entrypoint = Some(vec!["/bin/sh".into()]);
         s.command = None;
         assert_eq!(resolve_process(&s, &image()).args, ["/bin/sh"]);
         s.command = Some(vec!["-c".into(), "x".into()]);

@@ -396,7 +396,7 @@ fn finish_for(
     let mut not_here = BTreeMap::new();
     if let Some(host) = host {
         specs.retain(|name, r| match r {
-            Ok(p) => match p.spec.host_match.mismatch(host) {
+            Ok(p) => match p.spec.extra.host_match.mismatch(host) {
                 Some(why) => {
                     not_here.insert(name.clone(), why);
                     false
