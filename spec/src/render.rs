@@ -113,22 +113,7 @@ pub fn to_table(spec: &ContainerSpec) -> Table {
                 .collect(),
         ),
     );
-    t.insert("network".into(), s(spec.network.spec_word()));
-    if !spec.extra.networks.is_empty() {
-        t.insert(
-            "networks".into(),
-            Value::Array(
-                spec.extra
-                    .networks
-                    .iter()
-                    .map(|n| s(n.name.as_str()))
-                    .collect(),
-            ),
-        );
-    }
-    if spec.has_static_address() {
-        t.insert("ip".into(), Value::Table(static_addresses(spec)));
-    }
+    network_keys(spec, &mut t);
     t.insert("update".into(), Value::Table(update(&spec.extra.update)));
     t.insert(
         "resources".into(),
@@ -147,6 +132,26 @@ pub fn to_table(spec: &ContainerSpec) -> Table {
         );
     }
     t
+}
+
+/// `network`, `networks` and `ip`.
+fn network_keys(spec: &ContainerSpec, t: &mut Table) {
+    t.insert("network".into(), s(spec.network.spec_word()));
+    if !spec.extra.networks.is_empty() {
+        t.insert(
+            "networks".into(),
+            Value::Array(
+                spec.extra
+                    .networks
+                    .iter()
+                    .map(|n| s(n.name.as_str()))
+                    .collect(),
+            ),
+        );
+    }
+    if spec.has_static_address() {
+        t.insert("ip".into(), Value::Table(static_addresses(spec)));
+    }
 }
 
 /// `ip`: each network's static address, or its two (IPv4 and IPv6).
