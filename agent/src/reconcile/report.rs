@@ -33,6 +33,8 @@ impl InFlight {
     }
 }
 
+/// Every container's status: each desired one's (what the host shows, what the plan holds it
+/// for, what is being done to it), then those being removed.
 pub fn report(
     desired: &Desired,
     observed: &Observed,
@@ -45,161 +47,203 @@ pub fn report(
     // the list, not the up to twice that a growing Vec leaves (megabytes at 10,000 specs).
     let mut out = Vec::with_capacity(desired.specs.len() + removing.len());
     for (name, entry) in &desired.specs {
-        let obs = observed.containers.get(name);
         let Some(d) = &entry.spec else {
-            // Never parsed: failed, with the reason.
-            out.push(ContainerStatus {
-                name: name.clone(),
-                desired: "running".into(),
-                status: Status::Failed,
-                reason: Some("invalid spec".into()),
-                pid: None,
-                exit_code: None,
-                image: String::new(),
-                digest: None,
-                ip: None,
-                ip6: None,
-                network_of: None,
-                ports: vec![],
-                restarts: 0,
-                health: None,
-                error: entry.error.clone(),
-                oom_killed: false,
-                since: None,
-                id: None,
-                previous_digest: None,
-                rejected_digests: Vec::new(),
-            });
+            out.push(invalid(name, entry));
             continue;
         };
         let spec = &d.spec;
-        let waiting = plan.waiting.get(name);
-        let last_exit = match obs.map(|o| o.run) {
-            Some(RunState::Exited(e)) => Some(e),
-            _ => None,
-        };
-        let (mut status, mut reason) = match obs.map(|o| o.run) {
-            Some(RunState::Running) => (Status::Running, None),
-            Some(RunState::Paused) => (Status::Paused, None),
-            Some(RunState::Exited(_)) if spec.state == DesiredState::Stopped => {
-                (Status::Stopped, None)
-            }
-            Some(RunState::Exited(e)) => (Status::Exited, Some(exit_reason(&e))),
-            Some(RunState::Created) if spec.state == DesiredState::Stopped => {
-                (Status::Stopped, None)
-            }
-            Some(RunState::Created) => (Status::Creating, None),
-            None if spec.state == DesiredState::Stopped => (Status::Stopped, None),
-            None => (Status::Waiting, None),
-        };
+        let obs = observed.containers.get(name);
         let mut error = entry.error.clone();
-        match waiting {
-            Some(w @ Waiting::Backoff { .. }) if obs.is_some() => {
-                status = Status::Restarting;
-                reason = Some(match last_exit {
-                    Some(e) if e.oom => format!("{w} (out of memory)"),
-                    _ => w.to_string(),
-                });
-            }
-            Some(Waiting::Backoff { .. }) => {
-                status = Status::Waiting;
-                reason = Some("retrying after a failed create".into());
-            }
-            Some(Waiting::Pulling) => {
-                status = Status::Pulling;
-                reason = Some("pulling image".into());
-            }
-            Some(w @ Waiting::PullFailed { until, error: e }) => {
-                status = if until.is_none() {
-                    Status::Failed
-                } else {
-                    Status::Waiting
-                };
-                reason = Some(w.to_string());
-                error.get_or_insert_with(|| e.clone());
-            }
-            // A running container keeps running; one that has none waits for the room.
-            Some(w @ Waiting::PullDeferred { error: e, .. }) => {
-                if obs.is_none() {
-                    status = Status::Waiting;
-                }
-                reason = Some(w.to_string());
-                error.get_or_insert_with(|| e.clone());
-            }
-            Some(w @ Waiting::ImageMissing) => {
-                status = Status::Failed;
-                reason = Some(w.to_string());
-            }
-            // A running container is not disturbed by a dependency going away.
-            Some(w @ Waiting::Dependency { .. })
-                if obs.is_none_or(|o| !matches!(o.run, RunState::Running | RunState::Paused)) =>
-            {
-                status = Status::Waiting;
-                reason = Some(w.to_string());
-            }
-            Some(Waiting::Dependency { .. }) => {}
-            // The container runs as it is; the reason says what is held or being verified.
-            Some(w @ (Waiting::Held(_) | Waiting::Verifying { .. })) => {
-                reason = Some(w.to_string())
-            }
-            None => {}
-        }
-        match in_flight.get(name) {
-            Some(InFlight::Pulling) => status = Status::Pulling,
-            Some(InFlight::Creating) => status = Status::Creating,
-            Some(InFlight::Starting) if obs.is_some_and(|o| o.restarts > 0) => {
-                status = Status::Restarting
-            }
-            Some(InFlight::Starting) => status = Status::Creating,
-            _ => {}
-        }
-        let failure = failures.of_container(name);
-        if let Some(f) = failure {
+        let shown = host_view(obs, spec.state);
+        let shown = held(shown, plan.waiting.get(name), obs, &mut error);
+        let shown = acted_on(shown, in_flight.get(name), obs);
+        if let Some(f) = failures.of_container(name) {
             error.get_or_insert_with(|| f.error.clone());
         }
-        let exit_code = last_exit.map(|e| e.code);
-        let health = match obs.map(|o| o.health) {
-            Some(HealthState::Starting) => Some("starting".to_string()),
-            Some(HealthState::Healthy) => Some("healthy".to_string()),
-            Some(HealthState::Unhealthy) => Some("unhealthy".to_string()),
-            _ => None,
-        };
-        let live = matches!(status, Status::Running | Status::Paused);
-        out.push(ContainerStatus {
-            name: name.clone(),
-            desired: desired_str(spec.state).into(),
-            status,
-            reason,
-            pid: obs.and_then(|o| o.info.pid).filter(|_| live),
-            exit_code,
-            image: spec.image.to_string(),
-            digest: obs
-                .map(|o| o.image_digest.clone())
-                .or_else(|| observed.images.get(&spec.image).cloned()),
-            ip: obs.and_then(|o| o.info.ip).map(|ip| ip.to_string()),
-            ip6: obs.and_then(|o| o.info.ip6).map(|ip| ip.to_string()),
-            network_of: match &spec.network {
-                berth_spec::model::NetworkMode::Container(of) => Some(of.clone()),
-                _ => None,
-            },
-            ports: obs.map(|o| o.info.ports.clone()).unwrap_or_default(),
-            restarts: obs.map_or(0, |o| o.restarts),
-            health,
-            error,
-            oom_killed: last_exit.is_some_and(|e| e.oom),
-            since: obs.and_then(|o| o.info.since.clone()),
-            id: obs.map(|o| o.id.to_string()),
-            previous_digest: observed.updates.get(name).and_then(|h| h.previous.clone()),
-            rejected_digests: observed
-                .updates
-                .get(name)
-                .map(|h| h.rejected.iter().cloned().collect())
-                .unwrap_or_default(),
-        });
+        out.push(status(name, spec, obs, observed, shown, error));
     }
     out.extend(removing);
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+/// A status and why.
+struct Shown {
+    status: Status,
+    reason: Option<String>,
+}
+
+/// A spec that never parsed: failed, with the reason.
+fn invalid(name: &str, entry: &DesiredEntry) -> ContainerStatus {
+    ContainerStatus {
+        name: name.to_string(),
+        desired: "running".into(),
+        status: Status::Failed,
+        reason: Some("invalid spec".into()),
+        pid: None,
+        exit_code: None,
+        image: String::new(),
+        digest: None,
+        ip: None,
+        ip6: None,
+        network_of: None,
+        ports: vec![],
+        restarts: 0,
+        health: None,
+        error: entry.error.clone(),
+        oom_killed: false,
+        since: None,
+        id: None,
+        previous_digest: None,
+        rejected_digests: Vec::new(),
+    }
+}
+
+fn last_exit(obs: Option<&ObservedContainer>) -> Option<Exit> {
+    match obs.map(|o| o.run) {
+        Some(RunState::Exited(e)) => Some(e),
+        _ => None,
+    }
+}
+
+/// What the host shows, as the spec's desired state reads it.
+fn host_view(obs: Option<&ObservedContainer>, desired: DesiredState) -> Shown {
+    let stopped = desired == DesiredState::Stopped;
+    let (status, reason) = match obs.map(|o| o.run) {
+        Some(RunState::Running) => (Status::Running, None),
+        Some(RunState::Paused) => (Status::Paused, None),
+        Some(RunState::Exited(_)) if stopped => (Status::Stopped, None),
+        Some(RunState::Exited(e)) => (Status::Exited, Some(exit_reason(&e))),
+        Some(RunState::Created) if stopped => (Status::Stopped, None),
+        Some(RunState::Created) => (Status::Creating, None),
+        None if stopped => (Status::Stopped, None),
+        None => (Status::Waiting, None),
+    };
+    Shown { status, reason }
+}
+
+/// What the plan holds the container for, over what the host shows (a pull's error becomes
+/// the status's error when it has none).
+fn held(
+    shown: Shown,
+    waiting: Option<&Waiting>,
+    obs: Option<&ObservedContainer>,
+    error: &mut Option<String>,
+) -> Shown {
+    let Shown { mut status, reason } = shown;
+    let mut reason = reason;
+    match waiting {
+        Some(w @ Waiting::Backoff { .. }) if obs.is_some() => {
+            status = Status::Restarting;
+            reason = Some(match last_exit(obs) {
+                Some(e) if e.oom => format!("{w} (out of memory)"),
+                _ => w.to_string(),
+            });
+        }
+        Some(Waiting::Backoff { .. }) => {
+            status = Status::Waiting;
+            reason = Some("retrying after a failed create".into());
+        }
+        Some(Waiting::Pulling) => {
+            status = Status::Pulling;
+            reason = Some("pulling image".into());
+        }
+        Some(w @ Waiting::PullFailed { until, error: e }) => {
+            status = if until.is_none() {
+                Status::Failed
+            } else {
+                Status::Waiting
+            };
+            reason = Some(w.to_string());
+            error.get_or_insert_with(|| e.clone());
+        }
+        // A running container keeps running; one that has none waits for the room.
+        Some(w @ Waiting::PullDeferred { error: e, .. }) => {
+            if obs.is_none() {
+                status = Status::Waiting;
+            }
+            reason = Some(w.to_string());
+            error.get_or_insert_with(|| e.clone());
+        }
+        Some(w @ Waiting::ImageMissing) => {
+            status = Status::Failed;
+            reason = Some(w.to_string());
+        }
+        // A running container is not disturbed by a dependency going away.
+        Some(w @ Waiting::Dependency { .. })
+            if obs.is_none_or(|o| !matches!(o.run, RunState::Running | RunState::Paused)) =>
+        {
+            status = Status::Waiting;
+            reason = Some(w.to_string());
+        }
+        Some(Waiting::Dependency { .. }) => {}
+        // The container runs as it is; the reason says what is held or being verified.
+        Some(w @ (Waiting::Held(_) | Waiting::Verifying { .. })) => reason = Some(w.to_string()),
+        None => {}
+    }
+    Shown { status, reason }
+}
+
+/// What is being done to the container right now, over everything else.
+fn acted_on(shown: Shown, in_flight: Option<&InFlight>, obs: Option<&ObservedContainer>) -> Shown {
+    let status = match in_flight {
+        Some(InFlight::Pulling) => Status::Pulling,
+        Some(InFlight::Creating) => Status::Creating,
+        Some(InFlight::Starting) if obs.is_some_and(|o| o.restarts > 0) => Status::Restarting,
+        Some(InFlight::Starting) => Status::Creating,
+        _ => shown.status,
+    };
+    Shown { status, ..shown }
+}
+
+/// The status of a container with a spec, from what was worked out and what the host holds.
+fn status(
+    name: &str,
+    spec: &berth_spec::ContainerSpec,
+    obs: Option<&ObservedContainer>,
+    observed: &Observed,
+    shown: Shown,
+    error: Option<String>,
+) -> ContainerStatus {
+    let last_exit = last_exit(obs);
+    let health = match obs.map(|o| o.health) {
+        Some(HealthState::Starting) => Some("starting".to_string()),
+        Some(HealthState::Healthy) => Some("healthy".to_string()),
+        Some(HealthState::Unhealthy) => Some("unhealthy".to_string()),
+        _ => None,
+    };
+    let live = matches!(shown.status, Status::Running | Status::Paused);
+    ContainerStatus {
+        name: name.to_string(),
+        desired: desired_str(spec.state).into(),
+        status: shown.status,
+        reason: shown.reason,
+        pid: obs.and_then(|o| o.info.pid).filter(|_| live),
+        exit_code: last_exit.map(|e| e.code),
+        image: spec.image.to_string(),
+        digest: obs
+            .map(|o| o.image_digest.clone())
+            .or_else(|| observed.images.get(&spec.image).cloned()),
+        ip: obs.and_then(|o| o.info.ip).map(|ip| ip.to_string()),
+        ip6: obs.and_then(|o| o.info.ip6).map(|ip| ip.to_string()),
+        network_of: match &spec.network {
+            berth_spec::model::NetworkMode::Container(of) => Some(of.clone()),
+            _ => None,
+        },
+        ports: obs.map(|o| o.info.ports.clone()).unwrap_or_default(),
+        restarts: obs.map_or(0, |o| o.restarts),
+        health,
+        error,
+        oom_killed: last_exit.is_some_and(|e| e.oom),
+        since: obs.and_then(|o| o.info.since.clone()),
+        id: obs.map(|o| o.id.to_string()),
+        previous_digest: observed.updates.get(name).and_then(|h| h.previous.clone()),
+        rejected_digests: observed
+            .updates
+            .get(name)
+            .map(|h| h.rejected.iter().cloned().collect())
+            .unwrap_or_default(),
+    }
 }
 
 /// Why a container is not running any more: its code, and the OOM killer when it fired.
