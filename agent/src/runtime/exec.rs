@@ -303,51 +303,8 @@ pub unsafe fn spawn(target: &ExecTarget, req: &ExecRequest) -> Result<Running> {
             reason: "no command to exec".into(),
         });
     }
-    let mut suffix = [0u8; 4];
-    getrandom::fill(&mut suffix)
-        .map_err(|e| RuntimeError::sys("random", std::io::Error::other(e.to_string())))?;
-    let cgroup = target
-        .cgroup
-        .child(&format!("exec-{}", hex::encode(suffix)));
-    cgroup.create_without_controllers()?;
-    let procs: Vec<std::ffi::CString> = cgroup
-        .dirs()
-        .iter()
-        .map(|d| sys::path_cstr(&d.join("cgroup.procs")))
-        .collect::<std::io::Result<_>>()
-        .doing("cgroup path")?;
-    let (ours, theirs) = if req.tty {
-        let (a, b) = rustix::net::socketpair(
-            rustix::net::AddressFamily::UNIX,
-            rustix::net::SocketType::SEQPACKET,
-            rustix::net::SocketFlags::CLOEXEC,
-            None,
-        )
-        .map_err(|e| RuntimeError::sys("socketpair", e.into()))?;
-        (
-            Pipes::Socket(a),
-            ChildIo::Terminal {
-                sock: b,
-                size: req.tty_size,
-            },
-        )
-    } else {
-        let (in_r, in_w) = sys::pipe().doing("pipe")?;
-        let (out_r, out_w) = sys::pipe().doing("pipe")?;
-        let (err_r, err_w) = sys::pipe().doing("pipe")?;
-        (
-            Pipes::Io(ExecIo::Pipes {
-                stdin: req.interactive.then_some(in_w),
-                stdout: out_r,
-                stderr: err_r,
-            }),
-            ChildIo::Pipes {
-                stdin: in_r,
-                stdout: out_w,
-                stderr: err_w,
-            },
-        )
-    };
+    let (cgroup, procs) = exec_cgroup(target)?;
+    let (ours, theirs) = stdio(req)?;
     let (err_r, err_w) = sys::pipe().doing("pipe")?;
     // SAFETY: getpid has no preconditions.
     let client = unsafe { libc::getpid() };
@@ -408,6 +365,62 @@ pub unsafe fn spawn(target: &ExecTarget, req: &ExecRequest) -> Result<Running> {
         error: err_r,
         cgroup,
         io,
+    })
+}
+
+/// The exec's own cgroup below the container's (made without controllers), with the paths
+/// of its `cgroup.procs` files for the forked helper to join.
+fn exec_cgroup(target: &ExecTarget) -> Result<(Cgroup, Vec<std::ffi::CString>)> {
+    let mut suffix = [0u8; 4];
+    getrandom::fill(&mut suffix)
+        .map_err(|e| RuntimeError::sys("random", std::io::Error::other(e.to_string())))?;
+    let cgroup = target
+        .cgroup
+        .child(&format!("exec-{}", hex::encode(suffix)));
+    cgroup.create_without_controllers()?;
+    let procs: Vec<std::ffi::CString> = cgroup
+        .dirs()
+        .iter()
+        .map(|d| sys::path_cstr(&d.join("cgroup.procs")))
+        .collect::<std::io::Result<_>>()
+        .doing("cgroup path")?;
+    Ok((cgroup, procs))
+}
+
+/// The caller's and the helper's ends of the exec's stdio: three pipes, or a socket a
+/// terminal made in the container comes back over.
+fn stdio(req: &ExecRequest) -> Result<(Pipes, ChildIo)> {
+    Ok(if req.tty {
+        let (a, b) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::SEQPACKET,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(|e| RuntimeError::sys("socketpair", e.into()))?;
+        (
+            Pipes::Socket(a),
+            ChildIo::Terminal {
+                sock: b,
+                size: req.tty_size,
+            },
+        )
+    } else {
+        let (in_r, in_w) = sys::pipe().doing("pipe")?;
+        let (out_r, out_w) = sys::pipe().doing("pipe")?;
+        let (err_r, err_w) = sys::pipe().doing("pipe")?;
+        (
+            Pipes::Io(ExecIo::Pipes {
+                stdin: req.interactive.then_some(in_w),
+                stdout: out_r,
+                stderr: err_r,
+            }),
+            ChildIo::Pipes {
+                stdin: in_r,
+                stdout: out_w,
+                stderr: err_w,
+            },
+        )
     })
 }
 
