@@ -145,36 +145,12 @@ impl Host {
         image: &crate::image::ResolvedImage,
     ) -> Result<(), ActionError> {
         let id = rec.id.clone();
+        crate::runtime::sys::mark("agent-create");
+        // Where the container's netns and /etc files will be is known before they exist: the
+        // shim starts first (its cgroup migrations wait for an RCU grace period, ~10 ms after
+        // idle) and the network is attached beside it; the shim then waits for `start`.
         let netns = match &spec.network {
-            NetworkMode::Bridge => {
-                // The leases name the incarnation, so a crash from here on finds the addresses
-                // through them: the record learns them with the final save.
-                let mut netns = None;
-                let primary = self.primary(spec.networks.iter().map(|j| j.name.as_str()));
-                for (i, join) in spec.networks.iter().enumerate() {
-                    let net = self.net(&join.name).ok_or_else(|| {
-                        ActionError::permanent(format!(
-                            "network {:?} is not declared in the agent config",
-                            join.name
-                        ))
-                    })?;
-                    let (ip4, ip6) = (join.ip.map(IpAddr::V4), join.ip6.map(IpAddr::V6));
-                    let att = if net.subnet6().is_some() {
-                        net.attach_dual(name, &id, ip4, ip6, &Join::of(i, primary))
-                    } else {
-                        // Single stack: the static address of the network's one family.
-                        net.attach_as(name, &id, ip4.or(ip6), &Join::of(i, primary))
-                    }
-                    .map_err(transient)?;
-                    rec.networks.push((join.name.clone(), att.ip));
-                    if i == primary {
-                        rec.ip = Some(att.ip);
-                        rec.ip6 = att.ip6;
-                    }
-                    netns.get_or_insert(att.netns);
-                }
-                netns
-            }
+            NetworkMode::Bridge if !spec.networks.is_empty() => Some(self.layout.netns(name, &id)),
             NetworkMode::Container(of) => {
                 // A sidecar: in the current incarnation of `of`, which must have a netns of
                 // its own (bridge or none) made already; the planner starts it after `of`.
@@ -194,14 +170,85 @@ impl Host {
                 rec.netns_of = Some(target.id.clone());
                 Some(path)
             }
-            NetworkMode::None | NetworkMode::Host => None,
+            NetworkMode::Bridge | NetworkMode::None | NetworkMode::Host => None,
         };
+        let etc_dir = record::etc_dir(&self.layout, name, &id);
+        let paths = files::container_files(&etc_dir);
+        let cfg = ContainerConfig::build(
+            spec,
+            id.clone(),
+            image,
+            &self.layout,
+            Placement {
+                netns,
+                etc: EtcFiles {
+                    hostname: Some(paths.hostname),
+                    hosts: Some(paths.hosts),
+                    resolv_conf: Some(paths.resolv_conf),
+                },
+            },
+        )
+        .map_err(ActionError::permanent)?;
+        let spawning = self.runtime.spawn(&cfg).map_err(transient)?;
+        if let Err(e) = self.attach_and_write_files(name, spec, rec, &etc_dir) {
+            spawning.abort();
+            return Err(e);
+        }
+        crate::runtime::sys::mark("agent-network-ready");
+        spawning.start().map_err(transient)?;
+        crashpoint::point("create.runtime");
+        self.publish(name, &id, rec)?;
+        rec.phase = Phase::Created;
+        rec.boot_id = record::boot_id();
+        rec.started_at = Some(clock::now());
+        self.save(rec, name)?;
+        crashpoint::point("create.started");
+        Ok(())
+    }
+
+    /// The container's networks (each joined in the netns at `layout.netns(name, id)`) and
+    /// its /etc files, which name its address.
+    fn attach_and_write_files(
+        &self,
+        name: &str,
+        spec: &ContainerSpec,
+        rec: &mut Record,
+        etc_dir: &std::path::Path,
+    ) -> Result<(), ActionError> {
+        let id = rec.id.clone();
+        if spec.network == NetworkMode::Bridge {
+            // The leases name the incarnation, so a crash from here on finds the addresses
+            // through them: the record learns them with the final save.
+            let primary = self.primary(spec.networks.iter().map(|j| j.name.as_str()));
+            for (i, join) in spec.networks.iter().enumerate() {
+                let net = self.net(&join.name).ok_or_else(|| {
+                    ActionError::permanent(format!(
+                        "network {:?} is not declared in the agent config",
+                        join.name
+                    ))
+                })?;
+                let (ip4, ip6) = (join.ip.map(IpAddr::V4), join.ip6.map(IpAddr::V6));
+                let att = if net.subnet6().is_some() {
+                    net.attach_dual(name, &id, ip4, ip6, &Join::of(i, primary))
+                } else {
+                    // Single stack: the static address of the network's one family.
+                    net.attach_as(name, &id, ip4.or(ip6), &Join::of(i, primary))
+                }
+                .map_err(transient)?;
+                debug_assert_eq!(att.netns, self.layout.netns(name, &id));
+                rec.networks.push((join.name.clone(), att.ip));
+                if i == primary {
+                    rec.ip = Some(att.ip);
+                    rec.ip6 = att.ip6;
+                }
+            }
+        }
         crashpoint::point("create.network");
         let peers = self.peers_of(name, rec);
         let host_resolv = files::read_host_resolv();
         let hostname = spec.hostname.as_deref().unwrap_or(name);
-        let files = files::write_container_files(
-            &record::etc_dir(&self.layout, name, &id),
+        files::write_container_files(
+            etc_dir,
             &ContainerNames {
                 name: hostname,
                 ip: rec.ip,
@@ -210,27 +257,6 @@ impl Host {
             },
         )
         .map_err(|e| transient(format!("writing /etc files: {e}")))?;
-        let etc = EtcFiles {
-            hostname: Some(files.hostname),
-            hosts: Some(files.hosts),
-            resolv_conf: Some(files.resolv_conf),
-        };
-        let cfg = ContainerConfig::build(
-            spec,
-            id.clone(),
-            image,
-            &self.layout,
-            Placement { netns, etc },
-        )
-        .map_err(ActionError::permanent)?;
-        self.runtime.create(&cfg).map_err(transient)?;
-        crashpoint::point("create.runtime");
-        self.publish(name, &id, rec)?;
-        rec.phase = Phase::Created;
-        rec.boot_id = record::boot_id();
-        rec.started_at = Some(clock::now());
-        self.save(rec, name)?;
-        crashpoint::point("create.started");
         Ok(())
     }
 }

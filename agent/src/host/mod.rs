@@ -541,20 +541,29 @@ impl Backend for Host {
         let _making = self.making.read().unwrap_or_else(|p| p.into_inner());
         let mut rec = self.record(name, id)?;
         let cfg = self.runtime.read_config(name, id).map_err(transient)?;
-        // After a reboot the netns and veths are gone; attach makes what is missing.
-        let joined = rec.joined();
-        let primary = self.primary(joined.iter().map(|(n, _)| n.as_str()));
-        for (i, (net, ip)) in joined.into_iter().enumerate() {
-            self.net(&net)
-                .ok_or_else(|| transient(format!("network {net:?} is not in the agent config")))?
-                .attach_as(name, id, ip, &Join::of(i, primary))
-                .map_err(transient)?;
-        }
         // Clear the last run (keeping its upper dir: a restart keeps the filesystem).
         self.runtime
             .remove(name, id, BundleDir::Keep)
             .map_err(transient)?;
-        self.runtime.create(&cfg).map_err(transient)?;
+        // The shim makes its cgroups while the network is attached (see `create_steps`).
+        let spawning = self.runtime.spawn(&cfg).map_err(transient)?;
+        // After a reboot the netns and veths are gone; attach makes what is missing.
+        let joined = rec.joined();
+        let primary = self.primary(joined.iter().map(|(n, _)| n.as_str()));
+        for (i, (net, ip)) in joined.into_iter().enumerate() {
+            let attached = self
+                .net(&net)
+                .ok_or_else(|| transient(format!("network {net:?} is not in the agent config")))
+                .and_then(|n| {
+                    n.attach_as(name, id, ip, &Join::of(i, primary))
+                        .map_err(transient)
+                });
+            if let Err(e) = attached {
+                spawning.abort();
+                return Err(e);
+            }
+        }
+        spawning.start().map_err(transient)?;
         self.publish(name, id, &rec)?;
         let same_boot = rec.boot_id == record::boot_id();
         rec.restarts = if same_boot { rec.restarts + 1 } else { 0 };

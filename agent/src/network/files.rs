@@ -38,6 +38,16 @@ pub struct ContainerNames<'a> {
     pub host_resolv: &'a str,
 }
 
+/// Where [`write_container_files`] writes a container's files in `dir`: known before they are
+/// written, so that the runtime can be started while the network is attached.
+pub fn container_files(dir: &Path) -> ContainerFiles {
+    ContainerFiles {
+        hosts: dir.join("hosts"),
+        resolv_conf: dir.join("resolv.conf"),
+        hostname: dir.join("hostname"),
+    }
+}
+
 /// The paths [`write_container_files`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerFiles {
@@ -129,11 +139,7 @@ pub fn read_host_resolv() -> String {
 /// in place.
 pub fn write_container_files(dir: &Path, c: &ContainerNames<'_>) -> io::Result<ContainerFiles> {
     crate::fsutil::create_private_dir_all(dir)?;
-    let files = ContainerFiles {
-        hosts: dir.join("hosts"),
-        resolv_conf: dir.join("resolv.conf"),
-        hostname: dir.join("hostname"),
-    };
+    let files = container_files(dir);
     write_if_changed(&files.hosts, &hosts_file(c.name, c.ip, c.peers))?;
     write_if_changed(&files.resolv_conf, &resolv_conf(c.host_resolv))?;
     write_if_changed(&files.hostname, &hostname_file(c.name))?;

@@ -7,7 +7,7 @@
 //! container's stdout/stderr into the CRI log until the init exits, records [`ExitRecord`]
 //! atomically, removes the cgroup and exits.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -204,6 +204,13 @@ fn supervise(
     let (go_r, go_w) = pipe("sync")?;
     let (fail_r, fail_w) = pipe("error")?;
     let stdin = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    // The runtime makes the network namespace and the container's files while we made the
+    // cgroups (and the migrations' RCU grace period ran): one byte on stdin says they are
+    // there, end-of-file that they will never be.
+    sys::mark("shim-wait-go");
+    wait_for_go()?;
+    let _ = sys::dup2(stdin.as_raw_fd(), 0);
+    sys::mark("shim-go");
     let netns = match &cfg.netns {
         NetNs::Path(p) => Some(OwnedFd::from(
             std::fs::File::open(p).map_err(|e| format!("netns {}: {e}", p.display()))?,
@@ -219,15 +226,31 @@ fn supervise(
         let _ = cg.kill_all(Duration::from_secs(5));
         let _ = cg.remove(Duration::from_secs(5));
     };
+    // On v2 the init is born in its cgroup: no migration (and none of the RCU grace period a
+    // migration after idle waits for). On v1, or where clone3 is refused, it is moved below.
+    let target = match cg.clone_target() {
+        Some(dir) => Some(OwnedFd::from(
+            std::fs::File::open(&dir).map_err(|e| format!("{}: {e}", dir.display()))?,
+        )),
+        None => None,
+    };
     sys::mark("shim-clone");
     // SAFETY: the shim is single-threaded (it runs no runtime and starts no thread).
-    let child = match unsafe { sys::clone_fork(flags) } {
+    let cloned = match &target {
+        Some(fd) => match unsafe { sys::clone_into_cgroup(flags, fd.as_fd()) } {
+            Ok(Ok(r)) => Ok((r, true)),
+            Ok(Err(_refused)) => unsafe { sys::clone_fork(flags) }.map(|r| (r, false)),
+            Err(e) => Err(e),
+        },
+        None => unsafe { sys::clone_fork(flags) }.map(|r| (r, false)),
+    };
+    let (child, born_in_cgroup) = match cloned {
         Err(e) => {
             undo(cg);
             return Err(format!("clone: {e}"));
         }
-        Ok(None) => {
-            drop((out_r, err_r, go_w, fail_r));
+        Ok((None, _)) => {
+            drop((out_r, err_r, go_w, fail_r, target));
             child_main(
                 cfg,
                 bundle,
@@ -242,15 +265,22 @@ fn supervise(
                 },
             )
         }
-        Ok(Some(pid)) => pid,
+        Ok((Some(pid), born)) => (pid, born),
     };
-    drop((out_w, err_w, go_r, fail_w, stdin, netns));
+    drop((out_w, err_w, go_r, fail_w, stdin, netns, target));
     let started_at = SystemTime::now();
-    // The child builds its rootfs while we move it into its cgroup (should the RCU grace period
-    // of the first migration still be running, the mounts use that time). It waits for the
-    // second byte before its cgroup namespace and exec.
+    // The child builds its rootfs while we move it into its cgroup (v1, or a v2 kernel without
+    // CLONE_INTO_CGROUP; should the RCU grace period of the first migration still be running,
+    // the mounts use that time). It waits for the second byte before its cgroup namespace and
+    // exec.
     let go = sys::write_all(go_w.as_raw_fd(), b"1").map_err(|e| format!("start container: {e}"));
-    let placed = go.and_then(|()| cg.add_pid(child).map_err(|e| e.to_string()));
+    let placed = go.and_then(|()| {
+        if born_in_cgroup {
+            Ok(())
+        } else {
+            cg.add_pid(child).map_err(|e| e.to_string())
+        }
+    });
     let _ = sys::write_all(go_w.as_raw_fd(), if placed.is_ok() { b"2" } else { b"x" });
     drop(go_w);
     sys::mark("shim-placed");
@@ -319,6 +349,25 @@ fn supervise(
     }
     write_json(&shim.exit(), &exit).map_err(|e| e.to_string())?;
     Ok(0)
+}
+
+/// Blocks until the runtime's go byte arrives on stdin.
+fn wait_for_go() -> Result<(), String> {
+    let mut b = [0u8; 1];
+    loop {
+        // SAFETY: reads one byte into a live buffer.
+        match unsafe { libc::read(0, b.as_mut_ptr().cast(), 1) } {
+            1 => return Ok(()),
+            0 => return Err("the runtime gave up on this start before it began".into()),
+            _ if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => {}
+            _ => {
+                return Err(format!(
+                    "read the start signal: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+    }
 }
 
 /// Copies the container's output into the log until its init exits; returns its wait status.
