@@ -1,11 +1,13 @@
 //! The shim: one small single-threaded supervisor per running container (binary `berth-shim`).
 //!
-//! `berth-shim start <shim_dir>`: forks away from the caller (which reaps the short-lived
-//! parent), starts a session, moves into `<instance>/_shims` outside the agent's cgroup, becomes
-//! subreaper, holds the published host ports, makes the container's cgroup, clones the
-//! container's init into new namespaces, reports one [`Report`] line on stdout, then relays the
-//! container's stdout/stderr into the CRI log until the init exits, records [`ExitRecord`]
-//! atomically, removes the cgroup and exits.
+//! `berth-shim start <shim_dir>`: makes the container's cgroup, forks away from the caller
+//! (which reaps the short-lived parent, after it moved the supervisor into `<instance>/_shims`
+//! outside the agent's cgroup), re-executes from a sealed copy, starts a session, becomes
+//! subreaper, holds the published host ports, waits for the runtime's go byte on stdin (the
+//! network namespace and /etc files are made meanwhile), clones the container's init into new
+//! namespaces (on v2 straight into its cgroup), reports one [`Report`] line on stdout, then
+//! relays the container's stdout/stderr into the CRI log until the init exits, records
+//! [`ExitRecord`] atomically, removes the cgroup and exits.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
@@ -18,7 +20,9 @@ use super::config::{Bundle, ContainerConfig, MountSource, NetNs, STATE_VERSION};
 use super::container::{ChildFds, HostKernel, child_main};
 use super::devices::{DevKind, DeviceRule, parse_access};
 use super::logs::{LineSplitter, LogWriter, Stream};
-use super::state::{ExitRecord, Report, ShimDir, ShimState, write_json, write_json_volatile};
+use super::state::{
+    ExitRecord, Report, ShimDir, ShimRequest, ShimState, write_json, write_json_volatile,
+};
 use super::{ports, sys};
 
 /// Entry point of the `berth-shim` binary; returns the process exit code.
@@ -47,12 +51,16 @@ fn fail(msg: String) -> i32 {
     1
 }
 
+/// Set in the forked supervisor across its re-exec from a sealed copy: the re-executed program
+/// goes on as the supervisor instead of starting over.
+const SUPERVISOR_MARK: &str = "_BERTH_SHIM_SUPERVISOR";
+
 fn start(dir: &Path) -> i32 {
     sys::mark("shim-start");
-    // The container's init is a clone of this process until it execs the payload, and with
-    // `init = true` its reaper stays one for good: never a clone of the host's binary.
-    if let Err(e) = super::exeseal::ensure_sealed() {
-        return fail(format!("cannot run from a sealed copy of berth-shim: {e}"));
+    let resumed = std::env::var_os(SUPERVISOR_MARK).is_some();
+    if resumed {
+        // SAFETY: single-threaded.
+        unsafe { std::env::remove_var(SUPERVISOR_MARK) };
     }
     let shim = ShimDir::new(dir);
     let req = match shim.read_request() {
@@ -66,47 +74,35 @@ fn start(dir: &Path) -> i32 {
         Ok(None) => return fail(format!("{}: missing", bundle.config().display())),
         Err(e) => return fail(e.to_string()),
     };
+    let cg = Cgroup::new(&req.cgroup_mode, &req.cgroup);
+    if !resumed {
+        match place(&req, &cfg, &cg) {
+            Placed::Parent => return 0,
+            Placed::Failed(e) => return fail(e),
+            Placed::Supervisor => {}
+        }
+    }
+    // The container's init is a clone of this process until it execs the payload, and with
+    // `init = true` its reaper stays one for good: never a clone of the host's binary. The
+    // supervisor re-executes itself from a sealed copy (or, resumed, checks that it runs from
+    // one) before it does anything for the container.
+    // SAFETY: single-threaded; the mark tells the re-executed copy where it is.
+    unsafe { std::env::set_var(SUPERVISOR_MARK, "1") };
+    let sealed = super::exeseal::ensure_sealed();
+    // SAFETY: as above.
+    unsafe { std::env::remove_var(SUPERVISOR_MARK) };
+    if let Err(e) = sealed {
+        let _ = cg.remove(Duration::from_secs(1));
+        return fail(format!("cannot run from a sealed copy of berth-shim: {e}"));
+    }
+    sys::mark("shim-sealed");
     let held_ports = match ports::hold(&cfg.host_ports) {
         Ok(p) => p,
-        Err(e) => return fail(e),
+        Err(e) => {
+            let _ = cg.remove(Duration::from_secs(1));
+            return fail(e);
+        }
     };
-    if let CgroupMode::Systemd { root, .. } = &req.cgroup_mode {
-        // systemd-run started us in our scope's own cgroup, and a cgroup holding processes
-        // cannot hand controllers to its children: the supervisor moves into its leaf first.
-        let leaf = root.join(&req.shim_cgroup);
-        let entered = std::fs::create_dir_all(&leaf)
-            .and_then(|()| std::fs::write(leaf.join("cgroup.procs"), "0"));
-        if let Err(e) = entered {
-            return fail(format!("{}: {e}", leaf.display()));
-        }
-    }
-    // The container's cgroup is made before any migration starts: a migration holds the cgroup
-    // mutex through its RCU grace period, which would stall every mkdir and write here.
-    let cg = Cgroup::new(&req.cgroup_mode, &req.cgroup);
-    if let Err(e) = setup_cgroup(&cg, &cfg) {
-        let _ = cg.remove(Duration::from_secs(1));
-        return fail(e);
-    }
-    sys::mark("shim-cgroup-made");
-    // Fork: the caller reaps this short-lived parent and the supervisor is adopted by init (or
-    // the agent's subreaper), so no agent ever has to reap shims. A forked child also maps only
-    // the file pages it touches from here on, which halves the shim's resident memory.
-    // SAFETY: the shim is single-threaded.
-    match unsafe { libc::fork() } {
-        -1 => return fail(format!("fork: {}", std::io::Error::last_os_error())),
-        0 => {}
-        child => {
-            // The parent moves the supervisor out of the caller's cgroup into
-            // `<instance>/_shims`. The first v1 migration in a while waits for an RCU grace
-            // period (milliseconds here); started now, it elapses while the supervisor clones
-            // and the child builds its rootfs, and the container's own migration finds it done.
-            let shims = Cgroup::new(&req.cgroup_mode, &req.shim_cgroup);
-            if let Err(e) = shims.create().and_then(|()| shims.add_pid(child)) {
-                eprintln!("berth-shim: the supervisor stays in the caller's cgroup: {e}");
-            }
-            return 0;
-        }
-    }
     // SAFETY: setsid, umask and signal take no pointers.
     unsafe {
         libc::setsid();
@@ -129,6 +125,59 @@ fn start(dir: &Path) -> i32 {
             let _ = cg.kill_all(Duration::from_secs(5));
             let _ = cg.remove(Duration::from_secs(5));
             fail(msg)
+        }
+    }
+}
+
+/// Where [`place`] left this process.
+enum Placed {
+    /// The short-lived parent, done: the caller reaps it.
+    Parent,
+    /// The supervisor, in its own cgroup (or on its way there), the container's cgroup made.
+    Supervisor,
+    Failed(String),
+}
+
+/// Makes the container's cgroup and forks the supervisor, which the parent moves into its own
+/// cgroup. This comes first, before the supervisor's re-exec from a sealed copy, so that the
+/// RCU grace period the first migration after idle waits for (~10 ms on an idle tickless
+/// guest) starts as early as it can and runs beside everything else: the re-exec, the
+/// runtime's network attach, the container's clone and the rootfs it builds.
+fn place(req: &ShimRequest, cfg: &ContainerConfig, cg: &Cgroup) -> Placed {
+    if let CgroupMode::Systemd { root, .. } = &req.cgroup_mode {
+        // systemd-run started us in our scope's own cgroup, and a cgroup holding processes
+        // cannot hand controllers to its children: the supervisor moves into its leaf first.
+        let leaf = root.join(&req.shim_cgroup);
+        let entered = std::fs::create_dir_all(&leaf)
+            .and_then(|()| std::fs::write(leaf.join("cgroup.procs"), "0"));
+        if let Err(e) = entered {
+            return Placed::Failed(format!("{}: {e}", leaf.display()));
+        }
+    }
+    // The container's cgroup is made before any migration starts: a migration holds the cgroup
+    // mutex through its RCU grace period, which would stall every mkdir and write here.
+    if let Err(e) = setup_cgroup(cg, cfg) {
+        let _ = cg.remove(Duration::from_secs(1));
+        return Placed::Failed(e);
+    }
+    sys::mark("shim-cgroup-made");
+    // Fork: the caller reaps this short-lived parent and the supervisor is adopted by init (or
+    // the agent's subreaper), so no agent ever has to reap shims. A forked child also maps only
+    // the file pages it touches from here on, which halves the shim's resident memory.
+    // SAFETY: the shim is single-threaded.
+    match unsafe { libc::fork() } {
+        -1 => Placed::Failed(format!("fork: {}", std::io::Error::last_os_error())),
+        0 => Placed::Supervisor,
+        child => {
+            // The parent moves the supervisor out of the caller's cgroup into
+            // `<instance>/_shims` (on a systemd host it is in its leaf already).
+            if !matches!(req.cgroup_mode, CgroupMode::Systemd { .. }) {
+                let shims = Cgroup::new(&req.cgroup_mode, &req.shim_cgroup);
+                if let Err(e) = shims.create().and_then(|()| shims.add_pid(child)) {
+                    eprintln!("berth-shim: the supervisor stays in the caller's cgroup: {e}");
+                }
+            }
+            Placed::Parent
         }
     }
 }
