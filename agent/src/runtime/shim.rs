@@ -285,14 +285,7 @@ fn supervise(
     };
     sys::mark("shim-clone");
     // SAFETY: the shim is single-threaded (it runs no runtime and starts no thread).
-    let cloned = match &target {
-        Some(fd) => match unsafe { sys::clone_into_cgroup(flags, fd.as_fd()) } {
-            Ok(Ok(r)) => Ok((r, true)),
-            Ok(Err(_refused)) => unsafe { sys::clone_fork(flags) }.map(|r| (r, false)),
-            Err(e) => Err(e),
-        },
-        None => unsafe { sys::clone_fork(flags) }.map(|r| (r, false)),
-    };
+    let cloned = unsafe { clone_init(flags, target.as_ref()) };
     let (child, born_in_cgroup) = match cloned {
         Err(e) => {
             undo(cg);
@@ -398,6 +391,26 @@ fn supervise(
     }
     write_json(&shim.exit(), &exit).map_err(|e| e.to_string())?;
     Ok(0)
+}
+
+/// Clones the container's init: into `cgroup` where the kernel can (v2), else where we are.
+/// `Ok((None, _))` in the child; in the parent its pid and whether it was born in `cgroup`.
+///
+/// # Safety
+/// As [`sys::clone_fork`]: the calling process must be single-threaded.
+unsafe fn clone_init(
+    flags: libc::c_int,
+    cgroup: Option<&OwnedFd>,
+) -> std::io::Result<(Option<i32>, bool)> {
+    if let Some(fd) = cgroup {
+        // SAFETY: forwarded from the caller.
+        match unsafe { sys::clone_into_cgroup(flags, fd.as_fd()) }? {
+            Ok(r) => return Ok((r, true)),
+            Err(refused) => eprintln!("berth-shim: clone3 into the cgroup: {refused}; migrating"),
+        }
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { sys::clone_fork(flags) }.map(|r| (r, false))
 }
 
 /// Blocks until the runtime's go byte arrives on stdin.
