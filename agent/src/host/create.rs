@@ -190,12 +190,19 @@ impl Host {
         )
         .map_err(ActionError::permanent)?;
         let spawning = self.runtime.spawn(&cfg).map_err(transient)?;
-        if let Err(e) = self.attach_and_write_files(name, spec, rec, &etc_dir) {
-            spawning.abort();
-            return Err(e);
-        }
+        let written = match self.attach_and_write_files(name, spec, rec, &etc_dir) {
+            Ok(w) => w,
+            Err(e) => {
+                spawning.abort();
+                return Err(e);
+            }
+        };
         crate::runtime::sys::mark("agent-network-ready");
         spawning.start().map_err(transient)?;
+        // Durable before the record says the container was made.
+        written
+            .sync()
+            .map_err(|e| transient(format!("writing /etc files: {e}")))?;
         crashpoint::point("create.runtime");
         self.publish(name, &id, rec)?;
         rec.phase = Phase::Created;
@@ -214,7 +221,7 @@ impl Host {
         spec: &ContainerSpec,
         rec: &mut Record,
         etc_dir: &std::path::Path,
-    ) -> Result<(), ActionError> {
+    ) -> Result<files::ContainerFiles, ActionError> {
         let id = rec.id.clone();
         if spec.network == NetworkMode::Bridge {
             // The leases name the incarnation, so a crash from here on finds the addresses
@@ -256,7 +263,6 @@ impl Host {
                 host_resolv: &host_resolv,
             },
         )
-        .map_err(|e| transient(format!("writing /etc files: {e}")))?;
-        Ok(())
+        .map_err(|e| transient(format!("writing /etc files: {e}")))
     }
 }
