@@ -196,6 +196,12 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Opti
 /// (/etc/hosts): a rename would leave the container looking at the old inode. These are 0644:
 /// a container's non-root user reads them (through the bind, never through the state dir).
 pub fn rewrite_in_place(path: &Path, data: &[u8]) -> io::Result<()> {
+    rewrite_in_place_unsynced(path, data)?.sync_all()
+}
+
+/// [`rewrite_in_place`] without the fsync: for a caller that syncs the file later, off its
+/// hot path (and before anything that relies on it being durable). Returns the open file.
+pub fn rewrite_in_place_unsynced(path: &Path, data: &[u8]) -> io::Result<File> {
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
@@ -204,7 +210,7 @@ pub fn rewrite_in_place(path: &Path, data: &[u8]) -> io::Result<()> {
         .open(path)?;
     f.write_all(data)?;
     f.set_len(data.len() as u64)?;
-    f.sync_all()
+    Ok(f)
 }
 
 /// fsyncs a directory so a rename or create inside it is durable.

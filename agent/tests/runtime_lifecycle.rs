@@ -249,3 +249,67 @@ fn exit_watch_wakes_an_async_reactor() {
     });
     assert_eq!(exit.unwrap().code, Some(4));
 }
+
+/// The agent spawns the shim before the container's network exists (so that the RCU grace
+/// period of its cgroup migrations runs beside the attach): nothing of the container runs until
+/// `start`, and a start given up (the attach failed) leaves no cgroup, shim or shim dir.
+#[test]
+fn a_spawned_shim_waits_for_start_and_an_abort_leaves_nothing() {
+    use berth_agent::runtime::cgroup::Cgroup;
+    let Some(env) = Env::new("spawn") else {
+        return;
+    };
+    let config = env.runtime.config().clone();
+    let shims = Cgroup::new(
+        &config.cgroups,
+        &format!("{}/_shims", env.names.cgroup_parent()),
+    );
+    // The supervisor blocked in read(0, ...): waiting for the go byte on its stdin.
+    let waiting_supervisor = || {
+        shims.pids().into_iter().find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+                .is_ok_and(|s| s.starts_with("0 0x0 "))
+        })
+    };
+
+    let c = env.config("early", "echo ran; sleep 1000");
+    let cg = env.runtime.cgroup(&c.name, &c.id);
+    let shim_dir = config.layout.shim_dir(&c.name, &c.id);
+    let spawning = env.runtime.spawn(&c).unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "the shim to wait for start",
+        || waiting_supervisor().is_some(),
+    );
+    assert!(cg.exists(), "the container's cgroup is made before start");
+    assert!(
+        cg.pids().is_empty(),
+        "nothing runs in the container before start"
+    );
+    spawning.abort();
+    assert!(
+        !cg.exists(),
+        "an aborted start removes the container's cgroup"
+    );
+    assert!(!shim_dir.exists(), "an aborted start removes the shim dir");
+    // Its stdout closes as it exits, a moment before it leaves its cgroup.
+    wait_for(
+        Duration::from_secs(5),
+        "the aborted shim to be gone",
+        || shims.pids().is_empty(),
+    );
+
+    let c = env.config("late", "echo ran; sleep 1000");
+    let spawning = env.runtime.spawn(&c).unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "the shim to wait for start",
+        || waiting_supervisor().is_some(),
+    );
+    spawning.start(None).unwrap();
+    env.wait_line(&c, "ran");
+    assert_eq!(env.status(&c), Status::Running);
+    env.runtime
+        .stop(&c.name, &c.id, None, Duration::from_secs(5))
+        .unwrap();
+}

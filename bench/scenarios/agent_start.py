@@ -20,13 +20,15 @@ removal (berth: spec deleted, until nothing of it is left); the contenders' orde
 round. Two conditions, in the same rounds: **after 200 ms idle** (the headline: a spec is almost
 always written to a machine that sat idle, and on this VM such a start costs ~10 ms more for
 every tool, because joining a cgroup waits for an RCU grace period that an idle tickless guest
-completes only at a later tick) and **back to back** (each start right after the previous
+completes only at a later tick: berth starts its shim, whose migration starts that wait, before
+it attaches the network, so that the two overlap) and **back to back** (each start right after the previous
 contender's, the machine busy). The target is judged in both. The runtime-level comparison
 (`Runtime::create` alone, against runc, podman and the C floor) is the `start` scenario.
 The C floor (`bench/floor.c`: namespaces, overlayfs, pivot_root, /proc, 3 cgroups, exec and
-nothing else, timed by itself to its exec) runs in the same rounds. Targets (issues 6 and 8):
-with its network, median under 20 ms and at least 15x faster than podman with its bridge;
-without network, within 3x of the C floor and faster than runc.
+nothing else, timed by itself to its exec) runs in the same rounds. Targets (issues 6, 8 and
+19): with its network, median under 20 ms and at least 15x faster than podman with its bridge,
+and after idle within 1.3x of the C floor after idle; without network, within 3x of the C
+floor and faster than runc.
 """
 
 PEER_VERSIONS = {}
@@ -36,14 +38,19 @@ IDLE = 0.2
 
 TARGET = {"text": "median < 20 ms and >= 15x faster than podman (berth/peer <= 0.067)",
           "max": 0.020, "ratio_max": 1 / 15}
-IF_MISSED = ("Where the time goes (agent log and shim timing): ~0.9 ms from the rename to the "
-             "create (inotify, rescan, plan), ~1.4 ms network attach, ~4.3 ms runtime create "
-             "(shim exec ~0.8, cgroups and the RCU grace period of joining them ~1.2, clone, "
-             "overlay, mounts, pivot_root), the payload's exec; after idle, ~10 ms more for the "
-             "grace period an idle tickless guest completes only at a later tick (the C floor "
-             "pays it too). The C floor of the runtime part alone is 2-5 ms here (back to back); podman "
-             "with its bridge takes ~110 ms here back to back, not the 350 ms the target was set "
-             "against.")
+IF_MISSED = ("Where the time goes after idle (ftrace of cgroup_attach_task and syscalls plus the "
+             "BERTH_SHIM_TIMING marks, 8 starts at load ~6 on 2 cores): ~1.3 ms from the rename "
+             "to the create (inotify, rescan, plan); the shim is spawned first (~0.4 ms) and makes "
+             "the container's cgroups, then its parent moves the supervisor into _shims ~2-6 ms "
+             "after the spawn; that first migration waits ~10-12 ms for an RCU grace period (an "
+             "idle tickless guest completes it only at a later tick; the C floor pays it too), "
+             "while the agent attaches the network (~1.4 ms idle, 9-11 ms under that load) and "
+             "writes the /etc files, and the container's init, cloned once the network is ready, "
+             "builds its rootfs; its own migration then finds the grace period done (one per v1 "
+             "hierarchy; none on v2, where the init is cloned into its cgroup); ~1.5 ms more to "
+             "the exec. The C floor of the runtime part alone is 2-5 ms here (back to back); podman "
+             "with its bridge takes ~110 ms here back to back unloaded, not the 350 ms the target "
+             "was set against.")
 
 
 def run(ctx, quick):
@@ -136,5 +143,7 @@ def run(ctx, quick):
         {"name": "spec written -> payload running, no network, back to back", "unit": "s",
          "berth": s["berth_none"], "peer": s["podman_none"], "peer_name": "podman run -d --network none"},
         {"name": "spec written -> payload running, with network, after 200 ms idle", "unit": "s",
-         "berth": s["berth_idle"], "peer": s["floor_idle"], "peer_name": "C floor, after 200 ms idle"},
+         "berth": s["berth_idle"], "peer": s["floor_idle"], "peer_name": "C floor, after 200 ms idle",
+         "target": {"text": "within 1.3x of the floor after idle (berth/peer <= 1.3)", "ratio_max": 1.3},
+         "if_missed": IF_MISSED},
     ]

@@ -535,6 +535,7 @@ impl Reconciler {
     /// One pass: plan from everything, dispatch what is not already in flight, publish.
     pub fn pass(&mut self) {
         let started = std::time::Instant::now();
+        crate::runtime::sys::mark("agent-pass");
         let ctx = self.ctx();
         let view = self.planning_view();
         self.plan = plan_pass(&self.desired, &view, &self.failures, &ctx);

@@ -146,85 +146,19 @@ impl Host {
         image: &crate::image::ResolvedImage,
     ) -> Result<(), ActionError> {
         let id = rec.id.clone();
-        let mut loopback6_to = None;
+        crate::runtime::sys::mark("agent-create");
+        // Where the container's netns and /etc files will be is known before they exist: the
+        // shim starts first (its cgroup migrations wait for an RCU grace period, ~10 ms after
+        // idle) and the network is attached beside it; the shim then waits for `start`, which
+        // also tells it where `[::1]` is relayed (the container's address is known only then).
+        let bridged = spec.network == NetworkMode::Bridge && !spec.extra.networks.is_empty();
         let netns = match &spec.network {
-            NetworkMode::Bridge => {
-                // The leases name the incarnation, so a crash from here on finds the addresses
-                // through them: the record learns them with the final save.
-                let mut netns = None;
-                let mut v6_of = Vec::new();
-                let primary = self.primary(spec.extra.networks.iter().map(|j| j.name.as_str()));
-                for (i, join) in spec.extra.networks.iter().enumerate() {
-                    let net = self.net(&join.name).ok_or_else(|| {
-                        ActionError::permanent(format!(
-                            "network {:?} is not declared in the agent config",
-                            join.name
-                        ))
-                    })?;
-                    let (ip4, ip6) = (join.ip.map(IpAddr::V4), join.ip6.map(IpAddr::V6));
-                    let att = if net.subnet6().is_some() {
-                        net.attach_dual(name, &id, ip4, ip6, &Join::of(i, primary))
-                    } else {
-                        // Single stack: the static address of the network's one family.
-                        net.attach_as(name, &id, ip4.or(ip6), &Join::of(i, primary))
-                    }
-                    .map_err(transient)?;
-                    rec.networks.push((join.name.clone(), att.ip));
-                    v6_of.push(att.ip6.or(Some(att.ip).filter(IpAddr::is_ipv6)));
-                    if i == primary {
-                        rec.ip = Some(att.ip);
-                        rec.ip6 = att.ip6;
-                    }
-                    netns.get_or_insert(att.netns);
-                }
-                // `[::1]` is relayed to the address the IPv6 ports go to, else the IPv4 one.
-                loopback6_to = self
-                    .publishing(&rec.joined())
-                    .into_iter()
-                    .find_map(|i| v6_of.get(i).copied().flatten())
-                    .or(rec.ip.filter(IpAddr::is_ipv4));
-                netns
-            }
-            NetworkMode::Container(of) => {
-                // A sidecar: in the current incarnation of `of`, which must have a netns of
-                // its own (bridge or none) made already; the planner starts it after `of`.
-                let target = Record::load(&self.layout, of)
-                    .map_err(transient)?
-                    .filter(|r| r.phase == Phase::Created)
-                    .ok_or_else(|| transient(format!("container {of} does not exist yet")))?;
-                let path = self.layout.netns(of, &target.id);
-                if !crate::network::netns::is_mounted(&path) {
-                    return Err(transient(format!(
-                        "container {of} has no network namespace ({})",
-                        path.display()
-                    )));
-                }
-                rec.ip = target.ip;
-                rec.ip6 = target.ip6;
-                rec.netns_of = Some(target.id.clone());
-                Some(path)
-            }
-            NetworkMode::None | NetworkMode::Host => None,
+            NetworkMode::Bridge if bridged => Some(self.layout.netns(name, &id)),
+            NetworkMode::Container(of) => Some(self.sidecar_netns(of, rec)?),
+            NetworkMode::Bridge | NetworkMode::None | NetworkMode::Host => None,
         };
-        crashpoint::point("create.network");
-        let peers = self.peers_of(name, rec);
-        let host_resolv = files::read_host_resolv();
-        let hostname = spec.extra.hostname.as_deref().unwrap_or(name);
-        let files = files::write_container_files(
-            &record::etc_dir(&self.layout, name, &id),
-            &ContainerNames {
-                name: hostname,
-                ip: rec.ip,
-                peers: &peers,
-                host_resolv: &host_resolv,
-            },
-        )
-        .map_err(|e| transient(format!("writing /etc files: {e}")))?;
-        let etc = EtcFiles {
-            hostname: Some(files.hostname),
-            hosts: Some(files.hosts),
-            resolv_conf: Some(files.resolv_conf),
-        };
+        let etc_dir = record::etc_dir(&self.layout, name, &id);
+        let paths = files::container_files(&etc_dir);
         let cfg = ContainerConfig::build(
             spec,
             id.clone(),
@@ -232,12 +166,29 @@ impl Host {
             &self.layout,
             Placement {
                 netns,
-                etc,
-                loopback6_to,
+                etc: EtcFiles {
+                    hostname: Some(paths.hostname),
+                    hosts: Some(paths.hosts),
+                    resolv_conf: Some(paths.resolv_conf),
+                },
+                loopback6: bridged,
             },
         )
         .map_err(ActionError::permanent)?;
-        self.runtime.create(&cfg).map_err(transient)?;
+        let spawning = self.runtime.spawn(&cfg).map_err(transient)?;
+        let (written, loopback6_to) = match self.attach_and_write_files(name, spec, rec, &etc_dir) {
+            Ok(w) => w,
+            Err(e) => {
+                spawning.abort();
+                return Err(e);
+            }
+        };
+        crate::runtime::sys::mark("agent-network-ready");
+        spawning.start(loopback6_to).map_err(transient)?;
+        // Durable before the record says the container was made.
+        written
+            .sync()
+            .map_err(|e| transient(format!("writing /etc files: {e}")))?;
         crashpoint::point("create.runtime");
         self.publish(name, &id, rec)?;
         rec.phase = Phase::Created;
@@ -246,5 +197,83 @@ impl Host {
         self.save(rec, name)?;
         crashpoint::point("create.started");
         Ok(())
+    }
+
+    /// A sidecar's netns: the current incarnation's of `of`, which must have a netns of its
+    /// own (bridge or none) made already; the planner starts it after `of`.
+    fn sidecar_netns(&self, of: &str, rec: &mut Record) -> Result<std::path::PathBuf, ActionError> {
+        let target = Record::load(&self.layout, of)
+            .map_err(transient)?
+            .filter(|r| r.phase == Phase::Created)
+            .ok_or_else(|| transient(format!("container {of} does not exist yet")))?;
+        let path = self.layout.netns(of, &target.id);
+        if !crate::network::netns::is_mounted(&path) {
+            return Err(transient(format!(
+                "container {of} has no network namespace ({})",
+                path.display()
+            )));
+        }
+        rec.ip = target.ip;
+        rec.ip6 = target.ip6;
+        rec.netns_of = Some(target.id.clone());
+        Ok(path)
+    }
+
+    /// The container's networks (each joined in the netns at `layout.netns(name, id)`) and
+    /// its /etc files, which name its address; with where `[::1]` is relayed.
+    fn attach_and_write_files(
+        &self,
+        name: &str,
+        spec: &ContainerSpec,
+        rec: &mut Record,
+        etc_dir: &std::path::Path,
+    ) -> Result<(files::ContainerFiles, Option<IpAddr>), ActionError> {
+        let id = rec.id.clone();
+        let mut loopback6_to = None;
+        if spec.network == NetworkMode::Bridge {
+            // The leases name the incarnation, so a crash from here on finds the addresses
+            // through them: the record learns them with the final save.
+            let mut v6_of = Vec::new();
+            let primary = self.primary(spec.extra.networks.iter().map(|j| j.name.as_str()));
+            for (i, join) in spec.extra.networks.iter().enumerate() {
+                let net = self.net(&join.name).ok_or_else(|| {
+                    ActionError::permanent(format!(
+                        "network {:?} is not declared in the agent config",
+                        join.name
+                    ))
+                })?;
+                let (ip4, ip6) = (join.ip.map(IpAddr::V4), join.ip6.map(IpAddr::V6));
+                let att = if net.subnet6().is_some() {
+                    net.attach_dual(name, &id, ip4, ip6, &Join::of(i, primary))
+                } else {
+                    // Single stack: the static address of the network's one family.
+                    net.attach_as(name, &id, ip4.or(ip6), &Join::of(i, primary))
+                }
+                .map_err(transient)?;
+                debug_assert_eq!(att.netns, self.layout.netns(name, &id));
+                rec.networks.push((join.name.clone(), att.ip));
+                v6_of.push(att.ip6.or(Some(att.ip).filter(IpAddr::is_ipv6)));
+                if i == primary {
+                    rec.ip = Some(att.ip);
+                    rec.ip6 = att.ip6;
+                }
+            }
+            loopback6_to = self.loopback6_target(rec, &v6_of);
+        }
+        crashpoint::point("create.network");
+        let peers = self.peers_of(name, rec);
+        let host_resolv = files::read_host_resolv();
+        let hostname = spec.extra.hostname.as_deref().unwrap_or(name);
+        let written = files::write_container_files(
+            etc_dir,
+            &ContainerNames {
+                name: hostname,
+                ip: rec.ip,
+                peers: &peers,
+                host_resolv: &host_resolv,
+            },
+        )
+        .map_err(|e| transient(format!("writing /etc files: {e}")))?;
+        Ok((written, loopback6_to))
     }
 }

@@ -14,6 +14,7 @@ pub mod record;
 mod sweep;
 
 use crate::runtime::BundleDir;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -323,6 +324,20 @@ impl Host {
     /// Which of a container's networks publish its ports: the primary, and the first routed
     /// network with IPv6 when the primary has no IPv6 (the spec's "first network of each
     /// family that is not internal").
+    /// Where a container's ports' `[::1]` relay connects to: its IPv6 address on a network
+    /// that publishes its IPv6 ports (`v6_of`: its IPv6 address on each joined network), else
+    /// its IPv4 one.
+    pub(crate) fn loopback6_target(
+        &self,
+        rec: &record::Record,
+        v6_of: &[Option<IpAddr>],
+    ) -> Option<IpAddr> {
+        self.publishing(&rec.joined())
+            .into_iter()
+            .find_map(|i| v6_of.get(i).copied().flatten())
+            .or(rec.ip.filter(IpAddr::is_ipv4))
+    }
+
     pub(crate) fn publishing(&self, joined: &[(String, Option<std::net::IpAddr>)]) -> Vec<usize> {
         let primary = self.primary(joined.iter().map(|(n, _)| n.as_str()));
         let mut out = vec![primary];
@@ -543,20 +558,38 @@ impl Backend for Host {
         let _making = self.making.read().unwrap_or_else(|p| p.into_inner());
         let mut rec = self.record(name, id)?;
         let cfg = self.runtime.read_config(name, id).map_err(transient)?;
-        // After a reboot the netns and veths are gone; attach makes what is missing.
-        let joined = rec.joined();
-        let primary = self.primary(joined.iter().map(|(n, _)| n.as_str()));
-        for (i, (net, ip)) in joined.into_iter().enumerate() {
-            self.net(&net)
-                .ok_or_else(|| transient(format!("network {net:?} is not in the agent config")))?
-                .attach_as(name, id, ip, &Join::of(i, primary))
-                .map_err(transient)?;
-        }
         // Clear the last run (keeping its upper dir: a restart keeps the filesystem).
         self.runtime
             .remove(name, id, BundleDir::Keep)
             .map_err(transient)?;
-        self.runtime.create(&cfg).map_err(transient)?;
+        // The shim makes its cgroups while the network is attached (see `create_steps`).
+        let spawning = self.runtime.spawn(&cfg).map_err(transient)?;
+        // After a reboot the netns and veths are gone; attach makes what is missing.
+        let joined = rec.joined();
+        let primary = self.primary(joined.iter().map(|(n, _)| n.as_str()));
+        let mut v6_of = Vec::new();
+        for (i, (net, ip)) in joined.into_iter().enumerate() {
+            let attached = self
+                .net(&net)
+                .ok_or_else(|| transient(format!("network {net:?} is not in the agent config")))
+                .and_then(|n| {
+                    n.attach_as(name, id, ip, &Join::of(i, primary))
+                        .map_err(transient)
+                });
+            match attached {
+                Ok(att) => v6_of.push(att.ip6.or(Some(att.ip).filter(IpAddr::is_ipv6))),
+                Err(e) => {
+                    spawning.abort();
+                    return Err(e);
+                }
+            }
+        }
+        let loopback6_to = match rec.netns_of {
+            // A sidecar publishes nothing of its own.
+            Some(_) => None,
+            None => self.loopback6_target(&rec, &v6_of),
+        };
+        spawning.start(loopback6_to).map_err(transient)?;
         self.publish(name, id, &rec)?;
         let same_boot = rec.boot_id == record::boot_id();
         rec.restarts = if same_boot { rec.restarts + 1 } else { 0 };

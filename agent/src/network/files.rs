@@ -38,6 +38,16 @@ pub struct ContainerNames<'a> {
     pub host_resolv: &'a str,
 }
 
+/// Where [`write_container_files`] writes a container's files in `dir`: known before they are
+/// written, so that the runtime can be started while the network is attached.
+pub fn container_files(dir: &Path) -> ContainerFiles {
+    ContainerFiles {
+        hosts: dir.join("hosts"),
+        resolv_conf: dir.join("resolv.conf"),
+        hostname: dir.join("hostname"),
+    }
+}
+
 /// The paths [`write_container_files`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerFiles {
@@ -126,18 +136,37 @@ pub fn read_host_resolv() -> String {
 
 /// Writes `hosts`, `resolv.conf` and `hostname` into `dir` (created if needed, 0700: the
 /// files are 0644 for the container's users, who reach them only through their bind mounts),
-/// in place.
+/// in place, not yet durable: the caller runs [`ContainerFiles::sync`] before it records
+/// the container as made (the fsyncs cost milliseconds on a start's critical path).
 pub fn write_container_files(dir: &Path, c: &ContainerNames<'_>) -> io::Result<ContainerFiles> {
     crate::fsutil::create_private_dir_all(dir)?;
-    let files = ContainerFiles {
-        hosts: dir.join("hosts"),
-        resolv_conf: dir.join("resolv.conf"),
-        hostname: dir.join("hostname"),
-    };
-    write_if_changed(&files.hosts, &hosts_file(c.name, c.ip, c.peers))?;
-    write_if_changed(&files.resolv_conf, &resolv_conf(c.host_resolv))?;
-    write_if_changed(&files.hostname, &hostname_file(c.name))?;
+    let files = container_files(dir);
+    for (path, text) in [
+        (&files.hosts, hosts_file(c.name, c.ip, c.peers)),
+        (&files.resolv_conf, resolv_conf(c.host_resolv)),
+        (&files.hostname, hostname_file(c.name)),
+    ] {
+        match std::fs::read(path) {
+            Ok(old) if old == text.as_bytes() => {}
+            _ => {
+                fsutil::rewrite_in_place_unsynced(path, text.as_bytes())
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            }
+        }
+    }
     Ok(files)
+}
+
+impl ContainerFiles {
+    /// fsyncs every file [`write_container_files`] wrote.
+    pub fn sync(&self) -> io::Result<()> {
+        for p in [&self.hosts, &self.resolv_conf, &self.hostname] {
+            std::fs::File::open(p)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
+        }
+        Ok(())
+    }
 }
 
 /// Rewrites just the hosts file (a peer came or went).

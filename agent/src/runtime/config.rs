@@ -100,7 +100,8 @@ pub struct HostPort {
     pub port: u16,
     pub protocol: Protocol,
     /// The container's address and port the shim relays `[::1]:port` to (see
-    /// [`super::proxy`]); `None`: the port does not answer on `[::1]`.
+    /// [`super::proxy`]); `None`: the port does not answer on `[::1]`. An unspecified address
+    /// (`[::]:port`) is the container's, given to the shim with its start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loopback6_to: Option<std::net::SocketAddr>,
 }
@@ -133,9 +134,10 @@ pub struct Placement {
     /// The netns to join for `network = "bridge"` (ignored for host and none).
     pub netns: Option<PathBuf>,
     pub etc: EtcFiles,
-    /// The container's address its ports' `[::1]` relay connects to: its IPv6 address on the
-    /// network publishing its IPv6 ports, else its IPv4 one; `None`: no relay.
-    pub loopback6_to: Option<IpAddr>,
+    /// Whether its ports answer on `[::1]` through the shim's relay (bridged containers). The
+    /// address the relay connects to is known only once the network is attached, after the
+    /// shim started: it comes with the start (see `Spawning::start`).
+    pub loopback6: bool,
 }
 
 impl ContainerConfig {
@@ -206,10 +208,13 @@ impl ContainerConfig {
                 ip: p.host_ip,
                 port: p.host,
                 protocol: p.protocol,
-                loopback6_to: placement
-                    .loopback6_to
-                    .filter(|_| HostPort::answers_on_loopback6(p.host_ip))
-                    .map(|ip| std::net::SocketAddr::new(ip, p.container)),
+                loopback6_to: (placement.loopback6 && HostPort::answers_on_loopback6(p.host_ip))
+                    .then(|| {
+                        std::net::SocketAddr::new(
+                            std::net::Ipv6Addr::UNSPECIFIED.into(),
+                            p.container,
+                        )
+                    }),
             })
             .collect();
         Ok(ContainerConfig {
@@ -409,7 +414,7 @@ mod tests {
         ];
         let id = IncarnationId::random();
         let placement = Placement {
-            loopback6_to: Some("fd00:213::2".parse().unwrap()),
+            loopback6: true,
             netns: Some("/r/netns/web-x".into()),
             etc: EtcFiles {
                 hosts: Some("/s/containers/web/hosts".into()),
@@ -429,7 +434,8 @@ mod tests {
         assert_eq!(c.host_ports[0].to_string(), "8080/tcp");
         // `[::1]` is relayed for the ports that answer there: no host_ip, `::` and `::1`.
         let relayed: Vec<_> = c.host_ports.iter().map(|p| p.loopback6_to).collect();
-        let to = Some("[fd00:213::2]:80".parse().unwrap());
+        // The container's address comes with the start: `::` until then.
+        let to = Some("[::]:80".parse().unwrap());
         assert_eq!(relayed, [to, to, to, None, None, None]);
         assert_eq!(c.layers, image().layers);
         assert!(c.validate().is_ok());

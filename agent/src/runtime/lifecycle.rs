@@ -5,7 +5,8 @@
 //! A `Runtime` keeps no state of its own: everything is read back from the shim dirs, so a
 //! fresh one (after an agent restart) sees exactly what the old one saw.
 
-use std::io::Read;
+use std::io::{Read, Write};
+use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
@@ -65,6 +66,88 @@ pub struct Started {
     pub pid_start: u64,
     pub shim_pid: i32,
     pub started_at: SystemTime,
+}
+
+/// A shim started by [`Runtime::spawn`], waiting to be told to start the container.
+#[derive(Debug)]
+pub struct Spawning {
+    child: std::process::Child,
+    shim: ShimDir,
+    name: String,
+}
+
+impl Spawning {
+    /// Lets the shim start the container (its network namespace and files must exist now),
+    /// telling it the container's address its ports' `[::1]` relay connects to; returns once
+    /// the payload has been exec'd, or with the reason it could not be.
+    pub fn start(mut self, loopback6_to: Option<IpAddr>) -> Result<Started> {
+        // The go line; a shim that already failed has closed its end (EPIPE is ignored
+        // process-wide by Rust's runtime): its report says why.
+        if let Some(mut stdin) = self.child.stdin.take() {
+            let to = loopback6_to.map(|ip| ip.to_string()).unwrap_or_default();
+            let _ = stdin.write_all(format!("g{to}\n").as_bytes());
+        }
+        let out = self.finish()?;
+        sys::mark("runtime-reported");
+        let start_err = |reason: String| RuntimeError::Start {
+            name: self.name.clone(),
+            reason,
+        };
+        let line = out.lines().next().unwrap_or("");
+        match serde_json::from_str::<Report>(line) {
+            Ok(Report::Started { state, .. }) => Ok(Started {
+                pid: state.pid,
+                pid_start: state.pid_start,
+                shim_pid: state.shim_pid,
+                started_at: state.started_at,
+            }),
+            Ok(Report::Failed { error, .. }) => {
+                let _ = fsutil::remove_dir_all_if_exists(&self.shim.dir);
+                Err(start_err(error))
+            }
+            Err(_) => {
+                let log = std::fs::read_to_string(self.shim.log()).unwrap_or_default();
+                Err(start_err(format!(
+                    "the shim sent no report (its log: {:?})",
+                    log.trim()
+                )))
+            }
+        }
+    }
+
+    /// Tells the shim not to start (it removes the container's cgroup and exits) and waits
+    /// until it is gone, so that nothing of it races the caller's teardown.
+    pub fn abort(mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.finish();
+        let _ = fsutil::remove_dir_all_if_exists(&self.shim.dir);
+    }
+
+    /// The shim's report: everything it wrote to stdout until the supervisor let go of it.
+    fn finish(&mut self) -> Result<String> {
+        let mut out = String::new();
+        let read = self
+            .child
+            .stdout
+            .take()
+            .map(|mut s| s.read_to_string(&mut out));
+        // Our child is the shim's short-lived parent; the supervisor itself is adopted by init
+        // (or our subreaper) and reaped there.
+        let _ = self.child.wait();
+        if let Some(Err(e)) = read {
+            return Err(RuntimeError::sys("read shim report", e));
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Spawning {
+    fn drop(&mut self) {
+        if self.child.stdout.is_some() {
+            drop(self.child.stdin.take());
+            let _ = self.finish();
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,6 +314,17 @@ impl Runtime {
     /// exec'd (or with the reason it could not be). An existing upper dir of the same
     /// incarnation is kept: that is a restart.
     pub fn create(&self, cfg: &ContainerConfig) -> Result<Started> {
+        self.spawn(cfg)?.start(None)
+    }
+
+    /// The first half of [`Runtime::create`]: starts the shim, which makes the container's
+    /// cgroup and moves into its own, then waits for [`Spawning::start`] before it opens the
+    /// network namespace and the files the container joins. The caller makes those meanwhile:
+    /// the first cgroup migration after idle waits for an RCU grace period (~10 ms on an idle
+    /// tickless guest), and that wait then runs beside the network's attach instead of after it.
+    /// A [`Spawning`] dropped without `start` (or an agent that dies) closes the shim's stdin,
+    /// and the shim undoes its cgroup and exits.
+    pub fn spawn(&self, cfg: &ContainerConfig) -> Result<Spawning> {
         let (name, id) = (cfg.name.as_str(), &cfg.id);
         sys::mark("runtime-create");
         cfg.validate().map_err(|reason| RuntimeError::Invalid {
@@ -304,47 +398,19 @@ impl Runtime {
             }
             _ => Command::new(&self.cfg.shim_path),
         };
-        let mut child = command
+        let child = command
             .arg("start")
             .arg(&shim.dir)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
             .at(&self.cfg.shim_path)?;
-        let mut out = String::new();
-        let read = child.stdout.take().map(|mut s| s.read_to_string(&mut out));
-        // Our child is the shim's short-lived parent; the supervisor itself is adopted by init
-        // (or our subreaper) and reaped there.
-        let _ = child.wait();
-        if let Some(Err(e)) = read {
-            return Err(RuntimeError::sys("read shim report", e));
-        }
-        let start_err = |reason: String| RuntimeError::Start {
-            name: name.into(),
-            reason,
-        };
-        sys::mark("runtime-reported");
-        let line = out.lines().next().unwrap_or("");
-        match serde_json::from_str::<Report>(line) {
-            Ok(Report::Started { state, .. }) => Ok(Started {
-                pid: state.pid,
-                pid_start: state.pid_start,
-                shim_pid: state.shim_pid,
-                started_at: state.started_at,
-            }),
-            Ok(Report::Failed { error, .. }) => {
-                let _ = fsutil::remove_dir_all_if_exists(&shim.dir);
-                Err(start_err(error))
-            }
-            Err(_) => {
-                let log = std::fs::read_to_string(shim.log()).unwrap_or_default();
-                Err(start_err(format!(
-                    "the shim sent no report (its log: {:?})",
-                    log.trim()
-                )))
-            }
-        }
+        Ok(Spawning {
+            child,
+            shim,
+            name: name.to_string(),
+        })
     }
 
     /// Every container this instance's shims know about, running or exited.

@@ -56,7 +56,7 @@ pub use config::{
 };
 pub use error::RuntimeError;
 pub use lifecycle::{
-    BundleDir, ExitWatch, ObservedContainer, Runtime, RuntimeConfig, Started, Status,
+    BundleDir, ExitWatch, ObservedContainer, Runtime, RuntimeConfig, Spawning, Started, Status,
 };
 pub use process::{ProcessSpec, resolve_process};
 pub use state::ExitRecord;

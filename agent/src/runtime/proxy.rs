@@ -28,7 +28,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -111,6 +111,22 @@ impl Relay {
             Protocol::Udp => Listener::Udp(UdpSocket::from(fd)),
         };
         Ok(Relay { listener, to })
+    }
+
+    /// Aims a relay made before the container's address was known (`[::]:port`) at that
+    /// address; `false` when it is still unknown, and the relay must not run: it would
+    /// connect to the host itself.
+    pub fn aim(&mut self, container: Option<IpAddr>) -> bool {
+        if !self.to.ip().is_unspecified() {
+            return true;
+        }
+        match container {
+            Some(ip) if !ip.is_unspecified() => {
+                self.to.set_ip(ip);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The address it listens on.

@@ -1,15 +1,17 @@
 //! The shim: one small supervisor per running container (binary `berth-shim`), single-threaded
 //! until its container runs (then, for ports that answer on `[::1]`, one relay thread).
 //!
-//! `berth-shim start <shim_dir>`: forks away from the caller (which reaps the short-lived
-//! parent), starts a session, moves into `<instance>/_shims` outside the agent's cgroup, becomes
-//! subreaper, holds the published host ports, makes the container's cgroup, clones the
-//! container's init into new namespaces, reports one [`Report`] line on stdout, then relays the
-//! container's stdout/stderr into the CRI log (and, on a thread of its own, connections to the
-//! ports' `[::1]` side into the container: [`super::proxy`]) until the init exits, records
-//! [`ExitRecord`] atomically, removes the cgroup and exits.
+//! `berth-shim start <shim_dir>`: makes the container's cgroup, forks away from the caller
+//! (which reaps the short-lived parent, after it moved the supervisor into `<instance>/_shims`
+//! outside the agent's cgroup), re-executes from a sealed copy, starts a session, becomes
+//! subreaper, holds the published host ports, waits for the runtime's go line on stdin (the
+//! network namespace and /etc files are made meanwhile), clones the container's init into new
+//! namespaces (on v2 straight into its cgroup), reports one [`Report`] line on stdout, then
+//! relays the container's stdout/stderr into the CRI log (and, on a thread of its own,
+//! connections to the ports' `[::1]` side into the container: [`super::proxy`]) until the init
+//! exits, records [`ExitRecord`] atomically, removes the cgroup and exits.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -20,7 +22,9 @@ use super::config::{Bundle, ContainerConfig, MountSource, NetNs, STATE_VERSION};
 use super::container::{ChildFds, HostKernel, child_main};
 use super::devices::{DevKind, DeviceRule, parse_access};
 use super::logs::{LineSplitter, LogWriter, Stream};
-use super::state::{ExitRecord, Report, ShimDir, ShimState, write_json, write_json_volatile};
+use super::state::{
+    ExitRecord, Report, ShimDir, ShimRequest, ShimState, write_json, write_json_volatile,
+};
 use super::{ports, sys};
 
 /// Entry point of the `berth-shim` binary; returns the process exit code.
@@ -49,12 +53,16 @@ fn fail(msg: String) -> i32 {
     1
 }
 
+/// Set in the forked supervisor across its re-exec from a sealed copy: the re-executed program
+/// goes on as the supervisor instead of starting over.
+const SUPERVISOR_MARK: &str = "_BERTH_SHIM_SUPERVISOR";
+
 fn start(dir: &Path) -> i32 {
     sys::mark("shim-start");
-    // The container's init is a clone of this process until it execs the payload, and with
-    // `init = true` its reaper stays one for good: never a clone of the host's binary.
-    if let Err(e) = super::exeseal::ensure_sealed() {
-        return fail(format!("cannot run from a sealed copy of berth-shim: {e}"));
+    let resumed = std::env::var_os(SUPERVISOR_MARK).is_some();
+    if resumed {
+        // SAFETY: single-threaded.
+        unsafe { std::env::remove_var(SUPERVISOR_MARK) };
     }
     let shim = ShimDir::new(dir);
     let req = match shim.read_request() {
@@ -68,47 +76,35 @@ fn start(dir: &Path) -> i32 {
         Ok(None) => return fail(format!("{}: missing", bundle.config().display())),
         Err(e) => return fail(e.to_string()),
     };
+    let cg = Cgroup::new(&req.cgroup_mode, &req.cgroup);
+    if !resumed {
+        match place(&req, &cfg, &cg) {
+            Placed::Parent => return 0,
+            Placed::Failed(e) => return fail(e),
+            Placed::Supervisor => {}
+        }
+    }
+    // The container's init is a clone of this process until it execs the payload, and with
+    // `init = true` its reaper stays one for good: never a clone of the host's binary. The
+    // supervisor re-executes itself from a sealed copy (or, resumed, checks that it runs from
+    // one) before it does anything for the container.
+    // SAFETY: single-threaded; the mark tells the re-executed copy where it is.
+    unsafe { std::env::set_var(SUPERVISOR_MARK, "1") };
+    let sealed = super::exeseal::ensure_sealed();
+    // SAFETY: as above.
+    unsafe { std::env::remove_var(SUPERVISOR_MARK) };
+    if let Err(e) = sealed {
+        let _ = cg.remove(Duration::from_secs(1));
+        return fail(format!("cannot run from a sealed copy of berth-shim: {e}"));
+    }
+    sys::mark("shim-sealed");
     let held_ports = match ports::hold(&cfg.host_ports) {
         Ok(p) => p,
-        Err(e) => return fail(e),
+        Err(e) => {
+            let _ = cg.remove(Duration::from_secs(1));
+            return fail(e);
+        }
     };
-    if let CgroupMode::Systemd { root, .. } = &req.cgroup_mode {
-        // systemd-run started us in our scope's own cgroup, and a cgroup holding processes
-        // cannot hand controllers to its children: the supervisor moves into its leaf first.
-        let leaf = root.join(&req.shim_cgroup);
-        let entered = std::fs::create_dir_all(&leaf)
-            .and_then(|()| std::fs::write(leaf.join("cgroup.procs"), "0"));
-        if let Err(e) = entered {
-            return fail(format!("{}: {e}", leaf.display()));
-        }
-    }
-    // The container's cgroup is made before any migration starts: a migration holds the cgroup
-    // mutex through its RCU grace period, which would stall every mkdir and write here.
-    let cg = Cgroup::new(&req.cgroup_mode, &req.cgroup);
-    if let Err(e) = setup_cgroup(&cg, &cfg) {
-        let _ = cg.remove(Duration::from_secs(1));
-        return fail(e);
-    }
-    sys::mark("shim-cgroup-made");
-    // Fork: the caller reaps this short-lived parent and the supervisor is adopted by init (or
-    // the agent's subreaper), so no agent ever has to reap shims. A forked child also maps only
-    // the file pages it touches from here on, which halves the shim's resident memory.
-    // SAFETY: the shim is single-threaded.
-    match unsafe { libc::fork() } {
-        -1 => return fail(format!("fork: {}", std::io::Error::last_os_error())),
-        0 => {}
-        child => {
-            // The parent moves the supervisor out of the caller's cgroup into
-            // `<instance>/_shims`. The first v1 migration in a while waits for an RCU grace
-            // period (milliseconds here); started now, it elapses while the supervisor clones
-            // and the child builds its rootfs, and the container's own migration finds it done.
-            let shims = Cgroup::new(&req.cgroup_mode, &req.shim_cgroup);
-            if let Err(e) = shims.create().and_then(|()| shims.add_pid(child)) {
-                eprintln!("berth-shim: the supervisor stays in the caller's cgroup: {e}");
-            }
-            return 0;
-        }
-    }
     // SAFETY: setsid, umask and signal take no pointers.
     unsafe {
         libc::setsid();
@@ -131,6 +127,59 @@ fn start(dir: &Path) -> i32 {
             let _ = cg.kill_all(Duration::from_secs(5));
             let _ = cg.remove(Duration::from_secs(5));
             fail(msg)
+        }
+    }
+}
+
+/// Where [`place`] left this process.
+enum Placed {
+    /// The short-lived parent, done: the caller reaps it.
+    Parent,
+    /// The supervisor, in its own cgroup (or on its way there), the container's cgroup made.
+    Supervisor,
+    Failed(String),
+}
+
+/// Makes the container's cgroup and forks the supervisor, which the parent moves into its own
+/// cgroup. This comes first, before the supervisor's re-exec from a sealed copy, so that the
+/// RCU grace period the first migration after idle waits for (~10 ms on an idle tickless
+/// guest) starts as early as it can and runs beside everything else: the re-exec, the
+/// runtime's network attach, the container's clone and the rootfs it builds.
+fn place(req: &ShimRequest, cfg: &ContainerConfig, cg: &Cgroup) -> Placed {
+    if let CgroupMode::Systemd { root, .. } = &req.cgroup_mode {
+        // systemd-run started us in our scope's own cgroup, and a cgroup holding processes
+        // cannot hand controllers to its children: the supervisor moves into its leaf first.
+        let leaf = root.join(&req.shim_cgroup);
+        let entered = std::fs::create_dir_all(&leaf)
+            .and_then(|()| std::fs::write(leaf.join("cgroup.procs"), "0"));
+        if let Err(e) = entered {
+            return Placed::Failed(format!("{}: {e}", leaf.display()));
+        }
+    }
+    // The container's cgroup is made before any migration starts: a migration holds the cgroup
+    // mutex through its RCU grace period, which would stall every mkdir and write here.
+    if let Err(e) = setup_cgroup(cg, cfg) {
+        let _ = cg.remove(Duration::from_secs(1));
+        return Placed::Failed(e);
+    }
+    sys::mark("shim-cgroup-made");
+    // Fork: the caller reaps this short-lived parent and the supervisor is adopted by init (or
+    // the agent's subreaper), so no agent ever has to reap shims. A forked child also maps only
+    // the file pages it touches from here on, which halves the shim's resident memory.
+    // SAFETY: the shim is single-threaded.
+    match unsafe { libc::fork() } {
+        -1 => Placed::Failed(format!("fork: {}", std::io::Error::last_os_error())),
+        0 => Placed::Supervisor,
+        child => {
+            // The parent moves the supervisor out of the caller's cgroup into
+            // `<instance>/_shims` (on a systemd host it is in its leaf already).
+            if !matches!(req.cgroup_mode, CgroupMode::Systemd { .. }) {
+                let shims = Cgroup::new(&req.cgroup_mode, &req.shim_cgroup);
+                if let Err(e) = shims.create().and_then(|()| shims.add_pid(child)) {
+                    eprintln!("berth-shim: the supervisor stays in the caller's cgroup: {e}");
+                }
+            }
+            Placed::Parent
         }
     }
 }
@@ -206,6 +255,13 @@ fn supervise(
     let (go_r, go_w) = pipe("sync")?;
     let (fail_r, fail_w) = pipe("error")?;
     let stdin = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    // The runtime makes the network namespace and the container's files while we made the
+    // cgroups (and the migrations' RCU grace period ran): the go line on stdin says they are
+    // there, end-of-file that they will never be.
+    sys::mark("shim-wait-go");
+    let loopback6_to = wait_for_go()?;
+    let _ = sys::dup2(stdin.as_raw_fd(), 0);
+    sys::mark("shim-go");
     let netns = match &cfg.netns {
         NetNs::Path(p) => Some(OwnedFd::from(
             std::fs::File::open(p).map_err(|e| format!("netns {}: {e}", p.display()))?,
@@ -221,16 +277,25 @@ fn supervise(
         let _ = cg.kill_all(Duration::from_secs(5));
         let _ = cg.remove(Duration::from_secs(5));
     };
+    // On v2 the init is born in its cgroup: no migration (and none of the RCU grace period a
+    // migration after idle waits for). On v1, or where clone3 is refused, it is moved below.
+    let target = match cg.clone_target() {
+        Some(dir) => Some(OwnedFd::from(
+            std::fs::File::open(&dir).map_err(|e| format!("{}: {e}", dir.display()))?,
+        )),
+        None => None,
+    };
     sys::mark("shim-clone");
     // SAFETY: the shim is single-threaded (it runs no runtime, and starts its one thread, the
     // [::1] relay, only once the container runs).
-    let child = match unsafe { sys::clone_fork(flags) } {
+    let cloned = unsafe { clone_init(flags, target.as_ref()) };
+    let (child, born_in_cgroup) = match cloned {
         Err(e) => {
             undo(cg);
             return Err(format!("clone: {e}"));
         }
-        Ok(None) => {
-            drop((out_r, err_r, go_w, fail_r));
+        Ok((None, _)) => {
+            drop((out_r, err_r, go_w, fail_r, target));
             child_main(
                 cfg,
                 bundle,
@@ -245,15 +310,22 @@ fn supervise(
                 },
             )
         }
-        Ok(Some(pid)) => pid,
+        Ok((Some(pid), born)) => (pid, born),
     };
-    drop((out_w, err_w, go_r, fail_w, stdin, netns));
+    drop((out_w, err_w, go_r, fail_w, stdin, netns, target));
     let started_at = SystemTime::now();
-    // The child builds its rootfs while we move it into its cgroup (should the RCU grace period
-    // of the first migration still be running, the mounts use that time). It waits for the
-    // second byte before its cgroup namespace and exec.
+    // The child builds its rootfs while we move it into its cgroup (v1, or a v2 kernel without
+    // CLONE_INTO_CGROUP; should the RCU grace period of the first migration still be running,
+    // the mounts use that time). It waits for the second byte before its cgroup namespace and
+    // exec.
     let go = sys::write_all(go_w.as_raw_fd(), b"1").map_err(|e| format!("start container: {e}"));
-    let placed = go.and_then(|()| cg.add_pid(child).map_err(|e| e.to_string()));
+    let placed = go.and_then(|()| {
+        if born_in_cgroup {
+            Ok(())
+        } else {
+            cg.add_pid(child).map_err(|e| e.to_string())
+        }
+    });
     let _ = sys::write_all(go_w.as_raw_fd(), if placed.is_ok() { b"2" } else { b"x" });
     drop(go_w);
     sys::mark("shim-placed");
@@ -302,8 +374,10 @@ fn supervise(
     // is recorded, so that "exited" means nothing of the run is left.
     let ports::Held {
         reserved,
-        loopback6,
+        mut loopback6,
     } = held_ports;
+    // Made before the container's address was known: aimed at it now, or not run at all.
+    loopback6.retain_mut(|r| r.aim(loopback6_to));
     let proxy = match super::proxy::Proxy::start(loopback6, super::proxy::Limits::default()) {
         Ok(p) => Some(p),
         Err(e) => {
@@ -339,6 +413,54 @@ fn supervise(
     }
     write_json(&shim.exit(), &exit).map_err(|e| e.to_string())?;
     Ok(0)
+}
+
+/// Clones the container's init: into `cgroup` where the kernel can (v2), else where we are.
+/// `Ok((None, _))` in the child; in the parent its pid and whether it was born in `cgroup`.
+///
+/// # Safety
+/// As [`sys::clone_fork`]: the calling process must be single-threaded.
+unsafe fn clone_init(
+    flags: libc::c_int,
+    cgroup: Option<&OwnedFd>,
+) -> std::io::Result<(Option<i32>, bool)> {
+    if let Some(fd) = cgroup {
+        // SAFETY: forwarded from the caller.
+        match unsafe { sys::clone_into_cgroup(flags, fd.as_fd()) }? {
+            Ok(r) => return Ok((r, true)),
+            Err(refused) => eprintln!("berth-shim: clone3 into the cgroup: {refused}; migrating"),
+        }
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { sys::clone_fork(flags) }.map(|r| (r, false))
+}
+
+/// Blocks until the runtime's go line arrives on stdin: `g`, then the container's address
+/// its ports' `[::1]` relay connects to, if it has one.
+fn wait_for_go() -> Result<Option<std::net::IpAddr>, String> {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    loop {
+        // SAFETY: reads one byte into a live buffer (byte by byte: what follows the line on
+        // stdin is not ours to take).
+        match unsafe { libc::read(0, b.as_mut_ptr().cast(), 1) } {
+            1 if b[0] == b'\n' => {
+                let text = String::from_utf8_lossy(&line);
+                let to = text.strip_prefix('g').ok_or("a start line without its g")?;
+                return Ok(to.parse().ok());
+            }
+            1 if line.len() < 64 => line.push(b[0]),
+            1 => return Err("an overlong start line".into()),
+            0 => return Err("the runtime gave up on this start before it began".into()),
+            _ if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => {}
+            _ => {
+                return Err(format!(
+                    "read the start signal: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+    }
 }
 
 /// Copies the container's output into the log until its init exits; returns its wait status.

@@ -133,6 +133,17 @@ impl Cgroup {
         }
     }
 
+    /// The one dir a process can be cloned into (`CLONE_INTO_CGROUP`): on v2 only; on v1 a
+    /// process joins each hierarchy by a migration.
+    pub fn clone_target(&self) -> Option<PathBuf> {
+        match &self.mode {
+            CgroupMode::V1 { .. } => None,
+            CgroupMode::V2 { root } | CgroupMode::Systemd { root, .. } => {
+                Some(root.join(&self.rel))
+            }
+        }
+    }
+
     /// Whether any of its dirs is left (a removal cut short may have taken some).
     pub fn exists(&self) -> bool {
         self.dirs().iter().any(|d| d.is_dir())
