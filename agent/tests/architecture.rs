@@ -402,6 +402,10 @@ fn the_loop_never_touches_the_disk() {
     );
 }
 
+/// Long functions still to be read as named steps: the shim's supervisor (its start, the
+/// container's run and its exit record in one function).
+const NOT_YET_SPLIT: &[(&str, &str)] = &[("agent/src/runtime/shim.rs:", "fn supervise ")];
+
 /// Functions of the product code (not tests) longer than this say why in a comment holding
 /// "Long because" (in their doc comment or first lines); the rest read as named steps.
 const MAX_FN_LINES: usize = 100;
@@ -498,7 +502,18 @@ fn long_functions_say_why() {
     let mut files = Vec::new();
     rs_files(&src(), &mut files);
     rs_files(&root.join("spec/src"), &mut files);
-    let found = long_functions(&files, root);
+    let mut found = long_functions(&files, root);
+    // Known and not split yet (issue 15): each must still be long, so the list stays true.
+    for (file, function) in NOT_YET_SPLIT {
+        let at = found
+            .iter()
+            .position(|f| f.starts_with(file) && f.contains(function));
+        assert!(
+            at.is_some(),
+            "{file} {function}is no longer long: take it off NOT_YET_SPLIT"
+        );
+        found.remove(at.expect("checked"));
+    }
     assert!(
         found.is_empty(),
         "functions over {MAX_FN_LINES} lines without a \"Long because\" comment (split them \

@@ -55,6 +55,10 @@ fn nix_step<T>(what: &str, r: nix::Result<T>) -> Result<T, LaunchError> {
     step(what, r.map_err(io::Error::from))
 }
 
+/// Long because: it is the container init's one ordered sequence from the shim's privileges to
+/// the payload's (mounts, pivot_root, cgroup namespace, user, capabilities, no_new_privs,
+/// seccomp, exec), where the order is the security argument; split up, it would no longer
+/// read top to bottom.
 fn build(
     cfg: &ContainerConfig,
     bundle: &Bundle,

@@ -465,6 +465,9 @@ pub fn copy_winsize(from: RawFd, to: RawFd) {
 /// In the forked helper: join the exec's cgroup and the container's namespaces, fork into
 /// the pid namespace; the grandchild starts a session of its own, takes its stdio (or a
 /// terminal it opens in the container) and execs.
+/// Long because: it is the forked child's one ordered sequence from the host's privileges to
+/// the container's, where the order is the security argument (each step says why it stands
+/// where it does); split up, the order would no longer read top to bottom.
 fn enter_and_exec(
     target: &ExecTarget,
     process: &ProcessSpec,
