@@ -267,6 +267,26 @@ fn named_networks_isolate_stacks_through_the_agent() {
     assert_eq!(curl(&format!("http://[::1]:{port}/")), "web\n");
     a.start(&opts);
     assert_eq!(curl(&format!("http://[::1]:{web_port}/")), "web\n");
+    // A container restarted after a crash gets its relay aimed again: its address comes with
+    // the shim's start line, on a restart as on a create.
+    let web_pid = a
+        .status_of("web")
+        .and_then(|s| s["pid"].as_i64())
+        .expect("web runs");
+    // SAFETY: kill(2) on the payload of a container this test's agent made.
+    unsafe { libc::kill(web_pid as i32, libc::SIGKILL) };
+    wait_until(Duration::from_secs(30), "web restarted", || {
+        a.status_of("web").is_some_and(|s| {
+            s["restarts"].as_u64() >= Some(1)
+                && s["status"] == "running"
+                && s["pid"].as_i64() != Some(web_pid)
+        })
+    });
+    wait_until(
+        Duration::from_secs(10),
+        "web's [::1] port after its restart",
+        || curl(&format!("http://[::1]:{web_port}/")) == "web\n",
+    );
 
     // Each network's kernel objects are named from the instance.
     let links = std::process::Command::new("ip")
