@@ -280,7 +280,7 @@ impl Backend for Fake {
 #[derive(Clone, Default)]
 struct Source(Arc<Mutex<Scan>>, Gate);
 
-/// Holds a source's reads while closed (for at most 5 s, so that a loop that waits on it
+/// Holds a source's reads while closed (for at most 30 s, so that a loop that waits on it
 /// still ends), and counts the reads that finished.
 #[derive(Clone, Default)]
 struct Gate(Arc<(Mutex<(bool, u32)>, std::sync::Condvar)>);
@@ -296,7 +296,7 @@ impl Gate {
     fn pass(&self) {
         let (lock, cv) = &*self.0;
         let (mut g, _) = cv
-            .wait_timeout_while(lock.lock().unwrap(), Duration::from_secs(5), |g| g.0)
+            .wait_timeout_while(lock.lock().unwrap(), Duration::from_secs(30), |g| g.0)
             .unwrap();
         g.1 += 1;
     }
