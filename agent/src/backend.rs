@@ -115,6 +115,11 @@ pub trait Backend: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// A spec may have changed and a create may follow: begin now what its first kernel step
+    /// would wait for (the cgroup migration lock's grace period after idle), so the wait runs
+    /// beside the spec read and the plan instead of after them. Blocking; nothing changes.
+    fn prepare_for_changes(&self) {}
+
     /// Imports archives dropped in the import dir; one line per archive, for the event log.
     fn scan_imports(&self) -> Vec<String>;
 

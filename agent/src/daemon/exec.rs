@@ -73,7 +73,7 @@ impl Reconciler {
         }
         for (name, list) in per_container {
             if self.in_flight.contains_key(name) {
-                self.deferred = true;
+                self.left_for_busy.insert(name.to_string());
                 continue;
             }
             self.in_flight

@@ -106,8 +106,9 @@ pub struct Reconciler {
     exited_while_busy: BTreeSet<String>,
     pulls_in_flight: BTreeSet<ImageSource>,
     plan: Plan,
-    /// Whether the last pass left runnable work undone (only busy containers' actions).
-    deferred: bool,
+    /// Containers whose planned actions the last pass skipped because an earlier action still
+    /// held them: planned again when it ends.
+    left_for_busy: BTreeSet<String>,
     rescan_at: Option<tokio::time::Instant>,
     tx: mpsc::UnboundedSender<Event>,
     statuses: watch::Sender<Arc<Vec<ContainerStatus>>>,
@@ -115,7 +116,7 @@ pub struct Reconciler {
     pub metrics: Arc<Metrics>,
     semaphore: Arc<Semaphore>,
     waiters: Vec<Waiter>,
-    resync_running: bool,
+    resync: Resync,
     health: policy::HealthBook,
     health_wake: Option<Millis>,
     checks_in_flight: BTreeSet<ImageSource>,
@@ -125,6 +126,13 @@ pub struct Reconciler {
     warnings: Vec<String>,
     /// The spec repository (`[source]`): fetched at once on SIGHUP and `berth apply`.
     pub git_source: Option<crate::source::git::service::SourceHandle>,
+}
+
+/// The periodic repair ([`Backend::resync`]), which runs on a blocking thread: one at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resync {
+    Idle,
+    Running,
 }
 
 impl Reconciler {
@@ -162,7 +170,7 @@ impl Reconciler {
             exited_while_busy: BTreeSet::new(),
             pulls_in_flight: BTreeSet::new(),
             plan: Plan::default(),
-            deferred: false,
+            left_for_busy: BTreeSet::new(),
             rescan_at: None,
             tx,
             statuses,
@@ -170,7 +178,7 @@ impl Reconciler {
             metrics,
             semaphore: Arc::new(Semaphore::new(MAX_PARALLEL)),
             waiters: Vec::new(),
-            resync_running: false,
+            resync: Resync::Idle,
             health: policy::HealthBook::default(),
             health_wake: None,
             checks_in_flight: BTreeSet::new(),
@@ -240,6 +248,8 @@ impl Reconciler {
     pub fn handle(&mut self, ev: Event) -> bool {
         match ev {
             Event::SpecsChanged => {
+                let backend = self.backend.clone();
+                tokio::task::spawn_blocking(move || backend.prepare_for_changes());
                 self.rescan();
                 // The pass follows the read.
                 false
@@ -371,7 +381,7 @@ impl Reconciler {
     }
 
     fn resync_done(&mut self, result: Result<Box<Observed>, ActionError>, warnings: Vec<String>) {
-        self.resync_running = false;
+        self.resync = Resync::Idle;
         for w in warnings.iter().filter(|w| !self.warnings.contains(w)) {
             self.events.emit(None, "warning", w.clone());
         }
@@ -468,10 +478,10 @@ impl Reconciler {
     }
 
     fn start_resync(&mut self) {
-        if self.resync_running {
+        if self.resync == Resync::Running {
             return;
         }
-        self.resync_running = true;
+        self.resync = Resync::Running;
         let backend = self.backend.clone();
         let tx = self.tx.clone();
         let keep = self.keep();
@@ -540,7 +550,7 @@ impl Reconciler {
         let view = self.planning_view();
         self.plan = plan_pass(&self.desired, &view, &self.failures, &ctx);
         self.health_wake = self.schedule_health(ctx.now);
-        self.deferred = false;
+        self.left_for_busy.clear();
         let actions = std::mem::take(&mut self.plan.actions);
         self.dispatch(&actions);
         self.plan.actions = actions;
@@ -638,8 +648,8 @@ impl Reconciler {
             && self.in_flight.is_empty()
             && self.pulls_in_flight.is_empty()
             && self.checks_in_flight.is_empty()
-            && !self.resync_running
-            && !self.deferred
+            && self.resync == Resync::Idle
+            && self.left_for_busy.is_empty()
             && self.plan.actions.is_empty()
     }
 

@@ -12,7 +12,7 @@ use crate::clock;
 use crate::names::IncarnationId;
 use crate::reconcile::health::{self, Tracker};
 use crate::reconcile::model::{Desired, HealthState, Millis, Observed, RemoteCheck, RunState};
-use crate::reconcile::update::{Ctx, WallClock};
+use crate::reconcile::update::{Ctx, Locks, WallClock};
 use crate::reconcile::{Plan, plan_with};
 
 /// Health of the containers that have a check: keyed by name, valid for one run of one
@@ -26,11 +26,11 @@ pub(super) struct HealthBook {
 /// The context a pass plans in: the boot clock, the wall clock (when it can be trusted), this
 /// host's jitter seed and the config's update policy. The loop and the in-process `berth plan`
 /// and `berth status` plan with this one function, so they give the same answer.
-pub fn planning_ctx(config: &Config, jitter_seed: u64, force: bool) -> Ctx {
+pub fn planning_ctx(config: &Config, jitter_seed: u64, locks: Locks) -> Ctx {
     Ctx {
         now: clock::now(),
         wall: wall_clock(),
-        force,
+        locks,
         update_interval: config.update_interval,
         jitter_seed,
         download_window: config.images.download_window,
@@ -94,7 +94,7 @@ pub fn plan_in_process(config: &Config, desired: &Desired, observed: &Observed) 
     plan_with(
         desired,
         &view,
-        &planning_ctx(config, jitter_seed(config), false),
+        &planning_ctx(config, jitter_seed(config), Locks::Honour),
     )
 }
 
@@ -134,7 +134,11 @@ impl Reconciler {
         planning_ctx(
             &self.config,
             self.jitter_seed,
-            self.waiters.iter().any(|w| w.force()),
+            if self.waiters.iter().any(|w| w.force()) {
+                Locks::Override
+            } else {
+                Locks::Honour
+            },
         )
     }
 

@@ -13,7 +13,7 @@ use super::*;
 use crate::api::server::ApplyOptions;
 use crate::desired::Scan;
 use crate::names::IncarnationId;
-use crate::reconcile::model::{ContainerInfo, HealthState, RunState};
+use crate::reconcile::model::{ContainerInfo, Ending, HealthState, RunState};
 use crate::reconcile::plan::{Create, RemoveReason, StopCause, UpdateMark};
 use crate::status::Status;
 
@@ -57,7 +57,7 @@ impl Fake {
             code,
             oom: false,
             at: clock::now(),
-            requested: false,
+            ending: Ending::OnItsOwn,
         });
         let tx = w.exits.clone().unwrap();
         tx.send(crate::backend::Notice::Exited(name.into()))
@@ -123,7 +123,7 @@ impl Backend for Fake {
                 code: 1,
                 oom: false,
                 at: now,
-                requested: false,
+                ending: Ending::OnItsOwn,
             })
         } else {
             RunState::Running
@@ -225,7 +225,10 @@ impl Backend for Fake {
             code: 143,
             oom: false,
             at: clock::now(),
-            requested: cause == StopCause::Asked,
+            ending: match cause {
+                StopCause::Asked => Ending::StoppedByBerth,
+                StopCause::Unhealthy => Ending::OnItsOwn,
+            },
         });
         Ok(())
     }

@@ -17,7 +17,7 @@ use crate::names::IncarnationId;
 use crate::network::Join;
 use crate::network::files::{self, ContainerNames};
 use crate::reconcile::action::UpdateMark;
-use crate::reconcile::model::Verifying;
+use crate::reconcile::model::{Ending, Verifying};
 use crate::reconcile::plan::Create;
 use crate::runtime::{ContainerConfig, EtcFiles, Placement};
 
@@ -87,7 +87,7 @@ impl Host {
             crash_streak: 0,
             boot_id: record::boot_id(),
             started_at: None,
-            stopped_by_us: false,
+            ending: Ending::OnItsOwn,
             image_health: image.config.healthcheck.as_ref().and_then(|h| h.to_check()),
         };
         rec.save_volatile(&self.layout, name)

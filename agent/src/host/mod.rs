@@ -31,7 +31,7 @@ use crate::names::{IncarnationId, Names};
 use crate::network::files;
 use crate::network::{Drift, Join, NetDef, Network, Watcher};
 use crate::reconcile::health::CheckRun;
-use crate::reconcile::model::{Observed, ObservedContainer};
+use crate::reconcile::model::{Ending, Observed, ObservedContainer};
 use crate::reconcile::plan::Create;
 use crate::reconcile::plan::{RemoveReason, StopCause};
 use crate::registry::{RegistryClient, RegistrySettings};
@@ -596,7 +596,7 @@ impl Backend for Host {
         rec.crash_streak = crash_streak;
         rec.boot_id = record::boot_id();
         rec.started_at = Some(clock::now());
-        rec.stopped_by_us = false;
+        rec.ending = Ending::OnItsOwn;
         self.save(&rec, name)?;
         self.watch_exit(name, id);
         Ok(())
@@ -613,7 +613,10 @@ impl Backend for Host {
     fn stop(&self, name: &str, id: &IncarnationId, cause: StopCause) -> Result<(), ActionError> {
         let _making = self.making.read().unwrap_or_else(|p| p.into_inner());
         let mut rec = self.record(name, id)?;
-        rec.stopped_by_us = cause == StopCause::Asked;
+        rec.ending = match cause {
+            StopCause::Asked => Ending::StoppedByBerth,
+            StopCause::Unhealthy => Ending::OnItsOwn,
+        };
         self.save(&rec, name)?;
         let timeout = self
             .runtime
@@ -634,7 +637,7 @@ impl Backend for Host {
         if let Ok(mut rec) = self.record(name, id) {
             // Said first and durably: a removal cut short must never leave a record that
             // looks like a startable container over a half-removed one.
-            rec.stopped_by_us = true;
+            rec.ending = Ending::StoppedByBerth;
             rec.phase = Phase::Removing;
             self.save(&rec, name)?;
         }
@@ -732,6 +735,12 @@ impl Backend for Host {
                 )),
             })
             .collect()
+    }
+
+    fn prepare_for_changes(&self) {
+        if let Err(e) = self.runtime.config().cgroups.begin_migration_grace() {
+            tracing::debug!("cannot begin the cgroup migration grace period early: {e}");
+        }
     }
 
     fn scan_imports(&self) -> Vec<String> {

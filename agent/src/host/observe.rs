@@ -80,7 +80,7 @@ impl Host {
                         code: exit_code(e),
                         oom: e.oom,
                         at: boot_time_of(e.finished_at),
-                        requested: rec.stopped_by_us,
+                        ending: rec.ending,
                     };
                     (RunState::Exited(exit), None, Some(e.finished_at))
                 }
@@ -89,7 +89,7 @@ impl Host {
                         code: 137,
                         oom: false,
                         at: clock::now(),
-                        requested: rec.stopped_by_us,
+                        ending: rec.ending,
                     };
                     (RunState::Exited(exit), None, c.finished_at)
                 }
@@ -111,7 +111,7 @@ impl Host {
                         oom: e.oom,
                         // Long ago on this boot's clock: no backoff is owed for it.
                         at: Millis(0),
-                        requested: rec.stopped_by_us,
+                        ending: rec.ending,
                     };
                     (RunState::Exited(exit), None, Some(e.finished_at))
                 }

@@ -16,7 +16,7 @@ use crate::fsutil;
 use crate::layout::Layout;
 use crate::names::IncarnationId;
 use crate::reconcile::Millis;
-use crate::reconcile::model::UpdateState;
+use crate::reconcile::model::{Ending, UpdateState};
 
 pub const RECORD_VERSION: u32 = 1;
 pub const FILE: &str = "incarnation.json";
@@ -64,11 +64,31 @@ pub struct Record {
     pub boot_id: String,
     /// When the last start happened, on the boot clock of `boot_id`.
     pub started_at: Option<Millis>,
-    /// berth stopped it on purpose (`state = "stopped"`): its exit is not a crash.
-    pub stopped_by_us: bool,
+    /// Whose doing its exit is: berth's (`state = "stopped"`, a removal begun) is not a crash.
+    /// On disk as the boolean `stopped_by_us`, as records have always had it.
+    #[serde(rename = "stopped_by_us", with = "ending_on_disk")]
+    pub ending: Ending,
     /// The image's own health check, as it was when the incarnation was made.
     #[serde(default)]
     pub image_health: Option<berth_spec::model::HealthCheck>,
+}
+
+/// `Ending` as the boolean records have always held, so records read both ways across versions.
+mod ending_on_disk {
+    use super::Ending;
+
+    pub fn serialize<S: serde::Serializer>(e: &Ending, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bool(*e == Ending::StoppedByBerth)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Ending, D::Error> {
+        let by_berth: bool = serde::Deserialize::deserialize(d)?;
+        Ok(if by_berth {
+            Ending::StoppedByBerth
+        } else {
+            Ending::OnItsOwn
+        })
+    }
 }
 
 impl Record {
@@ -187,4 +207,29 @@ pub fn is_etc_dir(p: &Path) -> bool {
         .and_then(|n| n.to_str())
         .and_then(|n| n.strip_suffix(".etc"))
         .is_some_and(|id| IncarnationId::parse(id).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn on_disk(stopped_by_us: bool) -> String {
+        format!(
+            r#"{{"version":1,"id":"0123456789ab","phase":"created","spec_hash":"h",
+            "image":"i","image_digest":"sha256:d","network":"none","ip":null,"ports":[],
+            "restarts":0,"crash_streak":0,"boot_id":"b","started_at":null,
+            "stopped_by_us":{stopped_by_us}}}"#
+        )
+    }
+
+    #[test]
+    fn the_ending_keeps_the_records_boolean_both_ways() {
+        for (flag, ending) in [(true, Ending::StoppedByBerth), (false, Ending::OnItsOwn)] {
+            let rec: Record = serde_json::from_str(&on_disk(flag)).unwrap();
+            assert_eq!(rec.ending, ending);
+            let back = serde_json::to_value(&rec).unwrap();
+            assert_eq!(back["stopped_by_us"], serde_json::Value::Bool(flag));
+            assert!(back.get("ending").is_none());
+        }
+    }
 }

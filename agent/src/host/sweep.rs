@@ -13,6 +13,7 @@ use super::Host;
 use super::record::{self, Phase, Record};
 use crate::names::{IncarnationId, Names};
 use crate::network::{ExpectedMode, ExpectedNet, Join};
+use crate::reconcile::model::Ending;
 use crate::runtime::cgroup::Cgroup;
 
 /// One orphan, as `berth doctor` lists it.
@@ -257,12 +258,14 @@ impl Host {
                 // A stopped container keeps its address but not its ports.
                 // Its ports are published on its primary network (and its IPv6 ones on the
                 // first routed network with IPv6 when the primary has none).
-                let ports =
-                    if running && !rec.stopped_by_us && self.publishing(&joined).contains(&index) {
-                        rec.ports.clone()
-                    } else {
-                        Vec::new()
-                    };
+                let ports = if running
+                    && rec.ending == Ending::OnItsOwn
+                    && self.publishing(&joined).contains(&index)
+                {
+                    rec.ports.clone()
+                } else {
+                    Vec::new()
+                };
                 Some(ExpectedNet {
                     name: name.clone(),
                     id: id.clone(),

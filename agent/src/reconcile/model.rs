@@ -204,13 +204,26 @@ pub struct Exit {
     pub code: i32,
     pub oom: bool,
     pub at: Millis,
-    /// berth stopped it (`state = "stopped"`, a recreate): not a crash, no backoff.
-    pub requested: bool,
+    pub ending: Ending,
+}
+
+/// Whose doing an exit was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// It ended by itself, crashed or was killed behind berth's back: its restart policy and
+    /// backoff apply.
+    OnItsOwn,
+    /// berth stopped it (`state = "stopped"`, a recreate, a removal): not a crash, no backoff.
+    StoppedByBerth,
 }
 
 impl Exit {
     pub fn succeeded(&self) -> bool {
         self.code == 0 && !self.oom
+    }
+
+    pub fn asked_for(&self) -> bool {
+        self.ending == Ending::StoppedByBerth
     }
 }
 

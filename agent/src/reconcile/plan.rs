@@ -687,7 +687,7 @@ impl Planner<'_> {
             (_, RunState::Running | RunState::Paused) => {}
             (_, RunState::Created) => self.start(name, spec, o, 0),
             (_, RunState::Exited(exit)) => {
-                if exit.requested {
+                if exit.asked_for() {
                     // berth stopped it on purpose; the spec now wants it up again.
                     self.start(name, spec, o, 0);
                     return;
@@ -790,7 +790,7 @@ pub fn dependencies_ready(spec: &ContainerSpec, observed: &Observed) -> Result<(
                 o.run == RunState::Running && o.health == HealthState::Healthy
             }
             (DependencyCondition::Completed, Some(o)) => {
-                matches!(o.run, RunState::Exited(e) if e.succeeded() && !e.requested)
+                matches!(o.run, RunState::Exited(e) if e.succeeded() && !e.asked_for())
             }
         };
         if !ready {

@@ -221,7 +221,7 @@ fn state_changes_pause_resume_stop_start() {
         code: 143,
         oom: false,
         at: Millis(5),
-        requested: true,
+        ending: Ending::StoppedByBerth,
     };
     o.containers.get_mut("web").unwrap().run = RunState::Exited(exit);
     assert!(
@@ -260,7 +260,7 @@ fn exited(s: &ContainerSpec, code: i32, started: u64, at: u64, streak: u32) -> O
         code,
         oom: false,
         at: Millis(at),
-        requested: false,
+        ending: Ending::OnItsOwn,
     });
     c.started_at = Some(Millis(started));
     c.crash_streak = streak;
@@ -296,7 +296,7 @@ fn oom_counts_as_failure() {
         code: 0,
         oom: true,
         at: Millis(1000),
-        requested: false,
+        ending: Ending::OnItsOwn,
     });
     o.containers.insert("web".into(), c);
     assert_eq!(
@@ -488,7 +488,7 @@ fn dependencies_gate_creation() {
                 code: 0,
                 oom: false,
                 at: Millis(1),
-                requested: false,
+                ending: Ending::OnItsOwn,
             })),
             HealthState::None,
             true,
@@ -499,7 +499,7 @@ fn dependencies_gate_creation() {
                 code: 2,
                 oom: false,
                 at: Millis(1),
-                requested: false,
+                ending: Ending::OnItsOwn,
             })),
             HealthState::None,
             false,
@@ -580,7 +580,7 @@ fn apply(o: &mut Observed, actions: &[Action], now: Millis) {
                     code: 143,
                     oom: false,
                     at: now,
-                    requested: true,
+                    ending: Ending::StoppedByBerth,
                 })
             }
             Action::Remove { name, .. } => {

@@ -10,6 +10,7 @@ use berth_spec::{ContainerSpec, ImageSource};
 
 use crate::names::IncarnationId;
 use crate::reconcile::plan::*;
+use crate::reconcile::update::Locks;
 
 fn img() -> ImageSource {
     ImageSource::parse("127.0.0.1:5000/app:stable").unwrap()
@@ -207,7 +208,7 @@ fn a_lock_file_holds_updates_until_removed_or_forced() {
     edited.env.insert("X".into(), "1".into());
     assert!(plan_with(&desired(&edited), &o, &ctx(0)).actions.is_empty());
     let forced = Ctx {
-        force: true,
+        locks: Locks::Override,
         ..ctx(0)
     };
     assert_eq!(
@@ -255,7 +256,7 @@ fn the_window_holds_recreations_but_never_crash_restarts() {
         code: 1,
         oom: false,
         at: Millis(0),
-        requested: false,
+        ending: Ending::OnItsOwn,
     });
     assert_eq!(
         kinds(&plan_with(&desired(&s), &crashed, &Ctx::at(Millis(5000)))),
@@ -306,7 +307,7 @@ fn a_crash_during_verification_rolls_back_and_the_digest_is_not_retried() {
         code: 1,
         oom: false,
         at: Millis(5000),
-        requested: false,
+        ending: Ending::OnItsOwn,
     });
     let p = plan_with(&desired(&s), &o, &ctx(6000));
     assert_eq!(kinds(&p), ["remove", "create"]);
@@ -583,7 +584,7 @@ fn a_crash_replacement_after_a_rollback_is_made_from_the_last_good_digest() {
         code: 1,
         oom: false,
         at: Millis(1000),
-        requested: false,
+        ending: Ending::OnItsOwn,
     });
     assert_eq!(
         kinds(&plan_with(&desired(&s), &crashed, &ctx(10_000))),
@@ -648,7 +649,7 @@ fn apply_force_after_a_rollback_never_takes_the_rejected_digest() {
     let mut s = spec();
     s.extra.update.lock = Some(PathBuf::from("/data/updating"));
     let forced = Ctx {
-        force: true,
+        locks: Locks::Override,
         ..ctx(10_000)
     };
     // Forced, the lock present, nothing edited: it stays as it is.
@@ -821,12 +822,16 @@ mod props {
             Just(Some(RunState::Running)),
             Just(Some(RunState::Created)),
             Just(Some(RunState::Paused)),
-            (any::<bool>(), 0..3i32).prop_map(|(requested, code)| Some(RunState::Exited(Exit {
-                code,
-                oom: false,
-                at: Millis(1000),
-                requested,
-            }))),
+            (
+                prop_oneof![Just(Ending::OnItsOwn), Just(Ending::StoppedByBerth)],
+                0..3i32
+            )
+                .prop_map(|(ending, code)| Some(RunState::Exited(Exit {
+                    code,
+                    oom: false,
+                    at: Millis(1000),
+                    ending,
+                }))),
         ]
     }
 
@@ -869,7 +874,8 @@ mod props {
             if stopped {
                 want.state = DesiredState::Stopped;
             }
-            let c = Ctx { force, ..ctx(100_000) };
+            let locks = if force { Locks::Override } else { Locks::Honour };
+            let c = Ctx { locks, ..ctx(100_000) };
             let p = plan_with(&desired(&want), &o, &c);
             for a in &p.actions {
                 prop_assert!(
@@ -1063,7 +1069,7 @@ fn a_first_start_and_crash_restarts_never_wait_for_the_download_window() {
         code: 1,
         oom: false,
         at: Millis(0),
-        requested: false,
+        ending: Ending::OnItsOwn,
     });
     assert_eq!(
         kinds(&plan_with(

@@ -355,7 +355,7 @@ mod tests {
                 code: 137,
                 oom,
                 at: Millis(1000),
-                requested: false,
+                ending: Ending::OnItsOwn,
             }),
             restarts: 0,
             crash_streak: 0,

@@ -18,8 +18,8 @@ pub struct Ctx {
     /// The local wall clock, `None` until it is synchronised (an edge device without an RTC
     /// boots in 1970): `window` and `min_age` wait for it; crash restarts never do.
     pub wall: Option<WallClock>,
-    /// `berth apply --force`: go ahead despite update locks.
-    pub force: bool,
+    /// `berth apply --force` overrides update locks while it waits.
+    pub locks: Locks,
     /// How often `pull = "always"` tags are re-checked.
     pub update_interval: Duration,
     /// A per-host random seed spreading re-checks over time, so a fleet does not hit its
@@ -29,13 +29,21 @@ pub struct Ctx {
     pub download_window: Option<Window>,
 }
 
+/// Whether update locks hold back updates in this pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locks {
+    Honour,
+    /// `berth apply --force` is waiting.
+    Override,
+}
+
 impl Ctx {
     /// A context at boot-clock time `now`, without a wall clock, checking hourly.
     pub fn at(now: Millis) -> Self {
         Ctx {
             now,
             wall: None,
-            force: false,
+            locks: Locks::Honour,
             update_interval: Duration::from_secs(3600),
             jitter_seed: 0,
             download_window: None,
@@ -77,7 +85,7 @@ pub fn check_due(image: &ImageSource, observed: &Observed, ctx: &Ctx) -> Millis 
 pub fn hold(spec: &ContainerSpec, observed: &Observed, ctx: &Ctx) -> Option<Hold> {
     if let Some(lock) = &spec.extra.update.lock
         && observed.locks.contains(lock)
-        && !ctx.force
+        && ctx.locks == Locks::Honour
     {
         return Some(Hold::Lock(lock.clone()));
     }
@@ -150,7 +158,7 @@ pub fn verdict(
     verify: Duration,
     now: Millis,
 ) -> Verdict {
-    let crashed = matches!(o.run, RunState::Exited(e) if !e.requested) || o.restarts > 0;
+    let crashed = matches!(o.run, RunState::Exited(e) if !e.asked_for()) || o.restarts > 0;
     if crashed || o.health == HealthState::Unhealthy {
         return Verdict::Failed;
     }
@@ -193,7 +201,7 @@ mod tests {
         assert_eq!(hold(&s, &o, &ctx), None);
         o.locks.insert("/data/hold".into());
         assert_eq!(hold(&s, &o, &ctx), Some(Hold::Lock("/data/hold".into())));
-        ctx.force = true;
+        ctx.locks = Locks::Override;
         assert_eq!(hold(&s, &o, &ctx), None);
     }
 
@@ -330,7 +338,7 @@ mod tests {
             code: 1,
             oom: false,
             at: Millis(5),
-            requested: false,
+            ending: Ending::OnItsOwn,
         });
         assert_eq!(
             verdict(

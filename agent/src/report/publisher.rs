@@ -131,6 +131,22 @@ async fn drive(
     }
 }
 
+/// Whether a status is sent when it says nothing new: the periodic and on-connect ones are
+/// (a broker may have lost the retained copy), the debounced ones are not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Send {
+    IfChanged,
+    Always,
+}
+
+/// Whether the broker keeps the message for later subscribers (status and online) or only
+/// hands it to those there now (events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retain {
+    Yes,
+    No,
+}
+
 struct Publisher {
     client: AsyncClient,
     settings: Settings,
@@ -164,9 +180,9 @@ impl Publisher {
                     }
                     let now = *self.link.borrow_and_update();
                     if let Link::Up(_) = now {
-                        self.publish(&self.settings.topics.online.clone(), true, b"true".to_vec(), "online");
+                        self.publish(&self.settings.topics.online.clone(), Retain::Yes, b"true".to_vec(), "online");
                         debounce.clear();
-                        self.send_status(&feeds, true, &mut debounce);
+                        self.send_status(&feeds, Send::Always, &mut debounce);
                     }
                 }
                 r = feeds.statuses.changed(), if statuses_open => match r {
@@ -184,17 +200,17 @@ impl Publisher {
                 },
                 _ = sleep_until(debounce.due()) => {
                     debounce.clear();
-                    self.send_status(&feeds, false, &mut debounce);
+                    self.send_status(&feeds, Send::IfChanged, &mut debounce);
                 }
-                _ = full.tick() => self.send_status(&feeds, true, &mut debounce),
+                _ = full.tick() => self.send_status(&feeds, Send::Always, &mut debounce),
             }
         }
     }
 
-    /// Publishes the status when the link is up and it says something new (or `full`).
+    /// Publishes the status when the link is up and it says something new (or always).
     /// A full request queue tries again shortly; a down link waits for the next connect,
     /// which publishes the state as it is then.
-    fn send_status(&mut self, feeds: &Feeds, full: bool, debounce: &mut Debounce) {
+    fn send_status(&mut self, feeds: &Feeds, send: Send, debounce: &mut Debounce) {
         if !self.up() {
             return;
         }
@@ -202,7 +218,7 @@ impl Publisher {
             containers: feeds.statuses.borrow().clone(),
             source: feeds.source.borrow().clone(),
         };
-        if !full && self.last_sent.as_ref() == Some(&snap) {
+        if send == Send::IfChanged && self.last_sent.as_ref() == Some(&snap) {
             return;
         }
         let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
@@ -217,7 +233,7 @@ impl Publisher {
             return;
         }
         let topic = self.settings.topics.status.clone();
-        if self.publish(&topic, true, payload, "status") {
+        if self.publish(&topic, Retain::Yes, payload, "status") {
             self.last_sent = Some(snap);
         } else {
             // Not a change, so it does not reset the quiet time: just come back.
@@ -232,16 +248,16 @@ impl Publisher {
         }
         let payload = serde_json::to_vec(ev).expect("event serialises");
         let topic = self.settings.topics.events.clone();
-        if !self.publish(&topic, false, payload, "event") {
+        if !self.publish(&topic, Retain::No, payload, "event") {
             self.metrics.events_dropped.inc();
         }
     }
 
     /// Hands a QoS 1 message to the session without waiting; false when its queue is full.
-    fn publish(&self, topic: &str, retain: bool, payload: Vec<u8>, kind: &str) -> bool {
+    fn publish(&self, topic: &str, retain: Retain, payload: Vec<u8>, kind: &str) -> bool {
         match self
             .client
-            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+            .try_publish(topic, QoS::AtLeastOnce, retain == Retain::Yes, payload)
         {
             Ok(()) => {
                 self.metrics

@@ -60,9 +60,9 @@ impl PortElement {
         d
     }
 
-    fn attributes(&self, with_data: bool) -> Vec<SetElementAttribute> {
+    fn attributes(&self, parts: Parts) -> Vec<SetElementAttribute> {
         let mut attrs = vec![SetElementAttribute::Key(DataAttribute::Value(self.key()))];
-        if with_data {
+        if parts == Parts::KeyAndData {
             attrs.push(SetElementAttribute::Data(DataAttribute::Value(self.data())));
             attrs.push(SetElementAttribute::UserData(expr::comment(&self.owner)));
         }
@@ -168,7 +168,7 @@ pub fn elements_for(owner: &str, to: &[IpAddr], ports: &[PortMapping]) -> Vec<Po
 /// Adds elements, one message per map. Adding an element that exists with the same data is a
 /// no-op; with other data (another container's port) the whole batch fails.
 pub fn add_elements(table: &str, elements: &[PortElement]) -> Vec<Msg> {
-    per_map(table, elements, true)
+    per_map(table, elements, Parts::KeyAndData)
         .into_iter()
         .map(|body| Msg {
             body: NfTablesMessage::NewSetElement(body),
@@ -179,7 +179,7 @@ pub fn add_elements(table: &str, elements: &[PortElement]) -> Vec<Msg> {
 
 /// Deletes elements (each must exist, or the whole batch fails with ENOENT).
 pub fn delete_elements(table: &str, elements: &[PortElement]) -> Vec<Msg> {
-    per_map(table, elements, false)
+    per_map(table, elements, Parts::KeyOnly)
         .into_iter()
         .map(|body| Msg {
             body: NfTablesMessage::DeleteSetElement(body),
@@ -188,7 +188,15 @@ pub fn delete_elements(table: &str, elements: &[PortElement]) -> Vec<Msg> {
         .collect()
 }
 
-fn per_map(table: &str, elements: &[PortElement], with_data: bool) -> Vec<SetElementMessage> {
+/// What of an element a message carries: an add needs its data (the DNAT target and owner), a
+/// delete only its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Parts {
+    KeyOnly,
+    KeyAndData,
+}
+
+fn per_map(table: &str, elements: &[PortElement], parts: Parts) -> Vec<SetElementMessage> {
     let mut maps: Vec<&'static str> = elements.iter().map(|e| e.map()).collect();
     maps.sort();
     maps.dedup();
@@ -201,7 +209,7 @@ fn per_map(table: &str, elements: &[PortElement], with_data: bool) -> Vec<SetEle
                     elements
                         .iter()
                         .filter(|e| e.map() == map)
-                        .map(|e| ListAttribute::Element(e.attributes(with_data)))
+                        .map(|e| ListAttribute::Element(e.attributes(parts)))
                         .collect(),
                 ),
             ],

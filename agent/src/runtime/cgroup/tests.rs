@@ -214,3 +214,38 @@ fn systemd_mode_enables_controllers_from_the_scope_down_only() {
     assert_eq!(read(root.path()), "");
     assert_eq!(cg.dirs(), vec![scope.join("container")]);
 }
+
+#[test]
+fn the_own_cgroup_is_found_in_the_hierarchy_the_mode_uses() {
+    let hybrid = "12:pids:/user.slice/a\n11:cpu,cpuacct:/x\n0::/unified/b\n";
+    let v1 = CgroupMode::V1 {
+        root: "/sys/fs/cgroup".into(),
+    };
+    let v2 = CgroupMode::V2 {
+        root: "/sys/fs/cgroup".into(),
+    };
+    assert_eq!(
+        own_cgroup_dir(&v1, hybrid),
+        Some(PathBuf::from("/sys/fs/cgroup/pids/user.slice/a"))
+    );
+    assert_eq!(
+        own_cgroup_dir(&v2, hybrid),
+        Some(PathBuf::from("/sys/fs/cgroup/unified/b"))
+    );
+    assert_eq!(
+        own_cgroup_dir(&v2, "0::/\n"),
+        Some(PathBuf::from("/sys/fs/cgroup/"))
+    );
+    assert_eq!(own_cgroup_dir(&v1, "0::/\n"), None);
+}
+
+/// The warm-up takes the migration lock and moves nothing: the process stays where it was.
+#[test]
+fn beginning_the_migration_grace_moves_nothing() {
+    let before = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    CgroupMode::detect().begin_migration_grace().unwrap();
+    assert_eq!(
+        std::fs::read_to_string("/proc/self/cgroup").unwrap(),
+        before
+    );
+}
