@@ -36,6 +36,8 @@ struct World {
     /// Digests whose containers die at once (a bad release).
     crashing: std::collections::BTreeSet<String>,
     updates: BTreeMap<String, crate::reconcile::model::UpdateState>,
+    /// How often the loop asked the backend to prepare for changes.
+    prepared: usize,
 }
 
 fn default_digest(image: &ImageSource) -> String {
@@ -264,6 +266,9 @@ impl Backend for Fake {
     }
     fn resync(&self, _keep: &crate::backend::Keep) -> Result<(), ActionError> {
         Ok(())
+    }
+    fn prepare_for_changes(&self) {
+        self.0.lock().unwrap().prepared += 1;
     }
     fn scan_imports(&self) -> Vec<String> {
         Vec::new()
@@ -694,10 +699,17 @@ async fn a_slow_spec_source_never_holds_the_loop() {
 
     source.1.set(true);
     let reads = source.1.reads();
+    let prepared = fake.0.lock().unwrap().prepared;
     source.set(vec![spec("a"), spec("b")]);
     r.handle(Event::SpecsChanged);
     assert_eq!(source.1.reads(), reads, "the loop waited for the read");
     assert!(!r.quiescent(), "a read asked for is pending work");
+    // The spec event began the kernel's waits of a create beside the hanging read.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while fake.0.lock().unwrap().prepared == prepared {
+        assert!(tokio::time::Instant::now() < deadline, "never prepared");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 
     fake.kill("a", 1);
     let restarted = {
