@@ -211,35 +211,58 @@ fn registry_table(
     v: &Node,
     k: &str,
 ) -> Option<std::collections::BTreeMap<String, RegistryConfig>> {
-    let Some(crate::tree::Kind::Table(rt)) = Some(&v.kind) else {
-        cx.error(
-            v.span,
-            k,
-            "expected a table of registries keyed by \"host[:port]\"",
-        );
-        return None;
+    let valid = |host: &str| {
+        valid_host_port(host)
+            .then_some(())
+            .ok_or_else(|| format!("{host:?} is not a registry \"host[:port]\""))
     };
-    let mut out = std::collections::BTreeMap::new();
-    let mut ok = true;
-    for (host, e) in &rt.entries {
-        let rk = join(k, &format!("{host:?}"));
-        if !valid_host_port(host) {
-            cx.error(
-                e.key_span,
-                &rk,
-                format!("{host:?} is not a registry \"host[:port]\""),
-            );
-            ok = false;
-            continue;
-        }
-        match registry(cx, &e.value, &rk) {
-            Some(r) => {
-                out.insert(host.clone(), r);
+    let entries = KeyedTable {
+        expected: "expected a table of registries keyed by \"host[:port]\"",
+        key_path: |k: &str, host: &str| join(k, &format!("{host:?}")),
+    };
+    entries.decode(cx, v, k, valid, registry)
+}
+
+/// A table of tables keyed by name (`[registries."host"]`, `[networks.<name>]`): every key
+/// checked, every value decoded, every problem reported; `None` when there was one.
+struct KeyedTable<P> {
+    /// The error when the node is not a table.
+    expected: &'static str,
+    /// How an entry's key path is written (quoted or not).
+    key_path: P,
+}
+
+impl<P: Fn(&str, &str) -> String> KeyedTable<P> {
+    fn decode<T>(
+        &self,
+        cx: &mut Cx<'_>,
+        n: &Node,
+        key: &str,
+        valid_key: impl Fn(&str) -> Result<(), String>,
+        value: impl Fn(&mut Cx<'_>, &Node, &str) -> Option<T>,
+    ) -> Option<std::collections::BTreeMap<String, T>> {
+        let crate::tree::Kind::Table(t) = &n.kind else {
+            cx.error(n.span, key, self.expected);
+            return None;
+        };
+        let mut out = std::collections::BTreeMap::new();
+        let mut ok = true;
+        for (name, e) in &t.entries {
+            let path = (self.key_path)(key, name);
+            if let Err(why) = valid_key(name) {
+                cx.error(e.key_span, &path, why);
+                ok = false;
+                continue;
             }
-            None => ok = false,
+            match value(cx, &e.value, &path) {
+                Some(v) => {
+                    out.insert(name.clone(), v);
+                }
+                None => ok = false,
+            }
         }
+        ok.then_some(out)
     }
-    ok.then_some(out)
 }
 
 /// `log_level`: a level, or a tracing filter.
@@ -351,27 +374,17 @@ fn named_networks(
     n: &Node,
     key: &str,
 ) -> Option<std::collections::BTreeMap<String, NamedNetworkConfig>> {
-    let crate::tree::Kind::Table(t) = &n.kind else {
-        cx.error(n.span, key, "expected a table of networks keyed by name");
-        return None;
+    let entries = KeyedTable {
+        expected: "expected a table of networks keyed by name",
+        key_path: join,
     };
-    let mut out = std::collections::BTreeMap::new();
-    let mut ok = true;
-    for (name, e) in &t.entries {
-        let nk = join(key, name);
-        if let Err(why) = crate::names::validate_network_name(name) {
-            cx.error(e.key_span, &nk, why);
-            ok = false;
-            continue;
-        }
-        match named_network(cx, &e.value, &nk) {
-            Some(c) => {
-                out.insert(name.clone(), c);
-            }
-            None => ok = false,
-        }
-    }
-    ok.then_some(out)
+    entries.decode(
+        cx,
+        n,
+        key,
+        crate::names::validate_network_name,
+        named_network,
+    )
 }
 
 fn bridge_name(cx: &mut Cx<'_>, v: &Node, k: &str) -> Option<String> {
@@ -1077,6 +1090,24 @@ max_files = 2
         assert!(e[2].contains("state_dir: \"rel\" is not an absolute path"));
         assert!(e[3].contains("did you mean \"10.0.0.0/16\""));
         assert!(e[4].contains("images.max_layers: 0 is out of range"));
+    }
+
+    #[test]
+    fn named_networks_check_each_name_and_value() {
+        let e =
+            errs("[networks.\"Bad Name\"]\n[networks.back]\nsubnet = \"10.9.0.0/24\"\nfoo = 1\n");
+        assert_eq!(e.len(), 2, "{e:#?}");
+        assert!(e.iter().any(|e| e.contains("networks.Bad Name")), "{e:#?}");
+        assert!(
+            e.iter()
+                .any(|e| e.contains("networks.back.foo: unknown key")),
+            "{e:#?}"
+        );
+        let e = errs("networks = 1\n");
+        assert!(
+            e[0].contains("expected a table of networks keyed by name"),
+            "{e:#?}"
+        );
     }
 
     #[test]

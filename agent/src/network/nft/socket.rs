@@ -151,11 +151,12 @@ impl NftSocket {
         }
     }
 
-    fn dump(
+    /// A dump's replies, each with the family of the table it belongs to.
+    fn dump_families(
         &mut self,
         family: NetfilterProtoFamily,
         body: NfTablesMessage,
-    ) -> io::Result<Vec<NfTablesMessage>> {
+    ) -> io::Result<Vec<(NetfilterProtoFamily, NfTablesMessage)>> {
         let replies = self.nl.request(
             NetfilterMessage::new(NetfilterHeader::new(family, 0, 0), body),
             NLM_F_DUMP,
@@ -163,10 +164,21 @@ impl NftSocket {
         Ok(replies
             .into_iter()
             .filter_map(|m| match m.inner {
-                netlink_packet_netfilter::NetfilterMessageInner::NfTables(t) => Some(t),
+                netlink_packet_netfilter::NetfilterMessageInner::NfTables(t) => {
+                    Some((m.header.family, t))
+                }
                 _ => None,
             })
             .collect())
+    }
+
+    fn dump(
+        &mut self,
+        family: NetfilterProtoFamily,
+        body: NfTablesMessage,
+    ) -> io::Result<Vec<NfTablesMessage>> {
+        let replies = self.dump_families(family, body)?;
+        Ok(replies.into_iter().map(|(_, m)| m).collect())
     }
 
     /// The table `inet <name>`, if it exists.
@@ -191,46 +203,26 @@ impl NftSocket {
 
     /// Every table of every family (names only matter to berth).
     pub fn tables(&mut self) -> io::Result<Vec<TableInfo>> {
-        let replies = self.nl.request(
-            NetfilterMessage::new(
-                NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, 0),
-                NfTablesMessage::GetTable(TableMessage { attributes: vec![] }),
-            ),
-            NLM_F_DUMP,
-        )?;
+        let get = NfTablesMessage::GetTable(TableMessage { attributes: vec![] });
+        let replies = self.dump_families(NetfilterProtoFamily::Unspec, get)?;
         Ok(replies
             .into_iter()
-            .filter_map(|m| {
-                let family = m.header.family;
-                match m.inner {
-                    netlink_packet_netfilter::NetfilterMessageInner::NfTables(
-                        NfTablesMessage::NewTable(t),
-                    ) => Some(table_info(family, &t)),
-                    _ => None,
-                }
+            .filter_map(|(family, m)| match m {
+                NfTablesMessage::NewTable(t) => Some(table_info(family, &t)),
+                _ => None,
             })
             .collect())
     }
 
     /// Every chain of every table and family.
     pub fn chains(&mut self) -> io::Result<Vec<ChainInfo>> {
-        let replies = self.nl.request(
-            NetfilterMessage::new(
-                NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, 0),
-                NfTablesMessage::GetChain(ChainMessage { attributes: vec![] }),
-            ),
-            NLM_F_DUMP,
-        )?;
+        let get = NfTablesMessage::GetChain(ChainMessage { attributes: vec![] });
+        let replies = self.dump_families(NetfilterProtoFamily::Unspec, get)?;
         Ok(replies
             .into_iter()
-            .filter_map(|m| {
-                let family = m.header.family;
-                match m.inner {
-                    netlink_packet_netfilter::NetfilterMessageInner::NfTables(
-                        NfTablesMessage::NewChain(c),
-                    ) => Some(chain_info(family, &c)),
-                    _ => None,
-                }
+            .filter_map(|(family, m)| match m {
+                NfTablesMessage::NewChain(c) => Some(chain_info(family, &c)),
+                _ => None,
             })
             .collect())
     }
