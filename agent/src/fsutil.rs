@@ -59,8 +59,7 @@ pub fn ensure_private_dir(path: &Path) -> io::Result<bool> {
             path.display()
         )));
     }
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
     if meta.uid() != me {
         return Err(io::Error::other(format!(
             "{} is owned by uid {}, not by uid {me} (berth): whoever owns it controls berth's state; chown it to root",
@@ -87,8 +86,7 @@ pub fn make_private(path: &Path) -> io::Result<()> {
     if m.file_type().is_symlink() {
         return Ok(());
     }
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
     if m.uid() != me {
         return Err(io::Error::other(format!(
             "owned by uid {}, not by uid {me} (berth): not berth's; remove it",

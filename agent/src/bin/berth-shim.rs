@@ -3,5 +3,7 @@
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    std::process::exit(berth_agent::runtime::shim::main(&args));
+    // SAFETY: this program starts no thread before the shim does (its one relay thread, once
+    // the container runs): the process is single-threaded.
+    std::process::exit(unsafe { berth_agent::runtime::shim::main(&args) });
 }

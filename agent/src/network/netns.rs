@@ -34,11 +34,14 @@ where
     })
 }
 
+/// The `f_type` of nsfs (linux/magic.h).
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+
 /// Whether `path` is a bind-mounted namespace (an nsfs inode), not merely a file.
 pub fn is_mounted(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path)
-        .map(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
-        .unwrap_or(false)
+    // f_type's integer type differs between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    rustix::fs::statfs(path).is_ok_and(|s| s.f_type as i64 == NSFS_MAGIC)
 }
 
 /// Creates a new network namespace bind-mounted at `path` and runs `init` inside it (on the

@@ -256,6 +256,8 @@ pub fn set_process_caps(sets: &CapSets) -> io::Result<()> {
             inheritable: i1,
         },
     ];
+    // Raw syscall: privileges go through libc (beside this module's prctls), which has no
+    // capset wrapper.
     // SAFETY: capset reads a v3 header and two data structs, which we own.
     let r = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) };
     if r != 0 {

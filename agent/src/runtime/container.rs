@@ -37,8 +37,19 @@ pub struct HostKernel {
 }
 
 /// Builds the container and execs its payload; on failure reports over the error pipe and exits.
-pub fn child_main(cfg: &ContainerConfig, bundle: &Bundle, host: &HostKernel, fds: ChildFds) -> ! {
-    let err = match build(cfg, bundle, host, &fds) {
+///
+/// # Safety
+/// Only in the shim's freshly cloned child, a single-threaded process: with `init = true` it
+/// forks once more (see [`init::become_reaper`]), and it turns this process into the
+/// container (its namespaces, root, credentials and stdio) for good.
+pub unsafe fn child_main(
+    cfg: &ContainerConfig,
+    bundle: &Bundle,
+    host: &HostKernel,
+    fds: ChildFds,
+) -> ! {
+    // SAFETY: forwarded from the caller.
+    let err = match unsafe { build(cfg, bundle, host, &fds) } {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -59,7 +70,10 @@ fn nix_step<T>(what: &str, r: nix::Result<T>) -> Result<T, LaunchError> {
 /// the payload's (mounts, pivot_root, cgroup namespace, user, capabilities, no_new_privs,
 /// seccomp, exec), where the order is the security argument; split up, it would no longer
 /// read top to bottom.
-fn build(
+///
+/// # Safety
+/// As [`child_main`].
+unsafe fn build(
     cfg: &ContainerConfig,
     bundle: &Bundle,
     host: &HostKernel,
@@ -164,7 +178,8 @@ fn build(
     step("stdout", sys::dup2(fds.stdout.as_raw_fd(), 1))?;
     step("stderr", sys::dup2(fds.stderr.as_raw_fd(), 2))?;
     if cfg.init {
-        init::become_reaper(&fds.error)?;
+        // SAFETY: forwarded from the caller (a single-threaded, freshly cloned child).
+        unsafe { init::become_reaper(&fds.error) }?;
     }
     step("mark fds close-on-exec", sys::cloexec_from(3))?;
     sys::mark("child-exec");
@@ -173,35 +188,28 @@ fn build(
 
 /// NOFILE as podman sets it, capped at the hard limit the shim inherited from the host.
 fn set_nofile() -> io::Result<()> {
-    let mut cur = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let n = NOFILE_WANTED.min(cur.rlim_max);
-    let new = libc::rlimit {
-        rlim_cur: n,
-        rlim_max: n,
-    };
-    // SAFETY: setrlimit reads one struct we own.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let max = getrlimit(Resource::Nofile).maximum;
+    let n = max.map_or(NOFILE_WANTED, |max| NOFILE_WANTED.min(max));
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(n),
+            maximum: Some(n),
+        },
+    )?;
     Ok(())
 }
 
 /// Sets IFF_UP on `lo` in the current network namespace.
 fn loopback_up() -> io::Result<()> {
-    // SAFETY: a plain socket call.
-    let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if s < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `s` is a fresh fd we own.
-    let s = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(s) };
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let s = rustix::net::socket_with(
+        AddressFamily::INET,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
     // SAFETY: ifreq is plain old data; zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (d, c) in req.ifr_name.iter_mut().zip(b"lo\0") {

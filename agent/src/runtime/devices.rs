@@ -188,6 +188,7 @@ struct AttachAttr {
 }
 
 fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
+    // Raw syscall: neither nix nor rustix has bpf(2).
     // SAFETY: `attr` is a zero-padded repr(C) bpf_attr prefix of the size we pass.
     let r = unsafe {
         libc::syscall(

@@ -16,6 +16,8 @@
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use nix::sched::CloneFlags;
+
 use super::cgroup::Cgroup;
 use super::config::ContainerConfig;
 use super::error::{IoContext, Result, RuntimeError};
@@ -48,19 +50,19 @@ pub struct ExecRequest {
 #[derive(Debug)]
 pub struct ExecTarget {
     pid: i32,
-    ns: Vec<(libc::c_int, OwnedFd)>,
+    ns: Vec<(CloneFlags, OwnedFd)>,
     cgroup: Cgroup,
     config: ContainerConfig,
 }
 
 /// Namespaces joined, in order: mount last, since it changes what paths mean.
-const NAMESPACES: &[(&str, libc::c_int)] = &[
-    ("cgroup", libc::CLONE_NEWCGROUP),
-    ("ipc", libc::CLONE_NEWIPC),
-    ("uts", libc::CLONE_NEWUTS),
-    ("net", libc::CLONE_NEWNET),
-    ("pid", libc::CLONE_NEWPID),
-    ("mnt", libc::CLONE_NEWNS),
+const NAMESPACES: &[(&str, CloneFlags)] = &[
+    ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+    ("ipc", CloneFlags::CLONE_NEWIPC),
+    ("uts", CloneFlags::CLONE_NEWUTS),
+    ("net", CloneFlags::CLONE_NEWNET),
+    ("pid", CloneFlags::CLONE_NEWPID),
+    ("mnt", CloneFlags::CLONE_NEWNS),
 ];
 
 impl Runtime {
@@ -306,8 +308,7 @@ pub unsafe fn spawn(target: &ExecTarget, req: &ExecRequest) -> Result<Running> {
     let (cgroup, procs) = exec_cgroup(target)?;
     let (ours, theirs) = stdio(req)?;
     let (err_r, err_w) = sys::pipe().doing("pipe")?;
-    // SAFETY: getpid has no preconditions.
-    let client = unsafe { libc::getpid() };
+    let client = rustix::process::getpid().as_raw_pid();
     // SAFETY: the caller is single-threaded (see the module doc).
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -318,7 +319,8 @@ pub unsafe fn spawn(target: &ExecTarget, req: &ExecRequest) -> Result<Running> {
         // The caller's ends stay with the caller: a helper holding stdin's write end would
         // keep the process from ever reading EOF.
         drop((ours, err_r));
-        let e = enter_and_exec(target, &process, client, &procs, theirs, &err_w);
+        // SAFETY: the forked child of a single-threaded caller (this function's contract).
+        let e = unsafe { enter_and_exec(target, &process, client, &procs, theirs, &err_w) };
         let _ = sys::write_all(err_w.as_raw_fd(), e.encode().as_bytes());
         // SAFETY: ends the forked child without running the parent's exit handlers.
         unsafe { libc::_exit(e.exit_code()) };
@@ -468,7 +470,11 @@ pub fn copy_winsize(from: RawFd, to: RawFd) {
 /// Long because: it is the forked child's one ordered sequence from the host's privileges to
 /// the container's, where the order is the security argument (each step says why it stands
 /// where it does); split up, the order would no longer read top to bottom.
-fn enter_and_exec(
+///
+/// # Safety
+/// Only in the child [`spawn`] forks, a single-threaded process: it forks once more, and it
+/// turns this process into one of the container's for good.
+unsafe fn enter_and_exec(
     target: &ExecTarget,
     process: &ProcessSpec,
     client: i32,
@@ -491,9 +497,9 @@ fn enter_and_exec(
         {
             return setup("prctl");
         }
-        if libc::getppid() != client {
-            return LaunchError::Setup("berth exec went away".into());
-        }
+    }
+    if rustix::process::getppid().map(|p| p.as_raw_pid()) != Some(client) {
+        return LaunchError::Setup("berth exec went away".into());
     }
     // Whatever the caller left open without close-on-exec stays out of the container. Done
     // here, while /proc is still the host's.
@@ -501,23 +507,26 @@ fn enter_and_exec(
         return LaunchError::Setup(format!("mark fds close-on-exec: {e}"));
     }
     for p in procs {
-        // SAFETY: open/write/close on a C path we own; "0" means the calling process.
-        unsafe {
-            let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                return setup("join the exec's cgroup");
-            }
-            libc::close(fd);
+        use rustix::fs::{Mode, OFlags};
+        // "0" means the calling process.
+        let joined = rustix::fs::open(
+            p.as_c_str(),
+            OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(std::io::Error::from)
+        .and_then(|fd| sys::write_all(fd.as_raw_fd(), b"0"));
+        if let Err(e) = joined {
+            return LaunchError::Setup(format!("join the exec's cgroup: {e}"));
         }
     }
     for (flag, fd) in &target.ns {
-        // SAFETY: setns on an fd we hold.
-        if unsafe { libc::setns(fd.as_raw_fd(), *flag) } != 0 {
-            return setup("join namespace");
+        if let Err(e) = nix::sched::setns(fd, *flag) {
+            return LaunchError::Setup(format!("join namespace: {e}"));
         }
     }
     // A pid namespace applies to children: fork once more.
-    // SAFETY: this process is single-threaded.
+    // SAFETY: this process is single-threaded (the caller's promise).
     let child = unsafe { libc::fork() };
     if child < 0 {
         return setup("fork");
@@ -545,9 +554,9 @@ fn enter_and_exec(
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
             return setup("prctl");
         }
-        if libc::getppid() != 0 {
-            return LaunchError::Setup("berth exec went away".into());
-        }
+    }
+    if rustix::process::getppid().is_some() {
+        return LaunchError::Setup("berth exec went away".into());
     }
     // A session of its own: the caller's terminal is never this process's controlling one.
     // SAFETY: setsid takes no arguments; a fresh child is never a group leader.

@@ -94,6 +94,8 @@ pub fn ensure_sealed() -> io::Result<()> {
         .chain(std::iter::once(std::ptr::null()))
         .collect();
     let empty: &CStr = c"";
+    // Raw syscall: processes go through libc, and glibc wraps execveat only since 2.34 (nix's
+    // execveat is this same raw call).
     // SAFETY: NUL-terminated arrays of pointers into CStrings that outlive the call.
     unsafe {
         libc::syscall(

@@ -19,8 +19,12 @@ extern "C" fn forward(sig: libc::c_int) {
 
 /// Forks: returns in the child, which goes on to exec the payload; the parent stays pid 1 and
 /// never returns.
-pub fn become_reaper(error_pipe: &OwnedFd) -> Result<(), LaunchError> {
-    // SAFETY: the process is single-threaded here (the shim's cloned child).
+///
+/// # Safety
+/// The process must be single-threaded (the container's init, cloned from the shim): it forks,
+/// and the parent closes every fd from 3 up, whoever owns it.
+pub unsafe fn become_reaper(error_pipe: &OwnedFd) -> Result<(), LaunchError> {
+    // SAFETY: the caller promises a single-threaded process.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(LaunchError::Setup(format!(
@@ -38,7 +42,9 @@ pub fn become_reaper(error_pipe: &OwnedFd) -> Result<(), LaunchError> {
     // Not dumpable: the container's processes cannot open its /proc/1/{exe,fd,mem}.
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-    if let Err(e) = super::sys::close_from(3) {
+    // SAFETY: the reaper runs no code of ours that holds an fd from 3 up after this: it only
+    // forwards signals and waits.
+    if let Err(e) = unsafe { super::sys::close_from(3) } {
         // SAFETY: stops the payload we just forked; the reaper cannot run safely.
         unsafe {
             libc::kill(pid, libc::SIGKILL);

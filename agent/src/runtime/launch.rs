@@ -197,6 +197,8 @@ impl Prepared {
 /// "(unreachable)/..." (or ENOENT) for a directory outside the root.
 pub fn cwd_inside_root(cwd: &str) -> Result<(), LaunchError> {
     let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // Raw syscall: glibc's getcwd (and std's and nix's through it) may hide the kernel's
+    // "(unreachable)" answer this check looks for.
     // SAFETY: getcwd writes at most `buf.len()` bytes into a live buffer.
     let r = unsafe { libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) };
     if r < 0 {

@@ -89,6 +89,7 @@ fn bind(
             propagation: 0,
             userns_fd: 0,
         };
+        // Raw syscall: neither nix nor rustix has mount_setattr.
         // SAFETY: mount_setattr reads one struct of the size passed, alive for the call.
         let r = unsafe {
             libc::syscall(

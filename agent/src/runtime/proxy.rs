@@ -266,7 +266,7 @@ impl Pump {
         for _ in 0..4 {
             let mut moved = false;
             if self.pending == 0 && !self.eof {
-                match splice(src.as_raw_fd(), self.pipe_w.as_raw_fd(), PIPE_BYTES) {
+                match splice(src, &self.pipe_w, PIPE_BYTES) {
                     Ok(0) => self.eof = true,
                     Ok(n) => self.pending = n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -275,7 +275,7 @@ impl Pump {
                 moved = self.pending > 0;
             }
             if self.pending > 0 {
-                match splice(self.pipe_r.as_raw_fd(), dst.as_raw_fd(), self.pending) {
+                match splice(&self.pipe_r, dst, self.pending) {
                     Ok(n) => {
                         self.pending -= n;
                         moved |= n > 0;
@@ -308,23 +308,16 @@ impl Pump {
     }
 }
 
-fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
-    // SAFETY: plain fds owned by the caller; no offsets.
-    let n = unsafe {
-        libc::splice(
-            from,
-            std::ptr::null_mut(),
-            to,
-            std::ptr::null_mut(),
-            len,
-            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-        )
-    };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+fn splice(from: impl AsFd, to: impl AsFd, len: usize) -> io::Result<usize> {
+    use rustix::pipe::SpliceFlags;
+    Ok(rustix::pipe::splice(
+        from,
+        None,
+        to,
+        None,
+        len,
+        SpliceFlags::MOVE | SpliceFlags::NONBLOCK,
+    )?)
 }
 
 struct Conn {

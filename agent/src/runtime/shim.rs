@@ -28,9 +28,14 @@ use super::state::{
 use super::{ports, sys};
 
 /// Entry point of the `berth-shim` binary; returns the process exit code.
-pub fn main(args: &[String]) -> i32 {
+///
+/// # Safety
+/// The process must be single-threaded (the binary's `main`, which starts no thread): the
+/// shim forks, clones the container's init and sets its environment.
+pub unsafe fn main(args: &[String]) -> i32 {
     match args {
-        [_, cmd, dir] if cmd == "start" => start(Path::new(dir)),
+        // SAFETY: forwarded from the caller.
+        [_, cmd, dir] if cmd == "start" => unsafe { start(Path::new(dir)) },
         _ => {
             eprintln!("usage: berth-shim start <shim-dir>");
             2
@@ -57,11 +62,13 @@ fn fail(msg: String) -> i32 {
 /// goes on as the supervisor instead of starting over.
 const SUPERVISOR_MARK: &str = "_BERTH_SHIM_SUPERVISOR";
 
-fn start(dir: &Path) -> i32 {
+/// # Safety
+/// As [`main`]: the process must be single-threaded.
+unsafe fn start(dir: &Path) -> i32 {
     sys::mark("shim-start");
     let resumed = std::env::var_os(SUPERVISOR_MARK).is_some();
     if resumed {
-        // SAFETY: single-threaded.
+        // SAFETY: single-threaded (the caller's promise).
         unsafe { std::env::remove_var(SUPERVISOR_MARK) };
     }
     let shim = ShimDir::new(dir);
@@ -78,7 +85,8 @@ fn start(dir: &Path) -> i32 {
     };
     let cg = Cgroup::new(&req.cgroup_mode, &req.cgroup);
     if !resumed {
-        match place(&req, &cfg, &cg) {
+        // SAFETY: forwarded from the caller.
+        match unsafe { place(&req, &cfg, &cg) } {
             Placed::Parent => return 0,
             Placed::Failed(e) => return fail(e),
             Placed::Supervisor => {}
@@ -121,7 +129,9 @@ fn start(dir: &Path) -> i32 {
         lower_dirs: req.lower_dirs,
         cgroup: req.cgroup_mode.view(),
     };
-    match supervise(&shim, &bundle, &cfg, &host, &cg, held_ports) {
+    // SAFETY: forwarded from the caller (the [::1] relay's thread starts only once the
+    // container's init runs, after the last clone).
+    match unsafe { supervise(&shim, &bundle, &cfg, &host, &cg, held_ports) } {
         Ok(code) => code,
         Err(msg) => {
             let _ = cg.kill_all(Duration::from_secs(5));
@@ -145,7 +155,10 @@ enum Placed {
 /// RCU grace period the first migration after idle waits for (~10 ms on an idle tickless
 /// guest) starts as early as it can and runs beside everything else: the re-exec, the
 /// runtime's network attach, the container's clone and the rootfs it builds.
-fn place(req: &ShimRequest, cfg: &ContainerConfig, cg: &Cgroup) -> Placed {
+///
+/// # Safety
+/// The process must be single-threaded: it forks, and the child goes on allocating.
+unsafe fn place(req: &ShimRequest, cfg: &ContainerConfig, cg: &Cgroup) -> Placed {
     if let CgroupMode::Systemd { root, .. } = &req.cgroup_mode {
         // systemd-run started us in our scope's own cgroup, and a cgroup holding processes
         // cannot hand controllers to its children: the supervisor moves into its leaf first.
@@ -166,7 +179,7 @@ fn place(req: &ShimRequest, cfg: &ContainerConfig, cg: &Cgroup) -> Placed {
     // Fork: the caller reaps this short-lived parent and the supervisor is adopted by init (or
     // the agent's subreaper), so no agent ever has to reap shims. A forked child also maps only
     // the file pages it touches from here on, which halves the shim's resident memory.
-    // SAFETY: the shim is single-threaded.
+    // SAFETY: the caller promises a single-threaded process.
     match unsafe { libc::fork() } {
         -1 => Placed::Failed(format!("fork: {}", std::io::Error::last_os_error())),
         0 => Placed::Supervisor,
@@ -220,8 +233,13 @@ fn device_rules(cfg: &ContainerConfig) -> Result<Vec<DeviceRule>, String> {
         .collect()
 }
 
-/// Starts the container in `cg` and relays until it exits.
-fn supervise(
+/// Starts the container in `cg` and relays until it exits: its volumes and log, the go line,
+/// the init's clone and exec, the start report, the run, the exit record.
+///
+/// # Safety
+/// The process must be single-threaded: it clones the container's init (see
+/// [`sys::clone_fork`]).
+unsafe fn supervise(
     shim: &ShimDir,
     bundle: &Bundle,
     cfg: &ContainerConfig,
@@ -229,12 +247,70 @@ fn supervise(
     cg: &Cgroup,
     held_ports: ports::Held,
 ) -> Result<i32, String> {
-    // SAFETY: getpid has no preconditions.
-    let me = unsafe { libc::getpid() };
+    let me = rustix::process::getpid().as_raw_pid();
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let oom_before = cg.oom_kills();
+    make_volumes(cfg)?;
+    let mut log = LogWriter::open(&bundle.log_file(), cfg.logging)
+        .map_err(|e| format!("{}: {e}", bundle.log_file().display()))?;
+    let (ours, mut theirs) = init_pipes()?;
+    // The runtime makes the network namespace and the container's files while we made the
+    // cgroups (and the migrations' RCU grace period ran): the go line on stdin says they are
+    // there, end-of-file that they will never be.
+    sys::mark("shim-wait-go");
+    let loopback6_to = wait_for_go()?;
+    let _ = sys::dup2(theirs.stdin.as_raw_fd(), 0);
+    sys::mark("shim-go");
+    theirs.netns = match &cfg.netns {
+        NetNs::Path(p) => Some(OwnedFd::from(
+            std::fs::File::open(p).map_err(|e| format!("netns {}: {e}", p.display()))?,
+        )),
+        _ => None,
+    };
+    // SAFETY: forwarded from the caller.
+    let started = unsafe { start_init(cfg, bundle, host, cg, ours, theirs) }?;
+    let pidfd = report_started(shim, me, &started)?;
+    let (status, finished_at, reserved) = run(
+        &mut log,
+        started.outputs,
+        &pidfd,
+        started.pid,
+        held_ports,
+        loopback6_to,
+    );
+    let oom = cg.oom_kills() > oom_before;
+    undo(cg);
+    drop(reserved);
+    let (code, signal) = if libc::WIFEXITED(status) {
+        (Some(libc::WEXITSTATUS(status)), None)
+    } else {
+        (None, Some(libc::WTERMSIG(status)))
+    };
+    let exit = ExitRecord {
+        version: STATE_VERSION,
+        code,
+        signal,
+        oom,
+        started_at: started.at,
+        finished_at,
+    };
+    // The bundle's copy first: the run dir's is what tells the agent the run is over.
+    if let Err(e) = write_json(&bundle.last_exit(), &exit) {
+        eprintln!("berth-shim: {e}");
+    }
+    write_json(&shim.exit(), &exit).map_err(|e| e.to_string())?;
+    Ok(0)
+}
 
+/// Empties and removes the container's cgroup: whatever ran in it is gone.
+fn undo(cg: &Cgroup) {
+    let _ = cg.kill_all(Duration::from_secs(5));
+    let _ = cg.remove(Duration::from_secs(5));
+}
+
+/// Makes the dirs of the container's volumes.
+fn make_volumes(cfg: &ContainerConfig) -> Result<(), String> {
     for m in &cfg.mounts {
         if let MountSource::Volume(dir) = &m.source {
             // `volumes/` is root's (0700); the volume itself is the container's (0755, as
@@ -246,37 +322,84 @@ fn supervise(
             std::fs::create_dir_all(dir).map_err(|e| format!("volume {}: {e}", dir.display()))?;
         }
     }
-    let mut log = LogWriter::open(&bundle.log_file(), cfg.logging)
-        .map_err(|e| format!("{}: {e}", bundle.log_file().display()))?;
+    Ok(())
+}
 
+/// The shim's ends of the pipes to the container's init.
+struct ShimEnds {
+    /// The container's stdout and stderr, read into the log.
+    outputs: Outputs,
+    /// `1`, then `2` (or `x`) to the init: see [`ChildFds::go`].
+    go: OwnedFd,
+    /// The init's launch error, or EOF once it exec'd.
+    error: OwnedFd,
+}
+
+/// The read ends of the container's stdout and stderr.
+struct Outputs {
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+}
+
+/// The pipes between the shim and the container's init, both ends; the init's stdin is
+/// /dev/null and its netns is opened only once the go line says it is there.
+fn init_pipes() -> Result<(ShimEnds, ChildFds), String> {
     let pipe = |what: &str| sys::pipe().map_err(|e| format!("{what} pipe: {e}"));
     let (out_r, out_w) = pipe("stdout")?;
     let (err_r, err_w) = pipe("stderr")?;
     let (go_r, go_w) = pipe("sync")?;
     let (fail_r, fail_w) = pipe("error")?;
     let stdin = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
-    // The runtime makes the network namespace and the container's files while we made the
-    // cgroups (and the migrations' RCU grace period ran): the go line on stdin says they are
-    // there, end-of-file that they will never be.
-    sys::mark("shim-wait-go");
-    let loopback6_to = wait_for_go()?;
-    let _ = sys::dup2(stdin.as_raw_fd(), 0);
-    sys::mark("shim-go");
-    let netns = match &cfg.netns {
-        NetNs::Path(p) => Some(OwnedFd::from(
-            std::fs::File::open(p).map_err(|e| format!("netns {}: {e}", p.display()))?,
-        )),
-        _ => None,
+    let ours = ShimEnds {
+        outputs: Outputs {
+            stdout: out_r,
+            stderr: err_r,
+        },
+        go: go_w,
+        error: fail_r,
     };
+    let theirs = ChildFds {
+        go: go_r,
+        error: fail_w,
+        stdout: out_w,
+        stderr: err_w,
+        stdin: stdin.into(),
+        netns: None,
+    };
+    Ok((ours, theirs))
+}
+
+/// The container's namespaces: its own but for a network namespace the runtime made.
+fn clone_flags(cfg: &ContainerConfig) -> libc::c_int {
     let mut flags =
         libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
     if cfg.netns == NetNs::None {
         flags |= libc::CLONE_NEWNET;
     }
-    let undo = |cg: &Cgroup| {
-        let _ = cg.kill_all(Duration::from_secs(5));
-        let _ = cg.remove(Duration::from_secs(5));
-    };
+    flags
+}
+
+/// The container's init, running its payload.
+struct Started {
+    pid: i32,
+    at: SystemTime,
+    outputs: Outputs,
+}
+
+/// Clones the container's init (the clone never returns from here), puts it in its cgroup
+/// and waits until it has exec'd its payload. On failure the init is killed and the cgroup
+/// emptied and removed.
+///
+/// # Safety
+/// As [`clone_init`]: the process must be single-threaded.
+unsafe fn start_init(
+    cfg: &ContainerConfig,
+    bundle: &Bundle,
+    host: &HostKernel,
+    cg: &Cgroup,
+    ours: ShimEnds,
+    theirs: ChildFds,
+) -> Result<Started, String> {
     // On v2 the init is born in its cgroup: no migration (and none of the RCU grace period a
     // migration after idle waits for). On v1, or where clone3 is refused, it is moved below.
     let target = match cg.clone_target() {
@@ -286,61 +409,26 @@ fn supervise(
         None => None,
     };
     sys::mark("shim-clone");
-    // SAFETY: the shim is single-threaded (it runs no runtime, and starts its one thread, the
-    // [::1] relay, only once the container runs).
-    let cloned = unsafe { clone_init(flags, target.as_ref()) };
+    // SAFETY: forwarded from the caller.
+    let cloned = unsafe { clone_init(clone_flags(cfg), target.as_ref()) };
     let (child, born_in_cgroup) = match cloned {
         Err(e) => {
             undo(cg);
             return Err(format!("clone: {e}"));
         }
         Ok((None, _)) => {
-            drop((out_r, err_r, go_w, fail_r, target));
-            child_main(
-                cfg,
-                bundle,
-                host,
-                ChildFds {
-                    go: go_r,
-                    error: fail_w,
-                    stdout: out_w,
-                    stderr: err_w,
-                    stdin: stdin.into(),
-                    netns,
-                },
-            )
+            drop((ours, target));
+            // SAFETY: this is the freshly cloned child, single-threaded as the shim was.
+            unsafe { child_main(cfg, bundle, host, theirs) }
         }
         Ok((Some(pid), born)) => (pid, born),
     };
-    drop((out_w, err_w, go_r, fail_w, stdin, netns, target));
-    let started_at = SystemTime::now();
-    // The child builds its rootfs while we move it into its cgroup (v1, or a v2 kernel without
-    // CLONE_INTO_CGROUP; should the RCU grace period of the first migration still be running,
-    // the mounts use that time). It waits for the second byte before its cgroup namespace and
-    // exec.
-    let go = sys::write_all(go_w.as_raw_fd(), b"1").map_err(|e| format!("start container: {e}"));
-    let placed = go.and_then(|()| {
-        if born_in_cgroup {
-            Ok(())
-        } else {
-            cg.add_pid(child).map_err(|e| e.to_string())
-        }
-    });
-    let _ = sys::write_all(go_w.as_raw_fd(), if placed.is_ok() { b"2" } else { b"x" });
-    drop(go_w);
+    drop((theirs, target));
+    let at = SystemTime::now();
+    let ShimEnds { outputs, go, error } = ours;
+    let placed = place_init(go, cg, child, born_in_cgroup);
     sys::mark("shim-placed");
-    let result = sys::read_to_end(&fail_r);
-    let launch_error = match (placed, result) {
-        (Err(e), _) => Some(e),
-        (Ok(()), Ok(b)) if b.is_empty() => None,
-        (Ok(()), Ok(b)) => Some(
-            super::launch::LaunchError::decode(&String::from_utf8_lossy(&b))
-                .message()
-                .to_string(),
-        ),
-        (Ok(()), Err(e)) => Some(format!("read start result: {e}")),
-    };
-    if let Some(e) = launch_error {
+    if let Some(e) = launch_error(placed, &error) {
         // SAFETY: kill and waitpid on our own child.
         unsafe {
             libc::kill(child, libc::SIGKILL);
@@ -350,25 +438,80 @@ fn supervise(
         return Err(e);
     }
     sys::mark("shim-exec-seen");
-    let pidfd = sys::pidfd_open(child).map_err(|e| format!("pidfd_open: {e}"))?;
+    Ok(Started {
+        pid: child,
+        at,
+        outputs,
+    })
+}
+
+/// Lets the init build its rootfs while it is moved into its cgroup (v1, or a v2 kernel
+/// without CLONE_INTO_CGROUP; should the RCU grace period of the first migration still be
+/// running, the mounts use that time), then tells it whether it is placed: it waits for that
+/// second byte before its cgroup namespace and exec.
+fn place_init(go: OwnedFd, cg: &Cgroup, child: i32, born_in_cgroup: bool) -> Result<(), String> {
+    let started = sys::write_all(go.as_raw_fd(), b"1").map_err(|e| format!("start container: {e}"));
+    let placed = started.and_then(|()| {
+        if born_in_cgroup {
+            Ok(())
+        } else {
+            cg.add_pid(child).map_err(|e| e.to_string())
+        }
+    });
+    let _ = sys::write_all(go.as_raw_fd(), if placed.is_ok() { b"2" } else { b"x" });
+    placed
+}
+
+/// Why the init did not get to exec its payload, if it did not: its placement failed, or it
+/// wrote a [`super::launch::LaunchError`] before its error pipe closed.
+fn launch_error(placed: Result<(), String>, error: &OwnedFd) -> Option<String> {
+    match (placed, sys::read_to_end(error)) {
+        (Err(e), _) => Some(e),
+        (Ok(()), Ok(b)) if b.is_empty() => None,
+        (Ok(()), Ok(b)) => Some(
+            super::launch::LaunchError::decode(&String::from_utf8_lossy(&b))
+                .message()
+                .to_string(),
+        ),
+        (Ok(()), Err(e)) => Some(format!("read start result: {e}")),
+    }
+}
+
+/// Records the running container's state (what the agent adopts it by) and reports it to the
+/// caller, which is told nothing more: its pidfd, readable once the init exits.
+fn report_started(shim: &ShimDir, me: i32, started: &Started) -> Result<OwnedFd, String> {
+    let pidfd = sys::pidfd_open(started.pid).map_err(|e| format!("pidfd_open: {e}"))?;
     let state = ShimState {
         version: STATE_VERSION,
         shim_pid: me,
         shim_start: sys::proc_stat(me).map(|s| s.0).unwrap_or(0),
-        pid: child,
-        pid_start: sys::proc_stat(child).map(|s| s.0).unwrap_or(0),
-        started_at,
+        pid: started.pid,
+        pid_start: sys::proc_stat(started.pid).map(|s| s.0).unwrap_or(0),
+        started_at: started.at,
     };
     write_json_volatile(&shim.state(), &state).map_err(|e| e.to_string())?;
     sys::mark("shim-report");
     report(&Report::Started {
         version: STATE_VERSION,
-        state: state.clone(),
+        state,
     });
     // Nothing more goes to the caller: let it see EOF.
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
         let _ = sys::dup2(null.as_raw_fd(), 1);
     }
+    Ok(pidfd)
+}
+
+/// The container's run: its output relayed into the log (and its ports' `[::1]` side into
+/// it) until its init exits. Its wait status, when, and the host ports still held.
+fn run(
+    log: &mut LogWriter,
+    outputs: Outputs,
+    pidfd: &OwnedFd,
+    child: i32,
+    held_ports: ports::Held,
+    loopback6_to: Option<std::net::IpAddr>,
+) -> (i32, SystemTime, Vec<OwnedFd>) {
     // The [::1] relay: the shim's one thread besides itself, started only now that nothing
     // forks or clones any more (the container's init is running), and joined before the exit
     // is recorded, so that "exited" means nothing of the run is left.
@@ -385,34 +528,12 @@ fn supervise(
             None
         }
     };
-
-    let status = relay(&mut log, out_r, err_r, &pidfd, child);
+    let status = relay(log, outputs.stdout, outputs.stderr, pidfd, child);
     let finished_at = SystemTime::now();
     if let Some(p) = proxy {
         p.stop();
     }
-    let oom = cg.oom_kills() > oom_before;
-    undo(cg);
-    drop(reserved);
-    let (code, signal) = if libc::WIFEXITED(status) {
-        (Some(libc::WEXITSTATUS(status)), None)
-    } else {
-        (None, Some(libc::WTERMSIG(status)))
-    };
-    let exit = ExitRecord {
-        version: STATE_VERSION,
-        code,
-        signal,
-        oom,
-        started_at,
-        finished_at,
-    };
-    // The bundle's copy first: the run dir's is what tells the agent the run is over.
-    if let Err(e) = write_json(&bundle.last_exit(), &exit) {
-        eprintln!("berth-shim: {e}");
-    }
-    write_json(&shim.exit(), &exit).map_err(|e| e.to_string())?;
-    Ok(0)
+    (status, finished_at, reserved)
 }
 
 /// Clones the container's init: into `cgroup` where the kernel can (v2), else where we are.

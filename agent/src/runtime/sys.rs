@@ -13,6 +13,8 @@ use std::path::Path;
 /// child gets a copy of one thread only, so a lock another thread held (the allocator's, say)
 /// would stay locked in it forever.
 pub unsafe fn clone_fork(flags: libc::c_int) -> io::Result<Option<i32>> {
+    // Raw syscall: nix's clone runs a callback on a stack of its own, not fork semantics;
+    // rustix has no clone.
     // SAFETY: without CLONE_VM the child gets a copy of the address space, as with fork; every
     // argument after the flags is zero, so the per-arch argument order does not matter.
     let r = unsafe {
@@ -73,6 +75,7 @@ pub unsafe fn clone_into_cgroup(
         set_tid_size: 0,
         cgroup: cgroup.as_raw_fd() as u64,
     };
+    // Raw syscall: neither nix nor rustix has clone3.
     // SAFETY: clone3 reads `size_of::<CloneArgs>()` bytes of a live struct; without CLONE_VM
     // and with no stack the child continues here on a copy of the address space, as fork.
     let r = unsafe {
@@ -105,15 +108,9 @@ pub fn path_cstr(p: &Path) -> io::Result<CString> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path has a NUL"))
 }
 
-/// A pipe whose both ends close on exec.
+/// A pipe whose both ends close on exec: (read end, write end).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two fds into the array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: both fds are fresh and owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
 }
 
 pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
@@ -165,6 +162,7 @@ pub fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
 /// else each fd /proc/self/fd lists.
 pub fn cloexec_from(first: u32) -> io::Result<()> {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 4;
+    // Raw syscall: neither nix nor rustix has close_range with its CLOEXEC flag.
     // SAFETY: close_range with CLOEXEC only sets flags.
     let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
     if r == 0 {
@@ -179,7 +177,12 @@ pub fn cloexec_from(first: u32) -> io::Result<()> {
 
 /// Closes every fd from `first` up: close_range where the kernel has it (5.9+), else each fd
 /// /proc/self/fd lists.
-pub fn close_from(first: u32) -> io::Result<()> {
+///
+/// # Safety
+/// Nothing may use an fd from `first` up afterwards: the `OwnedFd`s and files holding them
+/// are left with closed (or, later, reused) numbers.
+pub unsafe fn close_from(first: u32) -> io::Result<()> {
+    // Raw syscall: nix has no close_range; fds by number go through libc.
     // SAFETY: close_range closes fds this process owns; nothing uses them afterwards.
     let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) };
     if r == 0 {
@@ -240,6 +243,7 @@ pub fn alive(pid: i32, start: u64) -> bool {
 }
 
 pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // Raw syscall: processes go through libc, and glibc wraps pidfd_open only since 2.36.
     // SAFETY: pidfd_open takes integers and returns a new fd.
     let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if r < 0 {
@@ -250,6 +254,8 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
 }
 
 pub fn pidfd_signal(pidfd: &impl AsRawFd, sig: i32) -> io::Result<()> {
+    // Raw syscall: glibc wraps pidfd_send_signal only since 2.36, and rustix's `Signal` has no
+    // safe constructor for the real-time signals a spec's stop signal may be.
     // SAFETY: integers and a null siginfo.
     let r = unsafe {
         libc::syscall(
@@ -301,8 +307,6 @@ pub fn errno_of(e: &io::Error) -> i32 {
 /// Restores every signal to its default action and unblocks all: the shim ignores some, and an
 /// ignored disposition would survive exec into the payload.
 pub fn reset_signals() {
-    // The raw syscall: libc's wrappers refuse the signals it reserves for itself (32, 33), which
-    // the shim may have inherited as ignored.
     #[repr(C)]
     struct KernelSigaction {
         handler: usize,
@@ -320,6 +324,8 @@ pub fn reset_signals() {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
+        // Raw syscall: libc's wrappers (and nix's through them) refuse the signals glibc
+        // reserves for itself (32, 33), which the shim may have inherited as ignored.
         // SAFETY: rt_sigaction reads one kernel sigaction we own; SIG_DFL runs no code.
         unsafe {
             libc::syscall(
@@ -343,15 +349,12 @@ pub fn reset_signals() {
 /// prints `timing <label> <monotonic µs>` to its stderr (the shim log).
 pub fn mark(label: &str) {
     if std::env::var_os("BERTH_SHIM_TIMING").is_some() {
-        let mut t = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
+        let Ok(t) = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) else {
+            return;
         };
-        // SAFETY: clock_gettime writes one timespec we own.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
         eprintln!(
             "timing {label} {}",
-            t.tv_sec as u64 * 1_000_000 + t.tv_nsec as u64 / 1000
+            t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000
         );
     }
 }

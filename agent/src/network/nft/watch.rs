@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::thread::JoinHandle;
 
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
@@ -15,7 +15,6 @@ use netlink_packet_netfilter::nftables::{
 };
 use netlink_packet_netfilter::{NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily};
 use netlink_sys::protocols::NETLINK_NETFILTER;
-use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use crate::network::nl::NlSocket;
 
@@ -59,8 +58,7 @@ pub fn spawn(
     let ns = host_ns.try_clone()?;
     // Close-on-exec: a child the agent spawns (a shim) must not keep the write end open, or
     // dropping the watcher would never wake the thread.
-    let (stop_rx, stop_tx) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+    let (stop_rx, stop_tx) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
     let thread = std::thread::Builder::new()
         .name("berth-nft-watch".into())
@@ -81,14 +79,18 @@ pub fn spawn(
             };
             let mut touched = false;
             loop {
-                let mut fds = [
-                    PollFd::new(sock.socket().as_fd(), PollFlags::POLLIN),
-                    PollFd::new(stop_rx.as_fd(), PollFlags::POLLIN),
-                ];
-                if nix::poll::poll(&mut fds, PollTimeout::NONE).is_err() {
+                let mut fds =
+                    [sock.socket().as_raw_fd(), stop_rx.as_raw_fd()].map(|fd| libc::pollfd {
+                        fd,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    });
+                // SAFETY: a live array of pollfds.
+                if unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) } < 0 {
                     continue;
                 }
-                if fds[1].any().unwrap_or(true) {
+                // Readable or hung up: the watcher was dropped.
+                if fds[1].revents != 0 {
                     return;
                 }
                 let r = sock.recv_batch_flags(

@@ -226,6 +226,7 @@ pub fn load(prog: &[SockFilter]) -> io::Result<()> {
         filter: prog.as_ptr(),
     };
     const SECCOMP_SET_MODE_FILTER: libc::c_ulong = 1;
+    // Raw syscall: neither nix nor rustix has seccomp(2).
     // SAFETY: seccomp reads `fprog` and the filter it points to, both alive for the call.
     let r = unsafe {
         libc::syscall(

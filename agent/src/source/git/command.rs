@@ -199,13 +199,11 @@ impl Git {
         unsafe {
             cmd.pre_exec(|| {
                 libc::umask(0o077);
-                let lim = libc::rlimit {
-                    rlim_cur: MAX_WRITE,
-                    rlim_max: MAX_WRITE,
+                let lim = rustix::process::Rlimit {
+                    current: Some(MAX_WRITE),
+                    maximum: Some(MAX_WRITE),
                 };
-                if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+                rustix::process::setrlimit(rustix::process::Resource::Fsize, lim)?;
                 Ok(())
             });
         }
