@@ -26,15 +26,23 @@ pub(super) struct HealthBook {
 /// The context a pass plans in: the boot clock, the wall clock (when it can be trusted), this
 /// host's jitter seed and the config's update policy. The loop and the in-process `berth plan`
 /// and `berth status` plan with this one function, so they give the same answer.
-pub fn planning_ctx(config: &Config, jitter_seed: u64, force: bool) -> Ctx {
+pub fn planning_ctx(config: &Config, jitter_seed: u64, locks: UpdateLocks) -> Ctx {
     Ctx {
         now: clock::now(),
         wall: wall_clock(),
-        force,
+        force: locks == UpdateLocks::Overridden,
         update_interval: config.update_interval,
         jitter_seed,
         download_window: config.images.download_window,
     }
+}
+
+/// Whether `[update] lock` files hold updates back: they do, except while a `berth apply
+/// --force` waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateLocks {
+    Hold,
+    Overridden,
 }
 
 /// This host's seed for spreading `pull = "always"` re-checks: from its identity (host id and
@@ -94,7 +102,7 @@ pub fn plan_in_process(config: &Config, desired: &Desired, observed: &Observed) 
     plan_with(
         desired,
         &view,
-        &planning_ctx(config, jitter_seed(config), false),
+        &planning_ctx(config, jitter_seed(config), UpdateLocks::Hold),
     )
 }
 
@@ -131,11 +139,12 @@ fn local_minute_of_day(unix: u64) -> u16 {
 
 impl Reconciler {
     pub(super) fn ctx(&self) -> Ctx {
-        planning_ctx(
-            &self.config,
-            self.jitter_seed,
-            self.waiters.iter().any(|w| w.force()),
-        )
+        let locks = if self.waiters.iter().any(|w| w.force()) {
+            UpdateLocks::Overridden
+        } else {
+            UpdateLocks::Hold
+        };
+        planning_ctx(&self.config, self.jitter_seed, locks)
     }
 
     /// Adds what only the loop knows to an observation: update locks present, health states.

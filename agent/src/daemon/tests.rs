@@ -265,13 +265,25 @@ impl Backend for Fake {
     fn scan_imports(&self) -> Vec<String> {
         Vec::new()
     }
+}
+
+impl Operations for Fake {
+    fn image_op(
+        &self,
+        op: &crate::operations::ImageOp,
+    ) -> Result<crate::operations::ImageReply, ActionError> {
+        Err(ActionError::permanent(format!(
+            "the fake host has no image store for {op:?}"
+        )))
+    }
     fn prune(
         &self,
         _keep: &crate::backend::Keep,
-        prune: crate::backend::Prune,
+        prune: crate::operations::Prune,
     ) -> Result<crate::status::PruneReport, ActionError> {
+        self.0.lock().unwrap().log.push(format!("prune {prune:?}"));
         Ok(crate::status::PruneReport {
-            dry_run: prune.mode == crate::backend::PruneMode::DryRun,
+            dry_run: prune.mode == crate::operations::PruneMode::DryRun,
             ..Default::default()
         })
     }
@@ -596,6 +608,27 @@ async fn agent_follows_specs_and_restarts_exited_containers() {
     let p: PlanView = client.get_json("/v1/plan").await.unwrap();
     assert!(p.actions.is_empty(), "{p:?}");
     assert!(fake.log().iter().all(|l| !l.starts_with("remove")));
+
+    // What operators ask goes to the host's operations, the flags and replies as they were.
+    let prune = crate::operations::Prune {
+        volumes: crate::operations::Volumes::RemoveUnmounted,
+        mode: crate::operations::PruneMode::DryRun,
+    };
+    let report: crate::status::PruneReport = client.post_json("/v1/prune", &prune).await.unwrap();
+    assert!(report.dry_run);
+    assert!(
+        fake.log().contains(&format!("prune {prune:?}")),
+        "{:?}",
+        fake.log()
+    );
+    let pin = crate::operations::ImageOp::Pin {
+        image: "x:1".into(),
+    };
+    let refused = client
+        .post_json::<crate::operations::ImageReply>("/v1/images", &pin)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("no image store"), "{refused}");
 
     stop_tx.send(()).unwrap();
     agent.await.unwrap().unwrap();
