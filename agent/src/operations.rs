@@ -34,17 +34,18 @@ pub enum ImageOp {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ImageReply {
-    Pulled(Pulled),
+    /// The single images are boxed: a record is hundreds of bytes beside a list's 24.
+    Pulled(Box<Pulled>),
     /// What an import put in the store (an archive may hold several images).
     Imported(Vec<ImageRecord>),
     /// After a pin or an unpin: the image's record, with the pins it has now.
-    Pinned(ImageRecord),
+    Pinned(Box<ImageRecord>),
 }
 
 impl ImageReply {
     pub fn into_pulled(self) -> Result<Pulled, String> {
         match self {
-            ImageReply::Pulled(p) => Ok(p),
+            ImageReply::Pulled(p) => Ok(*p),
             other => Err(other.unexpected("a pull")),
         }
     }
@@ -58,7 +59,7 @@ impl ImageReply {
 
     pub fn into_pinned(self) -> Result<ImageRecord, String> {
         match self {
-            ImageReply::Pinned(r) => Ok(r),
+            ImageReply::Pinned(r) => Ok(*r),
             other => Err(other.unexpected("a pin")),
         }
     }
@@ -218,14 +219,14 @@ mod tests {
     #[test]
     fn every_reply_round_trips() {
         for reply in [
-            ImageReply::Pulled(pulled()),
-            ImageReply::Pulled(Pulled {
+            ImageReply::Pulled(Box::new(pulled())),
+            ImageReply::Pulled(Box::new(Pulled {
                 record: None,
                 ..pulled()
-            }),
+            })),
             ImageReply::Imported(vec![record(), record()]),
             ImageReply::Imported(vec![]),
-            ImageReply::Pinned(record()),
+            ImageReply::Pinned(Box::new(record())),
         ] {
             let wire = serde_json::to_vec(&reply).unwrap();
             let back: ImageReply = serde_json::from_slice(&wire).unwrap();
@@ -245,7 +246,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(p.to_json(), before);
-        let wire = serde_json::to_vec(&ImageReply::Pulled(p)).unwrap();
+        let wire = serde_json::to_vec(&ImageReply::Pulled(Box::new(p))).unwrap();
         let via_agent = serde_json::from_slice::<ImageReply>(&wire)
             .unwrap()
             .into_pulled()
@@ -255,9 +256,13 @@ mod tests {
 
     #[test]
     fn a_reply_of_another_kind_is_an_error_naming_both() {
-        let e = ImageReply::Pinned(record()).into_pulled().unwrap_err();
+        let e = ImageReply::Pinned(Box::new(record()))
+            .into_pulled()
+            .unwrap_err();
         assert!(e.contains("a pin's reply to a pull"), "{e}");
-        let e = ImageReply::Pulled(pulled()).into_imported().unwrap_err();
+        let e = ImageReply::Pulled(Box::new(pulled()))
+            .into_imported()
+            .unwrap_err();
         assert!(e.contains("a pull's reply to an import"), "{e}");
         let e = ImageReply::Imported(vec![]).into_pinned().unwrap_err();
         assert!(e.contains("an import's reply to a pin"), "{e}");

@@ -362,7 +362,7 @@ mod tests {
     }
 
     fn pulled(reference: &str) -> ImageReply {
-        ImageReply::Pulled(crate::operations::Pulled {
+        ImageReply::Pulled(Box::new(crate::operations::Pulled {
             reference: reference.into(),
             image: crate::image::ResolvedImage {
                 digest: "sha256:index".into(),
@@ -371,7 +371,7 @@ mod tests {
                 layers: vec!["/layers/a".into()],
             },
             record: None,
-        })
+        }))
     }
 
     async fn next_line(lines: &mut mpsc::UnboundedReceiver<String>) -> String {

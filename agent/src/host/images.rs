@@ -64,11 +64,11 @@ impl Operations for Host {
                     .record(&ImageSource::Registry(r.clone()))
                     .ok()
                     .flatten();
-                Ok(ImageReply::Pulled(Pulled {
+                Ok(ImageReply::Pulled(Box::new(Pulled {
                     reference: r.to_string(),
                     image,
                     record,
-                }))
+                })))
             }
             ImageOp::Import { path } => {
                 let records = self.store.import_records(path, None).map_err(store_err)?;
@@ -82,7 +82,7 @@ impl Operations for Host {
                     _ => self.store.unpin(&source, crate::store::PIN_OPERATOR),
                 }
                 .map_err(store_err)?;
-                Ok(ImageReply::Pinned(r))
+                Ok(ImageReply::Pinned(Box::new(r)))
             }
         }
     }
