@@ -298,8 +298,11 @@ struct Source(Arc<Mutex<Scan>>, Gate);
 struct Gate(Arc<(Mutex<(bool, u32)>, std::sync::Condvar)>);
 
 impl Gate {
-    fn set(&self, closed: bool) {
-        self.0.0.lock().unwrap().0 = closed;
+    fn close(&self) {
+        self.0.0.lock().unwrap().0 = true;
+    }
+    fn open(&self) {
+        self.0.0.lock().unwrap().0 = false;
         self.0.1.notify_all();
     }
     fn reads(&self) -> u32 {
@@ -366,9 +369,18 @@ async fn apply_once(
     .unwrap()
 }
 
-fn once(wait: bool) -> ApplyOptions {
+/// `berth apply --wait` (answered once converged or stuck, or after 10 s).
+fn until_settled() -> ApplyOptions {
     ApplyOptions {
-        wait,
+        wait: true,
+        ..after_one_pass()
+    }
+}
+
+/// `berth apply` without `--wait` (answered once nothing runnable is left).
+fn after_one_pass() -> ApplyOptions {
+    ApplyOptions {
+        wait: false,
         timeout_ms: Some(10_000),
         force: false,
     }
@@ -378,7 +390,13 @@ fn once(wait: bool) -> ApplyOptions {
 async fn once_pulls_creates_and_reports_converged() {
     let dir = tempfile::tempdir().unwrap();
     let fake = Fake::default();
-    let result = apply_once(dir.path(), &fake, vec![spec("a"), spec("b")], once(true)).await;
+    let result = apply_once(
+        dir.path(),
+        &fake,
+        vec![spec("a"), spec("b")],
+        until_settled(),
+    )
+    .await;
     assert!(result.converged, "{:?}", result.problems);
     assert!(
         result
@@ -405,7 +423,13 @@ async fn dependencies_start_in_order() {
         name: "web".into(),
         condition: DependencyCondition::Started,
     }];
-    let result = apply_once(dir.path(), &fake, vec![proxy, web, spec("db")], once(true)).await;
+    let result = apply_once(
+        dir.path(),
+        &fake,
+        vec![proxy, web, spec("db")],
+        until_settled(),
+    )
+    .await;
     assert!(result.converged, "{:?}", result.problems);
     let creates: Vec<String> = fake
         .log()
@@ -421,7 +445,7 @@ async fn permanent_pull_failure_is_reported_not_waited_for() {
     let dir = tempfile::tempdir().unwrap();
     let fake = Fake::default();
     fake.0.lock().unwrap().fail_pull = Some(ActionError::permanent("manifest unknown"));
-    let result = apply_once(dir.path(), &fake, vec![spec("a")], once(true)).await;
+    let result = apply_once(dir.path(), &fake, vec![spec("a")], until_settled()).await;
     assert!(!result.converged);
     assert!(!result.timed_out);
     assert!(
@@ -454,7 +478,7 @@ async fn transient_failure_times_out_with_wait() {
         result.problems
     );
     // Without --wait, one round is enough to report it.
-    let result = apply_once(dir.path(), &fake, vec![spec("a")], once(false)).await;
+    let result = apply_once(dir.path(), &fake, vec![spec("a")], after_one_pass()).await;
     assert!(!result.converged && !result.timed_out);
 }
 
@@ -498,7 +522,7 @@ async fn an_unfinished_removal_is_not_converged_and_is_finished_later() {
     );
     assert!(fake.0.lock().unwrap().removing.contains_key("a"));
     fake.0.lock().unwrap().fail_remove.clear();
-    let result = apply_once(dir.path(), &fake, vec![], once(true)).await;
+    let result = apply_once(dir.path(), &fake, vec![], until_settled()).await;
     assert!(result.converged, "{result:?}");
     assert!(fake.0.lock().unwrap().removing.is_empty());
     assert_eq!(
@@ -722,7 +746,7 @@ async fn a_slow_spec_source_never_holds_the_loop() {
     };
     pump_until(&mut r, &mut rx, "a running", running("a")).await;
 
-    source.1.set(true);
+    source.1.close();
     let reads = source.1.reads();
     source.set(vec![spec("a"), spec("b")]);
     r.handle(Event::SpecsChanged);
@@ -746,7 +770,7 @@ async fn a_slow_spec_source_never_holds_the_loop() {
     .await;
     assert_eq!(source.1.reads(), reads, "the read still hangs");
 
-    source.1.set(false);
+    source.1.open();
     pump_until(&mut r, &mut rx, "b created from the read", running("b")).await;
     assert_eq!(source.1.reads(), reads + 1);
 }
