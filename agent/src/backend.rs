@@ -1,5 +1,6 @@
 //! What the executor needs from the world: the store, the runtime and the network, behind one
 //! narrow trait so the loop can be tested without a kernel and the kernel edges without a loop.
+//! What operators ask (image commands, prune) is the other trait, [`crate::operations`].
 //!
 //! Every method is blocking and idempotent (the executor runs them on blocking threads, never
 //! on a tokio worker): re-running one after a crash at any point is fine.
@@ -43,6 +44,7 @@ impl ActionError {
     }
 }
 
+/// What the reconcile loop drives: observing the host and carrying out the planner's actions.
 pub trait Backend: Send + Sync + 'static {
     /// Prepares the host (bridge, firewall table) and removes what crashed incarnations left
     /// behind. Called once at start, before the first observation.
@@ -121,68 +123,9 @@ pub trait Backend: Send + Sync + 'static {
     fn prepare_for_changes(&self) {}
 
     /// Imports archives dropped in the import dir; one line per archive, for the event log.
+    /// The loop's, not an operator's: it runs when the dir changes, on SIGHUP and at every
+    /// resync.
     fn scan_imports(&self) -> Vec<String>;
-
-    /// `berth pull`, `image import`, `image pin|unpin` while the agent holds the store: done by
-    /// the agent; the answer is what the command prints with `--json`.
-    fn image_op(&self, _op: &ImageOp) -> Result<serde_json::Value, ActionError> {
-        Err(ActionError::permanent(
-            "image operations are not supported here",
-        ))
-    }
-
-    /// `berth prune`: removes every image, layer and blob `keep` does not protect (no grace
-    /// period: an operator asked), and as `prune` says, every named volume no spec mounts.
-    fn prune(&self, keep: &Keep, prune: Prune) -> Result<crate::status::PruneReport, ActionError>;
-}
-
-/// What `berth prune` does beyond removing unused images.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Prune {
-    pub volumes: Volumes,
-    pub mode: PruneMode,
-}
-
-/// Named volumes no spec mounts: kept, or removed with their data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Volumes {
-    Keep,
-    RemoveUnmounted,
-}
-
-/// Whether a prune removes what it finds or only reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PruneMode {
-    Remove,
-    DryRun,
-}
-
-impl Prune {
-    /// From the wire's (and the command line's) two flags.
-    pub fn of(volumes: bool, dry_run: bool) -> Self {
-        Prune {
-            volumes: if volumes {
-                Volumes::RemoveUnmounted
-            } else {
-                Volumes::Keep
-            },
-            mode: if dry_run {
-                PruneMode::DryRun
-            } else {
-                PruneMode::Remove
-            },
-        }
-    }
-}
-
-/// An image command sent to the agent.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "op", rename_all = "kebab-case")]
-pub enum ImageOp {
-    Pull { reference: String },
-    Import { path: std::path::PathBuf },
-    Pin { image: String },
-    Unpin { image: String },
 }
 
 /// What a registry says a tag points to.

@@ -28,6 +28,7 @@ pub mod logging;
 pub mod metrics;
 pub mod names;
 pub mod network;
+pub mod operations;
 pub mod reconcile;
 pub mod registry;
 pub mod report;

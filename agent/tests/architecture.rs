@@ -15,6 +15,7 @@ const ABOVE_THE_EDGES: &[&str] = &[
     "status",
     "desired",
     "backend",
+    "operations",
 ];
 
 /// (module, modules it must never name, why). A module is a top-level `crate::` name, and its
@@ -76,6 +77,7 @@ fn rules() -> Vec<(&'static str, Vec<&'static str>, &'static str)> {
                 "report",
                 "desired",
                 "backend",
+                "operations",
                 "clock",
                 "fsutil",
                 "layout",

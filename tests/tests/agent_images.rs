@@ -50,6 +50,32 @@ fn pull_pin_and_prune_beside_the_agent() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // The agent's typed reply prints as a pull in process does: the reference, the image it
+    // resolved to, the store's record (keys in order, as they always were).
+    let out = a.berth(&["pull", "--json", &spare]);
+    let v = json(&out);
+    assert_eq!(v["reference"], spare.as_str(), "{v}");
+    assert!(
+        v["image"]["manifest_digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:")),
+        "{v}"
+    );
+    assert_eq!(
+        v["record"]["manifest_digest"],
+        v["image"]["manifest_digest"]
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let keys: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("  \"") && !l.starts_with("   "))
+        .collect();
+    assert!(
+        keys[0].starts_with("  \"image\"")
+            && keys[1].starts_with("  \"record\"")
+            && keys[2].starts_with("  \"reference\""),
+        "{text}"
+    );
     assert!(a.berth(&["image", "pin", &pinned]).status.success());
     let refs = references(&a);
     assert!(

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::stream;
 use crate::events::EventLog;
 use crate::metrics::Metrics;
+use crate::operations::{ImageOp, ImageReply, Prune};
 use crate::status::{ApplyResult, ContainerStatus, PlanView, PruneReport};
 
 /// What the API asks of the reconcile loop.
@@ -35,11 +36,11 @@ pub enum ApiRequest {
         reply: oneshot::Sender<ApplyResult>,
     },
     Image {
-        op: crate::backend::ImageOp,
-        reply: oneshot::Sender<Result<serde_json::Value, String>>,
+        op: ImageOp,
+        reply: oneshot::Sender<Result<ImageReply, String>>,
     },
     Prune {
-        prune: crate::backend::Prune,
+        prune: Prune,
         reply: oneshot::Sender<Result<PruneReport, String>>,
     },
 }
@@ -271,17 +272,8 @@ async fn apply(
     }
 }
 
-#[derive(Debug, Clone, Default, serde::Serialize, Deserialize)]
-pub struct PruneOptions {
-    pub volumes: bool,
-    pub dry_run: bool,
-}
-
-async fn prune(State(s): State<ApiState>, axum::Json(o): axum::Json<PruneOptions>) -> Response {
-    let request = |reply| ApiRequest::Prune {
-        prune: crate::backend::Prune::of(o.volumes, o.dry_run),
-        reply,
-    };
+async fn prune(State(s): State<ApiState>, axum::Json(prune): axum::Json<Prune>) -> Response {
+    let request = |reply| ApiRequest::Prune { prune, reply };
     match ask(&s, request, None).await {
         Ok(Ok(r)) => axum::Json(r).into_response(),
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
@@ -289,10 +281,7 @@ async fn prune(State(s): State<ApiState>, axum::Json(o): axum::Json<PruneOptions
     }
 }
 
-async fn image_op(
-    State(s): State<ApiState>,
-    axum::Json(op): axum::Json<crate::backend::ImageOp>,
-) -> Response {
+async fn image_op(State(s): State<ApiState>, axum::Json(op): axum::Json<ImageOp>) -> Response {
     match ask(&s, |reply| ApiRequest::Image { op, reply }, None).await {
         Ok(Ok(v)) => axum::Json(v).into_response(),
         Ok(Err(e)) => (StatusCode::UNPROCESSABLE_ENTITY, e).into_response(),
@@ -372,6 +361,19 @@ mod tests {
         }
     }
 
+    fn pulled(reference: &str) -> ImageReply {
+        ImageReply::Pulled(Box::new(crate::operations::Pulled {
+            reference: reference.into(),
+            image: crate::image::ResolvedImage {
+                digest: "sha256:index".into(),
+                manifest_digest: "sha256:manifest".into(),
+                config: crate::image::ImageConfig::default(),
+                layers: vec!["/layers/a".into()],
+            },
+            record: None,
+        }))
+    }
+
     async fn next_line(lines: &mut mpsc::UnboundedReceiver<String>) -> String {
         tokio::time::timeout(Duration::from_secs(5), lines.recv())
             .await
@@ -405,15 +407,38 @@ mod tests {
                 .await
             }
         });
-        // The loop's side: answer plan requests.
+        // The loop's side: answer plans, image commands (a pull, and a refused pin) and
+        // prunes (echoing the flags).
         tokio::spawn(async move {
             while let Some(r) = req_rx.recv().await {
-                if let ApiRequest::Plan { reply } = r {
-                    let _ = reply.send(PlanView {
-                        actions: vec![],
-                        waiting: vec![],
-                        in_progress: vec![],
-                    });
+                match r {
+                    ApiRequest::Plan { reply } => {
+                        let _ = reply.send(PlanView {
+                            actions: vec![],
+                            waiting: vec![],
+                            in_progress: vec![],
+                        });
+                    }
+                    ApiRequest::Image {
+                        op: ImageOp::Pull { reference },
+                        reply,
+                    } => {
+                        let _ = reply.send(Ok(pulled(&reference)));
+                    }
+                    ApiRequest::Image { op, reply } => {
+                        let _ = reply.send(Err(format!("cannot {op:?}")));
+                    }
+                    ApiRequest::Prune { prune, reply } => {
+                        let _ = reply.send(Ok(PruneReport {
+                            dry_run: prune.mode == crate::operations::PruneMode::DryRun,
+                            volumes: match prune.volumes {
+                                crate::operations::Volumes::RemoveUnmounted => vec!["v".into()],
+                                crate::operations::Volumes::Keep => vec![],
+                            },
+                            ..PruneReport::default()
+                        }));
+                    }
+                    ApiRequest::Apply { .. } => {}
                 }
             }
         });
@@ -452,6 +477,26 @@ mod tests {
                 .unwrap()
                 .contains("berth_reconcile_passes_total")
         );
+
+        // Image commands and prunes: typed both ways, errors as the agent said them.
+        let op = ImageOp::Pull {
+            reference: "registry.example/app:1".into(),
+        };
+        let reply: ImageReply = client.post_json("/v1/images", &op).await.unwrap();
+        assert_eq!(reply, pulled("registry.example/app:1"));
+        let pin = ImageOp::Pin { image: "x".into() };
+        let e = client
+            .post_json::<ImageReply>("/v1/images", &pin)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("cannot Pin"), "{e}");
+        let prune = crate::operations::Prune {
+            volumes: crate::operations::Volumes::RemoveUnmounted,
+            mode: crate::operations::PruneMode::DryRun,
+        };
+        let report: PruneReport = client.post_json("/v1/prune", &prune).await.unwrap();
+        assert!(report.dry_run);
+        assert_eq!(report.volumes, ["v"]);
 
         events.emit(Some("web"), "started", "one");
         let (line_tx, mut lines) = mpsc::unbounded_channel::<String>();

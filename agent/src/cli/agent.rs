@@ -59,7 +59,6 @@ pub fn run(config: Option<&Path>, args: &AgentArgs) -> ExitCode {
                 _ = int.recv() => {}
             }
         };
-        let backend: Arc<dyn Backend> = local.host.clone();
         let git_source = match &cfg.git_source {
             Some(_) => Some(crate::source::git::GitSource::open(
                 &cfg,
@@ -71,7 +70,7 @@ pub fn run(config: Option<&Path>, args: &AgentArgs) -> ExitCode {
         };
         crate::daemon::run_agent(
             cfg.clone(),
-            backend,
+            local.host.clone(),
             crate::daemon::Inputs {
                 specs: Box::new(source),
                 specs_changed: wake_rx,

@@ -10,7 +10,6 @@ use clap::Args;
 
 use super::{exit, fail, local, render};
 use crate::api::server::ApplyOptions;
-use crate::backend::Backend;
 use crate::status::ApplyResult;
 
 #[derive(Debug, Args)]
@@ -80,10 +79,9 @@ pub fn run(config: Option<&Path>, args: &ApplyArgs) -> ExitCode {
             }
         }
         let source = local::source(&cfg, None)?;
-        let backend: Arc<dyn Backend> = local.host.clone();
         crate::daemon::run_once(
             cfg.clone(),
-            backend,
+            local.host.clone(),
             Box::new(source),
             local.metrics.clone(),
             options,

@@ -8,6 +8,7 @@ use clap::Args;
 
 use super::exit;
 use super::store_ctx::{self, fail};
+use crate::operations::{ImageOp, ImageReply};
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
@@ -24,17 +25,15 @@ pub fn run(config: Option<&Path>, args: &ImportArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let op = crate::backend::ImageOp::Import {
+    let op = ImageOp::Import {
         path: std::path::absolute(&args.path).unwrap_or(args.path.clone()),
     };
-    let records: Vec<crate::store::ImageRecord> = match super::local::image_op_via_agent(&cfg, &op)
-    {
+    let records = match super::local::image_op_via_agent(&cfg, &op) {
         // A running agent holds the store: it imports.
-        Some(Ok(v)) => match serde_json::from_value(v) {
+        Some(reply) => match reply.and_then(ImageReply::into_imported) {
             Ok(r) => r,
-            Err(e) => return fail(format!("unexpected answer from the agent: {e}")),
+            Err(e) => return fail(e),
         },
-        Some(Err(e)) => return fail(e),
         None => {
             let (store, _lock) = match store_ctx::writable(&cfg) {
                 Ok(s) => s,

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use berth_spec::ImageSource;
 use clap::Args;
 
+use crate::operations::{ImageOp, ImageReply};
 use crate::store::PIN_OPERATOR;
 
 use super::exit;
@@ -17,7 +18,14 @@ pub struct PinArgs {
     pub reference: String,
 }
 
-pub fn run(config: Option<&Path>, args: &PinArgs, pin: bool) -> ExitCode {
+/// Which of the two commands runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinChange {
+    Pin,
+    Unpin,
+}
+
+pub fn run(config: Option<&Path>, args: &PinArgs, change: PinChange) -> ExitCode {
     let source = match ImageSource::parse(&args.reference) {
         Ok(s) => s,
         Err(e) => {
@@ -29,29 +37,22 @@ pub fn run(config: Option<&Path>, args: &PinArgs, pin: bool) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let op = if pin {
-        crate::backend::ImageOp::Pin {
-            image: source.to_string(),
-        }
-    } else {
-        crate::backend::ImageOp::Unpin {
-            image: source.to_string(),
-        }
+    let image = source.to_string();
+    let op = match change {
+        PinChange::Pin => ImageOp::Pin { image },
+        PinChange::Unpin => ImageOp::Unpin { image },
     };
     let result = match super::local::image_op_via_agent(&cfg, &op) {
         // A running agent holds the store: it pins.
-        Some(r) => r.and_then(|v| {
-            serde_json::from_value::<crate::store::ImageRecord>(v).map_err(|e| e.to_string())
-        }),
+        Some(reply) => reply.and_then(ImageReply::into_pinned),
         None => {
             let (store, _lock) = match store_ctx::writable(&cfg) {
                 Ok(s) => s,
                 Err(e) => return fail(e),
             };
-            let r = if pin {
-                store.pin(&source, PIN_OPERATOR)
-            } else {
-                store.unpin(&source, PIN_OPERATOR)
+            let r = match change {
+                PinChange::Pin => store.pin(&source, PIN_OPERATOR),
+                PinChange::Unpin => store.unpin(&source, PIN_OPERATOR),
             };
             r.map_err(|e| e.to_string())
         }

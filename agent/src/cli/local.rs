@@ -123,8 +123,8 @@ pub async fn agent_or_local(config: &Config) -> Result<Target, String> {
 /// answers, so the caller does it itself under the lock.
 pub fn image_op_via_agent(
     config: &Config,
-    op: &crate::backend::ImageOp,
-) -> Option<Result<serde_json::Value, String>> {
+    op: &crate::operations::ImageOp,
+) -> Option<Result<crate::operations::ImageReply, String>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

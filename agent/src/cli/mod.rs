@@ -155,11 +155,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let bare_config = cli
-        .config
-        .as_ref()
-        .is_some_and(|p| p.as_os_str().is_empty());
-    if bare_config && !matches!(cli.command, Command::Schema(_)) {
+    // `--config` without a path names no file: it asks for the agent config's schema.
+    let schema = match &cli.config {
+        Some(p) if p.as_os_str().is_empty() => schema::Schema::AgentConfig,
+        _ => schema::Schema::Specs,
+    };
+    if schema == schema::Schema::AgentConfig && !matches!(cli.command, Command::Schema(_)) {
         eprintln!("berth: --config needs a path (only `berth schema --config` takes none)");
         return ExitCode::from(exit::USAGE);
     }
@@ -171,7 +172,7 @@ pub fn main() -> ExitCode {
         Command::Events(a) => events::run(cli.config.as_deref(), a),
         Command::Doctor(a) => doctor::run(cli.config.as_deref(), a),
         Command::Validate(args) => validate::run(args, cli.config.as_deref()),
-        Command::Schema(args) => schema::run(args, bare_config),
+        Command::Schema(args) => schema::run(args, schema),
         Command::Completions(args) => completions::run(args),
         Command::Version(args) => version::run(args),
         Command::Logs(args) => logs::run(cli.config.as_deref(), args),
@@ -179,8 +180,12 @@ pub fn main() -> ExitCode {
         Command::Pull(a) => pull::run(cli.config.as_deref(), a),
         Command::Images(a) => images::run(cli.config.as_deref(), a),
         Command::Image(ImageCommand::Import(a)) => image_import::run(cli.config.as_deref(), a),
-        Command::Image(ImageCommand::Pin(a)) => image_pin::run(cli.config.as_deref(), a, true),
-        Command::Image(ImageCommand::Unpin(a)) => image_pin::run(cli.config.as_deref(), a, false),
+        Command::Image(ImageCommand::Pin(a)) => {
+            image_pin::run(cli.config.as_deref(), a, image_pin::PinChange::Pin)
+        }
+        Command::Image(ImageCommand::Unpin(a)) => {
+            image_pin::run(cli.config.as_deref(), a, image_pin::PinChange::Unpin)
+        }
         Command::Prune(a) => prune::run(cli.config.as_deref(), a),
         Command::Source(a) => source::run(cli.config.as_deref(), a),
     }

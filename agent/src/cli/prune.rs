@@ -10,9 +10,9 @@ use clap::Args;
 
 use super::store_ctx::{fail, human_size};
 use super::{exit, local};
-use crate::api::server::PruneOptions;
-use crate::backend::{Backend, Keep, Prune};
+use crate::backend::{Backend, Keep};
 use crate::desired::{LastValid, SpecSource};
+use crate::operations::{Operations, Prune, PruneFlags};
 use crate::status::PruneReport;
 
 #[derive(Debug, Args)]
@@ -34,16 +34,16 @@ pub fn run(config: Option<&Path>, args: &PruneArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     crate::logging::init(cfg.log_format, "warn");
-    let options = PruneOptions {
+    let prune = Prune::from(PruneFlags {
         volumes: args.volumes,
         dry_run: args.dry_run,
-    };
+    });
     let rt = local::tokio();
     let result: Result<PruneReport, String> = rt.block_on(async {
         let local = match local::agent_or_local(&cfg).await? {
             local::Target::Agent(agent) => {
                 return agent
-                    .post_json("/v1/prune", &options)
+                    .post_json("/v1/prune", &prune)
                     .await
                     .map_err(|e| e.to_string());
             }
@@ -55,10 +55,7 @@ pub fn run(config: Option<&Path>, args: &PruneArgs) -> ExitCode {
             LastValid::load_read_only(&crate::layout::Layout::new(&cfg)).desired(&source.scan());
         // An unreadable spec dir still protects every container's last valid spec's image.
         let keep = Keep::of(&desired, &observed);
-        local
-            .host
-            .prune(&keep, Prune::of(args.volumes, args.dry_run))
-            .map_err(|e| e.to_string())
+        local.host.prune(&keep, prune).map_err(|e| e.to_string())
     });
     let report = match result {
         Ok(r) => r,

@@ -11,6 +11,7 @@ use berth_spec::ImageReference;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+use crate::operations::{ImageOp, ImageReply, Pulled};
 use crate::registry::{Platform, RegistryClient, RegistrySettings};
 use crate::store::{PullEvent, PullOptions};
 
@@ -62,22 +63,12 @@ pub fn run(config: Option<&Path>, args: &PullArgs) -> ExitCode {
         }
     };
     // A running agent holds the store: it pulls (without a progress display).
-    let op = crate::backend::ImageOp::Pull {
+    let op = ImageOp::Pull {
         reference: reference.to_string(),
     };
-    if let Some(result) = super::local::image_op_via_agent(&cfg, &op) {
-        return match result {
-            Ok(v) if args.json => {
-                outln!("{}", serde_json::to_string_pretty(&v).expect("json"));
-                ExitCode::from(exit::SUCCESS)
-            }
-            Ok(v) => {
-                outln!(
-                    "{reference}: pulled {}",
-                    v["image"]["digest"].as_str().unwrap_or("?")
-                );
-                ExitCode::from(exit::SUCCESS)
-            }
+    if let Some(reply) = super::local::image_op_via_agent(&cfg, &op) {
+        return match reply.and_then(ImageReply::into_pulled) {
+            Ok(pulled) => print(&pulled, args),
             Err(e) => fail(e),
         };
     }
@@ -104,24 +95,29 @@ pub fn run(config: Option<&Path>, args: &PullArgs) -> ExitCode {
     display.finish();
     match result {
         Ok(image) => {
-            if args.json {
-                let record = store
-                    .record(&berth_spec::ImageSource::Registry(reference.clone()))
-                    .ok()
-                    .flatten();
-                let out = serde_json::json!({
-                    "reference": reference.to_string(),
-                    "image": image,
-                    "record": record,
-                });
-                outln!("{}", serde_json::to_string_pretty(&out).expect("json"));
-            } else {
-                outln!("{reference}: pulled {}", image.digest);
-            }
-            ExitCode::from(exit::SUCCESS)
+            let record = store
+                .record(&berth_spec::ImageSource::Registry(reference.clone()))
+                .ok()
+                .flatten();
+            let pulled = Pulled {
+                reference: reference.to_string(),
+                image,
+                record,
+            };
+            print(&pulled, args)
         }
         Err(e) => fail(e),
     }
+}
+
+/// The result, the same whoever pulled (the agent or this process).
+fn print(pulled: &Pulled, args: &PullArgs) -> ExitCode {
+    if args.json {
+        outln!("{}", pulled.to_json());
+    } else {
+        outln!("{}: pulled {}", pulled.reference, pulled.image.digest);
+    }
+    ExitCode::from(exit::SUCCESS)
 }
 
 /// Progress output: bars on a terminal, otherwise one line per milestone on stderr.

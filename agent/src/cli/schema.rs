@@ -8,13 +8,18 @@ use super::exit;
 #[derive(Debug, clap::Args)]
 pub struct SchemaArgs {}
 
-/// `agent_config`: `berth schema --config` (the global option without a path) asks for the
-/// agent config's schema (berth.toml) instead of the spec files'.
-pub fn run(_args: &SchemaArgs, agent_config: bool) -> ExitCode {
-    if agent_config {
-        out!("{}", berth_spec::config_schema_json());
-    } else {
-        out!("{}", berth_spec::spec_schema_json());
+/// Which file's schema: `berth schema --config` (the global option without a path) asks for
+/// the agent config's (berth.toml) instead of the spec files'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    Specs,
+    AgentConfig,
+}
+
+pub fn run(_args: &SchemaArgs, schema: Schema) -> ExitCode {
+    match schema {
+        Schema::AgentConfig => out!("{}", berth_spec::config_schema_json()),
+        Schema::Specs => out!("{}", berth_spec::spec_schema_json()),
     }
     ExitCode::from(exit::SUCCESS)
 }

@@ -76,6 +76,15 @@ enum ConfigCheck {
     Unreadable(String),
 }
 
+impl Report {
+    /// Nothing wrong: every spec valid, no set problem, every path readable.
+    fn ok(&self) -> bool {
+        self.path_errors.is_empty()
+            && self.diagnostics.is_empty()
+            && self.specs.iter().all(|c| c.result.is_ok())
+    }
+}
+
 impl ConfigCheck {
     fn problems(&self) -> usize {
         match self {
@@ -119,27 +128,27 @@ pub fn run(args: &ValidateArgs, config: Option<&Path>) -> ExitCode {
         Some(ConfigCheck::Unreadable(e)) => report.path_errors.insert(0, e.clone()),
         Some(ConfigCheck::Valid) | None => {}
     }
-    let ok = report.path_errors.is_empty()
-        && report.diagnostics.is_empty()
-        && report.specs.iter().all(|c| c.result.is_ok());
     if args.json {
-        let mut v = to_json(&report, ok, args.show);
+        let mut v = to_json(&report, args);
         v["config_valid"] = json!(config_check.as_ref().map(|c| c.problems() == 0));
         outln!("{v}");
     } else {
-        print_report(&report, args, config_check.as_ref(), host.is_some(), ok);
+        print_report(&report, args, config_check.as_ref(), host.as_ref());
     }
-    ExitCode::from(if ok { exit::SUCCESS } else { exit::FAILURE })
+    ExitCode::from(if report.ok() {
+        exit::SUCCESS
+    } else {
+        exit::FAILURE
+    })
 }
 
-/// The human form: problems on stderr, `--show`'s specs and where they run on stdout, and a
-/// summary line.
+/// The human form: problems on stderr, `--show`'s specs and, with `host`, which run there on
+/// stdout, and a summary line.
 fn print_report(
     report: &Report,
     args: &ValidateArgs,
     config_check: Option<&ConfigCheck>,
-    for_host: bool,
-    ok: bool,
+    host: Option<&berth_spec::HostFacts>,
 ) {
     let stderr = std::io::stderr();
     let mut err = stderr.lock();
@@ -170,7 +179,7 @@ fn print_report(
             }
         }
     }
-    if for_host {
+    if host.is_some() {
         let runs: Vec<&str> = report
             .specs
             .iter()
@@ -212,7 +221,7 @@ fn print_report(
         }
         s
     };
-    if ok {
+    if report.ok() {
         let _ = writeln!(err, "ok: {summary}");
     } else {
         let _ = writeln!(err, "failed: {summary}");
@@ -389,7 +398,8 @@ fn diagnostic_json(d: &Diagnostic) -> Value {
     })
 }
 
-fn to_json(report: &Report, ok: bool, show: bool) -> Value {
+/// The `--json` form, with each valid spec in full under `--show`.
+fn to_json(report: &Report, args: &ValidateArgs) -> Value {
     let mut diagnostics: Vec<Value> = Vec::new();
     let mut specs = Vec::new();
     for c in &report.specs {
@@ -398,7 +408,7 @@ fn to_json(report: &Report, ok: bool, show: bool) -> Value {
             Ok(p) => {
                 entry["files"] = json!(p.files);
                 entry["hash"] = json!(spec_hash(&p.spec));
-                if show {
+                if args.show {
                     entry["spec"] = serde_json::to_value(&*p.spec).expect("spec serialises");
                 }
             }
@@ -421,7 +431,7 @@ fn to_json(report: &Report, ok: bool, show: bool) -> Value {
             |e| json!({ "file": null, "line": null, "column": null, "key": "", "message": e }),
         ),
     );
-    json!({ "valid": ok, "specs": specs, "diagnostics": diagnostics, "not_here": report.not_here })
+    json!({ "valid": report.ok(), "specs": specs, "diagnostics": diagnostics, "not_here": report.not_here })
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use crate::events::EventLog;
 use crate::layout::Layout;
 use crate::metrics::{Metrics, StateLabel};
 use crate::names::IncarnationId;
+use crate::operations::Operations;
 use crate::reconcile::model::Millis;
 use crate::reconcile::model::{Failures, ObservedContainer};
 use crate::reconcile::plan::Plan;
@@ -95,6 +96,8 @@ pub struct Reconciler {
     pub config: Config,
     pub layout: Layout,
     backend: Arc<dyn Backend>,
+    /// The same host, for what operators ask through the API (image commands, prune).
+    operations: Arc<dyn Operations>,
     /// The spec source and the last valid specs, read and written off the loop.
     specs: specs::SpecJobs,
     desired: Desired,
@@ -138,14 +141,15 @@ enum Resync {
 impl Reconciler {
     /// Observes the world (adopting live containers) and reads the spec source once, fully,
     /// before anything is planned: nothing is pruned on a partial view.
-    pub async fn start(
+    pub async fn start<H: Backend + Operations>(
         config: Config,
-        backend: Arc<dyn Backend>,
+        host: Arc<H>,
         source: Box<dyn SpecSource>,
         metrics: Arc<Metrics>,
         tx: mpsc::UnboundedSender<Event>,
     ) -> Result<Self, ActionError> {
         let layout = Layout::new(&config);
+        let (backend, operations): (Arc<dyn Backend>, Arc<dyn Operations>) = (host.clone(), host);
         let (b, l) = (backend.clone(), layout.clone());
         let (observed, warnings, store, first) = tokio::task::spawn_blocking(move || {
             b.startup()?;
@@ -163,6 +167,7 @@ impl Reconciler {
             config,
             layout,
             backend,
+            operations,
             desired: Desired::default(),
             observed,
             failures: Failures::default(),
@@ -419,9 +424,9 @@ impl Reconciler {
                 self.run_spec_job();
             }
             ApiRequest::Image { op, reply } => {
-                let (backend, tx) = (self.backend.clone(), self.tx.clone());
+                let (operations, tx) = (self.operations.clone(), self.tx.clone());
                 tokio::task::spawn_blocking(move || {
-                    let result = backend.image_op(&op).map_err(|e| e.message);
+                    let result = operations.image_op(&op).map_err(|e| e.message);
                     if result.is_ok() {
                         // New or unpinned images: look again at what the store holds.
                         let _ = tx.send(Event::ResyncDue);
@@ -430,9 +435,9 @@ impl Reconciler {
                 });
             }
             ApiRequest::Prune { prune, reply } => {
-                let (backend, keep) = (self.backend.clone(), self.keep());
+                let (operations, keep) = (self.operations.clone(), self.keep());
                 tokio::task::spawn_blocking(move || {
-                    let _ = reply.send(backend.prune(&keep, prune).map_err(|e| e.message));
+                    let _ = reply.send(operations.prune(&keep, prune).map_err(|e| e.message));
                 });
             }
             ApiRequest::Apply { options, reply } if self.git_source.is_some() => {

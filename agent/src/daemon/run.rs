@@ -11,6 +11,7 @@ use crate::api::server::ApplyOptions;
 use crate::backend::Backend;
 use crate::desired::SpecSource;
 use crate::metrics::Metrics;
+use crate::operations::Operations;
 use crate::status::ApplyResult;
 
 /// Where the agent's specs come from, and what says they (or the import dir) changed.
@@ -23,9 +24,9 @@ pub struct Inputs {
 }
 
 /// What `berth agent` runs until `shutdown` resolves.
-pub async fn run_agent(
+pub async fn run_agent<H: Backend + Operations>(
     config: Config,
-    backend: Arc<dyn Backend>,
+    host: Arc<H>,
     inputs: Inputs,
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -38,7 +39,7 @@ pub async fn run_agent(
     } = inputs;
     super::heap::tune();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut r = Reconciler::start(config, backend, source, metrics, tx.clone()).await?;
+    let mut r = Reconciler::start(config, host, source, metrics, tx.clone()).await?;
     r.git_source = git_source.map(|g| {
         crate::source::git::service::spawn(
             g.with_events(r.events.clone()),
@@ -179,15 +180,15 @@ fn start_reporter(r: &Reconciler) -> Option<crate::report::Reporter> {
 }
 
 /// `berth apply --once`: converge in-process (the caller holds the state lock), then report.
-pub async fn run_once(
+pub async fn run_once<H: Backend + Operations>(
     config: Config,
-    backend: Arc<dyn Backend>,
+    host: Arc<H>,
     source: Box<dyn SpecSource>,
     metrics: Arc<Metrics>,
     options: ApplyOptions,
 ) -> anyhow::Result<ApplyResult> {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut r = Reconciler::start(config, backend, source, metrics, tx).await?;
+    let mut r = Reconciler::start(config, host, source, metrics, tx).await?;
     let (reply, mut answer) = tokio::sync::oneshot::channel();
     r.add_waiter(Waiter::new(options, reply));
     r.pass();

@@ -273,13 +273,25 @@ impl Backend for Fake {
     fn scan_imports(&self) -> Vec<String> {
         Vec::new()
     }
+}
+
+impl Operations for Fake {
+    fn image_op(
+        &self,
+        op: &crate::operations::ImageOp,
+    ) -> Result<crate::operations::ImageReply, ActionError> {
+        Err(ActionError::permanent(format!(
+            "the fake host has no image store for {op:?}"
+        )))
+    }
     fn prune(
         &self,
         _keep: &crate::backend::Keep,
-        prune: crate::backend::Prune,
+        prune: crate::operations::Prune,
     ) -> Result<crate::status::PruneReport, ActionError> {
+        self.0.lock().unwrap().log.push(format!("prune {prune:?}"));
         Ok(crate::status::PruneReport {
-            dry_run: prune.mode == crate::backend::PruneMode::DryRun,
+            dry_run: prune.mode == crate::operations::PruneMode::DryRun,
             ..Default::default()
         })
     }
@@ -294,8 +306,11 @@ struct Source(Arc<Mutex<Scan>>, Gate);
 struct Gate(Arc<(Mutex<(bool, u32)>, std::sync::Condvar)>);
 
 impl Gate {
-    fn set(&self, closed: bool) {
-        self.0.0.lock().unwrap().0 = closed;
+    fn close(&self) {
+        self.0.0.lock().unwrap().0 = true;
+    }
+    fn open(&self) {
+        self.0.0.lock().unwrap().0 = false;
         self.0.1.notify_all();
     }
     fn reads(&self) -> u32 {
@@ -362,9 +377,18 @@ async fn apply_once(
     .unwrap()
 }
 
-fn once(wait: bool) -> ApplyOptions {
+/// `berth apply --wait` (answered once converged or stuck, or after 10 s).
+fn until_settled() -> ApplyOptions {
     ApplyOptions {
-        wait,
+        wait: true,
+        ..after_one_pass()
+    }
+}
+
+/// `berth apply` without `--wait` (answered once nothing runnable is left).
+fn after_one_pass() -> ApplyOptions {
+    ApplyOptions {
+        wait: false,
         timeout_ms: Some(10_000),
         force: false,
     }
@@ -374,7 +398,13 @@ fn once(wait: bool) -> ApplyOptions {
 async fn once_pulls_creates_and_reports_converged() {
     let dir = tempfile::tempdir().unwrap();
     let fake = Fake::default();
-    let result = apply_once(dir.path(), &fake, vec![spec("a"), spec("b")], once(true)).await;
+    let result = apply_once(
+        dir.path(),
+        &fake,
+        vec![spec("a"), spec("b")],
+        until_settled(),
+    )
+    .await;
     assert!(result.converged, "{:?}", result.problems);
     assert!(
         result
@@ -401,7 +431,13 @@ async fn dependencies_start_in_order() {
         name: "web".into(),
         condition: DependencyCondition::Started,
     }];
-    let result = apply_once(dir.path(), &fake, vec![proxy, web, spec("db")], once(true)).await;
+    let result = apply_once(
+        dir.path(),
+        &fake,
+        vec![proxy, web, spec("db")],
+        until_settled(),
+    )
+    .await;
     assert!(result.converged, "{:?}", result.problems);
     let creates: Vec<String> = fake
         .log()
@@ -417,7 +453,7 @@ async fn permanent_pull_failure_is_reported_not_waited_for() {
     let dir = tempfile::tempdir().unwrap();
     let fake = Fake::default();
     fake.0.lock().unwrap().fail_pull = Some(ActionError::permanent("manifest unknown"));
-    let result = apply_once(dir.path(), &fake, vec![spec("a")], once(true)).await;
+    let result = apply_once(dir.path(), &fake, vec![spec("a")], until_settled()).await;
     assert!(!result.converged);
     assert!(!result.timed_out);
     assert!(
@@ -450,7 +486,7 @@ async fn transient_failure_times_out_with_wait() {
         result.problems
     );
     // Without --wait, one round is enough to report it.
-    let result = apply_once(dir.path(), &fake, vec![spec("a")], once(false)).await;
+    let result = apply_once(dir.path(), &fake, vec![spec("a")], after_one_pass()).await;
     assert!(!result.converged && !result.timed_out);
 }
 
@@ -494,7 +530,7 @@ async fn an_unfinished_removal_is_not_converged_and_is_finished_later() {
     );
     assert!(fake.0.lock().unwrap().removing.contains_key("a"));
     fake.0.lock().unwrap().fail_remove.clear();
-    let result = apply_once(dir.path(), &fake, vec![], once(true)).await;
+    let result = apply_once(dir.path(), &fake, vec![], until_settled()).await;
     assert!(result.converged, "{result:?}");
     assert!(fake.0.lock().unwrap().removing.is_empty());
     assert_eq!(
@@ -605,6 +641,27 @@ async fn agent_follows_specs_and_restarts_exited_containers() {
     assert!(p.actions.is_empty(), "{p:?}");
     assert!(fake.log().iter().all(|l| !l.starts_with("remove")));
 
+    // What operators ask goes to the host's operations, the flags and replies as they were.
+    let prune = crate::operations::Prune {
+        volumes: crate::operations::Volumes::RemoveUnmounted,
+        mode: crate::operations::PruneMode::DryRun,
+    };
+    let report: crate::status::PruneReport = client.post_json("/v1/prune", &prune).await.unwrap();
+    assert!(report.dry_run);
+    assert!(
+        fake.log().contains(&format!("prune {prune:?}")),
+        "{:?}",
+        fake.log()
+    );
+    let pin = crate::operations::ImageOp::Pin {
+        image: "x:1".into(),
+    };
+    let refused = client
+        .post_json::<crate::operations::ImageReply>("/v1/images", &pin)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("no image store"), "{refused}");
+
     stop_tx.send(()).unwrap();
     agent.await.unwrap().unwrap();
     // Stopping the agent leaves containers alone.
@@ -697,7 +754,7 @@ async fn a_slow_spec_source_never_holds_the_loop() {
     };
     pump_until(&mut r, &mut rx, "a running", running("a")).await;
 
-    source.1.set(true);
+    source.1.close();
     let reads = source.1.reads();
     let prepared = fake.0.lock().unwrap().prepared;
     source.set(vec![spec("a"), spec("b")]);
@@ -728,7 +785,7 @@ async fn a_slow_spec_source_never_holds_the_loop() {
     .await;
     assert_eq!(source.1.reads(), reads, "the read still hangs");
 
-    source.1.set(false);
+    source.1.open();
     pump_until(&mut r, &mut rx, "b created from the read", running("b")).await;
     assert_eq!(source.1.reads(), reads + 1);
 }

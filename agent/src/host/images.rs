@@ -1,12 +1,14 @@
-//! Image commands the agent runs for the CLI (it holds the store), and `berth prune`.
+//! The host's [`Operations`]: image commands the agent runs for the CLI (it holds the store),
+//! and `berth prune`; and the one pull the loop's `pull` makes.
 
 use std::time::Duration;
 
 use berth_spec::ImageSource;
 
 use super::{Host, transient};
-use crate::backend::{ActionError, ImageOp, Keep, Prune, PruneMode, Volumes};
+use crate::backend::{ActionError, Keep};
 use crate::crashpoint;
+use crate::operations::{ImageOp, ImageReply, Operations, Prune, PruneMode, Pulled, Volumes};
 use crate::store::{PullEvent, PullOptions};
 
 impl Host {
@@ -33,8 +35,10 @@ impl Host {
             _ => self.store.import_source(image),
         }
     }
+}
 
-    pub(super) fn run_image_op(&self, op: &ImageOp) -> Result<serde_json::Value, ActionError> {
+impl Operations for Host {
+    fn image_op(&self, op: &ImageOp) -> Result<ImageReply, ActionError> {
         let store_err = |e: crate::store::StoreError| {
             if e.is_transient() {
                 ActionError::transient(e.to_string())
@@ -60,13 +64,15 @@ impl Host {
                     .record(&ImageSource::Registry(r.clone()))
                     .ok()
                     .flatten();
-                Ok(
-                    serde_json::json!({ "reference": r.to_string(), "image": image, "record": record }),
-                )
+                Ok(ImageReply::Pulled(Box::new(Pulled {
+                    reference: r.to_string(),
+                    image,
+                    record,
+                })))
             }
             ImageOp::Import { path } => {
                 let records = self.store.import_records(path, None).map_err(store_err)?;
-                Ok(serde_json::to_value(records).expect("records serialise"))
+                Ok(ImageReply::Imported(records))
             }
             ImageOp::Pin { image } | ImageOp::Unpin { image } => {
                 let source =
@@ -76,16 +82,12 @@ impl Host {
                     _ => self.store.unpin(&source, crate::store::PIN_OPERATOR),
                 }
                 .map_err(store_err)?;
-                Ok(serde_json::to_value(r).expect("record serialises"))
+                Ok(ImageReply::Pinned(Box::new(r)))
             }
         }
     }
 
-    pub(super) fn prune_unused(
-        &self,
-        keep: &Keep,
-        prune: Prune,
-    ) -> Result<crate::status::PruneReport, ActionError> {
+    fn prune(&self, keep: &Keep, prune: Prune) -> Result<crate::status::PruneReport, ActionError> {
         let dry_run = prune.mode == PruneMode::DryRun;
         let roots = crate::store::GcRoots {
             images: keep.images.clone(),

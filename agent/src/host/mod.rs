@@ -1,4 +1,5 @@
-//! The real [`Backend`]: the store, the runtime and the network of this host, composed.
+//! The real [`Backend`] (and, in `images`, the real [`crate::operations::Operations`]): the
+//! store, the runtime and the network of this host, composed.
 //!
 //! Runtime and network never see each other: they meet here, through a netns path. Each
 //! container's current incarnation is described by its [`record::Record`], written before any
@@ -22,7 +23,7 @@ use berth_spec::model::{HealthCheck, NetworkMode, Resources};
 use berth_spec::{Config, ImageSource};
 use tokio::sync::mpsc;
 
-use crate::backend::{ActionError, Backend, ImageOp, Keep, Notice, RemoteImage};
+use crate::backend::{ActionError, Backend, Keep, Notice, RemoteImage};
 use crate::clock;
 use crate::crashpoint;
 use crate::layout::Layout;
@@ -711,18 +712,6 @@ impl Backend for Host {
             }
         }
         self.resync_rest(keep)
-    }
-
-    fn image_op(&self, op: &ImageOp) -> Result<serde_json::Value, ActionError> {
-        self.run_image_op(op)
-    }
-
-    fn prune(
-        &self,
-        keep: &Keep,
-        prune: crate::backend::Prune,
-    ) -> Result<crate::status::PruneReport, ActionError> {
-        self.prune_unused(keep, prune)
     }
 
     fn warnings(&self) -> Vec<String> {
