@@ -314,21 +314,10 @@ pub(crate) fn valid_tag(t: &str) -> bool {
             .all(|&x| x.is_ascii_alphanumeric() || x == b'_' || x == b'.' || x == b'-')
 }
 
-/// `sha256:` followed by 64 lower-case hex digits (the only algorithm registries use).
+/// `sha256:` followed by 64 lower-case hex digits (the only algorithm registries use); see
+/// [`crate::digest::Digest`], which carries the check in its type.
 pub fn validate_digest(d: &str) -> Result<(), String> {
-    let Some(hex) = d.strip_prefix("sha256:") else {
-        return Err(format!("unsupported digest {d:?}: only sha256 is accepted"));
-    };
-    if hex.len() != 64
-        || !hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        return Err(format!(
-            "invalid digest {d:?}: sha256 needs 64 lower-case hex digits"
-        ));
-    }
-    Ok(())
+    crate::digest::Digest::parse(d).map(|_| ())
 }
 
 #[cfg(test)]

@@ -116,7 +116,7 @@ pub fn run(config: Option<&Path>, args: &PullArgs) -> ExitCode {
                 });
                 outln!("{}", serde_json::to_string_pretty(&out).expect("json"));
             } else {
-                outln!("{reference}: pulled {}", image.digest);
+                outln!("{reference}: pulled {}", image.reference_digest);
             }
             ExitCode::from(exit::SUCCESS)
         }
@@ -152,17 +152,17 @@ impl Display {
                         .expect("template")
                         .progress_chars("=> "),
                 );
-                pb.set_prefix(short(digest).to_string());
+                pb.set_prefix(short(digest.as_str()).to_string());
                 pb.set_position(*resumed_from);
                 bars.lock().expect("bars").insert(digest.to_string(), pb);
             }
             (Some((_, bars)), PullEvent::Bytes { digest, n }) => {
-                if let Some(pb) = bars.lock().expect("bars").get(*digest) {
+                if let Some(pb) = bars.lock().expect("bars").get(digest.as_str()) {
                     pb.inc(*n);
                 }
             }
             (Some((_, bars)), PullEvent::LayerDone { digest }) => {
-                if let Some(pb) = bars.lock().expect("bars").get(*digest) {
+                if let Some(pb) = bars.lock().expect("bars").get(digest.as_str()) {
                     pb.finish_with_message("done");
                 }
             }
@@ -194,7 +194,7 @@ impl Display {
                 let missing = layers.iter().filter(|l| !l.2).count();
                 eprintln!(
                     "{image}: {platform} manifest {}, {} layers ({missing} to fetch)",
-                    short(manifest_digest),
+                    short(manifest_digest.as_str()),
                     layers.len()
                 );
             }
@@ -209,11 +209,13 @@ impl Display {
                 if *resumed_from > 0 {
                     eprintln!(
                         "layer {}: resuming at {resumed_from} of {size} bytes",
-                        short(digest)
+                        short(digest.as_str())
                     );
                 }
             }
-            (None, PullEvent::LayerDone { digest }) => eprintln!("layer {}: done", short(digest)),
+            (None, PullEvent::LayerDone { digest }) => {
+                eprintln!("layer {}: done", short(digest.as_str()))
+            }
             (
                 None,
                 PullEvent::Retry {

@@ -39,7 +39,8 @@ pub struct Record {
     pub phase: Phase,
     pub spec_hash: String,
     pub image: String,
-    pub image_digest: String,
+    /// The platform manifest digest it was made from.
+    pub image_digest: berth_spec::Digest,
     pub network: NetworkMode,
     /// The address on its primary network: the first that is not internal, which holds its
     /// default route and published ports (see `Host::primary`).

@@ -24,7 +24,7 @@ pub mod retry;
 
 pub use blob::BlobReader;
 pub use client::{
-    Endpoint, FetchedManifest, HttpTimeouts, RegistryClient, RegistrySettings, sha256_digest,
+    Endpoint, FetchedManifest, HttpTimeouts, RegistryClient, RegistrySettings,
 };
 pub use credentials::{Credential, Credentials};
 pub use error::RegistryError;

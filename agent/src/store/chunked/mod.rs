@@ -32,7 +32,7 @@ use rustix::fs::{Mode, OFlags, ResolveFlags};
 use super::error::StoreError;
 use super::index::FileEntry;
 use super::layer::{self, LayerSpec, Meter};
-use super::{Store, digest_hex};
+use super::Store;
 use crate::registry::ranges::RangeReport;
 use crate::registry::{RegistryClient, RegistryError};
 use toc::{FileRange, TocLocation};
@@ -105,7 +105,11 @@ impl Store {
             if name.starts_with('.') {
                 continue;
             }
-            let Ok(Some(files)) = self.inner.index.layer_files(&format!("sha256:{name}")) else {
+            let Ok(diff_id) = berth_spec::Digest::from_hex(&name).map(berth_spec::DiffId::new)
+            else {
+                continue;
+            };
+            let Ok(Some(files)) = self.inner.index.layer_files(&diff_id) else {
                 continue;
             };
             for f in files {
@@ -148,9 +152,8 @@ impl Store {
         }
 
         let layers_dir = self.inner.layout.layers_dir();
-        let hex = digest_hex(spec.diff_id);
-        let scratch_dir =
-            layer::temp_dir(&layers_dir, hex).map_err(|e| StoreError::io(&layers_dir, e))?;
+        let scratch_dir = layer::temp_dir(&layers_dir, spec.diff_id)
+            .map_err(|e| StoreError::io(&layers_dir, e))?;
         let result = (|| -> Result<PartialReport, StoreError> {
             let path = scratch_dir.join("ranges");
             let scratch = OpenOptions::new()
@@ -184,8 +187,8 @@ impl Store {
             let rebuilt =
                 rebuild::Rebuild::new(plan.segments.clone(), &files, &scratch, &open_local);
             let meter = Meter::new(cancel);
-            let tmp =
-                layer::temp_dir(&layers_dir, hex).map_err(|e| StoreError::io(&layers_dir, e))?;
+            let tmp = layer::temp_dir(&layers_dir, spec.diff_id)
+                .map_err(|e| StoreError::io(&layers_dir, e))?;
             let unpacked = layer::unpack_tar(spec, rebuilt, &tmp, &meter)
                 .and_then(|()| self.commit_layer(spec, &tmp, &meter, dest));
             if unpacked.is_err() {
@@ -236,7 +239,7 @@ fn fetch_toc(
             image: spec.image.to_string(),
             source,
         })?;
-    let actual = crate::registry::client::sha256_digest(&toc_bytes);
+    let actual = berth_spec::Digest::of(&toc_bytes);
     if actual != loc.digest {
         return Err(invalid(format!(
             "TOC digest {actual}, the manifest says {}",
