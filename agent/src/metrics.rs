@@ -402,7 +402,10 @@ mod tests {
             "berth_container_restarts_total{host_id=\"edge-7\",container=\"web\"} 4",
             "berth_container_health{host_id=\"edge-7\",container=\"web\",health=\"healthy\"} 1",
             "berth_container_health{host_id=\"edge-7\",container=\"web\",health=\"unhealthy\"} 0",
-            &format!("berth_container_image_info{{host_id=\"edge-7\",container=\"web\",image=\"reg/web:1\",digest=\"sha256:{}\"}} 1", "ab".repeat(32)),
+            &format!(
+                "berth_container_image_info{{host_id=\"edge-7\",container=\"web\",image=\"reg/web:1\",digest=\"sha256:{}\"}} 1",
+                "ab".repeat(32)
+            ),
             "berth_container_rejected_digests{host_id=\"edge-7\",container=\"job\"} 1",
             "berth_host_labels{host_id=\"edge-7\",label_example_com_tier=\"edge\",label_site=\"berlin\"} 1",
             "berth_source_commit_info{host_id=\"edge-7\",commit=\"9c1e\"} 1",

@@ -195,7 +195,10 @@ fn records_written_before_digests_were_typed_read_and_write_the_same() {
     assert_eq!(rec.layers.len(), 1);
     assert_eq!(rec.layers[0].blob_digest, FIXTURE_BLOB);
     assert_eq!(rec.layers[0].diff_id, diff_id);
-    let layer = idx.layer(&diff_id).unwrap().expect("the layer record reads");
+    let layer = idx
+        .layer(&diff_id)
+        .unwrap()
+        .expect("the layer record reads");
     assert_eq!(layer.diff_id, diff_id);
 
     idx.put(&rec).unwrap();

@@ -482,7 +482,11 @@ fn assert_made_from_good(p: &Plan) {
         })
         .collect();
     assert_eq!(creates.len(), 1, "one creation: {p:?}");
-    assert_eq!(creates[0].0, &test_digest(GOOD), "made from the last good digest: {p:?}");
+    assert_eq!(
+        creates[0].0,
+        &test_digest(GOOD),
+        "made from the last good digest: {p:?}"
+    );
     assert_eq!(creates[0].1, &UpdateMark::None, "not an update to verify");
     assert!(
         p.actions.iter().all(|a| a.kind() != "pull"),
@@ -699,7 +703,8 @@ fn a_new_digest_after_a_rollback_is_still_taken_as_an_update() {
 fn lost_with_an_update_offered(s: &ContainerSpec, local_moved: bool) -> Observed {
     let local = if local_moved { "sha256:b" } else { "sha256:a" };
     let mut o = world(s, "sha256:a", local, Some("sha256:b"), Millis(0));
-    o.images.insert(pinned_img("sha256:a"), test_digest("sha256:a"));
+    o.images
+        .insert(pinned_img("sha256:a"), test_digest("sha256:a"));
     o.containers.clear();
     o
 }
@@ -713,7 +718,11 @@ fn assert_replaced_from_a(p: &Plan) {
             _ => None,
         })
         .collect();
-    assert_eq!(creates, [&test_digest("sha256:a")], "replaced from what it ran: {p:?}");
+    assert_eq!(
+        creates,
+        [&test_digest("sha256:a")],
+        "replaced from what it ran: {p:?}"
+    );
     assert!(
         p.actions.iter().all(|a| a.kind() != "pull"),
         "the held update is not pulled for it: {p:?}"
@@ -807,7 +816,8 @@ fn an_edit_naming_another_image_is_not_held_as_an_update() {
     other.pull = PullPolicy::Missing;
     other.image = ImageSource::parse("127.0.0.1:5000/other:1").unwrap();
     let mut o = o;
-    o.images.insert(other.image.clone(), test_digest("sha256:e"));
+    o.images
+        .insert(other.image.clone(), test_digest("sha256:e"));
     let p = plan_with(&desired(&other), &o, &ctx(0));
     assert_eq!(kinds(&p), ["remove", "create"], "{p:?}");
 }
@@ -941,7 +951,8 @@ fn an_edit_never_ends_a_verification_unjudged_nor_takes_a_new_digest_unverified(
     );
     // An edit that comes with a new digest of the same image (downloaded): an update too.
     let mut o = world(&s, "sha256:a", "sha256:b", Some("sha256:b"), Millis(0));
-    o.images.insert(pinned_img("sha256:a"), test_digest("sha256:a"));
+    o.images
+        .insert(pinned_img("sha256:a"), test_digest("sha256:a"));
     let p = plan_with(&desired(&edited), &o, &ctx(1000));
     assert!(
         matches!(&p.actions[1], Action::Create(Create { image_digest, update: UpdateMark::Update { from }, .. })

@@ -254,7 +254,10 @@ mod tests {
             .insert(test_digest("d"), Millis(10_000_000 - 3_600_000));
         assert_eq!(too_new(&s, &test_digest("d"), None, &o, &ctx), None);
         s.extra.update.min_age = None;
-        assert_eq!(too_new(&s, &test_digest("d"), None, &Observed::default(), &ctx), None);
+        assert_eq!(
+            too_new(&s, &test_digest("d"), None, &Observed::default(), &ctx),
+            None
+        );
     }
 
     #[test]

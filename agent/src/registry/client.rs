@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use berth_spec::{Digest, ImageReference};
 use berth_spec::config::RegistryConfig;
+use berth_spec::{Digest, ImageReference};
 use ureq::http::Response;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 

@@ -16,11 +16,11 @@ use crate::registry::manifest::{Compression, Descriptor, ImageManifest, Manifest
 use crate::registry::platform::{self, Platform};
 use crate::registry::{BlobReader, RegistryClient, RegistryError};
 
+use super::Store;
 use super::error::StoreError;
 use super::image_config;
 use super::index::{ImageRecord, LayerRecord, LayerRef, now_secs};
 use super::layer::{self, LayerSpec, Meter};
-use super::Store;
 use super::partial::{PartialSource, Tee, prepare_partial};
 
 /// The largest image config berth reads: 4 MiB, as containers/image (podman, skopeo); honest
@@ -719,7 +719,8 @@ impl Store {
         dest: &Path,
     ) -> Result<(), StoreError> {
         let layers_dir = self.inner.layout.layers_dir();
-        let tmp = layer::temp_dir(&layers_dir, spec.diff_id).map_err(|e| StoreError::io(&layers_dir, e))?;
+        let tmp = layer::temp_dir(&layers_dir, spec.diff_id)
+            .map_err(|e| StoreError::io(&layers_dir, e))?;
         let result = layer::unpack_stream(spec, source, &tmp, meter)
             .and_then(|()| self.commit_layer(spec, &tmp, meter, dest));
         if result.is_err()
@@ -785,4 +786,3 @@ fn select_platform<'m>(
         }
     }
 }
-

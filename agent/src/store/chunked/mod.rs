@@ -29,10 +29,10 @@ use std::time::Duration;
 use berth_spec::ImageReference;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
+use super::Store;
 use super::error::StoreError;
 use super::index::FileEntry;
 use super::layer::{self, LayerSpec, Meter};
-use super::Store;
 use crate::registry::ranges::RangeReport;
 use crate::registry::{RegistryClient, RegistryError};
 use toc::{FileRange, TocLocation};

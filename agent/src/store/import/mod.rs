@@ -21,10 +21,10 @@ use crate::image::ResolvedImage;
 use crate::registry::manifest::{self, Descriptor, ImageManifest, Manifest};
 use crate::registry::platform::{self, Platform};
 
+use super::Store;
 use super::error::StoreError;
 use super::image_config;
 use super::index::{ImageRecord, LayerRecord, LayerRef, PIN_IMPORT, now_secs};
-use super::Store;
 use super::layer::{LayerSpec, Meter};
 use archive::Archive;
 
