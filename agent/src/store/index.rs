@@ -79,8 +79,8 @@ pub struct LayerRecord {
 /// A regular file of an unpacked layer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {
-    /// `sha256:` of the content.
-    pub digest: String,
+    /// The digest of the content.
+    pub digest: Digest,
     pub size: u64,
     /// Relative to the layer dir.
     pub path: String,

@@ -59,7 +59,7 @@ pub struct Meter<'a> {
     over_limit: Cell<bool>,
     cancel: &'a AtomicBool,
     /// The unpacked layer's regular files: path -> (content digest, size).
-    files: RefCell<HashMap<Vec<u8>, (String, u64)>>,
+    files: RefCell<HashMap<Vec<u8>, (Digest, u64)>>,
 }
 
 impl<'a> Meter<'a> {
@@ -81,7 +81,7 @@ impl<'a> Meter<'a> {
     }
 
     /// The regular files the unpack wrote (path -> content digest, size).
-    pub fn take_files(&self) -> HashMap<Vec<u8>, (String, u64)> {
+    pub fn take_files(&self) -> HashMap<Vec<u8>, (Digest, u64)> {
         self.files.take()
     }
 }
