@@ -130,7 +130,7 @@ impl ImageReference {
         }
         let (rest, digest) = match s.split_once('@') {
             Some((r, d)) => {
-                validate_digest(d).map_err(|why| ReferenceError::new(s, why))?;
+                crate::digest::Digest::parse(d).map_err(|why| ReferenceError::new(s, why))?;
                 (r, Some(d.to_string()))
             }
             None => (s, None),
@@ -312,12 +312,6 @@ pub(crate) fn valid_tag(t: &str) -> bool {
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
         && b.iter()
             .all(|&x| x.is_ascii_alphanumeric() || x == b'_' || x == b'.' || x == b'-')
-}
-
-/// `sha256:` followed by 64 lower-case hex digits (the only algorithm registries use); see
-/// [`crate::digest::Digest`], which carries the check in its type.
-pub fn validate_digest(d: &str) -> Result<(), String> {
-    crate::digest::Digest::parse(d).map(|_| ())
 }
 
 #[cfg(test)]
