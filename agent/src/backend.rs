@@ -65,7 +65,11 @@ pub trait Backend: Send + Sync + 'static {
     /// When the store cannot hold it, images `keep` does not protect are collected first
     /// (none without `keep`); if it still does not fit, the error is
     /// [`ActionError::deferred`] and nothing was written.
-    fn pull(&self, image: &ImageSource, keep: Option<&Keep>) -> Result<String, ActionError>;
+    fn pull(
+        &self,
+        image: &ImageSource,
+        keep: Option<&Keep>,
+    ) -> Result<berth_spec::Digest, ActionError>;
 
     /// Asks the registry what a tag points to now, without downloading the image.
     fn check(&self, image: &ImageSource) -> Result<RemoteImage, ActionError>;
@@ -132,7 +136,7 @@ pub trait Backend: Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteImage {
     /// The platform manifest digest.
-    pub digest: String,
+    pub digest: berth_spec::Digest,
     /// The image config's `created`, Unix seconds.
     pub created: Option<u64>,
 }
@@ -156,7 +160,7 @@ impl Keep {
                 .filter_map(|e| e.spec.as_ref())
                 .map(|d| &d.spec)
         };
-        let mut digests: Vec<String> = observed
+        let mut digests: Vec<berth_spec::Digest> = observed
             .containers
             .values()
             .map(|o| o.image_digest.clone())
@@ -190,7 +194,7 @@ pub struct Keep {
     /// Images the specs name.
     pub images: Vec<ImageSource>,
     /// Image digests to keep: what containers run and what they would roll back to.
-    pub digests: Vec<String>,
+    pub digests: Vec<berth_spec::Digest>,
     /// Named volumes the specs mount.
     pub volumes: Vec<String>,
 }
@@ -198,7 +202,7 @@ pub struct Keep {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::model::UpdateState;
+    use crate::reconcile::model::{UpdateState, test_digest};
 
     #[test]
     fn keep_protects_what_a_container_would_be_made_from_again() {
@@ -206,14 +210,14 @@ mod tests {
         observed.updates.insert(
             "app".into(),
             UpdateState {
-                last_digest: Some("sha256:last".into()),
-                previous: Some("sha256:previous".into()),
+                last_digest: Some(test_digest("last")),
+                previous: Some(test_digest("previous")),
                 ..UpdateState::default()
             },
         );
         // No container runs: its incarnation was lost, a replacement is due.
         let keep = Keep::of(&crate::reconcile::model::Desired::default(), &observed);
-        assert!(keep.digests.contains(&"sha256:last".to_string()));
-        assert!(keep.digests.contains(&"sha256:previous".to_string()));
+        assert!(keep.digests.contains(&test_digest("last")));
+        assert!(keep.digests.contains(&test_digest("previous")));
     }
 }

@@ -7,15 +7,18 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use berth_spec::Digest;
 use serde::{Deserialize, Serialize};
 
 /// An image ready to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResolvedImage {
-    /// The digest the reference resolved to (an index's or a manifest's), as the registry named it.
-    pub digest: String,
-    /// The platform manifest's digest.
-    pub manifest_digest: String,
+    /// The digest the reference resolved to (an index's, or the manifest's when there is no
+    /// index), as the registry named it.
+    #[serde(rename = "digest")]
+    pub reference_digest: Digest,
+    /// The platform manifest's digest: the image's identity.
+    pub manifest_digest: Digest,
     pub config: ImageConfig,
     /// Unpacked layer dirs, bottom layer first (the overlay lowerdir order is the reverse).
     pub layers: Vec<PathBuf>,

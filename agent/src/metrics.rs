@@ -328,7 +328,7 @@ mod tests {
             exit_code: None,
             oom_killed: false,
             image: "reg/web:1".into(),
-            digest: Some("sha256:ab".into()),
+            digest: Some(berth_spec::Digest::from_sha256([0xab; 32])),
             ip: None,
             ip6: None,
             network_of: None,
@@ -339,7 +339,7 @@ mod tests {
             since: None,
             id: None,
             previous_digest: None,
-            rejected_digests: vec!["sha256:cd".into()],
+            rejected_digests: vec![berth_spec::Digest::from_sha256([0xcd; 32])],
         }
     }
 
@@ -402,7 +402,10 @@ mod tests {
             "berth_container_restarts_total{host_id=\"edge-7\",container=\"web\"} 4",
             "berth_container_health{host_id=\"edge-7\",container=\"web\",health=\"healthy\"} 1",
             "berth_container_health{host_id=\"edge-7\",container=\"web\",health=\"unhealthy\"} 0",
-            "berth_container_image_info{host_id=\"edge-7\",container=\"web\",image=\"reg/web:1\",digest=\"sha256:ab\"} 1",
+            &format!(
+                "berth_container_image_info{{host_id=\"edge-7\",container=\"web\",image=\"reg/web:1\",digest=\"sha256:{}\"}} 1",
+                "ab".repeat(32)
+            ),
             "berth_container_rejected_digests{host_id=\"edge-7\",container=\"job\"} 1",
             "berth_host_labels{host_id=\"edge-7\",label_example_com_tier=\"edge\",label_site=\"berlin\"} 1",
             "berth_source_commit_info{host_id=\"edge-7\",commit=\"9c1e\"} 1",

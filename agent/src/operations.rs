@@ -158,13 +158,13 @@ mod tests {
     fn record() -> ImageRecord {
         ImageRecord {
             reference: "registry.example/app:1".into(),
-            digest: "sha256:index".into(),
-            manifest_digest: "sha256:manifest".into(),
-            config_digest: "sha256:config".into(),
+            reference_digest: berth_spec::Digest::of(b"index"),
+            manifest_digest: berth_spec::Digest::of(b"manifest"),
+            config_digest: berth_spec::Digest::of(b"config"),
             platform: Platform::new("linux", "arm", Some("v7")),
             layers: vec![LayerRef {
-                digest: "sha256:layer".into(),
-                diff_id: "sha256:diff".into(),
+                blob_digest: berth_spec::Digest::of(b"layer"),
+                diff_id: berth_spec::DiffId::new(berth_spec::Digest::of(b"diff")),
                 size: 42,
                 media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
                 annotations: [("k".to_string(), "v".to_string())].into(),
@@ -205,8 +205,8 @@ mod tests {
         Pulled {
             reference: "registry.example/app:1".into(),
             image: ResolvedImage {
-                digest: "sha256:index".into(),
-                manifest_digest: "sha256:manifest".into(),
+                reference_digest: berth_spec::Digest::of(b"index"),
+                manifest_digest: berth_spec::Digest::of(b"manifest"),
                 config: config(),
                 layers: vec!["/var/lib/berth/layers/a".into()],
             },

@@ -1,6 +1,7 @@
 //! What the reconciler publishes (a status snapshot, events, plans) and the API serves and the
 //! CLI prints: one definition for every side.
 
+use berth_spec::Digest;
 use serde::{Deserialize, Serialize};
 
 use crate::reconcile::fleet::{CommitId, Reason};
@@ -18,7 +19,8 @@ pub struct ContainerStatus {
     pub pid: Option<i32>,
     pub exit_code: Option<i32>,
     pub image: String,
-    pub digest: Option<String>,
+    /// The platform manifest digest of the image it runs.
+    pub digest: Option<Digest>,
     pub ip: Option<String>,
     /// Its IPv6 address beside `ip` on a dual-stack network (an IPv6-only network's is `ip`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -43,10 +45,10 @@ pub struct ContainerStatus {
     pub id: Option<String>,
     /// The image digest before the last update: what a rollback returns to.
     #[serde(default)]
-    pub previous_digest: Option<String>,
+    pub previous_digest: Option<Digest>,
     /// Digests that failed their verification and are not taken until the tag moves.
     #[serde(default)]
-    pub rejected_digests: Vec<String>,
+    pub rejected_digests: Vec<Digest>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -38,7 +38,7 @@ fn tls_with_basic_auth() {
     let img = small_image("tls");
     reg.push_image(&repo, "v1", &img);
     let got = pull(&reg, &repo, &client()).unwrap();
-    assert_eq!(got.digest, img.digest());
+    assert_eq!(got.reference_digest, img.digest());
 
     // Without credentials the registry's challenge cannot be answered.
     let anon = client_with(|s| s.credentials = Credentials::none());
@@ -90,7 +90,7 @@ fn bearer_token_flow() {
     let img = small_image("token");
     reg.push_image(&repo, "v1", &img);
     let got = pull(&reg, &repo, &client()).unwrap();
-    assert_eq!(got.digest, img.digest());
+    assert_eq!(got.reference_digest, img.digest());
 
     // The token server wants credentials.
     let anon = client_with(|s| s.credentials = Credentials::none());

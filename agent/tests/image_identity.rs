@@ -157,3 +157,92 @@ fn a_digest_reference_resolves_only_to_that_digest() {
     let who = by_tag.layers.last().unwrap().join("who");
     assert_eq!(std::fs::read(who).unwrap(), b"B");
 }
+
+/// An image record and its layer's record as berth wrote them before digests were typed (main
+/// at 4d47b8a, `berth image import` of an OCI layout whose `index.json` names a nested index, so
+/// the reference's digest is the index's and not the manifest's; one gzip layer, so its blob
+/// digest is not its diff id).
+const RECORD_BEFORE: &str = include_str!("fixtures/image-record-4d47b8a.json");
+const LAYER_BEFORE: &str = include_str!("fixtures/layer-record-4d47b8a.json");
+const FIXTURE_NAME: &str = "registry.example/fixture/app:v1";
+const FIXTURE_INDEX: &str =
+    "sha256:9a130b5f284f227fde319cfb19ae0c59eefabbcbd1b0de3eb079e69f5142be29";
+const FIXTURE_MANIFEST: &str =
+    "sha256:92e5b4a931341e8ca130f560541782fd04788c9e0e18716c007ab8d386e53b42";
+const FIXTURE_BLOB: &str =
+    "sha256:093f0d021d02bf9ab9f29551c6b16cb86b05e3686f085539781169d8f33d2e15";
+const FIXTURE_DIFF_ID: &str =
+    "sha256:fc42ae95947889f89202878f754065edd2080ba714aeaaaa63bbd8a3fd85ff0c";
+
+/// The on-disk format did not change with the `Digest` type: records an earlier berth wrote
+/// read, resolve, and are written back byte for byte.
+#[test]
+fn records_written_before_digests_were_typed_read_and_write_the_same() {
+    let t = store();
+    let idx = Index::new(&t.layout.images_dir());
+    std::fs::write(idx.record_path(FIXTURE_NAME), RECORD_BEFORE).unwrap();
+    let diff_id = berth_spec::DiffId::parse(FIXTURE_DIFF_ID).unwrap();
+    let layer_file = t
+        .layout
+        .images_dir()
+        .join("layers")
+        .join(format!("{}.json", diff_id.hex()));
+    std::fs::write(&layer_file, LAYER_BEFORE).unwrap();
+
+    let rec = idx.get(FIXTURE_NAME).unwrap().expect("the record reads");
+    assert_eq!(rec.reference_digest, FIXTURE_INDEX);
+    assert_eq!(rec.manifest_digest, FIXTURE_MANIFEST);
+    assert_eq!(rec.layers.len(), 1);
+    assert_eq!(rec.layers[0].blob_digest, FIXTURE_BLOB);
+    assert_eq!(rec.layers[0].diff_id, diff_id);
+    let layer = idx
+        .layer(&diff_id)
+        .unwrap()
+        .expect("the layer record reads");
+    assert_eq!(layer.diff_id, diff_id);
+
+    idx.put(&rec).unwrap();
+    idx.put_layer(&layer).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(idx.record_path(FIXTURE_NAME)).unwrap(),
+        RECORD_BEFORE
+    );
+    assert_eq!(std::fs::read_to_string(&layer_file).unwrap(), LAYER_BEFORE);
+
+    let dir = t.layout.layers_dir().join(diff_id.hex());
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = ImageSource::parse(FIXTURE_NAME).unwrap();
+    let got = t.store.resolve(&src).unwrap().expect("it resolves");
+    assert_eq!(got.layers, [dir]);
+    assert_eq!(got.manifest_digest, FIXTURE_MANIFEST);
+}
+
+/// A digest reaches a store path only once it is known to be one: a record whose diff id is a
+/// path (`sha256:../../../x`) is refused as it is read, naming the file, and never resolves to
+/// a layer dir outside the store. (Before the `Digest` type, the store joined whatever followed
+/// `sha256:` onto its layers dir, and such a record resolved to a lowerdir anywhere.)
+#[test]
+fn a_record_naming_a_path_as_a_digest_is_refused() {
+    let t = store();
+    // The layers dir is <tmp>/state/layers/sha256: three levels up is <tmp>.
+    let outside = t.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    assert!(t.layout.layers_dir().join("../../../outside").is_dir());
+    let idx = Index::new(&t.layout.images_dir());
+    let path = idx.record_path(FIXTURE_NAME);
+    let planted = RECORD_BEFORE.replace(FIXTURE_DIFF_ID, "sha256:../../../outside");
+    assert_ne!(planted, RECORD_BEFORE);
+    std::fs::write(&path, planted).unwrap();
+
+    let src = ImageSource::parse(FIXTURE_NAME).unwrap();
+    match t.store.resolve(&src) {
+        Ok(Some(img)) => panic!("resolved to the layers {:?}", img.layers),
+        Ok(None) => panic!("the record was silently ignored"),
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(msg.contains(&path.display().to_string()), "{msg}");
+            assert!(msg.contains("invalid digest"), "{msg}");
+        }
+    }
+    assert!(t.store.list().unwrap().is_empty(), "listed");
+}

@@ -83,7 +83,7 @@ fn index_resolves_to_each_platform() {
     for docker in [false, true] {
         let (r, imgs, index_digest) = push_index(docker);
         let host = pull_for(&r, None).unwrap();
-        assert_eq!(host.digest, index_digest);
+        assert_eq!(host.reference_digest, index_digest);
         if berth_e2e::image::host_arch() == "amd64" {
             assert_eq!(host.manifest_digest, imgs[3].digest());
         }

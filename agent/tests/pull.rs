@@ -37,7 +37,7 @@ fn pull_and_compare(c: Compression, docker: bool) {
         .store
         .pull(&client(), &r, &PullOptions::default(), &no_progress)
         .unwrap();
-    assert_eq!(resolved.digest, digest);
+    assert_eq!(resolved.reference_digest, digest);
     assert_eq!(resolved.manifest_digest, digest);
     assert_eq!(resolved.layers.len(), 3);
     assert_eq!(resolved.config.env, ["PATH=/bin", "A=b"]);

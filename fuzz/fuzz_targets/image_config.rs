@@ -17,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
     };
     for d in &parsed.diff_ids {
         let hex = d
+            .as_str()
             .strip_prefix("sha256:")
             .unwrap_or_else(|| panic!("accepted diff id {d:?}"));
         assert!(

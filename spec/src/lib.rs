@@ -6,7 +6,8 @@
 //!   reported as a [`Diagnostic`]; [`set`]: checks across a directory of specs.
 //! - [`render`]: a spec back to TOML; [`schema`]: the JSON Schema editors use.
 //! - [`config`]: the agent's own configuration, parsed as strictly.
-//! - [`reference`]: image references, normalised as Docker does.
+//! - [`reference`]: image references, normalised as Docker does; [`digest`]: the validated
+//!   content digest every image part is named by.
 //! - [`units`], [`values`], [`names`]: durations and sizes, small value grammars, name rules.
 //! - [`string_map`]: the compact map `env` and `labels` are held in.
 //! - [`hash`]: the recreate hash.
@@ -20,6 +21,7 @@ pub mod config;
 mod config_parse;
 mod decode;
 pub mod diag;
+pub mod digest;
 pub mod envfile;
 pub mod hash;
 pub mod matching;
@@ -42,6 +44,7 @@ pub mod values;
 pub use config::Config;
 pub use config_parse::{check_subnet, check_subnet6};
 pub use diag::{Diagnostic, SourceFile};
+pub use digest::{DiffId, Digest};
 pub use hash::spec_hash;
 pub use matching::{HostFacts, HostMatch};
 pub use model::ContainerSpec;

@@ -130,7 +130,7 @@ impl ImageReference {
         }
         let (rest, digest) = match s.split_once('@') {
             Some((r, d)) => {
-                validate_digest(d).map_err(|why| ReferenceError::new(s, why))?;
+                crate::digest::Digest::parse(d).map_err(|why| ReferenceError::new(s, why))?;
                 (r, Some(d.to_string()))
             }
             None => (s, None),
@@ -312,23 +312,6 @@ pub(crate) fn valid_tag(t: &str) -> bool {
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
         && b.iter()
             .all(|&x| x.is_ascii_alphanumeric() || x == b'_' || x == b'.' || x == b'-')
-}
-
-/// `sha256:` followed by 64 lower-case hex digits (the only algorithm registries use).
-pub fn validate_digest(d: &str) -> Result<(), String> {
-    let Some(hex) = d.strip_prefix("sha256:") else {
-        return Err(format!("unsupported digest {d:?}: only sha256 is accepted"));
-    };
-    if hex.len() != 64
-        || !hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        return Err(format!(
-            "invalid digest {d:?}: sha256 needs 64 lower-case hex digits"
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -365,8 +365,8 @@ mod tests {
         ImageReply::Pulled(Box::new(crate::operations::Pulled {
             reference: reference.into(),
             image: crate::image::ResolvedImage {
-                digest: "sha256:index".into(),
-                manifest_digest: "sha256:manifest".into(),
+                reference_digest: berth_spec::Digest::of(b"index"),
+                manifest_digest: berth_spec::Digest::of(b"manifest"),
                 config: crate::image::ImageConfig::default(),
                 layers: vec!["/layers/a".into()],
             },

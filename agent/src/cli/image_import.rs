@@ -49,7 +49,7 @@ pub fn run(config: Option<&Path>, args: &ImportArgs) -> ExitCode {
         outln!("{}", serde_json::to_string_pretty(&records).expect("json"));
     } else {
         for r in &records {
-            outln!("{}: imported {}", r.reference, r.digest);
+            outln!("{}: imported {}", r.reference, r.reference_digest);
         }
     }
     ExitCode::from(exit::SUCCESS)

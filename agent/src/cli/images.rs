@@ -43,8 +43,8 @@ pub fn run(config: Option<&Path>, args: &ImagesArgs) -> ExitCode {
     for r in &records {
         rows.push([
             r.reference.clone(),
-            short(&r.digest).to_string(),
-            short(&r.manifest_digest).to_string(),
+            short(r.reference_digest.as_str()).to_string(),
+            short(r.manifest_digest.as_str()).to_string(),
             r.platform.to_string(),
             human_size(r.unpacked_size),
             if r.pins.is_empty() {

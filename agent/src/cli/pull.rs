@@ -115,7 +115,11 @@ fn print(pulled: &Pulled, args: &PullArgs) -> ExitCode {
     if args.json {
         outln!("{}", pulled.to_json());
     } else {
-        outln!("{}: pulled {}", pulled.reference, pulled.image.digest);
+        outln!(
+            "{}: pulled {}",
+            pulled.reference,
+            pulled.image.reference_digest
+        );
     }
     ExitCode::from(exit::SUCCESS)
 }
@@ -148,17 +152,17 @@ impl Display {
                         .expect("template")
                         .progress_chars("=> "),
                 );
-                pb.set_prefix(short(digest).to_string());
+                pb.set_prefix(short(digest.as_str()).to_string());
                 pb.set_position(*resumed_from);
                 bars.lock().expect("bars").insert(digest.to_string(), pb);
             }
             (Some((_, bars)), PullEvent::Bytes { digest, n }) => {
-                if let Some(pb) = bars.lock().expect("bars").get(*digest) {
+                if let Some(pb) = bars.lock().expect("bars").get(digest.as_str()) {
                     pb.inc(*n);
                 }
             }
             (Some((_, bars)), PullEvent::LayerDone { digest }) => {
-                if let Some(pb) = bars.lock().expect("bars").get(*digest) {
+                if let Some(pb) = bars.lock().expect("bars").get(digest.as_str()) {
                     pb.finish_with_message("done");
                 }
             }
@@ -190,7 +194,7 @@ impl Display {
                 let missing = layers.iter().filter(|l| !l.2).count();
                 eprintln!(
                     "{image}: {platform} manifest {}, {} layers ({missing} to fetch)",
-                    short(manifest_digest),
+                    short(manifest_digest.as_str()),
                     layers.len()
                 );
             }
@@ -205,11 +209,13 @@ impl Display {
                 if *resumed_from > 0 {
                     eprintln!(
                         "layer {}: resuming at {resumed_from} of {size} bytes",
-                        short(digest)
+                        short(digest.as_str())
                     );
                 }
             }
-            (None, PullEvent::LayerDone { digest }) => eprintln!("layer {}: done", short(digest)),
+            (None, PullEvent::LayerDone { digest }) => {
+                eprintln!("layer {}: done", short(digest.as_str()))
+            }
             (
                 None,
                 PullEvent::Retry {

@@ -242,7 +242,11 @@ impl Reconciler {
         }
     }
 
-    pub(super) fn finish_pull(&mut self, image: ImageSource, result: Result<String, ActionError>) {
+    pub(super) fn finish_pull(
+        &mut self,
+        image: ImageSource,
+        result: Result<berth_spec::Digest, ActionError>,
+    ) {
         let label = |r: &str| crate::metrics::ResultLabel { result: r.into() };
         match result {
             Ok(digest) => {

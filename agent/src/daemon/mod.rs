@@ -67,7 +67,7 @@ pub enum Event {
         run: crate::reconcile::health::CheckRun,
     },
     /// A pull finished.
-    Pulled(ImageSource, Result<String, ActionError>),
+    Pulled(ImageSource, Result<berth_spec::Digest, ActionError>),
     /// The backend put back something changed behind berth's back.
     Repaired(String),
     /// Archives may have been dropped in the import dir.

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_spec::model::{Dependency, DependencyCondition, Resources};
-use berth_spec::{Config, ContainerSpec, ImageSource};
+use berth_spec::{Config, ContainerSpec, Digest, ImageSource};
 use tokio::sync::mpsc;
 
 use super::*;
@@ -19,7 +19,7 @@ use crate::status::Status;
 
 #[derive(Default)]
 struct World {
-    images: BTreeMap<ImageSource, String>,
+    images: BTreeMap<ImageSource, Digest>,
     containers: BTreeMap<String, ObservedContainer>,
     /// Every call, in order, as "verb name".
     log: Vec<String>,
@@ -30,18 +30,18 @@ struct World {
     removing: BTreeMap<String, IncarnationId>,
     exits: Option<mpsc::UnboundedSender<crate::backend::Notice>>,
     /// What the "registry" says each tag points to (defaults to a digest of the name).
-    remote: BTreeMap<ImageSource, String>,
+    remote: BTreeMap<ImageSource, Digest>,
     /// Health check results by container (passing when absent).
     healthy: BTreeMap<String, bool>,
     /// Digests whose containers die at once (a bad release).
-    crashing: std::collections::BTreeSet<String>,
+    crashing: std::collections::BTreeSet<Digest>,
     updates: BTreeMap<String, crate::reconcile::model::UpdateState>,
     /// How often the loop asked the backend to prepare for changes.
     prepared: usize,
 }
 
-fn default_digest(image: &ImageSource) -> String {
-    format!("sha256:{}", image.to_string().len())
+fn default_digest(image: &ImageSource) -> Digest {
+    crate::reconcile::model::test_digest(&format!("sha256:{}", image.to_string().len()))
 }
 
 #[derive(Clone, Default)]
@@ -84,7 +84,7 @@ impl Backend for Fake {
     fn observe_one(&self, name: &str) -> Option<ObservedContainer> {
         self.0.lock().unwrap().containers.get(name).cloned()
     }
-    fn pull(&self, image: &ImageSource, _keep: Option<&Keep>) -> Result<String, ActionError> {
+    fn pull(&self, image: &ImageSource, _keep: Option<&Keep>) -> Result<Digest, ActionError> {
         let mut w = self.0.lock().unwrap();
         w.log.push(format!("pull {image}"));
         if let Some(e) = &w.fail_pull {
@@ -503,7 +503,7 @@ async fn an_unfinished_removal_is_not_converged_and_is_finished_later() {
             ObservedContainer {
                 id: IncarnationId::random(),
                 spec_hash: "h".into(),
-                image_digest: "sha256:a".into(),
+                image_digest: crate::reconcile::model::test_digest("sha256:a"),
                 run: RunState::Running,
                 restarts: 0,
                 crash_streak: 0,

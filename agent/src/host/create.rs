@@ -50,9 +50,13 @@ impl Host {
 
     /// The image to run: the spec's reference if it still resolves to `digest`, else (a
     /// rollback to the previous image) the kept image with that digest.
-    fn image_for(&self, spec: &ContainerSpec, digest: &str) -> Result<ResolvedImage, ActionError> {
+    fn image_for(
+        &self,
+        spec: &ContainerSpec,
+        digest: &berth_spec::Digest,
+    ) -> Result<ResolvedImage, ActionError> {
         if let Some(img) = self.store.resolve(&spec.image).map_err(transient)?
-            && img.manifest_digest == digest
+            && img.manifest_digest == *digest
         {
             return Ok(img);
         }
@@ -76,7 +80,7 @@ impl Host {
             phase: Phase::Creating,
             spec_hash: req.hash.to_string(),
             image: spec.image.to_string(),
-            image_digest: req.image_digest.to_string(),
+            image_digest: req.image_digest.clone(),
             network: spec.network.clone(),
             ip: None,
             ip6: None,
@@ -120,7 +124,7 @@ impl Host {
                 // The tag moved on: what failed before may be tried again.
                 st.rejected.clear();
                 st.verifying = Some(Verifying {
-                    digest: req.image_digest.to_string(),
+                    digest: req.image_digest.clone(),
                     since: rec.started_at.unwrap_or_else(clock::now),
                     boot_id: rec.boot_id.clone(),
                 });
@@ -130,7 +134,7 @@ impl Host {
                 st.verifying = None;
             }
         }
-        st.last_digest = Some(req.image_digest.to_string());
+        st.last_digest = Some(req.image_digest.clone());
         st.last_hash = Some(req.hash.to_string());
         if let Err(e) = record::save_update(&self.layout, name, &st) {
             // The container runs; only its rollback bookkeeping is lost.

@@ -492,7 +492,11 @@ impl Backend for Host {
         self.observe_container(name)
     }
 
-    fn pull(&self, image: &ImageSource, keep: Option<&Keep>) -> Result<String, ActionError> {
+    fn pull(
+        &self,
+        image: &ImageSource,
+        keep: Option<&Keep>,
+    ) -> Result<berth_spec::Digest, ActionError> {
         let mut resolved = self.pull_once(image);
         if let (Err(StoreError::NoSpace { needed, .. }), Some(keep)) = (&resolved, keep) {
             // Room first: images nothing needs go (grace or not) until the download fits

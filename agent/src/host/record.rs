@@ -39,7 +39,8 @@ pub struct Record {
     pub phase: Phase,
     pub spec_hash: String,
     pub image: String,
-    pub image_digest: String,
+    /// The platform manifest digest it was made from.
+    pub image_digest: berth_spec::Digest,
     pub network: NetworkMode,
     /// The address on its primary network: the first that is not internal, which holds its
     /// default route and published ports (see `Host::primary`).
@@ -216,9 +217,10 @@ mod tests {
     fn on_disk(stopped_by_us: bool) -> String {
         format!(
             r#"{{"version":1,"id":"0123456789ab","phase":"created","spec_hash":"h",
-            "image":"i","image_digest":"sha256:d","network":"none","ip":null,"ports":[],
+            "image":"i","image_digest":"sha256:{d}","network":"none","ip":null,"ports":[],
             "restarts":0,"crash_streak":0,"boot_id":"b","started_at":null,
-            "stopped_by_us":{stopped_by_us}}}"#
+            "stopped_by_us":{stopped_by_us}}}"#,
+            d = "0".repeat(64)
         )
     }
 

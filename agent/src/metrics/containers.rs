@@ -115,7 +115,10 @@ impl Collector for ContainerView {
         )?;
         let images = all.iter().map(|c| {
             let mut l = with(c, "image", &c.image);
-            l.push(("digest", c.digest.clone().unwrap_or_default()));
+            l.push((
+                "digest",
+                c.digest.as_ref().map(|d| d.to_string()).unwrap_or_default(),
+            ));
             (l, 1)
         });
         gauges(

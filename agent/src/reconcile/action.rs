@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use berth_spec::model::{DependencyCondition, Resources};
-use berth_spec::{ContainerSpec, ImageSource};
+use berth_spec::{ContainerSpec, Digest, ImageSource};
 
 use super::model::Millis;
 use crate::names::IncarnationId;
@@ -15,7 +15,8 @@ pub struct Create {
     pub name: String,
     pub spec: std::sync::Arc<ContainerSpec>,
     pub hash: String,
-    pub image_digest: String,
+    /// The platform manifest digest to make it from.
+    pub image_digest: Digest,
     /// What this creation means for the container's update history.
     pub update: UpdateMark,
     /// start-then-kill: the incarnation to remove once this one runs.
@@ -97,9 +98,9 @@ pub enum UpdateMark {
     /// A first creation or a spec change: nothing to verify.
     None,
     /// The image moved from `from`: verify the new one, keep `from` for a rollback.
-    Update { from: String },
+    Update { from: Digest },
     /// Back to the previous image because `rejected` failed its verification.
-    Rollback { rejected: String },
+    Rollback { rejected: Digest },
 }
 
 impl Action {
@@ -230,12 +231,12 @@ pub enum Hold {
     /// `window` or `min_age` need the real time, and the clock is not synchronised yet.
     ClockUnsynced,
     /// The new digest is younger than `min_age`.
-    TooNew { digest: String },
+    TooNew { digest: Digest },
     /// The tag points to a digest that failed its verification; waiting for the tag to move.
     /// `keeping`: the digest containers are made from meanwhile (`None`: none known good).
     Rejected {
-        digest: String,
-        keeping: Option<String>,
+        digest: Digest,
+        keeping: Option<Digest>,
     },
 }
 

@@ -3,9 +3,15 @@
 
 use std::collections::BTreeMap;
 
-use berth_spec::{ContainerSpec, ImageSource};
+use berth_spec::{ContainerSpec, Digest, ImageSource};
 
 use crate::names::IncarnationId;
+
+/// A digest for tests that name images by a label ("a", "sha256:new"): the label's sha256.
+#[cfg(test)]
+pub(crate) fn test_digest(label: &str) -> Digest {
+    Digest::of(label.as_bytes())
+}
 
 /// Milliseconds on the boot clock (CLOCK_BOOTTIME): monotonic within a boot, immune to the
 /// wall clock jumping when NTP first answers on a device without an RTC.
@@ -102,12 +108,13 @@ impl std::fmt::Debug for SpecHash {
 #[derive(Debug, Clone, Default)]
 pub struct Observed {
     pub containers: BTreeMap<String, ObservedContainer>,
-    /// Images present in the store: source -> digest it resolves to locally.
-    pub images: BTreeMap<ImageSource, String>,
+    /// Images present in the store: source -> the platform manifest digest it resolves to
+    /// locally. Every image digest of the model is a platform manifest's.
+    pub images: BTreeMap<ImageSource, Digest>,
     /// What the registry said a `pull = "always"` tag resolves to, when last asked.
     pub remote: BTreeMap<ImageSource, RemoteCheck>,
     /// When berth first saw each image digest (boot clock): `min_age` without a created time.
-    pub first_seen: BTreeMap<String, Millis>,
+    pub first_seen: BTreeMap<Digest, Millis>,
     /// Update lock files (`[update] lock`) that exist now.
     pub locks: std::collections::BTreeSet<std::path::PathBuf>,
     /// Each container's update history, kept across its incarnations.
@@ -122,7 +129,7 @@ pub struct Observed {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteCheck {
     /// The platform manifest digest (what a pull would run).
-    pub digest: String,
+    pub digest: Digest,
     /// The image config's `created`, in Unix seconds, when it has one.
     pub created: Option<u64>,
     pub checked_at: Millis,
@@ -132,19 +139,19 @@ pub struct RemoteCheck {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UpdateState {
     /// The image digest and spec hash of the last incarnation created.
-    pub last_digest: Option<String>,
+    pub last_digest: Option<Digest>,
     pub last_hash: Option<String>,
     /// The digest before the last image update: what a rollback returns to.
-    pub previous: Option<String>,
+    pub previous: Option<Digest>,
     /// Digests that failed their verification: not taken again until the tag moves.
-    pub rejected: std::collections::BTreeSet<String>,
+    pub rejected: std::collections::BTreeSet<Digest>,
     /// An image update being verified.
     pub verifying: Option<Verifying>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Verifying {
-    pub digest: String,
+    pub digest: Digest,
     /// When its container started (boot clock of `boot_id`).
     pub since: Millis,
     pub boot_id: String,
@@ -157,7 +164,7 @@ pub struct ObservedContainer {
     /// The recreate hash it was created from.
     pub spec_hash: String,
     /// The image digest it was created from.
-    pub image_digest: String,
+    pub image_digest: Digest,
     pub run: RunState,
     /// Restarts within this boot (not counting the first start).
     pub restarts: u32,

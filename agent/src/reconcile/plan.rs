@@ -10,7 +10,7 @@ use berth_spec::model::{
     DependencyCondition, DesiredState, MountKind, OnUnhealthy, PullPolicy, RestartPolicy,
     UpdateStrategy,
 };
-use berth_spec::{ContainerSpec, ImageSource};
+use berth_spec::{ContainerSpec, Digest, ImageSource};
 
 pub use super::action::{Action, Create, Hold, RemoveReason, StopCause, UpdateMark, Waiting};
 use super::backoff;
@@ -208,8 +208,8 @@ impl Planner<'_> {
         &mut self,
         name: &str,
         d: &DesiredSpec,
-        local: Option<&String>,
-        remote: Option<String>,
+        local: Option<&Digest>,
+        remote: Option<Digest>,
         history: Option<&UpdateState>,
     ) {
         let spec = &d.spec;
@@ -263,10 +263,10 @@ impl Planner<'_> {
     fn instead_of_tag(
         &self,
         spec: &ContainerSpec,
-        local: Option<&String>,
-        remote: Option<&String>,
+        local: Option<&Digest>,
+        remote: Option<&Digest>,
         history: Option<&UpdateState>,
-    ) -> Option<(Option<String>, Hold)> {
+    ) -> Option<(Option<Digest>, Hold)> {
         let h = history?;
         if remote.is_none()
             && let Some(l) = local
@@ -305,7 +305,7 @@ impl Planner<'_> {
         spec: &ContainerSpec,
         running: Option<&ObservedContainer>,
         history: Option<&UpdateState>,
-    ) -> Option<String> {
+    ) -> Option<Digest> {
         let h = history?;
         [
             running.map(|o| &o.image_digest),
@@ -320,23 +320,23 @@ impl Planner<'_> {
 
     /// Whether the store holds `digest` as an image of `image`: under its tag, or kept by its
     /// digest since the tag moved.
-    fn in_store(&self, image: &ImageSource, digest: &str) -> bool {
+    fn in_store(&self, image: &ImageSource, digest: &Digest) -> bool {
         let under = |src: &ImageSource| self.observed.images.get(src).is_some_and(|d| d == digest);
         under(image) || pinned(image, digest).is_some_and(|p| under(&p))
     }
 
     /// The registry's created time of `digest`, when the last check of the tag returned it.
-    fn created(&self, spec: &ContainerSpec, digest: &str) -> Option<u64> {
+    fn created(&self, spec: &ContainerSpec, digest: &Digest) -> Option<u64> {
         self.observed
             .remote
             .get(&spec.image)
-            .filter(|r| r.digest == digest)
+            .filter(|r| r.digest == *digest)
             .and_then(|r| r.created)
     }
 
     /// For `pull = "always"`: the digest the registry says the tag points to, when it differs
     /// from the local one and was not rejected.
-    fn remote_update(&self, spec: &ContainerSpec, local: Option<&String>) -> Option<String> {
+    fn remote_update(&self, spec: &ContainerSpec, local: Option<&Digest>) -> Option<Digest> {
         if spec.pull != PullPolicy::Always {
             return None;
         }
@@ -365,8 +365,8 @@ impl Planner<'_> {
         name: &str,
         d: &DesiredSpec,
         o: &ObservedContainer,
-        local: Option<&String>,
-        remote: Option<String>,
+        local: Option<&Digest>,
+        remote: Option<Digest>,
         change: Change,
     ) {
         let spec = &d.spec;
@@ -459,7 +459,7 @@ impl Planner<'_> {
         &mut self,
         name: &str,
         d: &DesiredSpec,
-        digest: &str,
+        digest: &Digest,
         tagged: bool,
         replacing: Option<&ObservedContainer>,
     ) {
@@ -578,7 +578,7 @@ impl Planner<'_> {
         &mut self,
         name: &str,
         d: &DesiredSpec,
-        digest: &str,
+        digest: &Digest,
         replacing: Option<&ObservedContainer>,
     ) {
         self.create_with(
@@ -594,12 +594,12 @@ impl Planner<'_> {
     /// the same image is an update, verified and rolled back if it fails, whether or not an
     /// edit came with it; so is a digest still under verification made anew by an edit (its
     /// verification starts over rather than ending unjudged).
-    fn update_mark(&self, name: &str, d: &DesiredSpec, digest: &str) -> UpdateMark {
+    fn update_mark(&self, name: &str, d: &DesiredSpec, digest: &Digest) -> UpdateMark {
         let Some(h) = self.observed.updates.get(name) else {
             return UpdateMark::None;
         };
         if let Some(v) = &h.verifying
-            && v.digest == digest
+            && v.digest == *digest
             && let Some(from) = h.previous.as_ref().filter(|p| *p != digest)
         {
             return UpdateMark::Update { from: from.clone() };
@@ -617,7 +617,7 @@ impl Planner<'_> {
     }
 
     /// A creation whose meaning for the update history is decided by the caller.
-    fn create_as(&mut self, name: &str, d: &DesiredSpec, digest: &str, update: UpdateMark) {
+    fn create_as(&mut self, name: &str, d: &DesiredSpec, digest: &Digest, update: UpdateMark) {
         self.create_with(name, d, digest, update, None);
     }
 
@@ -625,7 +625,7 @@ impl Planner<'_> {
         &mut self,
         name: &str,
         d: &DesiredSpec,
-        digest: &str,
+        digest: &Digest,
         update: UpdateMark,
         replacing: Option<&ObservedContainer>,
     ) {
@@ -640,7 +640,7 @@ impl Planner<'_> {
             name: name.into(),
             spec: d.spec.clone(),
             hash: d.hash.to_string(),
-            image_digest: digest.into(),
+            image_digest: digest.clone(),
             update,
             replacing: replacing.map(|o| o.id.clone()),
         }));
@@ -743,13 +743,13 @@ impl Planner<'_> {
 enum Change {
     Spec,
     /// A spec edit while the tag names a rejected digest: made from this one, in the store.
-    SpecOnKept(String),
+    SpecOnKept(Digest),
     Image,
 }
 
 /// `image` pinned to `digest` (`repo@digest`): how the store keeps an image its tag moved
 /// away from.
-pub fn pinned(image: &ImageSource, digest: &str) -> Option<ImageSource> {
+pub fn pinned(image: &ImageSource, digest: &Digest) -> Option<ImageSource> {
     let ImageSource::Registry(r) = image else {
         return None;
     };

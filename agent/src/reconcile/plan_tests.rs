@@ -40,7 +40,7 @@ fn running(s: &ContainerSpec, digest: &str) -> ObservedContainer {
     ObservedContainer {
         id: IncarnationId::random(),
         spec_hash: berth_spec::spec_hash(s),
-        image_digest: digest.into(),
+        image_digest: test_digest(digest),
         run: RunState::Running,
         restarts: 0,
         crash_streak: 0,
@@ -53,7 +53,7 @@ fn running(s: &ContainerSpec, digest: &str) -> ObservedContainer {
 }
 
 fn with_image(mut o: Observed, s: &ContainerSpec, digest: &str) -> Observed {
-    o.images.insert(s.image.clone(), digest.into());
+    o.images.insert(s.image.clone(), test_digest(digest));
     o
 }
 
@@ -547,8 +547,10 @@ fn apply(o: &mut Observed, actions: &[Action], now: Millis) {
     for a in actions {
         match a {
             Action::Pull { image } => {
-                o.images
-                    .insert(image.clone(), format!("sha256:{}", image.to_string().len()));
+                o.images.insert(
+                    image.clone(),
+                    test_digest(&format!("sha256:{}", image.to_string().len())),
+                );
             }
             Action::Create(Create {
                 name,
@@ -557,7 +559,8 @@ fn apply(o: &mut Observed, actions: &[Action], now: Millis) {
                 image_digest,
                 ..
             }) => {
-                let mut c = running(spec, image_digest);
+                let mut c = running(spec, "");
+                c.image_digest = image_digest.clone();
                 c.spec_hash = hash.clone();
                 c.started_at = Some(now);
                 c.health = if spec.extra.health.check.is_some() {

@@ -41,7 +41,7 @@ fn running(s: &ContainerSpec, digest: &str) -> ObservedContainer {
     ObservedContainer {
         id: IncarnationId::parse("0123456789ab").unwrap(),
         spec_hash: berth_spec::spec_hash(s),
-        image_digest: digest.into(),
+        image_digest: test_digest(digest),
         run: RunState::Running,
         restarts: 0,
         crash_streak: 0,
@@ -57,19 +57,19 @@ fn running(s: &ContainerSpec, digest: &str) -> ObservedContainer {
 fn world(s: &ContainerSpec, cur: &str, local: &str, remote: Option<&str>, now: Millis) -> Observed {
     let mut o = Observed::default();
     o.containers.insert("app".into(), running(s, cur));
-    o.images.insert(img(), local.into());
+    o.images.insert(img(), test_digest(local));
     if let Some(r) = remote {
         o.remote.insert(
             img(),
             RemoteCheck {
-                digest: r.into(),
+                digest: test_digest(r),
                 created: None,
                 checked_at: now,
             },
         );
     }
     let mut h = UpdateState {
-        last_digest: Some(cur.into()),
+        last_digest: Some(test_digest(cur)),
         last_hash: Some(berth_spec::spec_hash(s)),
         ..UpdateState::default()
     };
@@ -100,7 +100,7 @@ fn tags_are_checked_when_due_and_not_before() {
     o.remote.insert(
         img(),
         RemoteCheck {
-            digest: "sha256:a".into(),
+            digest: test_digest("sha256:a"),
             created: None,
             checked_at: Millis(1000),
         },
@@ -139,11 +139,11 @@ fn a_moved_tag_downloads_first_then_recreates_as_an_update() {
             update,
             ..
         }) => {
-            assert_eq!(image_digest, "sha256:b");
+            assert_eq!(image_digest, &test_digest("sha256:b"));
             assert_eq!(
                 update,
                 &UpdateMark::Update {
-                    from: "sha256:a".into()
+                    from: test_digest("sha256:a")
                 }
             );
         }
@@ -272,7 +272,7 @@ fn min_age_waits_for_a_digest_to_age() {
     o.remote.insert(
         img(),
         RemoteCheck {
-            digest: "sha256:b".into(),
+            digest: test_digest("sha256:b"),
             created: Some(2_000_000_000 - 60),
             checked_at: Millis(0),
         },
@@ -289,13 +289,13 @@ fn min_age_waits_for_a_digest_to_age() {
 
 fn verifying(o: &mut Observed, since: u64) {
     let h = o.updates.get_mut("app").unwrap();
-    h.previous = Some("sha256:a".into());
+    h.previous = Some(test_digest("sha256:a"));
     h.verifying = Some(Verifying {
-        digest: "sha256:b".into(),
+        digest: test_digest("sha256:b"),
         since: Millis(since),
         boot_id: String::new(),
     });
-    h.last_digest = Some("sha256:b".into());
+    h.last_digest = Some(test_digest("sha256:b"));
 }
 
 #[test]
@@ -317,11 +317,11 @@ fn a_crash_during_verification_rolls_back_and_the_digest_is_not_retried() {
             update,
             ..
         }) => {
-            assert_eq!(image_digest, "sha256:a");
+            assert_eq!(image_digest, &test_digest("sha256:a"));
             assert_eq!(
                 update,
                 &UpdateMark::Rollback {
-                    rejected: "sha256:b".into()
+                    rejected: test_digest("sha256:b")
                 }
             );
         }
@@ -334,18 +334,18 @@ fn a_crash_during_verification_rolls_back_and_the_digest_is_not_retried() {
         .get_mut("app")
         .unwrap()
         .rejected
-        .insert("sha256:b".into());
+        .insert(test_digest("sha256:b"));
     let p = plan_with(&desired(&s), &after, &ctx(7000));
     assert!(p.actions.is_empty(), "{p:?}");
     assert!(
-        matches!(&p.waiting["app"], Waiting::Held(Hold::Rejected { digest, .. }) if digest == "sha256:b"),
+        matches!(&p.waiting["app"], Waiting::Held(Hold::Rejected { digest, .. }) if *digest == test_digest("sha256:b")),
         "{p:?}"
     );
     // The tag moves once more: that digest is tried.
     after.remote.insert(
         img(),
         RemoteCheck {
-            digest: "sha256:c".into(),
+            digest: test_digest("sha256:c"),
             created: None,
             checked_at: Millis(7000),
         },
@@ -439,19 +439,20 @@ fn unhealthy_containers_restart_when_asked() {
 const GOOD: &str = "sha256:bbbb";
 const BAD: &str = "sha256:cccc";
 
-fn pinned_img(digest: &str) -> ImageSource {
+/// `app` pinned to the digest labelled `label`.
+fn pinned_img(label: &str) -> ImageSource {
     ImageSource::Registry(berth_spec::ImageReference {
         registry: "127.0.0.1:5000".into(),
         repository: "app".into(),
         tag: None,
-        digest: Some(digest.into()),
+        digest: Some(test_digest(label).to_string()),
     })
 }
 
 #[test]
 fn a_kept_image_is_found_under_the_reference_the_store_gives_it() {
     // The store keeps the image a tag moved away from as `<name>@<digest>`.
-    let digest = format!("sha256:{}", "ab".repeat(32));
+    let digest = Digest::parse(&format!("sha256:{}", "ab".repeat(32))).unwrap();
     let kept = ImageSource::parse(&format!("127.0.0.1:5000/app@{digest}")).unwrap();
     assert_eq!(pinned(&img(), &digest), Some(kept));
 }
@@ -459,17 +460,17 @@ fn a_kept_image_is_found_under_the_reference_the_store_gives_it() {
 /// The world right after a rollback from BAD to GOOD; `remote`: what the last check said.
 fn rolled_back(s: &ContainerSpec, remote: Option<&str>) -> Observed {
     let mut o = world(s, GOOD, BAD, remote, Millis(0));
-    o.images.insert(pinned_img(GOOD), GOOD.into());
+    o.images.insert(pinned_img(GOOD), test_digest(GOOD));
     let h = o.updates.get_mut("app").unwrap();
-    h.previous = Some(GOOD.into());
-    h.last_digest = Some(GOOD.into());
-    h.rejected.insert(BAD.into());
+    h.previous = Some(test_digest(GOOD));
+    h.last_digest = Some(test_digest(GOOD));
+    h.rejected.insert(test_digest(BAD));
     o
 }
 
 /// The plan makes `app` from GOOD (never BAD), pulls nothing, and says why.
 fn assert_made_from_good(p: &Plan) {
-    let creates: Vec<(&String, &UpdateMark)> = p
+    let creates: Vec<(&Digest, &UpdateMark)> = p
         .actions
         .iter()
         .filter_map(|a| match a {
@@ -482,20 +483,26 @@ fn assert_made_from_good(p: &Plan) {
         })
         .collect();
     assert_eq!(creates.len(), 1, "one creation: {p:?}");
-    assert_eq!(creates[0].0, GOOD, "made from the last good digest: {p:?}");
+    assert_eq!(
+        creates[0].0,
+        &test_digest(GOOD),
+        "made from the last good digest: {p:?}"
+    );
     assert_eq!(creates[0].1, &UpdateMark::None, "not an update to verify");
     assert!(
         p.actions.iter().all(|a| a.kind() != "pull"),
         "the rejected tag is not pulled again: {p:?}"
     );
     assert!(
-        matches!(&p.waiting["app"], Waiting::Held(Hold::Rejected { digest, .. }) if digest == BAD),
+        matches!(&p.waiting["app"], Waiting::Held(Hold::Rejected { digest, .. }) if *digest == test_digest(BAD)),
         "status says why: {:?}",
         p.waiting.get("app")
     );
     let why = p.waiting["app"].to_string();
     assert!(
-        why.contains(BAD) && why.contains("rolled back") && why.contains(GOOD),
+        why.contains(test_digest(BAD).as_str())
+            && why.contains("rolled back")
+            && why.contains(test_digest(GOOD).as_str()),
         "{why}"
     );
 }
@@ -611,12 +618,12 @@ fn an_agent_restart_after_a_rollback_keeps_the_last_good_digest() {
     // finished (BAD rejected), never BAD made again unverified.
     let mut mid = world(&s, GOOD, BAD, None, Millis(0));
     mid.containers.clear();
-    mid.images.insert(pinned_img(GOOD), GOOD.into());
+    mid.images.insert(pinned_img(GOOD), test_digest(GOOD));
     let h = mid.updates.get_mut("app").unwrap();
-    h.previous = Some(GOOD.into());
-    h.last_digest = Some(BAD.into());
+    h.previous = Some(test_digest(GOOD));
+    h.last_digest = Some(test_digest(BAD));
     h.verifying = Some(Verifying {
-        digest: BAD.into(),
+        digest: test_digest(BAD),
         since: Millis(0),
         boot_id: String::new(),
     });
@@ -632,11 +639,11 @@ fn an_agent_restart_after_a_rollback_keeps_the_last_good_digest() {
             update,
             ..
         }) => {
-            assert_eq!(image_digest, GOOD);
+            assert_eq!(image_digest, &test_digest(GOOD));
             assert_eq!(
                 update,
                 &UpdateMark::Rollback {
-                    rejected: BAD.into()
+                    rejected: test_digest(BAD)
                 }
             );
         }
@@ -697,13 +704,14 @@ fn a_new_digest_after_a_rollback_is_still_taken_as_an_update() {
 fn lost_with_an_update_offered(s: &ContainerSpec, local_moved: bool) -> Observed {
     let local = if local_moved { "sha256:b" } else { "sha256:a" };
     let mut o = world(s, "sha256:a", local, Some("sha256:b"), Millis(0));
-    o.images.insert(pinned_img("sha256:a"), "sha256:a".into());
+    o.images
+        .insert(pinned_img("sha256:a"), test_digest("sha256:a"));
     o.containers.clear();
     o
 }
 
 fn assert_replaced_from_a(p: &Plan) {
-    let creates: Vec<&String> = p
+    let creates: Vec<&Digest> = p
         .actions
         .iter()
         .filter_map(|a| match a {
@@ -711,7 +719,11 @@ fn assert_replaced_from_a(p: &Plan) {
             _ => None,
         })
         .collect();
-    assert_eq!(creates, ["sha256:a"], "replaced from what it ran: {p:?}");
+    assert_eq!(
+        creates,
+        [&test_digest("sha256:a")],
+        "replaced from what it ran: {p:?}"
+    );
     assert!(
         p.actions.iter().all(|a| a.kind() != "pull"),
         "the held update is not pulled for it: {p:?}"
@@ -738,7 +750,7 @@ fn a_replacement_never_takes_an_update_a_lock_holds() {
         assert!(
             p.actions.iter().any(|a| a.kind() == "pull")
                 || p.actions.iter().any(
-                    |a| matches!(a, Action::Create(Create { image_digest, .. }) if image_digest == "sha256:b")
+                    |a| matches!(a, Action::Create(Create { image_digest, .. }) if *image_digest == test_digest("sha256:b"))
                 ),
             "{p:?}"
         );
@@ -805,7 +817,8 @@ fn an_edit_naming_another_image_is_not_held_as_an_update() {
     other.pull = PullPolicy::Missing;
     other.image = ImageSource::parse("127.0.0.1:5000/other:1").unwrap();
     let mut o = o;
-    o.images.insert(other.image.clone(), "sha256:e".into());
+    o.images
+        .insert(other.image.clone(), test_digest("sha256:e"));
     let p = plan_with(&desired(&other), &o, &ctx(0));
     assert_eq!(kinds(&p), ["remove", "create"], "{p:?}");
 }
@@ -879,7 +892,7 @@ mod props {
             let p = plan_with(&desired(&want), &o, &c);
             for a in &p.actions {
                 prop_assert!(
-                    !matches!(a, Action::Create(Create { image_digest, .. }) if image_digest == BAD),
+                    !matches!(a, Action::Create(Create { image_digest, .. }) if *image_digest == test_digest(BAD)),
                     "{p:?}"
                 );
                 prop_assert!(a.kind() != "pull", "{p:?}");
@@ -917,7 +930,7 @@ mod props {
             let p = plan_with(&desired(&want), &o, &ctx(100_000));
             for a in &p.actions {
                 prop_assert!(
-                    !matches!(a, Action::Create(Create { image_digest, .. }) if image_digest == "sha256:b"),
+                    !matches!(a, Action::Create(Create { image_digest, .. }) if *image_digest == test_digest("sha256:b")),
                     "{p:?}"
                 );
                 prop_assert!(a.kind() != "pull", "{p:?}");
@@ -939,16 +952,17 @@ fn an_edit_never_ends_a_verification_unjudged_nor_takes_a_new_digest_unverified(
     assert_eq!(kinds(&p), ["remove", "create"], "{p:?}");
     assert!(
         matches!(&p.actions[1], Action::Create(Create { image_digest, update: UpdateMark::Update { from }, .. })
-            if image_digest == "sha256:b" && from == "sha256:a"),
+            if *image_digest == test_digest("sha256:b") && *from == test_digest("sha256:a")),
         "{p:?}"
     );
     // An edit that comes with a new digest of the same image (downloaded): an update too.
     let mut o = world(&s, "sha256:a", "sha256:b", Some("sha256:b"), Millis(0));
-    o.images.insert(pinned_img("sha256:a"), "sha256:a".into());
+    o.images
+        .insert(pinned_img("sha256:a"), test_digest("sha256:a"));
     let p = plan_with(&desired(&edited), &o, &ctx(1000));
     assert!(
         matches!(&p.actions[1], Action::Create(Create { image_digest, update: UpdateMark::Update { from }, .. })
-            if image_digest == "sha256:b" && from == "sha256:a"),
+            if *image_digest == test_digest("sha256:b") && *from == test_digest("sha256:a")),
         "{p:?}"
     );
 }
@@ -1086,7 +1100,7 @@ fn a_first_start_and_crash_restarts_never_wait_for_the_download_window() {
     assert_eq!(kinds(&p), ["create"], "{p:?}");
     assert!(matches!(
         &p.actions[0],
-        Action::Create(Create { image_digest, .. }) if image_digest == "sha256:a"
+        Action::Create(Create { image_digest, .. }) if *image_digest == test_digest("sha256:a")
     ));
 }
 

@@ -350,7 +350,7 @@ mod tests {
         let o = ObservedContainer {
             id: IncarnationId::random(),
             spec_hash: berth_spec::spec_hash(&s),
-            image_digest: "sha256:a".into(),
+            image_digest: test_digest("sha256:a"),
             run: RunState::Exited(Exit {
                 code: 137,
                 oom,
@@ -419,7 +419,7 @@ mod tests {
             ObservedContainer {
                 id: IncarnationId::parse("0123456789ab").unwrap(),
                 spec_hash: "h".into(),
-                image_digest: "sha256:d".into(),
+                image_digest: test_digest("sha256:d"),
                 run: RunState::Running,
                 restarts: 0,
                 crash_streak: 0,

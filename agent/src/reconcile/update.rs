@@ -5,7 +5,7 @@ use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use berth_spec::model::Window;
-use berth_spec::{ContainerSpec, ImageSource};
+use berth_spec::{ContainerSpec, Digest, ImageSource};
 
 use super::action::Hold;
 use super::model::*;
@@ -120,14 +120,14 @@ fn shut(w: &Window, ctx: &Ctx, outside: impl FnOnce(u16, u16) -> Hold) -> Option
 /// time (needs a synchronised clock), else how long ago berth first saw it (boot clock).
 pub fn too_new(
     spec: &ContainerSpec,
-    digest: &str,
+    digest: &Digest,
     created: Option<u64>,
     observed: &Observed,
     ctx: &Ctx,
 ) -> Option<Hold> {
     let min_age = spec.extra.update.min_age?;
     let young = Some(Hold::TooNew {
-        digest: digest.to_string(),
+        digest: digest.clone(),
     });
     match (created, ctx.wall) {
         (Some(c), Some(w)) => (w.unix.saturating_sub(c) < min_age.as_secs())
@@ -242,27 +242,30 @@ mod tests {
         let mut o = Observed::default();
         let mut ctx = Ctx::at(Millis(10_000_000));
         assert_eq!(
-            too_new(&s, "d", Some(1000), &o, &ctx),
+            too_new(&s, &test_digest("d"), Some(1000), &o, &ctx),
             Some(Hold::ClockUnsynced)
         );
         ctx.wall = wall(1000 + 3599, 0);
-        assert!(too_new(&s, "d", Some(1000), &o, &ctx).is_some());
+        assert!(too_new(&s, &test_digest("d"), Some(1000), &o, &ctx).is_some());
         ctx.wall = wall(1000 + 3600, 0);
-        assert_eq!(too_new(&s, "d", Some(1000), &o, &ctx), None);
+        assert_eq!(too_new(&s, &test_digest("d"), Some(1000), &o, &ctx), None);
         // No created time: first seen on the boot clock, no wall clock needed.
         ctx.wall = None;
         assert!(
-            too_new(&s, "d", None, &o, &ctx).is_some(),
+            too_new(&s, &test_digest("d"), None, &o, &ctx).is_some(),
             "never seen: too new"
         );
         o.first_seen
-            .insert("d".into(), Millis(10_000_000 - 3_599_999));
-        assert!(too_new(&s, "d", None, &o, &ctx).is_some());
+            .insert(test_digest("d"), Millis(10_000_000 - 3_599_999));
+        assert!(too_new(&s, &test_digest("d"), None, &o, &ctx).is_some());
         o.first_seen
-            .insert("d".into(), Millis(10_000_000 - 3_600_000));
-        assert_eq!(too_new(&s, "d", None, &o, &ctx), None);
+            .insert(test_digest("d"), Millis(10_000_000 - 3_600_000));
+        assert_eq!(too_new(&s, &test_digest("d"), None, &o, &ctx), None);
         s.extra.update.min_age = None;
-        assert_eq!(too_new(&s, "d", None, &Observed::default(), &ctx), None);
+        assert_eq!(
+            too_new(&s, &test_digest("d"), None, &Observed::default(), &ctx),
+            None
+        );
     }
 
     #[test]
@@ -290,7 +293,7 @@ mod tests {
         o.remote.insert(
             a.clone(),
             RemoteCheck {
-                digest: "d".into(),
+                digest: test_digest("d"),
                 created: None,
                 checked_at: Millis(5000),
             },
@@ -306,7 +309,7 @@ mod tests {
         ObservedContainer {
             id: crate::names::IncarnationId::random(),
             spec_hash: "h".into(),
-            image_digest: "new".into(),
+            image_digest: test_digest("new"),
             run,
             restarts,
             crash_streak: 0,
@@ -321,7 +324,7 @@ mod tests {
     #[test]
     fn verification() {
         let v = Verifying {
-            digest: "new".into(),
+            digest: test_digest("new"),
             since: Millis(0),
             boot_id: String::new(),
         };

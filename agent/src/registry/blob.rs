@@ -7,7 +7,7 @@
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
-use berth_spec::ImageReference;
+use berth_spec::{Digest, ImageReference};
 
 use super::client::{RegistryClient, blob_url, check_status, header};
 use super::error::RegistryError;
@@ -27,7 +27,7 @@ pub type ReconnectHook<'h> = &'h (dyn Fn(&RegistryError, u32, Duration) + Sync);
 pub struct BlobReader<'h> {
     client: RegistryClient,
     image: ImageReference,
-    digest: String,
+    digest: Digest,
     size: u64,
     offset: u64,
     body: Option<Throttled<ureq::BodyReader<'static>>>,
@@ -57,14 +57,14 @@ impl<'h> BlobReader<'h> {
     pub fn new(
         client: &RegistryClient,
         image: &ImageReference,
-        digest: &str,
+        digest: &Digest,
         size: u64,
         offset: u64,
     ) -> Self {
         BlobReader {
             client: client.clone(),
             image: image.clone(),
-            digest: digest.to_string(),
+            digest: digest.clone(),
             size,
             offset,
             body: None,

@@ -8,9 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use berth_spec::ImageReference;
 use berth_spec::config::RegistryConfig;
-use sha2::{Digest as _, Sha256};
+use berth_spec::{Digest, ImageReference};
 use ureq::http::Response;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
@@ -140,8 +139,8 @@ pub fn endpoints(registries: &BTreeMap<String, RegistryConfig>, registry: &str) 
 pub struct FetchedManifest {
     pub bytes: Vec<u8>,
     pub content_type: Option<String>,
-    /// `sha256:<hex>` of `bytes`.
-    pub digest: String,
+    /// The digest of `bytes`.
+    pub digest: Digest,
 }
 
 /// Called before each retry with the error, the attempt number and the wait.
@@ -301,7 +300,7 @@ impl RegistryClient {
                 limit: max_size,
             });
         }
-        let digest = sha256_digest(&bytes);
+        let digest = Digest::of(&bytes);
         let expected = if reference.starts_with("sha256:") {
             Some(reference.to_string())
         } else {
@@ -313,7 +312,7 @@ impl RegistryClient {
             return Err(RegistryError::DigestMismatch {
                 what: format!("manifest of {what}"),
                 expected,
-                actual: digest,
+                actual: digest.to_string(),
             });
         }
         Ok(FetchedManifest {
@@ -327,7 +326,7 @@ impl RegistryClient {
     pub fn fetch_small_blob(
         &self,
         image: &ImageReference,
-        digest: &str,
+        digest: &Digest,
         size: u64,
         max_size: u64,
         on_retry: RetryHook<'_>,
@@ -363,12 +362,12 @@ impl RegistryClient {
                         actual: bytes.len().to_string(),
                     });
                 }
-                let actual = sha256_digest(&bytes);
-                if actual != digest {
+                let actual = Digest::of(&bytes);
+                if actual != *digest {
                     return Err(RegistryError::DigestMismatch {
                         what: what.clone(),
                         expected: digest.to_string(),
-                        actual,
+                        actual: actual.to_string(),
                     });
                 }
                 Ok(bytes)
@@ -448,7 +447,7 @@ fn system_roots() -> &'static [Certificate<'static>] {
     })
 }
 
-pub(crate) fn blob_url(ep: &Endpoint, image: &ImageReference, digest: &str) -> String {
+pub(crate) fn blob_url(ep: &Endpoint, image: &ImageReference, digest: &Digest) -> String {
     format!("{}/v2/{}/blobs/{digest}", ep.base_url(), image.repository)
 }
 
@@ -500,11 +499,6 @@ pub(crate) fn status_error(resp: Response<ureq::Body>, url: &str) -> RegistryErr
         detail,
         retry_after,
     }
-}
-
-/// `sha256:<hex>` of some bytes.
-pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 #[cfg(test)]

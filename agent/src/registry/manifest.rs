@@ -3,6 +3,7 @@
 //! Only the fields berth uses; the raw bytes are what gets hashed and stored, never a
 //! re-serialisation.
 
+use berth_spec::Digest;
 use serde::Deserialize;
 
 use super::platform::Platform;
@@ -25,7 +26,9 @@ pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/v
 pub struct Descriptor {
     #[serde(rename = "mediaType", default)]
     pub media_type: String,
-    pub digest: String,
+    /// Checked as it is parsed: a descriptor naming anything but a sha256 digest is refused
+    /// with its manifest, before the digest can reach a URL or a file name.
+    pub digest: Digest,
     pub size: u64,
     #[serde(default)]
     pub platform: Option<DescriptorPlatform>,
@@ -257,6 +260,21 @@ mod tests {
             Manifest::parse(weird_layer.as_bytes(), None),
             Err(ManifestError::Unsupported(_))
         ));
+    }
+
+    #[test]
+    fn descriptors_name_only_sha256_digests() {
+        for bad in ["sha256:../../../../etc", "md5:0", "sha256:ABC"] {
+            let m = format!(
+                r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"digest":"{D}","size":1}},"layers":[{{"mediaType":"{OCI_LAYER_TAR}","digest":"{bad}","size":5}}]}}"#
+            );
+            let e = Manifest::parse(m.as_bytes(), None).unwrap_err().to_string();
+            assert!(e.contains("digest"), "{bad}: {e}");
+            let i = format!(
+                r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"digest":"{bad}","size":1}}]}}"#
+            );
+            assert!(Manifest::parse(i.as_bytes(), None).is_err(), "{bad}");
+        }
     }
 
     #[test]

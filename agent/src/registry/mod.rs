@@ -23,9 +23,7 @@ pub mod rate;
 pub mod retry;
 
 pub use blob::BlobReader;
-pub use client::{
-    Endpoint, FetchedManifest, HttpTimeouts, RegistryClient, RegistrySettings, sha256_digest,
-};
+pub use client::{Endpoint, FetchedManifest, HttpTimeouts, RegistryClient, RegistrySettings};
 pub use credentials::{Credential, Credentials};
 pub use error::RegistryError;
 pub use platform::Platform;

@@ -10,7 +10,7 @@
 
 use std::io::{self, BufRead, BufReader, Read};
 
-use berth_spec::ImageReference;
+use berth_spec::{Digest, ImageReference};
 
 use super::client::{RegistryClient, RetryHook, blob_url, check_status, header};
 use super::error::RegistryError;
@@ -44,7 +44,7 @@ impl RegistryClient {
     pub fn fetch_ranges(
         &self,
         image: &ImageReference,
-        digest: &str,
+        digest: &Digest,
         ranges: &[(u64, u64)],
         sink: Sink<'_>,
         on_retry: RetryHook<'_>,
@@ -78,7 +78,7 @@ impl RegistryClient {
     fn fetch_batch(
         &self,
         image: &ImageReference,
-        digest: &str,
+        digest: &Digest,
         batch: &[(u64, u64)],
         sink: Sink<'_>,
         on_retry: RetryHook<'_>,

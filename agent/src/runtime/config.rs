@@ -370,8 +370,8 @@ mod tests {
 
     fn image() -> ResolvedImage {
         ResolvedImage {
-            digest: "sha256:1".into(),
-            manifest_digest: "sha256:2".into(),
+            reference_digest: berth_spec::Digest::of(b"1"),
+            manifest_digest: berth_spec::Digest::of(b"2"),
             config: crate::image::ImageConfig {
                 cmd: Some(vec!["serve".into()]),
                 stop_signal: Some("SIGQUIT".into()),

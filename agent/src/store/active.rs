@@ -31,7 +31,7 @@ impl Store {
     pub(crate) fn activate(&self, layers: &[LayerRef]) -> ActiveGuard {
         let keys: Vec<String> = layers
             .iter()
-            .flat_map(|l| [l.diff_id.clone(), l.digest.clone()])
+            .flat_map(|l| [l.diff_id.to_string(), l.blob_digest.to_string()])
             .collect();
         let mut active = self.inner.active.lock().expect("active");
         for k in &keys {

@@ -11,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use berth_spec::ImageSource;
+use berth_spec::{DiffId, Digest, ImageSource};
 
 use super::Store;
 use super::error::StoreError;
@@ -23,7 +23,7 @@ pub struct GcRoots {
     /// Images the specs name.
     pub images: Vec<ImageSource>,
     /// Image or manifest digests to keep: each spec's previous image, for rollback.
-    pub digests: Vec<String>,
+    pub digests: Vec<Digest>,
     /// Layer dirs that live containers' rootfs stack.
     pub layer_dirs: Vec<PathBuf>,
 }
@@ -33,15 +33,15 @@ pub struct GcRoots {
 pub struct GcInput {
     pub records: Vec<ImageRecord>,
     /// Unpacked layers on disk: (diff id, bytes).
-    pub layers: Vec<(String, u64)>,
+    pub layers: Vec<(DiffId, u64)>,
     /// Blob files: (file name, bytes, modified unix seconds).
     pub blobs: Vec<(String, u64, u64)>,
     /// Digests and diff ids of pulls in progress.
     pub active: HashSet<String>,
     pub root_images: HashSet<String>,
-    pub root_digests: HashSet<String>,
+    pub root_digests: HashSet<Digest>,
     /// Diff ids of layers in use by containers.
-    pub root_layers: HashSet<String>,
+    pub root_layers: HashSet<DiffId>,
     pub now: u64,
     pub grace: u64,
     pub max_disk: Option<u64>,
@@ -53,7 +53,7 @@ pub struct GcInput {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct GcPlan {
     pub remove_images: Vec<String>,
-    pub remove_layers: Vec<String>,
+    pub remove_layers: Vec<DiffId>,
     pub remove_blobs: Vec<String>,
     /// Bytes the removals free.
     pub freed: u64,
@@ -67,7 +67,7 @@ pub type GcReport = GcPlan;
 fn protected(r: &ImageRecord, input: &GcInput) -> bool {
     !r.pins.is_empty()
         || input.root_images.contains(&r.reference)
-        || input.root_digests.contains(&r.digest)
+        || input.root_digests.contains(&r.reference_digest)
         || input.root_digests.contains(&r.manifest_digest)
 }
 
@@ -114,7 +114,7 @@ pub fn plan(input: &GcInput) -> GcPlan {
 }
 
 /// Layers and blobs no kept record, container or pull needs, once `removed` records are gone.
-fn unreferenced(input: &GcInput, removed: &BTreeSet<String>) -> (Vec<String>, Vec<String>) {
+fn unreferenced(input: &GcInput, removed: &BTreeSet<String>) -> (Vec<DiffId>, Vec<String>) {
     let kept: Vec<&ImageRecord> = input
         .records
         .iter()
@@ -122,20 +122,19 @@ fn unreferenced(input: &GcInput, removed: &BTreeSet<String>) -> (Vec<String>, Ve
         .collect();
     let mut needed: HashSet<&str> = HashSet::new();
     for r in &kept {
-        needed.insert(&r.digest);
-        needed.insert(&r.manifest_digest);
-        needed.insert(&r.config_digest);
+        needed.insert(r.reference_digest.as_str());
+        needed.insert(r.manifest_digest.as_str());
+        needed.insert(r.config_digest.as_str());
         for l in &r.layers {
-            needed.insert(&l.diff_id);
-            needed.insert(&l.digest);
+            needed.insert(l.diff_id.as_str());
+            needed.insert(l.blob_digest.as_str());
         }
     }
-    let keep =
-        |d: &str| needed.contains(d) || input.active.contains(d) || input.root_layers.contains(d);
+    let keep = |d: &str| needed.contains(d) || input.active.contains(d);
     let layers = input
         .layers
         .iter()
-        .filter(|(d, _)| !keep(d))
+        .filter(|(d, _)| !keep(d.as_str()) && !input.root_layers.contains(d))
         .map(|(d, _)| d.clone())
         .collect();
     let blobs = input
@@ -154,7 +153,7 @@ fn unreferenced(input: &GcInput, removed: &BTreeSet<String>) -> (Vec<String>, Ve
     (layers, blobs)
 }
 
-fn sizes(input: &GcInput, layers: &[String], blobs: &[String]) -> u64 {
+fn sizes(input: &GcInput, layers: &[DiffId], blobs: &[String]) -> u64 {
     let l: u64 = input
         .layers
         .iter()
@@ -180,7 +179,11 @@ impl Store {
             if name.starts_with('.') {
                 continue;
             }
-            let diff_id = format!("sha256:{name}");
+            let Ok(diff_id) = Digest::from_hex(&name).map(DiffId::new) else {
+                // Not berth's: only a layer dir is ever removed.
+                tracing::warn!(dir = %layout.layers_dir().join(&name).display(), "not a layer; left alone");
+                continue;
+            };
             let size = self.layer_size(&diff_id).unwrap_or(0);
             layers.push((diff_id, size));
         }
@@ -205,7 +208,8 @@ impl Store {
             .layer_dirs
             .iter()
             .filter(|p| p.parent() == Some(layers_dir.as_path()))
-            .filter_map(|p| p.file_name()?.to_str().map(|h| format!("sha256:{h}")))
+            .filter_map(|p| Digest::from_hex(p.file_name()?.to_str()?).ok())
+            .map(DiffId::new)
             .collect();
         let free = super::space::available(&layout.state_dir)
             .map_err(|e| StoreError::io(&layout.state_dir, e))?;
@@ -264,7 +268,13 @@ impl Store {
         }
         for d in &plan.remove_layers {
             // Re-checked under the active lock: a pull may have started since planning.
-            if self.inner.active.lock().expect("active").contains_key(d) {
+            if self
+                .inner
+                .active
+                .lock()
+                .expect("active")
+                .contains_key(d.as_str())
+            {
                 continue;
             }
             let dir = self.layer_dir(d);

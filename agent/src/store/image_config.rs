@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use berth_spec::DiffId;
 use serde::Deserialize;
 
+use super::error::StoreError;
 use crate::image::{ImageConfig, ImageHealthcheck};
 use crate::registry::Platform;
 
@@ -83,7 +85,8 @@ struct RawRootfs {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParsedConfig {
     pub config: ImageConfig,
-    pub diff_ids: Vec<String>,
+    /// One per layer, bottom first (see [`ParsedConfig::check_layer_count`]).
+    pub diff_ids: Vec<DiffId>,
     pub platform: Platform,
     /// When the image was built, Unix seconds (`min_age` counts from it).
     pub created: Option<u64>,
@@ -98,11 +101,13 @@ pub fn parse(bytes: &[u8]) -> Result<ParsedConfig, String> {
             crate::registry::manifest::clip(&raw.rootfs.kind)
         ));
     }
-    let diff_ids = raw.rootfs.diff_ids.unwrap_or_default();
-    for d in &diff_ids {
-        berth_spec::reference::validate_digest(d)
-            .map_err(|e| format!("diff id: {}", crate::registry::manifest::clip(&e)))?;
-    }
+    let diff_ids = raw
+        .rootfs
+        .diff_ids
+        .unwrap_or_default()
+        .iter()
+        .map(|d| DiffId::parse(d).map_err(|e| format!("diff id: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
     let c = raw.config.unwrap_or_default();
     let nanos = |n: Option<u64>| n.filter(|n| *n > 0).map(Duration::from_nanos);
     let platform = Platform::new(
@@ -143,6 +148,21 @@ pub fn parse(bytes: &[u8]) -> Result<ParsedConfig, String> {
         platform,
         created,
     })
+}
+
+impl ParsedConfig {
+    /// The config names one diff id per layer of the manifest (or `docker save` entry) that
+    /// points to it: they are paired in order, and a pairing that falls short would leave a
+    /// layer unchecked. The error names the image.
+    pub fn check_layer_count(&self, image: &str, layers: usize) -> Result<(), StoreError> {
+        if self.diff_ids.len() == layers {
+            return Ok(());
+        }
+        Err(StoreError::Config {
+            image: image.to_string(),
+            reason: format!("{} diff ids for {layers} layers", self.diff_ids.len()),
+        })
+    }
 }
 
 /// Lists and maps of at most [`MAX_CONFIG_ITEMS`], refused as soon as one has more (serde has
@@ -261,7 +281,7 @@ mod tests {
             "rootfs":{{"type":"layers","diff_ids":["{D}"]}},"history":[]}}"#
         );
         let p = parse(json.as_bytes()).unwrap();
-        assert_eq!(p.diff_ids, vec![D.to_string()]);
+        assert_eq!(p.diff_ids, vec![DiffId::parse(D).unwrap()]);
         assert_eq!(p.platform, Platform::new("linux", "arm64", Some("v8")));
         let c = p.config;
         assert_eq!(c.env, ["PATH=/bin", "A=b"]);
@@ -324,6 +344,24 @@ mod tests {
         )
         .unwrap();
         assert!(p.config.env.is_empty() && p.config.cmd.is_none());
+    }
+
+    #[test]
+    fn diff_ids_pair_one_to_one_with_layers() {
+        let two = format!(r#"{{"rootfs":{{"type":"layers","diff_ids":["{D}","{D}"]}}}}"#);
+        let p = parse(two.as_bytes()).unwrap();
+        assert!(p.check_layer_count("reg/app:1", 2).is_ok());
+        for layers in [0, 1, 3] {
+            let e = p.check_layer_count("reg/app:1", layers).unwrap_err();
+            assert!(matches!(&e, StoreError::Config { image, .. } if image == "reg/app:1"));
+            assert_eq!(
+                e.to_string(),
+                format!("reg/app:1: invalid image config: 2 diff ids for {layers} layers")
+            );
+        }
+        let none = parse(br#"{"rootfs":{"type":"layers","diff_ids":[]}}"#).unwrap();
+        assert!(none.check_layer_count("x", 0).is_ok());
+        assert!(none.check_layer_count("x", 1).is_err());
     }
 
     #[test]

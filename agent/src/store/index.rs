@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use berth_spec::{DiffId, Digest};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -28,8 +29,11 @@ pub const PIN_IMPORT: &str = "import";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerRef {
     /// The blob's digest (compressed, as the manifest lists it).
-    pub digest: String,
-    pub diff_id: String,
+    #[serde(rename = "digest")]
+    pub blob_digest: Digest,
+    /// The digest of the uncompressed tar (the image config's `rootfs.diff_ids`): it names the
+    /// unpacked dir.
+    pub diff_id: DiffId,
     /// Compressed bytes.
     pub size: u64,
     pub media_type: String,
@@ -42,10 +46,13 @@ pub struct LayerRef {
 pub struct ImageRecord {
     /// The key: a normalised registry reference, or `oci-archive:`/`oci:` source.
     pub reference: String,
-    /// What the reference resolved to (an index's or a manifest's digest).
-    pub digest: String,
-    pub manifest_digest: String,
-    pub config_digest: String,
+    /// What the reference resolved to at the registry or in the archive: an index's digest,
+    /// or the manifest's when there is no index.
+    #[serde(rename = "digest")]
+    pub reference_digest: Digest,
+    /// The platform manifest's digest: the image's identity (what containers are made from).
+    pub manifest_digest: Digest,
+    pub config_digest: Digest,
     pub platform: Platform,
     /// Bottom layer first.
     pub layers: Vec<LayerRef>,
@@ -64,7 +71,7 @@ pub struct ImageRecord {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerRecord {
-    pub diff_id: String,
+    pub diff_id: DiffId,
     /// Bytes of the uncompressed tar stream.
     pub size: u64,
 }
@@ -72,8 +79,8 @@ pub struct LayerRecord {
 /// A regular file of an unpacked layer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {
-    /// `sha256:` of the content.
-    pub digest: String,
+    /// The digest of the content.
+    pub digest: Digest,
     pub size: u64,
     /// Relative to the layer dir.
     pub path: String,
@@ -142,12 +149,11 @@ impl Index {
         Ok(out)
     }
 
-    fn layer_path(&self, diff_id: &str) -> PathBuf {
-        let hex = diff_id.strip_prefix("sha256:").unwrap_or(diff_id);
-        self.layers.join(format!("{hex}.json"))
+    fn layer_path(&self, diff_id: &DiffId) -> PathBuf {
+        self.layers.join(format!("{}.json", diff_id.hex()))
     }
 
-    pub fn layer(&self, diff_id: &str) -> io::Result<Option<LayerRecord>> {
+    pub fn layer(&self, diff_id: &DiffId) -> io::Result<Option<LayerRecord>> {
         fsutil::read_json(&self.layer_path(diff_id))
     }
 
@@ -155,22 +161,21 @@ impl Index {
         fsutil::atomic_write_json(&self.layer_path(&rec.diff_id), rec)
     }
 
-    pub fn remove_layer(&self, diff_id: &str) -> io::Result<()> {
+    pub fn remove_layer(&self, diff_id: &DiffId) -> io::Result<()> {
         fsutil::remove_file_if_exists(&self.files_path(diff_id))?;
         fsutil::remove_file_if_exists(&self.layer_path(diff_id))
     }
 
-    fn files_path(&self, diff_id: &str) -> PathBuf {
-        let hex = diff_id.strip_prefix("sha256:").unwrap_or(diff_id);
-        self.layers.join(format!("{hex}.files.json"))
+    fn files_path(&self, diff_id: &DiffId) -> PathBuf {
+        self.layers.join(format!("{}.files.json", diff_id.hex()))
     }
 
     /// The regular files of an unpacked layer, by content digest (what a partial pull reuses).
-    pub fn layer_files(&self, diff_id: &str) -> io::Result<Option<Vec<FileEntry>>> {
+    pub fn layer_files(&self, diff_id: &DiffId) -> io::Result<Option<Vec<FileEntry>>> {
         fsutil::read_json(&self.files_path(diff_id))
     }
 
-    pub fn put_layer_files(&self, diff_id: &str, files: &[FileEntry]) -> io::Result<()> {
+    pub fn put_layer_files(&self, diff_id: &DiffId, files: &[FileEntry]) -> io::Result<()> {
         fsutil::atomic_write_json(&self.files_path(diff_id), &files)
     }
 }

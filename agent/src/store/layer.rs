@@ -10,6 +10,7 @@ use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use berth_spec::{DiffId, Digest};
 use sha2::{Digest as _, Sha256};
 
 use crate::registry::RegistryError;
@@ -24,9 +25,10 @@ use super::unpack::{self, UnpackError};
 pub struct LayerSpec<'a> {
     /// The image, for error messages.
     pub image: &'a str,
-    pub digest: &'a str,
+    /// The blob's digest.
+    pub digest: &'a Digest,
     pub size: u64,
-    pub diff_id: &'a str,
+    pub diff_id: &'a DiffId,
     /// `[images] max_layer_size`: uncompressed bytes.
     pub max_unpacked: u64,
     /// `[images] max_layer_entries`.
@@ -57,7 +59,7 @@ pub struct Meter<'a> {
     over_limit: Cell<bool>,
     cancel: &'a AtomicBool,
     /// The unpacked layer's regular files: path -> (content digest, size).
-    files: RefCell<HashMap<Vec<u8>, (String, u64)>>,
+    files: RefCell<HashMap<Vec<u8>, (Digest, u64)>>,
 }
 
 impl<'a> Meter<'a> {
@@ -79,7 +81,7 @@ impl<'a> Meter<'a> {
     }
 
     /// The regular files the unpack wrote (path -> content digest, size).
-    pub fn take_files(&self) -> HashMap<Vec<u8>, (String, u64)> {
+    pub fn take_files(&self) -> HashMap<Vec<u8>, (Digest, u64)> {
         self.files.take()
     }
 }
@@ -249,16 +251,13 @@ fn untar<R: Read>(
 }
 
 fn check_diff_id(spec: &LayerSpec<'_>, meter: &Meter<'_>) -> Result<(), StoreError> {
-    let diff = format!(
-        "sha256:{}",
-        hex::encode(meter.diff_hash.replace(Sha256::new()).finalize())
-    );
-    if diff != spec.diff_id {
+    let diff = Digest::from_sha256(meter.diff_hash.replace(Sha256::new()).finalize().into());
+    if diff != *spec.diff_id.as_digest() {
         return Err(StoreError::DiffId {
             image: spec.image.to_string(),
             blob: spec.digest.to_string(),
             expected: spec.diff_id.to_string(),
-            actual: diff,
+            actual: diff.to_string(),
         });
     }
     Ok(())
@@ -304,16 +303,13 @@ fn check_blob(spec: &LayerSpec<'_>, meter: &Meter<'_>) -> Result<(), StoreError>
             },
         });
     }
-    let actual = format!(
-        "sha256:{}",
-        hex::encode(meter.blob_hash.replace(Sha256::new()).finalize())
-    );
-    if actual != spec.digest {
+    let actual = Digest::from_sha256(meter.blob_hash.replace(Sha256::new()).finalize().into());
+    if actual != *spec.digest {
         return Err(StoreError::BlobDigest {
             image: spec.image.to_string(),
             blob: spec.digest.to_string(),
             expected: spec.digest.to_string(),
-            actual,
+            actual: actual.to_string(),
         });
     }
     Ok(())
@@ -396,10 +392,14 @@ fn layer_failure(spec: &LayerSpec<'_>, meter: &Meter<'_>, e: UnpackError) -> Sto
 }
 
 /// A temp dir for unpacking beside the layer dirs (same filesystem, so the rename is atomic).
-pub fn temp_dir(layers_dir: &Path, diff_hex: &str) -> io::Result<PathBuf> {
+pub fn temp_dir(layers_dir: &Path, diff_id: &DiffId) -> io::Result<PathBuf> {
     let mut nonce = [0u8; 6];
     getrandom::fill(&mut nonce).map_err(|e| io::Error::other(e.to_string()))?;
-    let p = layers_dir.join(format!(".tmp-{}-{}", &diff_hex[..12], hex::encode(nonce)));
+    let p = layers_dir.join(format!(
+        ".tmp-{}-{}",
+        &diff_id.hex()[..12],
+        hex::encode(nonce)
+    ));
     fs::create_dir(&p)?;
     Ok(p)
 }

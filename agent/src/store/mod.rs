@@ -46,8 +46,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use berth_spec::ImageSource;
 use berth_spec::config::ImagesConfig;
+use berth_spec::{DiffId, Digest, ImageSource};
 
 use crate::fsutil;
 use crate::image::ResolvedImage;
@@ -83,11 +83,6 @@ struct Inner {
     active: Mutex<HashMap<String, usize>>,
     /// Serialises read-modify-write of records (pins, last use).
     records: Mutex<()>,
-}
-
-/// The hex part of a `sha256:` digest (validated before it gets here).
-pub(crate) fn digest_hex(d: &str) -> &str {
-    d.strip_prefix("sha256:").unwrap_or(d)
 }
 
 impl Store {
@@ -140,23 +135,26 @@ impl Store {
         Ok(())
     }
 
+    // Store paths are made from typed digests only: a `Digest` or `DiffId` exists once its
+    // text was checked, so its hex part is one plain file name (never `..` or a `/`).
+
     /// The unpacked dir of a layer.
-    pub fn layer_dir(&self, diff_id: &str) -> PathBuf {
-        self.inner.layout.layers_dir().join(digest_hex(diff_id))
+    pub fn layer_dir(&self, diff_id: &DiffId) -> PathBuf {
+        self.inner.layout.layers_dir().join(diff_id.hex())
     }
 
-    pub(crate) fn blob_path(&self, digest: &str) -> PathBuf {
-        self.inner.layout.blobs_dir().join(digest_hex(digest))
+    pub(crate) fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.inner.layout.blobs_dir().join(digest.hex())
     }
 
-    pub(crate) fn partial_path(&self, digest: &str) -> PathBuf {
+    pub(crate) fn partial_path(&self, digest: &Digest) -> PathBuf {
         self.inner
             .layout
             .blobs_dir()
-            .join(format!("{}.partial", digest_hex(digest)))
+            .join(format!("{}.partial", digest.hex()))
     }
 
-    pub(crate) fn layer_size(&self, diff_id: &str) -> Option<u64> {
+    pub(crate) fn layer_size(&self, diff_id: &DiffId) -> Option<u64> {
         self.inner
             .index
             .layer(diff_id)
@@ -166,10 +164,10 @@ impl Store {
     }
 
     /// Writes a small verified blob (manifest, config).
-    pub(crate) fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    pub(crate) fn put_blob(&self, digest: &Digest, bytes: &[u8]) -> Result<(), StoreError> {
         let p = self.blob_path(digest);
         // Concurrent pulls of one image write the same blob: one writes, the others find it.
-        let lock = self.inflight(digest);
+        let lock = self.inflight(digest.as_str());
         let _g = lock.lock().expect("inflight");
         if p.exists() {
             return Ok(());
@@ -178,7 +176,7 @@ impl Store {
     }
 
     /// Moves a verified partial download into place as a blob.
-    pub(crate) fn commit_blob(&self, partial: &Path, digest: &str) -> io::Result<()> {
+    pub(crate) fn commit_blob(&self, partial: &Path, digest: &Digest) -> io::Result<()> {
         fs::File::open(partial)?.sync_all()?;
         let dest = self.blob_path(digest);
         fs::rename(partial, &dest)?;
@@ -187,7 +185,7 @@ impl Store {
 
     pub(crate) fn resolved(&self, r: &ImageRecord) -> ResolvedImage {
         ResolvedImage {
-            digest: r.digest.clone(),
+            reference_digest: r.reference_digest.clone(),
             manifest_digest: r.manifest_digest.clone(),
             config: r.config.clone(),
             layers: r
@@ -209,7 +207,8 @@ impl Store {
             ImageSource::Registry(r) => r.digest.as_deref(),
             _ => None,
         };
-        let is_pinned = |rec: &ImageRecord, d: &str| rec.digest == d || rec.manifest_digest == d;
+        let is_pinned =
+            |rec: &ImageRecord, d: &str| rec.reference_digest == d || rec.manifest_digest == d;
         if let Some(r) = idx
             .get(&key)
             .map_err(|e| StoreError::io(idx.record_path(&key), e))?

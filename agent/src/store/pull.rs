@@ -9,19 +9,19 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use berth_spec::ImageReference;
+use berth_spec::{DiffId, Digest, ImageReference};
 
 use crate::image::ResolvedImage;
 use crate::registry::manifest::{Compression, Descriptor, ImageManifest, Manifest};
 use crate::registry::platform::{self, Platform};
 use crate::registry::{BlobReader, RegistryClient, RegistryError};
 
+use super::Store;
 use super::error::StoreError;
 use super::image_config;
 use super::index::{ImageRecord, LayerRecord, LayerRef, now_secs};
 use super::layer::{self, LayerSpec, Meter};
 use super::partial::{PartialSource, Tee, prepare_partial};
-use super::{Store, digest_hex};
 
 /// The largest image config berth reads: 4 MiB, as containers/image (podman, skopeo); honest
 /// configs are kilobytes. Its lists are bounded too (see `image_config`).
@@ -62,25 +62,27 @@ impl Default for PullOptions {
 pub enum PullEvent<'a> {
     Resolved {
         image: &'a str,
-        digest: &'a str,
-        manifest_digest: &'a str,
+        /// What the reference resolved to: an index's digest, or the manifest's.
+        reference_digest: &'a Digest,
+        manifest_digest: &'a Digest,
         platform: &'a Platform,
         /// (blob digest, compressed size, already in the store)
-        layers: &'a [(String, u64, bool)],
+        layers: &'a [(Digest, u64, bool)],
     },
+    /// Layer events name the layer by its blob digest.
     LayerStarted {
-        digest: &'a str,
+        digest: &'a Digest,
         size: u64,
         /// Bytes already on disk from an interrupted pull.
         resumed_from: u64,
     },
     /// Compressed bytes received from the network.
     Bytes {
-        digest: &'a str,
+        digest: &'a Digest,
         n: u64,
     },
     LayerDone {
-        digest: &'a str,
+        digest: &'a Digest,
     },
     Retry {
         what: &'a str,
@@ -109,7 +111,7 @@ struct LayerFetch<'a> {
 impl LayerFetch<'_> {
     fn on_bytes(&self, n: u64) {
         (self.progress)(&PullEvent::Bytes {
-            digest: &self.l.digest,
+            digest: &self.l.blob_digest,
             n,
         })
     }
@@ -123,7 +125,7 @@ struct Remote {
     top: crate::registry::FetchedManifest,
     manifest: ImageManifest,
     manifest_bytes: Vec<u8>,
-    manifest_digest: String,
+    manifest_digest: Digest,
     config_bytes: Vec<u8>,
     parsed: image_config::ParsedConfig,
     layers: Vec<LayerRef>,
@@ -175,11 +177,11 @@ impl Store {
         } = self.remote(client, image, opts, &hook)?;
 
         let _active = self.activate(&layers);
-        let summary: Vec<(String, u64, bool)> = layers
+        let summary: Vec<(Digest, u64, bool)> = layers
             .iter()
             .map(|l| {
                 (
-                    l.digest.clone(),
+                    l.blob_digest.clone(),
                     l.size,
                     self.has_layer(l, opts.download_only),
                 )
@@ -187,7 +189,7 @@ impl Store {
             .collect();
         progress(&PullEvent::Resolved {
             image: &name,
-            digest: &top.digest,
+            reference_digest: &top.digest,
             manifest_digest: &manifest_digest,
             platform: &parsed.platform,
             layers: &summary,
@@ -226,7 +228,7 @@ impl Store {
             .map_err(|e| StoreError::io(self.inner.index.record_path(&name), e))?;
         let record = ImageRecord {
             reference: name.clone(),
-            digest: top.digest.clone(),
+            reference_digest: top.digest.clone(),
             manifest_digest,
             config_digest: manifest.config.digest.clone(),
             platform: parsed.platform.clone(),
@@ -318,16 +320,7 @@ impl Store {
             image: name.clone(),
             reason,
         })?;
-        if parsed.diff_ids.len() != manifest.layers.len() {
-            return Err(StoreError::Config {
-                image: name.clone(),
-                reason: format!(
-                    "{} diff ids for {} layers",
-                    parsed.diff_ids.len(),
-                    manifest.layers.len()
-                ),
-            });
-        }
+        parsed.check_layer_count(&name, manifest.layers.len())?;
         if platform::score(&want, &parsed.platform).is_none() {
             return Err(StoreError::NoPlatform {
                 image: name.clone(),
@@ -340,7 +333,7 @@ impl Store {
             .iter()
             .zip(&parsed.diff_ids)
             .map(|(d, diff)| LayerRef {
-                digest: d.digest.clone(),
+                blob_digest: d.digest.clone(),
                 diff_id: diff.clone(),
                 size: d.size,
                 media_type: d.media_type.clone(),
@@ -366,13 +359,12 @@ impl Store {
         image: &ImageReference,
         desc: &Descriptor,
         hook: &(dyn Fn(&RegistryError, u32, Duration) + Sync),
-    ) -> Result<(ImageManifest, Vec<u8>, String), StoreError> {
+    ) -> Result<(ImageManifest, Vec<u8>, Digest), StoreError> {
         let name = image.to_string();
-        check_digest(&name, &desc.digest)?;
         let sub = client
             .fetch_manifest(
                 image,
-                &desc.digest,
+                desc.digest.as_str(),
                 self.inner.limits.max_manifest_size,
                 hook,
             )
@@ -383,7 +375,7 @@ impl Store {
         if sub.bytes.len() as u64 != desc.size {
             return Err(StoreError::BlobSize {
                 image: name,
-                blob: desc.digest.clone(),
+                blob: desc.digest.to_string(),
                 expected: desc.size,
                 actual: sub.bytes.len().to_string(),
             });
@@ -407,7 +399,7 @@ impl Store {
         &self,
         client: &RegistryClient,
         image: &ImageReference,
-    ) -> Result<(String, Option<u64>), StoreError> {
+    ) -> Result<(Digest, Option<u64>), StoreError> {
         let hook = |_: &RegistryError, _: u32, _: Duration| {};
         let r = self.remote(client, image, &PullOptions::default(), &hook)?;
         Ok((r.manifest_digest, r.parsed.created))
@@ -423,16 +415,12 @@ impl Store {
                 setting: "max_layers",
             });
         }
-        check_digest(name, &m.config.digest)?;
-        for l in &m.layers {
-            check_digest(name, &l.digest)?;
-        }
         Ok(())
     }
 
     fn has_layer(&self, l: &LayerRef, download_only: bool) -> bool {
         if download_only {
-            self.blob_path(&l.digest).exists()
+            self.blob_path(&l.blob_digest).exists()
         } else {
             self.layer_dir(&l.diff_id).exists()
         }
@@ -482,7 +470,7 @@ impl Store {
         jobs: &[Job<'_>],
         opts: &PullOptions,
         progress: Progress<'_>,
-    ) -> Result<Vec<(String, u64)>, StoreError> {
+    ) -> Result<Vec<(DiffId, u64)>, StoreError> {
         let cancel = AtomicBool::new(false);
         let next = AtomicUsize::new(0);
         let results: Mutex<Vec<(usize, Result<u64, StoreError>)>> = Mutex::new(Vec::new());
@@ -541,15 +529,17 @@ impl Store {
         cancel: &AtomicBool,
     ) -> Result<u64, StoreError> {
         let key = if opts.download_only {
-            &l.digest
+            l.blob_digest.as_str()
         } else {
-            &l.diff_id
+            l.diff_id.as_str()
         };
         // One download per layer in this process: a second pull of it waits, then finds it.
         let lock = self.inflight(key);
         let _guard = lock.lock().expect("inflight");
         if self.has_layer(l, opts.download_only) {
-            progress(&PullEvent::LayerDone { digest: &l.digest });
+            progress(&PullEvent::LayerDone {
+                digest: &l.blob_digest,
+            });
             return Ok(self.layer_size(&l.diff_id).unwrap_or(0));
         }
         let job = LayerFetch {
@@ -558,7 +548,7 @@ impl Store {
             l,
             spec: LayerSpec {
                 image: name,
-                digest: &l.digest,
+                digest: &l.blob_digest,
                 size: l.size,
                 diff_id: &l.diff_id,
                 max_unpacked: self.inner.limits.max_layer_size,
@@ -566,7 +556,7 @@ impl Store {
                 min_free: self.inner.limits.min_free,
             },
             dest: self.layer_dir(&l.diff_id),
-            partial: self.partial_path(&l.digest),
+            partial: self.partial_path(&l.blob_digest),
             progress,
             cancel,
         };
@@ -592,12 +582,12 @@ impl Store {
         let loc = match loc {
             Ok(loc) => loc,
             Err(reason) => {
-                tracing::info!(layer = %l.digest, "zstd:chunked annotations unusable, pulling whole: {reason}");
+                tracing::info!(layer = %l.blob_digest, "zstd:chunked annotations unusable, pulling whole: {reason}");
                 return Ok(None);
             }
         };
         (job.progress)(&PullEvent::LayerStarted {
-            digest: &l.digest,
+            digest: &l.blob_digest,
             size: l.size,
             resumed_from: 0,
         });
@@ -607,7 +597,7 @@ impl Store {
         ) {
             Ok(Some(r)) => {
                 tracing::info!(
-                    layer = %l.digest,
+                    layer = %l.blob_digest,
                     fetched = r.fetched,
                     of = l.size,
                     requests = r.requests,
@@ -623,7 +613,7 @@ impl Store {
                 image: job.spec.image.to_string(),
             }),
             Err(e) => {
-                tracing::warn!(layer = %l.digest, "partial pull failed, pulling the layer whole: {e}");
+                tracing::warn!(layer = %l.blob_digest, "partial pull failed, pulling the layer whole: {e}");
                 Ok(None)
             }
         }
@@ -635,7 +625,7 @@ impl Store {
         let (l, partial) = (job.l, &job.partial);
         let hook = |e: &RegistryError, attempt: u32, wait: Duration| {
             (job.progress)(&PullEvent::Retry {
-                what: &l.digest,
+                what: l.blob_digest.as_str(),
                 attempt,
                 wait,
                 error: &e.to_string(),
@@ -647,14 +637,14 @@ impl Store {
             let resumed =
                 prepare_partial(partial, l.size).map_err(|e| StoreError::io(partial, e))?;
             (job.progress)(&PullEvent::LayerStarted {
-                digest: &l.digest,
+                digest: &l.blob_digest,
                 size: l.size,
                 resumed_from: resumed,
             });
             let source = PartialSource::open(partial, resumed)
                 .map_err(|e| StoreError::io(partial, e))?
                 .then(Tee {
-                    inner: BlobReader::new(job.client, job.image, &l.digest, l.size, resumed)
+                    inner: BlobReader::new(job.client, job.image, &l.blob_digest, l.size, resumed)
                         .on_reconnect(&hook),
                     out: OpenOptions::new()
                         .append(true)
@@ -665,7 +655,7 @@ impl Store {
             let meter = Meter::new(job.cancel);
             let result = if opts.download_only {
                 layer::verify_stream(&job.spec, source, &meter).and_then(|()| {
-                    self.commit_blob(partial, &l.digest)
+                    self.commit_blob(partial, &l.blob_digest)
                         .map_err(|e| StoreError::io(partial, e))
                 })
             } else {
@@ -675,7 +665,9 @@ impl Store {
                 Ok(()) => {
                     let size = meter.unpacked_bytes();
                     if opts.download_only {
-                        (job.progress)(&PullEvent::LayerDone { digest: &l.digest });
+                        (job.progress)(&PullEvent::LayerDone {
+                            digest: &l.blob_digest,
+                        });
                     } else {
                         let _ = fs::remove_file(partial);
                         self.index_layer(job, size)?;
@@ -708,7 +700,7 @@ impl Store {
             })
             .map_err(|e| StoreError::io(&job.dest, e))?;
         (job.progress)(&PullEvent::LayerDone {
-            digest: &job.l.digest,
+            digest: &job.l.blob_digest,
         });
         Ok(())
     }
@@ -727,8 +719,8 @@ impl Store {
         dest: &Path,
     ) -> Result<(), StoreError> {
         let layers_dir = self.inner.layout.layers_dir();
-        let hex = digest_hex(spec.diff_id);
-        let tmp = layer::temp_dir(&layers_dir, hex).map_err(|e| StoreError::io(&layers_dir, e))?;
+        let tmp = layer::temp_dir(&layers_dir, spec.diff_id)
+            .map_err(|e| StoreError::io(&layers_dir, e))?;
         let result = layer::unpack_stream(spec, source, &tmp, meter)
             .and_then(|()| self.commit_layer(spec, &tmp, meter, dest));
         if result.is_err()
@@ -753,7 +745,7 @@ impl Store {
         // The index first: a layer dir without one is only never reused, one without its dir
         // is never looked at.
         if let Err(e) = self.inner.index.put_layer_files(spec.diff_id, &files) {
-            tracing::warn!(layer = spec.diff_id, "cannot index the layer's files: {e}");
+            tracing::warn!(layer = %spec.diff_id, "cannot index the layer's files: {e}");
         }
         layer::commit(tmp, dest).map_err(|e| StoreError::io(dest, e))
     }
@@ -793,12 +785,4 @@ fn select_platform<'m>(
             })
         }
     }
-}
-
-/// Digests become file names: only well-formed sha256 ones are accepted.
-pub(crate) fn check_digest(name: &str, d: &str) -> Result<(), StoreError> {
-    berth_spec::reference::validate_digest(d).map_err(|reason| StoreError::Invalid {
-        image: name.to_string(),
-        reason,
-    })
 }

@@ -26,13 +26,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use berth_spec::ImageReference;
+use berth_spec::{Digest, ImageReference};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
+use super::Store;
 use super::error::StoreError;
 use super::index::FileEntry;
 use super::layer::{self, LayerSpec, Meter};
-use super::{Store, digest_hex};
 use crate::registry::ranges::RangeReport;
 use crate::registry::{RegistryClient, RegistryError};
 use toc::{FileRange, TocLocation};
@@ -55,7 +55,7 @@ pub struct PartialReport {
 }
 
 /// The index entries of an unpack's files (those with content and a UTF-8 path).
-pub(crate) fn file_entries(files: HashMap<Vec<u8>, (String, u64)>) -> Vec<FileEntry> {
+pub(crate) fn file_entries(files: HashMap<Vec<u8>, (Digest, u64)>) -> Vec<FileEntry> {
     let mut out: Vec<FileEntry> = files
         .into_iter()
         .filter(|(_, (_, size))| *size > 0)
@@ -95,7 +95,7 @@ fn open_in_layer(dir: &Path, path: &str) -> io::Result<File> {
 
 impl Store {
     /// Every file content the store holds: digest -> (layer dir, path in it, size).
-    fn reusable(&self) -> HashMap<String, (PathBuf, String, u64)> {
+    fn reusable(&self) -> HashMap<Digest, (PathBuf, String, u64)> {
         let dir = self.inner.layout.layers_dir();
         let mut out = HashMap::new();
         for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
@@ -105,7 +105,10 @@ impl Store {
             if name.starts_with('.') {
                 continue;
             }
-            let Ok(Some(files)) = self.inner.index.layer_files(&format!("sha256:{name}")) else {
+            let Ok(diff_id) = Digest::from_hex(&name).map(berth_spec::DiffId::new) else {
+                continue;
+            };
+            let Ok(Some(files)) = self.inner.index.layer_files(&diff_id) else {
                 continue;
             };
             for f in files {
@@ -148,9 +151,8 @@ impl Store {
         }
 
         let layers_dir = self.inner.layout.layers_dir();
-        let hex = digest_hex(spec.diff_id);
-        let scratch_dir =
-            layer::temp_dir(&layers_dir, hex).map_err(|e| StoreError::io(&layers_dir, e))?;
+        let scratch_dir = layer::temp_dir(&layers_dir, spec.diff_id)
+            .map_err(|e| StoreError::io(&layers_dir, e))?;
         let result = (|| -> Result<PartialReport, StoreError> {
             let path = scratch_dir.join("ranges");
             let scratch = OpenOptions::new()
@@ -184,8 +186,8 @@ impl Store {
             let rebuilt =
                 rebuild::Rebuild::new(plan.segments.clone(), &files, &scratch, &open_local);
             let meter = Meter::new(cancel);
-            let tmp =
-                layer::temp_dir(&layers_dir, hex).map_err(|e| StoreError::io(&layers_dir, e))?;
+            let tmp = layer::temp_dir(&layers_dir, spec.diff_id)
+                .map_err(|e| StoreError::io(&layers_dir, e))?;
             let unpacked = layer::unpack_tar(spec, rebuilt, &tmp, &meter)
                 .and_then(|()| self.commit_layer(spec, &tmp, &meter, dest));
             if unpacked.is_err() {
@@ -236,7 +238,7 @@ fn fetch_toc(
             image: spec.image.to_string(),
             source,
         })?;
-    let actual = crate::registry::client::sha256_digest(&toc_bytes);
+    let actual = Digest::of(&toc_bytes);
     if actual != loc.digest {
         return Err(invalid(format!(
             "TOC digest {actual}, the manifest says {}",
@@ -265,10 +267,10 @@ mod tests {
     #[test]
     fn index_entries_skip_empty_files_and_odd_names() {
         let files = HashMap::from([
-            (b"b/x".to_vec(), ("sha256:1".to_string(), 3)),
-            (b"a".to_vec(), ("sha256:2".to_string(), 1)),
-            (b"empty".to_vec(), ("sha256:3".to_string(), 0)),
-            (vec![0xff, 0xfe], ("sha256:4".to_string(), 5)),
+            (b"b/x".to_vec(), (Digest::of(b"1"), 3)),
+            (b"a".to_vec(), (Digest::of(b"2"), 1)),
+            (b"empty".to_vec(), (Digest::of(b"3"), 0)),
+            (vec![0xff, 0xfe], (Digest::of(b"4"), 5)),
         ]);
         let e = file_entries(files);
         let paths: Vec<&str> = e.iter().map(|f| f.path.as_str()).collect();

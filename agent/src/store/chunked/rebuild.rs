@@ -7,6 +7,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 
+use berth_spec::Digest;
 use sha2::{Digest as _, Sha256};
 
 use super::toc::{FileRange, Segment, Source};
@@ -41,7 +42,7 @@ struct Checked<R> {
     inner: R,
     hash: Sha256,
     left: u64,
-    digest: String,
+    digest: Digest,
     done: bool,
 }
 
@@ -72,7 +73,7 @@ impl<R: Read> Read for Checked<R> {
                         self.digest
                     )));
                 }
-                let got = format!("sha256:{}", hex::encode(self.hash.finalize_reset()));
+                let got = Digest::from_sha256(self.hash.finalize_reset().into());
                 if got != self.digest {
                     return Err(io::Error::other(format!(
                         "content digest {got}, the TOC says {}",
@@ -171,8 +172,8 @@ mod tests {
     use super::*;
     use crate::store::chunked::toc::{TocLocation, plan};
 
-    fn sha(b: &[u8]) -> String {
-        format!("sha256:{}", hex::encode(Sha256::digest(b)))
+    fn sha(b: &[u8]) -> Digest {
+        Digest::of(b)
     }
 
     /// A zstd:chunked-shaped blob: a header frame before each content frame, a trailer frame,

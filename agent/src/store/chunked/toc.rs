@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 
+use berth_spec::Digest;
 use serde::Deserialize;
 
 /// Annotations naming the TOC's position (`offset:length:uncompressed length:type`), new
@@ -41,8 +42,8 @@ pub struct TocLocation {
     pub offset: u64,
     pub length: u64,
     pub uncompressed: u64,
-    /// `sha256:` of the compressed TOC bytes.
-    pub digest: String,
+    /// The digest of the compressed TOC bytes.
+    pub digest: Digest,
 }
 
 /// The TOC's location from a layer's annotations: `None` for a layer that is not zstd:chunked,
@@ -57,7 +58,7 @@ pub fn locate(
             .iter()
             .find_map(|k| annotations.get(*k))
             .ok_or("no manifest-checksum annotation")?;
-        berth_spec::reference::validate_digest(digest)?;
+        let digest = Digest::parse(digest)?;
         let parts: Vec<u64> = pos
             .split(':')
             .map(|p| p.parse::<u64>())
@@ -84,7 +85,7 @@ pub fn locate(
             offset,
             length,
             uncompressed,
-            digest: digest.clone(),
+            digest,
         })
     })())
 }
@@ -118,8 +119,8 @@ pub struct FileRange {
     pub end: u64,
     /// Uncompressed bytes.
     pub size: u64,
-    /// `sha256:` of the content.
-    pub digest: String,
+    /// The digest of the content.
+    pub digest: Digest,
 }
 
 /// The regular files with content, in blob order, checked to be well-formed: whole frames,
@@ -135,8 +136,7 @@ pub fn parse(json: &[u8], toc: &TocLocation) -> Result<Vec<FileRange>, String> {
         if e.kind != "reg" || e.size == 0 {
             continue;
         }
-        berth_spec::reference::validate_digest(&e.digest)
-            .map_err(|r| format!("TOC entry digest: {r}"))?;
+        let digest = Digest::parse(&e.digest).map_err(|r| format!("TOC entry digest: {r}"))?;
         if e.overlaps(files.last()) {
             return Err(format!(
                 "TOC entry at {} overlaps or precedes the one before",
@@ -153,7 +153,7 @@ pub fn parse(json: &[u8], toc: &TocLocation) -> Result<Vec<FileRange>, String> {
             start: e.offset,
             end: e.end_offset,
             size: e.size,
-            digest: e.digest,
+            digest,
         });
     }
     Ok(files)
@@ -297,7 +297,7 @@ mod tests {
             offset: 1008,
             length: 10,
             uncompressed: 10,
-            digest: D.into(),
+            digest: Digest::parse(D).unwrap(),
         }
     }
 
@@ -332,7 +332,7 @@ mod tests {
             start,
             end,
             size,
-            digest: D.into(),
+            digest: Digest::parse(D).unwrap(),
         };
         let files = [f(100, 200, 50), f(250, 600, 400), f(600, 700, 90)];
         let p = plan(&files, &toc(), |x| x.start == 250, 0);
@@ -380,10 +380,10 @@ mod tests {
             let mut pos = 0;
             for (hdr, len, _) in &sizes {
                 let start = pos + hdr;
-                files.push(FileRange { start, end: start + len, size: *len, digest: D.into() });
+                files.push(FileRange { start, end: start + len, size: *len, digest: Digest::parse(D).unwrap() });
                 pos = start + len;
             }
-            let t = TocLocation { offset: pos + tail + SKIPPABLE_HEADER, length: 1, uncompressed: 1, digest: D.into() };
+            let t = TocLocation { offset: pos + tail + SKIPPABLE_HEADER, length: 1, uncompressed: 1, digest: Digest::parse(D).unwrap() };
             let reuse: Vec<bool> = sizes.iter().map(|s| s.2).collect();
             let p = plan(&files, &t, |f| reuse[files.iter().position(|x| x == f).unwrap()], gap);
             let mut at = 0;

@@ -9,22 +9,26 @@ use crate::image::ImageConfig;
 use crate::registry::Platform;
 use crate::store::index::LayerRef;
 
-fn d(n: u32) -> String {
-    format!("sha256:{n:064x}")
+fn d(n: u32) -> Digest {
+    Digest::parse(&format!("sha256:{n:064x}")).unwrap()
+}
+
+fn diff(n: u32) -> DiffId {
+    DiffId::new(d(n))
 }
 
 fn rec(name: &str, id: u32, layers: &[u32], last_used: u64, pins: &[&str]) -> ImageRecord {
     ImageRecord {
         reference: name.to_string(),
-        digest: d(1000 + id),
+        reference_digest: d(1000 + id),
         manifest_digest: d(2000 + id),
         config_digest: d(3000 + id),
         platform: Platform::new("linux", "amd64", None),
         layers: layers
             .iter()
             .map(|l| LayerRef {
-                digest: d(4000 + l),
-                diff_id: d(*l),
+                blob_digest: d(4000 + l),
+                diff_id: diff(*l),
                 size: 10,
                 media_type: String::new(),
                 annotations: Default::default(),
@@ -42,13 +46,13 @@ fn rec(name: &str, id: u32, layers: &[u32], last_used: u64, pins: &[&str]) -> Im
 fn input(records: Vec<ImageRecord>, layers: &[u32]) -> GcInput {
     let mut blobs = Vec::new();
     for r in &records {
-        for x in [&r.digest, &r.manifest_digest, &r.config_digest] {
-            blobs.push((x.trim_start_matches("sha256:").to_string(), 1, 0));
+        for x in [&r.reference_digest, &r.manifest_digest, &r.config_digest] {
+            blobs.push((x.hex().to_string(), 1, 0));
         }
     }
     GcInput {
         records,
-        layers: layers.iter().map(|l| (d(*l), 100)).collect(),
+        layers: layers.iter().map(|l| (diff(*l), 100)).collect(),
         blobs,
         active: HashSet::new(),
         root_images: HashSet::new(),
@@ -76,13 +80,13 @@ fn keeps_roots_pins_rollback_and_recent() {
     );
     i.root_images.insert("spec".into());
     i.root_digests.insert(d(2003));
-    i.root_layers.insert(d(7));
+    i.root_layers.insert(diff(7));
     let p = plan(&i);
     assert_eq!(p.remove_images, ["old"]);
     // Layer 2 is shared with a kept image; 7 is a live container's.
-    assert_eq!(p.remove_layers, [d(6)]);
-    assert!(p.remove_blobs.contains(&d(1005)[7..].to_string()));
-    assert!(!p.remove_blobs.contains(&d(1001)[7..].to_string()));
+    assert_eq!(p.remove_layers, [diff(6)]);
+    assert!(p.remove_blobs.contains(&d(1005).hex().to_string()));
+    assert!(!p.remove_blobs.contains(&d(1001).hex().to_string()));
     assert_eq!(p.freed, 100 + 3);
     assert!(!p.over_budget);
 }
@@ -90,13 +94,13 @@ fn keeps_roots_pins_rollback_and_recent() {
 #[test]
 fn active_pulls_keep_their_layers_and_partials() {
     let mut i = input(vec![], &[1, 2]);
-    i.active.insert(d(1));
-    i.blobs.push((format!("{}.partial", &d(4001)[7..]), 5, 0));
-    i.blobs.push((format!("{}.partial", &d(4002)[7..]), 5, 0));
-    i.active.insert(d(4001));
+    i.active.insert(d(1).to_string());
+    i.blobs.push((format!("{}.partial", d(4001).hex()), 5, 0));
+    i.blobs.push((format!("{}.partial", d(4002).hex()), 5, 0));
+    i.active.insert(d(4001).to_string());
     let p = plan(&i);
-    assert_eq!(p.remove_layers, [d(2)]);
-    assert_eq!(p.remove_blobs, [format!("{}.partial", &d(4002)[7..])]);
+    assert_eq!(p.remove_layers, [diff(2)]);
+    assert_eq!(p.remove_blobs, [format!("{}.partial", d(4002).hex())]);
 }
 
 #[test]
@@ -166,7 +170,7 @@ fn arb_input() -> impl Strategy<Value = GcInput> {
                 .collect();
             let mut i = input(records, &layers);
             i.root_images = roots.iter().map(|r| format!("img{r}")).collect();
-            i.root_layers = in_use.iter().map(|l| d(*l)).collect();
+            i.root_layers = in_use.iter().map(|l| diff(*l)).collect();
             i.max_disk = max_disk;
             i.free = free;
             i.min_free = 1000;
@@ -187,14 +191,14 @@ proptest! {
                 for l in &r.layers {
                     prop_assert!(!p.remove_layers.contains(&l.diff_id), "layer of kept {} removed", r.reference);
                 }
-                prop_assert!(!p.remove_blobs.contains(&r.manifest_digest[7..].to_string()));
+                prop_assert!(!p.remove_blobs.contains(&r.manifest_digest.hex().to_string()));
             }
         }
         for l in &i.root_layers {
             prop_assert!(!p.remove_layers.contains(l));
         }
         // Everything removed exists, once.
-        let set: HashSet<&String> = p.remove_layers.iter().collect();
+        let set: HashSet<&DiffId> = p.remove_layers.iter().collect();
         prop_assert_eq!(set.len(), p.remove_layers.len());
     }
 

@@ -14,20 +14,18 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use berth_spec::{ImageReference, ImageSource};
+use berth_spec::{DiffId, Digest, ImageReference, ImageSource};
 use serde::Deserialize;
 
 use crate::image::ResolvedImage;
 use crate::registry::manifest::{self, Descriptor, ImageManifest, Manifest};
 use crate::registry::platform::{self, Platform};
-use crate::registry::sha256_digest;
 
+use super::Store;
 use super::error::StoreError;
 use super::image_config;
 use super::index::{ImageRecord, LayerRecord, LayerRef, PIN_IMPORT, now_secs};
 use super::layer::{LayerSpec, Meter};
-use super::pull::check_digest;
-use super::{Store, digest_hex};
 use archive::Archive;
 
 /// The largest JSON file read from an archive (index, manifests, configs): a config's limit.
@@ -39,8 +37,9 @@ const CONTAINERD_NAME: &str = "io.containerd.image.name";
 struct Found {
     /// Record keys: the archive's own key(s) and any names it carries.
     keys: Vec<String>,
-    digest: String,
-    manifest_digest: String,
+    /// What the archive's entry names: an index's digest, or the manifest's.
+    reference_digest: Digest,
+    manifest_digest: Digest,
     manifest_bytes: Vec<u8>,
     index_bytes: Option<Vec<u8>>,
     manifest: ImageManifest,
@@ -184,10 +183,9 @@ impl Store {
             {
                 continue;
             }
-            check_digest(shown, &desc.digest)?;
             let bytes = read_blob(ar, desc, shown)?;
             let Some(Resolved {
-                digest,
+                reference_digest,
                 manifest_digest,
                 manifest,
                 manifest_bytes,
@@ -209,7 +207,7 @@ impl Store {
             keys.dedup();
             out.push(Found {
                 keys,
-                digest,
+                reference_digest,
                 manifest_digest,
                 manifest_bytes,
                 index_bytes: sub_index,
@@ -253,7 +251,7 @@ impl Store {
                 unreachable!("built as an image manifest");
             };
             self.put_blob(&config_digest, &config_bytes)?;
-            let digest = sha256_digest(&manifest_bytes);
+            let digest = Digest::of(&manifest_bytes);
             let mut keys = Vec::new();
             if n == 0 {
                 keys.push(format!("oci-archive:{}", abs.display()));
@@ -265,7 +263,7 @@ impl Store {
             }
             out.push(Found {
                 keys,
-                digest: digest.clone(),
+                reference_digest: digest.clone(),
                 manifest_digest: digest,
                 manifest_bytes,
                 index_bytes: None,
@@ -291,7 +289,6 @@ impl Store {
                 setting: "max_layers",
             });
         }
-        check_digest(shown, &m.config.digest)?;
         let config_bytes = read_blob(ar, &m.config, shown).or_else(|e| {
             // docker save: the config was verified and stored while reading manifest.json.
             std::fs::read(self.blob_path(&m.config.digest)).map_err(|_| e)
@@ -300,22 +297,13 @@ impl Store {
             image: shown.into(),
             reason,
         })?;
-        if parsed.diff_ids.len() != m.layers.len() {
-            return Err(StoreError::Config {
-                image: shown.into(),
-                reason: format!(
-                    "{} diff ids for {} layers",
-                    parsed.diff_ids.len(),
-                    m.layers.len()
-                ),
-            });
-        }
+        parsed.check_layer_count(shown, m.layers.len())?;
         let layers: Vec<LayerRef> = m
             .layers
             .iter()
             .zip(&parsed.diff_ids)
             .map(|(d, diff)| LayerRef {
-                digest: d.digest.clone(),
+                blob_digest: d.digest.clone(),
                 diff_id: diff.clone(),
                 size: d.size,
                 media_type: d.media_type.clone(),
@@ -325,17 +313,16 @@ impl Store {
         let _active = self.activate(&layers);
         let mut unpacked_size = 0;
         for (i, l) in layers.iter().enumerate() {
-            check_digest(shown, &l.digest)?;
             let name = f
                 .layer_paths
                 .get(i)
                 .cloned()
-                .unwrap_or_else(|| format!("blobs/sha256/{}", digest_hex(&l.digest)));
+                .unwrap_or_else(|| format!("blobs/sha256/{}", l.blob_digest.hex()));
             unpacked_size += self.import_layer(ar, shown, l, &name)?;
         }
         self.put_blob(&f.manifest_digest, &f.manifest_bytes)?;
         if let Some(ib) = &f.index_bytes {
-            self.put_blob(&f.digest, ib)?;
+            self.put_blob(&f.reference_digest, ib)?;
         }
         self.put_blob(&m.config.digest, &config_bytes)?;
         let now = now_secs();
@@ -353,7 +340,7 @@ impl Store {
             pins.insert(PIN_IMPORT.to_string());
             let r = ImageRecord {
                 reference: key.clone(),
-                digest: f.digest.clone(),
+                reference_digest: f.reference_digest.clone(),
                 manifest_digest: f.manifest_digest.clone(),
                 config_digest: m.config.digest.clone(),
                 platform: parsed.platform.clone(),
@@ -388,13 +375,13 @@ impl Store {
         }
         let src = ar.open_file(name).map_err(|e| StoreError::Invalid {
             image: shown.into(),
-            reason: format!("layer {}: {e}", l.digest),
+            reason: format!("layer {}: {e}", l.blob_digest),
         })?;
         let cancel = AtomicBool::new(false);
         let meter = Meter::new(&cancel);
         let spec = LayerSpec {
             image: shown,
-            digest: &l.digest,
+            digest: &l.blob_digest,
             size: l.size,
             diff_id: &l.diff_id,
             max_unpacked: self.inner.limits.max_layer_size,
@@ -436,7 +423,7 @@ fn read_json_file(ar: &Archive, name: &str, shown: &str) -> Result<Vec<u8>, Stor
 
 /// A small blob, verified against its descriptor.
 fn read_blob(ar: &Archive, d: &Descriptor, shown: &str) -> Result<Vec<u8>, StoreError> {
-    let name = format!("blobs/sha256/{}", digest_hex(&d.digest));
+    let name = format!("blobs/sha256/{}", d.digest.hex());
     let bytes = ar
         .read_small(&name, MAX_JSON)
         .map_err(|e| StoreError::Invalid {
@@ -446,18 +433,18 @@ fn read_blob(ar: &Archive, d: &Descriptor, shown: &str) -> Result<Vec<u8>, Store
     if bytes.len() as u64 != d.size {
         return Err(StoreError::BlobSize {
             image: shown.into(),
-            blob: d.digest.clone(),
+            blob: d.digest.to_string(),
             expected: d.size,
             actual: bytes.len().to_string(),
         });
     }
-    let actual = sha256_digest(&bytes);
+    let actual = Digest::of(&bytes);
     if actual != d.digest {
         return Err(StoreError::BlobDigest {
             image: shown.into(),
-            blob: d.digest.clone(),
-            expected: d.digest.clone(),
-            actual,
+            blob: d.digest.to_string(),
+            expected: d.digest.to_string(),
+            actual: actual.to_string(),
         });
     }
     Ok(bytes)
@@ -475,8 +462,8 @@ fn parse_manifest(bytes: &[u8], media_type: &str, shown: &str) -> Result<Manifes
 /// An OCI layout's manifest (or index) entry, resolved to this platform's image manifest.
 struct Resolved {
     /// What the entry names: the manifest, or the index holding it.
-    digest: String,
-    manifest_digest: String,
+    reference_digest: Digest,
+    manifest_digest: Digest,
     manifest: ImageManifest,
     manifest_bytes: Vec<u8>,
     /// The index's bytes, when the entry is one.
@@ -494,7 +481,7 @@ fn resolve_oci_entry(
     let idx = match parse_manifest(&bytes, &desc.media_type, shown)? {
         Manifest::Image(m) => {
             return Ok(Some(Resolved {
-                digest: desc.digest.clone(),
+                reference_digest: desc.digest.clone(),
                 manifest_digest: desc.digest.clone(),
                 manifest: m,
                 manifest_bytes: bytes,
@@ -513,11 +500,10 @@ fn resolve_oci_entry(
         return Ok(None);
     };
     let sub = &idx.manifests[i];
-    check_digest(shown, &sub.digest)?;
     let sb = read_blob(ar, sub, shown)?;
     match parse_manifest(&sb, &sub.media_type, shown)? {
         Manifest::Image(m) => Ok(Some(Resolved {
-            digest: desc.digest.clone(),
+            reference_digest: desc.digest.clone(),
             manifest_digest: sub.digest.clone(),
             manifest: m,
             manifest_bytes: sb,
@@ -555,14 +541,14 @@ fn docker_save_config(
     ar: &Archive,
     e: &DockerSaveEntry,
     shown: &str,
-) -> Result<(Vec<u8>, String, image_config::ParsedConfig), StoreError> {
+) -> Result<(Vec<u8>, Digest, image_config::ParsedConfig), StoreError> {
     let config_bytes = ar
         .read_small(&e.config, MAX_JSON)
         .map_err(|err| StoreError::Invalid {
             image: shown.into(),
             reason: format!("{}: {err}", e.config),
         })?;
-    let config_digest = sha256_digest(&config_bytes);
+    let config_digest = Digest::of(&config_bytes);
     // The config's file name is its digest in both the old and the OCI-style layouts.
     let named = e
         .config
@@ -575,23 +561,14 @@ fn docker_save_config(
             image: shown.into(),
             blob: e.config.clone(),
             expected: format!("sha256:{named}"),
-            actual: config_digest,
+            actual: config_digest.to_string(),
         });
     }
     let parsed = image_config::parse(&config_bytes).map_err(|reason| StoreError::Config {
         image: shown.into(),
         reason,
     })?;
-    if parsed.diff_ids.len() != e.layers.len() {
-        return Err(StoreError::Config {
-            image: shown.into(),
-            reason: format!(
-                "{} diff ids for {} layers",
-                parsed.diff_ids.len(),
-                e.layers.len()
-            ),
-        });
-    }
+    parsed.check_layer_count(shown, e.layers.len())?;
     Ok((config_bytes, config_digest, parsed))
 }
 
@@ -599,7 +576,7 @@ fn docker_save_config(
 fn docker_save_layers(
     ar: &Archive,
     e: &DockerSaveEntry,
-    diff_ids: &[String],
+    diff_ids: &[DiffId],
     shown: &str,
 ) -> Result<Vec<serde_json::Value>, StoreError> {
     let mut layers = Vec::new();
@@ -611,10 +588,12 @@ fn docker_save_layers(
         // OCI-style saves name blobs by digest; old ones hold uncompressed tars, whose
         // digest is the diff id.
         let digest = match path.strip_prefix("blobs/sha256/") {
-            Some(hex) => format!("sha256:{hex}"),
-            None => diff_id.clone(),
+            Some(hex) => Digest::from_hex(hex).map_err(|reason| StoreError::Invalid {
+                image: shown.into(),
+                reason,
+            })?,
+            None => diff_id.as_digest().clone(),
         };
-        check_digest(shown, &digest)?;
         layers.push(serde_json::json!({
             "mediaType": manifest::OCI_LAYER_TAR, "digest": digest, "size": size
         }));

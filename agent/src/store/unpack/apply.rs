@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use berth_spec::Digest;
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid, XattrFlags};
 use sha2::{Digest as _, Sha256};
 use tar::EntryType;
@@ -65,7 +66,7 @@ pub struct Unpacker {
     space: Guard,
     /// Every regular file's content digest, by path (the last entry for a path wins): the
     /// store's index of what it can reuse in a partial pull.
-    pub files: HashMap<Vec<u8>, (String, u64)>,
+    pub files: HashMap<Vec<u8>, (Digest, u64)>,
     euid: u32,
     egid: u32,
 }
@@ -347,7 +348,7 @@ impl Unpacker {
         at.push(name.to_vec());
         self.files.insert(
             join(&at),
-            (format!("sha256:{}", hex::encode(hash.finalize())), size),
+            (Digest::from_sha256(hash.finalize().into()), size),
         );
         let fd = OwnedFd::from(file);
         // A new file belongs to us and our group, unless its dir is setgid.

@@ -77,7 +77,7 @@ impl Default for Limits {
 pub struct Unpacked {
     pub entries: u64,
     /// Regular files: path in the layer -> (content digest, size).
-    pub files: std::collections::HashMap<Vec<u8>, (String, u64)>,
+    pub files: std::collections::HashMap<Vec<u8>, (berth_spec::Digest, u64)>,
 }
 
 /// Applies the tar stream `reader` to the empty directory `dir` with default [`Limits`].
