@@ -77,17 +77,18 @@ impl TrustedOwners {
     /// walked too), and checks each: the ones passed through with [`Self::check_passing`],
     /// `dir` itself strictly (a sticky spec dir still lets others add specs).
     pub fn check_dir_chain(&self, dir: &Path) -> Result<(), String> {
-        self.walk(dir, true)
+        self.walk(dir, Target::Dir)
     }
 
     /// Like [`Self::check_dir_chain`] for the dir a file is reached through: every dir the
     /// path traverses, the file's own dir included (strictly), symlinks of the path and of the
     /// file itself followed; the file is not judged here (its reader's fstat is).
     pub fn check_file_chain(&self, file: &Path) -> Result<(), String> {
-        self.walk(file, false)
+        self.walk(file, Target::File)
     }
 
-    fn walk(&self, path: &Path, last_is_dir: bool) -> Result<(), String> {
+    fn walk(&self, path: &Path, target: Target) -> Result<(), String> {
+        let last_is_dir = target == Target::Dir;
         let shown = path.display();
         let absolute = if path.is_absolute() {
             path.to_path_buf()
@@ -159,6 +160,13 @@ fn components(p: &Path) -> Vec<Vec<u8>> {
             _ => None,
         })
         .collect()
+}
+
+/// What a walked path ends in: a dir (judged strictly) or a file (judged by its reader).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Dir,
+    File,
 }
 
 #[cfg(test)]

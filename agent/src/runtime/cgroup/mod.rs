@@ -264,7 +264,7 @@ impl Cgroup {
         match &self.mode {
             CgroupMode::V1 { root } => v1::freeze(&v1::freezer_dir(root).join(&self.rel), timeout),
             CgroupMode::V2 { root } | CgroupMode::Systemd { root, .. } => {
-                v2::freeze(&root.join(&self.rel), true, timeout)
+                v2::freeze(&root.join(&self.rel), v2::Freezer::Frozen, timeout)
             }
         }
     }
@@ -273,7 +273,7 @@ impl Cgroup {
         match &self.mode {
             CgroupMode::V1 { root } => v1::thaw(&v1::freezer_dir(root).join(&self.rel), timeout),
             CgroupMode::V2 { root } | CgroupMode::Systemd { root, .. } => {
-                v2::freeze(&root.join(&self.rel), false, timeout)
+                v2::freeze(&root.join(&self.rel), v2::Freezer::Thawed, timeout)
             }
         }
     }

@@ -108,14 +108,23 @@ pub(super) fn set_devices(dir: &Path, policy: DevicePolicy<'_>) -> Result<()> {
     })
 }
 
-pub(super) fn freeze(dir: &Path, frozen: bool, timeout: Duration) -> Result<()> {
-    write(&dir.join("cgroup.freeze"), if frozen { "1" } else { "0" })?;
-    let what = format!(
-        "{} to {}",
-        dir.display(),
-        if frozen { "freeze" } else { "thaw" }
-    );
-    wait_until(timeout, &what, || is_frozen(dir) == frozen)
+/// What `cgroup.freeze` is set to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Freezer {
+    Frozen,
+    Thawed,
+}
+
+pub(super) fn freeze(dir: &Path, want: Freezer, timeout: Duration) -> Result<()> {
+    let (value, verb) = match want {
+        Freezer::Frozen => ("1", "freeze"),
+        Freezer::Thawed => ("0", "thaw"),
+    };
+    write(&dir.join("cgroup.freeze"), value)?;
+    let what = format!("{} to {verb}", dir.display());
+    wait_until(timeout, &what, || {
+        is_frozen(dir) == (want == Freezer::Frozen)
+    })
 }
 
 pub(super) fn is_frozen(dir: &Path) -> bool {
