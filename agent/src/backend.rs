@@ -123,7 +123,8 @@ pub trait Backend: Send + Sync + 'static {
 
     /// A spec may have changed and a create may follow: begin now what its first kernel step
     /// would wait for (the cgroup migration lock's grace period after idle), so the wait runs
-    /// beside the spec read and the plan instead of after them. Blocking; nothing changes.
+    /// beside the spec read and the plan instead of after them. Called on the loop: it only
+    /// signals, never blocks; nothing changes.
     fn prepare_for_changes(&self) {}
 
     /// Imports archives dropped in the import dir; one line per archive, for the event log.

@@ -21,9 +21,9 @@ round. Two conditions, in the same rounds: **after 200 ms idle** (the headline: 
 always written to a machine that sat idle, and on this VM such a start costs ~10 ms more for
 every tool, because joining a cgroup waits for an RCU grace period that an idle tickless guest
 completes only at a later tick (measured here: a first migration after 200 ms idle 7.4 ms, back to
-back 0.2 ms). berth begins that wait as soon as the spec event arrives: the loop has the backend
-write the agent into the cgroup it already is in (a move of nothing that takes the kernel's one
-migration lock) on a blocking thread, so the grace period runs beside the spec read, the plan,
+back 0.2 ms). berth begins that wait as soon as the spec event arrives: the loop pokes a thread
+of the backend's that writes the agent into the cgroup it already is in (a move of nothing that
+takes the kernel's one migration lock), so the grace period runs beside the spec read, the plan,
 the shim's spawn and the network attach, and the shim's and the init's own migrations find it
 passed; the floor pays it in line) and **back to back** (each start right after the previous
 contender's, the machine busy). The target is judged in both. The runtime-level comparison

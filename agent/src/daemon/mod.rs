@@ -45,8 +45,6 @@ pub use policy::plan_in_process;
 const MAX_PARALLEL: usize = 16;
 /// A file that failed to parse and changed this recently may be half-written: look again.
 pub const SETTLE: Duration = Duration::from_secs(1);
-/// How often at most a burst of spec events has the backend prepare for changes.
-const PREPARE_EVERY: Duration = Duration::from_millis(50);
 
 /// Everything that can wake the loop.
 pub enum Event {
@@ -122,8 +120,6 @@ pub struct Reconciler {
     semaphore: Arc<Semaphore>,
     waiters: Vec<Waiter>,
     resync: Resync,
-    /// When the backend was last asked to prepare for changes.
-    prepared_at: Option<tokio::time::Instant>,
     health: policy::HealthBook,
     health_wake: Option<Millis>,
     checks_in_flight: BTreeSet<ImageSource>,
@@ -188,7 +184,6 @@ impl Reconciler {
             semaphore: Arc::new(Semaphore::new(MAX_PARALLEL)),
             waiters: Vec::new(),
             resync: Resync::Idle,
-            prepared_at: None,
             health: policy::HealthBook::default(),
             health_wake: None,
             checks_in_flight: BTreeSet::new(),
@@ -258,7 +253,7 @@ impl Reconciler {
     pub fn handle(&mut self, ev: Event) -> bool {
         match ev {
             Event::SpecsChanged => {
-                self.prepare_for_changes();
+                self.backend.prepare_for_changes();
                 self.rescan();
                 // The pass follows the read.
                 false
@@ -484,19 +479,6 @@ impl Reconciler {
                 self.observed.containers.remove(name);
             }
         }
-    }
-
-    /// Has the backend begin a create's kernel waits, at most once per [`PREPARE_EVERY`]: a
-    /// burst of spec events (10,000 files written) needs one, and the creates that follow keep
-    /// the kernel's state warm themselves.
-    fn prepare_for_changes(&mut self) {
-        let now = tokio::time::Instant::now();
-        if self.prepared_at.is_some_and(|t| now < t + PREPARE_EVERY) {
-            return;
-        }
-        self.prepared_at = Some(now);
-        let backend = self.backend.clone();
-        tokio::task::spawn_blocking(move || backend.prepare_for_changes());
     }
 
     fn start_resync(&mut self) {

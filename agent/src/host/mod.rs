@@ -62,6 +62,8 @@ pub struct Host {
     making: std::sync::RwLock<()>,
     /// The config file the agent read, passed on to `berth exec` for health checks.
     config_path: Option<std::path::PathBuf>,
+    /// Started by the agent's `startup` (a command's host has none).
+    grace: std::sync::OnceLock<Option<crate::runtime::cgroup::GraceStarter>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +130,7 @@ impl Host {
             config_path: None,
             hosts: Mutex::new(()),
             making: std::sync::RwLock::new(()),
+            grace: std::sync::OnceLock::new(),
         })
     }
 
@@ -452,6 +455,9 @@ impl Host {
 
 impl Backend for Host {
     fn startup(&self) -> Result<(), ActionError> {
+        self.grace.get_or_init(|| {
+            crate::runtime::cgroup::GraceStarter::spawn(&self.runtime.config().cgroups)
+        });
         for net in self.networks() {
             net.ensure_host()
                 .map_err(|e| ActionError::permanent(format!("network {:?}: {e}", net.name())))?;
@@ -731,8 +737,8 @@ impl Backend for Host {
     }
 
     fn prepare_for_changes(&self) {
-        if let Err(e) = self.runtime.config().cgroups.begin_migration_grace() {
-            tracing::debug!("cannot begin the cgroup migration grace period early: {e}");
+        if let Some(Some(g)) = self.grace.get() {
+            g.poke();
         }
     }
 

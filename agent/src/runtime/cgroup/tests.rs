@@ -239,11 +239,15 @@ fn the_own_cgroup_is_found_in_the_hierarchy_the_mode_uses() {
     assert_eq!(own_cgroup_dir(&v1, "0::/\n"), None);
 }
 
-/// The warm-up takes the migration lock and moves nothing: the process stays where it was.
+/// The poke takes the migration lock and moves nothing: the process stays where it was.
 #[test]
 fn beginning_the_migration_grace_moves_nothing() {
     let before = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-    CgroupMode::detect().begin_migration_grace().unwrap();
+    let starter = GraceStarter::spawn(&CgroupMode::detect()).expect("this host's cgroup");
+    for _ in 0..3 {
+        starter.poke();
+    }
+    drop(starter);
     assert_eq!(
         std::fs::read_to_string("/proc/self/cgroup").unwrap(),
         before
