@@ -24,6 +24,8 @@ pub struct AgentArgs {
 }
 
 pub fn run(config: Option<&Path>, args: &AgentArgs) -> ExitCode {
+    // Before any thread: malloc's arenas are chosen per thread at its first allocation.
+    crate::daemon::heap::tune();
     let cfg = match crate::config::load(config) {
         Ok(c) => c,
         Err(e) => return fail(&e.to_string()),

@@ -6,7 +6,7 @@
 
 mod apply;
 mod exec;
-mod heap;
+pub mod heap;
 mod policy;
 mod run;
 mod specs;

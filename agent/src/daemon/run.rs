@@ -37,7 +37,6 @@ pub async fn run_agent<H: Backend + Operations>(
         mut imports_changed,
         repo: git_source,
     } = inputs;
-    super::heap::tune();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut r = Reconciler::start(config, host, source, metrics, tx.clone()).await?;
     r.git_source = git_source.map(|g| {
