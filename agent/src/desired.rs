@@ -1,6 +1,7 @@
-//! From a scan of the spec source to the desired set, remembering each container's last valid
-//! spec (in memory and in `containers/<name>/spec.json`) so that a file that stops parsing, or
-//! a spec dir that vanishes, never takes a running container down, also across restarts.
+//! The spec source and the last valid specs on disk: each container's last valid spec is kept
+//! in `containers/<name>/spec.json` so that a file that stops parsing, or a spec dir that
+//! vanishes, never takes a running container down, also across restarts. What the desired set
+//! is, given a scan and those specs, is the pure core's (`reconcile::desired_set`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,30 +11,27 @@ use berth_spec::ContainerSpec;
 
 use crate::fsutil;
 use crate::layout::Layout;
-use crate::reconcile::model::{Desired, DesiredEntry, DesiredSpec};
-
-/// One complete read of the spec source.
-#[derive(Debug, Clone, Default)]
-pub struct Scan {
-    /// Set when the source as a whole could not be read (dir missing or unreadable).
-    pub error: Option<String>,
-    /// Every spec file by container name: its normalised spec (shared with the source's cache,
-    /// never copied), or why it was refused.
-    pub specs: BTreeMap<String, Result<Arc<ContainerSpec>, String>>,
-    /// A refused file changed moments ago and may be half-written: scan again shortly.
-    pub unsettled: bool,
-}
+use crate::reconcile::desired_set::{self, LastValidSpecs};
+use crate::reconcile::desired_set::Scan;
+use crate::reconcile::model::{Desired, DesiredSpec};
 
 /// A full-snapshot spec source: a directory today, anything that can list specs tomorrow.
 pub trait SpecSource: Send {
     fn scan(&mut self) -> Scan;
 }
 
+/// Whether the last valid specs are written to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    OnDisk,
+    /// Read-only users (`berth plan`, `berth status` without an agent) change nothing on disk.
+    InMemory,
+}
+
 pub struct LastValid {
     dir: PathBuf,
-    specs: BTreeMap<String, DesiredSpec>,
-    /// Read-only users (`berth plan`, `berth status` without an agent) change nothing on disk.
-    persist: bool,
+    specs: LastValidSpecs,
+    keep: Keep,
 }
 
 impl LastValid {
@@ -58,75 +56,31 @@ impl LastValid {
         LastValid {
             dir,
             specs,
-            persist: true,
+            keep: Keep::OnDisk,
         }
     }
 
     /// As [`LastValid::load`], for a reader that must not write.
     pub fn load_read_only(layout: &Layout) -> Self {
         LastValid {
-            persist: false,
+            keep: Keep::InMemory,
             ..Self::load(layout)
         }
     }
 
-    /// The desired set for a scan; persists specs that changed.
+    /// The desired set for a scan; keeps the specs that changed.
     pub fn desired(&mut self, scan: &Scan) -> Desired {
-        let known = self.specs.len();
-        // In name order, so that the map is built packed (see [`super::packed`]).
-        let mut specs = Vec::with_capacity(scan.specs.len());
-        for (name, result) in &scan.specs {
-            let entry = match result {
-                Ok(spec) => {
-                    match self.specs.get_mut(name) {
-                        // The same spec read again: hold the scan's allocation, not a second
-                        // one (a spec read back from spec.json at startup is one).
-                        Some(old) if *old.spec == **spec => {
-                            if !Arc::ptr_eq(&old.spec, spec) {
-                                old.spec = spec.clone();
-                            }
-                        }
-                        _ => self.persist(name, spec),
-                    }
-                    DesiredEntry {
-                        spec: Some(self.specs[name].clone()),
-                        error: None,
-                    }
-                }
-                Err(error) => DesiredEntry {
-                    spec: self.specs.get(name).cloned(),
-                    error: Some(error.clone()),
-                },
-            };
-            specs.push((name.clone(), entry));
-        }
-        let mut out = Desired {
-            specs: specs.into_iter().collect(),
-            trustworthy: scan.error.is_none(),
-        };
-        if self.specs.len() > known {
-            self.specs = crate::reconcile::packed(std::mem::take(&mut self.specs));
-        }
-        if let Some(error) = &scan.error {
-            // The source is unreadable: every known container keeps its last valid spec.
-            for (name, spec) in &self.specs {
-                out.specs
-                    .entry(name.clone())
-                    .or_insert_with(|| DesiredEntry {
-                        spec: Some(spec.clone()),
-                        error: Some(error.clone()),
-                    });
+        let (desired, changed) = desired_set::desired(&mut self.specs, scan);
+        if self.keep == Keep::OnDisk {
+            for name in changed {
+                self.persist(&name);
             }
         }
-        out
+        desired
     }
 
-    fn persist(&mut self, name: &str, spec: &Arc<ContainerSpec>) {
-        if !self.persist {
-            self.specs
-                .insert(name.to_string(), DesiredSpec::new(spec.clone()));
-            return;
-        }
+    fn persist(&self, name: &str) {
+        let spec = &self.specs[name].spec;
         let dir = self.dir.join(name);
         // Not fsynced: it sits on the path from a spec to its running container; a power
         // loss can only cost the newest version (the file is re-read valid in the usual case).
@@ -138,8 +92,6 @@ impl LastValid {
             // Still usable in memory; only an agent restart with an invalid file would miss it.
             tracing::warn!(container = %name, "cannot persist the last valid spec: {e}");
         }
-        self.specs
-            .insert(name.to_string(), DesiredSpec::new(spec.clone()));
     }
 
     /// Each known container's `depends_on` names.

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use tokio::sync::oneshot;
 
-use crate::desired::{LastValid, Scan, SpecSource};
+use crate::desired::{LastValid, SpecSource};
+use crate::reconcile::desired_set::Scan;
 use crate::layout::Layout;
 use crate::reconcile::Desired;
 use crate::status::PlanView;

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::api::server::ApplyOptions;
-use crate::desired::Scan;
+use crate::reconcile::desired_set::Scan;
 use crate::names::IncarnationId;
 use crate::reconcile::model::{ContainerInfo, Ending, HealthState, RunState};
 use crate::reconcile::plan::{Create, RemoveReason, StopCause, UpdateMark};

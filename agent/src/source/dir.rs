@@ -10,7 +10,8 @@ use berth_spec::{HostFacts, SpecDefaults};
 use super::load::{self, SpecError};
 use super::perms::TrustedOwners;
 use super::watch::SpecWatcher;
-use crate::desired::{Scan, SpecSource};
+use crate::desired::SpecSource;
+use crate::reconcile::desired_set::Scan;
 
 pub struct DirSource {
     dir: PathBuf,
