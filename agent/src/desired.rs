@@ -11,8 +11,8 @@ use berth_spec::ContainerSpec;
 
 use crate::fsutil;
 use crate::layout::Layout;
-use crate::reconcile::desired_set::{self, LastValidSpecs};
 use crate::reconcile::desired_set::Scan;
+use crate::reconcile::desired_set::{self, LastValidSpecs};
 use crate::reconcile::model::{Desired, DesiredSpec};
 
 /// A full-snapshot spec source: a directory today, anything that can list specs tomorrow.

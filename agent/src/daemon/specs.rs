@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use tokio::sync::oneshot;
 
 use crate::desired::{LastValid, SpecSource};
-use crate::reconcile::desired_set::Scan;
 use crate::layout::Layout;
 use crate::reconcile::Desired;
+use crate::reconcile::desired_set::Scan;
 use crate::status::PlanView;
 
 /// The spec source and the last valid specs, with their files. Whoever holds it may touch the

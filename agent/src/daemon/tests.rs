@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::api::server::ApplyOptions;
-use crate::reconcile::desired_set::Scan;
 use crate::names::IncarnationId;
+use crate::reconcile::desired_set::Scan;
 use crate::reconcile::model::{ContainerInfo, Ending, HealthState, RunState};
 use crate::reconcile::plan::{Create, RemoveReason, StopCause, UpdateMark};
 use crate::status::Status;

@@ -113,7 +113,10 @@ mod tests {
         assert_eq!(changed, ["web"]);
         let (d, changed) = desired(&mut last, &scan(&[("web", Err("web.toml:1:1: bad"))]));
         assert!(changed.is_empty());
-        assert_eq!(*d.specs["web"].spec.as_ref().unwrap().spec, *spec("web", "1"));
+        assert_eq!(
+            *d.specs["web"].spec.as_ref().unwrap().spec,
+            *spec("web", "1")
+        );
         assert_eq!(d.specs["web"].error.as_deref(), Some("web.toml:1:1: bad"));
         // Never valid: no spec, only the error; nothing to keep.
         let (d, changed) = desired(&mut last, &scan(&[("db", Err("db.toml: bad"))]));
@@ -145,7 +148,10 @@ mod tests {
         let (d, changed) = desired(&mut last, &scan(&[("web", Ok(again.clone()))]));
         assert!(changed.is_empty());
         assert!(Arc::ptr_eq(&last["web"].spec, &again));
-        assert!(Arc::ptr_eq(&d.specs["web"].spec.as_ref().unwrap().spec, &again));
+        assert!(Arc::ptr_eq(
+            &d.specs["web"].spec.as_ref().unwrap().spec,
+            &again
+        ));
         let (_, changed) = desired(&mut last, &scan(&[("web", Ok(spec("web", "2")))]));
         assert_eq!(changed, ["web"]);
         assert_eq!(*last["web"].spec, *spec("web", "2"));

@@ -168,9 +168,13 @@ unsafe fn build(
         "unshare cgroup namespace",
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP),
     )?;
+    let access = match cfg.security.privileged {
+        true => mounts::CgroupAccess::Writable,
+        false => mounts::CgroupAccess::ReadOnly,
+    };
     step(
         "mount /sys/fs/cgroup",
-        mounts::mount_cgroup(&host.cgroup, cfg.security.privileged),
+        mounts::mount_cgroup(&host.cgroup, access),
     )?;
     step("set RLIMIT_NOFILE", set_nofile())?;
     let prepared = launch::prepare(&cfg.process, &cfg.security)?;

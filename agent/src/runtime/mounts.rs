@@ -434,18 +434,24 @@ pub enum CgroupView {
     Legacy(Vec<String>),
 }
 
-/// Mounts the container's own cgroup at /sys/fs/cgroup (read-only unless `writable`, as Docker
+/// Whether a container may write its cgroup's files (privileged ones may).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupAccess {
+    ReadOnly,
+    Writable,
+}
+
+/// Mounts the container's own cgroup at /sys/fs/cgroup (read-only unless `Writable`, as Docker
 /// gives privileged containers), so that runtimes can read their limits. Called after
 /// pivot_root from inside the container's cgroup namespace: each cgroup mount is rooted at the
 /// container's cgroup, and nothing of the host's tree above it is reachable. v1 gets a small
 /// tmpfs with one mount per hierarchy the container was placed in, and a link per co-mounted
 /// controller as the host has them (`cpu -> cpu,cpuacct`).
-pub fn mount_cgroup(view: &CgroupView, writable: bool) -> io::Result<()> {
+pub fn mount_cgroup(view: &CgroupView, access: CgroupAccess) -> io::Result<()> {
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let ro = if writable {
-        MsFlags::empty()
-    } else {
-        MsFlags::MS_RDONLY
+    let ro = match access {
+        CgroupAccess::Writable => MsFlags::empty(),
+        CgroupAccess::ReadOnly => MsFlags::MS_RDONLY,
     };
     let top = Path::new("/sys/fs/cgroup");
     match view {

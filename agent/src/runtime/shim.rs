@@ -411,7 +411,7 @@ unsafe fn start_init(
     sys::mark("shim-clone");
     // SAFETY: forwarded from the caller.
     let cloned = unsafe { clone_init(clone_flags(cfg), target.as_ref()) };
-    let (child, born_in_cgroup) = match cloned {
+    let (child, born) = match cloned {
         Err(e) => {
             undo(cg);
             return Err(format!("clone: {e}"));
@@ -426,7 +426,7 @@ unsafe fn start_init(
     drop((theirs, target));
     let at = SystemTime::now();
     let ShimEnds { outputs, go, error } = ours;
-    let placed = place_init(go, cg, child, born_in_cgroup);
+    let placed = place_init(go, cg, child, born);
     sys::mark("shim-placed");
     if let Some(e) = launch_error(placed, &error) {
         // SAFETY: kill and waitpid on our own child.
@@ -449,14 +449,11 @@ unsafe fn start_init(
 /// without CLONE_INTO_CGROUP; should the RCU grace period of the first migration still be
 /// running, the mounts use that time), then tells it whether it is placed: it waits for that
 /// second byte before its cgroup namespace and exec.
-fn place_init(go: OwnedFd, cg: &Cgroup, child: i32, born_in_cgroup: bool) -> Result<(), String> {
+fn place_init(go: OwnedFd, cg: &Cgroup, child: i32, born: Born) -> Result<(), String> {
     let started = sys::write_all(go.as_raw_fd(), b"1").map_err(|e| format!("start container: {e}"));
-    let placed = started.and_then(|()| {
-        if born_in_cgroup {
-            Ok(())
-        } else {
-            cg.add_pid(child).map_err(|e| e.to_string())
-        }
+    let placed = started.and_then(|()| match born {
+        Born::InItsCgroup => Ok(()),
+        Born::Outside => cg.add_pid(child).map_err(|e| e.to_string()),
     });
     let _ = sys::write_all(go.as_raw_fd(), if placed.is_ok() { b"2" } else { b"x" });
     placed
@@ -544,16 +541,24 @@ fn run(
 unsafe fn clone_init(
     flags: libc::c_int,
     cgroup: Option<&OwnedFd>,
-) -> std::io::Result<(Option<i32>, bool)> {
+) -> std::io::Result<(Option<i32>, Born)> {
     if let Some(fd) = cgroup {
         // SAFETY: forwarded from the caller.
         match unsafe { sys::clone_into_cgroup(flags, fd.as_fd()) }? {
-            Ok(r) => return Ok((r, true)),
+            Ok(r) => return Ok((r, Born::InItsCgroup)),
             Err(refused) => eprintln!("berth-shim: clone3 into the cgroup: {refused}; migrating"),
         }
     }
     // SAFETY: forwarded from the caller.
-    unsafe { sys::clone_fork(flags) }.map(|r| (r, false))
+    unsafe { sys::clone_fork(flags) }.map(|r| (r, Born::Outside))
+}
+
+/// Where the init was cloned: into its cgroup (v2's CLONE_INTO_CGROUP), or outside it, to be
+/// moved in before it may exec.
+#[derive(Debug, Clone, Copy)]
+enum Born {
+    InItsCgroup,
+    Outside,
 }
 
 /// Blocks until the runtime's go line arrives on stdin: `g`, then the container's address
