@@ -313,3 +313,47 @@ fn a_spawned_shim_waits_for_start_and_an_abort_leaves_nothing() {
         .stop(&c.name, &c.id, None, Duration::from_secs(5))
         .unwrap();
 }
+
+/// The shim's short-lived parent makes the container's cgroup while the supervisor goes on to
+/// the go line and the init's clone: when the cgroup cannot be made (here a "device" that is a
+/// plain file, refused as its rule is made), the start fails with that reason, the init never
+/// runs its payload, and no cgroup, shim or shim dir is left.
+#[test]
+fn a_cgroup_the_parent_cannot_make_fails_the_start_and_leaves_nothing() {
+    use berth_agent::runtime::DeviceSpec;
+    use berth_agent::runtime::cgroup::Cgroup;
+    let Some(env) = Env::new("cgword") else {
+        return;
+    };
+    let config = env.runtime.config().clone();
+    let shims = Cgroup::new(
+        &config.cgroups,
+        &format!("{}/_shims", env.names.cgroup_parent()),
+    );
+    let mut c = env.config("nodev", "touch /ran; sleep 1000");
+    c.devices.push(DeviceSpec {
+        host: "/etc/hostname".into(),
+        container: "/dev/fake".into(),
+        permissions: "rw".into(),
+    });
+    let cg = env.runtime.cgroup(&c.name, &c.id);
+    let shim_dir = config.layout.shim_dir(&c.name, &c.id);
+    let err = env.runtime.create(&c).unwrap_err().to_string();
+    assert!(
+        err.contains("/etc/hostname is not a device node"),
+        "the parent's reason reaches the caller: {err}"
+    );
+    assert!(!cg.exists(), "a start that failed leaves no cgroup");
+    assert!(!shim_dir.exists(), "a start that failed leaves no shim dir");
+    assert!(
+        !env.runtime
+            .bundle(&c.name, &c.id)
+            .upper()
+            .join("ran")
+            .exists(),
+        "the payload never ran"
+    );
+    wait_for(Duration::from_secs(5), "the failed shim to be gone", || {
+        shims.pids().is_empty()
+    });
+}

@@ -1,12 +1,13 @@
 //! The shim: one small supervisor per running container (binary `berth-shim`), single-threaded
 //! until its container runs (then, for ports that answer on `[::1]`, one relay thread).
 //!
-//! `berth-shim start <shim_dir>`: makes the container's cgroup, forks away from the caller
-//! (which reaps the short-lived parent, after it moved the supervisor into `<instance>/_shims`
-//! outside the agent's cgroup), re-executes from a sealed copy, starts a session, becomes
-//! subreaper, holds the published host ports, waits for the runtime's go line on stdin (the
-//! network namespace and /etc files are made meanwhile), clones the container's init into new
-//! namespaces (on v2 straight into its cgroup), reports one [`Report`] line on stdout, then
+//! `berth-shim start <shim_dir>`: re-executes from a sealed copy, forks away from the caller
+//! (which reaps the short-lived parent, after it made the container's cgroup, sent the
+//! supervisor word of it and moved the supervisor into `<instance>/_shims` outside the agent's
+//! cgroup), starts a session, becomes subreaper, holds the published host ports, waits for
+//! the runtime's go line on stdin (the network namespace and /etc files are made meanwhile),
+//! clones the container's init into new namespaces (on v2 straight into its cgroup when it is
+//! made by then, else moved in once it is), reports one [`Report`] line on stdout, then
 //! relays the container's stdout/stderr into the CRI log (and, on a thread of its own,
 //! connections to the ports' `[::1]` side into the container: [`super::proxy`]) until the init
 //! exits, records [`ExitRecord`] atomically, removes the cgroup and exits.
@@ -58,19 +59,17 @@ fn fail(msg: String) -> i32 {
     1
 }
 
-/// Set in the forked supervisor across its re-exec from a sealed copy: the re-executed program
-/// goes on as the supervisor instead of starting over.
-const SUPERVISOR_MARK: &str = "_BERTH_SHIM_SUPERVISOR";
-
 /// # Safety
 /// As [`main`]: the process must be single-threaded.
 unsafe fn start(dir: &Path) -> i32 {
     sys::mark("shim-start");
-    let resumed = std::env::var_os(SUPERVISOR_MARK).is_some();
-    if resumed {
-        // SAFETY: single-threaded (the caller's promise).
-        unsafe { std::env::remove_var(SUPERVISOR_MARK) };
+    // The container's init is a clone of this process until it execs the payload, and with
+    // `init = true` its reaper stays one for good: never a clone of the host's binary. So the
+    // shim re-executes itself from a sealed copy before it does anything for the container.
+    if let Err(e) = super::exeseal::ensure_sealed() {
+        return fail(format!("cannot run from a sealed copy of berth-shim: {e}"));
     }
+    sys::mark("shim-sealed");
     let shim = ShimDir::new(dir);
     let req = match shim.read_request() {
         Ok(Some(r)) => r,
@@ -84,32 +83,16 @@ unsafe fn start(dir: &Path) -> i32 {
         Err(e) => return fail(e.to_string()),
     };
     let cg = Cgroup::new(&req.cgroup_mode, &req.cgroup);
-    if !resumed {
-        // SAFETY: forwarded from the caller.
-        match unsafe { place(&req, &cfg, &cg) } {
-            Placed::Parent => return 0,
-            Placed::Failed(e) => return fail(e),
-            Placed::Supervisor => {}
-        }
-    }
-    // The container's init is a clone of this process until it execs the payload, and with
-    // `init = true` its reaper stays one for good: never a clone of the host's binary. The
-    // supervisor re-executes itself from a sealed copy (or, resumed, checks that it runs from
-    // one) before it does anything for the container.
-    // SAFETY: single-threaded; the mark tells the re-executed copy where it is.
-    unsafe { std::env::set_var(SUPERVISOR_MARK, "1") };
-    let sealed = super::exeseal::ensure_sealed();
-    // SAFETY: as above.
-    unsafe { std::env::remove_var(SUPERVISOR_MARK) };
-    if let Err(e) = sealed {
-        let _ = cg.remove(Duration::from_secs(1));
-        return fail(format!("cannot run from a sealed copy of berth-shim: {e}"));
-    }
-    sys::mark("shim-sealed");
+    // SAFETY: forwarded from the caller.
+    let mut word = match unsafe { place(&req, &cfg, &cg) } {
+        Placed::Parent => return 0,
+        Placed::Failed(e) => return fail(e),
+        Placed::Supervisor(word) => word,
+    };
     let held_ports = match ports::hold(&cfg.host_ports) {
         Ok(p) => p,
         Err(e) => {
-            let _ = cg.remove(Duration::from_secs(1));
+            word.undo(&cg);
             return fail(e);
         }
     };
@@ -131,11 +114,10 @@ unsafe fn start(dir: &Path) -> i32 {
     };
     // SAFETY: forwarded from the caller (the [::1] relay's thread starts only once the
     // container's init runs, after the last clone).
-    match unsafe { supervise(&shim, &bundle, &cfg, &host, &cg, held_ports) } {
+    match unsafe { supervise(&shim, &bundle, &cfg, &host, &cg, &mut word, held_ports) } {
         Ok(code) => code,
         Err(msg) => {
-            let _ = cg.kill_all(Duration::from_secs(5));
-            let _ = cg.remove(Duration::from_secs(5));
+            word.undo(&cg);
             fail(msg)
         }
     }
@@ -145,16 +127,19 @@ unsafe fn start(dir: &Path) -> i32 {
 enum Placed {
     /// The short-lived parent, done: the caller reaps it.
     Parent,
-    /// The supervisor, in its own cgroup (or on its way there), the container's cgroup made.
-    Supervisor,
+    /// The supervisor, with the parent's word to come on the container's cgroup.
+    Supervisor(CgroupWord),
     Failed(String),
 }
 
-/// Makes the container's cgroup and forks the supervisor, which the parent moves into its own
-/// cgroup. This comes first, before the supervisor's re-exec from a sealed copy, so that the
-/// RCU grace period the first migration after idle waits for (~10 ms on an idle tickless
-/// guest) starts as early as it can and runs beside everything else: the re-exec, the
-/// runtime's network attach, the container's clone and the rootfs it builds.
+/// Forks the supervisor; the short-lived parent makes the container's cgroup, sends the
+/// supervisor its word on it and moves it into its own cgroup. The cgroup is made beside the
+/// supervisor's start, not before it: after idle, the agent has begun the RCU grace period of
+/// the first migration (~7 ms on an idle tickless guest) at the spec event, and that migration
+/// holds the cgroup mutex, which every mkdir and cgroup write waits for. Meanwhile the
+/// supervisor waits for the go line, clones the init and lets it build its rootfs, which waits
+/// for the word only to be moved into its cgroup (on v2, an init cloned once the word has come
+/// is born there).
 ///
 /// # Safety
 /// The process must be single-threaded: it forks, and the child goes on allocating.
@@ -169,24 +154,36 @@ unsafe fn place(req: &ShimRequest, cfg: &ContainerConfig, cg: &Cgroup) -> Placed
             return Placed::Failed(format!("{}: {e}", leaf.display()));
         }
     }
-    // The container's cgroup is made before any migration starts: a migration holds the cgroup
-    // mutex through its RCU grace period, which would stall every mkdir and write here.
-    if let Err(e) = setup_cgroup(cg, cfg) {
-        let _ = cg.remove(Duration::from_secs(1));
-        return Placed::Failed(e);
-    }
-    sys::mark("shim-cgroup-made");
+    let (word_r, word_w) = match sys::pipe() {
+        Ok(p) => p,
+        Err(e) => return Placed::Failed(format!("cgroup word pipe: {e}")),
+    };
     // Fork: the caller reaps this short-lived parent and the supervisor is adopted by init (or
     // the agent's subreaper), so no agent ever has to reap shims. A forked child also maps only
     // the file pages it touches from here on, which halves the shim's resident memory.
     // SAFETY: the caller promises a single-threaded process.
     match unsafe { libc::fork() } {
         -1 => Placed::Failed(format!("fork: {}", std::io::Error::last_os_error())),
-        0 => Placed::Supervisor,
+        0 => {
+            drop(word_w);
+            Placed::Supervisor(CgroupWord::new(word_r))
+        }
         child => {
+            drop(word_r);
+            let made = setup_cgroup(cg, cfg);
+            sys::mark("shim-cgroup-made");
+            let word = match &made {
+                Ok(()) => "1".to_string(),
+                Err(e) => format!("x{e}"),
+            };
+            if sys::write_all(word_w.as_raw_fd(), word.as_bytes()).is_err() {
+                // The supervisor is gone before it could hear: nobody else removes it.
+                let _ = cg.remove(Duration::from_secs(1));
+            }
+            drop(word_w);
             // The parent moves the supervisor out of the caller's cgroup into
             // `<instance>/_shims` (on a systemd host it is in its leaf already).
-            if !matches!(req.cgroup_mode, CgroupMode::Systemd { .. }) {
+            if made.is_ok() && !matches!(req.cgroup_mode, CgroupMode::Systemd { .. }) {
                 let shims = Cgroup::new(&req.cgroup_mode, &req.shim_cgroup);
                 if let Err(e) = shims.create().and_then(|()| shims.add_pid(child)) {
                     eprintln!("berth-shim: the supervisor stays in the caller's cgroup: {e}");
@@ -194,6 +191,59 @@ unsafe fn place(req: &ShimRequest, cfg: &ContainerConfig, cg: &Cgroup) -> Placed
             }
             Placed::Parent
         }
+    }
+}
+
+/// The short-lived parent's word on the container's cgroup: `1` once it is made, `x` and the
+/// reason when it could not be; the parent closes its end after it.
+struct CgroupWord {
+    pipe: Option<OwnedFd>,
+    heard: Option<Result<(), String>>,
+}
+
+impl CgroupWord {
+    fn new(pipe: OwnedFd) -> Self {
+        CgroupWord {
+            pipe: Some(pipe),
+            heard: None,
+        }
+    }
+
+    /// Whether the cgroup is known to be made already, without waiting.
+    fn made_already(&mut self) -> bool {
+        let arrived = self
+            .pipe
+            .as_ref()
+            .is_some_and(|p| sys::poll_readable(p, 0).unwrap_or(false));
+        if self.heard.is_none() && arrived {
+            let _ = self.wait();
+        }
+        matches!(self.heard, Some(Ok(())))
+    }
+
+    /// Waits for the word.
+    fn wait(&mut self) -> Result<(), String> {
+        if let Some(heard) = &self.heard {
+            return heard.clone();
+        }
+        let got = match self.pipe.take() {
+            Some(p) => sys::read_to_end(&p),
+            None => Ok(Vec::new()),
+        };
+        let heard = match got.as_deref() {
+            Ok(b"1") => Ok(()),
+            Ok([b'x', why @ ..]) => Err(String::from_utf8_lossy(why).into_owned()),
+            Ok(_) => Err("the shim's parent ended before it made the container's cgroup".into()),
+            Err(e) => Err(format!("the shim's parent's word on the cgroup: {e}")),
+        };
+        self.heard = Some(heard.clone());
+        heard
+    }
+
+    /// Empties and removes the container's cgroup, once the parent is done making it.
+    fn undo(&mut self, cg: &Cgroup) {
+        let _ = self.wait();
+        undo(cg);
     }
 }
 
@@ -245,6 +295,7 @@ unsafe fn supervise(
     cfg: &ContainerConfig,
     host: &HostKernel,
     cg: &Cgroup,
+    word: &mut CgroupWord,
     held_ports: ports::Held,
 ) -> Result<i32, String> {
     let me = rustix::process::getpid().as_raw_pid();
@@ -255,9 +306,9 @@ unsafe fn supervise(
     let mut log = LogWriter::open(&bundle.log_file(), cfg.logging)
         .map_err(|e| format!("{}: {e}", bundle.log_file().display()))?;
     let (ours, mut theirs) = init_pipes()?;
-    // The runtime makes the network namespace and the container's files while we made the
-    // cgroups (and the migrations' RCU grace period ran): the go line on stdin says they are
-    // there, end-of-file that they will never be.
+    // The runtime makes the network namespace and the container's files while the parent
+    // makes the cgroups (and the migrations' RCU grace period runs): the go line on stdin says
+    // they are there, end-of-file that they will never be.
     sys::mark("shim-wait-go");
     let loopback6_to = wait_for_go()?;
     let _ = sys::dup2(theirs.stdin.as_raw_fd(), 0);
@@ -269,7 +320,7 @@ unsafe fn supervise(
         _ => None,
     };
     // SAFETY: forwarded from the caller.
-    let started = unsafe { start_init(cfg, bundle, host, cg, ours, theirs) }?;
+    let started = unsafe { start_init(cfg, bundle, host, cg, word, ours, theirs) }?;
     let pidfd = report_started(shim, me, &started)?;
     let (status, finished_at, reserved) = run(
         &mut log,
@@ -387,8 +438,8 @@ struct Started {
 }
 
 /// Clones the container's init (the clone never returns from here), puts it in its cgroup
-/// and waits until it has exec'd its payload. On failure the init is killed and the cgroup
-/// emptied and removed.
+/// and waits until it has exec'd its payload. On failure the init is killed; the caller
+/// empties and removes the cgroup.
 ///
 /// # Safety
 /// As [`clone_init`]: the process must be single-threaded.
@@ -397,27 +448,26 @@ unsafe fn start_init(
     bundle: &Bundle,
     host: &HostKernel,
     cg: &Cgroup,
+    word: &mut CgroupWord,
     ours: ShimEnds,
     theirs: ChildFds,
 ) -> Result<Started, String> {
-    // On v2 the init is born in its cgroup: no migration (and none of the RCU grace period a
-    // migration after idle waits for). On v1, or where clone3 is refused, it is moved below.
+    // On v2 the init is born in its cgroup when the parent has made it by now: no migration
+    // (and none of the RCU grace period a migration after idle waits for). On v1, before the
+    // cgroup is made, or where clone3 is refused, it is moved in below.
     let target = match cg.clone_target() {
-        Some(dir) => Some(OwnedFd::from(
+        Some(dir) if word.made_already() => Some(OwnedFd::from(
             std::fs::File::open(&dir).map_err(|e| format!("{}: {e}", dir.display()))?,
         )),
-        None => None,
+        _ => None,
     };
     sys::mark("shim-clone");
     // SAFETY: forwarded from the caller.
     let cloned = unsafe { clone_init(clone_flags(cfg), target.as_ref()) };
     let (child, born) = match cloned {
-        Err(e) => {
-            undo(cg);
-            return Err(format!("clone: {e}"));
-        }
+        Err(e) => return Err(format!("clone: {e}")),
         Ok((None, _)) => {
-            drop((ours, target));
+            drop((ours, target, word.pipe.take()));
             // SAFETY: this is the freshly cloned child, single-threaded as the shim was.
             unsafe { child_main(cfg, bundle, host, theirs) }
         }
@@ -426,7 +476,7 @@ unsafe fn start_init(
     drop((theirs, target));
     let at = SystemTime::now();
     let ShimEnds { outputs, go, error } = ours;
-    let placed = place_init(go, cg, child, born);
+    let placed = place_init(go, cg, word, child, born);
     sys::mark("shim-placed");
     if let Some(e) = launch_error(placed, &error) {
         // SAFETY: kill and waitpid on our own child.
@@ -434,7 +484,6 @@ unsafe fn start_init(
             libc::kill(child, libc::SIGKILL);
             libc::waitpid(child, std::ptr::null_mut(), 0);
         }
-        undo(cg);
         return Err(e);
     }
     sys::mark("shim-exec-seen");
@@ -445,15 +494,23 @@ unsafe fn start_init(
     })
 }
 
-/// Lets the init build its rootfs while it is moved into its cgroup (v1, or a v2 kernel
-/// without CLONE_INTO_CGROUP; should the RCU grace period of the first migration still be
-/// running, the mounts use that time), then tells it whether it is placed: it waits for that
-/// second byte before its cgroup namespace and exec.
-fn place_init(go: OwnedFd, cg: &Cgroup, child: i32, born: Born) -> Result<(), String> {
+/// Lets the init build its rootfs while its cgroup is made and it is moved in (v1, v2 before
+/// the cgroup was there, or a v2 kernel without CLONE_INTO_CGROUP; should the RCU grace period
+/// of the first migration still be running, the mounts use that time), then tells it whether
+/// it is placed: it waits for that second byte before its cgroup namespace and exec.
+fn place_init(
+    go: OwnedFd,
+    cg: &Cgroup,
+    word: &mut CgroupWord,
+    child: i32,
+    born: Born,
+) -> Result<(), String> {
     let started = sys::write_all(go.as_raw_fd(), b"1").map_err(|e| format!("start container: {e}"));
     let placed = started.and_then(|()| match born {
         Born::InItsCgroup => Ok(()),
-        Born::Outside => cg.add_pid(child).map_err(|e| e.to_string()),
+        Born::Outside => word
+            .wait()
+            .and_then(|()| cg.add_pid(child).map_err(|e| e.to_string())),
     });
     let _ = sys::write_all(go.as_raw_fd(), if placed.is_ok() { b"2" } else { b"x" });
     placed
