@@ -294,3 +294,52 @@ fn cached_rescans_see_every_change() {
         "docker.io/library/nginx:2"
     );
 }
+
+/// A spec read long enough ago is reused as it was (its files' stamps are trusted past the
+/// racy window), and a drop-in dir appearing beside it or going is still seen: the dir's
+/// listing says which specs have one, so the others need no stat for it.
+#[test]
+fn a_cached_spec_sees_its_dropin_dir_appear_and_go() {
+    use berth_agent::source::load::{LoadCache, load_dir_cached};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let defaults = berth_spec::SpecDefaults::default();
+    let mut cache = LoadCache::default();
+    std::fs::write(dir.join("web.toml"), "image = \"nginx:1\"\n").unwrap();
+    std::fs::write(dir.join("db.toml"), "image = \"postgres:16\"\n").unwrap();
+    // Past the racy window (two seconds of file times), a stamp says the file is the one read.
+    let written = std::time::Instant::now();
+    while written.elapsed() < std::time::Duration::from_millis(2_100) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut load = || load_dir_cached(dir, &defaults, &mut cache).unwrap();
+    let spec_of = |set: &berth_agent::source::load::LoadedSet, name: &str| {
+        set.specs[name].as_ref().unwrap().spec.clone()
+    };
+    let first = load();
+    let again = load();
+    assert!(
+        std::sync::Arc::ptr_eq(&spec_of(&first, "web"), &spec_of(&again, "web")),
+        "an unchanged spec is reused, not read again"
+    );
+
+    std::fs::create_dir(dir.join("web.toml.d")).unwrap();
+    std::fs::write(dir.join("web.toml.d/10.toml"), "env = { B = \"x\" }\n").unwrap();
+    let with = load();
+    assert_eq!(
+        spec_of(&with, "web").env.get("B"),
+        Some("x"),
+        "a drop-in dir appears"
+    );
+    assert!(
+        std::sync::Arc::ptr_eq(&spec_of(&first, "db"), &spec_of(&with, "db")),
+        "the other spec is still reused"
+    );
+    std::fs::remove_dir_all(dir.join("web.toml.d")).unwrap();
+    let without = load();
+    assert_eq!(
+        spec_of(&without, "web").env.get("B"),
+        None,
+        "the drop-in dir goes"
+    );
+}

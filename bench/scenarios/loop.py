@@ -70,10 +70,9 @@ class Events:
 
 
 def hist(agent):
-    m = agent.metrics()
-    return (m.get("berth_reconcile_passes_total", 0.0),
-            m.get("berth_reconcile_pass_duration_seconds_sum", 0.0),
-            m.get("berth_reconcile_pass_duration_seconds_count", 0.0))
+    return agent.metric_values("berth_reconcile_passes_total",
+                               "berth_reconcile_pass_duration_seconds_sum",
+                               "berth_reconcile_pass_duration_seconds_count")
 
 
 def quiet(agent, still, timeout=120):

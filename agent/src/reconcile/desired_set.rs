@@ -37,13 +37,11 @@ pub fn desired(last: &mut LastValidSpecs, scan: &Scan) -> (Desired, Vec<String>)
         let entry = match result {
             Ok(spec) => {
                 match last.get_mut(name) {
+                    // The source's cache handed back the spec already held: nothing to compare.
+                    Some(old) if Arc::ptr_eq(&old.spec, spec) => {}
                     // The same spec read again: hold the scan's allocation, not a second one
                     // (a spec read back from disk at startup is one).
-                    Some(old) if *old.spec == **spec => {
-                        if !Arc::ptr_eq(&old.spec, spec) {
-                            old.spec = spec.clone();
-                        }
-                    }
+                    Some(old) if *old.spec == **spec => old.spec = spec.clone(),
                     _ => {
                         last.insert(name.clone(), DesiredSpec::new(spec.clone()));
                         changed.push(name.clone());
