@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use crate::runtime::exec::{ExecRequest, spawn};
-use crate::runtime::exec_relay::{self, Ended, relay};
+use crate::runtime::exec_relay::{self, Ended, Stdin, relay};
 use crate::runtime::exeseal;
 
 #[derive(Debug, Args)]
@@ -87,7 +87,11 @@ pub fn run(config: Option<&Path>, args: &ExecArgs) -> ExitCode {
     };
     let ended = {
         let _raw = args.tty.then(|| RawMode::enter(0));
-        relay(&mut running, args.interactive, deadline)
+        let stdin = match args.interactive {
+            true => Stdin::Relayed,
+            false => Stdin::Closed,
+        };
+        relay(&mut running, stdin, deadline)
     };
     let result = running.finish();
     match ended {

@@ -13,7 +13,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::operations::{ImageOp, ImageReply, Pulled};
 use crate::registry::{Platform, RegistryClient, RegistrySettings};
-use crate::store::{PullEvent, PullOptions};
+use crate::store::{Keep, PullEvent, PullOptions};
 
 use super::exit;
 use super::store_ctx::{self, fail, short};
@@ -86,7 +86,10 @@ pub fn run(config: Option<&Path>, args: &PullArgs) -> ExitCode {
             .concurrency
             .unwrap_or(cfg.images.parallel_layers as usize)
             .max(1),
-        download_only: args.download_only,
+        keep: match args.download_only {
+            true => Keep::BlobsOnly,
+            false => Keep::Unpacked,
+        },
         platform,
     };
     let display = Display::new(!args.json && std::io::stderr().is_terminal());

@@ -95,10 +95,17 @@ struct Out {
     to: RawFd,
 }
 
+/// Whether the caller's stdin reaches the process (`berth exec -i`) on a terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stdin {
+    Relayed,
+    Closed,
+}
+
 /// Relays until the process has exited and its output is drained (at most
 /// [`DRAIN_AFTER_EXIT`] more), killing the exec at `deadline` or on a signal.
-pub fn relay(running: &mut Running, interactive: bool, deadline: Option<Instant>) -> Ended {
-    let mut r = Relay::new(running, interactive);
+pub fn relay(running: &mut Running, stdin: Stdin, deadline: Option<Instant>) -> Ended {
+    let mut r = Relay::new(running, stdin);
     let sig = signal_fd();
     let mut buf = vec![0u8; 32 * 1024];
     loop {
@@ -150,7 +157,7 @@ struct Relay {
 }
 
 impl Relay {
-    fn new(running: &mut Running, interactive: bool) -> Self {
+    fn new(running: &mut Running, stdin: Stdin) -> Self {
         let mut outs: Vec<Out> = Vec::new();
         let mut sink: Option<OwnedFd> = None;
         let mut terminal: Option<RawFd> = None;
@@ -178,7 +185,10 @@ impl Relay {
                     from: Some(master),
                     to: CALLER_OUT,
                 });
-                sink = if interactive { input } else { None };
+                sink = match stdin {
+                    Stdin::Relayed => input,
+                    Stdin::Closed => None,
+                };
             }
             None => {}
         }

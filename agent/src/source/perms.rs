@@ -102,7 +102,7 @@ impl TrustedOwners {
         todo.reverse();
         let mut at = PathBuf::from("/");
         let mut links = 0;
-        self.check_dir(&at, todo.is_empty() && last_is_dir)?;
+        self.check_dir(&at, Walked::of(todo.is_empty() && last_is_dir))?;
         while let Some(c) = todo.pop() {
             if c == b".." {
                 at.pop();
@@ -135,19 +135,36 @@ impl TrustedOwners {
                 return Err(format!("{shown}: {} is not a directory", next.display()));
             }
             at = next;
-            self.check_dir(&at, last && last_is_dir)?;
+            self.check_dir(&at, Walked::of(last && last_is_dir))?;
         }
         Ok(())
     }
 
-    fn check_dir(&self, dir: &Path, last: bool) -> Result<(), String> {
+    fn check_dir(&self, dir: &Path, walked: Walked) -> Result<(), String> {
         let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let judged = if last {
-            self.check_mode(meta.uid(), meta.mode())
-        } else {
-            self.check_passing(meta.uid(), meta.mode())
+        let judged = match walked {
+            Walked::To => self.check_mode(meta.uid(), meta.mode()),
+            Walked::Through => self.check_passing(meta.uid(), meta.mode()),
         };
         judged.map_err(|why| format!("{}: refused: {why}", dir.display()))
+    }
+}
+
+/// How a dir of a walked path is judged: the dir walked to holds what is read (its owner and
+/// mode as a file's); a dir walked through only must not let others swap what lies below.
+#[derive(Debug, Clone, Copy)]
+enum Walked {
+    To,
+    Through,
+}
+
+impl Walked {
+    fn of(is_the_target: bool) -> Walked {
+        if is_the_target {
+            Walked::To
+        } else {
+            Walked::Through
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! every image that uses it), and an index from reference to image.
 //!
 //! ```text
-//! <state_dir>/blobs/sha256/<hex>            manifests, configs (layers only with download_only)
+//! <state_dir>/blobs/sha256/<hex>            manifests, configs (layers only with Keep::BlobsOnly)
 //! <state_dir>/blobs/sha256/<hex>.partial    an interrupted layer download, resumed next time
 //! <state_dir>/layers/sha256/<diffid-hex>/   unpacked layers: overlay lowerdirs
 //! <state_dir>/layers/sha256/.tmp-*          unpacks in progress (removed at open)
@@ -56,7 +56,7 @@ use crate::layout::Layout;
 pub use error::{PullError, StoreError};
 pub use gc::{GcReport, GcRoots};
 pub use index::{ImageRecord, PIN_IMPORT, PIN_OPERATOR};
-pub use pull::{Progress, PullEvent, PullOptions, no_progress};
+pub use pull::{Keep, Progress, PullEvent, PullOptions, no_progress};
 pub use scan::{ImportOutcome, scan_import_dir};
 
 /// The image store of one state dir. Cheap to clone; safe to share between threads.

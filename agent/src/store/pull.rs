@@ -31,8 +31,8 @@ pub(crate) const MAX_CONFIG_SIZE: u64 = 4 << 20;
 pub struct PullOptions {
     /// Layers fetched and unpacked at once.
     pub concurrency: usize,
-    /// Fetch and verify the blobs into `blobs/`, without unpacking (pre-staging, benchmarks).
-    pub download_only: bool,
+    /// What a pull leaves in the store.
+    pub keep: Keep,
     /// The platform to resolve an index for; this host's by default.
     pub platform: Option<Platform>,
 }
@@ -51,10 +51,19 @@ impl Default for PullOptions {
     fn default() -> Self {
         PullOptions {
             concurrency: 4,
-            download_only: false,
+            keep: Keep::Unpacked,
             platform: None,
         }
     }
+}
+
+/// What a pull leaves in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Layers unpacked into `layers/` (blobs only while they stream): what containers run on.
+    Unpacked,
+    /// The verified blobs in `blobs/`, not unpacked (pre-staging, benchmarks).
+    BlobsOnly,
 }
 
 /// What a pull reports as it goes (for progress bars and metrics).
@@ -179,13 +188,7 @@ impl Store {
         let _active = self.activate(&layers);
         let summary: Vec<(Digest, u64, bool)> = layers
             .iter()
-            .map(|l| {
-                (
-                    l.blob_digest.clone(),
-                    l.size,
-                    self.has_layer(l, opts.download_only),
-                )
-            })
+            .map(|l| (l.blob_digest.clone(), l.size, self.has_layer(l, opts.keep)))
             .collect();
         progress(&PullEvent::Resolved {
             image: &name,
@@ -200,7 +203,7 @@ impl Store {
             .filter(|(_, s)| !s.2)
             .map(|(l, _)| l)
             .collect();
-        self.check_space(&name, &missing, opts.download_only)?;
+        self.check_space(&name, &missing, opts.keep)?;
 
         let jobs: Vec<Job<'_>> = missing.into_iter().map(|layer| Job { layer }).collect();
         let unpacked = self.run_jobs(client, image, &name, &jobs, opts, progress)?;
@@ -240,7 +243,7 @@ impl Store {
             pulled_at: now,
             last_used: now,
         };
-        if opts.download_only {
+        if opts.keep == Keep::BlobsOnly {
             // Nothing is runnable yet: no record, so `resolve` does not offer it.
             return Ok(self.resolved(&record));
         }
@@ -418,28 +421,22 @@ impl Store {
         Ok(())
     }
 
-    fn has_layer(&self, l: &LayerRef, download_only: bool) -> bool {
-        if download_only {
-            self.blob_path(&l.blob_digest).exists()
-        } else {
-            self.layer_dir(&l.diff_id).exists()
+    fn has_layer(&self, l: &LayerRef, keep: Keep) -> bool {
+        match keep {
+            Keep::BlobsOnly => self.blob_path(&l.blob_digest).exists(),
+            Keep::Unpacked => self.layer_dir(&l.diff_id).exists(),
         }
     }
 
     /// Fails early when the missing layers cannot fit: a compressed layer needs its blob while
     /// it streams plus (typically) two to three times its size unpacked.
-    fn check_space(
-        &self,
-        name: &str,
-        missing: &[&LayerRef],
-        download_only: bool,
-    ) -> Result<(), StoreError> {
+    fn check_space(&self, name: &str, missing: &[&LayerRef], keep: Keep) -> Result<(), StoreError> {
         let needed: u64 = missing
             .iter()
             .map(|l| {
-                let factor = match (download_only, Compression::of_media_type(&l.media_type)) {
-                    (true, _) => 1,
-                    (false, Some(Compression::None)) => 2,
+                let factor = match (keep, Compression::of_media_type(&l.media_type)) {
+                    (Keep::BlobsOnly, _) => 1,
+                    (Keep::Unpacked, Some(Compression::None)) => 2,
                     _ => 3,
                 };
                 l.size.saturating_mul(factor)
@@ -528,7 +525,7 @@ impl Store {
         progress: Progress<'_>,
         cancel: &AtomicBool,
     ) -> Result<u64, StoreError> {
-        let key = if opts.download_only {
+        let key = if opts.keep == Keep::BlobsOnly {
             l.blob_digest.as_str()
         } else {
             l.diff_id.as_str()
@@ -536,7 +533,7 @@ impl Store {
         // One download per layer in this process: a second pull of it waits, then finds it.
         let lock = self.inflight(key);
         let _guard = lock.lock().expect("inflight");
-        if self.has_layer(l, opts.download_only) {
+        if self.has_layer(l, opts.keep) {
             progress(&PullEvent::LayerDone {
                 digest: &l.blob_digest,
             });
@@ -560,7 +557,7 @@ impl Store {
             progress,
             cancel,
         };
-        if !opts.download_only
+        if opts.keep == Keep::Unpacked
             && let Some(size) = self.fetch_chunks(&job)?
         {
             return Ok(size);
@@ -653,7 +650,7 @@ impl Store {
                     on_bytes: &on_bytes,
                 });
             let meter = Meter::new(job.cancel);
-            let result = if opts.download_only {
+            let result = if opts.keep == Keep::BlobsOnly {
                 layer::verify_stream(&job.spec, source, &meter).and_then(|()| {
                     self.commit_blob(partial, &l.blob_digest)
                         .map_err(|e| StoreError::io(partial, e))
@@ -664,7 +661,7 @@ impl Store {
             match result {
                 Ok(()) => {
                     let size = meter.unpacked_bytes();
-                    if opts.download_only {
+                    if opts.keep == Keep::BlobsOnly {
                         (job.progress)(&PullEvent::LayerDone {
                             digest: &l.blob_digest,
                         });

@@ -173,7 +173,11 @@ impl Store {
                 });
             }
         };
-        let is_dir = ar.is_dir();
+        let layout = if ar.is_dir() {
+            OciLayout::Dir
+        } else {
+            OciLayout::Archive
+        };
         let host = Platform::host();
         let mut out: Vec<Found> = Vec::new();
         for desc in &index.manifests {
@@ -194,7 +198,12 @@ impl Store {
             else {
                 continue;
             };
-            let mut keys = oci_keys(abs, is_dir, ref_name, out.is_empty());
+            let entry = if out.is_empty() {
+                EntryOrder::First
+            } else {
+                EntryOrder::Later
+            };
+            let mut keys = oci_keys(abs, layout, ref_name, entry);
             for name in [desc.annotations.get(CONTAINERD_NAME), ref_name]
                 .into_iter()
                 .flatten()
@@ -516,11 +525,31 @@ fn resolve_oci_entry(
     }
 }
 
+/// Where an OCI layout is: a dir (`oci:`) or an archive (`oci-archive:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OciLayout {
+    Dir,
+    Archive,
+}
+
+/// Whether an entry is the layout's first (which the bare layout name means).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EntryOrder {
+    First,
+    Later,
+}
+
 /// The names an OCI layout's entry is found by: a dir's `oci:<dir>:<tag>` and, for its first
 /// entry, `oci:<dir>`; an archive's first entry `oci-archive:<file>`.
-fn oci_keys(abs: &Path, is_dir: bool, ref_name: Option<&String>, first: bool) -> Vec<String> {
+fn oci_keys(
+    abs: &Path,
+    layout: OciLayout,
+    ref_name: Option<&String>,
+    entry: EntryOrder,
+) -> Vec<String> {
+    let first = entry == EntryOrder::First;
     let mut keys = Vec::new();
-    if is_dir {
+    if layout == OciLayout::Dir {
         if let Some(t) =
             ref_name.filter(|t| berth_spec::ImageSource::parse(&format!("oci:/x:{t}")).is_ok())
         {
