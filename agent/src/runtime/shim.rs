@@ -173,7 +173,7 @@ unsafe fn place(req: &ShimRequest, cfg: &ContainerConfig, cg: &Cgroup) -> Placed
             let made = setup_cgroup(cg, cfg);
             sys::mark("shim-cgroup-made");
             let word = match &made {
-                Ok(()) => "1".to_string(),
+                Ok(()) => format!("1{}", cg.oom_kills()),
                 Err(e) => format!("x{e}"),
             };
             if sys::write_all(word_w.as_raw_fd(), word.as_bytes()).is_err() {
@@ -194,11 +194,12 @@ unsafe fn place(req: &ShimRequest, cfg: &ContainerConfig, cg: &Cgroup) -> Placed
     }
 }
 
-/// The short-lived parent's word on the container's cgroup: `1` once it is made, `x` and the
-/// reason when it could not be; the parent closes its end after it.
+/// The short-lived parent's word on the container's cgroup: `1` and its OOM kill count once it
+/// is made (what the exit's `oom` is judged against), `x` and the reason when it could not be;
+/// the parent closes its end after it.
 struct CgroupWord {
     pipe: Option<OwnedFd>,
-    heard: Option<Result<(), String>>,
+    heard: Option<Result<u64, String>>,
 }
 
 impl CgroupWord {
@@ -218,11 +219,11 @@ impl CgroupWord {
         if self.heard.is_none() && arrived {
             let _ = self.wait();
         }
-        matches!(self.heard, Some(Ok(())))
+        matches!(self.heard, Some(Ok(_)))
     }
 
-    /// Waits for the word.
-    fn wait(&mut self) -> Result<(), String> {
+    /// Waits for the word: the cgroup's OOM kill count when it was made.
+    fn wait(&mut self) -> Result<u64, String> {
         if let Some(heard) = &self.heard {
             return heard.clone();
         }
@@ -231,7 +232,10 @@ impl CgroupWord {
             None => Ok(Vec::new()),
         };
         let heard = match got.as_deref() {
-            Ok(b"1") => Ok(()),
+            Ok([b'1', count @ ..]) => Ok(std::str::from_utf8(count)
+                .ok()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0)),
             Ok([b'x', why @ ..]) => Err(String::from_utf8_lossy(why).into_owned()),
             Ok(_) => Err("the shim's parent ended before it made the container's cgroup".into()),
             Err(e) => Err(format!("the shim's parent's word on the cgroup: {e}")),
@@ -301,7 +305,6 @@ unsafe fn supervise(
     let me = rustix::process::getpid().as_raw_pid();
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    let oom_before = cg.oom_kills();
     make_volumes(cfg)?;
     let mut log = LogWriter::open(&bundle.log_file(), cfg.logging)
         .map_err(|e| format!("{}: {e}", bundle.log_file().display()))?;
@@ -321,6 +324,8 @@ unsafe fn supervise(
     };
     // SAFETY: forwarded from the caller.
     let started = unsafe { start_init(cfg, bundle, host, cg, word, ours, theirs) }?;
+    // Heard by now: the init is in its cgroup.
+    let oom_before = word.wait()?;
     let pidfd = report_started(shim, me, &started)?;
     let (status, finished_at, reserved) = run(
         &mut log,
@@ -510,7 +515,7 @@ fn place_init(
         Born::InItsCgroup => Ok(()),
         Born::Outside => word
             .wait()
-            .and_then(|()| cg.add_pid(child).map_err(|e| e.to_string())),
+            .and_then(|_| cg.add_pid(child).map_err(|e| e.to_string())),
     });
     let _ = sys::write_all(go.as_raw_fd(), if placed.is_ok() { b"2" } else { b"x" });
     placed
