@@ -11,8 +11,7 @@ use berth_spec::ContainerSpec;
 
 use crate::fsutil;
 use crate::layout::Layout;
-use crate::reconcile::desired_set::Scan;
-use crate::reconcile::desired_set::{self, LastValidSpecs};
+use crate::reconcile::desired_set::{self, LastValidSpecs, Scan};
 use crate::reconcile::model::{Desired, DesiredSpec};
 
 /// A full-snapshot spec source: a directory today, anything that can list specs tomorrow.
@@ -22,7 +21,7 @@ pub trait SpecSource: Send {
 
 /// Whether the last valid specs are written to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Keep {
+enum Persist {
     OnDisk,
     /// Read-only users (`berth plan`, `berth status` without an agent) change nothing on disk.
     InMemory,
@@ -31,7 +30,7 @@ enum Keep {
 pub struct LastValid {
     dir: PathBuf,
     specs: LastValidSpecs,
-    keep: Keep,
+    keep: Persist,
 }
 
 impl LastValid {
@@ -56,14 +55,14 @@ impl LastValid {
         LastValid {
             dir,
             specs,
-            keep: Keep::OnDisk,
+            keep: Persist::OnDisk,
         }
     }
 
     /// As [`LastValid::load`], for a reader that must not write.
     pub fn load_read_only(layout: &Layout) -> Self {
         LastValid {
-            keep: Keep::InMemory,
+            keep: Persist::InMemory,
             ..Self::load(layout)
         }
     }
@@ -71,7 +70,7 @@ impl LastValid {
     /// The desired set for a scan; keeps the specs that changed.
     pub fn desired(&mut self, scan: &Scan) -> Desired {
         let (desired, changed) = desired_set::desired(&mut self.specs, scan);
-        if self.keep == Keep::OnDisk {
+        if self.keep == Persist::OnDisk {
             for name in changed {
                 self.persist(&name);
             }
